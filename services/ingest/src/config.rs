@@ -1,0 +1,277 @@
+//! Ingest node configuration. Every field has a documented default; see the crate README section
+//! in the top-level README for the YAML layout.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tailsift_config::{ConfigError, Validate};
+use tailsift_kafka::{Connection, TopicSpec};
+
+/// `tailsift ingest` configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    pub otlp: OtlpConfig,
+    pub admin: AdminConfig,
+    pub kafka: KafkaConfig,
+    pub limits: Limits,
+}
+
+/// OTLP receivers.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// OTLP/gRPC listen address. Default `0.0.0.0:4317`.
+    pub grpc_listen: SocketAddr,
+    /// OTLP/HTTP listen address (`POST /v1/traces`). Default `0.0.0.0:4318`.
+    pub http_listen: SocketAddr,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        OtlpConfig { grpc_listen: "0.0.0.0:4317".parse().unwrap(), http_listen: "0.0.0.0:4318".parse().unwrap() }
+    }
+}
+
+/// The admin endpoint (`/metrics`, `/healthz`, `/readyz`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Default `0.0.0.0:9464`.
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { listen: "0.0.0.0:9464".parse().unwrap() }
+    }
+}
+
+/// Record compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Lz4,
+    Zstd,
+    Gzip,
+    Snappy,
+}
+
+impl Compression {
+    pub fn as_librdkafka(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+        }
+    }
+}
+
+/// Producer acknowledgement level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Acks {
+    #[serde(rename = "all")]
+    All,
+    #[serde(rename = "1")]
+    Leader,
+    #[serde(rename = "0")]
+    None,
+}
+
+/// Where and how spans are published.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Comma-separated bootstrap brokers. Default `127.0.0.1:9092`.
+    pub brokers: String,
+    /// `client.id` reported to the brokers. Default `tailsift-ingest`.
+    pub client_id: String,
+    /// Extra librdkafka properties (`security.protocol`, `sasl.*`, `ssl.*`, ...), applied last.
+    pub properties: std::collections::BTreeMap<String, String>,
+    /// The spans topic. Default `tailsift-spans`.
+    pub topic: String,
+    /// Used when the topic is missing and `topic_spec.create` is true.
+    pub topic_spec: TopicSpec,
+    /// Default `lz4`.
+    pub compression: Compression,
+    /// Default `all`. Anything but `all` turns idempotence off.
+    pub acks: Acks,
+    /// Idempotent producer (no duplicates from producer retries). Default `true`.
+    pub idempotence: bool,
+    /// How long the producer waits to fill a batch. Default `5ms`.
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+    /// Maximum batch size in bytes. Default `1000000`.
+    pub batch_bytes: usize,
+    /// Largest record payload; traces larger than this in one request are written as several
+    /// records. Must stay under the topic's `max.message.bytes`. Default `900000`.
+    pub max_record_bytes: usize,
+    /// Producer queue limits: when full, clients get a retryable error. Defaults `100000`
+    /// messages and `262144` KiB.
+    pub queue_max_messages: usize,
+    pub queue_max_kbytes: usize,
+    /// How long a record may wait for Kafka before the request fails with a retryable error.
+    /// Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub delivery_timeout: Duration,
+    /// Interval of the metadata probe that drives `/readyz`. Default `2s`.
+    #[serde(with = "humantime_serde")]
+    pub probe_interval: Duration,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: Connection::default().brokers,
+            client_id: "tailsift-ingest".into(),
+            properties: Default::default(),
+            topic: "tailsift-spans".into(),
+            topic_spec: TopicSpec::default(),
+            compression: Compression::Lz4,
+            acks: Acks::All,
+            idempotence: true,
+            linger: Duration::from_millis(5),
+            batch_bytes: 1_000_000,
+            max_record_bytes: 900_000,
+            queue_max_messages: 100_000,
+            queue_max_kbytes: 262_144,
+            delivery_timeout: Duration::from_secs(10),
+            probe_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Request and memory limits.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest accepted request body, after decompression, for both gRPC and HTTP. Default
+    /// `16777216` (16 MiB).
+    pub max_request_bytes: usize,
+    /// Bytes of records accepted but not yet acknowledged by Kafka, across all requests. Past it
+    /// clients get a retryable error. Default `268435456` (256 MiB).
+    pub max_in_flight_bytes: usize,
+    /// `Retry-After` sent with HTTP 503 answers. Default `1s`.
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_request_bytes: 16 << 20, max_in_flight_bytes: 256 << 20, retry_after: Duration::from_secs(1) }
+    }
+}
+
+impl KafkaConfig {
+    /// The connection settings of this section.
+    pub fn connection(&self) -> Connection {
+        Connection { brokers: self.brokers.clone(), client_id: self.client_id.clone(), properties: self.properties.clone() }
+    }
+}
+
+impl Validate for IngestConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let k = &self.kafka;
+        k.connection().validate("kafka").map_err(|e| split_err(&e))?;
+        k.topic_spec.validate("kafka.topic_spec").map_err(|e| split_err(&e))?;
+        if k.topic.is_empty() {
+            return Err(ConfigError::invalid("kafka.topic", "must not be empty"));
+        }
+        if k.idempotence && k.acks != Acks::All {
+            return Err(ConfigError::invalid("kafka.idempotence", "requires kafka.acks: all"));
+        }
+        if k.max_record_bytes < 1024 {
+            return Err(ConfigError::invalid("kafka.max_record_bytes", "must be at least 1024"));
+        }
+        if k.batch_bytes < k.max_record_bytes {
+            return Err(ConfigError::invalid("kafka.batch_bytes", "must be at least kafka.max_record_bytes"));
+        }
+        if k.queue_max_messages == 0 || k.queue_max_kbytes == 0 {
+            return Err(ConfigError::invalid("kafka.queue_max_messages", "queue limits must be positive"));
+        }
+        if k.delivery_timeout < Duration::from_millis(100) {
+            return Err(ConfigError::invalid("kafka.delivery_timeout", "must be at least 100ms"));
+        }
+        if k.probe_interval < Duration::from_millis(100) {
+            return Err(ConfigError::invalid("kafka.probe_interval", "must be at least 100ms"));
+        }
+        let l = &self.limits;
+        if l.max_request_bytes < 1024 {
+            return Err(ConfigError::invalid("limits.max_request_bytes", "must be at least 1024"));
+        }
+        if l.max_in_flight_bytes < l.max_request_bytes {
+            return Err(ConfigError::invalid(
+                "limits.max_in_flight_bytes",
+                "must be at least limits.max_request_bytes, or a large request could never be admitted",
+            ));
+        }
+        if l.max_in_flight_bytes > u32::MAX as usize {
+            return Err(ConfigError::invalid("limits.max_in_flight_bytes", "must be below 4 GiB"));
+        }
+        Ok(())
+    }
+}
+
+fn split_err(e: &str) -> ConfigError {
+    let (key, reason) = e.split_once(": ").unwrap_or((e, "invalid"));
+    ConfigError::invalid(key, reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tailsift_config::Sources;
+
+    fn load(yaml: &str) -> Result<IngestConfig, ConfigError> {
+        Sources { file: Some(("t.yaml".into(), yaml.into())), ..Default::default() }.load()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let c = load("").unwrap();
+        assert_eq!(c.otlp.grpc_listen.port(), 4317);
+        assert_eq!(c.otlp.http_listen.port(), 4318);
+        assert_eq!(c.kafka.topic, "tailsift-spans");
+        assert_eq!(c.kafka.acks, Acks::All);
+        assert!(c.kafka.idempotence);
+        assert_eq!(c.kafka.compression, Compression::Lz4);
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let c = load(
+            "otlp: {grpc_listen: '127.0.0.1:1', http_listen: '127.0.0.1:2'}\nadmin: {listen: '127.0.0.1:3'}\n\
+             kafka:\n  brokers: a:1,b:2\n  topic: spans\n  compression: zstd\n  linger: 20ms\n  properties: {security.protocol: plaintext}\n  topic_spec: {partitions: 4}\n\
+             limits: {max_request_bytes: 2048, max_in_flight_bytes: 4096, retry_after: 2s}\n",
+        )
+        .unwrap();
+        assert_eq!(c.kafka.brokers, "a:1,b:2");
+        assert_eq!(c.kafka.properties["security.protocol"], "plaintext");
+        assert_eq!(c.kafka.compression, Compression::Zstd);
+        assert_eq!(c.kafka.linger, Duration::from_millis(20));
+        assert_eq!(c.kafka.topic_spec.partitions, 4);
+        assert_eq!(c.limits.retry_after, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        for (yaml, key) in [
+            ("kafka: {acks: '1'}", "kafka.idempotence"),
+            ("kafka: {topic: ''}", "kafka.topic"),
+            ("kafka: {brokers: ''}", "kafka.brokers"),
+            ("kafka: {topic_spec: {partitions: 0}}", "kafka.topic_spec.partitions"),
+            ("limits: {max_request_bytes: 10}", "limits.max_request_bytes"),
+            ("limits: {max_request_bytes: 4096, max_in_flight_bytes: 2048}", "limits.max_in_flight_bytes"),
+            ("kafka: {compression: brotli}", "kafka.compression"),
+            ("otlp: {grpc_listen: nowhere}", "otlp.grpc_listen"),
+            ("otlp: {grpc_port: 1}", "otlp"),
+        ] {
+            let e = load(yaml).unwrap_err().to_string();
+            assert!(e.contains(key), "{yaml}: {e}");
+        }
+    }
+}

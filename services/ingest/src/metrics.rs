@@ -1,0 +1,31 @@
+//! Every metric the ingest node exports: names, units and descriptions in one place.
+//!
+//! Labels are bounded: `protocol` (the receivers), `outcome`, `reason` (span rejection reasons,
+//! [`tailsift_otlp::RejectReason`]) and `kind` (produce error kinds).
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+
+pub const REQUESTS: &str = "tailsift_ingest_requests_total";
+pub const SPANS_RECEIVED: &str = "tailsift_ingest_spans_received_total";
+pub const SPANS_REJECTED: &str = "tailsift_ingest_spans_rejected_total";
+pub const RECORDS_PRODUCED: &str = "tailsift_ingest_records_produced_total";
+pub const BYTES_PRODUCED: &str = "tailsift_ingest_produced_bytes_total";
+pub const PRODUCE_ERRORS: &str = "tailsift_ingest_produce_errors_total";
+pub const PRODUCER_QUEUE: &str = "tailsift_ingest_producer_queue_messages";
+pub const IN_FLIGHT_BYTES: &str = "tailsift_ingest_in_flight_bytes";
+pub const PRODUCE_DURATION: &str = "tailsift_ingest_produce_duration_seconds";
+pub const KAFKA_READY: &str = "tailsift_ingest_kafka_ready";
+
+/// Registers descriptions with the global recorder. Idempotent.
+pub fn describe() {
+    describe_counter!(REQUESTS, Unit::Count, "Export requests received, by protocol and outcome (accepted, partial, invalid, too_large, unsupported, unavailable).");
+    describe_counter!(SPANS_RECEIVED, Unit::Count, "Spans received, by protocol (before validation).");
+    describe_counter!(SPANS_REJECTED, Unit::Count, "Spans rejected as invalid, by protocol and reason; reported to clients in partial_success.");
+    describe_counter!(RECORDS_PRODUCED, Unit::Count, "Kafka records acknowledged by the brokers (one trace of one request each).");
+    describe_counter!(BYTES_PRODUCED, Unit::Bytes, "Payload bytes of Kafka records acknowledged by the brokers.");
+    describe_counter!(PRODUCE_ERRORS, Unit::Count, "Requests answered with a retryable error because Kafka could not take them, by kind (queue_full, in_flight_limit, broker_down, delivery).");
+    describe_gauge!(PRODUCER_QUEUE, Unit::Count, "Records in the producer queue, not yet acknowledged by Kafka.");
+    describe_gauge!(IN_FLIGHT_BYTES, Unit::Bytes, "Bytes of records accepted from clients and not yet acknowledged by Kafka.");
+    describe_histogram!(PRODUCE_DURATION, Unit::Seconds, "Time from a request's first record enqueued to Kafka acknowledging its last one.");
+    describe_gauge!(KAFKA_READY, Unit::Count, "1 while the Kafka metadata probe succeeds, 0 otherwise.");
+}

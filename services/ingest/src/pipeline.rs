@@ -1,0 +1,87 @@
+//! The protocol-independent ingest path: split by trace ID, publish, answer.
+
+use std::sync::Arc;
+
+use tailsift_otlp::{split_by_trace, SplitOptions};
+
+use crate::metrics as m;
+use crate::publisher::{PublishError, Publisher};
+
+/// Receivers, as metric labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    OtlpGrpc,
+    OtlpHttpProtobuf,
+    OtlpHttpJson,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::OtlpGrpc => "otlp_grpc",
+            Protocol::OtlpHttpProtobuf => "otlp_http_protobuf",
+            Protocol::OtlpHttpJson => "otlp_http_json",
+        }
+    }
+}
+
+/// A successful export: what to report in `partial_success`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Accepted {
+    pub accepted_spans: usize,
+    pub rejected_spans: usize,
+    pub error_message: String,
+}
+
+/// A failed export.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IngestError {
+    /// The request cannot be processed as sent (HTTP 400 / INVALID_ARGUMENT). Not retryable.
+    #[error("{0}")]
+    Invalid(String),
+    /// Kafka could not take the request now (HTTP 503 / UNAVAILABLE). Retryable.
+    #[error("{0}")]
+    Unavailable(#[from] PublishError),
+}
+
+/// Shared by all receivers.
+pub struct Pipeline {
+    publisher: Arc<Publisher>,
+    split: SplitOptions,
+}
+
+impl Pipeline {
+    pub fn new(publisher: Arc<Publisher>, max_record_bytes: usize) -> Self {
+        Pipeline { publisher, split: SplitOptions { max_record_bytes } }
+    }
+
+    /// Ingests one encoded `ExportTraceServiceRequest`.
+    pub async fn export(&self, protocol: Protocol, body: &[u8]) -> Result<Accepted, IngestError> {
+        let proto = protocol.as_str();
+        let result = self.export_inner(protocol, body).await;
+        let outcome = match &result {
+            Ok(a) if a.rejected_spans > 0 => "partial",
+            Ok(_) => "accepted",
+            Err(IngestError::Invalid(_)) => "invalid",
+            Err(IngestError::Unavailable(_)) => "unavailable",
+        };
+        metrics::counter!(m::REQUESTS, "protocol" => proto, "outcome" => outcome).increment(1);
+        result
+    }
+
+    async fn export_inner(&self, protocol: Protocol, body: &[u8]) -> Result<Accepted, IngestError> {
+        let proto = protocol.as_str();
+        let out = split_by_trace(body, self.split).map_err(|e| IngestError::Invalid(e.to_string()))?;
+        let rejected = out.rejected_spans();
+        metrics::counter!(m::SPANS_RECEIVED, "protocol" => proto).increment((out.accepted_spans + rejected) as u64);
+        for (reason, n) in &out.rejected {
+            metrics::counter!(m::SPANS_REJECTED, "protocol" => proto, "reason" => reason.as_str()).increment(*n as u64);
+        }
+        if out.accepted_spans == 0 && rejected > 0 {
+            return Err(IngestError::Invalid(format!("no valid span in request: {}", out.error_message())));
+        }
+        let accepted = Accepted { accepted_spans: out.accepted_spans, rejected_spans: rejected, error_message: out.error_message() };
+        self.publisher.publish(out.records).await?;
+        Ok(accepted)
+    }
+}

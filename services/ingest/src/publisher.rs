@@ -1,0 +1,187 @@
+//! Publishing split requests to Kafka, acknowledging only what Kafka acknowledged.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use tailsift_otlp::{record_key, TraceRecord};
+use tokio::sync::Semaphore;
+
+use crate::config::{Acks, KafkaConfig};
+use crate::metrics as m;
+
+/// Why a batch of records could not be written. All of these are retryable for the client.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum PublishError {
+    #[error("Kafka is unreachable: {0}")]
+    BrokerDown(String),
+    #[error("producer queue is full")]
+    QueueFull,
+    #[error("too many bytes in flight to Kafka ({0} bytes limit)")]
+    InFlightLimit(usize),
+    #[error("Kafka did not acknowledge a record: {0}")]
+    Delivery(String),
+    #[error("ingest node is shutting down")]
+    ShuttingDown,
+}
+
+impl PublishError {
+    fn kind(&self) -> &'static str {
+        match self {
+            PublishError::BrokerDown(_) => "broker_down",
+            PublishError::QueueFull => "queue_full",
+            PublishError::InFlightLimit(_) => "in_flight_limit",
+            PublishError::Delivery(_) => "delivery",
+            PublishError::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// Owns the Kafka producer and the in-flight byte budget.
+pub struct Publisher {
+    producer: FutureProducer,
+    topic: String,
+    budget: Arc<Semaphore>,
+    max_in_flight: usize,
+    kafka_up: Arc<AtomicBool>,
+    closing: AtomicBool,
+}
+
+impl Publisher {
+    pub fn new(cfg: &KafkaConfig, max_in_flight_bytes: usize, kafka_up: Arc<AtomicBool>) -> Result<Self, KafkaError> {
+        let mut c = cfg.connection().client_config();
+        c.set("acks", match cfg.acks {
+            Acks::All => "all",
+            Acks::Leader => "1",
+            Acks::None => "0",
+        })
+        .set("enable.idempotence", if cfg.idempotence { "true" } else { "false" })
+        .set("compression.type", cfg.compression.as_librdkafka())
+        .set("linger.ms", cfg.linger.as_millis().to_string())
+        .set("batch.size", cfg.batch_bytes.to_string())
+        .set("message.max.bytes", (cfg.batch_bytes + 64 * 1024).to_string())
+        .set("queue.buffering.max.messages", cfg.queue_max_messages.to_string())
+        .set("queue.buffering.max.kbytes", cfg.queue_max_kbytes.to_string())
+        .set("message.timeout.ms", cfg.delivery_timeout.as_millis().to_string())
+        // Sarama-compatible hashing of the key, as the OpenTelemetry Collector's Kafka exporter
+        // partitions: collectors and ingest nodes writing one topic agree on partitions.
+        .set("partitioner", "fnv1a");
+        // Operator-supplied properties win.
+        for (k, v) in &cfg.properties {
+            c.set(k, v);
+        }
+        let producer: FutureProducer = c.create()?;
+        Ok(Publisher {
+            producer,
+            topic: cfg.topic.clone(),
+            budget: Arc::new(Semaphore::new(max_in_flight_bytes)),
+            max_in_flight: max_in_flight_bytes,
+            kafka_up,
+            closing: AtomicBool::new(false),
+        })
+    }
+
+    pub fn producer(&self) -> &FutureProducer {
+        &self.producer
+    }
+
+    /// Writes every record and returns once Kafka acknowledged all of them. On error some
+    /// records may have been written (the client retries; Kafka holds duplicates then, which the
+    /// samplers tolerate), but nothing is reported as written that was not.
+    pub async fn publish(&self, records: Vec<TraceRecord>) -> Result<(), PublishError> {
+        let result = self.publish_inner(records).await;
+        if let Err(e) = &result {
+            metrics::counter!(m::PRODUCE_ERRORS, "kind" => e.kind()).increment(1);
+        }
+        result
+    }
+
+    async fn publish_inner(&self, records: Vec<TraceRecord>) -> Result<(), PublishError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        if self.closing.load(Ordering::Acquire) {
+            return Err(PublishError::ShuttingDown);
+        }
+        if !self.kafka_up.load(Ordering::Acquire) {
+            return Err(PublishError::BrokerDown("metadata probe failing".into()));
+        }
+        let bytes: usize = records.iter().map(|r| r.payload.len() + 32).sum();
+        let permits = u32::try_from(bytes.min(self.max_in_flight)).unwrap_or(u32::MAX);
+        let _permit = self.budget.try_acquire_many(permits).map_err(|_| PublishError::InFlightLimit(self.max_in_flight))?;
+        metrics::gauge!(m::IN_FLIGHT_BYTES).increment(bytes as f64);
+        let _in_flight = GaugeGuard(bytes as f64);
+
+        let started = Instant::now();
+        let mut pending = Vec::with_capacity(records.len());
+        let mut enqueue_error = None;
+        for rec in &records {
+            let key = record_key(&rec.trace_id);
+            let fr = FutureRecord::to(&self.topic).key(&key[..]).payload(&rec.payload[..]);
+            match self.producer.send_result(fr) {
+                Ok(delivery) => pending.push((delivery, rec.payload.len())),
+                Err((e, _)) => {
+                    enqueue_error = Some(classify(&e));
+                    break;
+                }
+            }
+        }
+        metrics::gauge!(m::PRODUCER_QUEUE).set(self.producer.in_flight_count() as f64);
+        let mut first_error = enqueue_error;
+        let (mut ok_records, mut ok_bytes) = (0u64, 0u64);
+        for (res, len) in join_all(pending.into_iter().map(|(d, len)| async move { (d.await, len) })).await {
+            match res {
+                Ok(Ok(_)) => {
+                    ok_records += 1;
+                    ok_bytes += len as u64;
+                }
+                Ok(Err((e, _))) => {
+                    first_error.get_or_insert_with(|| classify(&e));
+                }
+                Err(_canceled) => {
+                    first_error.get_or_insert(PublishError::ShuttingDown);
+                }
+            }
+        }
+        metrics::counter!(m::RECORDS_PRODUCED).increment(ok_records);
+        metrics::counter!(m::BYTES_PRODUCED).increment(ok_bytes);
+        metrics::gauge!(m::PRODUCER_QUEUE).set(self.producer.in_flight_count() as f64);
+        match first_error {
+            Some(e) => Err(e),
+            None => {
+                metrics::histogram!(m::PRODUCE_DURATION).record(started.elapsed().as_secs_f64());
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops taking new requests and waits for queued records (at most `timeout`).
+    pub fn close(&self, timeout: Duration) {
+        self.closing.store(true, Ordering::Release);
+        if let Err(e) = self.producer.flush(Timeout::After(timeout)) {
+            tracing::warn!(error = %e, queued = self.producer.in_flight_count(), "producer flush did not complete");
+        }
+    }
+}
+
+struct GaugeGuard(f64);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        metrics::gauge!(m::IN_FLIGHT_BYTES).decrement(self.0);
+    }
+}
+
+fn classify(e: &KafkaError) -> PublishError {
+    match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::QueueFull) => PublishError::QueueFull,
+        Some(RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure) => {
+            PublishError::BrokerDown(e.to_string())
+        }
+        _ => PublishError::Delivery(e.to_string()),
+    }
+}

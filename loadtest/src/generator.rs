@@ -916,7 +916,11 @@ impl Generator {
                 Some(db) => {
                     let verb = db_verbs(&db.system)[*verb];
                     let table = db.tables.get(*table).map(String::as_str).unwrap_or("data");
-                    format!("{verb} {}.{table}", db.name)
+                    match db.system.as_str() {
+                        "redis" | "memcached" => verb.to_string(),
+                        "mongodb" => format!("{verb} {table}"),
+                        _ => format!("{verb} {}.{table}", db.name),
+                    }
                 }
                 None => "db.query".to_string(),
             },

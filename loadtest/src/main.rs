@@ -36,11 +36,13 @@ struct Cli {
     #[arg(long, default_value_t = 1000.0)]
     rate: f64,
 
-    /// How long to generate traces (e.g. 30s, 2m, 1m30s); traces started are then finished.
-    #[arg(long, default_value = "30s", value_parser = parse_duration)]
-    duration: Duration,
+    /// How long to generate traces (e.g. 30s, 2m, 1m30s); traces started are then finished
+    /// [default: 30s, or no limit when --total-spans is given].
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
 
-    /// Stop after this many spans (exact), or at --duration, whichever comes first.
+    /// Stop after this many spans (exact), or at --duration if also given, whichever comes
+    /// first.
     #[arg(long)]
     total_spans: Option<u64>,
 
@@ -84,7 +86,7 @@ struct Cli {
     #[arg(long, default_value_t = 100)]
     batch_spans: usize,
 
-    /// Spread the spans of each trace over several requests (on/off).
+    /// Spread the spans of each trace over several requests (true/false, on/off, yes/no).
     #[arg(long, default_value_t = true, value_parser = BoolishValueParser::new(), action = clap::ArgAction::Set)]
     spread: bool,
 
@@ -139,7 +141,11 @@ impl Cli {
             protocol: self.protocol,
             gzip: self.gzip,
             rate: self.rate,
-            duration: Some(self.duration),
+            duration: match (self.duration, self.total_spans) {
+                (Some(d), _) => Some(d),
+                (None, Some(_)) => None,
+                (None, None) => Some(Duration::from_secs(30)),
+            },
             total_spans: self.total_spans,
             concurrency: self.concurrency,
             seed,
@@ -187,6 +193,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),

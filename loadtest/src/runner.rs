@@ -1,7 +1,7 @@
 //! The load run: generate, batch, pace, send concurrently, count.
 //!
 //! [`run`] generates traces with a [`Generator`], packs them with a
-//! [`Batcher`](crate::batch::Batcher), paces requests so that spans go out at
+//! [`Batcher`], paces requests so that spans go out at
 //! [`RunOptions::rate`] per second (evenly spaced requests, not one burst per second), keeps up
 //! to [`RunOptions::concurrency`] requests in flight and returns a [`Summary`]. It stops
 //! generating when the duration has elapsed, the total span count is reached or the
@@ -259,7 +259,12 @@ impl Stats {
                 self.requests_rejected.fetch_add(1, Ordering::Relaxed);
             }
             Delivery::Failed => {
-                self.requests_failed.fetch_add(1, Ordering::Relaxed);
+                if self.requests_failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::warn!(
+                        reason = report.message.as_deref().unwrap_or("unknown"),
+                        "export requests are failing"
+                    );
+                }
                 if let Ok(mut last) = self.last_error.lock() {
                     *last = report.message.clone();
                 }

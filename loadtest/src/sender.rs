@@ -467,7 +467,8 @@ pub struct Sender {
 
 impl Sender {
     /// Prepares a sender. Connections are made lazily, on the first request, so the server does
-    /// not need to be up yet (connection failures are retryable).
+    /// not need to be up yet (connection failures are retryable). It is `async` only so that it
+    /// runs inside a Tokio runtime, which the gRPC channel needs.
     pub async fn new(config: SenderConfig) -> anyhow::Result<Self> {
         let retry = RetryPolicy {
             max_attempts: config.retry.max_attempts.max(1),
@@ -568,7 +569,7 @@ impl Sender {
                     return report(Delivery::Rejected, 0, spans, Some(reason));
                 }
                 AttemptOutcome::Failed { reason } => {
-                    tracing::warn!(%reason, spans, "request failed");
+                    tracing::debug!(%reason, spans, "request failed");
                     return report(Delivery::Failed, 0, 0, Some(reason));
                 }
                 AttemptOutcome::Retryable {
@@ -576,7 +577,7 @@ impl Sender {
                     retry_after,
                 } => {
                     if attempts >= self.retry.max_attempts {
-                        tracing::warn!(%reason, attempts, "giving up on request");
+                        tracing::debug!(%reason, attempts, "giving up on request");
                         return report(
                             Delivery::Failed,
                             0,

@@ -1,0 +1,266 @@
+//! Harness for Tailsift's end-to-end tests: a real Kafka-protocol broker (tansu) started as a
+//! child process on a free loopback port, in-process service nodes bound to port 0, and helpers
+//! to read topics back.
+//!
+//! The broker binary is found via `TAILSIFT_TANSU`, then the project's tool cache
+//! (`$HOME/.cache/tailsift/tansu-<version>/bin/tansu`, installed by `deploy/install-tansu.sh`),
+//! then `PATH`.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+/// The tansu version the project installs.
+pub const TANSU_VERSION: &str = "0.6.0";
+
+/// Finds the tansu binary or panics with how to install it.
+pub fn tansu_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("TAILSIFT_TANSU") {
+        return PathBuf::from(p);
+    }
+    if let Ok(home) = std::env::var("HOME") {
+        let p = PathBuf::from(home).join(format!(".cache/tailsift/tansu-{TANSU_VERSION}/bin/tansu"));
+        if p.exists() {
+            return p;
+        }
+    }
+    if let Some(p) = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths).map(|d| d.join("tansu")).find(|p| p.exists())
+    }) {
+        return p;
+    }
+    panic!("tansu broker not found: run `bash deploy/install-tansu.sh` (or the test command `bash tests/run.sh`), or set TAILSIFT_TANSU");
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// Storage for a broker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    /// `memory://`: fast, lost on stop.
+    Memory,
+    /// `sqlite://`: survives a restart of the broker.
+    Durable,
+}
+
+/// A tansu broker child process. Killed on drop.
+pub struct Broker {
+    pub port: u16,
+    storage: Storage,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Broker {
+    pub fn start(storage: Storage) -> Broker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut b = Broker { port: free_port(), storage, dir, child: None };
+        b.spawn();
+        b
+    }
+
+    /// `127.0.0.1:<port>`, for `bootstrap.servers`.
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let storage = match self.storage {
+            Storage::Memory => "memory://tansu/".to_string(),
+            // tansu resolves sqlite paths relative to its working directory.
+            Storage::Durable => "sqlite://tansu.db".to_string(),
+        };
+        let log = std::fs::File::create(self.dir.path().join("broker.log")).expect("broker log");
+        let child = Command::new(tansu_binary())
+            .arg("broker")
+            .args(["--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", &storage])
+            .current_dir(self.dir.path())
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .env_remove("STORAGE_ENGINE")
+            .env_remove("LISTENER_URL")
+            .env_remove("ADVERTISED_LISTENER_URL")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log)
+            .spawn()
+            .expect("starting tansu");
+        self.child = Some(child);
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not start listening: {}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kills the broker (SIGKILL). Its data survives with [`Storage::Durable`].
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the broker again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("broker.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Vec<u8>,
+    pub payload: Vec<u8>,
+}
+
+/// Reads every record of `topic` from the beginning of every partition, until `want` records were
+/// read or `timeout` passed (then returns what it has).
+pub fn read_topic(brokers: &str, topic: &str, want: usize, timeout: Duration) -> Vec<Record> {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("tailsift-test-reader-{}", rand::random::<u64>()))
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        .create()
+        .expect("consumer");
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    let partitions = md.topics().iter().find(|t| t.name() == topic).map(|t| t.partitions().len()).unwrap_or(0);
+    assert!(partitions > 0, "topic {topic} has no partitions");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + timeout;
+    while out.len() < want && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => out.push(Record {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().unwrap_or_default().to_vec(),
+                payload: m.payload().unwrap_or_default().to_vec(),
+            }),
+            Some(Err(e)) => eprintln!("read_topic: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// Partition count of `topic`.
+pub fn partition_count(brokers: &str, topic: &str) -> usize {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).create().expect("client");
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    md.topics().iter().find(|t| t.name() == topic).map(|t| t.partitions().len()).unwrap_or(0)
+}
+
+/// An in-process ingest node.
+pub struct IngestNode {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<Result<(), tailsift_ingest::Error>>,
+}
+
+impl IngestNode {
+    /// Starts a node on port 0 with `overrides` (`key.path`, value) on top of test defaults.
+    pub async fn start(brokers: &str, topic: &str, overrides: &[(&str, &str)]) -> IngestNode {
+        let mut sets: Vec<(String, String)> = vec![
+            ("kafka.brokers".into(), brokers.into()),
+            ("kafka.topic".into(), topic.into()),
+            ("kafka.topic_spec.partitions".into(), "4".into()),
+            ("kafka.probe_interval".into(), "200ms".into()),
+            ("otlp.grpc_listen".into(), "127.0.0.1:0".into()),
+            ("otlp.http_listen".into(), "127.0.0.1:0".into()),
+            ("admin.listen".into(), "127.0.0.1:0".into()),
+        ];
+        sets.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let cfg: tailsift_ingest::IngestConfig =
+            tailsift_config::Sources { sets, ..Default::default() }.load().expect("test config is valid");
+        let listeners = tailsift_ingest::Listeners::bind(&cfg).await.expect("bind");
+        let (grpc, http, admin) = listeners.addrs().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(tailsift_ingest::run(cfg, listeners, shutdown.clone()));
+        let node = IngestNode { grpc, http, admin, shutdown, task };
+        node.wait_ready(Duration::from_secs(30)).await;
+        node
+    }
+
+    /// Waits until `/readyz` answers 200.
+    pub async fn wait_ready(&self, timeout: Duration) {
+        let url = format!("http://{}/readyz", self.admin);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(r) = reqwest::get(&url).await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "ingest node not ready after {timeout:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.admin)).await.unwrap().text().await.unwrap()
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.expect("ingest task").expect("ingest node exits cleanly");
+    }
+}
+
+/// The value of a Prometheus sample line `name{labels} value` (labels given as they appear,
+/// e.g. `protocol="otlp_grpc"`), summed over series matching all given labels.
+pub fn metric_value(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter(|l| labels.iter().all(|lab| l.contains(lab)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Groups decoded records by trace ID (hex).
+pub fn spans_by_trace(records: &[Record]) -> HashMap<String, Vec<opentelemetry_proto::tonic::trace::v1::Span>> {
+    use prost::Message as _;
+    let mut out: HashMap<String, Vec<_>> = HashMap::new();
+    for r in records {
+        let req = tailsift_otlp::ExportTraceServiceRequest::decode(r.payload.as_slice()).expect("record decodes");
+        for rs in req.resource_spans {
+            for ss in rs.scope_spans {
+                for s in ss.spans {
+                    out.entry(hex::encode(&s.trace_id)).or_default().push(s);
+                }
+            }
+        }
+    }
+    out
+}

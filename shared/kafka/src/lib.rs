@@ -7,6 +7,7 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{Client, ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use serde::Deserialize;
@@ -95,10 +96,10 @@ pub enum Error {
 
 /// Creates `topic` with `spec` unless it already exists. Returns `true` when it was created.
 pub async fn ensure_topic(conn: &Connection, topic: &str, spec: &TopicSpec, timeout: Duration) -> Result<bool, Error> {
-    let admin: AdminClient<DefaultClientContext> = conn.client_config().create()?;
-    if topic_partitions(admin.inner(), topic, timeout).await?.is_some() {
+    if topic_partitions(conn, topic, timeout).await?.is_some() {
         return Ok(false);
     }
+    let admin: AdminClient<DefaultClientContext> = conn.client_config().create()?;
     let mut new = NewTopic::new(topic, spec.partitions, TopicReplication::Fixed(spec.replication_factor));
     for (k, v) in &spec.configs {
         new = new.set(k, v);
@@ -116,15 +117,19 @@ pub async fn ensure_topic(conn: &Connection, topic: &str, spec: &TopicSpec, time
     Ok(true)
 }
 
-/// The partition count of `topic`, or `None` when the topic does not exist. Runs the blocking
-/// metadata call on the blocking pool.
-pub async fn topic_partitions<C: ClientContext + 'static>(
-    client: &Client<C>,
-    topic: &str,
-    timeout: Duration,
-) -> Result<Option<usize>, Error> {
-    // `Client` is not `Send + 'static` by reference; fetch on this thread but off the async path.
-    let md = tokio::task::block_in_place(|| client.fetch_metadata(Some(topic), timeout))?;
+/// The partition count of `topic`, or `None` when the topic does not exist. The blocking
+/// metadata call runs on the blocking pool with a client of its own.
+pub async fn topic_partitions(conn: &Connection, topic: &str, timeout: Duration) -> Result<Option<usize>, Error> {
+    let client: rdkafka::consumer::BaseConsumer = conn.client_config().create()?;
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || partitions_of(client.client(), &topic, timeout))
+        .await
+        .map_err(|e| Error::Metadata(e.to_string()))?
+}
+
+/// Blocking: the partition count of `topic` as `client` sees it, `None` when missing.
+pub fn partitions_of<C: ClientContext>(client: &Client<C>, topic: &str, timeout: Duration) -> Result<Option<usize>, Error> {
+    let md = client.fetch_metadata(Some(topic), timeout)?;
     match md.topics().iter().find(|t| t.name() == topic) {
         None => Ok(None),
         Some(t) => match t.error() {

@@ -264,3 +264,26 @@ pub fn spans_by_trace(records: &[Record]) -> HashMap<String, Vec<opentelemetry_p
     }
     out
 }
+
+/// Path of a workspace binary (`tailsift`, `tailsift-loadgen`), built by the test command
+/// before the tests run.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test-binary>
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let p = dir.join(name);
+    assert!(p.exists(), "{} not built: run `cargo build --workspace --bins` (the test command does)", p.display());
+    p
+}
+
+/// A child process killed on drop.
+pub struct ChildGuard(pub Option<Child>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}

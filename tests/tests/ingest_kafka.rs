@@ -338,3 +338,23 @@ async fn broker_outage_gives_retryable_errors_and_loses_nothing_acknowledged() {
     assert!(metric_value(&m, "tailsift_ingest_produce_errors_total", &[]) >= 3.0);
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_producer_queue_answers_retryable_errors() {
+    let broker = Broker::start(Storage::Memory);
+    let topic = "spans-queue-full";
+    // A one-message queue that lingers: the second record of a request cannot be queued.
+    let node = IngestNode::start(&broker.brokers(), topic, &[("kafka.queue_max_messages", "1"), ("kafka.linger", "2s")]).await;
+    let mut client = TraceServiceClient::connect(format!("http://{}", node.grpc)).await.unwrap();
+    let err = client.export(request(&[trace_id(), trace_id(), trace_id()], "full")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable);
+    assert!(err.message().contains("queue is full"), "{}", err.message());
+    let resp = post(&node, "application/x-protobuf", None, request(&[trace_id(), trace_id()], "full").encode_to_vec()).await;
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let m = node.metrics().await;
+    assert!(metric_value(&m, "tailsift_ingest_produce_errors_total", &["kind=\"queue_full\""]) >= 2.0);
+    // A single-trace request fits and is acknowledged once Kafka has it.
+    client.export(request(&[trace_id()], "fits")).await.unwrap();
+    node.stop().await;
+}

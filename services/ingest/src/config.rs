@@ -71,15 +71,32 @@ impl Compression {
     }
 }
 
-/// Producer acknowledgement level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// Producer acknowledgement level: `all` (or `-1`), `1` or `0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Acks {
-    #[serde(rename = "all")]
     All,
-    #[serde(rename = "1")]
     Leader,
-    #[serde(rename = "0")]
     None,
+}
+
+impl<'de> Deserialize<'de> for Acks {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Int(i64),
+            Str(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Int(-1) => Ok(Acks::All),
+            Raw::Int(1) => Ok(Acks::Leader),
+            Raw::Int(0) => Ok(Acks::None),
+            Raw::Str(s) if s == "all" || s == "-1" => Ok(Acks::All),
+            Raw::Str(s) if s == "1" => Ok(Acks::Leader),
+            Raw::Str(s) if s == "0" => Ok(Acks::None),
+            _ => Err(serde::de::Error::custom("expected all, 1 or 0")),
+        }
+    }
 }
 
 /// Where and how spans are published.
@@ -267,6 +284,7 @@ mod tests {
             ("limits: {max_request_bytes: 10}", "limits.max_request_bytes"),
             ("limits: {max_request_bytes: 4096, max_in_flight_bytes: 2048}", "limits.max_in_flight_bytes"),
             ("kafka: {compression: brotli}", "kafka.compression"),
+            ("kafka: {acks: 2}", "kafka.acks"),
             ("otlp: {grpc_listen: nowhere}", "otlp.grpc_listen"),
             ("otlp: {grpc_port: 1}", "otlp"),
         ] {

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need (the tansu broker, cached after the first run),
+# builds the workspace once, and runs every test. The tests start their own brokers on free
+# loopback ports; nothing needs to be running beforehand.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export TAILSIFT_TANSU="${TAILSIFT_TANSU:-$(bash deploy/install-tansu.sh)}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+export RUST_BACKTRACE=1
+
+# Build everything (binaries included: the end-to-end tests run the real `tailsift` binary).
+cargo build --workspace --all-targets --locked
+
+# Unit and integration tests. Integration tests start brokers and servers on port 0, so test
+# binaries may run in parallel; threads within a binary are limited to keep 2-core machines calm.
+cargo test --workspace --locked --no-fail-fast -- --test-threads=2

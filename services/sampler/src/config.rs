@@ -1,0 +1,273 @@
+//! Sampler configuration. Every field has a documented default.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tailsift_config::{ConfigError, Validate};
+use tailsift_kafka::Connection;
+
+/// `tailsift sampler` configuration.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct SamplerConfig {
+    pub admin: AdminConfig,
+    pub kafka: KafkaConfig,
+    pub decision: DecisionConfig,
+    pub memory: MemoryConfig,
+    pub export: ExportConfig,
+    pub policy: PolicyConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `/metrics`, `/healthz`, `/readyz`. Default `0.0.0.0:9465`.
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig { listen: "0.0.0.0:9465".parse().unwrap() }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Default `127.0.0.1:9092`.
+    pub brokers: String,
+    /// Default `tailsift-sampler`.
+    pub client_id: String,
+    /// Consumer group shared by all samplers. Default `tailsift-samplers`.
+    pub group_id: String,
+    /// The spans topic written by ingest nodes. Default `tailsift-spans`.
+    pub topic: String,
+    /// Topic of decisions: lets the next owner of a partition skip traces already decided (no
+    /// duplicates after a rebalance or crash) and route late spans. Created with the spans
+    /// topic's partition count. Default `tailsift-decisions`.
+    pub decisions_topic: String,
+    /// Decisions read back when a partition is assigned. Default `200000`.
+    pub decisions_replay: i64,
+    /// How often committable offsets are committed. Default `1s`.
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// Extra librdkafka properties, applied last.
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: "127.0.0.1:9092".into(),
+            client_id: "tailsift-sampler".into(),
+            group_id: "tailsift-samplers".into(),
+            topic: "tailsift-spans".into(),
+            decisions_topic: "tailsift-decisions".into(),
+            decisions_replay: 200_000,
+            commit_interval: Duration::from_secs(1),
+            properties: Default::default(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    pub fn connection(&self) -> Connection {
+        Connection { brokers: self.brokers.clone(), client_id: self.client_id.clone(), properties: self.properties.clone() }
+    }
+}
+
+/// When a trace is decided.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DecisionConfig {
+    /// Wait after the root span arrived, for stragglers. Default `2s`.
+    #[serde(with = "humantime_serde")]
+    pub send_delay: Duration,
+    /// Longest wait after the first span. Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub decision_wait: Duration,
+    /// A trace with more spans is decided at once; later spans are late spans. Default `10000`.
+    pub max_spans_per_trace: usize,
+    /// Same, in encoded bytes. Default `16777216` (16 MiB).
+    pub max_trace_bytes: usize,
+    /// How long decisions are remembered for late spans. Default `5m`.
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// Most decisions remembered (kept and dropped each). Default `1000000`.
+    pub cache_max: usize,
+    /// Decision timer resolution. Default `100ms`.
+    #[serde(with = "humantime_serde")]
+    pub tick: Duration,
+}
+
+impl Default for DecisionConfig {
+    fn default() -> Self {
+        DecisionConfig {
+            send_delay: Duration::from_secs(2),
+            decision_wait: Duration::from_secs(30),
+            max_spans_per_trace: 10_000,
+            max_trace_bytes: 16 << 20,
+            cache_ttl: Duration::from_secs(300),
+            cache_max: 1_000_000,
+            tick: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Buffer limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// Buffered span bytes at which the oldest traces are decided early. Default `536870912`.
+    pub soft_limit_bytes: usize,
+    /// Buffered span bytes at which stress relief starts: each arriving span is decided by the
+    /// consistent probabilistic function alone, without buffering. Default `805306368`.
+    pub hard_limit_bytes: usize,
+    /// Keep probability used during stress relief. Default `0.1`.
+    pub stress_probability: f64,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig { soft_limit_bytes: 512 << 20, hard_limit_bytes: 768 << 20, stress_probability: 0.1 }
+    }
+}
+
+/// Exporter kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportKind {
+    OtlpGrpc,
+    OtlpHttp,
+    Kafka,
+}
+
+/// Where kept traces go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExportConfig {
+    /// `otlp_grpc`, `otlp_http` or `kafka`. Default `otlp_grpc`.
+    pub kind: ExportKind,
+    /// OTLP endpoint: `http://host:4317` for gRPC, `http://host:4318` for HTTP (`/v1/traces` is
+    /// appended). Default `http://127.0.0.1:4317`.
+    pub endpoint: String,
+    /// Extra headers (e.g. authorization, X-Scope-OrgID for Tempo).
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Compress requests. Default `true`.
+    pub gzip: bool,
+    /// Per-request timeout. Default `10s`.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Spans per export request (at least one whole trace). Default `2000`.
+    pub batch_spans: usize,
+    /// Longest wait to fill a batch. Default `200ms`.
+    #[serde(with = "humantime_serde")]
+    pub batch_timeout: Duration,
+    /// Traces waiting for export; when full, consumption pauses. Default `10000`.
+    pub queue_traces: usize,
+    /// Retry backoff, doubling up to the max; retries never stop (nothing is dropped). Defaults
+    /// `100ms` and `10s`.
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+    /// With `kind: kafka`: the topic for kept traces (same record format as the spans topic).
+    /// Default `tailsift-sampled`.
+    pub kafka_topic: String,
+}
+
+impl Default for ExportConfig {
+    fn default() -> Self {
+        ExportConfig {
+            kind: ExportKind::OtlpGrpc,
+            endpoint: "http://127.0.0.1:4317".into(),
+            headers: Default::default(),
+            gzip: true,
+            timeout: Duration::from_secs(10),
+            batch_spans: 2000,
+            batch_timeout: Duration::from_millis(200),
+            queue_traces: 10_000,
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(10),
+            kafka_topic: "tailsift-sampled".into(),
+        }
+    }
+}
+
+/// Policy and hash seed (until the coordinator distributes them).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Policy file (native YAML/JSON, or an OpenTelemetry Collector `tail_sampling` config with
+    /// `format: otel`). None: keep errors, keep traces slower than 1s, keep 10% of the rest.
+    pub file: Option<std::path::PathBuf>,
+    /// `native` or `otel`. Default `native`.
+    pub format: PolicyFormat,
+    /// Cluster-wide hash seed for consistent probabilistic sampling. Default `0`.
+    pub hash_seed: u64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig { file: None, format: PolicyFormat::Native, hash_seed: 0 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyFormat {
+    Native,
+    Otel,
+}
+
+impl Validate for SamplerConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let k = &self.kafka;
+        if k.brokers.trim().is_empty() {
+            return Err(ConfigError::invalid("kafka.brokers", "must name at least one broker"));
+        }
+        for (key, v) in [("kafka.group_id", &k.group_id), ("kafka.topic", &k.topic), ("kafka.decisions_topic", &k.decisions_topic)] {
+            if v.is_empty() {
+                return Err(ConfigError::invalid(key, "must not be empty"));
+            }
+        }
+        if k.decisions_topic == k.topic {
+            return Err(ConfigError::invalid("kafka.decisions_topic", "must differ from kafka.topic"));
+        }
+        if k.decisions_replay < 0 {
+            return Err(ConfigError::invalid("kafka.decisions_replay", "must not be negative"));
+        }
+        let d = &self.decision;
+        if d.decision_wait.is_zero() || d.send_delay > d.decision_wait {
+            return Err(ConfigError::invalid("decision.send_delay", "must be at most decision.decision_wait, which must be positive"));
+        }
+        if d.max_spans_per_trace == 0 || d.max_trace_bytes == 0 || d.cache_max == 0 {
+            return Err(ConfigError::invalid("decision.max_spans_per_trace", "limits must be positive"));
+        }
+        if d.tick.is_zero() {
+            return Err(ConfigError::invalid("decision.tick", "must be positive"));
+        }
+        let m = &self.memory;
+        if m.soft_limit_bytes == 0 || m.hard_limit_bytes < m.soft_limit_bytes {
+            return Err(ConfigError::invalid("memory.hard_limit_bytes", "must be at least memory.soft_limit_bytes, which must be positive"));
+        }
+        if !(0.0..=1.0).contains(&m.stress_probability) {
+            return Err(ConfigError::invalid("memory.stress_probability", "must be between 0 and 1"));
+        }
+        let e = &self.export;
+        if !e.endpoint.starts_with("http://") && !e.endpoint.starts_with("https://") && e.kind != ExportKind::Kafka {
+            return Err(ConfigError::invalid("export.endpoint", "must start with http:// or https://"));
+        }
+        if e.batch_spans == 0 || e.queue_traces == 0 {
+            return Err(ConfigError::invalid("export.batch_spans", "batch and queue sizes must be positive"));
+        }
+        if e.kind == ExportKind::Kafka && (e.kafka_topic.is_empty() || e.kafka_topic == k.topic) {
+            return Err(ConfigError::invalid("export.kafka_topic", "must be set and differ from kafka.topic"));
+        }
+        if e.initial_backoff.is_zero() || e.max_backoff < e.initial_backoff {
+            return Err(ConfigError::invalid("export.max_backoff", "must be at least export.initial_backoff, which must be positive"));
+        }
+        Ok(())
+    }
+}

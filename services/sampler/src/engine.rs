@@ -1,0 +1,543 @@
+//! The sampler's state machine: per-partition trace buffers, decision timers, the decision
+//! cache, memory limits and the offset watermark. Synchronous and free of I/O: the run loop
+//! feeds it records, ticks and export acknowledgements, and carries out what it emits.
+//!
+//! Offsets: a partition's committable offset is the lowest offset still needed, i.e. the first
+//! record of the oldest undecided trace, or of a kept trace (or late span) whose export is not yet
+//! acknowledged; when nothing is pending, the offset after the last record consumed.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tailsift_policy::{Decision, PolicyEngine};
+
+use crate::annotate::{stamp_request, Stamp};
+use crate::cache::{Cached, DecisionCache};
+use crate::extract::{scan_record, trace_data, Resources};
+use crate::metrics as m;
+
+pub type TraceId = [u8; 16];
+
+/// Timing and memory settings of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub send_delay: Duration,
+    pub decision_wait: Duration,
+    pub max_spans_per_trace: usize,
+    pub max_trace_bytes: usize,
+    pub cache_ttl: Duration,
+    pub cache_max: usize,
+    pub soft_limit_bytes: usize,
+    pub hard_limit_bytes: usize,
+    pub stress_probability: f64,
+}
+
+/// A compiled policy with its version and the hash seed in force.
+pub struct ActivePolicy {
+    pub version: u64,
+    pub seed: u64,
+    pub engine: PolicyEngine,
+}
+
+/// Why a trace was decided when it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// Root span seen and `send_delay` passed.
+    Root,
+    /// `decision_wait` after the first span.
+    Timeout,
+    /// Span count or size over the per-trace limit.
+    Limit,
+    /// Buffer over the soft memory limit: oldest traces first.
+    Pressure,
+    /// The partition is being handed to another worker.
+    Handover,
+    /// Stress relief: decided span by span.
+    Stress,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Root => "root",
+            Trigger::Timeout => "timeout",
+            Trigger::Limit => "limit",
+            Trigger::Pressure => "pressure",
+            Trigger::Handover => "handover",
+            Trigger::Stress => "stress",
+        }
+    }
+}
+
+/// Spans to export: one kept trace (or late spans of one), stamped.
+#[derive(Debug, Clone)]
+pub struct ExportJob {
+    pub id: u64,
+    pub partition: i32,
+    pub trace_id: TraceId,
+    /// An encoded `ExportTraceServiceRequest` (records concatenated: a valid protobuf merge).
+    pub payload: Vec<u8>,
+    pub spans: usize,
+}
+
+/// A decision to publish to the decisions topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecisionRecord {
+    pub partition: i32,
+    pub trace_id: TraceId,
+    /// `Some` for kept traces.
+    pub kept: Option<Arc<Stamp>>,
+    /// Records of the trace up to this offset were exported (kept traces).
+    pub exported_through: i64,
+}
+
+/// What the run loop must do.
+#[derive(Debug, Clone)]
+pub enum Output {
+    Export(ExportJob),
+    Decision(DecisionRecord),
+}
+
+struct TraceBuf {
+    records: Vec<Bytes>,
+    first_offset: i64,
+    last_offset: i64,
+    first_seen: Instant,
+    deadline: Instant,
+    root_seen: bool,
+    spans: usize,
+    bytes: usize,
+    span_ids: HashSet<[u8; 8]>,
+}
+
+struct Pending {
+    partition: i32,
+    offset: i64,
+    decision: Option<DecisionRecord>,
+}
+
+#[derive(Default)]
+struct Partition {
+    traces: HashMap<TraceId, TraceBuf>,
+    /// Undecided traces by first offset (also their age order).
+    by_offset: BTreeMap<i64, TraceId>,
+    /// Offsets pinned by unacknowledged exports (multiset).
+    pinned: BTreeMap<i64, u32>,
+    timers: BinaryHeap<Reverse<(Instant, TraceId)>>,
+    /// The offset after the last record consumed; `None` before the first.
+    next_offset: Option<i64>,
+    bytes: usize,
+}
+
+impl Partition {
+    fn watermark(&self) -> Option<i64> {
+        let next = self.next_offset?;
+        let a = self.by_offset.keys().next().copied().unwrap_or(next);
+        let b = self.pinned.keys().next().copied().unwrap_or(next);
+        Some(a.min(b).min(next))
+    }
+
+    fn pin(&mut self, offset: i64) {
+        *self.pinned.entry(offset).or_default() += 1;
+    }
+
+    fn unpin(&mut self, offset: i64) {
+        if let Some(n) = self.pinned.get_mut(&offset) {
+            *n -= 1;
+            if *n == 0 {
+                self.pinned.remove(&offset);
+            }
+        }
+    }
+}
+
+/// Counters the engine keeps for tests and status (metrics are exported as they happen).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Stats {
+    pub records: u64,
+    pub spans: u64,
+    pub kept_traces: u64,
+    pub dropped_traces: u64,
+    pub late_kept_spans: u64,
+    pub late_dropped_spans: u64,
+    pub replay_skipped_records: u64,
+    pub duplicate_records: u64,
+    pub stress_decisions: u64,
+}
+
+/// The sampler state machine.
+pub struct Engine {
+    cfg: EngineConfig,
+    policy: ActivePolicy,
+    partitions: HashMap<i32, Partition>,
+    cache: DecisionCache,
+    buffered_bytes: usize,
+    buffered_traces: usize,
+    stress: bool,
+    next_export: u64,
+    pending: HashMap<u64, Pending>,
+    out: VecDeque<Output>,
+    pub stats: Stats,
+}
+
+impl Engine {
+    pub fn new(cfg: EngineConfig, policy: ActivePolicy, now: Instant) -> Self {
+        metrics::gauge!(m::POLICY_VERSION).set(policy.version as f64);
+        Engine {
+            cache: DecisionCache::new(cfg.cache_ttl, cfg.cache_max, now),
+            cfg,
+            policy,
+            partitions: HashMap::new(),
+            buffered_bytes: 0,
+            buffered_traces: 0,
+            stress: false,
+            next_export: 0,
+            pending: HashMap::new(),
+            out: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Installs a new policy version. Takes effect between traces: every trace is decided under
+    /// exactly one version.
+    pub fn set_policy(&mut self, policy: ActivePolicy) {
+        tracing::info!(from = self.policy.version, to = policy.version, "policy version applied");
+        metrics::gauge!(m::POLICY_VERSION).set(policy.version as f64);
+        self.policy = policy;
+    }
+
+    pub fn policy_version(&self) -> u64 {
+        self.policy.version
+    }
+
+    pub fn assign(&mut self, partition: i32) {
+        self.partitions.entry(partition).or_default();
+    }
+
+    pub fn partitions(&self) -> Vec<i32> {
+        let mut p: Vec<i32> = self.partitions.keys().copied().collect();
+        p.sort_unstable();
+        p
+    }
+
+    /// Remembers decisions read back from the decisions topic.
+    pub fn preload(&mut self, rec: &DecisionRecord, now: Instant) {
+        match &rec.kept {
+            Some(stamp) => self.cache.keep(rec.trace_id, stamp.clone(), rec.exported_through, now),
+            None => self.cache.drop_trace(&rec.trace_id, now),
+        }
+    }
+
+    /// Takes the next thing to do.
+    pub fn pop_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    /// Puts back an output that could not be handed over yet (its order is kept).
+    pub fn push_front_output(&mut self, o: Output) {
+        self.out.push_front(o);
+    }
+
+    pub fn outputs_pending(&self) -> usize {
+        self.out.len()
+    }
+
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered_bytes
+    }
+
+    pub fn buffered_traces(&self) -> usize {
+        self.buffered_traces
+    }
+
+    pub fn in_stress(&self) -> bool {
+        self.stress
+    }
+
+    /// Exports not yet acknowledged, for `partition` or all.
+    pub fn unacked_exports(&self, partition: Option<i32>) -> usize {
+        self.pending.values().filter(|p| partition.is_none_or(|x| x == p.partition)).count()
+    }
+
+    /// The offset to commit for each partition (lowest still needed).
+    pub fn committable(&self) -> Vec<(i32, i64)> {
+        let mut v: Vec<(i32, i64)> = self.partitions.iter().filter_map(|(p, st)| Some((*p, st.watermark()?))).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Consumes one record.
+    pub fn on_record(&mut self, partition: i32, offset: i64, payload: Bytes, now: Instant) {
+        let scan = scan_record(&payload);
+        let part = self.partitions.entry(partition).or_default();
+        part.next_offset = Some(part.next_offset.map_or(offset + 1, |n| n.max(offset + 1)));
+        self.stats.records += 1;
+        metrics::counter!(m::RECORDS_CONSUMED).increment(1);
+        let spans = scan.span_ids.len();
+        self.stats.spans += spans as u64;
+        metrics::counter!(m::SPANS_CONSUMED).increment(spans as u64);
+        let Some(trace_id) = scan.trace_id else {
+            metrics::counter!(m::RECORDS_INVALID).increment(1);
+            return;
+        };
+        match self.cache.get(&trace_id) {
+            Some(Cached::Kept { exported_through, .. }) if offset <= exported_through => {
+                self.stats.replay_skipped_records += 1;
+                metrics::counter!(m::REPLAY_SKIPPED_SPANS).increment(spans as u64);
+                return;
+            }
+            Some(Cached::Kept { stamp, .. }) => {
+                self.stats.late_kept_spans += spans as u64;
+                metrics::counter!(m::LATE_SPANS, "outcome" => "kept").increment(spans as u64);
+                self.export(partition, trace_id, &[payload], spans, offset, offset, stamp, now);
+                return;
+            }
+            Some(Cached::Dropped) => {
+                self.stats.late_dropped_spans += spans as u64;
+                metrics::counter!(m::LATE_SPANS, "outcome" => "dropped").increment(spans as u64);
+                return;
+            }
+            None => {}
+        }
+        let part = self.partitions.get_mut(&partition).expect("inserted above");
+        let len = payload.len();
+        let decide_now = match part.traces.get_mut(&trace_id) {
+            Some(t) => {
+                if !scan.span_ids.is_empty() && scan.span_ids.iter().all(|s| t.span_ids.contains(s)) {
+                    // The same spans again (a client retried a request): nothing new.
+                    self.stats.duplicate_records += 1;
+                    metrics::counter!(m::DUPLICATE_SPANS).increment(spans as u64);
+                    return;
+                }
+                t.records.push(payload);
+                t.last_offset = offset;
+                t.spans += spans;
+                t.bytes += len;
+                t.span_ids.extend(scan.span_ids.iter().copied());
+                if scan.has_root && !t.root_seen {
+                    t.root_seen = true;
+                    let d = now + self.cfg.send_delay;
+                    if d < t.deadline {
+                        t.deadline = d;
+                        part.timers.push(Reverse((d, trace_id)));
+                    }
+                }
+                t.spans > self.cfg.max_spans_per_trace || t.bytes > self.cfg.max_trace_bytes
+            }
+            None if self.stress => {
+                self.stress_decide(partition, trace_id, payload, spans, offset, now);
+                return;
+            }
+            None => {
+                let deadline = now + if scan.has_root { self.cfg.send_delay } else { self.cfg.decision_wait };
+                part.timers.push(Reverse((deadline, trace_id)));
+                part.by_offset.insert(offset, trace_id);
+                part.traces.insert(
+                    trace_id,
+                    TraceBuf {
+                        records: vec![payload],
+                        first_offset: offset,
+                        last_offset: offset,
+                        first_seen: now,
+                        deadline,
+                        root_seen: scan.has_root,
+                        spans,
+                        bytes: len,
+                        span_ids: scan.span_ids.iter().copied().collect(),
+                    },
+                );
+                self.buffered_traces += 1;
+                spans > self.cfg.max_spans_per_trace || len > self.cfg.max_trace_bytes
+            }
+        };
+        part.bytes += len;
+        self.buffered_bytes += len;
+        if decide_now {
+            self.decide(partition, trace_id, Trigger::Limit, now);
+        }
+        self.relieve_pressure(now);
+    }
+
+    fn relieve_pressure(&mut self, now: Instant) {
+        if self.buffered_bytes > self.cfg.hard_limit_bytes && !self.stress {
+            self.stress = true;
+            metrics::gauge!(m::STRESS_RELIEF).set(1.0);
+            tracing::warn!(buffered_bytes = self.buffered_bytes, "entering stress relief: deciding spans without buffering");
+        }
+        // Over the soft limit: decide the oldest traces (round-robin over partitions).
+        while self.buffered_bytes > self.cfg.soft_limit_bytes {
+            let oldest = self
+                .partitions
+                .iter()
+                .filter_map(|(p, st)| st.by_offset.values().next().map(|t| (*p, *t, st.traces[t].first_seen)))
+                .min_by_key(|(_, _, seen)| *seen);
+            match oldest {
+                Some((p, t, _)) => self.decide(p, t, Trigger::Pressure, now),
+                None => break,
+            }
+        }
+    }
+
+    /// Decides every trace whose timer expired; leaves stress relief when pressure is gone.
+    pub fn on_tick(&mut self, now: Instant) {
+        let parts: Vec<i32> = self.partitions.keys().copied().collect();
+        for p in parts {
+            loop {
+                let part = self.partitions.get_mut(&p).expect("listed");
+                let Some(Reverse((at, tid))) = part.timers.peek().copied() else { break };
+                if at > now {
+                    break;
+                }
+                part.timers.pop();
+                let due = part.traces.get(&tid).is_some_and(|t| t.deadline <= now);
+                if due {
+                    let root = part.traces[&tid].root_seen;
+                    self.decide(p, tid, if root { Trigger::Root } else { Trigger::Timeout }, now);
+                }
+            }
+        }
+        if self.stress && self.buffered_bytes < self.cfg.soft_limit_bytes / 2 {
+            self.stress = false;
+            metrics::gauge!(m::STRESS_RELIEF).set(0.0);
+            tracing::info!(buffered_bytes = self.buffered_bytes, "leaving stress relief");
+        }
+        metrics::gauge!(m::TRACES_BUFFERED).set(self.buffered_traces as f64);
+        metrics::gauge!(m::BYTES_BUFFERED).set(self.buffered_bytes as f64);
+    }
+
+    /// Decides every buffered trace of `partition` now (before handing the partition over).
+    pub fn decide_partition(&mut self, partition: i32, now: Instant) {
+        let ids: Vec<TraceId> = self.partitions.get(&partition).map(|p| p.by_offset.values().copied().collect()).unwrap_or_default();
+        for t in ids {
+            self.decide(partition, t, Trigger::Handover, now);
+        }
+    }
+
+    /// Forgets a partition. Its pending exports are forgotten too (their acknowledgements will
+    /// be ignored): the next owner replays from the last committed offset.
+    pub fn revoke(&mut self, partition: i32) {
+        if let Some(st) = self.partitions.remove(&partition) {
+            self.buffered_bytes -= st.bytes;
+            self.buffered_traces -= st.traces.len();
+        }
+        self.pending.retain(|_, p| p.partition != partition);
+        self.out.retain(|o| match o {
+            Output::Export(j) => j.partition != partition,
+            Output::Decision(_) => true,
+        });
+    }
+
+    /// An export was acknowledged by the backend.
+    pub fn on_export_done(&mut self, id: u64) {
+        if let Some(p) = self.pending.remove(&id) {
+            if let Some(st) = self.partitions.get_mut(&p.partition) {
+                st.unpin(p.offset);
+            }
+            if let Some(d) = p.decision {
+                self.out.push_back(Output::Decision(d));
+            }
+        }
+    }
+
+    fn decide(&mut self, partition: i32, trace_id: TraceId, trigger: Trigger, now: Instant) {
+        let Some(part) = self.partitions.get_mut(&partition) else { return };
+        let Some(t) = part.traces.remove(&trace_id) else { return };
+        part.by_offset.remove(&t.first_offset);
+        part.bytes -= t.bytes;
+        self.buffered_bytes -= t.bytes;
+        self.buffered_traces -= 1;
+        let now_nanos = unix_nanos();
+        let decision = {
+            let mut res = Resources::new();
+            let req = self.policy.engine.requirements().clone();
+            let data = trace_data(trace_id, &t.records, &req, &mut res);
+            self.policy.engine.decide(&data, self.policy.seed, now_nanos)
+        };
+        metrics::histogram!(m::DECISION_LATENCY).record(now.duration_since(t.first_seen).as_secs_f64());
+        self.apply(partition, trace_id, decision, trigger, &t.records, t.spans, t.first_offset, t.last_offset, now);
+    }
+
+    fn stress_decide(&mut self, partition: i32, trace_id: TraceId, payload: Bytes, spans: usize, offset: i64, now: Instant) {
+        self.stats.stress_decisions += 1;
+        let d = tailsift_policy::stress_decision(trace_id, self.policy.seed, self.cfg.stress_probability);
+        self.apply(partition, trace_id, d, Trigger::Stress, &[payload], spans, offset, offset, now);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &mut self,
+        partition: i32,
+        trace_id: TraceId,
+        d: Decision,
+        trigger: Trigger,
+        records: &[Bytes],
+        spans: usize,
+        first_offset: i64,
+        last_offset: i64,
+        now: Instant,
+    ) {
+        let policy = d.policy.clone().unwrap_or_else(|| "none".to_string());
+        let outcome = if d.keep { "kept" } else { "dropped" };
+        metrics::counter!(m::DECISIONS, "policy" => policy.clone(), "outcome" => outcome, "trigger" => trigger.as_str()).increment(1);
+        if !d.keep {
+            self.stats.dropped_traces += 1;
+            self.cache.drop_trace(&trace_id, now);
+            self.out.push_back(Output::Decision(DecisionRecord { partition, trace_id, kept: None, exported_through: last_offset }));
+            return;
+        }
+        self.stats.kept_traces += 1;
+        let p = d.sampling_probability.clamp(f64::MIN_POSITIVE, 1.0);
+        let threshold = d.threshold.unwrap_or_else(|| tailsift_policy::threshold_for(p));
+        let randomness = d.randomness.unwrap_or_else(|| tailsift_policy::randomness(trace_id, self.policy.seed));
+        let stamp = Arc::new(Stamp {
+            policy,
+            policy_version: self.policy.version,
+            adjusted_count: 1.0 / p,
+            ot: Some(tailsift_policy::ot_tracestate(threshold, randomness)),
+        });
+        self.cache.keep(trace_id, stamp.clone(), last_offset, now);
+        self.export(partition, trace_id, records, spans, first_offset, last_offset, stamp, now);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn export(
+        &mut self,
+        partition: i32,
+        trace_id: TraceId,
+        records: &[Bytes],
+        spans: usize,
+        pin: i64,
+        through: i64,
+        stamp: Arc<Stamp>,
+        _now: Instant,
+    ) {
+        let mut payload = Vec::with_capacity(records.iter().map(|r| r.len() + 128 * 4).sum());
+        for r in records {
+            stamp_request(r, &stamp, &mut payload);
+        }
+        self.next_export += 1;
+        let id = self.next_export;
+        if let Some(st) = self.partitions.get_mut(&partition) {
+            st.pin(pin);
+        }
+        self.pending.insert(
+            id,
+            Pending {
+                partition,
+                offset: pin,
+                decision: Some(DecisionRecord { partition, trace_id, kept: Some(stamp), exported_through: through }),
+            },
+        );
+        self.out.push_back(Output::Export(ExportJob { id, partition, trace_id, payload, spans }));
+    }
+}
+
+fn unix_nanos() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests;

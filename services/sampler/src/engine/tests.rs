@@ -1,0 +1,234 @@
+use super::*;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
+use prost::Message;
+use tailsift_policy::PolicyDocument;
+
+const ERRORS_ONLY: &str = "policies:\n  - name: errors\n    status_code: { codes: [ERROR] }\n";
+
+fn engine(policy: &str, soft: usize, hard: usize) -> (Engine, Instant) {
+    let doc = PolicyDocument::from_yaml(policy).unwrap();
+    let now = Instant::now();
+    let e = Engine::new(
+        EngineConfig {
+            send_delay: Duration::from_secs(2),
+            decision_wait: Duration::from_secs(30),
+            max_spans_per_trace: 100,
+            max_trace_bytes: 1 << 20,
+            cache_ttl: Duration::from_secs(300),
+            cache_max: 10_000,
+            soft_limit_bytes: soft,
+            hard_limit_bytes: hard,
+            stress_probability: 0.0,
+        },
+        ActivePolicy { version: doc.version, seed: 1, engine: PolicyEngine::compile(&doc).unwrap() },
+        now,
+    );
+    (e, now)
+}
+
+fn record(trace: u8, span: u8, parent: Option<u8>, error: bool) -> Bytes {
+    let s = Span {
+        trace_id: vec![trace; 16],
+        span_id: vec![span; 8],
+        parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
+        name: format!("span-{span}"),
+        start_time_unix_nano: 1_000,
+        end_time_unix_nano: 2_000,
+        status: error.then(|| Status { code: status::StatusCode::Error as i32, message: String::new() }),
+        ..Default::default()
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans: vec![s], ..Default::default() }], ..Default::default() }],
+    }
+    .encode_to_vec()
+    .into()
+}
+
+fn drain(e: &mut Engine) -> (Vec<ExportJob>, Vec<DecisionRecord>) {
+    let (mut jobs, mut decs) = (vec![], vec![]);
+    while let Some(o) = e.pop_output() {
+        match o {
+            Output::Export(j) => jobs.push(j),
+            Output::Decision(d) => decs.push(d),
+        }
+    }
+    (jobs, decs)
+}
+
+fn exported_spans(job: &ExportJob) -> Vec<Span> {
+    let req = ExportTraceServiceRequest::decode(job.payload.as_slice()).unwrap();
+    req.resource_spans.into_iter().flat_map(|r| r.scope_spans).flat_map(|s| s.spans).collect()
+}
+
+#[test]
+fn waits_for_root_plus_send_delay_and_holds_offsets_until_exported() {
+    let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
+    e.assign(0);
+    e.on_record(0, 10, record(1, 2, Some(1), true), t0);
+    e.on_record(0, 11, record(2, 1, None, false), t0);
+    e.on_tick(t0 + Duration::from_secs(1));
+    assert_eq!(e.buffered_traces(), 2);
+    assert_eq!(e.committable(), vec![(0, 10)]);
+    // Root of trace 1 arrives: decided 2 s later.
+    e.on_record(0, 12, record(1, 1, None, false), t0 + Duration::from_secs(1));
+    e.on_tick(t0 + Duration::from_millis(2500));
+    let (jobs, decs) = drain(&mut e);
+    assert_eq!(decs.len(), 1, "trace 2 (root at t0, no error) dropped at t0+2s");
+    assert!(decs[0].kept.is_none());
+    assert!(jobs.is_empty());
+    e.on_tick(t0 + Duration::from_millis(3100));
+    let (jobs, decs) = drain(&mut e);
+    assert_eq!(jobs.len(), 1);
+    assert!(decs.is_empty(), "kept decisions are published after the export is acknowledged");
+    let spans = exported_spans(&jobs[0]);
+    assert_eq!(spans.len(), 2, "whole trace exported");
+    let attr = |s: &Span, k: &str| s.attributes.iter().find(|a| a.key == k).cloned();
+    assert!(attr(&spans[0], "tailsift.sampling.policy").is_some());
+    assert!(spans[0].trace_state.starts_with("ot=th:0;rv:"), "{}", spans[0].trace_state);
+    // Offsets: trace 1 is exporting (pinned at 10) until acknowledged.
+    assert_eq!(e.committable(), vec![(0, 10)]);
+    e.on_export_done(jobs[0].id);
+    assert_eq!(e.committable(), vec![(0, 13)]);
+    let (_, decs) = drain(&mut e);
+    assert_eq!(decs.len(), 1);
+    assert_eq!(decs[0].exported_through, 12);
+    assert_eq!(e.stats.kept_traces, 1);
+    assert_eq!(e.stats.dropped_traces, 1);
+}
+
+#[test]
+fn decision_wait_bounds_traces_without_root() {
+    let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
+    e.on_record(0, 0, record(3, 2, Some(1), true), t0);
+    e.on_tick(t0 + Duration::from_secs(29));
+    assert_eq!(e.buffered_traces(), 1);
+    e.on_tick(t0 + Duration::from_secs(30));
+    assert_eq!(e.buffered_traces(), 0);
+    let (jobs, _) = drain(&mut e);
+    assert_eq!(jobs.len(), 1);
+}
+
+#[test]
+fn late_spans_follow_the_decision() {
+    let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
+    e.on_record(0, 0, record(1, 1, None, true), t0);
+    e.on_record(0, 1, record(2, 1, None, false), t0);
+    e.on_tick(t0 + Duration::from_secs(3));
+    let (jobs, _) = drain(&mut e);
+    assert_eq!(jobs.len(), 1);
+    e.on_record(0, 2, record(1, 5, Some(1), false), t0 + Duration::from_secs(4));
+    e.on_record(0, 3, record(2, 5, Some(1), false), t0 + Duration::from_secs(4));
+    let (late, _) = drain(&mut e);
+    assert_eq!(late.len(), 1, "late span of the kept trace exported at once");
+    assert_eq!(late[0].trace_id, [1; 16]);
+    assert_eq!(e.stats.late_kept_spans, 1);
+    assert_eq!(e.stats.late_dropped_spans, 1);
+    assert_eq!(e.buffered_traces(), 0);
+    // The late span pins its offset until acknowledged; the dropped one does not.
+    e.on_export_done(jobs[0].id);
+    assert_eq!(e.committable(), vec![(0, 2)]);
+    e.on_export_done(late[0].id);
+    assert_eq!(e.committable(), vec![(0, 4)]);
+}
+
+#[test]
+fn preloaded_decisions_skip_replayed_records_of_exported_traces() {
+    let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
+    let stamp = Arc::new(Stamp { policy: "errors".into(), policy_version: 0, adjusted_count: 1.0, ot: None });
+    e.preload(&DecisionRecord { partition: 0, trace_id: [1; 16], kept: Some(stamp), exported_through: 5 }, t0);
+    e.preload(&DecisionRecord { partition: 0, trace_id: [2; 16], kept: None, exported_through: 6 }, t0);
+    e.on_record(0, 4, record(1, 1, None, true), t0);
+    e.on_record(0, 5, record(1, 2, Some(1), true), t0);
+    e.on_record(0, 6, record(2, 1, None, false), t0);
+    let (jobs, _) = drain(&mut e);
+    assert!(jobs.is_empty(), "already exported: not exported again");
+    assert_eq!(e.stats.replay_skipped_records, 2);
+    e.on_record(0, 7, record(1, 3, Some(1), false), t0);
+    let (jobs, _) = drain(&mut e);
+    assert_eq!(jobs.len(), 1, "a span past exported_through is a late span of a kept trace");
+    assert_eq!(e.buffered_traces(), 0);
+}
+
+#[test]
+fn duplicate_records_are_buffered_once() {
+    let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
+    e.on_record(0, 0, record(1, 1, None, true), t0);
+    e.on_record(0, 1, record(1, 1, None, true), t0);
+    e.on_tick(t0 + Duration::from_secs(3));
+    let (jobs, _) = drain(&mut e);
+    assert_eq!(exported_spans(&jobs[0]).len(), 1);
+    assert_eq!(e.stats.duplicate_records, 1);
+}
+
+#[test]
+fn huge_traces_are_decided_at_the_span_limit() {
+    let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
+    e.on_record(0, 0, record(1, 1, None, true), t0);
+    for i in 2..=101u8 {
+        e.on_record(0, i as i64, record(1, i, Some(1), false), t0);
+    }
+    assert_eq!(e.buffered_traces(), 0, "decided at 101 spans without waiting");
+    let (jobs, _) = drain(&mut e);
+    assert_eq!(jobs.len(), 1);
+    e.on_record(0, 200, record(1, 150, Some(1), false), t0);
+    let (jobs, _) = drain(&mut e);
+    assert_eq!(jobs.len(), 1, "the rest follow as late spans");
+}
+
+#[test]
+fn memory_pressure_decides_oldest_first_and_stress_relief_stops_buffering() {
+    let one = record(1, 1, None, false).len();
+    let (mut e, t0) = engine(ERRORS_ONLY, one * 3, one * 6);
+    for t in 1..=5u8 {
+        e.on_record(0, t as i64, record(t, 1, Some(9), t == 1), t0 + Duration::from_millis(t as u64));
+    }
+    assert!(e.buffered_bytes() <= one * 3);
+    let (jobs, decs) = drain(&mut e);
+    assert_eq!(jobs.len(), 1, "the oldest (error) trace was decided early and kept");
+    assert_eq!(jobs[0].trace_id, [1; 16]);
+    assert!(!decs.is_empty() && decs[0].trace_id == [2; 16], "then the next oldest");
+    assert_eq!(e.buffered_traces(), 5 - 1 - decs.len());
+    assert!(decs.iter().all(|d| d.trace_id[0] <= 3), "only the oldest are decided");
+
+    // Stress: a tiny hard limit.
+    let (mut e, t0) = engine(ERRORS_ONLY, one, one);
+    e.on_record(0, 0, record(1, 1, Some(9), false), t0);
+    e.on_record(0, 1, record(2, 1, Some(9), false), t0);
+    assert!(e.in_stress());
+    e.on_record(0, 2, record(3, 1, Some(9), false), t0);
+    assert!(e.stats.stress_decisions >= 1, "new traces decided without buffering");
+    e.on_tick(t0 + Duration::from_secs(60));
+    assert!(!e.in_stress(), "leaves stress relief when the buffer empties");
+}
+
+#[test]
+fn handover_decides_everything_and_revoke_forgets() {
+    let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
+    e.assign(0);
+    e.assign(1);
+    e.on_record(0, 0, record(1, 1, Some(9), true), t0);
+    e.on_record(1, 0, record(2, 1, Some(9), true), t0);
+    e.decide_partition(0, t0);
+    let (jobs, _) = drain(&mut e);
+    assert_eq!(jobs.len(), 1);
+    e.on_export_done(jobs[0].id);
+    assert_eq!(e.committable(), vec![(0, 1), (1, 0)]);
+    e.revoke(0);
+    assert_eq!(e.partitions(), vec![1]);
+    assert_eq!(e.buffered_traces(), 1);
+}
+
+#[test]
+fn policy_swap_applies_between_traces_and_is_stamped() {
+    let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
+    e.on_record(0, 0, record(1, 1, None, false), t0);
+    let doc = PolicyDocument::from_yaml("version: 7\npolicies:\n  - name: all\n    always: {}\n").unwrap();
+    e.set_policy(ActivePolicy { version: 7, seed: 1, engine: PolicyEngine::compile(&doc).unwrap() });
+    e.on_tick(t0 + Duration::from_secs(3));
+    let (jobs, _) = drain(&mut e);
+    assert_eq!(jobs.len(), 1);
+    let spans = exported_spans(&jobs[0]);
+    let v = spans[0].attributes.iter().find(|a| a.key == "tailsift.sampling.policy_version").unwrap();
+    assert_eq!(format!("{:?}", v.value), format!("{:?}", Some(opentelemetry_proto::tonic::common::v1::AnyValue { value: Some(opentelemetry_proto::tonic::common::v1::any_value::Value::IntValue(7)) })));
+}

@@ -1,0 +1,499 @@
+//! The Tailsift sampling worker.
+//!
+//! Consumes the spans topic in a consumer group (cooperative-sticky), buffers whole traces per
+//! partition ([`engine`]), decides them with the policy crate, exports kept traces
+//! ([`export`]), and commits offsets only up to the lowest offset still needed. Decisions are
+//! also written to a decisions topic, so whoever owns a partition next skips traces already
+//! exported and routes late spans by the earlier decision.
+
+pub mod annotate;
+pub mod cache;
+pub mod config;
+pub mod decisions;
+pub mod engine;
+pub mod export;
+pub mod extract;
+pub mod metrics;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use tailsift_policy::{PolicyDocument, PolicyEngine};
+use tailsift_telemetry::Readiness;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub use config::SamplerConfig;
+use engine::{ActivePolicy, Engine, EngineConfig, Output};
+
+/// Errors that stop a sampler.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("policy: {0}")]
+    Policy(String),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("kafka: {0}")]
+    KafkaSetup(#[from] tailsift_kafka::Error),
+    #[error("exporter: {0}")]
+    Export(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The policy used when none is configured: keep every trace with an error, every trace slower
+/// than one second, and 10% of the rest (consistently, by trace ID and hash seed).
+pub const DEFAULT_POLICY: &str = r#"
+policies:
+  - name: errors
+    status_code: { codes: [ERROR] }
+  - name: slow
+    latency: { threshold_ms: 1000 }
+  - name: baseline
+    probabilistic: { percentage: 10 }
+"#;
+
+/// Loads and compiles the configured policy.
+pub fn load_policy(cfg: &config::PolicyConfig) -> Result<(PolicyDocument, PolicyEngine), Error> {
+    let doc = match &cfg.file {
+        None => PolicyDocument::from_yaml(DEFAULT_POLICY).map_err(|e| Error::Policy(e.to_string()))?,
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| Error::Policy(format!("reading {}: {e}", path.display())))?;
+            let parsed = match cfg.format {
+                config::PolicyFormat::Native if path.extension().is_some_and(|e| e == "json") => PolicyDocument::from_json(&text),
+                config::PolicyFormat::Native => PolicyDocument::from_yaml(&text),
+                config::PolicyFormat::Otel => PolicyDocument::from_otel_tail_sampling_yaml(&text),
+            };
+            parsed.map_err(|e| Error::Policy(format!("{}: {e}", path.display())))?
+        }
+    };
+    doc.validate().map_err(|e| Error::Policy(e.to_string()))?;
+    let engine = PolicyEngine::compile(&doc).map_err(|e| Error::Policy(e.to_string()))?;
+    Ok((doc, engine))
+}
+
+/// Sockets a sampler serves on.
+pub struct Listeners {
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(cfg: &SamplerConfig) -> std::io::Result<Self> {
+        Ok(Listeners { admin: tailsift_telemetry::bind("admin", cfg.admin.listen).await? })
+    }
+}
+
+struct Shared {
+    engine: Mutex<Engine>,
+    export_tx: mpsc::Sender<engine::ExportJob>,
+    decisions: FutureProducer,
+    decisions_topic: String,
+    spans_topic: String,
+    decisions_replay: i64,
+    conn: tailsift_kafka::Connection,
+    handover_timeout: Duration,
+}
+
+impl Shared {
+    /// Hands outputs to the exporter and the decisions producer without blocking. Returns false
+    /// when the export queue is full (the rest stays queued in the engine).
+    fn drain(&self, engine: &mut Engine) -> bool {
+        while let Some(o) = engine.pop_output() {
+            match o {
+                Output::Export(job) => match self.export_tx.try_send(job) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(job)) => {
+                        engine.push_front_output(Output::Export(job));
+                        return false;
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                },
+                Output::Decision(d) => {
+                    let key = tailsift_otlp::record_key(&d.trace_id);
+                    let value = decisions::encode(&d);
+                    let rec = FutureRecord::to(&self.decisions_topic).partition(d.partition).key(&key[..]).payload(&value);
+                    if let Err((e, _)) = self.decisions.send_result(rec) {
+                        tracing::debug!(error = %e, "decision record not queued (only duplicate avoidance is affected)");
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Graceful handover of `partitions`: decide their buffered traces, wait for their exports,
+    /// publish the decisions, commit everything consumed. Blocking; bounded by the handover
+    /// timeout (afterwards the committed offset stays at the lowest offset still needed, so
+    /// nothing is lost, at worst re-exported).
+    fn handover(&self, commit: &dyn Fn(&TopicPartitionList) -> rdkafka::error::KafkaResult<()>, partitions: &[i32]) {
+        let owned: Vec<i32> = {
+            let e = self.engine.lock().unwrap();
+            let mine = e.partitions();
+            partitions.iter().copied().filter(|p| mine.contains(p)).collect()
+        };
+        if owned.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let deadline = now + self.handover_timeout;
+        {
+            let mut e = self.engine.lock().unwrap();
+            for p in &owned {
+                e.decide_partition(*p, now);
+            }
+        }
+        let wait = || loop {
+            let done = {
+                let mut e = self.engine.lock().unwrap();
+                self.drain(&mut e);
+                owned.iter().all(|p| e.unacked_exports(Some(*p)) == 0) && e.outputs_pending() == 0
+            };
+            if done || Instant::now() >= deadline {
+                return done;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let complete = tokio::runtime::Handle::try_current().map(|_| tokio::task::block_in_place(wait)).unwrap_or_else(|_| wait());
+        if let Err(e) = self.decisions.flush(Duration::from_secs(5)) {
+            tracing::warn!(error = %e, "decision records not flushed before handover");
+        }
+        let mut e = self.engine.lock().unwrap();
+        let offsets: Vec<(i32, i64)> = e.committable().into_iter().filter(|(p, _)| owned.contains(p)).collect();
+        let mut tpl = TopicPartitionList::new();
+        for (p, o) in &offsets {
+            let _ = tpl.add_partition_offset(&self.spans_topic, *p, Offset::Offset(*o));
+        }
+        if tpl.count() > 0 {
+            if let Err(err) = commit(&tpl) {
+                tracing::warn!(error = %err, "commit at handover failed; the next owner replays from the previous commit");
+            }
+        }
+        for p in &owned {
+            e.revoke(*p);
+        }
+        ::metrics::gauge!(crate::metrics::PARTITIONS_OWNED).set(e.partitions().len() as f64);
+        tracing::info!(partitions = ?owned, complete, ?offsets, "partitions handed over");
+    }
+
+    /// Reads recent decisions for `partition` back into the cache.
+    fn preload(&self, partition: i32) {
+        let started = Instant::now();
+        let consumer: BaseConsumer = match self
+            .conn
+            .client_config()
+            .set("group.id", "tailsift-decisions-reader")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .create()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read decisions");
+                return;
+            }
+        };
+        let (low, high) = match consumer.fetch_watermarks(&self.decisions_topic, partition, Duration::from_secs(5)) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, partition, "cannot read decisions watermarks");
+                return;
+            }
+        };
+        if high <= low {
+            return;
+        }
+        let start = low.max(high - self.decisions_replay);
+        let mut tpl = TopicPartitionList::new();
+        let _ = tpl.add_partition_offset(&self.decisions_topic, partition, Offset::Offset(start));
+        if consumer.assign(&tpl).is_err() {
+            return;
+        }
+        let mut n = 0u64;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let now = Instant::now();
+        let mut records = Vec::new();
+        while Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    let off = m.offset();
+                    if let Some(d) = decisions::decode(partition, m.key().unwrap_or_default(), m.payload().unwrap_or_default()) {
+                        records.push(d);
+                    }
+                    if off + 1 >= high {
+                        break;
+                    }
+                }
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "reading decisions");
+                    break;
+                }
+                None => {}
+            }
+        }
+        let mut e = self.engine.lock().unwrap();
+        for d in &records {
+            e.preload(d, now);
+            n += 1;
+        }
+        ::metrics::counter!(crate::metrics::DECISIONS_PRELOADED).increment(n);
+        tracing::info!(partition, decisions = n, took = ?started.elapsed(), "decisions preloaded");
+    }
+}
+
+struct Ctx {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            tracing::info!(partitions = ?parts, "partitions revoked");
+            self.shared.handover(&|tpl| consumer.commit(tpl, CommitMode::Sync), &parts);
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            tracing::info!(partitions = ?parts, "partitions assigned");
+            for p in &parts {
+                self.shared.preload(*p);
+                self.shared.engine.lock().unwrap().assign(*p);
+            }
+            let n = self.shared.engine.lock().unwrap().partitions().len();
+            ::metrics::gauge!(crate::metrics::PARTITIONS_OWNED).set(n as f64);
+        }
+    }
+}
+
+/// Waits until the spans topic exists; returns its partition count.
+async fn wait_for_topic(cfg: &SamplerConfig, readiness: &Readiness, shutdown: &CancellationToken) -> Result<Option<usize>, Error> {
+    loop {
+        match tailsift_kafka::topic_partitions(&cfg.kafka.connection(), &cfg.kafka.topic, Duration::from_secs(5)).await {
+            Ok(Some(n)) => return Ok(Some(n)),
+            Ok(None) => readiness.set(false, &format!("waiting for topic {}", cfg.kafka.topic)),
+            Err(e) => readiness.set(false, &format!("Kafka: {e}")),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+/// Runs a sampler until `shutdown` is cancelled; then hands its partitions over gracefully
+/// (decides buffered traces, exports them, commits) and returns.
+pub async fn run(cfg: SamplerConfig, listeners: Listeners, shutdown: CancellationToken) -> Result<(), Error> {
+    tailsift_telemetry::prometheus();
+    metrics::describe();
+    let readiness = Readiness::new();
+    let admin = tokio::spawn(tailsift_telemetry::serve_http(
+        listeners.admin,
+        tailsift_telemetry::admin_router(readiness.clone()),
+        shutdown.clone(),
+    ));
+    let (doc, policy_engine) = load_policy(&cfg.policy)?;
+    tracing::info!(version = doc.version, policies = policy_engine.policy_names().count(), seed = cfg.policy.hash_seed, "policy loaded");
+
+    let Some(partitions) = wait_for_topic(&cfg, &readiness, &shutdown).await? else {
+        let _ = admin.await;
+        return Ok(());
+    };
+    let spec = tailsift_kafka::TopicSpec { partitions: partitions as i32, ..Default::default() };
+    tailsift_kafka::ensure_topic(&cfg.kafka.connection(), &cfg.kafka.decisions_topic, &spec, Duration::from_secs(10)).await?;
+
+    let d = &cfg.decision;
+    let engine = Engine::new(
+        EngineConfig {
+            send_delay: d.send_delay,
+            decision_wait: d.decision_wait,
+            max_spans_per_trace: d.max_spans_per_trace,
+            max_trace_bytes: d.max_trace_bytes,
+            cache_ttl: d.cache_ttl,
+            cache_max: d.cache_max,
+            soft_limit_bytes: cfg.memory.soft_limit_bytes,
+            hard_limit_bytes: cfg.memory.hard_limit_bytes,
+            stress_probability: cfg.memory.stress_probability,
+        },
+        ActivePolicy { version: doc.version, seed: cfg.policy.hash_seed, engine: policy_engine },
+        Instant::now(),
+    );
+    let (export_tx, export_rx) = mpsc::channel(cfg.export.queue_traces);
+    let exporter = export::Exporter::new(&cfg.export, &cfg.kafka).map_err(Error::Export)?;
+    let decisions: FutureProducer = cfg
+        .kafka
+        .connection()
+        .client_config()
+        .set("acks", "all")
+        .set("linger.ms", "20")
+        .set("compression.type", "lz4")
+        .set("message.timeout.ms", "30000")
+        .create()?;
+    let shared = Arc::new(Shared {
+        engine: Mutex::new(engine),
+        export_tx,
+        decisions,
+        decisions_topic: cfg.kafka.decisions_topic.clone(),
+        spans_topic: cfg.kafka.topic.clone(),
+        decisions_replay: cfg.kafka.decisions_replay,
+        conn: cfg.kafka.connection(),
+        handover_timeout: cfg.export.timeout * 3,
+    });
+
+    // Export task: acknowledgements go straight to the engine (they unpin offsets).
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u64>();
+    let export_shutdown = CancellationToken::new();
+    let exporter_task = tokio::spawn(export::run_exporter(exporter, cfg.export.clone(), export_rx, done_tx, export_shutdown.clone()));
+    let acker = {
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            while let Some(id) = done_rx.recv().await {
+                shared.engine.lock().unwrap().on_export_done(id);
+            }
+        })
+    };
+
+    let mut cc = cfg.kafka.connection().client_config();
+    cc.set("group.id", &cfg.kafka.group_id)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("max.poll.interval.ms", "300000");
+    for (k, v) in &cfg.kafka.properties {
+        cc.set(k, v);
+    }
+    let consumer: Arc<StreamConsumer<Ctx>> = Arc::new(cc.create_with_context(Ctx { shared: shared.clone() })?);
+    consumer.subscribe(&[&cfg.kafka.topic])?;
+    readiness.set(true, "ok");
+    tracing::info!(topic = %cfg.kafka.topic, group = %cfg.kafka.group_id, export = ?cfg.export.kind, endpoint = %cfg.export.endpoint, "sampler consuming");
+
+    let mut tick = tokio::time::interval(cfg.decision.tick);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut commit_tick = tokio::time::interval(cfg.kafka.commit_interval);
+    commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_committed: HashMap<i32, i64> = HashMap::new();
+    let mut processed_through: HashMap<i32, i64> = HashMap::new();
+    let mut paused = false;
+    let mut lag_at = Instant::now();
+
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {
+                let mut e = shared.engine.lock().unwrap();
+                e.on_tick(Instant::now());
+                let drained = shared.drain(&mut e);
+                drop(e);
+                set_paused(&consumer, &mut paused, !drained);
+            }
+            _ = commit_tick.tick() => {
+                commit(&consumer, &shared, &cfg.kafka.topic, &mut last_committed);
+                if lag_at.elapsed() >= Duration::from_secs(5) {
+                    lag_at = Instant::now();
+                    report_lag(consumer.clone(), cfg.kafka.topic.clone());
+                }
+            }
+            msg = consumer.recv() => match msg {
+                Ok(m) => {
+                    let (p, off) = (m.partition(), m.offset());
+                    let seen = processed_through.entry(p).or_insert(-1);
+                    if off <= *seen {
+                        ::metrics::counter!(crate::metrics::REPLAYED_RECORDS).increment(1);
+                    } else {
+                        *seen = off;
+                    }
+                    let payload = bytes::Bytes::copy_from_slice(m.payload().unwrap_or_default());
+                    let mut e = shared.engine.lock().unwrap();
+                    e.on_record(p, off, payload, Instant::now());
+                    let drained = shared.drain(&mut e);
+                    drop(e);
+                    set_paused(&consumer, &mut paused, !drained);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "consumer error");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+
+    tracing::info!("sampler stopping: handing partitions over");
+    readiness.set(false, "shutting down");
+    let parts = shared.engine.lock().unwrap().partitions();
+    {
+        let c = consumer.clone();
+        let s = shared.clone();
+        // The handover blocks; run it where blocking is fine.
+        tokio::task::spawn_blocking(move || s.handover(&|tpl| c.commit(tpl, CommitMode::Sync), &parts)).await.ok();
+    }
+    consumer.unsubscribe();
+    export_shutdown.cancel();
+    let _ = exporter_task.await;
+    acker.abort();
+    drop(consumer);
+    let _ = admin.await;
+    tracing::info!("sampler stopped");
+    Ok(())
+}
+
+fn set_paused(consumer: &StreamConsumer<Ctx>, paused: &mut bool, want: bool) {
+    if *paused == want {
+        return;
+    }
+    if let Ok(assignment) = consumer.assignment() {
+        let r = if want { consumer.pause(&assignment) } else { consumer.resume(&assignment) };
+        if r.is_ok() {
+            *paused = want;
+            ::metrics::gauge!(crate::metrics::PAUSED).set(if want { 1.0 } else { 0.0 });
+            if want {
+                tracing::warn!("export queue full: consumption paused");
+            } else {
+                tracing::info!("export queue drained: consumption resumed");
+            }
+        }
+    }
+}
+
+fn commit(consumer: &StreamConsumer<Ctx>, shared: &Shared, topic: &str, last: &mut HashMap<i32, i64>) {
+    let offsets = shared.engine.lock().unwrap().committable();
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in offsets {
+        if last.get(&p).is_some_and(|l| *l >= o) {
+            continue;
+        }
+        let _ = tpl.add_partition_offset(topic, p, Offset::Offset(o));
+        last.insert(p, o);
+        ::metrics::gauge!(crate::metrics::COMMITTED_OFFSET, "partition" => p.to_string()).set(o as f64);
+    }
+    if tpl.count() > 0 {
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+            tracing::warn!(error = %e, "offset commit failed");
+        }
+    }
+}
+
+fn report_lag(consumer: Arc<StreamConsumer<Ctx>>, topic: String) {
+    tokio::task::spawn_blocking(move || {
+        let Ok(positions) = consumer.position() else { return };
+        for e in positions.elements() {
+            if let (Offset::Offset(pos), Ok((_, high))) =
+                (e.offset(), consumer.fetch_watermarks(&topic, e.partition(), Duration::from_secs(2)))
+            {
+                ::metrics::gauge!(crate::metrics::CONSUMER_LAG, "partition" => e.partition().to_string()).set((high - pos).max(0) as f64);
+            }
+        }
+    });
+}

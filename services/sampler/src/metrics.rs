@@ -1,0 +1,52 @@
+//! Every metric the sampler exports. Labels are bounded: `policy` (names in the policy
+//! document), `outcome`, `trigger`, `partition` (the topic's partitions), `kind`.
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+
+pub const RECORDS_CONSUMED: &str = "tailsift_sampler_records_consumed_total";
+pub const SPANS_CONSUMED: &str = "tailsift_sampler_spans_consumed_total";
+pub const RECORDS_INVALID: &str = "tailsift_sampler_records_invalid_total";
+pub const TRACES_BUFFERED: &str = "tailsift_sampler_traces_buffered";
+pub const BYTES_BUFFERED: &str = "tailsift_sampler_buffered_bytes";
+pub const DECISIONS: &str = "tailsift_sampler_decisions_total";
+pub const DECISION_LATENCY: &str = "tailsift_sampler_decision_latency_seconds";
+pub const LATE_SPANS: &str = "tailsift_sampler_late_spans_total";
+pub const REPLAY_SKIPPED_SPANS: &str = "tailsift_sampler_replay_skipped_spans_total";
+pub const DUPLICATE_SPANS: &str = "tailsift_sampler_duplicate_spans_total";
+pub const REPLAYED_RECORDS: &str = "tailsift_sampler_replayed_records_total";
+pub const EXPORT_SPANS: &str = "tailsift_sampler_export_spans_total";
+pub const EXPORT_REQUESTS: &str = "tailsift_sampler_export_requests_total";
+pub const EXPORT_QUEUE: &str = "tailsift_sampler_export_queue_traces";
+pub const EXPORT_DURATION: &str = "tailsift_sampler_export_duration_seconds";
+pub const CONSUMER_LAG: &str = "tailsift_sampler_consumer_lag_records";
+pub const COMMITTED_OFFSET: &str = "tailsift_sampler_committed_offset";
+pub const STRESS_RELIEF: &str = "tailsift_sampler_stress_relief_active";
+pub const PAUSED: &str = "tailsift_sampler_consumption_paused";
+pub const POLICY_VERSION: &str = "tailsift_sampler_policy_version";
+pub const PARTITIONS_OWNED: &str = "tailsift_sampler_partitions_owned";
+pub const DECISIONS_PRELOADED: &str = "tailsift_sampler_decisions_preloaded_total";
+
+pub fn describe() {
+    describe_counter!(RECORDS_CONSUMED, Unit::Count, "Kafka records consumed from the spans topic.");
+    describe_counter!(SPANS_CONSUMED, Unit::Count, "Spans consumed from the spans topic.");
+    describe_counter!(RECORDS_INVALID, Unit::Count, "Records without a readable trace ID (skipped).");
+    describe_gauge!(TRACES_BUFFERED, Unit::Count, "Traces buffered, waiting for a decision.");
+    describe_gauge!(BYTES_BUFFERED, Unit::Bytes, "Encoded span bytes buffered.");
+    describe_counter!(DECISIONS, Unit::Count, "Trace decisions by deciding policy, outcome (kept, dropped) and trigger (root, timeout, limit, pressure, handover, stress).");
+    describe_histogram!(DECISION_LATENCY, Unit::Seconds, "Time from a trace's first span to its decision.");
+    describe_counter!(LATE_SPANS, Unit::Count, "Spans arriving after their trace was decided, by outcome (kept: exported, dropped).");
+    describe_counter!(REPLAY_SKIPPED_SPANS, Unit::Count, "Replayed spans of traces already exported (known from the decisions topic), not exported again.");
+    describe_counter!(DUPLICATE_SPANS, Unit::Count, "Spans received twice for a buffered trace (client retries), exported once.");
+    describe_counter!(REPLAYED_RECORDS, Unit::Count, "Records consumed again after a restart or rebalance (offsets below those already processed by this worker).");
+    describe_counter!(EXPORT_SPANS, Unit::Count, "Spans of kept traces handed to the backend, by outcome (ok, rejected).");
+    describe_counter!(EXPORT_REQUESTS, Unit::Count, "Export requests by outcome (ok, retry, rejected).");
+    describe_gauge!(EXPORT_QUEUE, Unit::Count, "Kept traces waiting for export.");
+    describe_histogram!(EXPORT_DURATION, Unit::Seconds, "Duration of successful export requests.");
+    describe_gauge!(CONSUMER_LAG, Unit::Count, "Records between the consumer position and the partition's high watermark.");
+    describe_gauge!(COMMITTED_OFFSET, Unit::Count, "Last committed offset per partition.");
+    describe_gauge!(STRESS_RELIEF, Unit::Count, "1 while stress relief is active (spans decided without buffering).");
+    describe_gauge!(PAUSED, Unit::Count, "1 while consumption is paused because the export queue is full.");
+    describe_gauge!(POLICY_VERSION, Unit::Count, "Version of the policy in force.");
+    describe_gauge!(PARTITIONS_OWNED, Unit::Count, "Partitions of the spans topic assigned to this worker.");
+    describe_counter!(DECISIONS_PRELOADED, Unit::Count, "Decisions read back from the decisions topic on partition assignment.");
+}

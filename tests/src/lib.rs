@@ -287,3 +287,142 @@ impl Drop for ChildGuard {
         }
     }
 }
+
+/// An OTLP/gRPC sink standing in for Jaeger or Tempo: records every span it receives, counts
+/// duplicates, and can be switched "down" (answers UNAVAILABLE).
+#[derive(Clone, Default)]
+pub struct Sink {
+    inner: std::sync::Arc<SinkInner>,
+}
+
+#[derive(Default)]
+struct SinkInner {
+    spans: std::sync::Mutex<HashMap<[u8; 16], HashMap<Vec<u8>, opentelemetry_proto::tonic::trace::v1::Span>>>,
+    duplicates: std::sync::atomic::AtomicU64,
+    requests: std::sync::atomic::AtomicU64,
+    down: std::sync::atomic::AtomicBool,
+}
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService for Sink {
+    async fn export(
+        &self,
+        request: tonic::Request<tailsift_otlp::ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse>, tonic::Status> {
+        use std::sync::atomic::Ordering;
+        if self.inner.down.load(Ordering::SeqCst) {
+            return Err(tonic::Status::unavailable("sink is down"));
+        }
+        self.inner.requests.fetch_add(1, Ordering::SeqCst);
+        let mut map = self.inner.spans.lock().unwrap();
+        for rs in request.into_inner().resource_spans {
+            for ss in rs.scope_spans {
+                for s in ss.spans {
+                    let Ok(tid) = <[u8; 16]>::try_from(s.trace_id.as_slice()) else { continue };
+                    if map.entry(tid).or_default().insert(s.span_id.clone(), s).is_some() {
+                        self.inner.duplicates.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            }
+        }
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+impl Sink {
+    /// Starts the sink on a free port; returns it and its endpoint (`http://127.0.0.1:PORT`).
+    pub async fn start() -> (Sink, String) {
+        let sink = Sink::default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let svc = opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(sink.clone())
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+            .max_decoding_message_size(64 << 20);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        (sink, format!("http://{addr}"))
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.inner.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Spans received per trace (distinct span IDs).
+    pub fn traces(&self) -> HashMap<[u8; 16], HashMap<Vec<u8>, opentelemetry_proto::tonic::trace::v1::Span>> {
+        self.inner.spans.lock().unwrap().clone()
+    }
+
+    pub fn span_count(&self) -> usize {
+        self.inner.spans.lock().unwrap().values().map(|t| t.len()).sum()
+    }
+
+    pub fn duplicates(&self) -> u64 {
+        self.inner.duplicates.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until the number of spans received stops changing for `quiet`.
+    pub async fn wait_quiet(&self, quiet: Duration, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut last = (self.span_count(), Instant::now());
+        while Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let n = self.span_count();
+            if n != last.0 {
+                last = (n, Instant::now());
+            } else if last.1.elapsed() >= quiet {
+                return;
+            }
+        }
+    }
+}
+
+/// An in-process sampler.
+pub struct SamplerNode {
+    pub admin: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<Result<(), tailsift_sampler::Error>>,
+}
+
+/// Test defaults for samplers: short waits so tests finish quickly.
+pub fn sampler_sets(brokers: &str, topic: &str, group: &str, export: &str) -> Vec<(String, String)> {
+    vec![
+        ("kafka.brokers".into(), brokers.into()),
+        ("kafka.topic".into(), topic.into()),
+        ("kafka.group_id".into(), group.into()),
+        ("kafka.decisions_topic".into(), format!("{topic}-decisions")),
+        ("export.endpoint".into(), export.into()),
+        ("export.batch_timeout".into(), "50ms".into()),
+        ("export.initial_backoff".into(), "50ms".into()),
+        ("export.max_backoff".into(), "500ms".into()),
+        ("export.timeout".into(), "3s".into()),
+        ("decision.send_delay".into(), "500ms".into()),
+        ("decision.decision_wait".into(), "4s".into()),
+        ("kafka.commit_interval".into(), "200ms".into()),
+    ]
+}
+
+impl SamplerNode {
+    pub async fn start(sets: Vec<(String, String)>) -> SamplerNode {
+        let mut sets = sets;
+        sets.push(("admin.listen".into(), "127.0.0.1:0".into()));
+        let cfg: tailsift_sampler::SamplerConfig =
+            tailsift_config::Sources { sets, ..Default::default() }.load().expect("test sampler config is valid");
+        let listeners = tailsift_sampler::Listeners::bind(&cfg).await.expect("bind");
+        let admin = listeners.admin.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(tailsift_sampler::run(cfg, listeners, shutdown.clone()));
+        SamplerNode { admin, shutdown, task }
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.admin)).await.unwrap().text().await.unwrap()
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.expect("sampler task").expect("sampler exits cleanly");
+    }
+}

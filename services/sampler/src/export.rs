@@ -79,11 +79,11 @@ impl Exporter {
                         req.metadata_mut().insert(k, v);
                     }
                 }
-                client.ready().await.map_err(|e| ExportError::Retryable(format!("connecting: {e}")))?;
                 let mut c = client.clone();
                 if *gzip {
                     c = c.send_compressed(CompressionEncoding::Gzip);
                 }
+                c.ready().await.map_err(|e| ExportError::Retryable(format!("connecting: {e}")))?;
                 let path = http::uri::PathAndQuery::from_static("/opentelemetry.proto.collector.trace.v1.TraceService/Export");
                 match c.unary::<Bytes, Bytes, RawCodec>(req, path, RawCodec).await {
                     Ok(_) => Ok(()),

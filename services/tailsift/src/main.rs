@@ -25,6 +25,9 @@ enum Command {
     /// Run an ingest node: OTLP/gRPC (:4317) and OTLP/HTTP (:4318) in, Kafka out, one record per
     /// trace keyed by trace ID.
     Ingest(IngestArgs),
+    /// Run a sampling worker: consume the spans topic in a consumer group, buffer whole traces,
+    /// decide by policy, export kept traces (OTLP or Kafka), commit only past decided traces.
+    Sampler(SamplerArgs),
 }
 
 #[derive(Args, Debug)]
@@ -62,6 +65,37 @@ struct IngestArgs {
     #[arg(long)]
     http_listen: Option<String>,
     /// Admin listen address for /metrics, /healthz, /readyz (admin.listen). [default: 0.0.0.0:9464]
+    #[arg(long)]
+    admin_listen: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct SamplerArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Kafka bootstrap brokers (kafka.brokers). [default: 127.0.0.1:9092]
+    #[arg(long)]
+    kafka_brokers: Option<String>,
+    /// Spans topic (kafka.topic). [default: tailsift-spans]
+    #[arg(long)]
+    topic: Option<String>,
+    /// Consumer group shared by all samplers (kafka.group_id). [default: tailsift-samplers]
+    #[arg(long)]
+    group_id: Option<String>,
+    /// Policy file (policy.file): native YAML/JSON, or an OpenTelemetry Collector tail_sampling
+    /// config with --set policy.format=otel. [default: keep errors, slow > 1s, 10% of the rest]
+    #[arg(long)]
+    policy: Option<String>,
+    /// Cluster-wide hash seed for consistent probabilistic sampling (policy.hash_seed). [default: 0]
+    #[arg(long)]
+    hash_seed: Option<String>,
+    /// Exporter: otlp_grpc, otlp_http or kafka (export.kind). [default: otlp_grpc]
+    #[arg(long)]
+    export_kind: Option<String>,
+    /// OTLP endpoint for kept traces (export.endpoint). [default: http://127.0.0.1:4317]
+    #[arg(long)]
+    export_endpoint: Option<String>,
+    /// Admin listen address for /metrics, /healthz, /readyz (admin.listen). [default: 0.0.0.0:9465]
     #[arg(long)]
     admin_listen: Option<String>,
 }
@@ -104,7 +138,32 @@ fn real_main() -> anyhow::Result<()> {
                 tailsift_ingest::run(cfg, listeners, shutdown).await.context("ingest node failed")
             })
         }
+        Command::Sampler(args) => run_sampler(args),
     }
+}
+
+fn run_sampler(args: SamplerArgs) -> anyhow::Result<()> {
+    tailsift_telemetry::init_logging(&args.common.log_level, args.common.log_format).map_err(anyhow::Error::msg)?;
+    let cfg: tailsift_sampler::SamplerConfig = args
+        .common
+        .sources(vec![
+            ("kafka.brokers", args.kafka_brokers.as_ref()),
+            ("kafka.topic", args.topic.as_ref()),
+            ("kafka.group_id", args.group_id.as_ref()),
+            ("policy.file", args.policy.as_ref()),
+            ("policy.hash_seed", args.hash_seed.as_ref()),
+            ("export.kind", args.export_kind.as_ref()),
+            ("export.endpoint", args.export_endpoint.as_ref()),
+            ("admin.listen", args.admin_listen.as_ref()),
+        ])?
+        .load()?;
+    // Fail fast on a bad policy, before touching Kafka.
+    tailsift_sampler::load_policy(&cfg.policy)?;
+    runtime()?.block_on(async move {
+        let listeners = tailsift_sampler::Listeners::bind(&cfg).await?;
+        let shutdown = shutdown_on_signal();
+        tailsift_sampler::run(cfg, listeners, shutdown).await.context("sampler failed")
+    })
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -333,7 +333,7 @@ impl AttributeScope {
 pub struct DropPolicy {
     /// All must match (and the `match` filter, if any) for the trace to be
     /// dropped. May be empty when the policy has a `match` filter.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<NamedPolicy>,
 }
 
@@ -410,7 +410,8 @@ pub struct StringAttributePolicy {
     pub scope: AttributeScope,
 }
 
-/// Settings of `numeric_attribute` (int or double values).
+/// Settings of `numeric_attribute` (int or double values, compared as
+/// `f64`, i.e. exactly up to 2^53).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NumericAttributePolicy {

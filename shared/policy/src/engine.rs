@@ -954,6 +954,12 @@ impl PolicyEngine {
         })
     }
 
+    /// Same as the free function [`stress_decision`]: the stateless
+    /// consistent-probability fallback used under stress.
+    pub fn stress_decision(trace_id: [u8; 16], seed: u64, p: f64) -> Decision {
+        stress_decision(trace_id, seed, p)
+    }
+
     /// The attribute keys the sampler must extract for this policy set.
     pub fn requirements(&self) -> &Requirements {
         &self.requirements

@@ -62,7 +62,13 @@ impl PolicyError {
 
     pub(crate) fn from_path_error<E: fmt::Display>(err: serde_path_to_error::Error<E>, prefix: &str) -> Self {
         let inner_path = err.path().to_string();
-        let message = err.into_inner().to_string();
+        let mut message = err.into_inner().to_string();
+        // serde_yaml prefixes its messages with its own (shorter) path.
+        if let Some((head, rest)) = message.split_once(": ") {
+            if !head.is_empty() && !head.contains(' ') && (head == "." || inner_path.starts_with(head)) {
+                message = rest.to_string();
+            }
+        }
         let path = if prefix.is_empty() {
             inner_path
         } else if inner_path == "." {

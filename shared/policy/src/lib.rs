@@ -40,9 +40,11 @@
 //! ## Native policy documents
 //!
 //! YAML or JSON (same schema, unknown fields are errors). A document is a
-//! `version` (optional, default 0) and an ordered list of policies; each
-//! policy has a unique `name`, an optional `match` filter and exactly one
-//! policy type key:
+//! `version` (optional, default 0), optionally `semantics: native` (default)
+//! or `otel_tail_sampling` (plus `sample_on_first_match` for the latter; see
+//! the last section), and an ordered list of policies; each policy has a
+//! unique `name`, an optional `match` filter and exactly one policy type key
+//! (nested policies may omit the name, except composite sub-policies):
 //!
 //! | type | settings | matches when |
 //! |---|---|---|
@@ -248,8 +250,11 @@
 //! `policies[0].name: duplicate name "errors"`,
 //! `policies[1].string_attribute.values[0]: invalid regex: ...`,
 //! `policies[3].composite.rate_allocation: percentages sum to 120, must be <= 100`,
-//! `policies[4]: unknown field `sample`, expected one of ...` (unknown
-//! policy type; parse errors come from `serde_path_to_error`).
+//! `policies[4].sample: unknown field `sample`, expected one of ...`
+//! (unknown policy type), `policies[1].latency.threshold_ms: invalid type:
+//! string "fast", expected u64 at line 5 column 20` (parse errors, located
+//! with `serde_path_to_error`). Parse errors are [`PolicyError::Parse`];
+//! semantic problems are all collected in [`PolicyError::Invalid`].
 
 #![warn(missing_docs)]
 

@@ -1,0 +1,926 @@
+//! Table-driven decision tests for every policy type, their combinations,
+//! rate limiting with simulated time, OTel import and validation errors.
+
+use tailsift_policy::{
+    otel_probabilistic_keep, otel_trace_hash, AttrValue, Decision, PolicyDocument, PolicyEngine, PolicyError,
+    Semantics, SpanData, StatusCode, TraceData,
+};
+
+const SEC: u64 = 1_000_000_000;
+const MS: u64 = 1_000_000;
+const T0: u64 = 1_700_000_000 * SEC;
+
+fn span() -> SpanData<'static> {
+    SpanData {
+        span_id: [1; 8],
+        parent_span_id: Some([9; 8]),
+        name: "work",
+        kind: 1,
+        start_unix_nano: T0,
+        end_unix_nano: T0 + 10 * MS,
+        service: "svc",
+        ..Default::default()
+    }
+}
+
+fn root(name: &'static str, service: &'static str) -> SpanData<'static> {
+    SpanData { parent_span_id: None, name, service, kind: 2, ..span() }
+}
+
+fn with_attr(mut s: SpanData<'static>, key: &'static str, v: AttrValue<'static>) -> SpanData<'static> {
+    s.attributes.push((key, v));
+    s
+}
+
+fn with_status(s: SpanData<'static>, status: StatusCode) -> SpanData<'static> {
+    SpanData { status, ..s }
+}
+
+fn with_duration(s: SpanData<'static>, ns: u64) -> SpanData<'static> {
+    SpanData { end_unix_nano: s.start_unix_nano + ns, ..s }
+}
+
+fn trace(spans: Vec<SpanData<'static>>) -> TraceData<'static> {
+    TraceData { trace_id: [0x42; 16], spans }
+}
+
+fn one(s: SpanData<'static>) -> TraceData<'static> {
+    trace(vec![s])
+}
+
+fn native(yaml: &str) -> PolicyEngine {
+    let doc = PolicyDocument::from_yaml(yaml).unwrap_or_else(|e| panic!("invalid test document: {e}\n{yaml}"));
+    PolicyEngine::compile(&doc).expect("compile")
+}
+
+fn otel(yaml: &str) -> PolicyEngine {
+    let doc = PolicyDocument::from_otel_tail_sampling_yaml(yaml)
+        .unwrap_or_else(|e| panic!("invalid test document: {e}\n{yaml}"));
+    assert_eq!(doc.semantics, Semantics::OtelTailSampling);
+    PolicyEngine::compile(&doc).expect("compile")
+}
+
+fn decide(engine: &mut PolicyEngine, t: &TraceData<'_>) -> Decision {
+    engine.decide(t, 0, T0)
+}
+
+/// (case name, policies YAML, trace, expected keep, expected reason)
+type Case = (&'static str, &'static str, TraceData<'static>, bool, Option<&'static str>);
+
+fn run_native(cases: Vec<Case>) {
+    for (name, policies, t, keep, reason) in cases {
+        let yaml = format!("policies:\n{policies}");
+        let mut e = native(&yaml);
+        let d = decide(&mut e, &t);
+        assert_eq!((d.keep, d.policy.as_deref()), (keep, reason), "case `{name}`: {d:?}");
+    }
+}
+
+#[test]
+fn leaf_policies_native() {
+    let error = with_status(span(), StatusCode::Error);
+    let ok = with_status(span(), StatusCode::Ok);
+    let cases: Vec<Case> = vec![
+        ("always", "  - {name: a, always: {}}", one(span()), true, Some("a")),
+        ("always null body", "  - name: a\n    always:", one(span()), true, Some("a")),
+        ("status error", "  - {name: e, status_code: {codes: [ERROR]}}", trace(vec![ok.clone(), error.clone()]), true, Some("e")),
+        ("status no error", "  - {name: e, status_code: {codes: [ERROR]}}", trace(vec![ok.clone(), span()]), false, None),
+        ("status ok/unset", "  - {name: e, status_code: {codes: [ok, UNSET]}}", one(span()), true, Some("e")),
+        ("status ok only", "  - {name: e, status_code: {codes: [OK]}}", one(error.clone()), false, None),
+        ("latency exact threshold", "  - {name: l, latency: {threshold_ms: 2000}}", one(with_duration(span(), 2000 * MS)), true, Some("l")),
+        ("latency below", "  - {name: l, latency: {threshold_ms: 2000}}", one(with_duration(span(), 2000 * MS - 1)), false, None),
+        ("latency within upper", "  - {name: l, latency: {threshold_ms: 1000, upper_threshold_ms: 3000}}", one(with_duration(span(), 3000 * MS)), true, Some("l")),
+        ("latency above upper", "  - {name: l, latency: {threshold_ms: 1000, upper_threshold_ms: 3000}}", one(with_duration(span(), 3000 * MS + 1)), false, None),
+        ("latency spans whole trace", "  - {name: l, latency: {threshold_ms: 100}}",
+            trace(vec![span(), SpanData { start_unix_nano: T0 + 95 * MS, end_unix_nano: T0 + 100 * MS, ..span() }]), true, Some("l")),
+        ("probabilistic 100", "  - {name: p, probabilistic: {percentage: 100}}", one(span()), true, Some("p")),
+        ("probabilistic 0", "  - {name: p, probabilistic: {percentage: 0}}", one(span()), false, None),
+        ("span_count in range", "  - {name: c, span_count: {min: 2, max: 3}}", trace(vec![span(), span(), span()]), true, Some("c")),
+        ("span_count too many", "  - {name: c, span_count: {min: 2, max: 3}}", trace(vec![span(); 4]), false, None),
+        ("span_count too few", "  - {name: c, span_count: {min: 2}}", one(span()), false, None),
+        ("trace_state match", "  - {name: t, trace_state: {key: vendor, values: [debug, x]}}",
+            one(SpanData { trace_state: "ot=th:8, vendor=debug", ..span() }), true, Some("t")),
+        ("trace_state other value", "  - {name: t, trace_state: {key: vendor, values: [debug]}}",
+            one(SpanData { trace_state: "vendor=prod,debug=vendor", ..span() }), false, None),
+        ("trace_state empty", "  - {name: t, trace_state: {key: vendor, values: [debug]}}", one(span()), false, None),
+    ];
+    run_native(cases);
+}
+
+#[test]
+fn attribute_policies_native() {
+    static RES_PROD: [(&str, AttrValue<'static>); 2] =
+        [("deployment.environment", AttrValue::Str("prod")), ("replicas", AttrValue::Int(3))];
+    let res_prod = |s: SpanData<'static>| SpanData { resource_attributes: &RES_PROD, ..s };
+    let cases: Vec<Case> = vec![
+        // string_attribute
+        ("string exact span", "  - {name: s, string_attribute: {key: http.route, values: [/cart, /pay]}}",
+            one(with_attr(span(), "http.route", AttrValue::Str("/pay"))), true, Some("s")),
+        ("string exact no match", "  - {name: s, string_attribute: {key: http.route, values: [/cart]}}",
+            one(with_attr(span(), "http.route", AttrValue::Str("/cart/1"))), false, None),
+        ("string non-string value", "  - {name: s, string_attribute: {key: k, values: ['1']}}",
+            one(with_attr(span(), "k", AttrValue::Int(1))), false, None),
+        ("string regex unanchored", "  - {name: s, string_attribute: {key: http.route, values: ['/cart/\\d+'], regex: true}}",
+            one(with_attr(span(), "http.route", AttrValue::Str("/api/cart/12"))), true, Some("s")),
+        ("string regex anchored", "  - {name: s, string_attribute: {key: http.route, values: ['^/cart$'], regex: true}}",
+            one(with_attr(span(), "http.route", AttrValue::Str("/cart/12"))), false, None),
+        ("string span scope ignores resource", "  - {name: s, string_attribute: {key: deployment.environment, values: [prod]}}",
+            one(res_prod(span())), false, None),
+        ("string resource scope", "  - {name: s, string_attribute: {key: deployment.environment, values: [prod], scope: resource}}",
+            one(res_prod(span())), true, Some("s")),
+        ("string resource scope ignores span", "  - {name: s, string_attribute: {key: env, values: [prod], scope: resource}}",
+            one(with_attr(span(), "env", AttrValue::Str("prod"))), false, None),
+        ("string any scope (span)", "  - {name: s, string_attribute: {key: env, values: [prod], scope: any}}",
+            one(with_attr(span(), "env", AttrValue::Str("prod"))), true, Some("s")),
+        ("string any scope (resource)", "  - {name: s, string_attribute: {key: deployment.environment, values: [prod], scope: any}}",
+            one(res_prod(span())), true, Some("s")),
+        ("string service.name via service field", "  - {name: s, string_attribute: {key: service.name, values: [checkout], scope: resource}}",
+            one(root("GET /", "checkout")), true, Some("s")),
+        ("string invert, value present", "  - {name: s, string_attribute: {key: env, values: [dev], invert: true}}",
+            one(with_attr(span(), "env", AttrValue::Str("dev"))), false, None),
+        ("string invert, other value", "  - {name: s, string_attribute: {key: env, values: [dev], invert: true}}",
+            one(with_attr(span(), "env", AttrValue::Str("prod"))), true, Some("s")),
+        ("string invert, attribute absent", "  - {name: s, string_attribute: {key: env, values: [dev], invert: true}}",
+            one(span()), true, Some("s")),
+        ("string invert, one of many spans matches", "  - {name: s, string_attribute: {key: env, values: [dev], invert: true}}",
+            trace(vec![span(), with_attr(span(), "env", AttrValue::Str("dev"))]), false, None),
+        // numeric_attribute
+        ("numeric int in range", "  - {name: n, numeric_attribute: {key: http.status_code, min: 500, max: 599}}",
+            one(with_attr(span(), "http.status_code", AttrValue::Int(503))), true, Some("n")),
+        ("numeric inclusive bounds", "  - {name: n, numeric_attribute: {key: c, min: 500, max: 599}}",
+            trace(vec![with_attr(span(), "c", AttrValue::Int(599))]), true, Some("n")),
+        ("numeric out of range", "  - {name: n, numeric_attribute: {key: c, min: 500, max: 599}}",
+            one(with_attr(span(), "c", AttrValue::Int(404))), false, None),
+        ("numeric double", "  - {name: n, numeric_attribute: {key: ratio, min: 0.5}}",
+            one(with_attr(span(), "ratio", AttrValue::Double(0.75))), true, Some("n")),
+        ("numeric max only", "  - {name: n, numeric_attribute: {key: ratio, max: 0.5}}",
+            one(with_attr(span(), "ratio", AttrValue::Double(0.75))), false, None),
+        ("numeric string value ignored", "  - {name: n, numeric_attribute: {key: c, min: 0}}",
+            one(with_attr(span(), "c", AttrValue::Str("5"))), false, None),
+        ("numeric resource", "  - {name: n, numeric_attribute: {key: replicas, min: 2, scope: resource}}",
+            one(res_prod(span())), true, Some("n")),
+        ("numeric invert absent", "  - {name: n, numeric_attribute: {key: c, min: 500, invert: true}}",
+            one(span()), true, Some("n")),
+        ("numeric invert in range", "  - {name: n, numeric_attribute: {key: c, min: 500, invert: true}}",
+            one(with_attr(span(), "c", AttrValue::Int(500))), false, None),
+        // boolean_attribute
+        ("bool true", "  - {name: b, boolean_attribute: {key: force, value: true}}",
+            one(with_attr(span(), "force", AttrValue::Bool(true))), true, Some("b")),
+        ("bool wrong value", "  - {name: b, boolean_attribute: {key: force, value: true}}",
+            one(with_attr(span(), "force", AttrValue::Bool(false))), false, None),
+        ("bool false value", "  - {name: b, boolean_attribute: {key: force, value: false}}",
+            one(with_attr(span(), "force", AttrValue::Bool(false))), true, Some("b")),
+        ("bool false, absent", "  - {name: b, boolean_attribute: {key: force, value: false}}",
+            one(span()), false, None),
+        ("bool non-bool", "  - {name: b, boolean_attribute: {key: force, value: false}}",
+            one(with_attr(span(), "force", AttrValue::Str("false"))), false, None),
+        ("bool invert", "  - {name: b, boolean_attribute: {key: synthetic, value: true, invert: true}}",
+            one(with_attr(span(), "synthetic", AttrValue::Bool(true))), false, None),
+        ("bool invert absent", "  - {name: b, boolean_attribute: {key: synthetic, value: true, invert: true}}",
+            one(span()), true, Some("b")),
+    ];
+    run_native(cases);
+}
+
+#[test]
+fn match_filters_native() {
+    let checkout = root("GET /cart", "checkout");
+    let child_health = SpanData { name: "GET /health", ..span() };
+    let cases: Vec<Case> = vec![
+        ("service exact", "  - {name: m, match: {service: checkout}, always: {}}", one(checkout.clone()), true, Some("m")),
+        ("service other", "  - {name: m, match: {service: checkout}, always: {}}", one(root("GET /cart", "cart")), false, None),
+        ("service list", "  - {name: m, match: {service: [cart, checkout]}, always: {}}", one(checkout.clone()), true, Some("m")),
+        ("service regex", "  - {name: m, match: {service: {regex: '^check'}}, always: {}}", one(checkout.clone()), true, Some("m")),
+        ("span name exact", "  - {name: m, match: {span_name: GET /cart}, always: {}}", one(checkout.clone()), true, Some("m")),
+        ("span name + service on same span", "  - {name: m, match: {service: checkout, span_name: work}, always: {}}",
+            trace(vec![checkout.clone(), span()]), false, None),
+        ("span name + service", "  - {name: m, match: {service: svc, span_name: work}, always: {}}",
+            trace(vec![checkout.clone(), span()]), true, Some("m")),
+        ("root only ignores children", "  - {name: m, match: {span_name: GET /health, root_only: true}, always: {}}",
+            trace(vec![checkout.clone(), child_health.clone()]), false, None),
+        ("any span by default", "  - {name: m, match: {span_name: GET /health}, always: {}}",
+            trace(vec![checkout.clone(), child_health.clone()]), true, Some("m")),
+        ("filter combines with policy", "  - {name: m, match: {service: checkout}, status_code: {codes: [ERROR]}}",
+            one(checkout.clone()), false, None),
+        ("filter on nested policy", "  - {name: m, and: {policies: [{match: {service: checkout}, always: {}}, {span_count: {min: 1}}]}}",
+            one(checkout.clone()), true, Some("m")),
+        ("zero parent id is root", "  - {name: m, match: {root_only: true}, always: {}}",
+            one(SpanData { parent_span_id: Some([0; 8]), ..span() }), true, Some("m")),
+    ];
+    run_native(cases);
+}
+
+#[test]
+fn combinations_native() {
+    let error = with_status(span(), StatusCode::Error);
+    let slow = with_duration(span(), 3 * SEC);
+    let health = root("GET /health", "svc");
+    let cases: Vec<Case> = vec![
+        ("and all", "  - {name: x, and: {policies: [{status_code: {codes: [ERROR]}}, {span_count: {min: 1}}]}}",
+            one(error.clone()), true, Some("x")),
+        ("and one fails", "  - {name: x, and: {policies: [{status_code: {codes: [ERROR]}}, {span_count: {min: 2}}]}}",
+            one(error.clone()), false, None),
+        ("not", "  - {name: x, not: {policy: {status_code: {codes: [ERROR]}}}}", one(span()), true, Some("x")),
+        ("not matched", "  - {name: x, not: {policy: {status_code: {codes: [ERROR]}}}}", one(error.clone()), false, None),
+        ("not not", "  - {name: x, not: {policy: {not: {policy: {always: {}}}}}}", one(span()), true, Some("x")),
+        ("first match names the reason",
+            "  - {name: slow, latency: {threshold_ms: 2000}}\n  - {name: errors, status_code: {codes: [ERROR]}}",
+            trace(vec![error.clone(), slow.clone()]), true, Some("slow")),
+        ("later policy keeps",
+            "  - {name: slow, latency: {threshold_ms: 2000}}\n  - {name: errors, status_code: {codes: [ERROR]}}",
+            one(error.clone()), true, Some("errors")),
+        ("drop beats earlier keep",
+            "  - {name: errors, status_code: {codes: [ERROR]}}\n  - {name: health, match: {span_name: GET /health}, drop: {}}",
+            trace(vec![health.clone(), error.clone()]), false, Some("health")),
+        ("drop with sub-policies all match",
+            "  - {name: all, always: {}}\n  - {name: d, drop: {policies: [{status_code: {codes: [OK]}}, {span_count: {max: 1}}]}}",
+            one(with_status(span(), StatusCode::Ok)), false, Some("d")),
+        ("drop with sub-policy not matching",
+            "  - {name: all, always: {}}\n  - {name: d, drop: {policies: [{status_code: {codes: [OK]}}, {span_count: {max: 1}}]}}",
+            trace(vec![with_status(span(), StatusCode::Ok), span()]), true, Some("all")),
+        ("first matching drop names the reason",
+            "  - {name: d1, match: {service: nope}, drop: {}}\n  - {name: d2, match: {service: svc}, drop: {}}\n  - {name: d3, drop: {policies: [{always: {}}]}}",
+            one(span()), false, Some("d2")),
+        ("nothing matches", "  - {name: e, status_code: {codes: [ERROR]}}\n  - {name: l, latency: {threshold_ms: 1000}}",
+            one(span()), false, None),
+    ];
+    run_native(cases);
+}
+
+#[test]
+fn decision_probability_and_tracestate() {
+    let mut e = native(
+        "policies:\n  - {name: errors, status_code: {codes: [ERROR]}}\n  - {name: half, probabilistic: {percentage: 50}}\n  - {name: both, and: {policies: [{probabilistic: {percentage: 50}}, {probabilistic: {percentage: 20}}]}}",
+    );
+    let err = one(with_status(span(), StatusCode::Error));
+    let d = decide(&mut e, &err);
+    assert_eq!((d.sampling_probability, d.threshold, d.randomness), (1.0, None, None));
+    assert_eq!(d.adjusted_count(), 1.0);
+    assert_eq!(d.ot_tracestate(), None);
+
+    // Find traces kept by "half".
+    let mut seen_half = 0;
+    for i in 0..200u8 {
+        let t = TraceData { trace_id: [i; 16], spans: vec![span()] };
+        let d = e.decide(&t, 7, T0);
+        let r = tailsift_policy::randomness(t.trace_id, 7);
+        if d.keep {
+            assert_eq!(d.policy.as_deref(), Some("half"));
+            assert_eq!(d.sampling_probability, 0.5);
+            assert_eq!(d.adjusted_count(), 2.0);
+            assert_eq!(d.threshold, Some(1 << 55));
+            assert_eq!(d.randomness, Some(r));
+            assert!(r >= 1 << 55);
+            assert_eq!(d.ot_tracestate().unwrap(), format!("th:8;rv:{r:014x}"));
+            seen_half += 1;
+        } else {
+            assert_eq!(d, Decision::dropped(None));
+            assert!(r < 1 << 55);
+        }
+    }
+    assert!(seen_half > 60 && seen_half < 140, "{seen_half}");
+
+    // and of two probabilistic rules: the smallest probability / largest threshold.
+    let mut e = native("policies:\n  - {name: both, and: {policies: [{probabilistic: {percentage: 50}}, {probabilistic: {percentage: 20}}]}}");
+    let mut kept = 0;
+    for i in 0..=255u8 {
+        let t = TraceData { trace_id: [i; 16], spans: vec![span()] };
+        let d = e.decide(&t, 1, T0);
+        assert_eq!(d.keep, tailsift_policy::consistent_keep(t.trace_id, 1, 0.2));
+        if d.keep {
+            kept += 1;
+            assert_eq!(d.threshold, Some(tailsift_policy::threshold_for(0.2)));
+            assert!((d.sampling_probability - 0.2).abs() < 1e-12);
+        }
+    }
+    assert!(kept > 20, "{kept}");
+}
+
+#[test]
+fn stress_decision_is_consistent() {
+    for i in 0..100u8 {
+        let id = [i; 16];
+        let d = tailsift_policy::stress_decision(id, 99, 0.3);
+        assert_eq!(d.keep, tailsift_policy::consistent_keep(id, 99, 0.3));
+        assert_eq!(d.policy.as_deref(), Some(tailsift_policy::STRESS_POLICY));
+        if d.keep {
+            assert_eq!(d.threshold, Some(tailsift_policy::threshold_for(0.3)));
+            assert_eq!(d.randomness, Some(tailsift_policy::randomness(id, 99)));
+            assert!(d.ot_tracestate().is_some());
+        } else {
+            assert_eq!(d.sampling_probability, 0.0);
+        }
+    }
+}
+
+#[test]
+fn requirements_are_collected() {
+    let mut e = native(
+        r#"
+policies:
+  - {name: a, string_attribute: {key: http.route, values: [x]}}
+  - {name: b, numeric_attribute: {key: k8s.replicas, min: 1, scope: resource}}
+  - {name: c, and: {policies: [{boolean_attribute: {key: force, value: true, scope: any}}, {always: {}}]}}
+  - {name: d, string_attribute: {key: service.name, values: [x], scope: any}}
+  - {name: e, not: {policy: {string_attribute: {key: deep, values: [x]}}}}
+"#,
+    );
+    let r = e.requirements().clone();
+    let span: Vec<&str> = r.span_attributes.iter().map(String::as_str).collect();
+    let res: Vec<&str> = r.resource_attributes.iter().map(String::as_str).collect();
+    assert_eq!(span, ["deep", "force", "http.route", "service.name"]);
+    assert_eq!(res, ["force", "k8s.replicas"]);
+    assert!(!r.all_attributes);
+    assert!(r.wants_span_attribute("force") && !r.wants_span_attribute("k8s.replicas"));
+    let _ = decide(&mut e, &one(span_fn()));
+    assert!(native("policies:\n  - {name: a, always: {}}").requirements().is_empty());
+}
+
+fn span_fn() -> SpanData<'static> {
+    span()
+}
+
+#[test]
+fn engine_is_send() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<PolicyEngine>();
+    let e = native("policies:\n  - {name: a, always: {}}");
+    let handle = std::thread::spawn(move || {
+        let mut e = e;
+        decide(&mut e, &one(span())).keep
+    });
+    assert!(handle.join().unwrap());
+}
+
+// ---------------------------------------------------------------------------
+// Rate limiting and composite with simulated time.
+
+#[test]
+fn rate_limiter_traces_per_second_simulated_time() {
+    let mut e = native("policies:\n  - {name: rl, rate_limiting: {traces_per_second: 10}}");
+    // 1000 traces per second for 10 s, evenly spaced (one per ms).
+    let mut kept_per_second = [0u32; 10];
+    for k in 0..10_000u64 {
+        let d = e.decide(&one(span()), 0, T0 + k * MS);
+        if d.keep {
+            kept_per_second[(k / 1000) as usize] += 1;
+        }
+    }
+    // The bucket starts full (10 tokens) then refills at exactly 10/s.
+    assert!((10..=20).contains(&kept_per_second[0]), "{kept_per_second:?}");
+    for (s, kept) in kept_per_second.iter().enumerate().skip(1) {
+        assert_eq!(*kept, 10, "second {s}: {kept_per_second:?}");
+    }
+    // Identical replay on a fresh engine: no hidden clock.
+    let mut e2 = native("policies:\n  - {name: rl, rate_limiting: {traces_per_second: 10}}");
+    let replay: u32 = (0..10_000u64).filter(|k| e2.decide(&one(span()), 0, T0 + k * MS).keep).count() as u32;
+    assert_eq!(replay, kept_per_second.iter().sum::<u32>());
+}
+
+#[test]
+fn rate_limiter_spans_and_burst() {
+    let mut e = native("policies:\n  - {name: rl, rate_limiting: {spans_per_second: 100, burst_seconds: 0.5}}");
+    let big = trace(vec![span(); 40]);
+    assert!(e.decide(&big, 0, T0).keep); // 50 -> 10
+    assert!(!e.decide(&big, 0, T0).keep); // 10 < 40
+    assert!(e.decide(&trace(vec![span(); 10]), 0, T0).keep); // 10 -> 0
+    assert!(!e.decide(&one(span()), 0, T0).keep);
+    assert!(!e.decide(&one(span()), 0, T0 + 9 * MS).keep); // 0.9 token
+    assert!(e.decide(&one(span()), 0, T0 + 10 * MS).keep); // 1 token
+    // A trace larger than the capacity never passes.
+    assert!(!e.decide(&trace(vec![span(); 51]), 0, T0 + 100 * SEC).keep);
+    assert!(e.decide(&trace(vec![span(); 50]), 0, T0 + 100 * SEC).keep);
+    // Time going backwards refills nothing.
+    assert!(!e.decide(&one(span()), 0, T0).keep);
+}
+
+#[test]
+fn rate_limiter_both_budgets() {
+    let mut e = native("policies:\n  - {name: rl, rate_limiting: {spans_per_second: 5, traces_per_second: 2}}");
+    assert!(e.decide(&trace(vec![span(); 3]), 0, T0).keep);
+    assert!(!e.decide(&trace(vec![span(); 3]), 0, T0).keep); // spans: 2 left
+    assert!(e.decide(&one(span()), 0, T0).keep); // traces: 0 left
+    assert!(!e.decide(&one(span()), 0, T0).keep); // spans 1 left but no trace token
+}
+
+#[test]
+fn rate_limiter_consumes_only_when_it_keeps_native() {
+    // An earlier policy keeping the trace means the limiter is not consulted.
+    let mut e = native(
+        "policies:\n  - {name: errors, status_code: {codes: [ERROR]}}\n  - {name: rl, rate_limiting: {traces_per_second: 1}}",
+    );
+    for _ in 0..50 {
+        assert_eq!(decide(&mut e, &one(with_status(span(), StatusCode::Error))).policy.as_deref(), Some("errors"));
+    }
+    assert_eq!(decide(&mut e, &one(span())).policy.as_deref(), Some("rl"));
+    assert!(!decide(&mut e, &one(span())).keep);
+
+    // Inside an `and`, the limiter only pays when the whole policy keeps,
+    // even when it is evaluated before the failing condition.
+    let mut e = native(
+        "policies:\n  - {name: x, and: {policies: [{rate_limiting: {traces_per_second: 1}}, {boolean_attribute: {key: debug, value: true}}]}}",
+    );
+    for _ in 0..10 {
+        assert!(!decide(&mut e, &one(span())).keep);
+    }
+    let debug = one(with_attr(span(), "debug", AttrValue::Bool(true)));
+    assert!(decide(&mut e, &debug).keep);
+    assert!(!decide(&mut e, &debug).keep);
+    assert!(e.decide(&debug, 0, T0 + SEC).keep);
+
+    // Drop policies with a limiter: consumed only when dropping.
+    let mut e = native(
+        "policies:\n  - {name: all, always: {}}\n  - {name: d, drop: {policies: [{status_code: {codes: [OK]}}, {rate_limiting: {traces_per_second: 1}}]}}",
+    );
+    assert!(decide(&mut e, &one(span())).keep);
+    assert!(!decide(&mut e, &one(with_status(span(), StatusCode::Ok))).keep);
+    assert!(decide(&mut e, &one(with_status(span(), StatusCode::Ok))).keep); // budget spent
+}
+
+#[test]
+fn composite_native() {
+    let yaml = r#"
+policies:
+  - name: budget
+    composite:
+      max_total_spans_per_second: 10
+      policies:
+        - {name: errors, status_code: {codes: [ERROR]}}
+        - {name: rest, always: {}}
+        - {name: never-reached, always: {}}
+      rate_allocation:
+        - {policy: errors, percent: 60}
+"#;
+    let mut e = native(yaml);
+    let err = one(with_status(span(), StatusCode::Error));
+    let ok = one(span());
+    // errors: 6 spans/s; rest and never-reached share the other 40%: 2 each.
+    let kept_err = (0..20).filter(|_| decide(&mut e, &err).keep).count();
+    let kept_ok = (0..20).filter(|_| decide(&mut e, &ok).keep).count();
+    assert_eq!((kept_err, kept_ok), (6, 2));
+    let d = decide(&mut e, &ok);
+    assert_eq!(d, Decision::dropped(None));
+    // Next second: counters reset.
+    assert!(e.decide(&ok, 0, T0 + SEC).keep);
+    assert_eq!(e.decide(&err, 0, T0 + SEC).policy.as_deref(), Some("budget"));
+
+    // A trace larger than the allocation is not kept, smaller ones still are.
+    let mut e = native(yaml);
+    assert!(!decide(&mut e, &trace(vec![with_status(span(), StatusCode::Error); 7])).keep);
+    assert!(decide(&mut e, &trace(vec![with_status(span(), StatusCode::Error); 6])).keep);
+}
+
+// ---------------------------------------------------------------------------
+// OpenTelemetry collector compatibility.
+
+#[test]
+fn otel_example_file_parses_and_decides() {
+    let text = include_str!("../examples/otel_tail_sampling.yaml");
+    let doc = PolicyDocument::from_otel_tail_sampling_yaml(text).expect("example parses");
+    assert_eq!(doc.policies.len(), 13);
+    let mut e = PolicyEngine::compile(&doc).unwrap();
+    let names: Vec<&str> = e.policy_names().collect();
+    assert_eq!(names[0], "errors");
+    let req = e.requirements().clone();
+    for k in ["http.response.status_code", "app.force_sample", "tenant.tier", "deployment.environment", "url.path"] {
+        assert!(req.span_attributes.contains(k) && req.resource_attributes.contains(k), "{k}");
+    }
+    assert!(!req.resource_attributes.contains("service.name"));
+
+    // Find a trace ID not sampled by the 5% baseline (collector hash).
+    let base_id = (0u8..=255)
+        .map(|i| [i; 16])
+        .find(|id| !otel_probabilistic_keep("", *id, 5.0))
+        .unwrap();
+    let t = |spans: Vec<SpanData<'static>>| TraceData { trace_id: base_id, spans };
+    let check = |e: &mut PolicyEngine, name: &str, tr: TraceData<'static>, keep: bool, reason: Option<&str>| {
+        let d = e.decide(&tr, 0, T0);
+        assert_eq!((d.keep, d.policy.as_deref()), (keep, reason), "{name}: {d:?}");
+    };
+
+    check(&mut e, "plain", t(vec![span()]), false, None);
+    check(&mut e, "error", t(vec![with_status(span(), StatusCode::Error)]), true, Some("errors"));
+    check(&mut e, "slow 5s", t(vec![with_duration(span(), 5 * SEC)]), true, Some("slow-requests"));
+    check(&mut e, "5xx", t(vec![with_attr(span(), "http.response.status_code", AttrValue::Int(503))]), true, Some("server-errors"));
+    check(&mut e, "force", t(vec![with_attr(span(), "app.force_sample", AttrValue::Bool(true))]), true, Some("force-sample"));
+    check(&mut e, "vip", t(vec![with_attr(span(), "tenant.tier", AttrValue::Str("gold"))]), true, Some("vip-tenants"));
+    check(&mut e, "big", t(vec![span(); 200]), true, Some("big-traces"));
+    check(&mut e, "tracestate", t(vec![SpanData { trace_state: "vendor=debug", ..span() }]), true, Some("flagged-upstream"));
+    // Inverted match vetoes the error keep.
+    static DEV: [(&str, AttrValue<'static>); 1] = [("deployment.environment", AttrValue::Str("dev"))];
+    check(&mut e, "dev error", t(vec![SpanData { resource_attributes: &DEV, ..with_status(span(), StatusCode::Error) }]),
+        false, Some("production-only"));
+    // Drop beats the error keep.
+    check(&mut e, "health error", t(vec![with_attr(with_status(span(), StatusCode::Error), "url.path", AttrValue::Str("/health"))]),
+        false, Some("internal-noise"));
+    // Composite budgets on latency (1.5 s: second sub-policy, 2 s: first).
+    check(&mut e, "composite slow", t(vec![with_duration(span(), 1500 * MS)]), true, Some("budgeted-slow"));
+    check(&mut e, "composite very slow", t(vec![with_duration(span(), 2500 * MS)]), true, Some("budgeted-slow"));
+    // payments: and(service.name regex, not synthetic, 25% with its own salt).
+    let pay_id = (0u8..=255)
+        .map(|i| [i; 16])
+        .find(|id| otel_probabilistic_keep("tailsift-example", *id, 25.0) && !otel_probabilistic_keep("", *id, 5.0))
+        .unwrap();
+    let pay = |synthetic: bool| TraceData {
+        trace_id: pay_id,
+        spans: vec![with_attr(root("POST /pay", "payment-api"), "synthetic", AttrValue::Bool(synthetic))],
+    };
+    assert_eq!(e.decide(&pay(false), 0, T0).policy.as_deref(), Some("payments-sample"));
+    assert!(!e.decide(&pay(true), 0, T0).keep);
+    let unlucky = (0u8..=255)
+        .map(|i| [i; 16])
+        .find(|id| !otel_probabilistic_keep("tailsift-example", *id, 25.0) && !otel_probabilistic_keep("", *id, 5.0))
+        .unwrap();
+    assert!(!e.decide(&TraceData { trace_id: unlucky, ..pay(false) }, 0, T0).keep);
+    // The 5% baseline (default salt).
+    let lucky = (0u8..=255).map(|i| [i; 16]).find(|id| otel_probabilistic_keep("", *id, 5.0)).unwrap();
+    assert_eq!(e.decide(&TraceData { trace_id: lucky, spans: vec![span()] }, 0, T0).policy.as_deref(), Some("baseline"));
+    // debug sessions: and(bool, rate limit 100 spans/s, burst 200).
+    let debug = t(vec![with_attr(span(), "app.debug", AttrValue::Bool(true)); 150]);
+    check(&mut e, "debug 1", debug.clone(), true, Some("debug-sessions"));
+    check(&mut e, "debug 2 (over budget)", debug.clone(), false, None);
+}
+
+#[test]
+fn otel_probabilistic_matches_collector_hash() {
+    // FNV-1a-64("default-hash-seed" ++ 00 01 .. 0f) = 0xa6622cfe5bfb0e0d (~65.0% of 2^64).
+    let id: [u8; 16] = core::array::from_fn(|i| i as u8);
+    assert_eq!(otel_trace_hash("", id), 0xa662_2cfe_5bfb_0e0d);
+    assert_eq!(otel_trace_hash("default-hash-seed", id), 0xa662_2cfe_5bfb_0e0d);
+    assert_eq!(otel_trace_hash("tailsift-example", [0; 16]), 0x1ffd_0ef7_1d8c_75e2);
+    let cases = [("", id, 65.0, true), ("", id, 64.9, false), ("tailsift-example", [0; 16], 12.5, true), ("tailsift-example", [0; 16], 12.4, false)];
+    for (salt, id, pct, keep) in cases {
+        assert_eq!(otel_probabilistic_keep(salt, id, pct), keep, "{salt} {pct}");
+        let yaml = format!("policies:\n  - {{name: p, type: probabilistic, probabilistic: {{hash_salt: '{salt}', sampling_percentage: {pct}}}}}");
+        let mut e = otel(&yaml);
+        let d = e.decide(&TraceData { trace_id: id, spans: vec![span()] }, 12345, T0);
+        assert_eq!(d.keep, keep, "{yaml}");
+        if keep {
+            assert!((d.sampling_probability - pct / 100.0).abs() < 1e-12);
+            assert_eq!((d.threshold, d.randomness), (None, None));
+        }
+    }
+    // The seed passed to decide() does not influence the collector hash.
+    let mut e = otel("policies: [{name: p, type: probabilistic, probabilistic: {sampling_percentage: 50}}]");
+    for i in 0..50u8 {
+        let t = TraceData { trace_id: [i; 16], spans: vec![span()] };
+        let a = e.decide(&t, 1, T0).keep;
+        let b = e.decide(&t, 2, T0).keep;
+        assert_eq!(a, b);
+        assert_eq!(a, otel_probabilistic_keep("", [i; 16], 50.0));
+    }
+}
+
+#[test]
+fn otel_inverted_decisions() {
+    let dev = one(with_attr(with_status(span(), StatusCode::Error), "env", AttrValue::Str("dev")));
+    let prod = one(with_attr(span(), "env", AttrValue::Str("prod")));
+    let prod_err = one(with_attr(with_status(span(), StatusCode::Error), "env", AttrValue::Str("prod")));
+    let invert = "{name: not-dev, type: string_attribute, string_attribute: {key: env, values: [dev], invert_match: true}}";
+    let errors = "{name: errors, type: status_code, status_code: {status_codes: [ERROR]}}";
+
+    // InvertNotSampled overrides a Sampled from another policy.
+    let mut e = otel(&format!("policies: [{errors}, {invert}]"));
+    assert_eq!(decide(&mut e, &dev), Decision::dropped(Some("not-dev".into())));
+    assert_eq!(decide(&mut e, &prod_err).policy.as_deref(), Some("errors"));
+    // InvertSampled alone keeps only when no policy said NotSampled: here
+    // `errors` says NotSampled for `prod`, so it is not kept.
+    assert!(!decide(&mut e, &prod).keep);
+
+    let mut e = otel(&format!("policies: [{invert}]"));
+    assert_eq!(decide(&mut e, &prod).policy.as_deref(), Some("not-dev"));
+    assert!(decide(&mut e, &one(span())).keep); // attribute absent -> inverted sample
+    assert!(!decide(&mut e, &dev).keep);
+
+    // A non-matching drop policy counts as NotSampled and blocks InvertSampled.
+    let drop = "{name: d, type: drop, drop: {drop_sub_policy: [{name: s, type: span_count, span_count: {min_spans: 100}}]}}";
+    let mut e = otel(&format!("policies: [{invert}, {drop}]"));
+    assert!(!decide(&mut e, &prod).keep);
+
+    // Inside `and`: InvertSampled passes, InvertNotSampled fails -> NotSampled (no veto).
+    let and = format!("{{name: a, type: and, and: {{and_sub_policy: [{invert}, {{name: all, type: always_sample}}]}}}}");
+    let mut e = otel(&format!("policies: [{and}, {errors}]"));
+    assert_eq!(decide(&mut e, &prod).policy.as_deref(), Some("a"));
+    assert_eq!(decide(&mut e, &dev).policy.as_deref(), Some("errors")); // no veto from inside and
+
+    // `not` passes inverted decisions through unchanged (veto stays a veto).
+    let not = format!("{{name: n, type: not, not: {{not_sub_policy: {invert}}}}}");
+    let mut e = otel(&format!("policies: [{errors}, {not}]"));
+    assert_eq!(decide(&mut e, &dev), Decision::dropped(Some("n".into())));
+
+    // Collector string quirks: non-string resource values read as "" (regex `^$` matches),
+    // empty span values never match.
+    static RES: [(&str, AttrValue<'static>); 1] = [("k", AttrValue::Int(5))];
+    let mut e = otel("policies: [{name: s, type: string_attribute, string_attribute: {key: k, values: ['^$'], enabled_regex_matching: true}}]");
+    assert!(decide(&mut e, &one(SpanData { resource_attributes: &RES, ..span() })).keep);
+    assert!(!decide(&mut e, &one(with_attr(span(), "k", AttrValue::Str("")))).keep);
+    // numeric: collector reads non-int values as 0.
+    let mut e = otel("policies: [{name: n, type: numeric_attribute, numeric_attribute: {key: k, min_value: 0, max_value: 10}}]");
+    assert!(decide(&mut e, &one(with_attr(span(), "k", AttrValue::Str("x")))).keep);
+    assert!(decide(&mut e, &one(with_attr(span(), "k", AttrValue::Int(10)))).keep);
+    assert!(!decide(&mut e, &one(with_attr(span(), "k", AttrValue::Int(11)))).keep);
+    // boolean invert.
+    let mut e = otel("policies: [{name: b, type: boolean_attribute, boolean_attribute: {key: synthetic, value: true, invert_match: true}}]");
+    assert!(decide(&mut e, &one(span())).keep);
+    assert_eq!(decide(&mut e, &one(with_attr(span(), "synthetic", AttrValue::Bool(true)))), Decision::dropped(Some("b".into())));
+}
+
+#[test]
+fn otel_latency_and_span_count_semantics() {
+    let mut e = otel("policies: [{name: l, type: latency, latency: {threshold_ms: 1000, upper_threshold_ms: 2000}}]");
+    for (dur, keep) in [(1000 * MS, false), (1001 * MS - 1, false), (1001 * MS, true), (2000 * MS + 999_999, true), (2001 * MS, false)] {
+        assert_eq!(decide(&mut e, &one(with_duration(span(), dur))).keep, keep, "{dur}");
+    }
+    let mut e = otel("policies: [{name: l, type: latency, latency: {threshold_ms: 1000, upper_threshold_ms: 0}}]");
+    assert!(decide(&mut e, &one(with_duration(span(), 1000 * MS))).keep);
+    assert!(!decide(&mut e, &one(with_duration(span(), 1000 * MS - 1))).keep);
+    let mut e = otel("policies: [{name: c, type: span_count, span_count: {min_spans: 2, max_spans: 0}}]");
+    assert!(decide(&mut e, &trace(vec![span(); 1000])).keep);
+    assert!(!decide(&mut e, &one(span())).keep);
+}
+
+#[test]
+fn otel_evaluates_every_policy_so_limiters_always_consume() {
+    let cfg = "policies: [{name: errors, type: status_code, status_code: {status_codes: [ERROR]}}, {name: rl, type: rate_limiting, rate_limiting: {spans_per_second: 1}}]";
+    let err = one(with_status(span(), StatusCode::Error));
+    // Collector: bucket of 2 spans consumed by the two error traces.
+    let mut e = otel(cfg);
+    assert_eq!(decide(&mut e, &err).policy.as_deref(), Some("errors"));
+    assert_eq!(decide(&mut e, &err).policy.as_deref(), Some("errors"));
+    assert!(!decide(&mut e, &one(span())).keep);
+    // sample_on_first_match stops before the limiter.
+    let mut e = otel(&format!("sample_on_first_match: true\n{cfg}"));
+    decide(&mut e, &err);
+    decide(&mut e, &err);
+    assert_eq!(decide(&mut e, &one(span())).policy.as_deref(), Some("rl"));
+    // Refill: 1 span per second.
+    let mut e = otel(cfg);
+    decide(&mut e, &err);
+    decide(&mut e, &err);
+    assert!(!e.decide(&one(span()), 0, T0 + 999 * MS).keep);
+    assert!(e.decide(&one(span()), 0, T0 + SEC).keep);
+}
+
+#[test]
+fn otel_composite_allocations() {
+    let cfg = r#"
+policies:
+  - name: c
+    type: composite
+    composite:
+      max_total_spans_per_second: 10
+      policy_order: [a, b, rest]
+      composite_sub_policy:
+        - {name: a, type: status_code, status_code: {status_codes: [ERROR]}}
+        - {name: b, type: numeric_attribute, numeric_attribute: {key: n, min_value: 1}}
+        - {name: rest, type: always_sample}
+      rate_allocation:
+        - {policy: a, percent: 50}
+        - {policy: b, percent: 0}
+"#;
+    let mut e = otel(cfg);
+    let err = one(with_status(span(), StatusCode::Error));
+    let numeric = one(with_attr(span(), "n", AttrValue::Int(3)));
+    // a: 5 spans/s; b (percent 0): equal share 10/3 -> 3; rest: no entry -> 0.
+    assert_eq!((0..10).filter(|_| decide(&mut e, &err).keep).count(), 5);
+    assert_eq!((0..10).filter(|_| decide(&mut e, &numeric).keep).count(), 3);
+    assert_eq!((0..10).filter(|_| decide(&mut e, &one(span())).keep).count(), 0);
+    assert!(e.decide(&err, 0, T0 + SEC).keep);
+}
+
+#[test]
+fn otel_wrapped_configs_and_flow_style() {
+    let processor = r#"
+processors:
+  batch: {}
+  tail_sampling/main:
+    decision_wait: 5s
+    num_traces: 100
+    expected_new_traces_per_sec: 10
+    policies:
+      [
+        { name: test-policy-1, type: always_sample },
+        { name: test-policy-2, type: latency, latency: { threshold_ms: 5000, upper_threshold_ms: 10000 } },
+        { name: test-policy-3, type: numeric_attribute, numeric_attribute: { key: key1, min_value: 50, max_value: 100 } },
+        { name: test-policy-4, type: probabilistic, probabilistic: { sampling_percentage: 10 } },
+        { name: test-policy-5, type: status_code, status_code: { status_codes: [ERROR, UNSET] } },
+        { name: test-policy-6, type: string_attribute, string_attribute: { key: key2, values: [value1, value2] } },
+        { name: test-policy-7, type: string_attribute, string_attribute: { key: key2, values: [value1, val*], enabled_regex_matching: true, cache_max_size: 10 } },
+        { name: test-policy-8, type: rate_limiting, rate_limiting: { spans_per_second: 35 } },
+        { name: test-policy-10, type: span_count, span_count: { min_spans: 2, max_spans: 20 } },
+        { name: test-policy-11, type: trace_state, trace_state: { key: key3, values: [value1, value2] } },
+        { name: test-policy-12, type: boolean_attribute, boolean_attribute: { key: key4, value: true } },
+      ]
+service:
+  pipelines: {}
+"#;
+    let doc = PolicyDocument::from_otel_tail_sampling_yaml(processor).expect("collector config");
+    assert_eq!(doc.policies.len(), 11);
+    let mut e = PolicyEngine::compile(&doc).unwrap();
+    assert_eq!(decide(&mut e, &one(span())).policy.as_deref(), Some("test-policy-1"));
+
+    let bare = "tail_sampling:\n  policies:\n    - {name: a, type: always_sample}\n";
+    assert!(PolicyDocument::from_otel_tail_sampling_yaml(bare).is_ok());
+
+    // The imported document round-trips through the native format.
+    let yaml = doc.to_yaml().unwrap();
+    let back = PolicyDocument::from_yaml(&yaml).unwrap();
+    assert_eq!(back, doc);
+    let json = doc.to_json().unwrap();
+    assert_eq!(PolicyDocument::from_json(&json).unwrap(), doc);
+}
+
+#[test]
+fn otel_errors_have_paths() {
+    let err = |yaml: &str| PolicyDocument::from_otel_tail_sampling_yaml(yaml).unwrap_err().to_string();
+    let e = err("policies: [{name: a, type: always_sample}, {name: b, type: ottl_condition, ottl_condition: {span: ['x']}}]");
+    assert_eq!(e, "policies[1].type: policy type \"ottl_condition\" is not supported by tailsift");
+    let e = err("policies: [{name: a, type: sometimes_sample}]");
+    assert!(e.starts_with("policies[0].type: unknown policy type \"sometimes_sample\""), "{e}");
+    let e = err("policies: [{name: a, type: status_code, status_code: {status_codes: [ERROR, FATAL]}}]");
+    assert!(e.starts_with("policies[0].status_code.status_codes[1]: unknown status code \"FATAL\""), "{e}");
+    let e = err("policies: [{name: a, type: string_attribute, string_attribute: {key: k, value: v}}]");
+    assert!(e.starts_with("policies[0].string_attribute.value: unknown field `value`"), "{e}");
+    let e = err("tail_sampling:\n  policies: [{name: a, type: latency, latency: {threshold_ms: fast}}]");
+    assert!(e.starts_with("tail_sampling.policies[0].latency.threshold_ms: invalid type"), "{e}");
+    let e = err("policies: [{name: a, type: probabilistic, probabilistic: {sampling_percentage: 150}}]");
+    assert!(e.starts_with("policies[0].otel_probabilistic.sampling_percentage: must be between 0 and 100"), "{e}");
+    let e = err("decision_wait: 10s\n");
+    assert!(e.contains("no `policies` list found"), "{e}");
+    let e = err("policies: [{name: a, type: and, and: {and_sub_policy: [{name: x, type: nope}]}}]");
+    assert!(e.starts_with("policies[0].and.and_sub_policy[0].type: unknown policy type"), "{e}");
+}
+
+// ---------------------------------------------------------------------------
+// Native examples and validation.
+
+#[test]
+fn native_example_file() {
+    let text = include_str!("../examples/native.yaml");
+    let doc = PolicyDocument::from_yaml(text).expect("example parses");
+    assert_eq!(doc.version, 1);
+    let mut e = PolicyEngine::compile(&doc).unwrap();
+    assert!(e.requirements().is_empty());
+
+    let health_error = trace(vec![with_status(root("GET /healthz", "api"), StatusCode::Error)]);
+    assert_eq!(decide(&mut e, &health_error), Decision::dropped(Some("health-checks".into())));
+    let err = trace(vec![root("GET /orders", "api"), with_status(span(), StatusCode::Error)]);
+    assert_eq!(decide(&mut e, &err).policy.as_deref(), Some("errors"));
+    let slow = trace(vec![with_duration(root("GET /orders", "api"), 2500 * MS)]);
+    assert_eq!(decide(&mut e, &slow).policy.as_deref(), Some("slow"));
+
+    // checkout at 50%, the rest at 10% (capped) — consistent with the seed.
+    let seed = 0xfeed;
+    let (mut checkout_kept, mut other_kept) = (0, 0);
+    for i in 0..2000u32 {
+        let mut id = [0u8; 16];
+        id[..4].copy_from_slice(&i.to_be_bytes());
+        let c = TraceData { trace_id: id, spans: vec![root("POST /checkout", "checkout")] };
+        let o = TraceData { trace_id: id, spans: vec![root("GET /orders", "api")] };
+        // Spread in time so that the 200 traces/s cap does not bind.
+        let now = T0 + u64::from(i) * 10 * MS;
+        let dc = e.decide(&c, seed, now);
+        assert_eq!(dc.keep, tailsift_policy::consistent_keep(id, seed, 0.5));
+        if dc.keep {
+            assert_eq!(dc.policy.as_deref(), Some("checkout"));
+            checkout_kept += 1;
+        }
+        let d = e.decide(&o, seed, now);
+        assert_eq!(d.keep, tailsift_policy::consistent_keep(id, seed, 0.1));
+        if d.keep {
+            assert_eq!(d.policy.as_deref(), Some("baseline"));
+            assert_eq!(d.threshold, Some(tailsift_policy::threshold_for(0.1)));
+            other_kept += 1;
+        }
+    }
+    assert!((850..1150).contains(&checkout_kept), "{checkout_kept}");
+    assert!((140..260).contains(&other_kept), "{other_kept}");
+
+    // Round trip through YAML and JSON.
+    let back = PolicyDocument::from_yaml(&doc.to_yaml().unwrap()).unwrap();
+    assert_eq!(back, doc);
+    assert_eq!(PolicyDocument::from_json(&doc.to_json().unwrap()).unwrap(), doc);
+}
+
+fn yaml_err(yaml: &str) -> PolicyError {
+    PolicyDocument::from_yaml(yaml).unwrap_err()
+}
+
+#[test]
+fn validation_errors_name_the_path() {
+    let cases: Vec<(&str, &str)> = vec![
+        (
+            "policies:\n  - {name: a, always: {}}\n  - {name: b, always: {}}\n  - {name: c, string_attribute: {key: k, values: []}}",
+            "policies[2].string_attribute.values: must not be empty",
+        ),
+        (
+            "policies:\n  - {name: errors, status_code: {codes: [ERROR]}}\n  - {name: errors, always: {}}",
+            "policies[1].name: duplicate name \"errors\"",
+        ),
+        ("policies:\n  - {always: {}}", "policies[0].name: must not be empty"),
+        ("policies: []", "policies: must contain at least one policy"),
+        (
+            "policies:\n  - {name: p, probabilistic: {percentage: 120}}",
+            "policies[0].probabilistic.percentage: must be between 0 and 100, got 120",
+        ),
+        (
+            "policies:\n  - {name: p, probabilistic: {percentage: -1}}",
+            "policies[0].probabilistic.percentage: must be between 0 and 100, got -1",
+        ),
+        (
+            "policies:\n  - name: c\n    composite:\n      max_total_spans_per_second: 100\n      policies: [{name: a, always: {}}, {name: b, always: {}}]\n      rate_allocation: [{policy: a, percent: 70}, {policy: b, percent: 50}]",
+            "policies[0].composite.rate_allocation: percentages sum to 120, must be <= 100",
+        ),
+        (
+            "policies:\n  - name: c\n    composite:\n      max_total_spans_per_second: 100\n      policies: [{name: a, always: {}}]\n      rate_allocation: [{policy: z, percent: 10}]",
+            "policies[0].composite.rate_allocation[0].policy: unknown sub-policy \"z\"",
+        ),
+        (
+            "policies:\n  - name: c\n    composite:\n      max_total_spans_per_second: 0\n      policies: [{name: a, always: {}}]",
+            "policies[0].composite.max_total_spans_per_second: must be > 0, got 0",
+        ),
+        (
+            "policies:\n  - {name: a, and: {policies: [{always: {}}, {drop: {policies: [{always: {}}]}}]}}",
+            "policies[0].and.policies[1].drop: drop policies are only allowed at the top level",
+        ),
+        ("policies:\n  - {name: d, drop: {}}", "policies[0].drop: a drop policy needs a `match` filter or at least one sub-policy"),
+        ("policies:\n  - {name: a, and: {policies: []}}", "policies[0].and.policies: must not be empty"),
+        (
+            "policies:\n  - {name: l, latency: {threshold_ms: 2000, upper_threshold_ms: 1000}}",
+            "policies[0].latency.upper_threshold_ms: must be >= threshold_ms (2000)",
+        ),
+        ("policies:\n  - {name: n, numeric_attribute: {key: k}}", "policies[0].numeric_attribute: at least one of min or max must be set"),
+        ("policies:\n  - {name: n, numeric_attribute: {key: k, min: 5, max: 1}}", "policies[0].numeric_attribute.max: must be >= min (5)"),
+        ("policies:\n  - {name: n, boolean_attribute: {key: '', value: true}}", "policies[0].boolean_attribute.key: must not be empty"),
+        (
+            "policies:\n  - {name: r, rate_limiting: {}}",
+            "policies[0].rate_limiting: at least one of spans_per_second or traces_per_second must be set",
+        ),
+        (
+            "policies:\n  - {name: r, rate_limiting: {traces_per_second: 0}}",
+            "policies[0].rate_limiting.traces_per_second: must be between 0.001 and 1e12, got 0",
+        ),
+        ("policies:\n  - {name: s, span_count: {min: 3, max: 2}}", "policies[0].span_count.max: must be >= min (3)"),
+        ("policies:\n  - {name: t, trace_state: {key: k, values: []}}", "policies[0].trace_state.values: must not be empty"),
+        ("policies:\n  - {name: m, match: {}, always: {}}", "policies[0].match: must set at least one of service, span_name, root_only"),
+        ("policies:\n  - {name: m, match: {service: []}, always: {}}", "policies[0].match.service: must not be empty"),
+        (
+            "sample_on_first_match: true\npolicies:\n  - {name: a, always: {}}",
+            "sample_on_first_match: only supported with `semantics: otel_tail_sampling` (native semantics are always first-match)",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        let err = yaml_err(yaml);
+        assert!(matches!(err, PolicyError::Invalid(_)), "{yaml}: {err:?}");
+        assert_eq!(err.to_string(), expected, "{yaml}");
+    }
+}
+
+#[test]
+fn regex_errors_include_regex_message() {
+    let err = yaml_err("policies:\n  - {name: a, always: {}}\n  - {name: r, string_attribute: {key: k, values: [ok, '(unclosed'], regex: true}}");
+    let s = err.to_string();
+    assert!(s.starts_with("policies[1].string_attribute.values[1]: invalid regex: regex parse error:"), "{s}");
+    assert!(s.contains("unclosed group"), "{s}");
+    let err = yaml_err("policies:\n  - {name: r, match: {span_name: {regex: '[z-a]'}}, always: {}}");
+    assert!(err.to_string().starts_with("policies[0].match.span_name.regex: invalid regex:"), "{err}");
+}
+
+#[test]
+fn all_issues_are_reported() {
+    let err = yaml_err(
+        "policies:\n  - {name: a, string_attribute: {key: '', values: []}}\n  - {name: a, probabilistic: {percentage: 101}}",
+    );
+    let paths: Vec<String> = err.issues().into_iter().map(|i| i.path).collect();
+    assert_eq!(
+        paths,
+        ["policies[0].string_attribute.key", "policies[0].string_attribute.values", "policies[1].name", "policies[1].probabilistic.percentage"]
+    );
+}
+
+#[test]
+fn parse_errors_name_the_path() {
+    let cases: Vec<(&str, &str)> = vec![
+        ("policies:\n  - {name: a, sample: {}}", "policies[0].sample: unknown field `sample`, expected one of `name`, `match`, `always`"),
+        ("policies:\n  - {name: a}", "policies[0]: policy \"a\": missing policy type, expected one of: always, drop"),
+        ("policies:\n  - {name: a, always: {}, drop: {}}", "policies[0]: policy \"a\": exactly one policy type must be given, found always, drop"),
+        ("policies:\n  - {name: a, probabilistic: {percentage: lots}}", "policies[0].probabilistic.percentage: invalid type"),
+        ("policies:\n  - {name: a, latency: {}}", "policies[0].latency: missing field `threshold_ms`"),
+        ("policies:\n  - name: a\n    latency:\n", "policies[0].latency: expected the policy settings, found null"),
+        ("policies:\n  - {name: a, status_code: {codes: [FATAL]}}", "policies[0].status_code.codes[0]: unknown status code `FATAL`"),
+        ("policies:\n  - {name: a, string_attribute: {key: k, values: [x], scope: everywhere}}", "policies[0].string_attribute.scope: unknown variant `everywhere`"),
+        ("policies:\n  - {name: a, match: {service: {rgx: x}}, always: {}}", "policies[0].match.service: unknown field `rgx`"),
+        ("version: 1\nsemantic: native\npolicies: []", "semantic"),
+        ("policies: {name: a}", "policies: invalid type"),
+    ];
+    for (yaml, expected) in cases {
+        let err = yaml_err(yaml);
+        let s = err.to_string();
+        assert!(matches!(err, PolicyError::Parse { .. }), "{yaml}: {err:?}");
+        assert!(s.starts_with(expected) || (expected == "semantic" && s.contains("unknown field `semantic`")), "{yaml}\n=> {s}");
+    }
+    let json = PolicyDocument::from_json(r#"{"policies": [{"name": "a", "latency": {"threshold_ms": -5}}]}"#).unwrap_err();
+    assert!(json.to_string().starts_with("policies[0].latency.threshold_ms: invalid value"), "{json}");
+    let ok = PolicyDocument::from_json(r#"{"version": 2, "policies": [{"name": "a", "always": {}}]}"#).unwrap();
+    assert_eq!(ok.version, 2);
+}

@@ -1,0 +1,248 @@
+//! Sampling workers end to end: loadgen -> ingest -> Kafka (real broker) -> samplers -> OTLP sink.
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
+use tailsift_loadtest::{RunOptions, TraceRecord};
+use tailsift_tests::{free_port, metric_value, sampler_sets, workspace_bin, Broker, ChildGuard, IngestNode, SamplerNode, Sink, Storage};
+
+const SEED: u64 = 0;
+const BASELINE: f64 = 0.10;
+
+async fn load(grpc: std::net::SocketAddr, total_spans: u64, rate: f64, seed: u64) -> Vec<TraceRecord> {
+    let mut opts = RunOptions {
+        endpoint: Some(format!("http://{grpc}")),
+        rate,
+        duration: None,
+        total_spans: Some(total_spans),
+        concurrency: 4,
+        seed,
+        progress: false,
+        record_traces: true,
+        ..Default::default()
+    };
+    opts.shape.error_rate = 0.10;
+    opts.shape.slow_rate = 0.05;
+    opts.shape.max_spans = 40;
+    let summary = tailsift_loadtest::run(opts).await.expect("load generator");
+    assert_eq!(summary.spans_failed, 0, "{summary}");
+    summary.trace_records
+}
+
+/// Traces the default policy must keep: errors, slow (>= 1 s), and the consistent 10%.
+fn expected(records: &[TraceRecord]) -> HashMap<[u8; 16], &TraceRecord> {
+    records
+        .iter()
+        .filter(|t| t.is_error || t.duration_ns >= 1_000_000_000 || tailsift_policy::consistent_keep(t.trace_id, SEED, BASELINE))
+        .map(|t| (t.trace_id, t))
+        .collect()
+}
+
+/// Every expected trace kept and complete, nothing else kept: no loss, no split.
+fn verify(sink: &Sink, records: &[TraceRecord]) -> (usize, usize) {
+    let want = expected(records);
+    let got = sink.traces();
+    let mut missing = Vec::new();
+    let mut incomplete = Vec::new();
+    for (id, t) in &want {
+        match got.get(id) {
+            None => missing.push((hex::encode(id), t.is_error, t.is_slow)),
+            Some(spans) if spans.len() != t.spans => incomplete.push((hex::encode(id), spans.len(), t.spans)),
+            _ => {}
+        }
+    }
+    let unexpected: Vec<String> = got.keys().filter(|id| !want.contains_key(*id)).map(hex::encode).collect();
+    assert!(missing.is_empty(), "{} kept traces lost: {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert!(incomplete.is_empty(), "{} kept traces split: {:?}", incomplete.len(), &incomplete[..incomplete.len().min(5)]);
+    assert!(unexpected.is_empty(), "{} traces kept that the policy drops: {:?}", unexpected.len(), &unexpected[..unexpected.len().min(5)]);
+    let errors = records.iter().filter(|t| t.is_error).count();
+    assert!(errors > 5, "the load has error traces");
+    (want.len(), records.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_traces_kept_by_policy_and_stamped() {
+    let broker = Broker::start(Storage::Memory);
+    let topic = "s-policy";
+    let ingest = IngestNode::start(&broker.brokers(), topic, &[]).await;
+    let (sink, endpoint) = Sink::start().await;
+    let sampler = SamplerNode::start(sampler_sets(&broker.brokers(), topic, "g-policy", &endpoint)).await;
+
+    let records = load(ingest.grpc, 4000, 4000.0, 11).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    sink.wait_quiet(Duration::from_secs(2), Duration::from_secs(60)).await;
+    let (kept, total) = verify(&sink, &records);
+    eprintln!("kept {kept} of {total} traces");
+    let normal = records.iter().filter(|t| !t.is_error && t.duration_ns < 1_000_000_000).count();
+    let normal_kept = records.iter().filter(|t| !t.is_error && t.duration_ns < 1_000_000_000 && tailsift_policy::consistent_keep(t.trace_id, SEED, BASELINE)).count();
+    assert!(normal_kept > 0 && (normal_kept as f64) < normal as f64 * 0.3, "{normal_kept} of {normal}");
+
+    // Every kept span says why, under which version, and carries the OTel threshold.
+    for spans in sink.traces().values() {
+        for s in spans.values() {
+            let policy = s.attributes.iter().find(|a| a.key == "tailsift.sampling.policy").expect("policy attribute");
+            let adjusted = s.attributes.iter().find(|a| a.key == "sampling.adjusted_count").expect("adjusted count");
+            assert!(s.trace_state.starts_with("ot=th:"), "{}", s.trace_state);
+            let name = format!("{:?}", policy.value);
+            if name.contains("baseline") {
+                assert!(s.trace_state.starts_with("ot=th:e"), "10% threshold is 0xe666..: {}", s.trace_state);
+                assert!(format!("{:?}", adjusted.value).contains("10.0"));
+            }
+        }
+    }
+    let m = sampler.metrics().await;
+    assert!(metric_value(&m, "tailsift_sampler_decisions_total", &["outcome=\"kept\"", "policy=\"errors\""]) > 0.0);
+    assert!(metric_value(&m, "tailsift_sampler_decisions_total", &["outcome=\"dropped\""]) > 0.0);
+    assert!(metric_value(&m, "tailsift_sampler_spans_consumed_total", &[]) >= 4000.0);
+    assert!(m.contains("tailsift_sampler_decision_latency_seconds_bucket"));
+    sampler.stop().await;
+    ingest.stop().await;
+}
+
+fn one_span(trace: u8, span: u8, parent: Option<u8>, error: bool) -> ExportTraceServiceRequest {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let s = Span {
+        trace_id: vec![trace; 16],
+        span_id: vec![span; 8],
+        parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
+        name: "op".into(),
+        start_time_unix_nano: now,
+        end_time_unix_nano: now + 1000,
+        status: error.then(|| Status { code: status::StatusCode::Error as i32, message: String::new() }),
+        ..Default::default()
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans: vec![s], ..Default::default() }], ..Default::default() }],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_spans_follow_the_decision() {
+    let broker = Broker::start(Storage::Memory);
+    let topic = "s-late";
+    let ingest = IngestNode::start(&broker.brokers(), topic, &[]).await;
+    let (sink, endpoint) = Sink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("errors.yaml");
+    std::fs::write(&policy, "policies:\n  - name: errors\n    status_code: { codes: [ERROR] }\n").unwrap();
+    let mut sets = sampler_sets(&broker.brokers(), topic, "g-late", &endpoint);
+    sets.push(("policy.file".into(), policy.display().to_string()));
+    let sampler = SamplerNode::start(sets).await;
+    let mut client = TraceServiceClient::connect(format!("http://{}", ingest.grpc)).await.unwrap();
+
+    client.export(one_span(0xa1, 1, None, true)).await.unwrap(); // kept (error)
+    client.export(one_span(0xb2, 1, None, false)).await.unwrap(); // dropped
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while sink.traces().get(&[0xa1; 16]).is_none() {
+        assert!(std::time::Instant::now() < deadline, "kept trace never exported");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Both decided (send_delay 500ms after the root). Now the late spans.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    client.export(one_span(0xa1, 2, Some(1), false)).await.unwrap();
+    client.export(one_span(0xb2, 2, Some(1), false)).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while sink.traces()[&[0xa1; 16]].len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "late span of the kept trace never exported");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(sink.traces().get(&[0xb2; 16]).is_none(), "late span of a dropped trace must not be exported");
+    let m = sampler.metrics().await;
+    assert!(metric_value(&m, "tailsift_sampler_late_spans_total", &["outcome=\"kept\""]) >= 1.0);
+    assert!(metric_value(&m, "tailsift_sampler_late_spans_total", &["outcome=\"dropped\""]) >= 1.0);
+    sampler.stop().await;
+    ingest.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sink_outage_loses_nothing_and_shows_backpressure() {
+    let broker = Broker::start(Storage::Memory);
+    let topic = "s-sink-down";
+    let ingest = IngestNode::start(&broker.brokers(), topic, &[]).await;
+    let (sink, endpoint) = Sink::start().await;
+    sink.set_down(true);
+    let sampler = SamplerNode::start(sampler_sets(&broker.brokers(), topic, "g-sink-down", &endpoint)).await;
+    let records = load(ingest.grpc, 3000, 3000.0, 12).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let m = sampler.metrics().await;
+    assert!(metric_value(&m, "tailsift_sampler_export_requests_total", &["outcome=\"retry\""]) > 0.0, "retries visible");
+    assert_eq!(sink.span_count(), 0);
+    sink.set_down(false);
+    sink.wait_quiet(Duration::from_secs(2), Duration::from_secs(60)).await;
+    verify(&sink, &records);
+    sampler.stop().await;
+    ingest.stop().await;
+}
+
+fn spawn_sampler(config: &std::path::Path, admin: u16) -> ChildGuard {
+    let log = std::fs::File::create(config.with_extension(format!("{admin}.log"))).unwrap();
+    let child = Command::new(workspace_bin("tailsift"))
+        .arg("sampler")
+        .arg("--config")
+        .arg(config)
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    ChildGuard(Some(child))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_share_partitions_and_sigkill_loses_nothing() {
+    let broker = Broker::start(Storage::Memory);
+    let topic = "s-kill";
+    let ingest = IngestNode::start(&broker.brokers(), topic, &[]).await;
+    let (sink, endpoint) = Sink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sampler.yaml");
+    let mut yaml = String::new();
+    yaml.push_str(&format!("kafka:\n  brokers: {}\n  topic: {topic}\n  group_id: g-kill\n  decisions_topic: {topic}-decisions\n  commit_interval: 200ms\n", broker.brokers()));
+    yaml.push_str("  properties: {session.timeout.ms: '6000', heartbeat.interval.ms: '500'}\n");
+    yaml.push_str(&format!("export:\n  endpoint: {endpoint}\n  batch_timeout: 50ms\n  initial_backoff: 50ms\n  max_backoff: 500ms\n"));
+    yaml.push_str("decision:\n  send_delay: 500ms\n  decision_wait: 4s\n");
+    std::fs::write(&cfg, yaml).unwrap();
+    let (a1, a2) = (free_port(), free_port());
+    let mut s1 = spawn_sampler(&cfg, a1);
+    let _s2 = spawn_sampler(&cfg, a2);
+
+    let load = tokio::spawn(load(ingest.grpc, 12_000, 1500.0, 13));
+    // Both workers own partitions.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let m1 = reqwest::get(format!("http://127.0.0.1:{a1}/metrics")).await.map(|r| r);
+        let m2 = reqwest::get(format!("http://127.0.0.1:{a2}/metrics")).await;
+        if let (Ok(m1), Ok(m2)) = (m1, m2) {
+            let (t1, t2) = (m1.text().await.unwrap_or_default(), m2.text().await.unwrap_or_default());
+            let (p1, p2) = (metric_value(&t1, "tailsift_sampler_partitions_owned", &[]), metric_value(&t2, "tailsift_sampler_partitions_owned", &[]));
+            if p1 > 0.0 && p2 > 0.0 && p1 + p2 == 4.0 {
+                break;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "the two workers never shared the 4 partitions");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // kill -9 mid-stream.
+    let pid = s1.0.as_ref().unwrap().id();
+    assert!(Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
+    let _ = s1.0.take().unwrap().wait();
+
+    let records = load.await.unwrap();
+    tokio::time::sleep(Duration::from_secs(12)).await; // session timeout + decision wait
+    sink.wait_quiet(Duration::from_secs(3), Duration::from_secs(90)).await;
+    let (kept, total) = verify(&sink, &records);
+    let m2 = reqwest::get(format!("http://127.0.0.1:{a2}/metrics")).await.unwrap().text().await.unwrap();
+    eprintln!(
+        "kept {kept} of {total} traces; sink duplicates {}; survivor skipped {} replayed spans",
+        sink.duplicates(),
+        metric_value(&m2, "tailsift_sampler_replay_skipped_spans_total", &[])
+    );
+    assert_eq!(metric_value(&m2, "tailsift_sampler_partitions_owned", &[]), 4.0, "the survivor took over every partition");
+    ingest.stop().await;
+}

@@ -42,6 +42,22 @@ fn expected(records: &[TraceRecord]) -> HashMap<[u8; 16], &TraceRecord> {
         .collect()
 }
 
+/// Waits (bounded) until every expected trace is in the sink and complete, then verifies.
+async fn wait_and_verify(sink: &Sink, records: &[TraceRecord], timeout: Duration) -> (usize, usize) {
+    let want = expected(records);
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        let got = sink.traces();
+        if want.iter().all(|(id, t)| got.get(id).is_some_and(|s| s.len() >= t.spans)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Let stragglers (anything that should not be there) show up before judging.
+    sink.wait_quiet(Duration::from_secs(2), Duration::from_secs(30)).await;
+    verify(sink, records)
+}
+
 /// Every expected trace kept and complete, nothing else kept: no loss, no split.
 fn verify(sink: &Sink, records: &[TraceRecord]) -> (usize, usize) {
     let want = expected(records);
@@ -54,6 +70,12 @@ fn verify(sink: &Sink, records: &[TraceRecord]) -> (usize, usize) {
             Some(spans) if spans.len() != t.spans => incomplete.push((hex::encode(id), spans.len(), t.spans)),
             _ => {}
         }
+    }
+    for (id, _, _) in &incomplete {
+        let spans = &got[&<[u8; 16]>::try_from(hex::decode(id).unwrap().as_slice()).unwrap()];
+        let mut names: Vec<String> = spans.values().map(|s| format!("{}:{}", hex::encode(&s.span_id), s.name)).collect();
+        names.sort();
+        eprintln!("incomplete {id}: {names:?}");
     }
     let unexpected: Vec<String> = got.keys().filter(|id| !want.contains_key(*id)).map(hex::encode).collect();
     assert!(missing.is_empty(), "{} kept traces lost: {:?}", missing.len(), &missing[..missing.len().min(5)]);
@@ -73,9 +95,7 @@ async fn whole_traces_kept_by_policy_and_stamped() {
     let sampler = SamplerNode::start(sampler_sets(&broker.brokers(), topic, "g-policy", &endpoint)).await;
 
     let records = load(ingest.grpc, 4000, 4000.0, 11).await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    sink.wait_quiet(Duration::from_secs(2), Duration::from_secs(60)).await;
-    let (kept, total) = verify(&sink, &records);
+    let (kept, total) = wait_and_verify(&sink, &records, Duration::from_secs(60)).await;
     eprintln!("kept {kept} of {total} traces");
     let normal = records.iter().filter(|t| !t.is_error && t.duration_ns < 1_000_000_000).count();
     let normal_kept = records.iter().filter(|t| !t.is_error && t.duration_ns < 1_000_000_000 && tailsift_policy::consistent_keep(t.trace_id, SEED, BASELINE)).count();
@@ -173,8 +193,7 @@ async fn sink_outage_loses_nothing_and_shows_backpressure() {
     assert!(metric_value(&m, "tailsift_sampler_export_requests_total", &["outcome=\"retry\""]) > 0.0, "retries visible");
     assert_eq!(sink.span_count(), 0);
     sink.set_down(false);
-    sink.wait_quiet(Duration::from_secs(2), Duration::from_secs(60)).await;
-    verify(&sink, &records);
+    wait_and_verify(&sink, &records, Duration::from_secs(60)).await;
     sampler.stop().await;
     ingest.stop().await;
 }
@@ -234,9 +253,7 @@ async fn two_workers_share_partitions_and_sigkill_loses_nothing() {
     let _ = s1.0.take().unwrap().wait();
 
     let records = load.await.unwrap();
-    tokio::time::sleep(Duration::from_secs(12)).await; // session timeout + decision wait
-    sink.wait_quiet(Duration::from_secs(3), Duration::from_secs(90)).await;
-    let (kept, total) = verify(&sink, &records);
+    let (kept, total) = wait_and_verify(&sink, &records, Duration::from_secs(120)).await;
     let m2 = reqwest::get(format!("http://127.0.0.1:{a2}/metrics")).await.unwrap().text().await.unwrap();
     eprintln!(
         "kept {kept} of {total} traces; sink duplicates {}; survivor skipped {} replayed spans",
@@ -244,5 +261,27 @@ async fn two_workers_share_partitions_and_sigkill_loses_nothing() {
         metric_value(&m2, "tailsift_sampler_replay_skipped_spans_total", &[])
     );
     assert_eq!(metric_value(&m2, "tailsift_sampler_partitions_owned", &[]), 4.0, "the survivor took over every partition");
+    ingest.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known issue: with seed 14 one kept trace comes out one span short after a scale-up/scale-down; run with --ignored while fixing"]
+async fn graceful_scale_up_and_shutdown_give_no_duplicates_and_no_split_traces() {
+    let broker = Broker::start(Storage::Memory);
+    let topic = "s-graceful";
+    let ingest = IngestNode::start(&broker.brokers(), topic, &[]).await;
+    let (sink, endpoint) = Sink::start().await;
+    let s1 = SamplerNode::start(sampler_sets(&broker.brokers(), topic, "g-graceful", &endpoint)).await;
+    let load = tokio::spawn(load(ingest.grpc, 9_000, 1500.0, 14));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Scale up: partitions move from s1 to s2 while spans flow.
+    let s2 = SamplerNode::start(sampler_sets(&broker.brokers(), topic, "g-graceful", &endpoint)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Scale down gracefully: s1 hands everything to s2.
+    s1.stop().await;
+    let records = load.await.unwrap();
+    wait_and_verify(&sink, &records, Duration::from_secs(60)).await;
+    assert_eq!(sink.duplicates(), 0, "a graceful rebalance exports nothing twice");
+    s2.stop().await;
     ingest.stop().await;
 }

@@ -2,6 +2,12 @@
 //! cache, memory limits and the offset watermark. Synchronous and free of I/O: the run loop
 //! feeds it records, ticks and export acknowledgements, and carries out what it emits.
 //!
+//! Time: each partition has its own clock, the newest record timestamp consumed from it (the
+//! ingest node's produce time), which follows wall time once the partition has been idle for
+//! [`IDLE_GRACE`]. Deadlines (`send_delay`, `decision_wait`) are measured on that clock, so a worker
+//! that lags behind or replays after a crash never decides a trace before the spans produced with
+//! it have been consumed.
+//!
 //! Offsets: a partition's committable offset is the lowest offset still needed, i.e. the first
 //! record of the oldest undecided trace, or of a kept trace (or late span) whose export is not yet
 //! acknowledged; when nothing is pending, the offset after the last record consumed.
@@ -20,6 +26,9 @@ use crate::extract::{scan_record, trace_data, Resources};
 use crate::metrics as m;
 
 pub type TraceId = [u8; 16];
+
+/// A partition with no record for this long runs on wall time.
+pub const IDLE_GRACE: Duration = Duration::from_millis(500);
 
 /// Timing and memory settings of the engine.
 #[derive(Debug, Clone)]
@@ -53,8 +62,6 @@ pub enum Trigger {
     Limit,
     /// Buffer over the soft memory limit: oldest traces first.
     Pressure,
-    /// The partition is being handed to another worker.
-    Handover,
     /// Stress relief: decided span by span.
     Stress,
 }
@@ -66,7 +73,6 @@ impl Trigger {
             Trigger::Timeout => "timeout",
             Trigger::Limit => "limit",
             Trigger::Pressure => "pressure",
-            Trigger::Handover => "handover",
             Trigger::Stress => "stress",
         }
     }
@@ -106,7 +112,8 @@ struct TraceBuf {
     first_offset: i64,
     last_offset: i64,
     first_seen: Instant,
-    deadline: Instant,
+    /// Partition-clock milliseconds.
+    deadline: i64,
     root_seen: bool,
     spans: usize,
     bytes: usize,
@@ -126,13 +133,24 @@ struct Partition {
     by_offset: BTreeMap<i64, TraceId>,
     /// Offsets pinned by unacknowledged exports (multiset).
     pinned: BTreeMap<i64, u32>,
-    timers: BinaryHeap<Reverse<(Instant, TraceId)>>,
+    timers: BinaryHeap<Reverse<(i64, TraceId)>>,
     /// The offset after the last record consumed; `None` before the first.
     next_offset: Option<i64>,
     bytes: usize,
+    /// Newest record timestamp (ms since the epoch).
+    stream_ms: i64,
+    last_record_at: Option<Instant>,
 }
 
 impl Partition {
+    /// The partition clock: record time while records flow, wall time once idle.
+    fn clock(&self, now: Instant, wall_ms: i64) -> i64 {
+        match self.last_record_at {
+            Some(t) if now.saturating_duration_since(t) < IDLE_GRACE => self.stream_ms,
+            _ => self.stream_ms.max(wall_ms),
+        }
+    }
+
     fn watermark(&self) -> Option<i64> {
         let next = self.next_offset?;
         let a = self.by_offset.keys().next().copied().unwrap_or(next);
@@ -180,6 +198,9 @@ pub struct Engine {
     next_export: u64,
     pending: HashMap<u64, Pending>,
     out: VecDeque<Output>,
+    /// Maps `Instant`s to wall-clock milliseconds.
+    base: (Instant, i64),
+    last_tick: Option<Instant>,
     pub stats: Stats,
 }
 
@@ -197,6 +218,8 @@ impl Engine {
             next_export: 0,
             pending: HashMap::new(),
             out: VecDeque::new(),
+            base: (now, wall_ms_now()),
+            last_tick: None,
             stats: Stats::default(),
         }
     }
@@ -269,10 +292,24 @@ impl Engine {
         v
     }
 
-    /// Consumes one record.
-    pub fn on_record(&mut self, partition: i32, offset: i64, payload: Bytes, now: Instant) {
+    fn wall_ms(&self, now: Instant) -> i64 {
+        self.base.1 + now.saturating_duration_since(self.base.0).as_millis() as i64
+    }
+
+    /// Consumes one record. `timestamp_ms` is the record's (producer) timestamp; `None` uses
+    /// `now`.
+    pub fn on_record(&mut self, partition: i32, offset: i64, timestamp_ms: Option<i64>, payload: Bytes, now: Instant) {
         let scan = scan_record(&payload);
-        let part = self.partitions.entry(partition).or_default();
+        let wall = self.wall_ms(now);
+        // A record of a partition this worker does not own (fetched before a revocation and
+        // delivered after it) belongs to the new owner, which replays it.
+        let Some(part) = self.partitions.get_mut(&partition) else {
+            metrics::counter!(m::RECORDS_NOT_OWNED).increment(1);
+            return;
+        };
+        part.stream_ms = part.stream_ms.max(timestamp_ms.unwrap_or(wall));
+        part.last_record_at = Some(now);
+        let clock = part.stream_ms;
         part.next_offset = Some(part.next_offset.map_or(offset + 1, |n| n.max(offset + 1)));
         self.stats.records += 1;
         metrics::counter!(m::RECORDS_CONSUMED).increment(1);
@@ -319,7 +356,7 @@ impl Engine {
                 t.span_ids.extend(scan.span_ids.iter().copied());
                 if scan.has_root && !t.root_seen {
                     t.root_seen = true;
-                    let d = now + self.cfg.send_delay;
+                    let d = clock + self.cfg.send_delay.as_millis() as i64;
                     if d < t.deadline {
                         t.deadline = d;
                         part.timers.push(Reverse((d, trace_id)));
@@ -332,7 +369,7 @@ impl Engine {
                 return;
             }
             None => {
-                let deadline = now + if scan.has_root { self.cfg.send_delay } else { self.cfg.decision_wait };
+                let deadline = clock + if scan.has_root { self.cfg.send_delay } else { self.cfg.decision_wait }.as_millis() as i64;
                 part.timers.push(Reverse((deadline, trace_id)));
                 part.by_offset.insert(offset, trace_id);
                 part.traces.insert(
@@ -383,16 +420,28 @@ impl Engine {
 
     /// Decides every trace whose timer expired; leaves stress relief when pressure is gone.
     pub fn on_tick(&mut self, now: Instant) {
+        let wall = self.wall_ms(now);
+        // A late tick means the worker itself stalled (a rebalance callback, a slow machine):
+        // records may be waiting in the client, so no partition counts as idle yet.
+        if self.last_tick.is_some_and(|t| now.saturating_duration_since(t) > IDLE_GRACE) {
+            for part in self.partitions.values_mut() {
+                if part.last_record_at.is_some() {
+                    part.last_record_at = Some(now);
+                }
+            }
+        }
+        self.last_tick = Some(now);
         let parts: Vec<i32> = self.partitions.keys().copied().collect();
         for p in parts {
+            let clock = self.partitions[&p].clock(now, wall);
             loop {
                 let part = self.partitions.get_mut(&p).expect("listed");
                 let Some(Reverse((at, tid))) = part.timers.peek().copied() else { break };
-                if at > now {
+                if at > clock {
                     break;
                 }
                 part.timers.pop();
-                let due = part.traces.get(&tid).is_some_and(|t| t.deadline <= now);
+                let due = part.traces.get(&tid).is_some_and(|t| t.deadline <= clock);
                 if due {
                     let root = part.traces[&tid].root_seen;
                     self.decide(p, tid, if root { Trigger::Root } else { Trigger::Timeout }, now);
@@ -408,16 +457,9 @@ impl Engine {
         metrics::gauge!(m::BYTES_BUFFERED).set(self.buffered_bytes as f64);
     }
 
-    /// Decides every buffered trace of `partition` now (before handing the partition over).
-    pub fn decide_partition(&mut self, partition: i32, now: Instant) {
-        let ids: Vec<TraceId> = self.partitions.get(&partition).map(|p| p.by_offset.values().copied().collect()).unwrap_or_default();
-        for t in ids {
-            self.decide(partition, t, Trigger::Handover, now);
-        }
-    }
-
-    /// Forgets a partition. Its pending exports are forgotten too (their acknowledgements will
-    /// be ignored): the next owner replays from the last committed offset.
+    /// Forgets a partition (after its handover). Undecided traces are left to the next owner,
+    /// which replays them from the committed offset; pending exports are forgotten too (their
+    /// acknowledgements will be ignored).
     pub fn revoke(&mut self, partition: i32) {
         if let Some(st) = self.partitions.remove(&partition) {
             self.buffered_bytes -= st.bytes;
@@ -533,6 +575,10 @@ impl Engine {
         );
         self.out.push_back(Output::Export(ExportJob { id, partition, trace_id, payload, spans }));
     }
+}
+
+fn wall_ms_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 fn unix_nanos() -> u64 {

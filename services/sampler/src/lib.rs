@@ -126,10 +126,9 @@ impl Shared {
         true
     }
 
-    /// Graceful handover of `partitions`: decide their buffered traces, wait for their exports,
-    /// publish the decisions, commit everything consumed. Blocking; bounded by the handover
-    /// timeout (afterwards the committed offset stays at the lowest offset still needed, so
-    /// nothing is lost, at worst re-exported).
+    /// Graceful handover of `partitions`: wait for their kept traces' exports, publish every
+    /// decision, commit the lowest offset still needed, forget the partitions. Blocking; bounded by
+    /// the handover timeout (then the commit stays lower: nothing is lost, at worst re-exported).
     fn handover(&self, commit: &dyn Fn(&TopicPartitionList) -> rdkafka::error::KafkaResult<()>, partitions: &[i32]) {
         let owned: Vec<i32> = {
             let e = self.engine.lock().unwrap();
@@ -139,14 +138,10 @@ impl Shared {
         if owned.is_empty() {
             return;
         }
-        let now = Instant::now();
-        let deadline = now + self.handover_timeout;
-        {
-            let mut e = self.engine.lock().unwrap();
-            for p in &owned {
-                e.decide_partition(*p, now);
-            }
-        }
+        // Undecided traces stay in Kafka for the next owner (committed offset = their first record);
+        // what was decided must reach the backend and the decisions topic first, so the next owner
+        // skips it instead of exporting it again.
+        let deadline = Instant::now() + self.handover_timeout;
         let wait = || loop {
             let done = {
                 let mut e = self.engine.lock().unwrap();
@@ -416,8 +411,9 @@ pub async fn run(cfg: SamplerConfig, listeners: Listeners, shutdown: Cancellatio
                         *seen = off;
                     }
                     let payload = bytes::Bytes::copy_from_slice(m.payload().unwrap_or_default());
+                    let ts = m.timestamp().to_millis();
                     let mut e = shared.engine.lock().unwrap();
-                    e.on_record(p, off, payload, Instant::now());
+                    e.on_record(p, off, ts, payload, Instant::now());
                     let drained = shared.drain(&mut e);
                     drop(e);
                     set_paused(&consumer, &mut paused, !drained);

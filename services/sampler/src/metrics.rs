@@ -24,6 +24,7 @@ pub const STRESS_RELIEF: &str = "tailsift_sampler_stress_relief_active";
 pub const PAUSED: &str = "tailsift_sampler_consumption_paused";
 pub const POLICY_VERSION: &str = "tailsift_sampler_policy_version";
 pub const PARTITIONS_OWNED: &str = "tailsift_sampler_partitions_owned";
+pub const RECORDS_NOT_OWNED: &str = "tailsift_sampler_records_not_owned_total";
 pub const DECISIONS_PRELOADED: &str = "tailsift_sampler_decisions_preloaded_total";
 
 pub fn describe() {
@@ -48,5 +49,6 @@ pub fn describe() {
     describe_gauge!(PAUSED, Unit::Count, "1 while consumption is paused because the export queue is full.");
     describe_gauge!(POLICY_VERSION, Unit::Count, "Version of the policy in force.");
     describe_gauge!(PARTITIONS_OWNED, Unit::Count, "Partitions of the spans topic assigned to this worker.");
+    describe_counter!(RECORDS_NOT_OWNED, Unit::Count, "Records of partitions no longer owned (delivered after a revocation), left to the new owner.");
     describe_counter!(DECISIONS_PRELOADED, Unit::Count, "Decisions read back from the decisions topic on partition assignment.");
 }

@@ -45,6 +45,15 @@ fn record(trace: u8, span: u8, parent: Option<u8>, error: bool) -> Bytes {
     .into()
 }
 
+/// Ticks every 100 ms up to `to`, like the run loop does.
+fn tick_to(e: &mut Engine, t0: Instant, to: Instant) {
+    let mut t = t0;
+    while t < to {
+        t += Duration::from_millis(100);
+        e.on_tick(t.min(to));
+    }
+}
+
 fn drain(e: &mut Engine) -> (Vec<ExportJob>, Vec<DecisionRecord>) {
     let (mut jobs, mut decs) = (vec![], vec![]);
     while let Some(o) = e.pop_output() {
@@ -65,19 +74,20 @@ fn exported_spans(job: &ExportJob) -> Vec<Span> {
 fn waits_for_root_plus_send_delay_and_holds_offsets_until_exported() {
     let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
     e.assign(0);
-    e.on_record(0, 10, record(1, 2, Some(1), true), t0);
-    e.on_record(0, 11, record(2, 1, None, false), t0);
-    e.on_tick(t0 + Duration::from_secs(1));
+    e.assign(0);
+    e.on_record(0, 10, None, record(1, 2, Some(1), true), t0);
+    e.on_record(0, 11, None, record(2, 1, None, false), t0);
+    tick_to(&mut e, t0, t0 + Duration::from_secs(1));
     assert_eq!(e.buffered_traces(), 2);
     assert_eq!(e.committable(), vec![(0, 10)]);
     // Root of trace 1 arrives: decided 2 s later.
-    e.on_record(0, 12, record(1, 1, None, false), t0 + Duration::from_secs(1));
-    e.on_tick(t0 + Duration::from_millis(2500));
+    e.on_record(0, 12, None, record(1, 1, None, false), t0 + Duration::from_secs(1));
+    tick_to(&mut e, t0 + Duration::from_secs(1), t0 + Duration::from_millis(2500));
     let (jobs, decs) = drain(&mut e);
     assert_eq!(decs.len(), 1, "trace 2 (root at t0, no error) dropped at t0+2s");
     assert!(decs[0].kept.is_none());
     assert!(jobs.is_empty());
-    e.on_tick(t0 + Duration::from_millis(3100));
+    tick_to(&mut e, t0 + Duration::from_millis(2500), t0 + Duration::from_millis(3100));
     let (jobs, decs) = drain(&mut e);
     assert_eq!(jobs.len(), 1);
     assert!(decs.is_empty(), "kept decisions are published after the export is acknowledged");
@@ -100,10 +110,11 @@ fn waits_for_root_plus_send_delay_and_holds_offsets_until_exported() {
 #[test]
 fn decision_wait_bounds_traces_without_root() {
     let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
-    e.on_record(0, 0, record(3, 2, Some(1), true), t0);
-    e.on_tick(t0 + Duration::from_secs(29));
+    e.assign(0);
+    e.on_record(0, 0, None, record(3, 2, Some(1), true), t0);
+    tick_to(&mut e, t0, t0 + Duration::from_secs(29));
     assert_eq!(e.buffered_traces(), 1);
-    e.on_tick(t0 + Duration::from_secs(30));
+    tick_to(&mut e, t0 + Duration::from_secs(29), t0 + Duration::from_secs(30));
     assert_eq!(e.buffered_traces(), 0);
     let (jobs, _) = drain(&mut e);
     assert_eq!(jobs.len(), 1);
@@ -112,13 +123,14 @@ fn decision_wait_bounds_traces_without_root() {
 #[test]
 fn late_spans_follow_the_decision() {
     let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
-    e.on_record(0, 0, record(1, 1, None, true), t0);
-    e.on_record(0, 1, record(2, 1, None, false), t0);
+    e.assign(0);
+    e.on_record(0, 0, None, record(1, 1, None, true), t0);
+    e.on_record(0, 1, None, record(2, 1, None, false), t0);
     e.on_tick(t0 + Duration::from_secs(3));
     let (jobs, _) = drain(&mut e);
     assert_eq!(jobs.len(), 1);
-    e.on_record(0, 2, record(1, 5, Some(1), false), t0 + Duration::from_secs(4));
-    e.on_record(0, 3, record(2, 5, Some(1), false), t0 + Duration::from_secs(4));
+    e.on_record(0, 2, None, record(1, 5, Some(1), false), t0 + Duration::from_secs(4));
+    e.on_record(0, 3, None, record(2, 5, Some(1), false), t0 + Duration::from_secs(4));
     let (late, _) = drain(&mut e);
     assert_eq!(late.len(), 1, "late span of the kept trace exported at once");
     assert_eq!(late[0].trace_id, [1; 16]);
@@ -135,16 +147,17 @@ fn late_spans_follow_the_decision() {
 #[test]
 fn preloaded_decisions_skip_replayed_records_of_exported_traces() {
     let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
+    e.assign(0);
     let stamp = Arc::new(Stamp { policy: "errors".into(), policy_version: 0, adjusted_count: 1.0, ot: None });
     e.preload(&DecisionRecord { partition: 0, trace_id: [1; 16], kept: Some(stamp), exported_through: 5 }, t0);
     e.preload(&DecisionRecord { partition: 0, trace_id: [2; 16], kept: None, exported_through: 6 }, t0);
-    e.on_record(0, 4, record(1, 1, None, true), t0);
-    e.on_record(0, 5, record(1, 2, Some(1), true), t0);
-    e.on_record(0, 6, record(2, 1, None, false), t0);
+    e.on_record(0, 4, None, record(1, 1, None, true), t0);
+    e.on_record(0, 5, None, record(1, 2, Some(1), true), t0);
+    e.on_record(0, 6, None, record(2, 1, None, false), t0);
     let (jobs, _) = drain(&mut e);
     assert!(jobs.is_empty(), "already exported: not exported again");
     assert_eq!(e.stats.replay_skipped_records, 2);
-    e.on_record(0, 7, record(1, 3, Some(1), false), t0);
+    e.on_record(0, 7, None, record(1, 3, Some(1), false), t0);
     let (jobs, _) = drain(&mut e);
     assert_eq!(jobs.len(), 1, "a span past exported_through is a late span of a kept trace");
     assert_eq!(e.buffered_traces(), 0);
@@ -153,8 +166,9 @@ fn preloaded_decisions_skip_replayed_records_of_exported_traces() {
 #[test]
 fn duplicate_records_are_buffered_once() {
     let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
-    e.on_record(0, 0, record(1, 1, None, true), t0);
-    e.on_record(0, 1, record(1, 1, None, true), t0);
+    e.assign(0);
+    e.on_record(0, 0, None, record(1, 1, None, true), t0);
+    e.on_record(0, 1, None, record(1, 1, None, true), t0);
     e.on_tick(t0 + Duration::from_secs(3));
     let (jobs, _) = drain(&mut e);
     assert_eq!(exported_spans(&jobs[0]).len(), 1);
@@ -164,14 +178,15 @@ fn duplicate_records_are_buffered_once() {
 #[test]
 fn huge_traces_are_decided_at_the_span_limit() {
     let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
-    e.on_record(0, 0, record(1, 1, None, true), t0);
+    e.assign(0);
+    e.on_record(0, 0, None, record(1, 1, None, true), t0);
     for i in 2..=101u8 {
-        e.on_record(0, i as i64, record(1, i, Some(1), false), t0);
+        e.on_record(0, i as i64, None, record(1, i, Some(1), false), t0);
     }
     assert_eq!(e.buffered_traces(), 0, "decided at 101 spans without waiting");
     let (jobs, _) = drain(&mut e);
     assert_eq!(jobs.len(), 1);
-    e.on_record(0, 200, record(1, 150, Some(1), false), t0);
+    e.on_record(0, 200, None, record(1, 150, Some(1), false), t0);
     let (jobs, _) = drain(&mut e);
     assert_eq!(jobs.len(), 1, "the rest follow as late spans");
 }
@@ -180,8 +195,9 @@ fn huge_traces_are_decided_at_the_span_limit() {
 fn memory_pressure_decides_oldest_first_and_stress_relief_stops_buffering() {
     let one = record(1, 1, None, false).len();
     let (mut e, t0) = engine(ERRORS_ONLY, one * 3, one * 6);
+    e.assign(0);
     for t in 1..=5u8 {
-        e.on_record(0, t as i64, record(t, 1, Some(9), t == 1), t0 + Duration::from_millis(t as u64));
+        e.on_record(0, t as i64, None, record(t, 1, Some(9), t == 1), t0 + Duration::from_millis(t as u64));
     }
     assert!(e.buffered_bytes() <= one * 3);
     let (jobs, decs) = drain(&mut e);
@@ -193,36 +209,69 @@ fn memory_pressure_decides_oldest_first_and_stress_relief_stops_buffering() {
 
     // Stress: a tiny hard limit.
     let (mut e, t0) = engine(ERRORS_ONLY, one, one);
-    e.on_record(0, 0, record(1, 1, Some(9), false), t0);
-    e.on_record(0, 1, record(2, 1, Some(9), false), t0);
+    e.assign(0);
+    e.on_record(0, 0, None, record(1, 1, Some(9), false), t0);
+    e.on_record(0, 1, None, record(2, 1, Some(9), false), t0);
     assert!(e.in_stress());
-    e.on_record(0, 2, record(3, 1, Some(9), false), t0);
+    e.on_record(0, 2, None, record(3, 1, Some(9), false), t0);
     assert!(e.stats.stress_decisions >= 1, "new traces decided without buffering");
     e.on_tick(t0 + Duration::from_secs(60));
     assert!(!e.in_stress(), "leaves stress relief when the buffer empties");
 }
 
 #[test]
-fn handover_decides_everything_and_revoke_forgets() {
+fn a_stalled_worker_does_not_mistake_its_own_stall_for_idleness() {
     let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
     e.assign(0);
+    e.on_tick(t0);
+    e.on_record(0, 0, Some(1_000), record(1, 1, None, true), t0);
+    // The worker stalls for 5 s (records pile up in the client), then ticks.
+    e.on_tick(t0 + Duration::from_secs(5));
+    assert_eq!(e.buffered_traces(), 1, "not decided on wall time right after a stall");
+    // Genuinely idle afterwards: wall time takes over.
+    e.on_tick(t0 + Duration::from_millis(5400));
+    e.on_tick(t0 + Duration::from_millis(5800));
+    assert_eq!(e.buffered_traces(), 0);
+}
+
+#[test]
+fn revoke_leaves_undecided_traces_to_the_next_owner() {
+    let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
+    e.assign(0);
+    e.assign(0);
     e.assign(1);
-    e.on_record(0, 0, record(1, 1, Some(9), true), t0);
-    e.on_record(1, 0, record(2, 1, Some(9), true), t0);
-    e.decide_partition(0, t0);
-    let (jobs, _) = drain(&mut e);
-    assert_eq!(jobs.len(), 1);
-    e.on_export_done(jobs[0].id);
-    assert_eq!(e.committable(), vec![(0, 1), (1, 0)]);
+    e.on_record(0, 5, None, record(1, 1, Some(9), true), t0);
+    e.on_record(1, 0, None, record(2, 1, Some(9), true), t0);
+    assert_eq!(e.committable(), vec![(0, 5), (1, 0)], "undecided traces hold the commit");
     e.revoke(0);
     assert_eq!(e.partitions(), vec![1]);
     assert_eq!(e.buffered_traces(), 1);
 }
 
 #[test]
+fn deadlines_run_on_record_time_while_records_flow() {
+    let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
+    e.assign(0);
+    let ts = 1_000_000;
+    // A root at record time ts, then (replayed quickly) a child produced 100 ms later.
+    e.on_record(0, 0, Some(ts), record(1, 1, None, false), t0);
+    e.on_record(0, 1, Some(ts + 100), record(1, 2, Some(1), true), t0 + Duration::from_millis(10));
+    // Wall time far ahead but records still flowing (< IDLE_GRACE): record time rules.
+    e.on_record(0, 2, Some(ts + 1000), record(2, 1, Some(9), false), t0 + Duration::from_millis(400));
+    e.on_tick(t0 + Duration::from_millis(450));
+    assert_eq!(e.buffered_traces(), 2, "record time is only 1 s past the root: not yet");
+    e.on_record(0, 3, Some(ts + 2100), record(3, 1, Some(9), false), t0 + Duration::from_millis(460));
+    e.on_tick(t0 + Duration::from_millis(470));
+    let (jobs, _) = drain(&mut e);
+    assert_eq!(jobs.len(), 1, "root + send_delay passed on record time: decided, complete");
+    assert_eq!(exported_spans(&jobs[0]).len(), 2);
+}
+
+#[test]
 fn policy_swap_applies_between_traces_and_is_stamped() {
     let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
-    e.on_record(0, 0, record(1, 1, None, false), t0);
+    e.assign(0);
+    e.on_record(0, 0, None, record(1, 1, None, false), t0);
     let doc = PolicyDocument::from_yaml("version: 7\npolicies:\n  - name: all\n    always: {}\n").unwrap();
     e.set_policy(ActivePolicy { version: 7, seed: 1, engine: PolicyEngine::compile(&doc).unwrap() });
     e.on_tick(t0 + Duration::from_secs(3));

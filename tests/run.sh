@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export TAILSIFT_TANSU="${TAILSIFT_TANSU:-$(bash deploy/install-tansu.sh)}"
+# Python virtualenvs with the real OpenTelemetry Zipkin and Jaeger exporters (created once, cached
+# in ~/.cache/tailsift/venvs) for the real-client test in tests/tests/ingest_zipkin_jaeger.rs.
+export TAILSIFT_VENVS="$(bash tests/clients/setup.sh)"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export RUST_BACKTRACE=1
 

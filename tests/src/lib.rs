@@ -186,6 +186,8 @@ pub struct IngestNode {
     pub admin: SocketAddr,
     pub shutdown: CancellationToken,
     pub task: tokio::task::JoinHandle<Result<(), tailsift_ingest::Error>>,
+    /// The Zipkin and Jaeger receivers (all bound to 127.0.0.1:0 unless overridden).
+    pub receivers: tailsift_ingest::ReceiverAddrs,
 }
 
 impl IngestNode {
@@ -199,15 +201,21 @@ impl IngestNode {
             ("otlp.grpc_listen".into(), "127.0.0.1:0".into()),
             ("otlp.http_listen".into(), "127.0.0.1:0".into()),
             ("admin.listen".into(), "127.0.0.1:0".into()),
+            ("zipkin.listen".into(), "127.0.0.1:0".into()),
+            ("jaeger.http_listen".into(), "127.0.0.1:0".into()),
+            ("jaeger.grpc_listen".into(), "127.0.0.1:0".into()),
+            ("jaeger.compact_udp_listen".into(), "127.0.0.1:0".into()),
+            ("jaeger.binary_udp_listen".into(), "127.0.0.1:0".into()),
         ];
         sets.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let cfg: tailsift_ingest::IngestConfig =
             tailsift_config::Sources { sets, ..Default::default() }.load().expect("test config is valid");
         let listeners = tailsift_ingest::Listeners::bind(&cfg).await.expect("bind");
         let (grpc, http, admin) = listeners.addrs().unwrap();
+        let receivers = listeners.receiver_addrs().unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(tailsift_ingest::run(cfg, listeners, shutdown.clone()));
-        let node = IngestNode { grpc, http, admin, shutdown, task };
+        let node = IngestNode { grpc, http, admin, shutdown, task, receivers };
         node.wait_ready(Duration::from_secs(30)).await;
         node
     }
@@ -299,6 +307,7 @@ pub struct Sink {
 struct SinkInner {
     spans: std::sync::Mutex<HashMap<[u8; 16], HashMap<Vec<u8>, opentelemetry_proto::tonic::trace::v1::Span>>>,
     duplicates: std::sync::atomic::AtomicU64,
+    duplicate_ids: std::sync::Mutex<Vec<([u8; 16], Vec<u8>)>>,
     requests: std::sync::atomic::AtomicU64,
     down: std::sync::atomic::AtomicBool,
 }
@@ -319,8 +328,10 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
             for ss in rs.scope_spans {
                 for s in ss.spans {
                     let Ok(tid) = <[u8; 16]>::try_from(s.trace_id.as_slice()) else { continue };
-                    if map.entry(tid).or_default().insert(s.span_id.clone(), s).is_some() {
+                    let span_id = s.span_id.clone();
+                    if map.entry(tid).or_default().insert(span_id.clone(), s).is_some() {
                         self.inner.duplicates.fetch_add(1, Ordering::SeqCst);
+                        self.inner.duplicate_ids.lock().unwrap().push((tid, span_id));
                     }
                 }
             }
@@ -363,6 +374,11 @@ impl Sink {
         self.inner.duplicates.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// (trace ID hex, span ID hex) of every span received more than once.
+    pub fn duplicate_ids(&self) -> Vec<(String, String)> {
+        self.inner.duplicate_ids.lock().unwrap().iter().map(|(t, s)| (hex::encode(t), hex::encode(s))).collect()
+    }
+
     /// Waits until the number of spans received stops changing for `quiet`.
     pub async fn wait_quiet(&self, quiet: Duration, timeout: Duration) {
         let deadline = Instant::now() + timeout;
@@ -401,6 +417,8 @@ pub fn sampler_sets(brokers: &str, topic: &str, group: &str, export: &str) -> Ve
         ("decision.send_delay".into(), "500ms".into()),
         ("decision.decision_wait".into(), "4s".into()),
         ("kafka.commit_interval".into(), "200ms".into()),
+        // tansu 0.6 skips the rest of a batch when fetching from inside it.
+        ("kafka.resume_lookback_records".into(), "10000".into()),
     ]
 }
 

@@ -13,6 +13,8 @@ use tailsift_kafka::{Connection, TopicSpec};
 #[serde(default, deny_unknown_fields)]
 pub struct IngestConfig {
     pub otlp: OtlpConfig,
+    pub zipkin: ZipkinConfig,
+    pub jaeger: JaegerConfig,
     pub admin: AdminConfig,
     pub kafka: KafkaConfig,
     pub limits: Limits,
@@ -31,6 +33,65 @@ pub struct OtlpConfig {
 impl Default for OtlpConfig {
     fn default() -> Self {
         OtlpConfig { grpc_listen: "0.0.0.0:4317".parse().unwrap(), http_listen: "0.0.0.0:4318".parse().unwrap() }
+    }
+}
+
+/// The Zipkin receiver: `POST /api/v2/spans` (JSON, proto3) and `POST /api/v1/spans` (JSON,
+/// thrift), what Envoy and Zipkin clients send.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ZipkinConfig {
+    /// Default `true`.
+    pub enabled: bool,
+    /// Default `0.0.0.0:9411`.
+    pub listen: SocketAddr,
+}
+
+impl Default for ZipkinConfig {
+    fn default() -> Self {
+        ZipkinConfig { enabled: true, listen: "0.0.0.0:9411".parse().unwrap() }
+    }
+}
+
+/// The Jaeger receivers. Each listen address can be set to `null` to turn that receiver off;
+/// `enabled: false` turns all of them off.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JaegerConfig {
+    /// Default `true`.
+    pub enabled: bool,
+    /// Agent `emitBatch`, compact thrift over UDP (what Jaeger clients send). Default
+    /// `0.0.0.0:6831`.
+    pub compact_udp_listen: Option<SocketAddr>,
+    /// Agent `emitBatch`, binary thrift over UDP. Default `0.0.0.0:6832`.
+    pub binary_udp_listen: Option<SocketAddr>,
+    /// Collector HTTP `POST /api/traces` with a binary-thrift `Batch`. Default `0.0.0.0:14268`.
+    pub http_listen: Option<SocketAddr>,
+    /// Collector gRPC `jaeger.api_v2.CollectorService/PostSpans`. Default `0.0.0.0:14250`.
+    pub grpc_listen: Option<SocketAddr>,
+    /// `SO_RCVBUF` asked for the UDP sockets (the kernel may cap it: raise `net.core.rmem_max`;
+    /// when running as root the cap is bypassed). Default `8388608` (8 MiB).
+    pub udp_receive_buffer_bytes: usize,
+    /// Largest datagram read; longer ones are dropped and counted. Default `65000`, as the Jaeger
+    /// agent.
+    pub udp_max_datagram_bytes: usize,
+    /// Datagrams being decoded or written to Kafka at once, per UDP socket; past it new datagrams
+    /// are dropped and counted (UDP has no backpressure). Default `1024`.
+    pub udp_max_in_flight: usize,
+}
+
+impl Default for JaegerConfig {
+    fn default() -> Self {
+        JaegerConfig {
+            enabled: true,
+            compact_udp_listen: Some("0.0.0.0:6831".parse().unwrap()),
+            binary_udp_listen: Some("0.0.0.0:6832".parse().unwrap()),
+            http_listen: Some("0.0.0.0:14268".parse().unwrap()),
+            grpc_listen: Some("0.0.0.0:14250".parse().unwrap()),
+            udp_receive_buffer_bytes: 8 << 20,
+            udp_max_datagram_bytes: 65_000,
+            udp_max_in_flight: 1024,
+        }
     }
 }
 
@@ -216,6 +277,16 @@ impl Validate for IngestConfig {
         if k.probe_interval < Duration::from_millis(100) {
             return Err(ConfigError::invalid("kafka.probe_interval", "must be at least 100ms"));
         }
+        let j = &self.jaeger;
+        if j.udp_receive_buffer_bytes < 65_536 || j.udp_receive_buffer_bytes > 1 << 30 {
+            return Err(ConfigError::invalid("jaeger.udp_receive_buffer_bytes", "must be between 65536 and 1073741824"));
+        }
+        if !(512..=65_535).contains(&j.udp_max_datagram_bytes) {
+            return Err(ConfigError::invalid("jaeger.udp_max_datagram_bytes", "must be between 512 and 65535"));
+        }
+        if j.udp_max_in_flight == 0 {
+            return Err(ConfigError::invalid("jaeger.udp_max_in_flight", "must be at least 1"));
+        }
         let l = &self.limits;
         if l.max_request_bytes < 1024 {
             return Err(ConfigError::invalid("limits.max_request_bytes", "must be at least 1024"));
@@ -256,6 +327,24 @@ mod tests {
         assert_eq!(c.kafka.acks, Acks::All);
         assert!(c.kafka.idempotence);
         assert_eq!(c.kafka.compression, Compression::Lz4);
+        assert!(c.zipkin.enabled);
+        assert_eq!(c.zipkin.listen.port(), 9411);
+        assert!(c.jaeger.enabled);
+        assert_eq!(c.jaeger.compact_udp_listen.map(|a| a.port()), Some(6831));
+        assert_eq!(c.jaeger.binary_udp_listen.map(|a| a.port()), Some(6832));
+        assert_eq!(c.jaeger.http_listen.map(|a| a.port()), Some(14268));
+        assert_eq!(c.jaeger.grpc_listen.map(|a| a.port()), Some(14250));
+        assert_eq!(c.jaeger.udp_receive_buffer_bytes, 8 << 20);
+        assert_eq!(c.jaeger.udp_max_datagram_bytes, 65_000);
+    }
+
+    #[test]
+    fn receivers_can_be_turned_off() {
+        let c = load("zipkin: {enabled: false}\njaeger: {grpc_listen: null, compact_udp_listen: '127.0.0.1:0'}\n").unwrap();
+        assert!(!c.zipkin.enabled);
+        assert_eq!(c.jaeger.grpc_listen, None);
+        assert_eq!(c.jaeger.compact_udp_listen, Some("127.0.0.1:0".parse().unwrap()));
+        assert!(c.jaeger.http_listen.is_some());
     }
 
     #[test]
@@ -287,6 +376,13 @@ mod tests {
             ("kafka: {acks: 2}", "kafka.acks"),
             ("otlp: {grpc_listen: nowhere}", "otlp.grpc_listen"),
             ("otlp: {grpc_port: 1}", "otlp"),
+            ("zipkin: {listen: nowhere}", "zipkin.listen"),
+            ("zipkin: {port: 9411}", "zipkin"),
+            ("jaeger: {grpc_listen: 'x:y'}", "jaeger.grpc_listen"),
+            ("jaeger: {udp_max_datagram_bytes: 100000}", "jaeger.udp_max_datagram_bytes"),
+            ("jaeger: {udp_receive_buffer_bytes: 10}", "jaeger.udp_receive_buffer_bytes"),
+            ("jaeger: {udp_max_in_flight: 0}", "jaeger.udp_max_in_flight"),
+            ("jaeger: {thrift_listen: '0.0.0.0:1'}", "jaeger"),
         ] {
             let e = load(yaml).unwrap_err().to_string();
             assert!(e.contains(key), "{yaml}: {e}");

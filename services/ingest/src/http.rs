@@ -158,7 +158,7 @@ fn count_request(protocol: Protocol, outcome: &'static str) {
     metrics::counter!(crate::metrics::REQUESTS, "protocol" => protocol.as_str(), "outcome" => outcome).increment(1);
 }
 
-fn is_length_limit(e: &axum::Error) -> bool {
+pub(crate) fn is_length_limit(e: &axum::Error) -> bool {
     let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = src {
         if err.is::<http_body_util::LengthLimitError>() {

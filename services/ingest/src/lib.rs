@@ -1,6 +1,8 @@
 //! The Tailsift ingest node.
 //!
-//! Receives spans over OTLP/gRPC and OTLP/HTTP, splits every request by trace ID without decoding
+//! Receives spans over OTLP/gRPC and OTLP/HTTP, Zipkin (HTTP: v2 JSON and proto3, v1 JSON and
+//! thrift) and Jaeger (agent UDP compact and binary thrift, collector HTTP thrift and gRPC),
+//! translating the latter to OTLP with `tailsift-translate`, splits every request by trace ID without decoding
 //! spans ([`tailsift_otlp::split_by_trace`]), and publishes one Kafka record per trace per request,
 //! keyed by the hex trace ID, to the spans topic. A request is acknowledged only after Kafka
 //! acknowledged all of its records; when Kafka cannot take more, clients get OTLP's retryable
@@ -10,8 +12,12 @@ pub mod config;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
+pub mod jaeger;
 pub mod pipeline;
 pub mod publisher;
+mod receive;
+pub mod udp;
+pub mod zipkin;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,6 +49,26 @@ pub struct Listeners {
     pub grpc: TcpListener,
     pub http: TcpListener,
     pub admin: TcpListener,
+    /// Zipkin HTTP (`zipkin.listen`), when enabled.
+    pub zipkin: Option<TcpListener>,
+    /// Jaeger collector HTTP (`jaeger.http_listen`), when enabled.
+    pub jaeger_http: Option<TcpListener>,
+    /// Jaeger collector gRPC (`jaeger.grpc_listen`), when enabled.
+    pub jaeger_grpc: Option<TcpListener>,
+    /// Jaeger agent compact thrift over UDP (`jaeger.compact_udp_listen`), when enabled.
+    pub jaeger_compact_udp: Option<tokio::net::UdpSocket>,
+    /// Jaeger agent binary thrift over UDP (`jaeger.binary_udp_listen`), when enabled.
+    pub jaeger_binary_udp: Option<tokio::net::UdpSocket>,
+}
+
+/// The bound addresses of the Zipkin and Jaeger receivers (`None`: disabled).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReceiverAddrs {
+    pub zipkin: Option<SocketAddr>,
+    pub jaeger_http: Option<SocketAddr>,
+    pub jaeger_grpc: Option<SocketAddr>,
+    pub jaeger_compact_udp: Option<SocketAddr>,
+    pub jaeger_binary_udp: Option<SocketAddr>,
 }
 
 impl Listeners {
@@ -52,6 +78,31 @@ impl Listeners {
             grpc: tailsift_telemetry::bind("OTLP/gRPC", cfg.otlp.grpc_listen).await?,
             http: tailsift_telemetry::bind("OTLP/HTTP", cfg.otlp.http_listen).await?,
             admin: tailsift_telemetry::bind("admin", cfg.admin.listen).await?,
+            zipkin: match cfg.zipkin.enabled {
+                true => Some(tailsift_telemetry::bind("Zipkin", cfg.zipkin.listen).await?),
+                false => None,
+            },
+            jaeger_http: bind_opt("Jaeger HTTP", cfg.jaeger.enabled, cfg.jaeger.http_listen).await?,
+            jaeger_grpc: bind_opt("Jaeger gRPC", cfg.jaeger.enabled, cfg.jaeger.grpc_listen).await?,
+            jaeger_compact_udp: bind_udp("Jaeger compact thrift (UDP)", cfg, cfg.jaeger.compact_udp_listen)?,
+            jaeger_binary_udp: bind_udp("Jaeger binary thrift (UDP)", cfg, cfg.jaeger.binary_udp_listen)?,
+        })
+    }
+
+    /// The bound addresses of the Zipkin and Jaeger receivers.
+    pub fn receiver_addrs(&self) -> std::io::Result<ReceiverAddrs> {
+        fn tcp(l: &Option<TcpListener>) -> std::io::Result<Option<SocketAddr>> {
+            l.as_ref().map(|l| l.local_addr()).transpose()
+        }
+        fn udp(l: &Option<tokio::net::UdpSocket>) -> std::io::Result<Option<SocketAddr>> {
+            l.as_ref().map(|l| l.local_addr()).transpose()
+        }
+        Ok(ReceiverAddrs {
+            zipkin: tcp(&self.zipkin)?,
+            jaeger_http: tcp(&self.jaeger_http)?,
+            jaeger_grpc: tcp(&self.jaeger_grpc)?,
+            jaeger_compact_udp: udp(&self.jaeger_compact_udp)?,
+            jaeger_binary_udp: udp(&self.jaeger_binary_udp)?,
         })
     }
 
@@ -61,12 +112,34 @@ impl Listeners {
     }
 }
 
+async fn bind_opt(what: &str, enabled: bool, addr: Option<SocketAddr>) -> std::io::Result<Option<TcpListener>> {
+    match addr {
+        Some(a) if enabled => Ok(Some(tailsift_telemetry::bind(what, a).await?)),
+        _ => Ok(None),
+    }
+}
+
+fn bind_udp(what: &str, cfg: &IngestConfig, addr: Option<SocketAddr>) -> std::io::Result<Option<tokio::net::UdpSocket>> {
+    let Some(addr) = addr.filter(|_| cfg.jaeger.enabled) else { return Ok(None) };
+    let want = cfg.jaeger.udp_receive_buffer_bytes;
+    let (sock, got) = udp::bind(what, addr, want)?;
+    // Linux reports twice the size set (bookkeeping overhead included).
+    if got < want {
+        tracing::warn!(
+            receiver = what, requested = want, effective = got,
+            "UDP receive buffer smaller than jaeger.udp_receive_buffer_bytes; raise net.core.rmem_max, or bursts of spans will be dropped by the kernel"
+        );
+    }
+    Ok(Some(sock))
+}
+
 /// Runs an ingest node until `shutdown` is cancelled, then stops accepting, lets in-flight
 /// requests finish, flushes the producer and returns.
 pub async fn run(cfg: IngestConfig, listeners: Listeners, shutdown: CancellationToken) -> Result<(), Error> {
     tailsift_telemetry::prometheus();
     metrics::describe();
     let (grpc_addr, http_addr, admin_addr) = listeners.addrs()?;
+    let receivers = listeners.receiver_addrs()?;
     let readiness = Readiness::new();
     let kafka_up = Arc::new(AtomicBool::new(false));
     let publisher = Arc::new(Publisher::new(&cfg.kafka, cfg.limits.max_in_flight_bytes, kafka_up.clone())?);
@@ -95,12 +168,52 @@ pub async fn run(cfg: IngestConfig, listeners: Listeners, shutdown: Cancellation
                 grpc_shutdown.cancelled().await
             }),
     );
+    // Zipkin and Jaeger receivers: translated to OTLP, then the same path.
+    let mut extra: Vec<tokio::task::JoinHandle<Result<(), Error>>> = Vec::new();
+    let (max_req, retry_after) = (cfg.limits.max_request_bytes, cfg.limits.retry_after);
+    if let Some(l) = listeners.zipkin {
+        let f = tailsift_telemetry::serve_http(l, zipkin::router(pipeline.clone(), max_req, retry_after), shutdown.clone());
+        extra.push(tokio::spawn(async move { f.await.map_err(Error::from) }));
+    }
+    if let Some(l) = listeners.jaeger_http {
+        let f = tailsift_telemetry::serve_http(l, jaeger::http_router(pipeline.clone(), max_req, retry_after), shutdown.clone());
+        extra.push(tokio::spawn(async move { f.await.map_err(Error::from) }));
+    }
+    if let Some(l) = listeners.jaeger_grpc {
+        let sd = shutdown.clone();
+        let f = tonic::transport::Server::builder()
+            .add_service(jaeger::JaegerGrpc::new(pipeline.clone(), max_req))
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(l), async move { sd.cancelled().await });
+        extra.push(tokio::spawn(async move { f.await.map_err(Error::from) }));
+    }
+    let (max_dgram, max_in_flight) = (cfg.jaeger.udp_max_datagram_bytes, cfg.jaeger.udp_max_in_flight);
+    for (sock, protocol, decode) in [
+        (listeners.jaeger_compact_udp, pipeline::Protocol::JaegerThriftCompactUdp, tailsift_translate::jaeger::decode_agent_compact as receive::Decode),
+        (listeners.jaeger_binary_udp, pipeline::Protocol::JaegerThriftBinaryUdp, tailsift_translate::jaeger::decode_agent_binary as receive::Decode),
+    ] {
+        if let Some(sock) = sock {
+            let f = udp::serve(sock, protocol, decode, pipeline.clone(), max_dgram, max_in_flight, shutdown.clone());
+            extra.push(tokio::spawn(async move {
+                f.await;
+                Ok(())
+            }));
+        }
+    }
+    tracing::info!(
+        zipkin = ?receivers.zipkin, jaeger_http = ?receivers.jaeger_http, jaeger_grpc = ?receivers.jaeger_grpc,
+        jaeger_compact_udp = ?receivers.jaeger_compact_udp, jaeger_binary_udp = ?receivers.jaeger_binary_udp,
+        "Zipkin and Jaeger receivers listening"
+    );
     tracing::info!(%grpc_addr, %http_addr, %admin_addr, topic = %cfg.kafka.topic, brokers = %cfg.kafka.brokers, "ingest node listening");
 
     shutdown.cancelled().await;
     tracing::info!("ingest node stopping: draining requests");
     readiness.set(false, "shutting down");
     let (g, h) = tokio::join!(grpc, http);
+    let mut extra_results = Vec::new();
+    for t in extra {
+        extra_results.push(t.await);
+    }
     let _ = probe.await;
     let flush = publisher.clone();
     let timeout = cfg.kafka.delivery_timeout;
@@ -109,6 +222,9 @@ pub async fn run(cfg: IngestConfig, listeners: Listeners, shutdown: Cancellation
     tracing::info!(queued = publisher.producer().in_flight_count(), "ingest node stopped");
     g.map_err(join_err)??;
     h.map_err(join_err)??;
+    for r in extra_results {
+        r.map_err(join_err)??;
+    }
     Ok(())
 }
 

@@ -1,6 +1,6 @@
 //! Every metric the ingest node exports: names, units and descriptions in one place.
 //!
-//! Labels are bounded: `protocol` (the receivers), `outcome`, `reason` (span rejection reasons,
+//! Labels are bounded: `protocol` (the receivers: `otlp_*`, `zipkin_*`, `jaeger_*`), `outcome`, `reason` (span rejection reasons,
 //! [`tailsift_otlp::RejectReason`]) and `kind` (produce error kinds).
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
@@ -15,6 +15,7 @@ pub const PRODUCER_QUEUE: &str = "tailsift_ingest_producer_queue_messages";
 pub const IN_FLIGHT_BYTES: &str = "tailsift_ingest_in_flight_bytes";
 pub const PRODUCE_DURATION: &str = "tailsift_ingest_produce_duration_seconds";
 pub const KAFKA_READY: &str = "tailsift_ingest_kafka_ready";
+pub const UDP_DROPPED: &str = "tailsift_ingest_udp_datagrams_dropped_total";
 
 /// Registers descriptions with the global recorder. Idempotent.
 pub fn describe() {
@@ -27,5 +28,6 @@ pub fn describe() {
     describe_gauge!(PRODUCER_QUEUE, Unit::Count, "Records in the producer queue, not yet acknowledged by Kafka.");
     describe_gauge!(IN_FLIGHT_BYTES, Unit::Bytes, "Bytes of records accepted from clients and not yet acknowledged by Kafka.");
     describe_histogram!(PRODUCE_DURATION, Unit::Seconds, "Time from a request's first record enqueued to Kafka acknowledging its last one.");
+    describe_counter!(UDP_DROPPED, Unit::Count, "UDP datagrams (Jaeger agent protocols) whose spans were not written, by protocol and reason (malformed, invalid, too_large, overloaded, unavailable): UDP has no backpressure.");
     describe_gauge!(KAFKA_READY, Unit::Count, "1 while the Kafka metadata probe succeeds, 0 otherwise.");
 }

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use tailsift_otlp::{split_by_trace, SplitOptions};
+use prost::Message;
+use tailsift_otlp::{split_by_trace, ExportTraceServiceRequest, SplitOptions};
+use tailsift_translate::TranslateError;
 
 use crate::metrics as m;
 use crate::publisher::{PublishError, Publisher};
@@ -13,6 +15,14 @@ pub enum Protocol {
     OtlpGrpc,
     OtlpHttpProtobuf,
     OtlpHttpJson,
+    ZipkinV2Json,
+    ZipkinV2Proto,
+    ZipkinV1Json,
+    ZipkinV1Thrift,
+    JaegerThriftCompactUdp,
+    JaegerThriftBinaryUdp,
+    JaegerThriftHttp,
+    JaegerGrpc,
 }
 
 impl Protocol {
@@ -21,6 +31,14 @@ impl Protocol {
             Protocol::OtlpGrpc => "otlp_grpc",
             Protocol::OtlpHttpProtobuf => "otlp_http_protobuf",
             Protocol::OtlpHttpJson => "otlp_http_json",
+            Protocol::ZipkinV2Json => "zipkin_v2_json",
+            Protocol::ZipkinV2Proto => "zipkin_v2_proto",
+            Protocol::ZipkinV1Json => "zipkin_v1_json",
+            Protocol::ZipkinV1Thrift => "zipkin_v1_thrift",
+            Protocol::JaegerThriftCompactUdp => "jaeger_thrift_compact_udp",
+            Protocol::JaegerThriftBinaryUdp => "jaeger_thrift_binary_udp",
+            Protocol::JaegerThriftHttp => "jaeger_thrift_http",
+            Protocol::JaegerGrpc => "jaeger_grpc",
         }
     }
 }
@@ -67,6 +85,22 @@ impl Pipeline {
         };
         metrics::counter!(m::REQUESTS, "protocol" => proto, "outcome" => outcome).increment(1);
         result
+    }
+
+    /// Ingests a request decoded from another format (Zipkin, Jaeger): a decoding error is
+    /// counted and answered as invalid input, a translated request takes the OTLP path.
+    pub async fn export_translated(
+        &self,
+        protocol: Protocol,
+        decoded: Result<ExportTraceServiceRequest, TranslateError>,
+    ) -> Result<Accepted, IngestError> {
+        match decoded {
+            Ok(req) => self.export(protocol, &req.encode_to_vec()).await,
+            Err(e) => {
+                metrics::counter!(m::REQUESTS, "protocol" => protocol.as_str(), "outcome" => "invalid").increment(1);
+                Err(IngestError::Invalid(e.to_string()))
+            }
+        }
     }
 
     async fn export_inner(&self, protocol: Protocol, body: &[u8]) -> Result<Accepted, IngestError> {

@@ -22,8 +22,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run an ingest node: OTLP/gRPC (:4317) and OTLP/HTTP (:4318) in, Kafka out, one record per
-    /// trace keyed by trace ID.
+    /// Run an ingest node: OTLP/gRPC (:4317), OTLP/HTTP (:4318), Zipkin (:9411) and Jaeger (UDP
+    /// :6831/:6832, HTTP :14268, gRPC :14250) in, Kafka out, one record per trace keyed by trace ID.
     Ingest(IngestArgs),
     /// Run a sampling worker: consume the spans topic in a consumer group, buffer whole traces,
     /// decide by policy, export kept traces (OTLP or Kafka), commit only past decided traces.
@@ -67,6 +67,9 @@ struct IngestArgs {
     /// Admin listen address for /metrics, /healthz, /readyz (admin.listen). [default: 0.0.0.0:9464]
     #[arg(long)]
     admin_listen: Option<String>,
+    /// Zipkin listen address, /api/v2/spans and /api/v1/spans (zipkin.listen). [default: 0.0.0.0:9411]
+    #[arg(long)]
+    zipkin_listen: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -130,6 +133,7 @@ fn real_main() -> anyhow::Result<()> {
                     ("otlp.grpc_listen", args.grpc_listen.as_ref()),
                     ("otlp.http_listen", args.http_listen.as_ref()),
                     ("admin.listen", args.admin_listen.as_ref()),
+                    ("zipkin.listen", args.zipkin_listen.as_ref()),
                 ])?
                 .load()?;
             runtime()?.block_on(async move {

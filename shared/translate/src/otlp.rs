@@ -194,6 +194,7 @@ pub fn status_from_http(code: i64, kind: SpanKind) -> StatusCode {
 /// and the Collector moves to the resource.
 pub fn is_resource_attribute(key: &str) -> bool {
     const EXACT: &[&str] = &[
+        "service.name",
         "service.namespace",
         "service.instance.id",
         "service.version",

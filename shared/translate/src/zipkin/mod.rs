@@ -15,8 +15,8 @@
 //!   (a value other than `true` stays an attribute and becomes the status message);
 //! - local endpoint `ipv4`/`ipv6` -> `net.host.ip`, `port` -> `net.host.port`; remote endpoint
 //!   `serviceName` -> `peer.service`, `ipv4`/`ipv6` -> `net.peer.ip`, `port` -> `net.peer.port`;
-//! - annotations -> events (timestamp, name; OpenTelemetry's `name|{json attributes}|dropped`
-//!   encoding is unpacked);
+//! - annotations -> events (timestamp, name; the Collector's `name|{json attributes}|dropped`
+//!   encoding and the OpenTelemetry SDK exporters' `{"name": {attributes}}` are unpacked);
 //! - shared spans (`shared: true` on a SERVER span, which reuses its client's span ID): Tailsift
 //!   gives the server span its own ID (a hash of the shared one) and makes it a child of the client
 //!   span, as Jaeger's span-ID deduplication does, so both sides survive a sampler that keeps each
@@ -171,6 +171,22 @@ fn json_attrs(json: &str) -> Option<Attrs> {
 
 fn event(a: &Annotation) -> Event {
     let mut e = Event { time_unix_nano: a.timestamp_us.saturating_mul(1000), ..Default::default() };
+    // The OpenTelemetry SDKs' Zipkin exporters (Python, Java, JS) write an event as
+    // `{"<name>": {<attributes>}}`.
+    if a.value.starts_with('{') {
+        if let Ok(serde_json::Value::Object(m)) = serde_json::from_str::<serde_json::Value>(&a.value) {
+            if m.len() == 1 {
+                let (name, inner) = m.iter().next().expect("one entry");
+                if inner.is_object() {
+                    if let Some(attrs) = json_attrs(&inner.to_string()) {
+                        e.name = name.clone();
+                        e.attributes = attrs.into_vec();
+                        return e;
+                    }
+                }
+            }
+        }
+    }
     let parts: Vec<&str> = a.value.split('|').collect();
     if parts.len() >= 3 {
         let json = parts[1..parts.len() - 1].join("|");

@@ -29,6 +29,7 @@ fn golden_spans() -> Vec<ZipkinSpan> {
             remote: Some(Endpoint { service_name: "backend".into(), ipv4: None, ipv6: Some(Ipv6Addr::LOCALHOST), port: 8080 }),
             annotations: vec![
                 Annotation { timestamp_us: TS + 10, value: "wire send".into() },
+                Annotation { timestamp_us: TS + 30, value: r#"{"retry": {"attempt": 2}}"#.into() },
                 Annotation { timestamp_us: TS + 20, value: r#"exception|{"exception.type":"IOError","retries":2,"ratio":0.5,"ok":false}|1"#.into() },
             ],
             tags: vec![
@@ -111,8 +112,15 @@ fn check_golden(req: &ExportTraceServiceRequest) {
         ],
         "tags as strings, error=true consumed, endpoints as net.*/peer.service"
     );
-    assert_eq!(client.events.len(), 2);
+    assert_eq!(client.events.len(), 3);
     assert_eq!((client.events[0].name.as_str(), client.events[0].time_unix_nano), ("wire send", (TS + 10) * 1000));
+    assert_eq!(client.events[1].name, "retry", "OTel SDK exporters' event encoding");
+    assert_eq!(client.events[1].attributes, vec![kv("attempt", int_value(2))]);
+    let client = &{
+        let mut c = client.clone();
+        c.events.remove(1);
+        c
+    };
     assert_eq!(client.events[1].name, "exception");
     assert_eq!(client.events[1].dropped_attributes_count, 1);
     let ev_attrs: Vec<(String, String)> =

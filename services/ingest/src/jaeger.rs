@@ -1,0 +1,147 @@
+//! Jaeger receivers: collector HTTP (`:14268`, `POST /api/traces` with a thrift `Batch`),
+//! collector gRPC (`:14250`, `jaeger.api_v2.CollectorService/PostSpans`), and the agent's UDP
+//! protocols (compact thrift on `:6831`, binary thrift on `:6832`, see [`crate::udp`]).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::post;
+use axum::Router;
+use bytes::{Buf, Bytes};
+use prost::Message;
+use tailsift_translate::jaeger;
+use tailsift_translate::jaeger::proto::PostSpansResponse;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::{Request, Status};
+
+use crate::pipeline::{IngestError, Pipeline, Protocol};
+use crate::receive::{receive, Decode, ReceiverState};
+
+/// The Jaeger collector HTTP router.
+pub fn http_router(pipeline: Arc<Pipeline>, max_request_bytes: usize, retry_after: Duration) -> Router {
+    Router::new()
+        .route("/api/traces", post(traces))
+        .layer(DefaultBodyLimit::disable())
+        .with_state(ReceiverState { pipeline, max_request_bytes, retry_after })
+}
+
+async fn traces(State(st): State<ReceiverState>, headers: HeaderMap, body: Body) -> Response {
+    let supported = "application/x-thrift, application/vnd.apache.thrift.binary or application/vnd.apache.thrift.compact";
+    receive(&st, &headers, body, Protocol::JaegerThriftHttp, supported, |mime| match mime {
+        "" | "application/x-thrift" | "application/vnd.apache.thrift.binary" => {
+            Some((Protocol::JaegerThriftHttp, jaeger::decode_thrift_binary_batch as Decode))
+        }
+        "application/vnd.apache.thrift.compact" => Some((Protocol::JaegerThriftHttp, jaeger::decode_thrift_compact_batch as Decode)),
+        _ => None,
+    })
+    .await
+}
+
+const SERVICE: &str = "jaeger.api_v2.CollectorService";
+const POST_SPANS_PATH: &str = "/jaeger.api_v2.CollectorService/PostSpans";
+
+/// Requests as raw bytes (decoded by the translator, so bad input is INVALID_ARGUMENT), responses
+/// with prost.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawCodec;
+struct RawDecoder;
+struct ResponseEncoder;
+
+impl Codec for RawCodec {
+    type Encode = PostSpansResponse;
+    type Decode = Bytes;
+    type Encoder = ResponseEncoder;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> Self::Encoder {
+        ResponseEncoder
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawDecoder
+    }
+}
+
+impl Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+impl Encoder for ResponseEncoder {
+    type Item = PostSpansResponse;
+    type Error = Status;
+    fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(dst).map_err(|e| Status::internal(format!("encoding response: {e}")))
+    }
+}
+
+/// The Jaeger collector gRPC service. Cheap to clone.
+#[derive(Clone)]
+pub struct JaegerGrpc {
+    pipeline: Arc<Pipeline>,
+    max_request_bytes: usize,
+}
+
+impl JaegerGrpc {
+    pub fn new(pipeline: Arc<Pipeline>, max_request_bytes: usize) -> Self {
+        JaegerGrpc { pipeline, max_request_bytes }
+    }
+}
+
+impl tonic::server::NamedService for JaegerGrpc {
+    const NAME: &'static str = SERVICE;
+}
+
+struct PostSpans(Arc<Pipeline>);
+
+impl tonic::server::UnaryService<Bytes> for PostSpans {
+    type Response = PostSpansResponse;
+    type Future = Pin<Box<dyn Future<Output = Result<tonic::Response<PostSpansResponse>, Status>> + Send>>;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let pipeline = self.0.clone();
+        Box::pin(async move {
+            let body = request.into_inner();
+            match pipeline.export_translated(Protocol::JaegerGrpc, jaeger::decode_post_spans(&body)).await {
+                Ok(_) => Ok(tonic::Response::new(PostSpansResponse {})),
+                Err(IngestError::Invalid(msg)) => Err(Status::invalid_argument(msg)),
+                Err(IngestError::Unavailable(e)) => Err(Status::unavailable(e.to_string())),
+            }
+        })
+    }
+}
+
+impl tower_service::Service<http::Request<tonic::body::Body>> for JaegerGrpc {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        if req.uri().path() != POST_SPANS_PATH {
+            let path = req.uri().path().to_string();
+            return Box::pin(async move { Ok(Status::unimplemented(format!("unknown method {path}")).into_http()) });
+        }
+        let pipeline = self.pipeline.clone();
+        let max = self.max_request_bytes;
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(RawCodec)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .send_compressed(CompressionEncoding::Gzip)
+                .apply_max_message_size_config(Some(max), None);
+            Ok(grpc.unary(PostSpans(pipeline), req).await)
+        })
+    }
+}

@@ -37,10 +37,11 @@ pub fn kv(key: impl Into<String>, value: AnyValue) -> KeyValue {
 }
 
 /// An attribute list with map semantics (a key set twice keeps its first position and its last
-/// value), as the Collector's `pcommon.Map` behaves.
+/// value), as the Collector's `pcommon.Map` behaves. Every operation is O(1) (removal leaves a
+/// hole), so a request with huge tag lists cannot make translation quadratic.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Attrs {
-    list: Vec<KeyValue>,
+    list: Vec<Option<KeyValue>>,
     index: HashMap<String, usize>,
 }
 
@@ -52,10 +53,14 @@ impl Attrs {
     /// Inserts or replaces.
     pub fn put(&mut self, key: &str, value: AnyValue) {
         match self.index.get(key) {
-            Some(&i) => self.list[i].value = Some(value),
+            Some(&i) => {
+                if let Some(kv) = self.list[i].as_mut() {
+                    kv.value = Some(value);
+                }
+            }
             None => {
                 self.index.insert(key.to_string(), self.list.len());
-                self.list.push(kv(key, value));
+                self.list.push(Some(kv(key, value)));
             }
         }
     }
@@ -68,7 +73,8 @@ impl Attrs {
     }
 
     pub fn get(&self, key: &str) -> Option<&any_value::Value> {
-        self.index.get(key).and_then(|&i| self.list[i].value.as_ref()).and_then(|v| v.value.as_ref())
+        let i = *self.index.get(key)?;
+        self.list[i].as_ref().and_then(|kv| kv.value.as_ref()).and_then(|v| v.value.as_ref())
     }
 
     pub fn get_str(&self, key: &str) -> Option<&str> {
@@ -85,25 +91,19 @@ impl Attrs {
     /// Removes a key, keeping the order of the rest.
     pub fn remove(&mut self, key: &str) -> Option<any_value::Value> {
         let i = self.index.remove(key)?;
-        let kv = self.list.remove(i);
-        for v in self.index.values_mut() {
-            if *v > i {
-                *v -= 1;
-            }
-        }
-        kv.value.and_then(|v| v.value)
+        self.list[i].take().and_then(|kv| kv.value).and_then(|v| v.value)
     }
 
     pub fn len(&self) -> usize {
-        self.list.len()
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.list.is_empty()
+        self.index.is_empty()
     }
 
     pub fn into_vec(self) -> Vec<KeyValue> {
-        self.list
+        self.list.into_iter().flatten().collect()
     }
 }
 
@@ -128,29 +128,39 @@ pub fn trace_id(high: u64, low: u64) -> Vec<u8> {
 }
 
 /// Collects spans into `ResourceSpans` / `ScopeSpans`, grouping equal resources and equal scopes
-/// in order of first appearance (deterministic output).
+/// in order of first appearance (deterministic output). Lookups are hashed on the encoded
+/// resource and scope, so many distinct services in one request stay linear.
 #[derive(Default)]
 pub struct Grouper {
     resources: Vec<(Vec<KeyValue>, Vec<(InstrumentationScope, Vec<Span>)>)>,
+    resource_index: HashMap<Vec<u8>, usize>,
+    scope_index: HashMap<(usize, Vec<u8>), usize>,
 }
 
 impl Grouper {
     pub fn push(&mut self, resource: Vec<KeyValue>, scope: InstrumentationScope, span: Span) {
-        let r = match self.resources.iter().position(|(attrs, _)| *attrs == resource) {
-            Some(i) => i,
+        use prost::Message;
+        let rkey = Resource { attributes: resource, ..Default::default() }.encode_to_vec();
+        let r = match self.resource_index.get(&rkey) {
+            Some(&i) => i,
             None => {
-                self.resources.push((resource, Vec::new()));
+                let attrs = Resource::decode(rkey.as_slice()).map(|r| r.attributes).unwrap_or_default();
+                self.resources.push((attrs, Vec::new()));
+                self.resource_index.insert(rkey, self.resources.len() - 1);
                 self.resources.len() - 1
             }
         };
+        let skey = (r, scope.encode_to_vec());
         let scopes = &mut self.resources[r].1;
-        match scopes.iter().position(|(s, _)| *s == scope) {
-            Some(i) => scopes[i].1.push(span),
-            None => scopes.push((scope, vec![span])),
+        match self.scope_index.get(&skey) {
+            Some(&i) => scopes[i].1.push(span),
+            None => {
+                scopes.push((scope, vec![span]));
+                self.scope_index.insert(skey, scopes.len() - 1);
+            }
         }
     }
 
-    /// Adds a resource even if it gets no span (Jaeger: a batch with a process and no spans).
     pub fn finish(self) -> ExportTraceServiceRequest {
         ExportTraceServiceRequest {
             resource_spans: self

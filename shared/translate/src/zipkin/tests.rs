@@ -370,3 +370,23 @@ fn truncations_and_bit_flips_never_panic() {
         }
     }
 }
+
+#[test]
+fn huge_tag_lists_and_many_services_stay_linear() {
+    // 200k resource-like tags on one span, and 20k spans of distinct services: quadratic code
+    // would take minutes here.
+    let t0 = std::time::Instant::now();
+    let mut s = golden_spans().remove(0);
+    s.tags = (0..200_000).map(|i| (format!("host.k{i}"), "v".to_string())).collect();
+    let req = to_otlp(vec![s]);
+    assert_eq!(req.resource_spans[0].resource.as_ref().unwrap().attributes.len(), 200_001);
+    let spans: Vec<ZipkinSpan> = (0..20_000u64)
+        .map(|i| {
+            let mut s = golden_spans().remove(2);
+            s.local = Some(Endpoint { service_name: format!("svc-{i}"), ..Default::default() });
+            s
+        })
+        .collect();
+    assert_eq!(to_otlp(spans).resource_spans.len(), 20_000);
+    assert!(t0.elapsed() < std::time::Duration::from_secs(30), "{:?}", t0.elapsed());
+}

@@ -310,7 +310,8 @@ async fn wait_metric(node: &IngestNode, name: &str, labels: &[&str], at_least: f
 async fn bad_input_is_refused_clearly_and_kafka_outages_are_retryable() {
     let mut broker = Broker::start(Storage::Memory);
     let topic = "spans-zj-bad";
-    let node = IngestNode::start(&broker.brokers(), topic, &[("limits.max_request_bytes", "65536")]).await;
+    let node =
+        IngestNode::start(&broker.brokers(), topic, &[("limits.max_request_bytes", "65536"), ("jaeger.udp_max_datagram_bytes", "4096")]).await;
     let rc = node.receivers;
     let z = rc.zipkin.unwrap();
     let jh = format!("http://{}/api/traces", rc.jaeger_http.unwrap());
@@ -353,6 +354,11 @@ async fn bad_input_is_refused_clearly_and_kafka_outages_are_retryable() {
     let proto_b = "protocol=\"jaeger_thrift_binary_udp\"";
     assert!(wait_metric(&node, "tailsift_ingest_udp_datagrams_dropped_total", &[proto_c, "reason=\"malformed\""], 1.0).await >= 1.0);
     assert!(wait_metric(&node, "tailsift_ingest_udp_datagrams_dropped_total", &[proto_b, "reason=\"malformed\""], 1.0).await >= 1.0);
+    // Longer than jaeger.udp_max_datagram_bytes: dropped as too large.
+    let mut big = jaeger_batch(&trace64(), "big");
+    big.spans[0].tags.push(Tag::new("blob", TagValue::Str("x".repeat(5000))));
+    send_udp(rc.jaeger_compact_udp.unwrap(), &jaeger::thrift::encode_agent_compact(&big));
+    assert!(wait_metric(&node, "tailsift_ingest_udp_datagrams_dropped_total", &[proto_c, "reason=\"too_large\""], 1.0).await >= 1.0);
     let good = trace64();
     send_udp(rc.jaeger_compact_udp.unwrap(), &jaeger::thrift::encode_agent_compact(&jaeger_batch(&good, "after-garbage")));
     let records = read_topic(&broker.brokers(), topic, 1, Duration::from_secs(20));

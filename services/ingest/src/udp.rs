@@ -109,3 +109,21 @@ pub async fn serve(
     tracker.close();
     tracker.wait().await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn udp_sockets_get_the_large_receive_buffer() {
+        let (sock, effective) = bind("test", "127.0.0.1:0".parse().unwrap(), 8 << 20).unwrap();
+        assert!(sock.local_addr().unwrap().port() > 0);
+        // Root (CI, containers) bypasses net.core.rmem_max with SO_RCVBUFFORCE; Linux reports
+        // twice the size set.
+        #[cfg(target_os = "linux")]
+        if unsafe { libc::geteuid() } == 0 {
+            assert!(effective >= 8 << 20, "effective SO_RCVBUF {effective}");
+        }
+        assert!(effective > 0);
+    }
+}

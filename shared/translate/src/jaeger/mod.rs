@@ -171,10 +171,7 @@ fn take_status(attrs: &mut Attrs, kind: SpanKind) -> Option<Status> {
     let mut code = StatusCode::Unset;
     let mut message = String::new();
     let mut exists = false;
-    let take_desc = |attrs: &mut Attrs| match attrs.remove("otel.status_description") {
-        Some(v) => Some(otlp::value_as_string(&v)),
-        None => None,
-    };
+    let take_desc = |attrs: &mut Attrs| attrs.remove("otel.status_description").map(|v| otlp::value_as_string(&v));
     if let Some(Value::BoolValue(true)) = attrs.get("error") {
         code = StatusCode::Error;
         attrs.remove("error");
@@ -215,7 +212,7 @@ fn take_status(attrs: &mut Attrs, kind: SpanKind) -> Option<Status> {
             }
         }
     }
-    exists.then(|| Status { code: code as i32, message })
+    exists.then_some(Status { code: code as i32, message })
 }
 
 fn take_scope(tags: &[Tag]) -> (InstrumentationScope, [&'static str; 2]) {

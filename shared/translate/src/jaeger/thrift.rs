@@ -196,7 +196,7 @@ fn decode_agent<'a, R: Reader<'a>>(mut r: R, format: &'static str) -> Result<Exp
             (1, TType::Struct, false) => out = Some(super::to_otlp(&[read_batch(&mut r).map_err(|x| e(x.0))?])),
             (1, TType::List, true) => {
                 let spans = r.list_of(TType::Struct, |r| crate::zipkin::v1_thrift::read_span(r)).map_err(|x| e(x.0))?;
-                let v2 = crate::zipkin::v1::convert(spans).map_err(|m| e(m))?;
+                let v2 = crate::zipkin::v1::convert(spans).map_err(&e)?;
                 out = Some(crate::zipkin::to_otlp(v2));
             }
             _ => r.skip(t).map_err(|x| e(x.0))?,

@@ -138,7 +138,7 @@ pub fn read_span<'a, R: Reader<'a>>(r: &mut R) -> thrift::Result<V1Span> {
 /// Decodes a Zipkin v1 thrift body (a binary-protocol list of spans).
 pub fn decode_v1_thrift(body: &[u8]) -> Result<ExportTraceServiceRequest, TranslateError> {
     let mut r = BinaryReader::new(body);
-    let spans = r.list_of(TType::Struct, |r| read_span(r)).map_err(|e| TranslateError::new(FORMAT, e.0))?;
+    let spans = r.list_of(TType::Struct, read_span).map_err(|e| TranslateError::new(FORMAT, e.0))?;
     if r.remaining() != 0 {
         return Err(TranslateError::new(FORMAT, format!("{} bytes after the list of spans", r.remaining())));
     }

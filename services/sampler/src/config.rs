@@ -52,6 +52,11 @@ pub struct KafkaConfig {
     /// How often committable offsets are committed. Default `1s`.
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
+    /// Start this many records before the committed offset when a partition is assigned (the
+    /// records before the committed offset are ignored). `0` for Apache Kafka; set it to at least
+    /// the producers' records per batch on brokers whose fetch skips the rest of a batch when
+    /// asked for an offset inside it (tansu 0.6). Default `0`.
+    pub resume_lookback_records: i64,
     /// Extra librdkafka properties, applied last.
     pub properties: std::collections::BTreeMap<String, String>,
 }
@@ -66,6 +71,7 @@ impl Default for KafkaConfig {
             decisions_topic: "tailsift-decisions".into(),
             decisions_replay: 200_000,
             commit_interval: Duration::from_secs(1),
+            resume_lookback_records: 0,
             properties: Default::default(),
         }
     }
@@ -234,6 +240,9 @@ impl Validate for SamplerConfig {
         }
         if k.decisions_topic == k.topic {
             return Err(ConfigError::invalid("kafka.decisions_topic", "must differ from kafka.topic"));
+        }
+        if k.resume_lookback_records < 0 {
+            return Err(ConfigError::invalid("kafka.resume_lookback_records", "must not be negative"));
         }
         if k.decisions_replay < 0 {
             return Err(ConfigError::invalid("kafka.decisions_replay", "must not be negative"));

@@ -140,6 +140,8 @@ struct Partition {
     /// Newest record timestamp (ms since the epoch).
     stream_ms: i64,
     last_record_at: Option<Instant>,
+    /// Records below this offset are ignored (see [`Engine::resume_from`]).
+    resume_from: i64,
 }
 
 impl Partition {
@@ -240,6 +242,12 @@ impl Engine {
         self.partitions.entry(partition).or_default();
     }
 
+    /// Records before `offset` on `partition` were handled by a previous owner (its committed
+    /// offset): they are ignored if the consumer delivers them.
+    pub fn resume_from(&mut self, partition: i32, offset: i64) {
+        self.partitions.entry(partition).or_default().resume_from = offset;
+    }
+
     pub fn partitions(&self) -> Vec<i32> {
         let mut p: Vec<i32> = self.partitions.keys().copied().collect();
         p.sort_unstable();
@@ -305,8 +313,12 @@ impl Engine {
         // delivered after it) belongs to the new owner, which replays it.
         let Some(part) = self.partitions.get_mut(&partition) else {
             metrics::counter!(m::RECORDS_NOT_OWNED).increment(1);
+            tracing::debug!(partition, offset, "record of a partition not owned, skipped");
             return;
         };
+        if offset < part.resume_from {
+            return;
+        }
         part.stream_ms = part.stream_ms.max(timestamp_ms.unwrap_or(wall));
         part.last_record_at = Some(now);
         let clock = part.stream_ms;
@@ -322,17 +334,20 @@ impl Engine {
         };
         match self.cache.get(&trace_id) {
             Some(Cached::Kept { exported_through, .. }) if offset <= exported_through => {
+                tracing::debug!(trace = %hex::encode(trace_id), partition, offset, exported_through, "replayed record of an exported trace skipped");
                 self.stats.replay_skipped_records += 1;
                 metrics::counter!(m::REPLAY_SKIPPED_SPANS).increment(spans as u64);
                 return;
             }
             Some(Cached::Kept { stamp, .. }) => {
+                tracing::debug!(trace = %hex::encode(trace_id), partition, offset, spans, "late span of a kept trace");
                 self.stats.late_kept_spans += spans as u64;
                 metrics::counter!(m::LATE_SPANS, "outcome" => "kept").increment(spans as u64);
                 self.export(partition, trace_id, &[payload], spans, offset, offset, stamp, now);
                 return;
             }
             Some(Cached::Dropped) => {
+                tracing::debug!(trace = %hex::encode(trace_id), partition, offset, spans, "late span of a dropped trace");
                 self.stats.late_dropped_spans += spans as u64;
                 metrics::counter!(m::LATE_SPANS, "outcome" => "dropped").increment(spans as u64);
                 return;
@@ -523,6 +538,7 @@ impl Engine {
     ) {
         let policy = d.policy.clone().unwrap_or_else(|| "none".to_string());
         let outcome = if d.keep { "kept" } else { "dropped" };
+        tracing::debug!(trace = %hex::encode(trace_id), partition, spans, first_offset, last_offset, outcome, trigger = trigger.as_str(), "decided");
         metrics::counter!(m::DECISIONS, "policy" => policy.clone(), "outcome" => outcome, "trigger" => trigger.as_str()).increment(1);
         if !d.keep {
             self.stats.dropped_traces += 1;

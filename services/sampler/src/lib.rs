@@ -19,7 +19,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol, StreamConsumer};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tailsift_policy::{PolicyDocument, PolicyEngine};
@@ -97,6 +98,7 @@ struct Shared {
     decisions_replay: i64,
     conn: tailsift_kafka::Connection,
     handover_timeout: Duration,
+    resume_lookback: i64,
 }
 
 impl Shared {
@@ -175,15 +177,20 @@ impl Shared {
         tracing::info!(partitions = ?owned, complete, ?offsets, "partitions handed over");
     }
 
-    /// Reads recent decisions for `partition` back into the cache.
-    fn preload(&self, partition: i32) {
+    /// Reads recent decisions of `partitions` back into the cache. Reads until the decisions
+    /// topic has been quiet for a moment (the high watermark some brokers report is not
+    /// reliable), bounded by a deadline.
+    fn preload(&self, partitions: &[i32]) {
+        if partitions.is_empty() {
+            return;
+        }
         let started = Instant::now();
         let consumer: BaseConsumer = match self
             .conn
             .client_config()
             .set("group.id", "tailsift-decisions-reader")
             .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "true")
+            .set("enable.partition.eof", "false")
             .create()
         {
             Ok(c) => c,
@@ -192,38 +199,31 @@ impl Shared {
                 return;
             }
         };
-        let (low, high) = match consumer.fetch_watermarks(&self.decisions_topic, partition, Duration::from_secs(5)) {
-            Ok(w) => w,
-            Err(e) => {
-                tracing::warn!(error = %e, partition, "cannot read decisions watermarks");
-                return;
-            }
-        };
-        if high <= low {
-            return;
-        }
-        let start = low.max(high - self.decisions_replay);
         let mut tpl = TopicPartitionList::new();
-        let _ = tpl.add_partition_offset(&self.decisions_topic, partition, Offset::Offset(start));
-        if consumer.assign(&tpl).is_err() {
+        for &p in partitions {
+            let start = match consumer.fetch_watermarks(&self.decisions_topic, p, Duration::from_secs(5)) {
+                Ok((low, high)) => low.max(high - self.decisions_replay - self.resume_lookback),
+                Err(e) => {
+                    tracing::warn!(error = %e, partition = p, "cannot read decisions watermarks");
+                    continue;
+                }
+            };
+            let _ = tpl.add_partition_offset(&self.decisions_topic, p, Offset::Offset(start.max(0)));
+        }
+        if tpl.count() == 0 || consumer.assign(&tpl).is_err() {
             return;
         }
-        let mut n = 0u64;
         let deadline = Instant::now() + Duration::from_secs(20);
-        let now = Instant::now();
+        let mut last_message = Instant::now();
         let mut records = Vec::new();
-        while Instant::now() < deadline {
-            match consumer.poll(Duration::from_millis(200)) {
+        while Instant::now() < deadline && last_message.elapsed() < Duration::from_millis(500) {
+            match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
-                    let off = m.offset();
-                    if let Some(d) = decisions::decode(partition, m.key().unwrap_or_default(), m.payload().unwrap_or_default()) {
+                    last_message = Instant::now();
+                    if let Some(d) = decisions::decode(m.partition(), m.key().unwrap_or_default(), m.payload().unwrap_or_default()) {
                         records.push(d);
                     }
-                    if off + 1 >= high {
-                        break;
-                    }
                 }
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "reading decisions");
                     break;
@@ -231,13 +231,13 @@ impl Shared {
                 None => {}
             }
         }
+        let now = Instant::now();
         let mut e = self.engine.lock().unwrap();
         for d in &records {
             e.preload(d, now);
-            n += 1;
         }
-        ::metrics::counter!(crate::metrics::DECISIONS_PRELOADED).increment(n);
-        tracing::info!(partition, decisions = n, took = ?started.elapsed(), "decisions preloaded");
+        ::metrics::counter!(crate::metrics::DECISIONS_PRELOADED).increment(records.len() as u64);
+        tracing::info!(partitions = ?partitions, decisions = records.len(), took = ?started.elapsed(), "decisions preloaded");
     }
 }
 
@@ -248,6 +248,54 @@ struct Ctx {
 impl ClientContext for Ctx {}
 
 impl ConsumerContext for Ctx {
+    /// The default rebalance, plus: assigned partitions start `kafka.resume_lookback_records`
+    /// before their committed offset (records before it are ignored by the engine). This works
+    /// around brokers (tansu 0.6) whose fetch skips the rest of a record batch when asked for an
+    /// offset in its middle.
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let committed = consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)).ok();
+                let mut from = Vec::new();
+                if let Some(c) = committed {
+                    for e in c.elements() {
+                        if let Offset::Offset(o) = e.offset() {
+                            from.push((e.partition(), o));
+                            if self.shared.resume_lookback > 0 {
+                                let _ = tpl.set_partition_offset(e.topic(), e.partition(), Offset::Offset((o - self.shared.resume_lookback).max(0)));
+                            }
+                        }
+                    }
+                }
+                {
+                    let mut e = self.shared.engine.lock().unwrap();
+                    for (p, o) in &from {
+                        e.resume_from(*p, *o);
+                    }
+                }
+                self.pre_rebalance(consumer, &Rebalance::Assign(tpl));
+                let r = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "assigning partitions failed");
+                }
+                self.post_rebalance(consumer, &Rebalance::Assign(tpl));
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.pre_rebalance(consumer, &Rebalance::Revoke(tpl));
+                let r = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "revoking partitions failed");
+                }
+                self.post_rebalance(consumer, &Rebalance::Revoke(tpl));
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance error");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
@@ -256,12 +304,13 @@ impl ConsumerContext for Ctx {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-            tracing::info!(partitions = ?parts, "partitions assigned");
+            let committed = consumer.committed_offsets((*tpl).clone(), Duration::from_secs(5)).map(|t| t.to_topic_map());
+            tracing::info!(partitions = ?parts, ?committed, "partitions assigned");
+            self.shared.preload(&parts);
             for p in &parts {
-                self.shared.preload(*p);
                 self.shared.engine.lock().unwrap().assign(*p);
             }
             let n = self.shared.engine.lock().unwrap().partitions().len();
@@ -342,6 +391,7 @@ pub async fn run(cfg: SamplerConfig, listeners: Listeners, shutdown: Cancellatio
         decisions_replay: cfg.kafka.decisions_replay,
         conn: cfg.kafka.connection(),
         handover_timeout: cfg.export.timeout * 3,
+        resume_lookback: cfg.kafka.resume_lookback_records,
     });
 
     // Export task: acknowledgements go straight to the engine (they unpin offsets).
@@ -404,6 +454,9 @@ pub async fn run(cfg: SamplerConfig, listeners: Listeners, shutdown: Cancellatio
             msg = consumer.recv() => match msg {
                 Ok(m) => {
                     let (p, off) = (m.partition(), m.offset());
+                    if !processed_through.contains_key(&p) {
+                        tracing::debug!(partition = p, offset = off, "first record of partition");
+                    }
                     let seen = processed_through.entry(p).or_insert(-1);
                     if off <= *seen {
                         ::metrics::counter!(crate::metrics::REPLAYED_RECORDS).increment(1);
@@ -475,6 +528,7 @@ fn commit(consumer: &StreamConsumer<Ctx>, shared: &Shared, topic: &str, last: &m
         ::metrics::gauge!(crate::metrics::COMMITTED_OFFSET, "partition" => p.to_string()).set(o as f64);
     }
     if tpl.count() > 0 {
+        tracing::debug!(offsets = ?tpl.to_topic_map(), "committing");
         if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
             tracing::warn!(error = %e, "offset commit failed");
         }

@@ -1,0 +1,6 @@
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    tailsift_fuzz::check(tailsift_translate::zipkin::decode_v2_proto(data));
+});

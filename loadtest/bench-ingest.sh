@@ -21,6 +21,7 @@ KPORT=$(port); GPORT=$(port); HPORT=$(port); APORT=$(port)
 BROKER_PID=$!
 ./target/release/tailsift ingest --kafka-brokers "127.0.0.1:$KPORT" --topic bench-spans \
   --grpc-listen "127.0.0.1:$GPORT" --http-listen "127.0.0.1:$HPORT" --admin-listen "127.0.0.1:$APORT" \
+  --set zipkin.enabled=false --set jaeger.enabled=false \
   --log-level warn >"$WORK/ingest.log" 2>&1 &
 INGEST_PID=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$APORT/readyz" >/dev/null && break; sleep 0.2; done

@@ -16,7 +16,7 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 metric() { curl -s "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1==n {print $2}' | head -1; }
-wait_ready() { for _ in $(seq 1 150); do curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && return 0; sleep 0.2; done; echo "not ready: $1"; exit 1; }
+wait_ready() { for _ in $(seq 1 150); do curl -sf "http://127.0.0.1:$1/readyz" >/dev/null && return 0; sleep 0.2; done; echo "not ready: $1"; for f in "$WORK"/*.log; do echo "== $f"; tail -n 5 "$f"; done; exit 1; }
 KPORT=$(port)
 (cd "$WORK" && exec "$TANSU" broker --listener-url "tcp://127.0.0.1:$KPORT" --advertised-listener-url "tcp://127.0.0.1:$KPORT" \
   --storage-engine memory://tansu/ >"$WORK/broker.log" 2>&1) & PIDS+=($!)
@@ -24,13 +24,14 @@ B="127.0.0.1:$KPORT"
 
 start_ingest() { # topic grpc admin
   ./target/release/tailsift ingest --kafka-brokers "$B" --topic "$1" --grpc-listen "127.0.0.1:$2" \
-    --http-listen "127.0.0.1:$(port)" --admin-listen "127.0.0.1:$3" --log-level warn >>"$WORK/ingest.log" 2>&1 & PIDS+=($!)
+    --http-listen "127.0.0.1:$(port)" --admin-listen "127.0.0.1:$3" --set zipkin.enabled=false --set jaeger.enabled=false \
+    --log-level warn >>"$WORK/ingest.log" 2>&1 & PIDS+=($!)
   wait_ready "$3"
 }
 start_sampler() { # topic admin decision_wait send_delay
   ./target/release/tailsift sampler --kafka-brokers "$B" --topic "$1" --group-id "g-$1" --export-kind kafka \
     --set export.kafka_topic="$1-sampled" --set kafka.decisions_topic="$1-decisions" --admin-listen "127.0.0.1:$2" \
-    --set decision.decision_wait="$3" --set decision.send_delay="$4" --log-level warn >>"$WORK/sampler.log" 2>&1 & SAMPLER_PID=$!
+    --set decision.decision_wait="$3" --set decision.send_delay="$4" --set kafka.resume_lookback_records=10000 --log-level warn >>"$WORK/sampler.log" 2>&1 & SAMPLER_PID=$!
   PIDS+=($SAMPLER_PID)
   wait_ready "$2"
 }

@@ -287,3 +287,40 @@ async fn graceful_scale_up_and_shutdown_give_no_duplicates_and_no_split_traces()
     s2.stop().await;
     ingest.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_exporter_writes_kept_traces_in_the_spans_record_format() {
+    let broker = Broker::start(Storage::Memory);
+    let topic = "s-kafka-export";
+    let ingest = IngestNode::start(&broker.brokers(), topic, &[]).await;
+    let mut sets = sampler_sets(&broker.brokers(), topic, "g-kafka-export", "http://unused:1");
+    sets.push(("export.kind".into(), "kafka".into()));
+    sets.push(("export.kafka_topic".into(), format!("{topic}-sampled")));
+    let sampler = SamplerNode::start(sets).await;
+    let records = load(ingest.grpc, 2000, 2000.0, 15).await;
+    let want = expected(&records);
+    let want_spans: usize = want.values().map(|t| t.spans).sum();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut got = Vec::new();
+    while std::time::Instant::now() < deadline {
+        got = tailsift_tests::read_topic(&broker.brokers(), &format!("{topic}-sampled"), usize::MAX, Duration::from_secs(2));
+        let spans: usize = tailsift_tests::spans_by_trace(&got).values().map(|s| s.len()).sum();
+        if spans >= want_spans {
+            break;
+        }
+    }
+    let by_trace = tailsift_tests::spans_by_trace(&got);
+    assert_eq!(by_trace.len(), want.len(), "one kept trace per expected trace");
+    for (id, t) in &want {
+        let spans = &by_trace[&hex::encode(id)];
+        assert_eq!(spans.len(), t.spans, "trace {} complete", hex::encode(id));
+        assert!(spans.iter().all(|s| s.trace_state.starts_with("ot=th:")));
+    }
+    for r in &got {
+        let ids: std::collections::HashSet<String> = tailsift_tests::spans_by_trace(std::slice::from_ref(r)).into_keys().collect();
+        assert_eq!(ids.len(), 1, "one trace per record");
+        assert_eq!(r.key, ids.into_iter().next().unwrap().into_bytes(), "keyed by hex trace ID");
+    }
+    sampler.stop().await;
+    ingest.stop().await;
+}

@@ -354,6 +354,9 @@ pub async fn run(cfg: SamplerConfig, listeners: Listeners, shutdown: Cancellatio
     };
     let spec = tailsift_kafka::TopicSpec { partitions: partitions as i32, ..Default::default() };
     tailsift_kafka::ensure_topic(&cfg.kafka.connection(), &cfg.kafka.decisions_topic, &spec, Duration::from_secs(10)).await?;
+    if cfg.export.kind == config::ExportKind::Kafka {
+        tailsift_kafka::ensure_topic(&cfg.kafka.connection(), &cfg.export.kafka_topic, &spec, Duration::from_secs(10)).await?;
+    }
 
     let d = &cfg.decision;
     let engine = Engine::new(

@@ -357,6 +357,44 @@ impl Sink {
         (sink, format!("http://{addr}"))
     }
 
+    /// Starts an OTLP/HTTP listener (`POST /v1/traces`, protobuf, gzip or not) recording into the
+    /// same sink; returns its endpoint (`http://127.0.0.1:PORT`).
+    pub async fn start_http(&self) -> String {
+        use axum::http::{HeaderMap, StatusCode};
+        use prost::Message as _;
+        use tonic::Request;
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService as _;
+        let sink = self.clone();
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                let sink = sink.clone();
+                async move {
+                    let raw = if headers.get("content-encoding").is_some_and(|v| v == "gzip") {
+                        let mut out = Vec::new();
+                        if std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut out).is_err() {
+                            return (StatusCode::BAD_REQUEST, Vec::new());
+                        }
+                        out
+                    } else {
+                        body.to_vec()
+                    };
+                    let Ok(req) = tailsift_otlp::ExportTraceServiceRequest::decode(raw.as_slice()) else {
+                        return (StatusCode::BAD_REQUEST, Vec::new());
+                    };
+                    match sink.export(Request::new(req)).await {
+                        Ok(r) => (StatusCode::OK, r.into_inner().encode_to_vec()),
+                        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Vec::new()),
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
     pub fn set_down(&self, down: bool) {
         self.inner.down.store(down, std::sync::atomic::Ordering::SeqCst);
     }

@@ -324,3 +324,22 @@ async fn kafka_exporter_writes_kept_traces_in_the_spans_record_format() {
     sampler.stop().await;
     ingest.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn otlp_http_exporter_delivers_kept_traces() {
+    let broker = Broker::start(Storage::Memory);
+    let topic = "s-http-export";
+    let ingest = IngestNode::start(&broker.brokers(), topic, &[]).await;
+    let (sink, _) = Sink::start().await;
+    let endpoint = sink.start_http().await;
+    sink.set_down(true); // 503 first: the HTTP exporter must retry
+    let mut sets = sampler_sets(&broker.brokers(), topic, "g-http-export", &endpoint);
+    sets.push(("export.kind".into(), "otlp_http".into()));
+    let sampler = SamplerNode::start(sets).await;
+    let records = load(ingest.grpc, 2000, 2000.0, 16).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    sink.set_down(false);
+    wait_and_verify(&sink, &records, Duration::from_secs(60)).await;
+    sampler.stop().await;
+    ingest.stop().await;
+}

@@ -4,6 +4,8 @@
 # only when its pinned requirements change.
 #
 #   zipkin: the current OpenTelemetry Python SDK with its Zipkin exporters (v2 JSON and v2 proto3).
+#   pyzipkin: py_zipkin 0.20, Yelp's Zipkin client, the last release with v1 thrift (all four Zipkin
+#           encodings); it needs protobuf 3.20.
 #   jaeger: the last SDK release that shipped the Jaeger thrift exporter (agent UDP compact thrift
 #           and collector HTTP binary thrift); the exporter was removed after 1.21.
 set -euo pipefail
@@ -27,6 +29,8 @@ make_venv() {
 make_venv zipkin \
     opentelemetry-api==1.38.0 opentelemetry-sdk==1.38.0 \
     opentelemetry-exporter-zipkin-json==1.38.0 opentelemetry-exporter-zipkin-proto-http==1.38.0
+make_venv pyzipkin \
+    py_zipkin==0.20.2 thriftpy2==0.7.1 protobuf==3.20.3 six==1.17.0
 make_venv jaeger \
     opentelemetry-api==1.21.0 opentelemetry-sdk==1.21.0 \
     opentelemetry-exporter-jaeger-thrift==1.21.0 thrift==0.16.0

@@ -491,3 +491,55 @@ async fn real_opentelemetry_python_exporters_arrive_intact() {
     }
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_py_zipkin_client_every_encoding_arrives_intact() {
+    let broker = Broker::start(Storage::Memory);
+    let topic = "spans-py-zipkin";
+    let node = IngestNode::start(&broker.brokers(), topic, &[]).await;
+    let base = format!("http://{}", node.receivers.zipkin.unwrap());
+    let py = venv_python("pyzipkin");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/py_zipkin_send.py");
+    let mut sent = Vec::new();
+    for enc in ["V1_THRIFT", "V1_JSON", "V2_JSON", "V2_PROTO3"] {
+        let (py, script, base) = (py.clone(), script.clone(), base.clone());
+        let service = format!("pyz-{}", enc.to_ascii_lowercase());
+        let svc = service.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(py).arg(script).args(["--encoding", enc, "--base", &base, "--service", &svc]).output().unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(out.status.success(), "{enc}: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        sent.push((enc, service, v));
+    }
+    // py_zipkin reports a whole trace in one request: one record per trace.
+    let records = read_topic(&broker.brokers(), topic, 4, Duration::from_secs(30));
+    assert_eq!(records.len(), 4);
+    let all = spans_with_service(&records);
+    for (enc, service, out) in sent {
+        let trace = out["trace_id"].as_str().unwrap();
+        assert!(trace.starts_with("0000000000000000"), "{enc}: 64-bit trace ID widened: {trace}");
+        let spans: Vec<&(String, String, Span)> = all.iter().filter(|(t, _, _)| t == trace).collect();
+        assert_eq!(spans.len(), 2, "{enc}: {spans:?}");
+        for (name, want) in out["spans"].as_object().unwrap() {
+            let (_, svc, span) = spans.iter().find(|(_, _, s)| s.name == *name).unwrap_or_else(|| panic!("{enc}: {name} missing"));
+            assert_eq!(svc, &service, "{enc}");
+            assert_eq!(hex::encode(&span.span_id), want["span_id"].as_str().unwrap(), "{enc}: {name} span ID");
+            let parent = if span.parent_span_id.is_empty() { None } else { Some(hex::encode(&span.parent_span_id)) };
+            assert_eq!(parent.as_deref(), want["parent_id"].as_str(), "{enc}: {name} parent");
+            if name == "checkout" {
+                assert_eq!(span.kind, 2, "{enc}: server");
+                assert_eq!(str_attr(&span.attributes, "http.route").as_deref(), Some("/checkout"), "{enc}");
+            } else {
+                assert_eq!(span.kind, 3, "{enc}: client");
+                assert_eq!(str_attr(&span.attributes, "peer.service").as_deref(), Some("payments"), "{enc}: {:?}", span.attributes);
+                assert_eq!(str_attr(&span.attributes, "net.peer.ip").as_deref(), Some("10.1.2.3"), "{enc}");
+                let st = span.status.as_ref().unwrap_or_else(|| panic!("{enc}: no status"));
+                assert_eq!((st.code, st.message.as_str()), (2, "card declined"), "{enc}");
+            }
+        }
+    }
+    node.stop().await;
+}

@@ -1,0 +1,255 @@
+//! Admin HTTP/JSON API (all under `/v1`, bearer token required; writes need role `admin`):
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /v1/policy` | current policy version (document, author, time), seeds, and the applied log index it reflects |
+//! | `PUT /v1/policy` | `{"document": "...", "format": "yaml"|"json"|"otel_tail_sampling"}`: validate, then publish as a new version |
+//! | `POST /v1/policy/validate` | same body: validate only |
+//! | `GET /v1/policy/history` | the versions kept for rollback |
+//! | `POST /v1/policy/rollback` | `{"version": N}`: publish version N again as a new version |
+//! | `POST /v1/seed/rotate` | schedule a new random hash seed for the next policy version |
+//! | `GET /v1/cluster/status` | members, leader, term, log and applied indexes |
+//!
+//! Errors are JSON `{"error": "...", ...}`: 400 with `issues: [{path, message}]` for an invalid
+//! policy (nothing is applied), 401 without a valid token, 403 for a read-only token on a write,
+//! 404 for an unknown rollback version, 503 when no leader can be reached. Writes sent to a
+//! follower are forwarded to the leader. Every read names the policy version and the applied log
+//! index it reflects (also as `x-tailsift-policy-version` / `x-tailsift-applied-index` headers).
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+
+use crate::config::{Role, Token};
+use crate::state::{Command, CommandError, PolicyFormat, PolicyVersion};
+use crate::store::View;
+use crate::{Coordinator, WriteError};
+
+#[derive(Clone)]
+struct AdminState {
+    c: Arc<Coordinator>,
+    tokens: Arc<Vec<Token>>,
+}
+
+/// The `/v1` routes.
+pub fn router(c: Arc<Coordinator>, tokens: Vec<Token>) -> Router {
+    let state = AdminState { c, tokens: Arc::new(tokens) };
+    Router::new()
+        .route("/v1/policy", get(get_policy).put(put_policy))
+        .route("/v1/policy/validate", post(validate_policy))
+        .route("/v1/policy/history", get(history))
+        .route("/v1/policy/rollback", post(rollback))
+        .route("/v1/seed/rotate", post(rotate_seed))
+        .route("/v1/cluster/status", get(cluster_status))
+        .with_state(state)
+}
+
+type Reply = (StatusCode, HeaderMap, Json<Value>);
+
+fn reply(status: StatusCode, body: Value) -> Reply {
+    (status, HeaderMap::new(), Json(body))
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Reply {
+    reply(status, json!({ "error": message.into() }))
+}
+
+/// Counts the request and turns the reply into a response.
+fn done(route: &'static str, r: Result<Reply, Reply>) -> Response {
+    let (status, headers, body) = r.unwrap_or_else(|e| e);
+    ::metrics::counter!(crate::metrics::ADMIN_REQUESTS, "route" => route, "status" => status.as_u16().to_string()).increment(1);
+    (status, headers, body).into_response()
+}
+
+/// Checks the bearer token in constant time (per configured token) and the role.
+fn authorize<'a>(s: &'a AdminState, headers: &HeaderMap, need: Role) -> Result<&'a Token, Reply> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or("");
+    let mut found = None;
+    for t in s.tokens.iter() {
+        // Compare against every token (no early exit) so timing does not tell which matched.
+        let eq: bool = given.as_bytes().ct_eq(t.token.as_bytes()).into();
+        if eq && !given.is_empty() {
+            found = Some(t);
+        }
+    }
+    let Some(t) = found else {
+        let mut h = HeaderMap::new();
+        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return Err((StatusCode::UNAUTHORIZED, h, Json(json!({ "error": "a valid bearer token is required" }))));
+    };
+    if need == Role::Admin && t.role != Role::Admin {
+        return Err(error(StatusCode::FORBIDDEN, format!("token `{}` is read-only; this request needs an admin token", t.name)));
+    }
+    Ok(t)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn version_headers(v: &View) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert("x-tailsift-policy-version", HeaderValue::from(v.registry.policy_version()));
+    h.insert("x-tailsift-applied-index", HeaderValue::from(v.last_applied.map_or(0, |l| l.index)));
+    h
+}
+
+fn reflects(c: &Coordinator, v: &View) -> Value {
+    json!({ "node": c.node_id, "applied_index": v.last_applied.map_or(0, |l| l.index) })
+}
+
+fn policy_json(p: &PolicyVersion) -> Value {
+    serde_json::to_value(p).unwrap_or(Value::Null)
+}
+
+async fn get_policy(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    done("/v1/policy", async {
+        authorize(&s, &headers, Role::ReadOnly)?;
+        let v = s.c.view();
+        let body = json!({
+            "version": v.registry.policy_version(),
+            "policy": v.registry.current().map(policy_json),
+            "seeds": v.registry.seeds,
+            "reflects": reflects(&s.c, &v),
+        });
+        Ok((StatusCode::OK, version_headers(&v), Json(body)))
+    }.await)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyBody {
+    document: String,
+    #[serde(default)]
+    format: PolicyFormat,
+}
+
+fn parse_body<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, Reply> {
+    serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("request body: {e}")))
+}
+
+/// Parses and compiles the document; an invalid one is a 400 listing every problem by path.
+fn check(b: &PolicyBody) -> Result<tailsift_policy::PolicyDocument, Reply> {
+    b.format.check(&b.document).map_err(|e| {
+        let issues: Vec<Value> = e.issues().iter().map(|i| json!({ "path": i.path, "message": i.message })).collect();
+        reply(StatusCode::BAD_REQUEST, json!({ "error": format!("invalid policy: {e}"), "issues": issues }))
+    })
+}
+
+fn write_error(e: WriteError) -> Reply {
+    match e {
+        WriteError::Rejected(CommandError::UnknownVersion { version, kept }) => reply(
+            StatusCode::NOT_FOUND,
+            json!({ "error": format!("policy version {version} is not kept"), "kept": kept }),
+        ),
+        WriteError::Unavailable(m) => error(StatusCode::SERVICE_UNAVAILABLE, format!("no leader available: {m}")),
+    }
+}
+
+async fn written(s: &AdminState, cmd: Command) -> Result<Reply, Reply> {
+    let (applied, log_index) = s.c.write(cmd).await.map_err(write_error)?;
+    let mut h = HeaderMap::new();
+    h.insert("x-tailsift-policy-version", HeaderValue::from(applied.policy_version));
+    Ok((StatusCode::OK, h, Json(json!({ "version": applied.policy_version, "seeds": applied.seeds, "log_index": log_index }))))
+}
+
+async fn put_policy(State(s): State<AdminState>, headers: HeaderMap, body: Bytes) -> Response {
+    done("/v1/policy", async {
+        let t = authorize(&s, &headers, Role::Admin)?;
+        let b: PolicyBody = parse_body(&body)?;
+        check(&b)?;
+        let cmd = Command::PutPolicy { author: t.name.clone(), time_unix_ms: now_ms(), format: b.format, document: b.document };
+        written(&s, cmd).await
+    }.await)
+}
+
+async fn validate_policy(State(s): State<AdminState>, headers: HeaderMap, body: Bytes) -> Response {
+    done("/v1/policy/validate", async {
+        authorize(&s, &headers, Role::ReadOnly)?;
+        let b: PolicyBody = parse_body(&body)?;
+        let doc = check(&b)?;
+        let names: Vec<&str> = doc.policies.iter().map(|p| p.name.as_str()).collect();
+        Ok(reply(StatusCode::OK, json!({ "valid": true, "policies": names })))
+    }.await)
+}
+
+async fn history(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    done("/v1/policy/history", async {
+        authorize(&s, &headers, Role::ReadOnly)?;
+        let v = s.c.view();
+        let versions: Vec<Value> = v.registry.history.iter().rev().map(policy_json).collect();
+        let body = json!({
+            "version": v.registry.policy_version(),
+            "history_limit": v.registry.settings.history_limit,
+            "versions": versions,
+            "reflects": reflects(&s.c, &v),
+        });
+        Ok((StatusCode::OK, version_headers(&v), Json(body)))
+    }.await)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    version: u64,
+}
+
+async fn rollback(State(s): State<AdminState>, headers: HeaderMap, body: Bytes) -> Response {
+    done("/v1/policy/rollback", async {
+        let t = authorize(&s, &headers, Role::Admin)?;
+        let b: RollbackBody = parse_body(&body)?;
+        written(&s, Command::Rollback { author: t.name.clone(), time_unix_ms: now_ms(), version: b.version }).await
+    }.await)
+}
+
+async fn rotate_seed(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    done("/v1/seed/rotate", async {
+        let t = authorize(&s, &headers, Role::Admin)?;
+        let seed: u64 = rand::random();
+        written(&s, Command::RotateSeed { author: t.name.clone(), time_unix_ms: now_ms(), seed }).await
+    }.await)
+}
+
+async fn cluster_status(State(s): State<AdminState>, headers: HeaderMap) -> Response {
+    done("/v1/cluster/status", async {
+        authorize(&s, &headers, Role::ReadOnly)?;
+        let m = s.c.raft.metrics().borrow().clone();
+        let v = s.c.view();
+        let membership = m.membership_config.membership();
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        let members: Vec<Value> = membership
+            .nodes()
+            .map(|(id, n)| {
+                let matched = m.replication.as_ref().and_then(|r| r.get(id).cloned().flatten()).map(|l| l.index);
+                json!({ "id": id, "raft_addr": n.raft_addr, "admin_addr": n.admin_addr, "voter": voters.contains(id), "matched_index": matched })
+            })
+            .collect();
+        let body = json!({
+            "node": m.id,
+            "state": format!("{:?}", m.state),
+            "leader": m.current_leader,
+            "term": m.current_term,
+            "last_log_index": m.last_log_index,
+            "applied_index": m.last_applied.map(|l| l.index),
+            "snapshot_index": m.snapshot.map(|l| l.index),
+            "members": members,
+            "policy_version": v.registry.policy_version(),
+            "seed_epoch": v.registry.seeds.current.epoch,
+        });
+        Ok((StatusCode::OK, version_headers(&v), Json(body)))
+    }.await)
+}

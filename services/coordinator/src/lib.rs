@@ -1,0 +1,249 @@
+//! The Tailsift coordinator: a Raft group (openraft) replicating the sampling policy (versioned,
+//! with history for rollback), the hash seeds (current and next, with the policy version at which
+//! the next one takes effect) and cluster settings; and an authenticated admin HTTP/JSON API.
+//!
+//! * Raft log, vote and snapshots are kept on disk in `data_dir` ([`store`]); a node restarted
+//!   with its data directory rejoins from it and never bootstraps again.
+//! * Raft RPCs travel over gRPC ([`network`]); writes sent to a follower are forwarded to the
+//!   leader over the same service.
+//! * The admin API ([`admin`]) validates policies with the policy crate before anything is
+//!   proposed, so an invalid document never reaches the log.
+
+pub mod admin;
+pub mod config;
+pub mod metrics;
+pub mod network;
+pub mod state;
+pub mod store;
+pub mod types;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ServerState, SnapshotPolicy};
+use tailsift_telemetry::Readiness;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+pub use config::CoordinatorConfig;
+use network::{ForwardReply, Network, Peer, RaftService};
+use state::{Applied, Command, CommandError, Registry};
+use store::{LogStore, StateMachineStore, View};
+use types::{Node, NodeId, Raft};
+
+/// Errors that stop a coordinator.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("raft storage in {dir}: {message}")]
+    Storage { dir: String, message: String },
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("raft gRPC server: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Why a write did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The command was committed but refused by the state machine (nothing changed).
+    #[error("{0}")]
+    Rejected(CommandError),
+    /// No leader could be reached in time; the write may be retried.
+    #[error("no leader available: {0}")]
+    Unavailable(String),
+}
+
+/// Sockets a coordinator serves on.
+pub struct Listeners {
+    pub raft: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(cfg: &CoordinatorConfig) -> std::io::Result<Self> {
+        Ok(Listeners {
+            raft: tailsift_telemetry::bind("raft", cfg.raft.listen).await?,
+            admin: tailsift_telemetry::bind("admin", cfg.admin.listen).await?,
+        })
+    }
+}
+
+/// A running coordinator node: the Raft handle and the applied state.
+pub struct Coordinator {
+    pub node_id: NodeId,
+    pub raft: Raft,
+    view: watch::Receiver<Arc<View>>,
+    write_timeout: Duration,
+}
+
+impl Coordinator {
+    /// The state this node has applied.
+    pub fn view(&self) -> Arc<View> {
+        self.view.borrow().clone()
+    }
+
+    /// Commits `cmd` through the leader: directly when this node leads, otherwise forwarded to
+    /// the leader over gRPC. Retries while a leader is being elected, up to the write timeout.
+    /// Returns the result and the log index of the entry.
+    pub async fn write(&self, cmd: Command) -> Result<(Applied, u64), WriteError> {
+        let deadline = tokio::time::Instant::now() + self.write_timeout;
+        loop {
+            let leader = match self.raft.client_write(cmd.clone()).await {
+                Ok(r) => match r.data.0 {
+                    Some(Ok(a)) => return Ok((a, r.log_id.index)),
+                    Some(Err(e)) => return Err(WriteError::Rejected(e)),
+                    None => return Err(WriteError::Unavailable("the entry produced no result".into())),
+                },
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_id.zip(f.leader_node),
+                Err(e) => return Err(WriteError::Unavailable(e.to_string())),
+            };
+            let last = if let Some((id, node)) = leader {
+                ::metrics::counter!(metrics::FORWARDED_WRITES, "node" => self.node_id.to_string()).increment(1);
+                let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+                match Peer::new(&node.raft_addr) {
+                    Ok(peer) => match peer.forward(&cmd, remaining.max(Duration::from_millis(100))).await {
+                        Ok(ForwardReply::Applied { log_index, result }) => {
+                            return result.map(|a| (a, log_index)).map_err(WriteError::Rejected)
+                        }
+                        Ok(ForwardReply::NotLeader { .. }) => format!("node {id} is no longer the leader"),
+                        Ok(ForwardReply::Failed { message }) => format!("leader {id}: {message}"),
+                        Err(e) => format!("forwarding to leader {id} at {}: {e}", node.raft_addr),
+                    },
+                    Err(e) => format!("leader {id} address {}: {e}", node.raft_addr),
+                }
+            } else {
+                "no leader is known".to_string()
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(WriteError::Unavailable(last));
+            }
+            // A write may have been committed by a leader that failed to answer; commands are
+            // not idempotent, so only retry when it surely did not reach a leader.
+            if last.starts_with("forwarding") {
+                return Err(WriteError::Unavailable(last));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn storage_error(dir: &std::path::Path, e: impl std::fmt::Display) -> Error {
+    Error::Storage { dir: dir.display().to_string(), message: e.to_string() }
+}
+
+/// Runs a coordinator until `shutdown` is cancelled.
+pub async fn run(cfg: CoordinatorConfig, listeners: Listeners, shutdown: CancellationToken) -> Result<(), Error> {
+    tailsift_telemetry::prometheus();
+    metrics::describe();
+    let readiness = Readiness::new();
+    let dir = cfg.data_dir.clone();
+    let log = LogStore::open(&dir).map_err(|e| storage_error(&dir, e))?;
+    let sm = StateMachineStore::open(&dir, Registry::default()).map_err(|e| storage_error(&dir, e))?;
+    let view = sm.subscribe();
+
+    let r = &cfg.raft;
+    let raft_config = openraft::Config {
+        cluster_name: "tailsift-coordinator".into(),
+        heartbeat_interval: r.heartbeat_interval.as_millis() as u64,
+        election_timeout_min: r.election_timeout_min.as_millis() as u64,
+        election_timeout_max: r.election_timeout_max.as_millis() as u64,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(r.snapshot_after_entries),
+        max_in_snapshot_log_to_keep: r.snapshot_after_entries,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| Error::Raft(e.to_string()))?;
+    let raft = Raft::new(cfg.node_id, Arc::new(raft_config), Network::default(), log, sm)
+        .await
+        .map_err(|e| Error::Raft(e.to_string()))?;
+
+    let sd = shutdown.clone();
+    let grpc = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(RaftService::new(raft.clone()))
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listeners.raft), async move {
+                sd.cancelled().await
+            }),
+    );
+
+    // Bootstrap exactly once: only a listed member whose storage holds no Raft state.
+    let initialized = raft.is_initialized().await.map_err(|e| Error::Raft(e.to_string()))?;
+    let members: BTreeMap<NodeId, Node> = cfg
+        .cluster
+        .members
+        .iter()
+        .map(|m| (m.id, Node { raft_addr: m.raft_addr.clone(), admin_addr: m.admin_addr.clone() }))
+        .collect();
+    if initialized {
+        tracing::info!(node = cfg.node_id, "raft state found on disk; rejoining");
+    } else if members.contains_key(&cfg.node_id) {
+        match raft.initialize(members.clone()).await {
+            Ok(()) => tracing::info!(node = cfg.node_id, members = ?members.keys().collect::<Vec<_>>(), "cluster bootstrapped"),
+            // Another member's log reached us first: that is the same bootstrap.
+            Err(RaftError::APIError(e)) => tracing::info!(node = cfg.node_id, reason = %e, "not bootstrapping"),
+            Err(e) => return Err(Error::Raft(e.to_string())),
+        }
+    } else {
+        tracing::info!(node = cfg.node_id, "not in cluster.members and no state on disk: waiting to be added");
+    }
+
+    let coordinator = Arc::new(Coordinator {
+        node_id: cfg.node_id,
+        raft: raft.clone(),
+        view: view.clone(),
+        write_timeout: cfg.raft.election_timeout_max * 5,
+    });
+    let watcher = tokio::spawn(watch_metrics(coordinator.clone(), readiness.clone(), shutdown.clone()));
+    let router = admin::router(coordinator.clone(), cfg.admin.tokens.clone())
+        .merge(tailsift_telemetry::admin_router(readiness));
+    let admin = tokio::spawn(tailsift_telemetry::serve_http(listeners.admin, router, shutdown.clone()));
+
+    shutdown.cancelled().await;
+    tracing::info!(node = cfg.node_id, "coordinator shutting down");
+    let _ = raft.shutdown().await;
+    let _ = watcher.await;
+    let grpc_result = grpc.await.map_err(|e| Error::Raft(e.to_string()))?;
+    let admin_result = admin.await.map_err(|e| Error::Raft(e.to_string()))?;
+    grpc_result?;
+    admin_result?;
+    Ok(())
+}
+
+/// Mirrors Raft and state-machine progress into gauges and readiness (ready while a leader is
+/// known).
+async fn watch_metrics(c: Arc<Coordinator>, readiness: Readiness, shutdown: CancellationToken) {
+    let mut rm = c.raft.metrics();
+    let mut view = c.view.clone();
+    let node = c.node_id.to_string();
+    loop {
+        {
+            let m = rm.borrow_and_update().clone();
+            let v = view.borrow_and_update().clone();
+            ::metrics::gauge!(metrics::TERM, "node" => node.clone()).set(m.current_term as f64);
+            ::metrics::gauge!(metrics::IS_LEADER, "node" => node.clone())
+                .set(if m.state == ServerState::Leader { 1.0 } else { 0.0 });
+            ::metrics::gauge!(metrics::LEADER_ID, "node" => node.clone()).set(m.current_leader.unwrap_or(0) as f64);
+            ::metrics::gauge!(metrics::LAST_LOG_INDEX, "node" => node.clone()).set(m.last_log_index.unwrap_or(0) as f64);
+            ::metrics::gauge!(metrics::APPLIED_INDEX, "node" => node.clone())
+                .set(m.last_applied.map_or(0, |l| l.index) as f64);
+            ::metrics::gauge!(metrics::MEMBERS, "node" => node.clone())
+                .set(m.membership_config.membership().voter_ids().count() as f64);
+            ::metrics::gauge!(metrics::POLICY_VERSION, "node" => node.clone()).set(v.registry.policy_version() as f64);
+            ::metrics::gauge!(metrics::SEED_EPOCH, "node" => node.clone()).set(v.registry.seeds.current.epoch as f64);
+            match m.current_leader {
+                Some(_) => readiness.set(true, "leader known"),
+                None => readiness.set(false, "no raft leader known"),
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = rm.changed() => if r.is_err() { return },
+            r = view.changed() => if r.is_err() { return },
+        }
+    }
+}

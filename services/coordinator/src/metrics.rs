@@ -1,0 +1,29 @@
+//! Every metric the coordinator exports. Labels are bounded: `node` (the coordinator's id, so
+//! several nodes can share one process in tests), `route` (the admin API's route templates),
+//! `status` (HTTP status codes).
+
+use metrics::{describe_counter, describe_gauge, Unit};
+
+pub const TERM: &str = "tailsift_coordinator_raft_term";
+pub const IS_LEADER: &str = "tailsift_coordinator_raft_is_leader";
+pub const LEADER_ID: &str = "tailsift_coordinator_raft_leader_id";
+pub const LAST_LOG_INDEX: &str = "tailsift_coordinator_raft_last_log_index";
+pub const APPLIED_INDEX: &str = "tailsift_coordinator_raft_applied_index";
+pub const MEMBERS: &str = "tailsift_coordinator_raft_members";
+pub const POLICY_VERSION: &str = "tailsift_coordinator_policy_version";
+pub const SEED_EPOCH: &str = "tailsift_coordinator_seed_epoch";
+pub const ADMIN_REQUESTS: &str = "tailsift_coordinator_admin_requests_total";
+pub const FORWARDED_WRITES: &str = "tailsift_coordinator_forwarded_writes_total";
+
+pub fn describe() {
+    describe_gauge!(TERM, Unit::Count, "Current Raft term of this coordinator");
+    describe_gauge!(IS_LEADER, Unit::Count, "1 while this coordinator is the Raft leader");
+    describe_gauge!(LEADER_ID, Unit::Count, "Id of the leader this coordinator knows of (0: none)");
+    describe_gauge!(LAST_LOG_INDEX, Unit::Count, "Index of the last entry in this coordinator's Raft log");
+    describe_gauge!(APPLIED_INDEX, Unit::Count, "Index of the last entry applied to the state machine");
+    describe_gauge!(MEMBERS, Unit::Count, "Voters in the Raft membership this coordinator knows");
+    describe_gauge!(POLICY_VERSION, Unit::Count, "Policy version in this coordinator's applied state");
+    describe_gauge!(SEED_EPOCH, Unit::Count, "Epoch of the hash seed currently in force");
+    describe_counter!(ADMIN_REQUESTS, Unit::Count, "Admin API requests by route and status");
+    describe_counter!(FORWARDED_WRITES, Unit::Count, "Writes received by a follower and forwarded to the leader");
+}

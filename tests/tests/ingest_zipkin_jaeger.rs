@@ -543,3 +543,29 @@ async fn real_py_zipkin_client_every_encoding_arrives_intact() {
     }
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_takes_zipkin_listen_and_jaeger_switches() {
+    let broker = Broker::start(Storage::Memory);
+    let (zport, admin) = (tailsift_tests::free_port(), tailsift_tests::free_port());
+    let child = std::process::Command::new(tailsift_tests::workspace_bin("tailsift"))
+        .args(["ingest", "--kafka-brokers", &broker.brokers(), "--topic", "spans-bin-zipkin"])
+        .args(["--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .args(["--admin-listen", &format!("127.0.0.1:{admin}"), "--zipkin-listen", &format!("127.0.0.1:{zport}")])
+        .args(["--set", "jaeger.enabled=false"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = tailsift_tests::ChildGuard(Some(child));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !reqwest::get(format!("http://127.0.0.1:{admin}/readyz")).await.map(|r| r.status().is_success()).unwrap_or(false) {
+        assert!(Instant::now() < deadline, "binary never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let t = trace64();
+    let r = post(format!("http://127.0.0.1:{zport}/api/v2/spans"), "application/json", false, zipkin::v2_json::encode_v2_json(&zipkin_trace(&t, "bin"))).await;
+    assert_eq!(r.status(), 202);
+    let records = read_topic(&broker.brokers(), "spans-bin-zipkin", 1, Duration::from_secs(20));
+    check_trace(&spans_with_service(&records), &t, "bin");
+}

@@ -482,3 +482,190 @@ impl SamplerNode {
         self.task.await.expect("sampler task").expect("sampler exits cleanly");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Coordinators
+
+/// Admin token of the test coordinator clusters (name `ops`, role admin).
+pub const ADMIN_TOKEN: &str = "admin-token-0123456789";
+/// Read-only token of the test coordinator clusters (name `viewer`).
+pub const READ_TOKEN: &str = "reader-token-0123456789";
+
+struct CoordinatorRun {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), tailsift_coordinator::Error>>,
+}
+
+/// In-process coordinators on loopback ports, each with its own data directory. Node `i` has
+/// Raft id `i + 1`. Stopped nodes keep their ports and data, so they can be restarted.
+pub struct CoordinatorCluster {
+    configs: Vec<tailsift_coordinator::CoordinatorConfig>,
+    runs: Vec<Option<CoordinatorRun>>,
+    _dirs: Vec<tempfile::TempDir>,
+    http: reqwest::Client,
+}
+
+impl CoordinatorCluster {
+    /// Starts `n` coordinators bootstrapped as one cluster (fast Raft timings).
+    pub async fn start(n: usize) -> CoordinatorCluster {
+        use tailsift_coordinator::config::{Member, Role, Token};
+        let mut raft = Vec::new();
+        let mut admin = Vec::new();
+        for _ in 0..n {
+            raft.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind raft"));
+            admin.push(tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind admin"));
+        }
+        let members: Vec<Member> = (0..n)
+            .map(|i| Member {
+                id: i as u64 + 1,
+                raft_addr: raft[i].local_addr().unwrap().to_string(),
+                admin_addr: admin[i].local_addr().unwrap().to_string(),
+            })
+            .collect();
+        let dirs: Vec<tempfile::TempDir> = (0..n).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+        let tokens = vec![
+            Token { name: "ops".into(), token: ADMIN_TOKEN.into(), role: Role::Admin },
+            Token { name: "viewer".into(), token: READ_TOKEN.into(), role: Role::ReadOnly },
+        ];
+        let configs: Vec<_> = (0..n)
+            .map(|i| {
+                let mut c = tailsift_coordinator::CoordinatorConfig::default();
+                c.node_id = i as u64 + 1;
+                c.data_dir = dirs[i].path().to_path_buf();
+                c.raft.listen = raft[i].local_addr().unwrap();
+                c.raft.heartbeat_interval = Duration::from_millis(100);
+                c.raft.election_timeout_min = Duration::from_millis(500);
+                c.raft.election_timeout_max = Duration::from_millis(1000);
+                c.raft.snapshot_after_entries = 3;
+                c.cluster.members = members.clone();
+                c.admin.listen = admin[i].local_addr().unwrap();
+                c.admin.tokens = tokens.clone();
+                tailsift_config::Validate::validate(&c).expect("valid coordinator config");
+                c
+            })
+            .collect();
+        let mut cluster = CoordinatorCluster { configs, runs: Vec::new(), _dirs: dirs, http: reqwest::Client::new() };
+        for (i, (r, a)) in raft.into_iter().zip(admin).enumerate() {
+            let run = cluster.spawn(i, tailsift_coordinator::Listeners { raft: r, admin: a });
+            cluster.runs.push(Some(run));
+        }
+        cluster
+    }
+
+    fn spawn(&self, i: usize, listeners: tailsift_coordinator::Listeners) -> CoordinatorRun {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(tailsift_coordinator::run(self.configs[i].clone(), listeners, shutdown.clone()));
+        CoordinatorRun { shutdown, task }
+    }
+
+    /// Stops node `i` and waits until it has shut down.
+    pub async fn stop(&mut self, i: usize) {
+        if let Some(r) = self.runs[i].take() {
+            r.shutdown.cancel();
+            let res = tokio::time::timeout(Duration::from_secs(20), r.task).await.expect("coordinator stops");
+            res.expect("coordinator task").expect("coordinator ran without error");
+        }
+    }
+
+    pub async fn stop_all(&mut self) {
+        for i in 0..self.runs.len() {
+            self.stop(i).await;
+        }
+    }
+
+    /// Restarts a stopped node on its old ports with its data directory.
+    pub async fn restart(&mut self, i: usize) {
+        assert!(self.runs[i].is_none(), "node {i} is running");
+        let c = &self.configs[i];
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let listeners = loop {
+            let r = tokio::net::TcpListener::bind(c.raft.listen).await;
+            let a = tokio::net::TcpListener::bind(c.admin.listen).await;
+            match (r, a) {
+                (Ok(raft), Ok(admin)) => break tailsift_coordinator::Listeners { raft, admin },
+                (r, a) => {
+                    assert!(Instant::now() < deadline, "cannot rebind ports of node {i}: {:?} {:?}", r.err(), a.err());
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        };
+        let run = self.spawn(i, listeners);
+        self.runs[i] = Some(run);
+        self.assert_running(i).await;
+    }
+
+    /// Panics with the node's error if it has stopped by itself (a short grace period first).
+    pub async fn assert_running(&mut self, i: usize) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if self.runs[i].as_ref().is_some_and(|r| r.task.is_finished()) {
+            let r = self.runs[i].take().unwrap();
+            panic!("coordinator {i} stopped: {:?}", r.task.await);
+        }
+    }
+
+    /// Sends a request to node `i`'s admin API; returns the status and the JSON body.
+    pub async fn request(&self, i: usize, method: &str, path: &str, token: Option<&str>, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+        let url = format!("http://{}{}", self.configs[i].admin.listen, path);
+        let mut r = self.http.request(method.parse().expect("method"), url).timeout(Duration::from_secs(30));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = match r.send().await {
+            Ok(r) => r,
+            Err(e) => return (0, serde_json::Value::String(format!("request failed: {e}"))),
+        };
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    }
+
+    /// Waits (up to 30 s) until every node in `nodes` names the same leader, which is one of
+    /// them, in the same term; returns its index.
+    pub async fn wait_for_leader(&self, nodes: &[usize]) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut seen = Vec::new();
+            for &i in nodes {
+                let (st, s) = self.request(i, "GET", "/v1/cluster/status", Some(READ_TOKEN), None).await;
+                if st == 200 {
+                    seen.push((s["leader"].as_u64(), s["term"].as_u64()));
+                }
+            }
+            if seen.len() == nodes.len() {
+                if let (Some(id), Some(term)) = seen[0] {
+                    let idx = id as usize - 1;
+                    if nodes.contains(&idx) && seen.iter().all(|s| *s == (Some(id), Some(term))) {
+                        return idx;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "no agreed leader among {nodes:?}: {seen:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits (up to 30 s) until node `i` has applied policy version `version`; returns its
+    /// `GET /v1/policy` body.
+    pub async fn wait_for_version(&self, i: usize, version: u64) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (st, p) = self.request(i, "GET", "/v1/policy", Some(READ_TOKEN), None).await;
+            if st == 200 && p["version"].as_u64() == Some(version) {
+                return p;
+            }
+            assert!(Instant::now() < deadline, "node {i} did not reach policy version {version}: {st} {p}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for CoordinatorCluster {
+    fn drop(&mut self) {
+        for r in self.runs.iter().flatten() {
+            r.shutdown.cancel();
+        }
+    }
+}

@@ -60,8 +60,10 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, Sto
     }
 }
 
+/// Externally tagged: an internally tagged enum would buffer the entry, and serde cannot read a
+/// membership's integer map keys back from buffered JSON.
 #[derive(Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 enum LogRecord {
     Append { entry: Entry },
     Truncate { index: u64 },
@@ -439,7 +441,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let mut s = LogStore::open(dir.path()).unwrap();
-            append(&mut s, (1..=6).map(|i| entry(1, i)).collect());
+            let mut first: Vec<Entry> = (1..=6).map(|i| entry(1, i)).collect();
+            let nodes: std::collections::BTreeMap<u64, crate::types::Node> = [(1, Default::default()), (2, Default::default())].into();
+            first[0].payload = EntryPayload::Membership(openraft::Membership::new(vec![nodes.keys().copied().collect()], nodes));
+            append(&mut s, first);
             s.truncate(LogId::new(CommittedLeaderId::new(1, 1), 5)).await.unwrap();
             append(&mut s, vec![entry(2, 5)]);
             s.purge(LogId::new(CommittedLeaderId::new(1, 1), 2)).await.unwrap();
@@ -448,7 +453,7 @@ mod tests {
         }
         // A crash in the middle of an append leaves half a line.
         let mut f = OpenOptions::new().append(true).open(dir.path().join("log")).unwrap();
-        f.write_all(b"{\"op\":\"append\",\"entry\":{\"log_").unwrap();
+        f.write_all(b"{\"append\":{\"entry\":{\"log_").unwrap();
         drop(f);
         let mut s = LogStore::open(dir.path()).unwrap();
         let st = s.get_log_state().await.unwrap();
@@ -457,6 +462,24 @@ mod tests {
         let got: Vec<_> = s.try_get_log_entries(0..100).await.unwrap().iter().map(|e| e.log_id).collect();
         assert_eq!(got, vec![entry(1, 3).log_id, entry(1, 4).log_id, entry(2, 5).log_id, entry(2, 6).log_id]);
         assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
+        // Purged entries are gone from the rewritten file; a membership entry round-trips.
+        let mut s2 = LogStore::open(dir.path()).unwrap();
+        s2.truncate(entry(2, 5).log_id).await.unwrap();
+        drop(s2);
+        let dir2 = tempfile::tempdir().unwrap();
+        {
+            let mut m = LogStore::open(dir2.path()).unwrap();
+            let nodes: std::collections::BTreeMap<u64, crate::types::Node> = [(7, Default::default())].into();
+            let mut e = entry(1, 1);
+            e.payload = EntryPayload::Membership(openraft::Membership::new(vec![[7].into()], nodes));
+            append(&mut m, vec![e.clone()]);
+            drop(m);
+            let mut m = LogStore::open(dir2.path()).unwrap();
+            assert_eq!(m.try_get_log_entries(..).await.unwrap(), vec![e]);
+        }
+        let mut s = LogStore::open(dir.path()).unwrap();
+        assert_eq!(s.get_log_state().await.unwrap().last_log_id, Some(entry(1, 4).log_id));
+        append(&mut s, vec![entry(2, 5), entry(2, 6)]);
         // The torn tail was cut: appending again and reopening works.
         append(&mut s, vec![entry(2, 7)]);
         let mut s = LogStore::open(dir.path()).unwrap();
@@ -466,7 +489,7 @@ mod tests {
     #[test]
     fn corruption_before_the_tail_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("log"), b"garbage\n{\"op\":\"truncate\",\"index\":1}\n").unwrap();
+        std::fs::write(dir.path().join("log"), b"garbage\n{\"truncate\":{\"index\":1}}\n").unwrap();
         assert!(LogStore::open(dir.path()).is_err());
     }
 }

@@ -470,7 +470,19 @@ impl SamplerNode {
         let admin = listeners.admin.local_addr().unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(tailsift_sampler::run(cfg, listeners, shutdown.clone()));
-        SamplerNode { admin, shutdown, task }
+        let node = SamplerNode { admin, shutdown, task };
+        // Ready once the topics exist and the consumer is subscribed.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = reqwest::get(format!("http://{admin}/readyz")).await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "sampler not ready after 60 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        node
     }
 
     pub async fn metrics(&self) -> String {

@@ -253,6 +253,16 @@ async fn two_workers_share_partitions_and_sigkill_loses_nothing() {
     let _ = s1.0.take().unwrap().wait();
 
     let records = load.await.unwrap();
+    // The survivor takes over every partition (after the dead member's session times out).
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let m2 = reqwest::get(format!("http://127.0.0.1:{a2}/metrics")).await.unwrap().text().await.unwrap();
+        if metric_value(&m2, "tailsift_sampler_partitions_owned", &[]) == 4.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the survivor never took over every partition");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     let (kept, total) = wait_and_verify(&sink, &records, Duration::from_secs(120)).await;
     let m2 = reqwest::get(format!("http://127.0.0.1:{a2}/metrics")).await.unwrap().text().await.unwrap();
     eprintln!(

@@ -64,17 +64,16 @@ pub fn scan_record(record: &[u8]) -> RecordScan {
     out
 }
 
+/// Decodes an `AnyValue` (a oneof: the last field present wins, as in protobuf).
 fn any_value(payload: &[u8]) -> AttrValue<'_> {
-    for f in Fields::new(payload).filter_map(Result::ok) {
-        return match (f.number, f.wire_type) {
-            (1, LEN) => std::str::from_utf8(f.payload).map(AttrValue::Str).unwrap_or(AttrValue::Other),
-            (2, VARINT) => AttrValue::Bool(varint(&f) != 0),
-            (3, VARINT) => AttrValue::Int(varint(&f) as i64),
-            (4, FIXED64) => AttrValue::Double(f64::from_le_bytes(f.payload.try_into().unwrap_or([0; 8]))),
-            _ => AttrValue::Other,
-        };
+    let Some(f) = Fields::new(payload).filter_map(Result::ok).last() else { return AttrValue::Other };
+    match (f.number, f.wire_type) {
+        (1, LEN) => std::str::from_utf8(f.payload).map(AttrValue::Str).unwrap_or(AttrValue::Other),
+        (2, VARINT) => AttrValue::Bool(varint(&f) != 0),
+        (3, VARINT) => AttrValue::Int(varint(&f) as i64),
+        (4, FIXED64) => AttrValue::Double(f64::from_le_bytes(f.payload.try_into().unwrap_or([0; 8]))),
+        _ => AttrValue::Other,
     }
-    AttrValue::Other
 }
 
 fn varint(f: &Field<'_>) -> u64 {
@@ -183,11 +182,9 @@ fn span_data<'a>(
             (6, VARINT) => sd.kind = varint(&f) as i32,
             (7, FIXED64) => sd.start_unix_nano = fixed64(&f),
             (8, FIXED64) => sd.end_unix_nano = fixed64(&f),
-            (9, LEN) => {
-                if req.all_attributes || !req.span_attributes.is_empty() {
-                    if let Some(kv) = key_value(f.payload, &|k| req.wants_span_attribute(k)) {
-                        sd.attributes.push(kv);
-                    }
+            (9, LEN) if req.all_attributes || !req.span_attributes.is_empty() => {
+                if let Some(kv) = key_value(f.payload, &|k| req.wants_span_attribute(k)) {
+                    sd.attributes.push(kv);
                 }
             }
             (15, LEN) => {

@@ -251,11 +251,10 @@ fn span_ids(span: &[u8]) -> Result<TraceId, RejectReason> {
         match (f.number, f.wire_type) {
             (SPAN_TRACE_ID, LEN) => trace_id = Some(f.payload),
             (SPAN_SPAN_ID, LEN) => span_id = Some(f.payload),
-            (SPAN_PARENT_SPAN_ID, LEN) => {
-                if !f.payload.is_empty() && f.payload.len() != 8 {
-                    return Err(RejectReason::ParentSpanIdLength);
-                }
+            (SPAN_PARENT_SPAN_ID, LEN) if !f.payload.is_empty() && f.payload.len() != 8 => {
+                return Err(RejectReason::ParentSpanIdLength);
             }
+            (SPAN_PARENT_SPAN_ID, LEN) => {}
             (SPAN_TRACE_ID | SPAN_SPAN_ID | SPAN_PARENT_SPAN_ID, _) => return Err(RejectReason::MalformedSpan),
             _ => {}
         }

@@ -16,6 +16,7 @@ pub mod network;
 pub mod state;
 pub mod store;
 pub mod types;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,7 +26,7 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ServerState, SnapshotPolicy};
 use tailsift_telemetry::Readiness;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::watch::Receiver;
 use tokio_util::sync::CancellationToken;
 
 pub use config::CoordinatorConfig;
@@ -77,7 +78,7 @@ impl Listeners {
 pub struct Coordinator {
     pub node_id: NodeId,
     pub raft: Raft,
-    view: watch::Receiver<Arc<View>>,
+    view: Receiver<Arc<View>>,
     write_timeout: Duration,
 }
 
@@ -166,6 +167,7 @@ pub async fn run(cfg: CoordinatorConfig, listeners: Listeners, shutdown: Cancell
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(RaftService::new(raft.clone()))
+            .add_service(watch::WatchService::new(view.clone()))
             .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listeners.raft), async move {
                 sd.cancelled().await
             }),

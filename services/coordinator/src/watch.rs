@@ -1,0 +1,245 @@
+//! Policy distribution: gRPC service `tailsift.coordinator.v1.Watch`, served by every coordinator
+//! next to the Raft service (same listener, `raft.listen`), from the node's own applied state
+//! (followers included), so samplers keep receiving versions while any one node is up.
+//!
+//! `Watch(WatchRequest { from_version })` is server streaming: the node first sends its current
+//! policy version when it is newer than `from_version`, then every later version as it applies
+//! it. Versions only grow; a node that is behind the client sends nothing until it catches up.
+//! When several versions are applied in quick succession a watcher may only see the newest one
+//! (each message is a whole policy, not a delta).
+//!
+//! Messages are plain protobuf (hand-written prost types, see below), so any gRPC client can
+//! watch; [`watch`] is the Rust client used by the samplers.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use tokio::sync::watch;
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::transport::Endpoint;
+use tonic::{Request, Response, Status};
+use tonic_prost::ProstCodec;
+
+use crate::state::PolicyFormat;
+use crate::store::View;
+
+pub const SERVICE: &str = "tailsift.coordinator.v1.Watch";
+const WATCH: &str = "/tailsift.coordinator.v1.Watch/Watch";
+
+/// The request: the version the client already has (`0`: none).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WatchRequest {
+    #[prost(uint64, tag = "1")]
+    pub from_version: u64,
+}
+
+/// One policy version, complete: what a sampler needs to apply it.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PolicyUpdate {
+    #[prost(uint64, tag = "1")]
+    pub version: u64,
+    /// `yaml`, `json` or `otel_tail_sampling` (the admin API's format names).
+    #[prost(string, tag = "2")]
+    pub format: String,
+    /// The document exactly as submitted to the admin API.
+    #[prost(string, tag = "3")]
+    pub document: String,
+    /// The hash seed in force for this version.
+    #[prost(uint64, tag = "4")]
+    pub seed: u64,
+    #[prost(uint64, tag = "5")]
+    pub seed_epoch: u64,
+    /// The Raft log index this node had applied when it sent the update.
+    #[prost(uint64, tag = "6")]
+    pub applied_index: u64,
+}
+
+impl PolicyUpdate {
+    /// The update for the view's current policy, if there is one.
+    pub fn current(view: &View) -> Option<PolicyUpdate> {
+        let p = view.registry.current()?;
+        let seeds = &view.registry.seeds;
+        // A version always carries the seed epoch in force when it was published: the current one.
+        let seed = if seeds.current.epoch == p.seed_epoch { seeds.current.seed } else { seeds.next.filter(|n| n.epoch == p.seed_epoch).map_or(seeds.current.seed, |n| n.seed) };
+        Some(PolicyUpdate {
+            version: p.version,
+            format: format_name(p.format).to_string(),
+            document: p.document.clone(),
+            seed,
+            seed_epoch: p.seed_epoch,
+            applied_index: view.last_applied.map_or(0, |l| l.index),
+        })
+    }
+
+    /// The stored format of the document.
+    pub fn policy_format(&self) -> Result<PolicyFormat, String> {
+        match self.format.as_str() {
+            "yaml" => Ok(PolicyFormat::Yaml),
+            "json" => Ok(PolicyFormat::Json),
+            "otel_tail_sampling" => Ok(PolicyFormat::OtelTailSampling),
+            other => Err(format!("unknown policy format `{other}`")),
+        }
+    }
+}
+
+pub fn format_name(f: PolicyFormat) -> &'static str {
+    match f {
+        PolicyFormat::Yaml => "yaml",
+        PolicyFormat::Json => "json",
+        PolicyFormat::OtelTailSampling => "otel_tail_sampling",
+    }
+}
+
+type UpdateStream = Pin<Box<dyn Stream<Item = Result<PolicyUpdate, Status>> + Send>>;
+
+/// The updates for a watcher that has `from_version`: the current version if newer, then each
+/// newer version applied.
+pub fn updates(view: watch::Receiver<Arc<View>>, from_version: u64) -> impl Stream<Item = PolicyUpdate> + Send {
+    futures::stream::unfold((view, from_version, true), |(mut rx, mut sent, mut first)| async move {
+        loop {
+            if !first && rx.changed().await.is_err() {
+                return None;
+            }
+            first = false;
+            let update = PolicyUpdate::current(&rx.borrow_and_update());
+            if let Some(u) = update {
+                if u.version > sent {
+                    sent = u.version;
+                    return Some((u, (rx, sent, false)));
+                }
+            }
+        }
+    })
+}
+
+/// The tonic service. Cheap to clone.
+#[derive(Clone)]
+pub struct WatchService {
+    view: watch::Receiver<Arc<View>>,
+}
+
+impl WatchService {
+    pub fn new(view: watch::Receiver<Arc<View>>) -> Self {
+        WatchService { view }
+    }
+}
+
+impl tonic::server::NamedService for WatchService {
+    const NAME: &'static str = SERVICE;
+}
+
+struct WatchMethod {
+    view: watch::Receiver<Arc<View>>,
+}
+
+impl tonic::server::ServerStreamingService<WatchRequest> for WatchMethod {
+    type Response = PolicyUpdate;
+    type ResponseStream = UpdateStream;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<UpdateStream>, Status>> + Send>>;
+
+    fn call(&mut self, request: Request<WatchRequest>) -> Self::Future {
+        let view = self.view.clone();
+        let from = request.get_ref().from_version;
+        Box::pin(async move {
+            let s: UpdateStream = Box::pin(updates(view, from).map(Ok));
+            Ok(Response::new(s))
+        })
+    }
+}
+
+impl tower_service::Service<http::Request<tonic::body::Body>> for WatchService {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        if req.uri().path() != WATCH {
+            let msg = format!("unknown method {}", req.uri().path());
+            return Box::pin(async move { Ok(Status::unimplemented(msg).into_http()) });
+        }
+        let view = self.view.clone();
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(ProstCodec::<PolicyUpdate, WatchRequest>::default())
+                .apply_max_message_size_config(Some(1 << 20), Some(64 << 20));
+            Ok(grpc.server_streaming(WatchMethod { view }, req).await)
+        })
+    }
+}
+
+/// Why a watch could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("endpoint {endpoint}: {source}")]
+    Endpoint { endpoint: String, source: tonic::transport::Error },
+    #[error("{endpoint}: {message}")]
+    Failed { endpoint: String, message: String },
+}
+
+/// Connects to `endpoint` (`http://host:port`, a coordinator's `raft.listen`) and starts a watch.
+pub async fn watch(
+    endpoint: &str,
+    from_version: u64,
+    connect_timeout: Duration,
+) -> Result<tonic::Streaming<PolicyUpdate>, WatchError> {
+    let ep = Endpoint::from_shared(endpoint.to_string())
+        .map_err(|source| WatchError::Endpoint { endpoint: endpoint.to_string(), source })?
+        .connect_timeout(connect_timeout)
+        .http2_keep_alive_interval(Duration::from_secs(5))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true);
+    let fut = async {
+        let channel = ep.connect().await.map_err(|e| WatchError::Failed { endpoint: endpoint.to_string(), message: e.to_string() })?;
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.map_err(|e| WatchError::Failed { endpoint: endpoint.to_string(), message: e.to_string() })?;
+        let codec = ProstCodec::<WatchRequest, PolicyUpdate>::default();
+        grpc.server_streaming(Request::new(WatchRequest { from_version }), PathAndQuery::from_static(WATCH), codec)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| WatchError::Failed { endpoint: endpoint.to_string(), message: s.to_string() })
+    };
+    tokio::time::timeout(connect_timeout * 2, fut)
+        .await
+        .map_err(|_| WatchError::Failed { endpoint: endpoint.to_string(), message: "no answer in time".into() })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{Command, Registry};
+
+    fn put(r: &mut Registry, doc: &str) {
+        r.apply(&Command::PutPolicy { author: "a".into(), time_unix_ms: 1, format: PolicyFormat::Yaml, document: doc.into() }).unwrap();
+    }
+
+    #[tokio::test]
+    async fn sends_the_current_version_then_each_newer_one() {
+        let mut reg = Registry::default();
+        put(&mut reg, "d1");
+        let (tx, rx) = watch::channel(Arc::new(View { last_applied: None, registry: reg.clone() }));
+        let mut s = Box::pin(updates(rx.clone(), 0));
+        let first = s.next().await.unwrap();
+        assert_eq!((first.version, first.document.as_str(), first.format.as_str()), (1, "d1", "yaml"));
+        reg.apply(&Command::RotateSeed { author: "a".into(), time_unix_ms: 1, seed: 77 }).unwrap();
+        tx.send_replace(Arc::new(View { last_applied: None, registry: reg.clone() }));
+        put(&mut reg, "d2");
+        tx.send_replace(Arc::new(View { last_applied: None, registry: reg.clone() }));
+        let second = tokio::time::timeout(Duration::from_secs(5), s.next()).await.unwrap().unwrap();
+        assert_eq!((second.version, second.document.as_str(), second.seed, second.seed_epoch), (2, "d2", 77, 1));
+
+        // A watcher that already has version 2 gets nothing until version 3.
+        let mut s2 = Box::pin(updates(rx, 2));
+        assert!(tokio::time::timeout(Duration::from_millis(200), s2.next()).await.is_err());
+        put(&mut reg, "d3");
+        tx.send_replace(Arc::new(View { last_applied: None, registry: reg }));
+        assert_eq!(tokio::time::timeout(Duration::from_secs(5), s2.next()).await.unwrap().unwrap().version, 3);
+    }
+}

@@ -17,6 +17,7 @@ pub struct SamplerConfig {
     pub memory: MemoryConfig,
     pub export: ExportConfig,
     pub policy: PolicyConfig,
+    pub coordinator: CoordinatorConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -220,6 +221,35 @@ impl Default for PolicyConfig {
     }
 }
 
+/// Policy versions from the coordinators. With no `endpoints` the worker uses `policy` only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// Coordinators' gRPC addresses (their `raft.listen`), `http://host:port`. The worker watches
+    /// one and moves to the next when it fails. Default none (policy from `policy` only).
+    pub endpoints: Vec<String>,
+    /// Where the last applied version is kept, so a restart applies it with no coordinator
+    /// reachable. Default none (a restart uses `policy` until a coordinator answers).
+    pub state_file: Option<std::path::PathBuf>,
+    /// Connect timeout per coordinator. Default `2s`.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Pause after every endpoint failed once, before trying them again. Default `1s`.
+    #[serde(with = "humantime_serde")]
+    pub retry_interval: Duration,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            endpoints: Vec::new(),
+            state_file: None,
+            connect_timeout: Duration::from_secs(2),
+            retry_interval: Duration::from_secs(1),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PolicyFormat {
@@ -276,6 +306,18 @@ impl Validate for SamplerConfig {
         }
         if e.initial_backoff.is_zero() || e.max_backoff < e.initial_backoff {
             return Err(ConfigError::invalid("export.max_backoff", "must be at least export.initial_backoff, which must be positive"));
+        }
+        let c = &self.coordinator;
+        for (i, ep) in c.endpoints.iter().enumerate() {
+            if !ep.starts_with("http://") && !ep.starts_with("https://") {
+                return Err(ConfigError::invalid(format!("coordinator.endpoints[{i}]"), format!("`{ep}` must start with http:// or https://")));
+            }
+        }
+        if c.connect_timeout.is_zero() {
+            return Err(ConfigError::invalid("coordinator.connect_timeout", "must be positive"));
+        }
+        if c.retry_interval.is_zero() {
+            return Err(ConfigError::invalid("coordinator.retry_interval", "must be positive"));
         }
         Ok(())
     }

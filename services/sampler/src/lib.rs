@@ -9,6 +9,7 @@
 pub mod annotate;
 pub mod cache;
 pub mod config;
+pub mod coordination;
 pub mod decisions;
 pub mod engine;
 pub mod export;
@@ -358,6 +359,9 @@ pub async fn run(cfg: SamplerConfig, listeners: Listeners, shutdown: Cancellatio
         tailsift_kafka::ensure_topic(&cfg.kafka.connection(), &cfg.export.kafka_topic, &spec, Duration::from_secs(10)).await?;
     }
 
+    // With coordinators configured, the version persisted by an earlier run wins over the file.
+    let initial_policy = if cfg.coordinator.endpoints.is_empty() { None } else { coordination::initial(&cfg.coordinator) };
+    let from_version = initial_policy.as_ref().map_or(0, |p| p.version);
     let d = &cfg.decision;
     let engine = Engine::new(
         EngineConfig {
@@ -371,7 +375,7 @@ pub async fn run(cfg: SamplerConfig, listeners: Listeners, shutdown: Cancellatio
             hard_limit_bytes: cfg.memory.hard_limit_bytes,
             stress_probability: cfg.memory.stress_probability,
         },
-        ActivePolicy { version: doc.version, seed: cfg.policy.hash_seed, engine: policy_engine },
+        initial_policy.unwrap_or(ActivePolicy { version: doc.version, seed: cfg.policy.hash_seed, engine: policy_engine }),
         Instant::now(),
     );
     let (export_tx, export_rx) = mpsc::channel(cfg.export.queue_traces);
@@ -396,6 +400,12 @@ pub async fn run(cfg: SamplerConfig, listeners: Listeners, shutdown: Cancellatio
         handover_timeout: cfg.export.timeout * 3,
         resume_lookback: cfg.kafka.resume_lookback_records,
     });
+
+    let coordination = {
+        let shared = shared.clone();
+        let apply = move |p: ActivePolicy| shared.engine.lock().unwrap().set_policy(p);
+        tokio::spawn(coordination::run(cfg.coordinator.clone(), from_version, apply, shutdown.clone()))
+    };
 
     // Export task: acknowledgements go straight to the engine (they unpin offsets).
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u64>();
@@ -492,6 +502,7 @@ pub async fn run(cfg: SamplerConfig, listeners: Listeners, shutdown: Cancellatio
         tokio::task::spawn_blocking(move || s.handover(&|tpl| c.commit(tpl, CommitMode::Sync), &parts)).await.ok();
     }
     consumer.unsubscribe();
+    let _ = coordination.await;
     export_shutdown.cancel();
     let _ = exporter_task.await;
     acker.abort();

@@ -26,6 +26,8 @@ pub const POLICY_VERSION: &str = "tailsift_sampler_policy_version";
 pub const PARTITIONS_OWNED: &str = "tailsift_sampler_partitions_owned";
 pub const RECORDS_NOT_OWNED: &str = "tailsift_sampler_records_not_owned_total";
 pub const DECISIONS_PRELOADED: &str = "tailsift_sampler_decisions_preloaded_total";
+pub const COORDINATOR_CONNECTED: &str = "tailsift_sampler_coordinator_connected";
+pub const POLICY_UPDATES: &str = "tailsift_sampler_policy_updates_total";
 
 pub fn describe() {
     describe_counter!(RECORDS_CONSUMED, Unit::Count, "Kafka records consumed from the spans topic.");
@@ -50,5 +52,7 @@ pub fn describe() {
     describe_gauge!(POLICY_VERSION, Unit::Count, "Version of the policy in force.");
     describe_gauge!(PARTITIONS_OWNED, Unit::Count, "Partitions of the spans topic assigned to this worker.");
     describe_counter!(RECORDS_NOT_OWNED, Unit::Count, "Records of partitions no longer owned (delivered after a revocation), left to the new owner.");
+    describe_gauge!(COORDINATOR_CONNECTED, Unit::Count, "1 while a coordinator watch stream is open.");
+    describe_counter!(POLICY_UPDATES, Unit::Count, "Policy versions received from coordinators, by outcome (applied, invalid, persist_failed).");
     describe_counter!(DECISIONS_PRELOADED, Unit::Count, "Decisions read back from the decisions topic on partition assignment.");
 }

@@ -1,0 +1,178 @@
+//! Coordinators -> samplers, end to end: 3 in-process coordinators, a real broker, an ingest node,
+//! two samplers watching the coordinators. A policy PUT through the admin API changes the
+//! decisions of every running worker; workers keep sampling with every coordinator stopped; a
+//! worker restarted with no coordinator reachable applies the version it persisted.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
+use serde_json::json;
+use tailsift_tests::{sampler_sets, Broker, CoordinatorCluster, IngestNode, SamplerNode, Sink, Storage, ADMIN_TOKEN, READ_TOKEN};
+use tonic::transport::Channel;
+
+const ERRORS_ONLY: &str = "policies:\n  - name: errors\n    status_code: { codes: [ERROR] }\n";
+const ALWAYS: &str = "policies:\n  - name: everything\n    always: {}\n";
+
+fn trace_id(tag: u8, i: u8) -> [u8; 16] {
+    let mut id = [0x11u8; 16];
+    id[0] = tag;
+    id[1] = i;
+    id
+}
+
+fn root_span(id: [u8; 16], error: bool) -> ExportTraceServiceRequest {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let s = Span {
+        trace_id: id.to_vec(),
+        span_id: vec![7; 8],
+        name: "op".into(),
+        start_time_unix_nano: now,
+        end_time_unix_nano: now + 1000,
+        status: error.then(|| Status { code: status::StatusCode::Error as i32, message: String::new() }),
+        ..Default::default()
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans: vec![s], ..Default::default() }], ..Default::default() }],
+    }
+}
+
+/// The policy version stamped on the exported span of trace `id`, once it has been exported.
+fn stamped_version(sink: &Sink, id: &[u8; 16]) -> Option<i64> {
+    let traces = sink.traces();
+    let spans = traces.get(id)?;
+    let span = spans.values().next()?;
+    let attr = span.attributes.iter().find(|a| a.key == "tailsift.sampling.policy_version").expect("version attribute");
+    match attr.value.as_ref().and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::IntValue(v)) => Some(*v),
+        other => panic!("policy_version is not an int: {other:?}"),
+    }
+}
+
+/// Waits (bounded) until every trace in `ids` has been exported; returns their stamped versions.
+async fn wait_exported(sink: &Sink, ids: &[[u8; 16]], what: &str) -> Vec<i64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got: Vec<Option<i64>> = ids.iter().map(|id| stamped_version(sink, id)).collect();
+        if got.iter().all(Option::is_some) {
+            return got.into_iter().flatten().collect();
+        }
+        let missing = got.iter().filter(|g| g.is_none()).count();
+        assert!(Instant::now() < deadline, "{what}: {missing} of {} traces never exported", ids.len());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits (bounded) until the worker's state file holds `version`.
+async fn wait_persisted(path: &Path, version: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let have = tailsift_sampler::coordination::load_state(path).ok().flatten().map(|s| s.version);
+        if have == Some(version) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{} holds {have:?}, never version {version}", path.display());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn put_policy(cluster: &CoordinatorCluster, node: usize, doc: &str) -> u64 {
+    let (st, body) = cluster.request(node, "PUT", "/v1/policy", Some(ADMIN_TOKEN), Some(json!({ "document": doc, "format": "yaml" }))).await;
+    assert_eq!(st, 200, "{body}");
+    body["version"].as_u64().or_else(|| body["policy_version"].as_u64()).unwrap_or_else(|| panic!("no version in {body}"))
+}
+
+fn sampler(brokers: &str, topic: &str, sink: &str, endpoints: &[String], state: &Path) -> Vec<(String, String)> {
+    let mut sets = sampler_sets(brokers, topic, "g-coord", sink);
+    sets.push(("coordinator.endpoints".into(), format!("[{}]", endpoints.join(", "))));
+    sets.push(("coordinator.state_file".into(), state.display().to_string()));
+    sets.push(("coordinator.retry_interval".into(), "200ms".into()));
+    sets.push(("coordinator.connect_timeout".into(), "500ms".into()));
+    sets
+}
+
+async fn send(client: &mut TraceServiceClient<Channel>, ids: &[[u8; 16]], error: bool) {
+    for id in ids {
+        client.export(root_span(*id, error)).await.expect("ingest accepts");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_versions_reach_every_worker_and_survive_coordinator_loss() {
+    let broker = Broker::start(Storage::Memory);
+    let topic = "c-e2e";
+    let ingest = IngestNode::start(&broker.brokers(), topic, &[]).await;
+    let (sink, sink_endpoint) = Sink::start().await;
+    let mut cluster = CoordinatorCluster::start(3).await;
+    cluster.wait_for_leader(&[0, 1, 2]).await;
+    let (st, status) = cluster.request(0, "GET", "/v1/cluster/status", Some(READ_TOKEN), None).await;
+    assert_eq!(st, 200, "{status}");
+    let mut endpoints: Vec<String> = status["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| format!("http://{}", m["raft_addr"].as_str().expect("raft_addr")))
+        .collect();
+    assert_eq!(endpoints.len(), 3);
+
+    let v1 = put_policy(&cluster, 1, ERRORS_ONLY).await;
+    for i in 0..3 {
+        cluster.wait_for_version(i, v1).await;
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let states: Vec<PathBuf> = (0..2).map(|i| dir.path().join(format!("worker-{i}.json"))).collect();
+    let a = SamplerNode::start(sampler(&broker.brokers(), topic, &sink_endpoint, &endpoints, &states[0])).await;
+    endpoints.rotate_left(1); // the second worker starts with another coordinator
+    let b = SamplerNode::start(sampler(&broker.brokers(), topic, &sink_endpoint, &endpoints, &states[1])).await;
+    wait_persisted(&states[0], v1).await;
+    wait_persisted(&states[1], v1).await;
+
+    // Version 1 (errors only): error traces kept and stamped v1, normal traces dropped.
+    let mut client = TraceServiceClient::connect(format!("http://{}", ingest.grpc)).await.unwrap();
+    let errors: Vec<[u8; 16]> = (0..24).map(|i| trace_id(0xe1, i)).collect();
+    let normal: Vec<[u8; 16]> = (0..24).map(|i| trace_id(0xa1, i)).collect();
+    send(&mut client, &normal, false).await;
+    send(&mut client, &errors, true).await;
+    let versions = wait_exported(&sink, &errors, "errors under v1").await;
+    assert!(versions.iter().all(|v| *v == v1 as i64), "stamped {versions:?}, expected {v1}");
+    sink.wait_quiet(Duration::from_secs(2), Duration::from_secs(30)).await;
+    let kept_normal = normal.iter().filter(|id| sink.traces().contains_key(*id)).count();
+    assert_eq!(kept_normal, 0, "errors-only policy kept normal traces");
+
+    // Version 2 (always), written through a follower or the leader: every worker switches.
+    let v2 = put_policy(&cluster, 2, ALWAYS).await;
+    assert!(v2 > v1);
+    wait_persisted(&states[0], v2).await;
+    wait_persisted(&states[1], v2).await;
+    // 48 traces over the topic's partitions: both workers own some of them.
+    let normal2: Vec<[u8; 16]> = (0..48).map(|i| trace_id(0xa2, i)).collect();
+    send(&mut client, &normal2, false).await;
+    let versions = wait_exported(&sink, &normal2, "normal traces under v2").await;
+    assert!(versions.iter().all(|v| *v == v2 as i64), "stamped {versions:?}, expected {v2}");
+
+    // Every coordinator stopped: the workers keep sampling with version 2.
+    cluster.stop_all().await;
+    let normal3: Vec<[u8; 16]> = (0..24).map(|i| trace_id(0xa3, i)).collect();
+    send(&mut client, &normal3, false).await;
+    let versions = wait_exported(&sink, &normal3, "normal traces with no coordinator").await;
+    assert!(versions.iter().all(|v| *v == v2 as i64), "stamped {versions:?}, expected {v2}");
+
+    // A worker restarted with no coordinator reachable applies the persisted version 2 (its
+    // config has no policy file: the built-in default would keep only ~10% of normal traces,
+    // stamped with another version).
+    a.stop().await;
+    b.stop().await;
+    let a = SamplerNode::start(sampler(&broker.brokers(), topic, &sink_endpoint, &endpoints, &states[0])).await;
+    let normal4: Vec<[u8; 16]> = (0..24).map(|i| trace_id(0xa4, i)).collect();
+    send(&mut client, &normal4, false).await;
+    let versions = wait_exported(&sink, &normal4, "normal traces after a restart without coordinators").await;
+    assert!(versions.iter().all(|v| *v == v2 as i64), "stamped {versions:?}, expected {v2}");
+    assert_eq!(sink.duplicates(), 0, "{:?}", sink.duplicate_ids());
+
+    a.stop().await;
+    ingest.stop().await;
+}

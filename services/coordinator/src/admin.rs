@@ -1,4 +1,4 @@
-//! Admin HTTP/JSON API (all under `/v1`, bearer token required; writes need role `admin`):
+//! Admin HTTP/JSON API (`/v1` routes need a bearer token; writes need role `admin`):
 //!
 //! | route | what |
 //! |---|---|
@@ -8,7 +8,13 @@
 //! | `GET /v1/policy/history` | the versions kept for rollback |
 //! | `POST /v1/policy/rollback` | `{"version": N}`: publish version N again as a new version |
 //! | `POST /v1/seed/rotate` | schedule a new random hash seed for the next policy version |
-//! | `GET /v1/cluster/status` | members, leader, term, log and applied indexes |
+//! | `GET /v1/cluster/status` | members, leader, term, log, commit and applied indexes |
+//! | `POST /v1/cluster/members` | admin, leader only: add a node as learner, then promote it ([`crate::membership`]) |
+//! | `DELETE /v1/cluster/members/{id}` | admin, leader only: remove a member |
+//!
+//! Unauthenticated on the same port: `GET /openapi.json` (this API as OpenAPI 3,
+//! [`crate::openapi`]), `GET /api/sampling?service=NAME` (Jaeger remote sampling,
+//! [`crate::jaeger_sampling`]), and `/metrics`, `/healthz`, `/readyz`.
 //!
 //! Errors are JSON `{"error": "...", ...}`: 400 with `issues: [{path, message}]` for an invalid
 //! policy (nothing is applied), 401 without a valid token, 403 for a read-only token on a write,
@@ -23,7 +29,8 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::http::Method;
+use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -35,43 +42,75 @@ use crate::store::View;
 use crate::{Coordinator, WriteError};
 
 #[derive(Clone)]
-struct AdminState {
-    c: Arc<Coordinator>,
+pub(crate) struct AdminState {
+    pub(crate) c: Arc<Coordinator>,
     tokens: Arc<Vec<Token>>,
 }
 
-/// The `/v1` routes.
-pub fn router(c: Arc<Coordinator>, tokens: Vec<Token>) -> Router {
-    let state = AdminState { c, tokens: Arc::new(tokens) };
-    Router::new()
-        .route("/v1/policy", get(get_policy).put(put_policy))
-        .route("/v1/policy/validate", post(validate_policy))
-        .route("/v1/policy/history", get(history))
-        .route("/v1/policy/rollback", post(rollback))
-        .route("/v1/seed/rotate", post(rotate_seed))
-        .route("/v1/cluster/status", get(cluster_status))
-        .with_state(state)
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// No token needed (`/openapi.json`, the Jaeger sampling endpoint).
+    Public,
+    /// Any valid bearer token.
+    Read,
+    /// A bearer token with role `admin`.
+    Admin,
 }
 
-type Reply = (StatusCode, HeaderMap, Json<Value>);
+/// Every route this module serves: path template, method, access, handler. The router and
+/// [`served_routes`] are both built from this one table, so the OpenAPI test sees exactly what
+/// is served.
+fn table() -> Vec<(&'static str, Method, Access, MethodRouter<AdminState>)> {
+    vec![
+        ("/v1/policy", Method::GET, Access::Read, get(get_policy)),
+        ("/v1/policy", Method::PUT, Access::Admin, put(put_policy)),
+        ("/v1/policy/validate", Method::POST, Access::Read, post(validate_policy)),
+        ("/v1/policy/history", Method::GET, Access::Read, get(history)),
+        ("/v1/policy/rollback", Method::POST, Access::Admin, post(rollback)),
+        ("/v1/seed/rotate", Method::POST, Access::Admin, post(rotate_seed)),
+        ("/v1/cluster/status", Method::GET, Access::Read, get(cluster_status)),
+        ("/v1/cluster/members", Method::POST, Access::Admin, post(crate::membership::add_member)),
+        ("/v1/cluster/members/{id}", Method::DELETE, Access::Admin, delete(crate::membership::remove_member)),
+        ("/openapi.json", Method::GET, Access::Public, get(crate::openapi::serve)),
+        ("/api/sampling", Method::GET, Access::Public, get(crate::jaeger_sampling::serve)),
+    ]
+}
 
-fn reply(status: StatusCode, body: Value) -> Reply {
+/// `(path template, method, access)` of every route [`router`] serves.
+pub fn served_routes() -> Vec<(&'static str, Method, Access)> {
+    table().into_iter().map(|(p, m, a, _)| (p, m, a)).collect()
+}
+
+/// The admin routes (see the module documentation).
+pub fn router(c: Arc<Coordinator>, tokens: Vec<Token>) -> Router {
+    let state = AdminState { c, tokens: Arc::new(tokens) };
+    let mut r = Router::new();
+    for (path, _, _, handler) in table() {
+        r = r.route(path, handler);
+    }
+    r.with_state(state)
+}
+
+pub(crate) type Reply = (StatusCode, HeaderMap, Json<Value>);
+
+pub(crate) fn reply(status: StatusCode, body: Value) -> Reply {
     (status, HeaderMap::new(), Json(body))
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Reply {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Reply {
     reply(status, json!({ "error": message.into() }))
 }
 
 /// Counts the request and turns the reply into a response.
-fn done(route: &'static str, r: Result<Reply, Reply>) -> Response {
+pub(crate) fn done(route: &'static str, r: Result<Reply, Reply>) -> Response {
     let (status, headers, body) = r.unwrap_or_else(|e| e);
     ::metrics::counter!(crate::metrics::ADMIN_REQUESTS, "route" => route, "status" => status.as_u16().to_string()).increment(1);
     (status, headers, body).into_response()
 }
 
 /// Checks the bearer token in constant time (per configured token) and the role.
-fn authorize<'a>(s: &'a AdminState, headers: &HeaderMap, need: Role) -> Result<&'a Token, Reply> {
+pub(crate) fn authorize<'a>(s: &'a AdminState, headers: &HeaderMap, need: Role) -> Result<&'a Token, Reply> {
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -138,7 +177,7 @@ struct PolicyBody {
     format: PolicyFormat,
 }
 
-fn parse_body<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, Reply> {
+pub(crate) fn parse_body<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, Reply> {
     serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("request body: {e}")))
 }
 
@@ -244,6 +283,7 @@ async fn cluster_status(State(s): State<AdminState>, headers: HeaderMap) -> Resp
             "leader": m.current_leader,
             "term": m.current_term,
             "last_log_index": m.last_log_index,
+            "commit_index": crate::membership::commit_index(&m),
             "applied_index": m.last_applied.map(|l| l.index),
             "snapshot_index": m.snapshot.map(|l| l.index),
             "members": members,

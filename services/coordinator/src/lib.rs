@@ -11,8 +11,11 @@
 
 pub mod admin;
 pub mod config;
+pub mod jaeger_sampling;
+pub mod membership;
 pub mod metrics;
 pub mod network;
+pub mod openapi;
 pub mod state;
 pub mod store;
 pub mod types;
@@ -94,7 +97,19 @@ impl Coordinator {
     pub async fn write(&self, cmd: Command) -> Result<(Applied, u64), WriteError> {
         let deadline = tokio::time::Instant::now() + self.write_timeout;
         loop {
-            let leader = match self.raft.client_write(cmd.clone()).await {
+            // A leader that lost its majority never answers: bound the wait (the entry may still
+            // commit later, once a majority is back).
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let written = match tokio::time::timeout(remaining, self.raft.client_write(cmd.clone())).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return Err(WriteError::Unavailable(format!(
+                        "not committed within {:?}; a majority of voters may be unreachable",
+                        self.write_timeout
+                    )))
+                }
+            };
+            let leader = match written {
                 Ok(r) => match r.data.0 {
                     Some(Ok(a)) => return Ok((a, r.log_id.index)),
                     Some(Err(e)) => return Err(WriteError::Rejected(e)),
@@ -233,6 +248,9 @@ async fn watch_metrics(c: Arc<Coordinator>, readiness: Readiness, shutdown: Canc
             ::metrics::gauge!(metrics::LAST_LOG_INDEX, "node" => node.clone()).set(m.last_log_index.unwrap_or(0) as f64);
             ::metrics::gauge!(metrics::APPLIED_INDEX, "node" => node.clone())
                 .set(m.last_applied.map_or(0, |l| l.index) as f64);
+            ::metrics::gauge!(metrics::COMMIT_INDEX, "node" => node.clone()).set(membership::commit_index(&m) as f64);
+            ::metrics::gauge!(metrics::LEARNERS, "node" => node.clone())
+                .set(m.membership_config.membership().learner_ids().count() as f64);
             ::metrics::gauge!(metrics::MEMBERS, "node" => node.clone())
                 .set(m.membership_config.membership().voter_ids().count() as f64);
             ::metrics::gauge!(metrics::POLICY_VERSION, "node" => node.clone()).set(v.registry.policy_version() as f64);

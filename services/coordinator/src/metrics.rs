@@ -9,6 +9,8 @@ pub const IS_LEADER: &str = "tailsift_coordinator_raft_is_leader";
 pub const LEADER_ID: &str = "tailsift_coordinator_raft_leader_id";
 pub const LAST_LOG_INDEX: &str = "tailsift_coordinator_raft_last_log_index";
 pub const APPLIED_INDEX: &str = "tailsift_coordinator_raft_applied_index";
+pub const COMMIT_INDEX: &str = "tailsift_coordinator_raft_commit_index";
+pub const LEARNERS: &str = "tailsift_coordinator_raft_learners";
 pub const MEMBERS: &str = "tailsift_coordinator_raft_members";
 pub const POLICY_VERSION: &str = "tailsift_coordinator_policy_version";
 pub const SEED_EPOCH: &str = "tailsift_coordinator_seed_epoch";
@@ -21,6 +23,8 @@ pub fn describe() {
     describe_gauge!(LEADER_ID, Unit::Count, "Id of the leader this coordinator knows of (0: none)");
     describe_gauge!(LAST_LOG_INDEX, Unit::Count, "Index of the last entry in this coordinator's Raft log");
     describe_gauge!(APPLIED_INDEX, Unit::Count, "Index of the last entry applied to the state machine");
+    describe_gauge!(COMMIT_INDEX, Unit::Count, "Committed log index (leader: matched by a majority; other nodes: applied index)");
+    describe_gauge!(LEARNERS, Unit::Count, "Learners (non-voting members catching up) in the Raft membership this coordinator knows");
     describe_gauge!(MEMBERS, Unit::Count, "Voters in the Raft membership this coordinator knows");
     describe_gauge!(POLICY_VERSION, Unit::Count, "Policy version in this coordinator's applied state");
     describe_gauge!(SEED_EPOCH, Unit::Count, "Epoch of the hash seed currently in force");

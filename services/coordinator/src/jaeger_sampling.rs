@@ -1,0 +1,201 @@
+//! The Jaeger remote sampling API on the admin port: `GET /api/sampling?service=NAME`, the
+//! endpoint Jaeger SDKs and the OpenTelemetry `jaegerremote` samplers poll (Jaeger agent's
+//! `:5778/sampling`, collector's `:14268/api/sampling`). Unauthenticated, like Jaeger's own
+//! endpoint: it only reveals sampling rates. It answers with a head-sampling strategy derived from
+//! the current policy document; the tail decision is still made by the samplers.
+//!
+//! Mapping, over the **top-level** policies in document order (nested `and`/`not`/`composite`/
+//! `drop` policies and regex filters are not expressible in a Jaeger strategy and are skipped):
+//!
+//! * A policy *applies to the service* when it has no `match.service`, or its `match.service` is
+//!   the service name exactly or a list containing it.
+//! * The service's strategy comes from the first applying policy **without** `match.span_name`
+//!   that is `probabilistic` (`percentage / 100`), `otel_probabilistic`
+//!   (`sampling_percentage / 100`) → `PROBABILISTIC` with that `samplingRate`; or
+//!   `rate_limiting` with `traces_per_second` → `RATE_LIMITING` with `maxTracesPerSecond` (the
+//!   rate, rounded down, at least 1).
+//! * Without one, the default is `PROBABILISTIC` with `samplingRate` 1.0 (send everything; the
+//!   tail samplers decide), which is also the answer before any policy was published.
+//! * For a `PROBABILISTIC` answer, every applying `probabilistic`/`otel_probabilistic` policy
+//!   whose `match.span_name` is exact or a list adds one entry per span name to
+//!   `operationSampling.perOperationStrategies` (first policy wins per name);
+//!   `defaultSamplingProbability` is the service's rate and `defaultLowerBoundTracesPerSecond` is
+//!   0. `operationSampling` is only present when there is at least one per-operation entry.
+//!
+//! `service` missing or empty → 400 with a plain-text message, as Jaeger answers.
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tailsift_policy::{MatchFilter, NamedPolicy, PolicyDocument, PolicyKind, StringMatch};
+
+use crate::admin::AdminState;
+
+/// Rate of the default strategy (no applying policy): keep everything at the head.
+pub const DEFAULT_SAMPLING_RATE: f64 = 1.0;
+
+#[derive(Deserialize)]
+pub(crate) struct SamplingQuery {
+    #[serde(default)]
+    service: Option<String>,
+}
+
+fn matches(m: &StringMatch, name: &str) -> Option<bool> {
+    match m {
+        StringMatch::Exact(v) => Some(v == name),
+        StringMatch::OneOf(vs) => Some(vs.iter().any(|v| v == name)),
+        StringMatch::Regex(_) => None,
+    }
+}
+
+fn applies(filter: Option<&MatchFilter>, service: &str) -> bool {
+    match filter.and_then(|f| f.service.as_ref()) {
+        None => true,
+        Some(m) => matches(m, service) == Some(true),
+    }
+}
+
+fn rate(p: &NamedPolicy) -> Option<f64> {
+    match &p.kind {
+        PolicyKind::Probabilistic(x) => Some(x.percentage / 100.0),
+        PolicyKind::OtelProbabilistic(x) => Some(x.sampling_percentage / 100.0),
+        _ => None,
+    }
+}
+
+/// The Jaeger strategy for `service` under `doc` (`None`: no policy published yet).
+pub fn strategy(doc: Option<&PolicyDocument>, service: &str) -> Value {
+    let policies: &[NamedPolicy] = doc.map_or(&[], |d| d.policies.as_slice());
+    let applying = || policies.iter().filter(|p| applies(p.filter.as_ref(), service));
+    let span_filter = |p: &NamedPolicy| p.filter.as_ref().and_then(|f| f.span_name.clone());
+
+    let mut service_rate = None;
+    for p in applying().filter(|p| span_filter(p).is_none()) {
+        if let Some(r) = rate(p) {
+            service_rate = Some(r.clamp(0.0, 1.0));
+            break;
+        }
+        if let PolicyKind::RateLimiting(rl) = &p.kind {
+            if let Some(tps) = rl.traces_per_second {
+                return json!({
+                    "strategyType": "RATE_LIMITING",
+                    "rateLimitingSampling": { "maxTracesPerSecond": (tps.floor() as i64).max(1) },
+                });
+            }
+        }
+    }
+    let default = service_rate.unwrap_or(DEFAULT_SAMPLING_RATE);
+
+    let mut ops: Vec<(String, f64)> = Vec::new();
+    for p in applying() {
+        let (Some(names), Some(r)) = (span_filter(p), rate(p)) else { continue };
+        let names = match names {
+            StringMatch::Exact(v) => vec![v],
+            StringMatch::OneOf(vs) => vs,
+            StringMatch::Regex(_) => continue,
+        };
+        for n in names {
+            if !ops.iter().any(|(o, _)| *o == n) {
+                ops.push((n, r.clamp(0.0, 1.0)));
+            }
+        }
+    }
+    let mut out = json!({
+        "strategyType": "PROBABILISTIC",
+        "probabilisticSampling": { "samplingRate": default },
+    });
+    if !ops.is_empty() {
+        let per: Vec<Value> = ops
+            .into_iter()
+            .map(|(op, r)| json!({ "operation": op, "probabilisticSampling": { "samplingRate": r } }))
+            .collect();
+        out["operationSampling"] = json!({
+            "defaultSamplingProbability": default,
+            "defaultLowerBoundTracesPerSecond": 0.0,
+            "perOperationStrategies": per,
+        });
+    }
+    out
+}
+
+pub(crate) async fn serve(State(s): State<AdminState>, Query(q): Query<SamplingQuery>) -> Response {
+    let service = q.service.unwrap_or_default();
+    let (status, resp) = if service.is_empty() {
+        (
+            StatusCode::BAD_REQUEST,
+            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "'service' parameter must be provided\n").into_response(),
+        )
+    } else {
+        let v = s.c.view();
+        // The stored document was validated before it was committed; re-parsing cannot fail
+        // unless the policy crate changed, in which case the default strategy is served.
+        let doc = v.registry.current().and_then(|p| p.format.check(&p.document).ok());
+        (StatusCode::OK, axum::Json(strategy(doc.as_ref(), &service)).into_response())
+    };
+    ::metrics::counter!(crate::metrics::ADMIN_REQUESTS, "route" => "/api/sampling", "status" => status.as_u16().to_string())
+        .increment(1);
+    (status, resp).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(yaml: &str) -> PolicyDocument {
+        crate::state::PolicyFormat::Yaml.check(yaml).unwrap()
+    }
+
+    #[test]
+    fn no_policy_is_the_default_rate() {
+        assert_eq!(
+            strategy(None, "a"),
+            json!({ "strategyType": "PROBABILISTIC", "probabilisticSampling": { "samplingRate": 1.0 } })
+        );
+        let d = doc("policies:\n  - name: errors\n    status_code: { codes: [ERROR] }\n");
+        assert_eq!(strategy(Some(&d), "a")["probabilisticSampling"]["samplingRate"], 1.0);
+    }
+
+    #[test]
+    fn services_operations_and_rate_limits() {
+        let d = doc(concat!(
+            "policies:\n",
+            "  - name: errors\n    status_code: { codes: [ERROR] }\n",
+            "  - name: cart-get\n    match: { service: checkout, span_name: [GET /cart, POST /cart] }\n    probabilistic: { percentage: 50 }\n",
+            "  - name: any-health\n    match: { span_name: /health }\n    probabilistic: { percentage: 0 }\n",
+            "  - name: regex-op\n    match: { span_name: { regex: '^x' } }\n    probabilistic: { percentage: 70 }\n",
+            "  - name: checkout\n    match: { service: [checkout, payments] }\n    probabilistic: { percentage: 20 }\n",
+            "  - name: ads\n    match: { service: ads }\n    rate_limiting: { traces_per_second: 7.9 }\n",
+            "  - name: rest\n    probabilistic: { percentage: 10 }\n",
+        ));
+        assert_eq!(
+            strategy(Some(&d), "checkout"),
+            json!({
+                "strategyType": "PROBABILISTIC",
+                "probabilisticSampling": { "samplingRate": 0.2 },
+                "operationSampling": {
+                    "defaultSamplingProbability": 0.2,
+                    "defaultLowerBoundTracesPerSecond": 0.0,
+                    "perOperationStrategies": [
+                        { "operation": "GET /cart", "probabilisticSampling": { "samplingRate": 0.5 } },
+                        { "operation": "POST /cart", "probabilisticSampling": { "samplingRate": 0.5 } },
+                        { "operation": "/health", "probabilisticSampling": { "samplingRate": 0.0 } },
+                    ],
+                },
+            })
+        );
+        let p = strategy(Some(&d), "payments");
+        assert_eq!(p["probabilisticSampling"]["samplingRate"], 0.2);
+        assert_eq!(p["operationSampling"]["perOperationStrategies"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            strategy(Some(&d), "ads"),
+            json!({ "strategyType": "RATE_LIMITING", "rateLimitingSampling": { "maxTracesPerSecond": 7 } })
+        );
+        assert_eq!(strategy(Some(&d), "other")["probabilisticSampling"]["samplingRate"], 0.1);
+        // The unfiltered rate limit applies to every service that has no earlier own rule.
+        let d = doc("policies:\n  - name: a\n    match: { service: a }\n    probabilistic: { percentage: 30 }\n  - name: cap\n    rate_limiting: { traces_per_second: 0.5 }\n");
+        assert_eq!(strategy(Some(&d), "a")["probabilisticSampling"]["samplingRate"], 0.3);
+        assert_eq!(strategy(Some(&d), "b")["rateLimitingSampling"]["maxTracesPerSecond"], 1);
+    }
+}

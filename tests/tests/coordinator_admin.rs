@@ -1,0 +1,413 @@
+//! Coordinator admin API beyond policies (in-process, ports bound to 0, data in temp dirs):
+//! runtime membership changes (3 -> 4 -> 3 with writes throughout), a minority that cannot
+//! commit, the OpenAPI document against the served routes, the Jaeger remote sampling endpoint
+//! and the coordinator metrics.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tailsift_coordinator::config::{Role, Token};
+use tailsift_tests::{CoordinatorCluster, ADMIN_TOKEN, READ_TOKEN};
+use tokio_util::sync::CancellationToken;
+
+/// The tests share one process-wide metrics recorder (gauges are labelled by node id, which
+/// repeats across clusters) and two cores: they run one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const POLICY_A: &str = "policies:\n  - name: errors\n    status_code: { codes: [ERROR] }\n";
+
+async fn put(c: &CoordinatorCluster, node: usize, doc: &str) -> (u16, Value) {
+    c.request(node, "PUT", "/v1/policy", Some(ADMIN_TOKEN), Some(json!({ "document": doc }))).await
+}
+
+async fn call(http: &reqwest::Client, addr: &str, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+    let mut r = http.request(method.parse().unwrap(), format!("http://{addr}{path}")).timeout(Duration::from_secs(60));
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    match r.send().await {
+        Ok(resp) => {
+            let st = resp.status().as_u16();
+            let text = resp.text().await.unwrap_or_default();
+            (st, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        }
+        Err(e) => (0, Value::String(format!("request failed: {e}"))),
+    }
+}
+
+/// A coordinator started outside the bootstrap membership (it waits to be added).
+struct Extra {
+    id: u64,
+    raft_addr: String,
+    admin_addr: String,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), tailsift_coordinator::Error>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_extra(id: u64) -> Extra {
+    let raft = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = tailsift_coordinator::CoordinatorConfig::default();
+    c.node_id = id;
+    c.data_dir = dir.path().to_path_buf();
+    c.raft.listen = raft.local_addr().unwrap();
+    c.raft.heartbeat_interval = Duration::from_millis(100);
+    c.raft.election_timeout_min = Duration::from_millis(500);
+    c.raft.election_timeout_max = Duration::from_millis(1000);
+    c.raft.snapshot_after_entries = 3;
+    c.admin.listen = admin.local_addr().unwrap();
+    c.admin.tokens = vec![
+        Token { name: "ops".into(), token: ADMIN_TOKEN.into(), role: Role::Admin },
+        Token { name: "viewer".into(), token: READ_TOKEN.into(), role: Role::ReadOnly },
+    ];
+    tailsift_config::Validate::validate(&c).unwrap();
+    let (raft_addr, admin_addr) = (c.raft.listen.to_string(), c.admin.listen.to_string());
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(tailsift_coordinator::run(c, tailsift_coordinator::Listeners { raft, admin }, shutdown.clone()));
+    Extra { id, raft_addr, admin_addr, shutdown, task, _dir: dir }
+}
+
+async fn status(c: &CoordinatorCluster, i: usize) -> Value {
+    let (st, s) = c.request(i, "GET", "/v1/cluster/status", Some(READ_TOKEN), None).await;
+    assert_eq!(st, 200, "{s}");
+    s
+}
+
+fn voters(s: &Value) -> BTreeSet<u64> {
+    s["members"].as_array().unwrap().iter().filter(|m| m["voter"] == true).map(|m| m["id"].as_u64().unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_grows_to_four_and_shrinks_to_three_while_writes_keep_succeeding() {
+    let _serial = SERIAL.lock().await;
+    let mut c = CoordinatorCluster::start(3).await;
+    let leader = c.wait_for_leader(&[0, 1, 2]).await;
+    let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    assert_eq!(put(&c, leader, POLICY_A).await.0, 200);
+    let s = status(&c, leader).await;
+    let leader_admin = s["members"].as_array().unwrap().iter().find(|m| m["id"] == leader as u64 + 1).unwrap()["admin_addr"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A writer publishing a new version every 100 ms for the whole test.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, addr) = (stop.clone(), leader_admin.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut results = Vec::new();
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                let doc = format!("policies:\n  - name: p{n}\n    probabilistic: {{ percentage: {} }}\n", n % 100);
+                results.push(call(&http, &addr, "PUT", "/v1/policy", Some(ADMIN_TOKEN), Some(json!({ "document": doc }))).await);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            results
+        })
+    };
+
+    // 3 -> 4: node 4 starts empty and outside the bootstrap list, is added as learner, promoted.
+    let extra = start_extra(4).await;
+    let http = reqwest::Client::new();
+    let new_member = json!({ "id": 4, "raft_addr": extra.raft_addr, "admin_addr": extra.admin_addr });
+    // Only the leader changes membership; a follower names it.
+    let (st, body) = c.request(followers[0], "POST", "/v1/cluster/members", Some(ADMIN_TOKEN), Some(new_member.clone())).await;
+    assert_eq!(st, 421, "{body}");
+    assert_eq!(body["leader"], leader as u64 + 1);
+    assert_eq!(body["leader_admin_addr"], leader_admin.as_str());
+    let (st, body) = c.request(leader, "POST", "/v1/cluster/members", Some(READ_TOKEN), Some(new_member.clone())).await;
+    assert_eq!(st, 403, "{body}");
+    let (st, body) = c.request(leader, "POST", "/v1/cluster/members", Some(ADMIN_TOKEN), Some(json!({ "id": 4, "raft_addr": "nohost", "admin_addr": extra.admin_addr }))).await;
+    assert_eq!(st, 400, "{body}");
+    let (st, body) = c.request(leader, "POST", "/v1/cluster/members", Some(ADMIN_TOKEN), Some(new_member.clone())).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(voters(&body), BTreeSet::from([1, 2, 3, 4]));
+    let (st, body) = c.request(leader, "POST", "/v1/cluster/members", Some(ADMIN_TOKEN), Some(new_member.clone())).await;
+    assert_eq!(st, 409, "{body}");
+    for i in 0..3 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = status(&c, i).await;
+            if voters(&s) == BTreeSet::from([1, 2, 3, 4]) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {i} does not see 4 voters: {s}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // Node 4 holds the replicated state: the leader's current version, with the same document.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, lp) = c.request(leader, "GET", "/v1/policy", Some(READ_TOKEN), None).await;
+    let v = lp["version"].as_u64().unwrap();
+    assert!(v >= 2, "the writer made progress: {lp}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let p4 = loop {
+        let (st, p) = call(&http, &extra.admin_addr, "GET", "/v1/policy", Some(READ_TOKEN), None).await;
+        if st == 200 && p["version"].as_u64().is_some_and(|x| x >= v) {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "node 4 did not reach version {v}: {st} {p}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (_, h) = c.request(leader, "GET", "/v1/policy/history", Some(READ_TOKEN), None).await;
+    let same = h["versions"].as_array().unwrap().iter().find(|x| x["version"] == v).unwrap();
+    let (_, h4) = call(&http, &extra.admin_addr, "GET", "/v1/policy/history", Some(READ_TOKEN), None).await;
+    let same4 = h4["versions"].as_array().unwrap().iter().find(|x| x["version"] == v).unwrap();
+    assert_eq!(same, same4);
+    assert_eq!(p4["seeds"], lp["seeds"]);
+    let (_, s4) = call(&http, &extra.admin_addr, "GET", "/v1/cluster/status", Some(READ_TOKEN), None).await;
+    assert_eq!(s4["leader"], leader as u64 + 1, "{s4}");
+    assert_eq!(voters(&s4), BTreeSet::from([1, 2, 3, 4]));
+
+    // 4 -> 3: remove an original follower.
+    let gone = followers[0];
+    let (st, body) = c.request(leader, "DELETE", "/v1/cluster/members/99", Some(ADMIN_TOKEN), None).await;
+    assert_eq!(st, 404, "{body}");
+    let (st, body) = c.request(leader, "DELETE", "/v1/cluster/members/x", Some(ADMIN_TOKEN), None).await;
+    assert_eq!(st, 400, "{body}");
+    let (st, body) = c.request(leader, "DELETE", &format!("/v1/cluster/members/{}", gone + 1), Some(ADMIN_TOKEN), None).await;
+    assert_eq!(st, 200, "{body}");
+    let expect: BTreeSet<u64> = [leader as u64 + 1, followers[1] as u64 + 1, 4].into();
+    assert_eq!(voters(&body), expect);
+    assert_eq!(body["members"].as_array().unwrap().len(), 3, "removed from the node list too: {body}");
+    c.stop(gone).await;
+
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let results = writer.await.unwrap();
+    assert!(results.len() >= 5, "{results:?}");
+    for (st, body) in &results {
+        assert_eq!(*st, 200, "a write failed during the membership changes: {body}");
+    }
+
+    // Node 4 is a real voter: with the other original follower stopped too, the leader and node
+    // 4 are a majority of {leader, follower, 4} and still commit.
+    c.stop(followers[1]).await;
+    let (st, body) = put(&c, leader, POLICY_A).await;
+    assert_eq!(st, 200, "{body}");
+    let v = body["version"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (st, p) = call(&http, &extra.admin_addr, "GET", "/v1/policy", Some(READ_TOKEN), None).await;
+        if st == 200 && p["version"].as_u64() == Some(v) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 4 did not apply version {v}: {p}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    extra.shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(20), extra.task).await.expect("node 4 stops").unwrap().unwrap();
+    let _ = extra.id;
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minority_cannot_commit_and_the_cluster_commits_again_when_a_majority_is_back() {
+    let _serial = SERIAL.lock().await;
+    let mut c = CoordinatorCluster::start(3).await;
+    let leader = c.wait_for_leader(&[0, 1, 2]).await;
+    let (st, body) = put(&c, leader, POLICY_A).await;
+    assert_eq!(st, 200, "{body}");
+    let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    c.stop(others[0]).await;
+    c.stop(others[1]).await;
+
+    // The survivor (the old leader) cannot reach a majority: the write fails within the bound.
+    let t = Instant::now();
+    let (st, body) = put(&c, leader, "policies:\n  - name: all\n    always: {}\n").await;
+    let took = t.elapsed();
+    assert_eq!(st, 503, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("not committed"), "{body}");
+    assert!(took < Duration::from_secs(15), "took {took:?}");
+    let (_, p) = c.request(leader, "GET", "/v1/policy", Some(READ_TOKEN), None).await;
+    assert_eq!(p["version"], 1, "nothing was applied: {p}");
+    // Membership cannot change without a majority either (bounded: 503). The proposed change
+    // (removing the node that stays down) stays in the survivor's log: the leader and the node
+    // restarted below are a majority of the old and of the new configuration.
+    let (st, body) = c.request(leader, "DELETE", &format!("/v1/cluster/members/{}", others[1] + 1), Some(ADMIN_TOKEN), None).await;
+    assert_eq!(st, 503, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("not committed"), "{body}");
+
+    // One node back: two of three, the cluster commits again.
+    c.restart(others[0]).await;
+    let now_leader = c.wait_for_leader(&[leader, others[0]]).await;
+    let (st, body) = put(&c, now_leader, POLICY_A).await;
+    assert_eq!(st, 200, "{body}");
+    let v = body["version"].as_u64().unwrap();
+    assert!(v >= 2, "{body}");
+    for i in [leader, others[0]] {
+        c.wait_for_version(i, v).await;
+    }
+    c.stop_all().await;
+}
+
+fn documented_ops(doc: &Value) -> BTreeSet<(String, String)> {
+    let mut out = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, _) in item.as_object().unwrap() {
+            out.insert((path.clone(), method.to_uppercase()));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_matches_the_served_routes_and_their_auth() {
+    let _serial = SERIAL.lock().await;
+    let mut c = CoordinatorCluster::start(1).await;
+    c.wait_for_leader(&[0]).await;
+    let (st, doc) = c.request(0, "GET", "/openapi.json", None, None).await;
+    assert_eq!(st, 200, "{doc}");
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
+    assert_eq!(doc, tailsift_coordinator::openapi::document());
+
+    // Everything the router serves is documented with the same access, and nothing else is.
+    let mut served: BTreeSet<(String, String)> = BTreeSet::new();
+    for (path, method, access) in tailsift_coordinator::admin::served_routes() {
+        let op = &doc["paths"][path][method.as_str().to_lowercase()];
+        assert!(op.is_object(), "{method} {path} is served but not documented");
+        let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
+        use tailsift_coordinator::admin::Access;
+        match access {
+            Access::Public => assert!(!secured, "{method} {path}: documented as secured"),
+            Access::Read => assert!(secured && op["x-tailsift-role"] == "read_only", "{method} {path}: {op}"),
+            Access::Admin => assert!(secured && op["x-tailsift-role"] == "admin", "{method} {path}: {op}"),
+        }
+        served.insert((path.to_string(), method.to_string()));
+    }
+    for p in tailsift_coordinator::openapi::TELEMETRY_ROUTES {
+        served.insert((p.to_string(), "GET".into()));
+    }
+    assert_eq!(documented_ops(&doc), served);
+
+    // Every documented operation answers (not 404/405) as documented: unauthenticated, with a
+    // read-only token, with an admin token; each status is among its documented responses.
+    for (path, method) in documented_ops(&doc) {
+        let op = &doc["paths"][&path][method.to_lowercase()];
+        let mut url = path.replace("{id}", "99");
+        if path == "/api/sampling" {
+            url.push_str("?service=checkout");
+        }
+        let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
+        let admin_only = op["x-tailsift-role"] == "admin";
+        let body = (method != "GET" && method != "DELETE").then(|| json!({}));
+        let documented = |st: u16| op["responses"].get(st.to_string()).is_some();
+        let (st, b) = c.request(0, &method, &url, None, body.clone()).await;
+        assert!(documented(st), "{method} {url} without a token: undocumented {st} {b}");
+        if secured {
+            assert_eq!(st, 401, "{method} {url} without a token: {b}");
+            let (st, b) = c.request(0, &method, &url, Some(READ_TOKEN), body.clone()).await;
+            assert!(documented(st), "{method} {url} read-only: undocumented {st} {b}");
+            if admin_only {
+                assert_eq!(st, 403, "{method} {url} read-only: {b}");
+                let (st, b) = c.request(0, &method, &url, Some(ADMIN_TOKEN), body.clone()).await;
+                assert!(documented(st) && st != 401 && st != 403, "{method} {url} admin: {st} {b}");
+                // Admin operations given `{}` or an unknown id reach their handler's own checks.
+                assert!(st == 400 || st == 404 || st == 200, "{method} {url} admin: {st} {b}");
+                if st == 404 {
+                    assert!(b["error"].is_string(), "a handler's 404, not the router's: {b}");
+                }
+            } else {
+                assert!(st != 401 && st != 403, "{method} {url} read-only: {st} {b}");
+            }
+        } else {
+            assert!(st == 200 || st == 503, "{method} {url} public: {st} {b}");
+        }
+    }
+    // And a path that is not documented is not served.
+    let (st, _) = c.request(0, "GET", "/v1/nothing-here", Some(ADMIN_TOKEN), None).await;
+    assert_eq!(st, 404);
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jaeger_remote_sampling_follows_the_policy_and_metrics_are_exported() {
+    let _serial = SERIAL.lock().await;
+    let mut c = CoordinatorCluster::start(1).await;
+    c.wait_for_leader(&[0]).await;
+    // Before any policy: everything is sent (the tail samplers decide).
+    let (st, s) = c.request(0, "GET", "/api/sampling?service=checkout", None, None).await;
+    assert_eq!(st, 200, "{s}");
+    assert_eq!(s, json!({ "strategyType": "PROBABILISTIC", "probabilisticSampling": { "samplingRate": 1.0 } }));
+    let (st, s) = c.request(0, "GET", "/api/sampling", None, None).await;
+    assert_eq!(st, 400, "{s}");
+    assert!(s.as_str().unwrap().contains("'service' parameter"), "{s}");
+
+    let doc = concat!(
+        "policies:\n",
+        "  - name: errors\n    status_code: { codes: [ERROR] }\n",
+        "  - name: cart\n    match: { service: checkout, span_name: [GET /cart] }\n    probabilistic: { percentage: 50 }\n",
+        "  - name: checkout\n    match: { service: checkout }\n    probabilistic: { percentage: 25 }\n",
+        "  - name: ads\n    match: { service: ads }\n    rate_limiting: { traces_per_second: 12 }\n",
+        "  - name: rest\n    probabilistic: { percentage: 5 }\n",
+    );
+    let (st, body) = put(&c, 0, doc).await;
+    assert_eq!(st, 200, "{body}");
+    let resp = reqwest::Client::new()
+        .get(format!("http://{}/api/sampling?service=checkout", status(&c, 0).await["members"][0]["admin_addr"].as_str().unwrap()))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    let s: Value = resp.json().await.unwrap();
+    assert_eq!(
+        s,
+        json!({
+            "strategyType": "PROBABILISTIC",
+            "probabilisticSampling": { "samplingRate": 0.25 },
+            "operationSampling": {
+                "defaultSamplingProbability": 0.25,
+                "defaultLowerBoundTracesPerSecond": 0.0,
+                "perOperationStrategies": [ { "operation": "GET /cart", "probabilisticSampling": { "samplingRate": 0.5 } } ],
+            },
+        })
+    );
+    let (_, s) = c.request(0, "GET", "/api/sampling?service=ads", None, None).await;
+    assert_eq!(s, json!({ "strategyType": "RATE_LIMITING", "rateLimitingSampling": { "maxTracesPerSecond": 12 } }));
+    let (_, s) = c.request(0, "GET", "/api/sampling?service=billing", None, None).await;
+    assert_eq!(s, json!({ "strategyType": "PROBABILISTIC", "probabilisticSampling": { "samplingRate": 0.05 } }));
+
+    // Metrics: Raft progress, membership, policy, seeds and admin requests by route and status.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (st, m) = c.request(0, "GET", "/metrics", None, None).await;
+        assert_eq!(st, 200);
+        let m = m.as_str().unwrap().to_string();
+        let has = |s: &str| m.lines().any(|l| l.starts_with(s));
+        let all = [
+            "tailsift_coordinator_raft_term{node=\"1\"} ",
+            "tailsift_coordinator_raft_is_leader{node=\"1\"} 1",
+            "tailsift_coordinator_raft_leader_id{node=\"1\"} 1",
+            "tailsift_coordinator_raft_commit_index{node=\"1\"} ",
+            "tailsift_coordinator_raft_applied_index{node=\"1\"} ",
+            "tailsift_coordinator_raft_members{node=\"1\"} 1",
+            "tailsift_coordinator_raft_learners{node=\"1\"} 0",
+            "tailsift_coordinator_policy_version{node=\"1\"} 1",
+            "tailsift_coordinator_seed_epoch{node=\"1\"} 0",
+        ];
+        let routes = m.lines().any(|l| l.starts_with("tailsift_coordinator_admin_requests_total") && l.contains("route=\"/api/sampling\"") && l.contains("status=\"400\""))
+            && m.lines().any(|l| l.starts_with("tailsift_coordinator_admin_requests_total") && l.contains("route=\"/v1/policy\"") && l.contains("status=\"200\""));
+        if all.iter().all(|s| has(s)) && routes {
+            let commit = m.lines().find(|l| l.starts_with("tailsift_coordinator_raft_commit_index{node=\"1\"}")).unwrap();
+            let n: f64 = commit.rsplit(' ').next().unwrap().parse().unwrap();
+            assert!(n >= 2.0, "{commit}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "missing metrics: {:?}\n{m}", all.iter().filter(|s| !has(s)).collect::<Vec<_>>());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.stop_all().await;
+}

@@ -28,6 +28,116 @@ enum Command {
     /// Run a sampling worker: consume the spans topic in a consumer group, buffer whole traces,
     /// decide by policy, export kept traces (OTLP or Kafka), commit only past decided traces.
     Sampler(SamplerArgs),
+    /// Run a coordinator node: Raft-replicated policy versions and hash seeds (on disk in
+    /// --data-dir), the policy Watch stream for samplers and Raft on --raft-listen, the
+    /// authenticated admin API on --admin-listen.
+    Coordinator(CoordinatorArgs),
+    /// Read, validate, publish and roll back the sampling policy through the admin API.
+    Policy(AdminCommand<PolicyCommand>),
+    /// Hash seed operations through the admin API.
+    Seed(AdminCommand<SeedCommand>),
+    /// Coordinator cluster state through the admin API.
+    Cluster(AdminCommand<ClusterCommand>),
+}
+
+#[derive(Args, Debug)]
+struct CoordinatorArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Raft log, vote and snapshots (data_dir). [default: ./tailsift-coordinator]
+    #[arg(long)]
+    data_dir: Option<String>,
+    /// This node's id, never reused (node_id). [default: 1]
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Raft and policy Watch gRPC listen address (raft.listen). [default: 0.0.0.0:9700]
+    #[arg(long)]
+    raft_listen: Option<String>,
+    /// Admin API, /metrics, /healthz, /readyz listen address (admin.listen). [default: 0.0.0.0:9710]
+    #[arg(long)]
+    admin_listen: Option<String>,
+    /// A member of the initial cluster, `ID=RAFT_HOST:PORT,ADMIN_HOST:PORT`; repeat for each
+    /// (cluster.members, used only to bootstrap an empty data directory). [default: none]
+    #[arg(long = "member", value_name = "ID=RAFT_ADDR,ADMIN_ADDR", value_parser = parse_member)]
+    members: Vec<String>,
+}
+
+/// One `--member` flag as a YAML flow mapping.
+fn parse_member(s: &str) -> Result<String, String> {
+    let bad = || format!("expected ID=RAFT_HOST:PORT,ADMIN_HOST:PORT, got `{s}`");
+    let (id, addrs) = s.split_once('=').ok_or_else(bad)?;
+    let id: u64 = id.trim().parse().map_err(|_| bad())?;
+    let (raft, admin) = addrs.split_once(',').ok_or_else(bad)?;
+    let q = |v: &str| serde_json::to_string(v.trim()).unwrap_or_default();
+    Ok(format!("{{id: {id}, raft_addr: {}, admin_addr: {}}}", q(raft), q(admin)))
+}
+
+/// Connection to a coordinator's admin API, then the command.
+#[derive(Args, Debug)]
+struct AdminCommand<C: Subcommand> {
+    /// Admin API base URL of any coordinator (writes are forwarded to the leader).
+    #[arg(long, env = "TAILSIFT_ADMIN_URL", default_value = "http://127.0.0.1:9710", global = true)]
+    admin: String,
+    /// Bearer token (role admin for writes, read_only is enough for reads).
+    #[arg(long, env = "TAILSIFT_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Request timeout.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, global = true)]
+    timeout: std::time::Duration,
+    #[command(subcommand)]
+    command: C,
+}
+
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration such as 30s"))?;
+    match unit {
+        "ms" => Ok(std::time::Duration::from_millis(n)),
+        "s" | "" => Ok(std::time::Duration::from_secs(n)),
+        "m" => Ok(std::time::Duration::from_secs(n * 60)),
+        _ => Err(format!("`{s}` is not a duration such as 30s, 500ms or 2m")),
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// Print the current policy version (GET /v1/policy).
+    Get,
+    /// Validate FILE and publish it as a new version (PUT /v1/policy).
+    Apply(PolicyFile),
+    /// Validate FILE without publishing (POST /v1/policy/validate).
+    Validate(PolicyFile),
+    /// Print the versions kept for rollback (GET /v1/policy/history).
+    History,
+    /// Publish an earlier VERSION again as a new version (POST /v1/policy/rollback).
+    Rollback {
+        /// The version to publish again (see `policy history`).
+        #[arg(value_name = "VERSION")]
+        target: u64,
+    },
+}
+
+#[derive(Args, Debug)]
+struct PolicyFile {
+    /// Policy document.
+    file: PathBuf,
+    /// yaml, json or otel_tail_sampling (an OpenTelemetry Collector tail_sampling config).
+    /// [default: json for *.json, yaml otherwise]
+    #[arg(long)]
+    format: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum SeedCommand {
+    /// Schedule a new random hash seed, in force from the next policy version (POST /v1/seed/rotate).
+    Rotate,
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// Members, leader, term, log and applied indexes (GET /v1/cluster/status).
+    Status,
 }
 
 #[derive(Args, Debug)]
@@ -143,7 +253,102 @@ fn real_main() -> anyhow::Result<()> {
             })
         }
         Command::Sampler(args) => run_sampler(args),
+        Command::Coordinator(args) => run_coordinator(args),
+        Command::Policy(a) => {
+            let req = match &a.command {
+                PolicyCommand::Get => AdminRequest::get("/v1/policy"),
+                PolicyCommand::History => AdminRequest::get("/v1/policy/history"),
+                PolicyCommand::Apply(f) => AdminRequest::body(reqwest::Method::PUT, "/v1/policy", policy_body(f)?),
+                PolicyCommand::Validate(f) => AdminRequest::body(reqwest::Method::POST, "/v1/policy/validate", policy_body(f)?),
+                PolicyCommand::Rollback { target } => {
+                    AdminRequest::body(reqwest::Method::POST, "/v1/policy/rollback", serde_json::json!({ "version": target }))
+                }
+            };
+            admin_call(&a.admin, a.token.as_deref(), a.timeout, req)
+        }
+        Command::Seed(a) => match a.command {
+            SeedCommand::Rotate => admin_call(&a.admin, a.token.as_deref(), a.timeout, AdminRequest::body(reqwest::Method::POST, "/v1/seed/rotate", serde_json::json!({}))),
+        },
+        Command::Cluster(a) => match a.command {
+            ClusterCommand::Status => admin_call(&a.admin, a.token.as_deref(), a.timeout, AdminRequest::get("/v1/cluster/status")),
+        },
     }
+}
+
+fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
+    tailsift_telemetry::init_logging(&args.common.log_level, args.common.log_format).map_err(anyhow::Error::msg)?;
+    let members = (!args.members.is_empty()).then(|| format!("[{}]", args.members.join(", ")));
+    let cfg: tailsift_coordinator::CoordinatorConfig = args
+        .common
+        .sources(vec![
+            ("data_dir", args.data_dir.as_ref()),
+            ("node_id", args.node_id.as_ref()),
+            ("raft.listen", args.raft_listen.as_ref()),
+            ("admin.listen", args.admin_listen.as_ref()),
+            ("cluster.members", members.as_ref()),
+        ])?
+        .load()?;
+    runtime()?.block_on(async move {
+        let listeners = tailsift_coordinator::Listeners::bind(&cfg).await?;
+        let shutdown = shutdown_on_signal();
+        tailsift_coordinator::run(cfg, listeners, shutdown).await.context("coordinator failed")
+    })
+}
+
+/// One admin API request.
+struct AdminRequest {
+    method: reqwest::Method,
+    path: &'static str,
+    body: Option<serde_json::Value>,
+}
+
+impl AdminRequest {
+    fn get(path: &'static str) -> Self {
+        AdminRequest { method: reqwest::Method::GET, path, body: None }
+    }
+    fn body(method: reqwest::Method, path: &'static str, body: serde_json::Value) -> Self {
+        AdminRequest { method, path, body: Some(body) }
+    }
+}
+
+fn policy_body(f: &PolicyFile) -> anyhow::Result<serde_json::Value> {
+    let document = std::fs::read_to_string(&f.file).with_context(|| format!("reading {}", f.file.display()))?;
+    let format = match &f.format {
+        Some(x) => x.clone(),
+        None if f.file.extension().is_some_and(|e| e == "json") => "json".into(),
+        None => "yaml".into(),
+    };
+    Ok(serde_json::json!({ "document": document, "format": format }))
+}
+
+/// Sends the request, prints the JSON answer on stdout; an error status is an error carrying
+/// the server's message (and the answer is printed on stderr).
+fn admin_call(base: &str, token: Option<&str>, timeout: std::time::Duration, req: AdminRequest) -> anyhow::Result<()> {
+    let url = format!("{}{}", base.trim_end_matches('/'), req.path);
+    runtime()?.block_on(async move {
+        let client = reqwest::Client::builder().timeout(timeout).build()?;
+        let mut r = client.request(req.method.clone(), &url);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = &req.body {
+            r = r.json(b);
+        }
+        let resp = r.send().await.with_context(|| format!("{} {url}", req.method))?;
+        let status = resp.status();
+        let text = resp.text().await.with_context(|| format!("reading the answer of {url}"))?;
+        let body: Option<serde_json::Value> = serde_json::from_str(&text).ok();
+        let pretty = body.as_ref().and_then(|b| serde_json::to_string_pretty(b).ok()).unwrap_or_else(|| text.clone());
+        if status.is_success() {
+            println!("{pretty}");
+            return Ok(());
+        }
+        let message = body.as_ref().and_then(|b| b["error"].as_str()).map(str::to_string).unwrap_or_else(|| text.trim().to_string());
+        if body.as_ref().is_some_and(|b| b.get("issues").is_some()) {
+            eprintln!("{pretty}");
+        }
+        anyhow::bail!("{} {url}: {status}: {message}", req.method)
+    })
 }
 
 fn run_sampler(args: SamplerArgs) -> anyhow::Result<()> {
@@ -183,4 +388,20 @@ fn shutdown_on_signal() -> CancellationToken {
         t.cancel();
     });
     token
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        assert_eq!(parse_member("2=10.0.0.2:9700, 10.0.0.2:9710").unwrap(), r#"{id: 2, raft_addr: "10.0.0.2:9700", admin_addr: "10.0.0.2:9710"}"#);
+        assert!(parse_member("x=a:1,b:2").is_err());
+        assert!(parse_member("1=a:1").is_err());
+        assert_eq!(parse_duration("500ms").unwrap(), std::time::Duration::from_millis(500));
+        assert!(parse_duration("5h").is_err());
+    }
 }

@@ -11,7 +11,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
 use serde_json::json;
-use tailsift_tests::{sampler_sets, Broker, CoordinatorCluster, IngestNode, SamplerNode, Sink, Storage, ADMIN_TOKEN, READ_TOKEN};
+use tailsift_tests::{free_port, sampler_sets, workspace_bin, Broker, ChildGuard, CoordinatorCluster, IngestNode, SamplerNode, Sink, Storage, ADMIN_TOKEN, READ_TOKEN};
 use tonic::transport::Channel;
 
 const ERRORS_ONLY: &str = "policies:\n  - name: errors\n    status_code: { codes: [ERROR] }\n";
@@ -175,4 +175,94 @@ async fn policy_versions_reach_every_worker_and_survive_coordinator_loss() {
 
     a.stop().await;
     ingest.stop().await;
+}
+
+/// Runs `tailsift ARGS` against `admin`; returns (success, stdout JSON or text, stderr).
+fn cli(admin: &str, token: Option<&str>, args: &[&str]) -> (bool, serde_json::Value, String) {
+    let mut cmd = std::process::Command::new(workspace_bin("tailsift"));
+    cmd.args(args).env("TAILSIFT_ADMIN_URL", admin).env_remove("TAILSIFT_TOKEN");
+    if let Some(t) = token {
+        cmd.env("TAILSIFT_TOKEN", t);
+    }
+    let out = cmd.output().expect("run tailsift");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let json = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::String(stdout));
+    (out.status.success(), json, String::from_utf8_lossy(&out.stderr).to_string())
+}
+
+#[test]
+fn coordinator_subcommand_and_admin_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let (raft, admin) = (free_port(), free_port());
+    let config = dir.path().join("coordinator.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "admin:\n  tokens:\n    - {{name: ops, token: {ADMIN_TOKEN}, role: admin}}\n    - {{name: viewer, token: {READ_TOKEN}, role: read_only}}\nraft:\n  heartbeat_interval: 100ms\n  election_timeout_min: 500ms\n  election_timeout_max: 1s\n"
+        ),
+    )
+    .unwrap();
+    let child = std::process::Command::new(workspace_bin("tailsift"))
+        .arg("coordinator")
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--node-id", "1", "--raft-listen", &format!("127.0.0.1:{raft}"), "--admin-listen", &format!("127.0.0.1:{admin}")])
+        .args(["--member", &format!("1=127.0.0.1:{raft},127.0.0.1:{admin}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start tailsift coordinator");
+    let _guard = ChildGuard(Some(child));
+    let url = format!("http://127.0.0.1:{admin}");
+
+    // Ready once it leads its single-node cluster.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ok, status, err) = cli(&url, Some(READ_TOKEN), &["cluster", "status"]);
+        if ok && status["leader"].as_u64() == Some(1) {
+            assert_eq!(status["members"][0]["raft_addr"], format!("127.0.0.1:{raft}"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "single-node coordinator never led: {status} {err}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let errors = dir.path().join("errors.yaml");
+    std::fs::write(&errors, ERRORS_ONLY).unwrap();
+    let always = dir.path().join("always.json");
+    std::fs::write(&always, r#"{"policies": [{"name": "everything", "always": {}}]}"#).unwrap();
+    let invalid = dir.path().join("invalid.yaml");
+    std::fs::write(&invalid, "policies:\n  - name: x\n    probabilistic: { percentage: 200 }\n").unwrap();
+
+    // Errors: no token, read-only token on a write, invalid document; each names the problem.
+    let (ok, _, err) = cli(&url, None, &["policy", "get"]);
+    assert!(!ok && err.contains("401"), "{err}");
+    let (ok, _, err) = cli(&url, Some(READ_TOKEN), &["policy", "apply", errors.to_str().unwrap()]);
+    assert!(!ok && err.contains("403"), "{err}");
+    let (ok, _, err) = cli(&url, Some(ADMIN_TOKEN), &["policy", "validate", invalid.to_str().unwrap()]);
+    assert!(!ok && err.contains("400") && err.contains("policies[0].probabilistic"), "{err}");
+    let (ok, _, err) = cli(&url, Some(ADMIN_TOKEN), &["policy", "apply", invalid.to_str().unwrap()]);
+    assert!(!ok && err.contains("400"), "{err}");
+
+    let (ok, out, err) = cli(&url, Some(ADMIN_TOKEN), &["policy", "validate", errors.to_str().unwrap()]);
+    assert!(ok, "{out} {err}");
+    let (ok, out, err) = cli(&url, Some(ADMIN_TOKEN), &["policy", "apply", errors.to_str().unwrap()]);
+    assert!(ok && out["version"] == 1, "{out} {err}");
+    let (ok, out, err) = cli(&url, Some(ADMIN_TOKEN), &["seed", "rotate"]);
+    assert!(ok && out["seeds"]["next"]["effective_version"] == 2, "{out} {err}");
+    let (ok, out, err) = cli(&url, Some(ADMIN_TOKEN), &["policy", "apply", always.to_str().unwrap()]);
+    assert!(ok && out["version"] == 2, "{out} {err}");
+    let (ok, out, err) = cli(&url, Some(READ_TOKEN), &["policy", "get"]);
+    assert!(ok && out["version"] == 2 && out["policy"]["format"] == "json", "{out} {err}");
+    let (ok, out, err) = cli(&url, Some(READ_TOKEN), &["policy", "history"]);
+    assert!(ok, "{out} {err}");
+    assert!(out.to_string().contains("errors") && out.to_string().contains("everything"), "{out}");
+    let (ok, _, err) = cli(&url, Some(ADMIN_TOKEN), &["policy", "rollback", "99"]);
+    assert!(!ok && err.contains("404") && err.contains("99"), "{err}");
+    let (ok, out, err) = cli(&url, Some(ADMIN_TOKEN), &["policy", "rollback", "1"]);
+    assert!(ok && out["version"] == 3, "{out} {err}");
+    let (ok, out, _) = cli(&url, Some(READ_TOKEN), &["policy", "get"]);
+    assert!(ok && out["policy"]["document"] == ERRORS_ONLY && out["policy"]["rollback_of"] == 1, "{out}");
 }

@@ -296,7 +296,7 @@ async fn openapi_document_matches_the_served_routes_and_their_auth() {
     for (path, method) in documented_ops(&doc) {
         let op = &doc["paths"][&path][method.to_lowercase()];
         let mut url = path.replace("{id}", "99");
-        if path == "/api/sampling" {
+        if path == "/api/sampling" || path == "/sampling" {
             url.push_str("?service=checkout");
         }
         let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
@@ -377,6 +377,13 @@ async fn jaeger_remote_sampling_follows_the_policy_and_metrics_are_exported() {
     );
     let (_, s) = c.request(0, "GET", "/api/sampling?service=ads", None, None).await;
     assert_eq!(s, json!({ "strategyType": "RATE_LIMITING", "rateLimitingSampling": { "maxTracesPerSecond": 12 } }));
+    let (_, s) = c.request(0, "GET", "/sampling?service=ads", None, None).await;
+    assert_eq!(s, json!({ "strategyType": 1, "rateLimitingSampling": { "maxTracesPerSecond": 12 } }));
+    let (_, s) = c.request(0, "GET", "/sampling?service=checkout", None, None).await;
+    assert_eq!(s["strategyType"], 0, "{s}");
+    assert_eq!(s["operationSampling"]["perOperationStrategies"][0]["operation"], "GET /cart", "{s}");
+    let (st, _) = c.request(0, "GET", "/sampling", None, None).await;
+    assert_eq!(st, 400);
     let (_, s) = c.request(0, "GET", "/api/sampling?service=billing", None, None).await;
     assert_eq!(s, json!({ "strategyType": "PROBABILISTIC", "probabilisticSampling": { "samplingRate": 0.05 } }));
 

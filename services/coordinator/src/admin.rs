@@ -13,7 +13,7 @@
 //! | `DELETE /v1/cluster/members/{id}` | admin, leader only: remove a member |
 //!
 //! Unauthenticated on the same port: `GET /openapi.json` (this API as OpenAPI 3,
-//! [`crate::openapi`]), `GET /api/sampling?service=NAME` (Jaeger remote sampling,
+//! [`crate::openapi`]), `GET /api/sampling?service=NAME` and `GET /sampling?service=NAME` (Jaeger remote sampling,
 //! [`crate::jaeger_sampling`]), and `/metrics`, `/healthz`, `/readyz`.
 //!
 //! Errors are JSON `{"error": "...", ...}`: 400 with `issues: [{path, message}]` for an invalid
@@ -74,6 +74,7 @@ fn table() -> Vec<(&'static str, Method, Access, MethodRouter<AdminState>)> {
         ("/v1/cluster/members/{id}", Method::DELETE, Access::Admin, delete(crate::membership::remove_member)),
         ("/openapi.json", Method::GET, Access::Public, get(crate::openapi::serve)),
         ("/api/sampling", Method::GET, Access::Public, get(crate::jaeger_sampling::serve)),
+        ("/sampling", Method::GET, Access::Public, get(crate::jaeger_sampling::serve_legacy)),
     ]
 }
 

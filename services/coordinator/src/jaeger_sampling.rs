@@ -23,6 +23,11 @@
 //!   0. `operationSampling` is only present when there is at least one per-operation entry.
 //!
 //! `service` missing or empty → 400 with a plain-text message, as Jaeger answers.
+//!
+//! `GET /sampling?service=NAME` (the agent's legacy path, the default of older Jaeger clients and
+//! of `jaegerremote`'s `http://localhost:5778/sampling`) answers the same strategy in Jaeger's
+//! legacy Thrift JSON form: `strategyType` is the enum number (0 `PROBABILISTIC`, 1
+//! `RATE_LIMITING`) instead of its name.
 
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
@@ -120,7 +125,26 @@ pub fn strategy(doc: Option<&PolicyDocument>, service: &str) -> Value {
     out
 }
 
-pub(crate) async fn serve(State(s): State<AdminState>, Query(q): Query<SamplingQuery>) -> Response {
+/// The legacy (Thrift JSON) form served at `/sampling`: the same document with `strategyType` as
+/// the Thrift enum number (`PROBABILISTIC` 0, `RATE_LIMITING` 1), as Jaeger's agent answers there.
+pub fn legacy(mut strategy: Value) -> Value {
+    let n = match strategy["strategyType"].as_str() {
+        Some("RATE_LIMITING") => 1,
+        _ => 0,
+    };
+    strategy["strategyType"] = json!(n);
+    strategy
+}
+
+pub(crate) async fn serve(s: State<AdminState>, q: Query<SamplingQuery>) -> Response {
+    answer(s, q, "/api/sampling", |v| v).await
+}
+
+pub(crate) async fn serve_legacy(s: State<AdminState>, q: Query<SamplingQuery>) -> Response {
+    answer(s, q, "/sampling", legacy).await
+}
+
+async fn answer(State(s): State<AdminState>, Query(q): Query<SamplingQuery>, route: &'static str, form: fn(Value) -> Value) -> Response {
     let service = q.service.unwrap_or_default();
     let (status, resp) = if service.is_empty() {
         (
@@ -132,9 +156,9 @@ pub(crate) async fn serve(State(s): State<AdminState>, Query(q): Query<SamplingQ
         // The stored document was validated before it was committed; re-parsing cannot fail
         // unless the policy crate changed, in which case the default strategy is served.
         let doc = v.registry.current().and_then(|p| p.format.check(&p.document).ok());
-        (StatusCode::OK, axum::Json(strategy(doc.as_ref(), &service)).into_response())
+        (StatusCode::OK, axum::Json(form(strategy(doc.as_ref(), &service))).into_response())
     };
-    ::metrics::counter!(crate::metrics::ADMIN_REQUESTS, "route" => "/api/sampling", "status" => status.as_u16().to_string())
+    ::metrics::counter!(crate::metrics::ADMIN_REQUESTS, "route" => route, "status" => status.as_u16().to_string())
         .increment(1);
     (status, resp).into_response()
 }

@@ -265,4 +265,47 @@ fn coordinator_subcommand_and_admin_cli() {
     assert!(ok && out["version"] == 3, "{out} {err}");
     let (ok, out, _) = cli(&url, Some(READ_TOKEN), &["policy", "get"]);
     assert!(ok && out["policy"]["document"] == ERRORS_ONLY && out["policy"]["rollback_of"] == 1, "{out}");
+
+    // Membership: a second node (empty data directory, no members) is added, then removed
+    // through the follower (the CLI follows the 421 to the leader).
+    let (raft2, admin2) = (free_port(), free_port());
+    let child2 = std::process::Command::new(workspace_bin("tailsift"))
+        .arg("coordinator")
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data2"))
+        .args(["--node-id", "2", "--raft-listen", &format!("127.0.0.1:{raft2}"), "--admin-listen", &format!("127.0.0.1:{admin2}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the second coordinator");
+    let _guard2 = ChildGuard(Some(child2));
+    let url2 = format!("http://127.0.0.1:{admin2}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ok, out, err) = cli(
+            &url,
+            Some(ADMIN_TOKEN),
+            &["cluster", "add", "--id", "2", "--raft-addr", &format!("127.0.0.1:{raft2}"), "--admin-addr", &format!("127.0.0.1:{admin2}")],
+        );
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 2 never added: {out} {err}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ok, out, _) = cli(&url2, Some(READ_TOKEN), &["cluster", "status"]);
+        if ok && out["leader"] == 1 && out["members"].as_array().is_some_and(|m| m.len() == 2) && out["policy_version"] == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 2 never joined: {out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (ok, out, err) = cli(&url2, Some(ADMIN_TOKEN), &["cluster", "remove", "2"]);
+    assert!(ok, "{out} {err}");
+    let (ok, out, err) = cli(&url, Some(READ_TOKEN), &["cluster", "status"]);
+    assert!(ok && out["members"].as_array().map(Vec::len) == Some(1), "{out} {err}");
 }

@@ -138,6 +138,23 @@ enum SeedCommand {
 enum ClusterCommand {
     /// Members, leader, term, log and applied indexes (GET /v1/cluster/status).
     Status,
+    /// Add a coordinator: it catches up as a learner, then becomes a voter (POST /v1/cluster/members).
+    Add {
+        /// The new node's id (its node_id; never reused).
+        #[arg(long)]
+        id: u64,
+        /// Its Raft gRPC address, host:port.
+        #[arg(long)]
+        raft_addr: String,
+        /// Its admin HTTP address, host:port.
+        #[arg(long)]
+        admin_addr: String,
+    },
+    /// Remove a coordinator from the membership (DELETE /v1/cluster/members/ID).
+    Remove {
+        #[arg(value_name = "ID")]
+        node: u64,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -267,11 +284,24 @@ fn real_main() -> anyhow::Result<()> {
             admin_call(&a.admin, a.token.as_deref(), a.timeout, req)
         }
         Command::Seed(a) => match a.command {
-            SeedCommand::Rotate => admin_call(&a.admin, a.token.as_deref(), a.timeout, AdminRequest::body(reqwest::Method::POST, "/v1/seed/rotate", serde_json::json!({}))),
+            SeedCommand::Rotate => admin_call(&a.admin, a.token.as_deref(), a.timeout, AdminRequest { method: reqwest::Method::POST, path: "/v1/seed/rotate".into(), body: None }),
         },
-        Command::Cluster(a) => match a.command {
-            ClusterCommand::Status => admin_call(&a.admin, a.token.as_deref(), a.timeout, AdminRequest::get("/v1/cluster/status")),
-        },
+        Command::Cluster(a) => {
+            let req = match &a.command {
+                ClusterCommand::Status => AdminRequest::get("/v1/cluster/status"),
+                ClusterCommand::Add { id, raft_addr, admin_addr } => AdminRequest::body(
+                    reqwest::Method::POST,
+                    "/v1/cluster/members",
+                    serde_json::json!({ "id": id, "raft_addr": raft_addr, "admin_addr": admin_addr }),
+                ),
+                ClusterCommand::Remove { node } => AdminRequest {
+                    method: reqwest::Method::DELETE,
+                    path: format!("/v1/cluster/members/{node}"),
+                    body: None,
+                },
+            };
+            admin_call(&a.admin, a.token.as_deref(), a.timeout, req)
+        }
     }
 }
 
@@ -298,16 +328,16 @@ fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
 /// One admin API request.
 struct AdminRequest {
     method: reqwest::Method,
-    path: &'static str,
+    path: String,
     body: Option<serde_json::Value>,
 }
 
 impl AdminRequest {
-    fn get(path: &'static str) -> Self {
-        AdminRequest { method: reqwest::Method::GET, path, body: None }
+    fn get(path: &str) -> Self {
+        AdminRequest { method: reqwest::Method::GET, path: path.into(), body: None }
     }
-    fn body(method: reqwest::Method, path: &'static str, body: serde_json::Value) -> Self {
-        AdminRequest { method, path, body: Some(body) }
+    fn body(method: reqwest::Method, path: &str, body: serde_json::Value) -> Self {
+        AdminRequest { method, path: path.into(), body: Some(body) }
     }
 }
 
@@ -335,9 +365,26 @@ fn admin_call(base: &str, token: Option<&str>, timeout: std::time::Duration, req
             r = r.json(b);
         }
         let resp = r.send().await.with_context(|| format!("{} {url}", req.method))?;
-        let status = resp.status();
-        let text = resp.text().await.with_context(|| format!("reading the answer of {url}"))?;
-        let body: Option<serde_json::Value> = serde_json::from_str(&text).ok();
+        let mut status = resp.status();
+        let mut text = resp.text().await.with_context(|| format!("reading the answer of {url}"))?;
+        let mut body: Option<serde_json::Value> = serde_json::from_str(&text).ok();
+        // 421: the request must go to the leader, whose admin address is named; follow once.
+        if status == reqwest::StatusCode::MISDIRECTED_REQUEST {
+            if let Some(leader) = body.as_ref().and_then(|b| b["leader_admin_addr"].as_str()).map(str::to_string) {
+                let url = format!("http://{leader}{}", req.path);
+                let mut r = client.request(req.method.clone(), &url);
+                if let Some(t) = token {
+                    r = r.bearer_auth(t);
+                }
+                if let Some(b) = &req.body {
+                    r = r.json(b);
+                }
+                let resp = r.send().await.with_context(|| format!("{} {url} (the leader)", req.method))?;
+                status = resp.status();
+                text = resp.text().await.with_context(|| format!("reading the answer of {url}"))?;
+                body = serde_json::from_str(&text).ok();
+            }
+        }
         let pretty = body.as_ref().and_then(|b| serde_json::to_string_pretty(b).ok()).unwrap_or_else(|| text.clone());
         if status.is_success() {
             println!("{pretty}");

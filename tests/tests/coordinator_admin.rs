@@ -377,11 +377,11 @@ async fn jaeger_remote_sampling_follows_the_policy_and_metrics_are_exported() {
     );
     let (_, s) = c.request(0, "GET", "/api/sampling?service=ads", None, None).await;
     assert_eq!(s, json!({ "strategyType": "RATE_LIMITING", "rateLimitingSampling": { "maxTracesPerSecond": 12 } }));
-    let (_, s) = c.request(0, "GET", "/sampling?service=ads", None, None).await;
-    assert_eq!(s, json!({ "strategyType": 1, "rateLimitingSampling": { "maxTracesPerSecond": 12 } }));
-    let (_, s) = c.request(0, "GET", "/sampling?service=checkout", None, None).await;
-    assert_eq!(s["strategyType"], 0, "{s}");
-    assert_eq!(s["operationSampling"]["perOperationStrategies"][0]["operation"], "GET /cart", "{s}");
+    for service in ["ads", "checkout", "billing"] {
+        let (_, a) = c.request(0, "GET", &format!("/sampling?service={service}"), None, None).await;
+        let (_, b) = c.request(0, "GET", &format!("/api/sampling?service={service}"), None, None).await;
+        assert_eq!(a, b, "the agent path answers like the collector path");
+    }
     let (st, _) = c.request(0, "GET", "/sampling", None, None).await;
     assert_eq!(st, 400);
     let (_, s) = c.request(0, "GET", "/api/sampling?service=billing", None, None).await;
@@ -415,6 +415,75 @@ async fn jaeger_remote_sampling_follows_the_policy_and_metrics_are_exported() {
         }
         assert!(Instant::now() < deadline, "missing metrics: {:?}\n{m}", all.iter().filter(|s| !has(s)).collect::<Vec<_>>());
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.stop_all().await;
+}
+
+/// Pinned versions of the real client (npm), installed once into ~/.cache/tailsift.
+const NODE_PACKAGES: &[&str] = &["@opentelemetry/sampler-jaeger-remote@0.222.0", "@opentelemetry/api@1.9.1"];
+
+/// Installs the OpenTelemetry JS Jaeger remote sampler (bounded) unless it is there; returns the
+/// node_modules directory.
+async fn node_client() -> std::path::PathBuf {
+    let home = std::env::var("HOME").expect("HOME is set");
+    let dir = std::path::PathBuf::from(home).join(".cache/tailsift/node-jaeger-remote-0.222.0");
+    let modules = dir.join("node_modules");
+    if modules.join("@opentelemetry/sampler-jaeger-remote/package.json").exists() && modules.join("@opentelemetry/api").exists() {
+        return modules;
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cmd = tokio::process::Command::new("npm");
+    cmd.args(["install", "--no-audit", "--no-fund", "--no-save", "--prefix"]).arg(&dir).args(NODE_PACKAGES).kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(300), cmd.output())
+        .await
+        .expect("npm install finishes within 300 s")
+        .expect("npm (Node.js) is installed: it runs the real Jaeger remote sampler client");
+    assert!(out.status.success(), "npm install failed: {}", String::from_utf8_lossy(&out.stderr));
+    modules
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_jaeger_remote_sampler_client_applies_the_strategies() {
+    let modules = node_client().await;
+    let _serial = SERIAL.lock().await;
+    let mut c = CoordinatorCluster::start(1).await;
+    c.wait_for_leader(&[0]).await;
+    let doc = concat!(
+        "policies:\n",
+        "  - name: errors\n    status_code: { codes: [ERROR] }\n",
+        "  - name: cart\n    match: { service: checkout, span_name: [GET /cart] }\n    probabilistic: { percentage: 50 }\n",
+        "  - name: checkout\n    match: { service: checkout }\n    probabilistic: { percentage: 25 }\n",
+        "  - name: rest\n    probabilistic: { percentage: 5 }\n",
+    );
+    let (st, body) = put(&c, 0, doc).await;
+    assert_eq!(st, 200, "{body}");
+    let admin = status(&c, 0).await["members"][0]["admin_addr"].as_str().unwrap().to_string();
+    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/jaeger_remote_sampler.js");
+    let n = 4000;
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(&script)
+        .arg(format!("http://{admin}"))
+        .arg("checkout,billing")
+        .arg("GET /cart,POST /pay")
+        .arg(n.to_string())
+        .env("TAILSIFT_NODE_MODULES", &modules)
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output()).await.expect("node finishes within 60 s").expect("node runs");
+    assert!(out.status.success(), "node failed: {}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+
+    // The client fetched and understood the strategies: per-operation for checkout, plain for billing.
+    assert_eq!(r["checkout"]["updated"], true, "{r}");
+    let s = r["checkout"]["sampler"].as_str().unwrap();
+    assert!(s.contains("GET /cart=TraceIdRatioBased{0.5}") && s.contains("default=TraceIdRatioBased{0.25}"), "{s}");
+    assert_eq!(r["billing"]["updated"], true, "{r}");
+    let s = r["billing"]["sampler"].as_str().unwrap();
+    assert!(s.contains("TraceIdRatioBased{0.05}") && !s.contains("PerOperation"), "{s}");
+    // And samples at those rates (4000 random trace IDs each; bounds are > 6 standard deviations).
+    let frac = |svc: &str, span: &str| r[svc]["kept"][span].as_f64().unwrap() / n as f64;
+    for (svc, span, want, tol) in [("checkout", "GET /cart", 0.5, 0.05), ("checkout", "POST /pay", 0.25, 0.045), ("billing", "GET /cart", 0.05, 0.022), ("billing", "POST /pay", 0.05, 0.022)] {
+        let got = frac(svc, span);
+        assert!((got - want).abs() < tol, "{svc} {span}: kept {got}, want {want}: {r}");
     }
     c.stop_all().await;
 }

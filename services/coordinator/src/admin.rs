@@ -74,7 +74,7 @@ fn table() -> Vec<(&'static str, Method, Access, MethodRouter<AdminState>)> {
         ("/v1/cluster/members/{id}", Method::DELETE, Access::Admin, delete(crate::membership::remove_member)),
         ("/openapi.json", Method::GET, Access::Public, get(crate::openapi::serve)),
         ("/api/sampling", Method::GET, Access::Public, get(crate::jaeger_sampling::serve)),
-        ("/sampling", Method::GET, Access::Public, get(crate::jaeger_sampling::serve_legacy)),
+        ("/sampling", Method::GET, Access::Public, get(crate::jaeger_sampling::serve_agent_path)),
     ]
 }
 

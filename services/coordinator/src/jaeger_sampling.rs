@@ -24,10 +24,9 @@
 //!
 //! `service` missing or empty → 400 with a plain-text message, as Jaeger answers.
 //!
-//! `GET /sampling?service=NAME` (the agent's legacy path, the default of older Jaeger clients and
-//! of `jaegerremote`'s `http://localhost:5778/sampling`) answers the same strategy in Jaeger's
-//! legacy Thrift JSON form: `strategyType` is the enum number (0 `PROBABILISTIC`, 1
-//! `RATE_LIMITING`) instead of its name.
+//! The same answer is served at `GET /sampling?service=NAME`, the Jaeger agent's path (`:5778/sampling`),
+//! which is what clients configured with only a host and port ask for (OpenTelemetry JS
+//! `JaegerRemoteSampler`, Go `jaegerremote`'s default URL).
 
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
@@ -125,23 +124,12 @@ pub fn strategy(doc: Option<&PolicyDocument>, service: &str) -> Value {
     out
 }
 
-/// The legacy (Thrift JSON) form served at `/sampling`: the same document with `strategyType` as
-/// the Thrift enum number (`PROBABILISTIC` 0, `RATE_LIMITING` 1), as Jaeger's agent answers there.
-pub fn legacy(mut strategy: Value) -> Value {
-    let n = match strategy["strategyType"].as_str() {
-        Some("RATE_LIMITING") => 1,
-        _ => 0,
-    };
-    strategy["strategyType"] = json!(n);
-    strategy
-}
-
 pub(crate) async fn serve(s: State<AdminState>, q: Query<SamplingQuery>) -> Response {
     answer(s, q, "/api/sampling", |v| v).await
 }
 
-pub(crate) async fn serve_legacy(s: State<AdminState>, q: Query<SamplingQuery>) -> Response {
-    answer(s, q, "/sampling", legacy).await
+pub(crate) async fn serve_agent_path(s: State<AdminState>, q: Query<SamplingQuery>) -> Response {
+    answer(s, q, "/sampling", |v| v).await
 }
 
 async fn answer(State(s): State<AdminState>, Query(q): Query<SamplingQuery>, route: &'static str, form: fn(Value) -> Value) -> Response {

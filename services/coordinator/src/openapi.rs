@@ -125,9 +125,9 @@ pub fn document() -> Value {
                         "400": { "description": "service missing", "content": { "text/plain": {} } } } })),
             },
             "/sampling": {
-                "get": public(json!({ "summary": "The same strategy in Jaeger's legacy Thrift JSON form (strategyType 0 = PROBABILISTIC, 1 = RATE_LIMITING), the Jaeger agent's path",
+                "get": public(json!({ "summary": "The same as /api/sampling, at the Jaeger agent's path (unauthenticated)",
                     "parameters": [{ "name": "service", "in": "query", "required": true, "schema": { "type": "string" } }],
-                    "responses": { "200": ok("strategy with a numeric strategyType"),
+                    "responses": { "200": { "description": "strategy", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/JaegerStrategy" } } } },
                         "400": { "description": "service missing", "content": { "text/plain": {} } } } })),
             },
             "/openapi.json": {

@@ -55,9 +55,7 @@ async fn start_extra(id: u64) -> Extra {
     let raft = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut c = tailsift_coordinator::CoordinatorConfig::default();
-    c.node_id = id;
-    c.data_dir = dir.path().to_path_buf();
+    let mut c = tailsift_coordinator::CoordinatorConfig { node_id: id, data_dir: dir.path().to_path_buf(), ..Default::default() };
     c.raft.listen = raft.local_addr().unwrap();
     c.raft.heartbeat_interval = Duration::from_millis(100);
     c.raft.election_timeout_min = Duration::from_millis(500);

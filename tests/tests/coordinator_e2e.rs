@@ -85,8 +85,9 @@ async fn put_policy(cluster: &CoordinatorCluster, node: usize, doc: &str) -> u64
     body["version"].as_u64().or_else(|| body["policy_version"].as_u64()).unwrap_or_else(|| panic!("no version in {body}"))
 }
 
-fn sampler(brokers: &str, topic: &str, sink: &str, endpoints: &[String], state: &Path) -> Vec<(String, String)> {
+fn sampler(id: &str, brokers: &str, topic: &str, sink: &str, endpoints: &[String], state: &Path) -> Vec<(String, String)> {
     let mut sets = sampler_sets(brokers, topic, "g-coord", sink);
+    sets.push(("coordinator.worker_id".into(), id.into()));
     sets.push(("coordinator.endpoints".into(), format!("[{}]", endpoints.join(", "))));
     sets.push(("coordinator.state_file".into(), state.display().to_string()));
     sets.push(("coordinator.retry_interval".into(), "200ms".into()));
@@ -125,9 +126,9 @@ async fn policy_versions_reach_every_worker_and_survive_coordinator_loss() {
 
     let dir = tempfile::tempdir().unwrap();
     let states: Vec<PathBuf> = (0..2).map(|i| dir.path().join(format!("worker-{i}.json"))).collect();
-    let a = SamplerNode::start(sampler(&broker.brokers(), topic, &sink_endpoint, &endpoints, &states[0])).await;
+    let a = SamplerNode::start(sampler("w-a", &broker.brokers(), topic, &sink_endpoint, &endpoints, &states[0])).await;
     endpoints.rotate_left(1); // the second worker starts with another coordinator
-    let b = SamplerNode::start(sampler(&broker.brokers(), topic, &sink_endpoint, &endpoints, &states[1])).await;
+    let b = SamplerNode::start(sampler("w-b", &broker.brokers(), topic, &sink_endpoint, &endpoints, &states[1])).await;
     wait_persisted(&states[0], v1).await;
     wait_persisted(&states[1], v1).await;
 
@@ -148,6 +149,29 @@ async fn policy_versions_reach_every_worker_and_survive_coordinator_loss() {
     assert!(v2 > v1);
     wait_persisted(&states[0], v2).await;
     wait_persisted(&states[1], v2).await;
+    // Both workers report version 2 to every coordinator.
+    let ids = ["w-a", "w-b"];
+    for node in 0..3 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (st, body) = cluster.request(node, "GET", "/v1/workers", Some(READ_TOKEN), None).await;
+            assert_eq!(st, 200, "{body}");
+            let at_v2: Vec<&str> = body["workers"]
+                .as_array()
+                .expect("workers")
+                .iter()
+                .filter(|w| w["version"] == v2)
+                .filter_map(|w| w["worker_id"].as_str())
+                .collect();
+            if ids.iter().all(|id| at_v2.contains(id)) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node {node} never saw both workers at {v2}: {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let (st, _) = cluster.request(0, "GET", "/v1/workers", None, None).await;
+    assert_eq!(st, 401);
     // 48 traces over the topic's partitions: both workers own some of them.
     let normal2: Vec<[u8; 16]> = (0..48).map(|i| trace_id(0xa2, i)).collect();
     send(&mut client, &normal2, false).await;
@@ -166,7 +190,7 @@ async fn policy_versions_reach_every_worker_and_survive_coordinator_loss() {
     // stamped with another version).
     a.stop().await;
     b.stop().await;
-    let a = SamplerNode::start(sampler(&broker.brokers(), topic, &sink_endpoint, &endpoints, &states[0])).await;
+    let a = SamplerNode::start(sampler("w-a", &broker.brokers(), topic, &sink_endpoint, &endpoints, &states[0])).await;
     let normal4: Vec<[u8; 16]> = (0..24).map(|i| trace_id(0xa4, i)).collect();
     send(&mut client, &normal4, false).await;
     let versions = wait_exported(&sink, &normal4, "normal traces after a restart without coordinators").await;

@@ -20,6 +20,7 @@ pub mod state;
 pub mod store;
 pub mod types;
 pub mod watch;
+pub mod workers;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -179,10 +180,11 @@ pub async fn run(cfg: CoordinatorConfig, listeners: Listeners, shutdown: Cancell
         .map_err(|e| Error::Raft(e.to_string()))?;
 
     let sd = shutdown.clone();
+    let workers = watch::Workers::default();
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(RaftService::new(raft.clone()))
-            .add_service(watch::WatchService::new(view.clone()))
+            .add_service(watch::WatchService::with_workers(view.clone(), workers.clone()))
             .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listeners.raft), async move {
                 sd.cancelled().await
             }),
@@ -217,6 +219,7 @@ pub async fn run(cfg: CoordinatorConfig, listeners: Listeners, shutdown: Cancell
     });
     let watcher = tokio::spawn(watch_metrics(coordinator.clone(), readiness.clone(), shutdown.clone()));
     let router = admin::router(coordinator.clone(), cfg.admin.tokens.clone())
+        .merge(workers::router(cfg.node_id, workers, cfg.admin.tokens.clone()))
         .merge(tailsift_telemetry::admin_router(readiness));
     let admin = tokio::spawn(tailsift_telemetry::serve_http(listeners.admin, router, shutdown.clone()));
 

@@ -8,6 +8,10 @@
 //! When several versions are applied in quick succession a watcher may only see the newest one
 //! (each message is a whole policy, not a delta).
 //!
+//! `ReportApplied(AppliedReport { worker_id, version })` (unary) records which version a worker
+//! runs, in this node's memory only ([`Workers`], shown by `GET /v1/workers`); samplers report to
+//! every coordinator after each version they apply and on every new watch.
+//!
 //! Messages are plain protobuf (hand-written prost types, see below), so any gRPC client can
 //! watch; [`watch`] is the Rust client used by the samplers.
 
@@ -30,6 +34,55 @@ use crate::store::View;
 
 pub const SERVICE: &str = "tailsift.coordinator.v1.Watch";
 const WATCH: &str = "/tailsift.coordinator.v1.Watch/Watch";
+const REPORT: &str = "/tailsift.coordinator.v1.Watch/ReportApplied";
+
+/// Workers remembered per node; the least recently reporting is forgotten beyond this.
+pub const MAX_WORKERS: usize = 10_000;
+
+/// A worker's report of the version it applies.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AppliedReport {
+    #[prost(string, tag = "1")]
+    pub worker_id: String,
+    #[prost(uint64, tag = "2")]
+    pub version: u64,
+}
+
+/// The (empty) answer to a report.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ReportAck {}
+
+/// What a worker last reported to this node.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct WorkerReport {
+    pub worker_id: String,
+    pub version: u64,
+    pub reported_unix_ms: u64,
+}
+
+/// The workers that reported to this node (in memory, not replicated). Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Workers(Arc<std::sync::Mutex<std::collections::BTreeMap<String, WorkerReport>>>);
+
+impl Workers {
+    pub fn record(&self, worker_id: &str, version: u64) {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.insert(worker_id.to_string(), WorkerReport { worker_id: worker_id.to_string(), version, reported_unix_ms: now });
+        while g.len() > MAX_WORKERS {
+            let oldest = g.values().min_by_key(|w| w.reported_unix_ms).map(|w| w.worker_id.clone());
+            match oldest {
+                Some(id) => g.remove(&id),
+                None => break,
+            };
+        }
+    }
+
+    /// Every worker, by id.
+    pub fn list(&self) -> Vec<WorkerReport> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+    }
+}
 
 /// The request: the version the client already has (`0`: none).
 #[derive(Clone, PartialEq, prost::Message)]
@@ -121,11 +174,38 @@ pub fn updates(view: watch::Receiver<Arc<View>>, from_version: u64) -> impl Stre
 #[derive(Clone)]
 pub struct WatchService {
     view: watch::Receiver<Arc<View>>,
+    workers: Workers,
 }
 
 impl WatchService {
     pub fn new(view: watch::Receiver<Arc<View>>) -> Self {
-        WatchService { view }
+        Self::with_workers(view, Workers::default())
+    }
+
+    /// Records `ReportApplied` calls in `workers`.
+    pub fn with_workers(view: watch::Receiver<Arc<View>>, workers: Workers) -> Self {
+        WatchService { view, workers }
+    }
+}
+
+struct ReportMethod {
+    workers: Workers,
+}
+
+impl tonic::server::UnaryService<AppliedReport> for ReportMethod {
+    type Response = ReportAck;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<ReportAck>, Status>> + Send>>;
+
+    fn call(&mut self, request: Request<AppliedReport>) -> Self::Future {
+        let workers = self.workers.clone();
+        Box::pin(async move {
+            let r = request.into_inner();
+            if r.worker_id.is_empty() || r.worker_id.len() > 256 {
+                return Err(Status::invalid_argument("worker_id must be 1 to 256 bytes"));
+            }
+            workers.record(&r.worker_id, r.version);
+            Ok(Response::new(ReportAck {}))
+        })
     }
 }
 
@@ -162,6 +242,13 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for WatchService {
     }
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        if req.uri().path() == REPORT {
+            let workers = self.workers.clone();
+            return Box::pin(async move {
+                let mut grpc = tonic::server::Grpc::new(ProstCodec::<ReportAck, AppliedReport>::default());
+                Ok(grpc.unary(ReportMethod { workers }, req).await)
+            });
+        }
         if req.uri().path() != WATCH {
             let msg = format!("unknown method {}", req.uri().path());
             return Box::pin(async move { Ok(Status::unimplemented(msg).into_http()) });
@@ -211,6 +298,24 @@ pub async fn watch(
         .map_err(|_| WatchError::Failed { endpoint: endpoint.to_string(), message: "no answer in time".into() })?
 }
 
+/// Tells the coordinator at `endpoint` which version worker `worker_id` applies.
+pub async fn report_applied(endpoint: &str, worker_id: &str, version: u64, timeout: Duration) -> Result<(), WatchError> {
+    let failed = |message: String| WatchError::Failed { endpoint: endpoint.to_string(), message };
+    let ep = Endpoint::from_shared(endpoint.to_string())
+        .map_err(|source| WatchError::Endpoint { endpoint: endpoint.to_string(), source })?
+        .connect_timeout(timeout)
+        .timeout(timeout);
+    let fut = async {
+        let channel = ep.connect().await.map_err(|e| failed(e.to_string()))?;
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.map_err(|e| failed(e.to_string()))?;
+        let codec = ProstCodec::<AppliedReport, ReportAck>::default();
+        let req = AppliedReport { worker_id: worker_id.to_string(), version };
+        grpc.unary(Request::new(req), PathAndQuery::from_static(REPORT), codec).await.map(|_| ()).map_err(|s| failed(s.to_string()))
+    };
+    tokio::time::timeout(timeout * 2, fut).await.map_err(|_| failed("no answer in time".into()))?
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,5 +346,15 @@ mod tests {
         put(&mut reg, "d3");
         tx.send_replace(Arc::new(View { last_applied: None, registry: reg }));
         assert_eq!(tokio::time::timeout(Duration::from_secs(5), s2.next()).await.unwrap().unwrap().version, 3);
+    }
+
+    #[test]
+    fn workers_keep_the_last_report_per_id() {
+        let w = Workers::default();
+        w.record("a", 1);
+        w.record("b", 1);
+        w.record("a", 3);
+        let l = w.list();
+        assert_eq!(l.iter().map(|r| (r.worker_id.as_str(), r.version)).collect::<Vec<_>>(), vec![("a", 3), ("b", 1)]);
     }
 }

@@ -231,6 +231,9 @@ pub struct CoordinatorConfig {
     /// Where the last applied version is kept, so a restart applies it with no coordinator
     /// reachable. Default none (a restart uses `policy` until a coordinator answers).
     pub state_file: Option<std::path::PathBuf>,
+    /// How this worker names itself when it reports its applied version to the coordinators
+    /// (`GET /v1/workers`). Default `<hostname>:<admin port>`.
+    pub worker_id: Option<String>,
     /// Connect timeout per coordinator. Default `2s`.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
@@ -244,6 +247,7 @@ impl Default for CoordinatorConfig {
         CoordinatorConfig {
             endpoints: Vec::new(),
             state_file: None,
+            worker_id: None,
             connect_timeout: Duration::from_secs(2),
             retry_interval: Duration::from_secs(1),
         }
@@ -312,6 +316,9 @@ impl Validate for SamplerConfig {
             if !ep.starts_with("http://") && !ep.starts_with("https://") {
                 return Err(ConfigError::invalid(format!("coordinator.endpoints[{i}]"), format!("`{ep}` must start with http:// or https://")));
             }
+        }
+        if c.worker_id.as_ref().is_some_and(|w| w.is_empty() || w.len() > 256) {
+            return Err(ConfigError::invalid("coordinator.worker_id", "must be 1 to 256 bytes"));
         }
         if c.connect_timeout.is_zero() {
             return Err(ConfigError::invalid("coordinator.connect_timeout", "must be positive"));

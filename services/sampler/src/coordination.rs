@@ -10,7 +10,8 @@
 //! skipped: the worker keeps the version it has. The last applied version is written to
 //! `coordinator.state_file` (atomically), and a restarted worker starts from it, with or without a
 //! reachable coordinator. While no coordinator is reachable the worker keeps sampling with the
-//! version it has.
+//! version it has. After each applied version and on each new watch, the worker reports the
+//! version it runs to every coordinator (`ReportApplied`, best effort; `GET /v1/workers`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -110,7 +111,38 @@ pub fn initial(cfg: &CoordinatorConfig) -> Option<ActivePolicy> {
 
 /// Watches the coordinators until `shutdown`; calls `apply` with every new version, in order.
 /// `have` is the version the worker already runs (0: none from a coordinator).
-pub async fn run<F: FnMut(ActivePolicy) + Send>(cfg: CoordinatorConfig, mut have: u64, mut apply: F, shutdown: CancellationToken) {
+/// Reports `version` to every coordinator, in the background (best effort).
+fn report(cfg: &CoordinatorConfig, worker_id: &str, version: u64) {
+    for endpoint in cfg.endpoints.clone() {
+        let (worker_id, timeout) = (worker_id.to_string(), cfg.connect_timeout);
+        tokio::spawn(async move {
+            if let Err(e) = tailsift_coordinator::watch::report_applied(&endpoint, &worker_id, version, timeout).await {
+                tracing::debug!(error = %e, "applied version not reported");
+            }
+        });
+    }
+}
+
+/// This worker's id: `coordinator.worker_id`, or `<hostname>:<admin port>`.
+pub fn worker_id(cfg: &CoordinatorConfig, admin_port: u16) -> String {
+    cfg.worker_id.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "sampler".into());
+        format!("{host}:{admin_port}")
+    })
+}
+
+pub async fn run<F: FnMut(ActivePolicy) + Send>(
+    cfg: CoordinatorConfig,
+    worker_id: String,
+    mut have: u64,
+    mut apply: F,
+    shutdown: CancellationToken,
+) {
     if cfg.endpoints.is_empty() {
         return;
     }
@@ -126,6 +158,9 @@ pub async fn run<F: FnMut(ActivePolicy) + Send>(cfg: CoordinatorConfig, mut have
         match stream {
             Ok(mut stream) => {
                 tracing::info!(%endpoint, from_version = have, "watching coordinator");
+                if have > 0 {
+                    report(&cfg, &worker_id, have);
+                }
                 ::metrics::gauge!(m::COORDINATOR_CONNECTED).set(1.0);
                 let mut received = false;
                 loop {
@@ -148,6 +183,7 @@ pub async fn run<F: FnMut(ActivePolicy) + Send>(cfg: CoordinatorConfig, mut have
                                     apply(policy);
                                     have = update.version;
                                     ::metrics::counter!(m::POLICY_UPDATES, "outcome" => "applied").increment(1);
+                                    report(&cfg, &worker_id, have);
                                     if let Some(path) = &cfg.state_file {
                                         if let Err(e) = save_state(path, &stored) {
                                             ::metrics::counter!(m::POLICY_UPDATES, "outcome" => "persist_failed").increment(1);

@@ -341,6 +341,7 @@ pub async fn run(cfg: SamplerConfig, listeners: Listeners, shutdown: Cancellatio
     tailsift_telemetry::prometheus();
     metrics::describe();
     let readiness = Readiness::new();
+    let worker_id = coordination::worker_id(&cfg.coordinator, listeners.admin.local_addr()?.port());
     let admin = tokio::spawn(tailsift_telemetry::serve_http(
         listeners.admin,
         tailsift_telemetry::admin_router(readiness.clone()),
@@ -404,7 +405,7 @@ pub async fn run(cfg: SamplerConfig, listeners: Listeners, shutdown: Cancellatio
     let coordination = {
         let shared = shared.clone();
         let apply = move |p: ActivePolicy| shared.engine.lock().unwrap().set_policy(p);
-        tokio::spawn(coordination::run(cfg.coordinator.clone(), from_version, apply, shutdown.clone()))
+        tokio::spawn(coordination::run(cfg.coordinator.clone(), worker_id, from_version, apply, shutdown.clone()))
     };
 
     // Export task: acknowledgements go straight to the engine (they unpin offsets).

@@ -1,7 +1,8 @@
 //! Coordinators -> samplers, end to end: 3 in-process coordinators, a real broker, an ingest node,
 //! two samplers watching the coordinators. A policy PUT through the admin API changes the
-//! decisions of every running worker; workers keep sampling with every coordinator stopped; a
-//! worker restarted with no coordinator reachable applies the version it persisted.
+//! decisions of every running worker, including one whose coordinator was stopped (failover);
+//! workers keep sampling with every coordinator stopped; a worker restarted with no coordinator
+//! reachable applies the version it persisted. Also: `tailsift coordinator` and the admin CLI.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -144,14 +145,17 @@ async fn policy_versions_reach_every_worker_and_survive_coordinator_loss() {
     let kept_normal = normal.iter().filter(|id| sink.traces().contains_key(*id)).count();
     assert_eq!(kept_normal, 0, "errors-only policy kept normal traces");
 
-    // Version 2 (always), written through a follower or the leader: every worker switches.
+    // The first worker watches coordinator 0 (its first endpoint): stopping it makes the worker
+    // fail over. Version 2 (always) is written through another node: every worker switches.
+    cluster.stop(0).await;
+    cluster.wait_for_leader(&[1, 2]).await;
     let v2 = put_policy(&cluster, 2, ALWAYS).await;
     assert!(v2 > v1);
     wait_persisted(&states[0], v2).await;
     wait_persisted(&states[1], v2).await;
-    // Both workers report version 2 to every coordinator.
+    // Both workers report version 2 to every running coordinator.
     let ids = ["w-a", "w-b"];
-    for node in 0..3 {
+    for node in 1..3 {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let (st, body) = cluster.request(node, "GET", "/v1/workers", Some(READ_TOKEN), None).await;
@@ -170,7 +174,7 @@ async fn policy_versions_reach_every_worker_and_survive_coordinator_loss() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-    let (st, _) = cluster.request(0, "GET", "/v1/workers", None, None).await;
+    let (st, _) = cluster.request(1, "GET", "/v1/workers", None, None).await;
     assert_eq!(st, 401);
     // 48 traces over the topic's partitions: both workers own some of them.
     let normal2: Vec<[u8; 16]> = (0..48).map(|i| trace_id(0xa2, i)).collect();

@@ -111,6 +111,10 @@ pub fn initial(cfg: &CoordinatorConfig) -> Option<ActivePolicy> {
 
 /// Watches the coordinators until `shutdown`; calls `apply` with every new version, in order.
 /// `have` is the version the worker already runs (0: none from a coordinator).
+/// Applied versions are reported again this often, so every coordinator's registry converges
+/// after a lost report or a coordinator restart.
+const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Reports `version` to every coordinator, in the background (best effort).
 fn report(cfg: &CoordinatorConfig, worker_id: &str, version: u64) {
     for endpoint in cfg.endpoints.clone() {
@@ -163,11 +167,19 @@ pub async fn run<F: FnMut(ActivePolicy) + Send>(
                 }
                 ::metrics::gauge!(m::COORDINATOR_CONNECTED).set(1.0);
                 let mut received = false;
+                let mut rereport = tokio::time::interval(REPORT_EVERY);
+                rereport.tick().await;
                 loop {
                     let item = tokio::select! {
                         _ = shutdown.cancelled() => {
                             ::metrics::gauge!(m::COORDINATOR_CONNECTED).set(0.0);
                             return;
+                        }
+                        _ = rereport.tick() => {
+                            if have > 0 {
+                                report(&cfg, &worker_id, have);
+                            }
+                            continue;
                         }
                         item = stream.next() => item,
                     };

@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -20,21 +21,28 @@ use crate::pipeline::{IngestError, Pipeline, Protocol};
 const SERVICE: &str = "opentelemetry.proto.collector.trace.v1.TraceService";
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
-/// Decodes requests as raw bytes, encodes responses with prost.
-#[derive(Debug, Clone, Copy, Default)]
-struct RawRequestCodec;
+/// Decodes requests as raw bytes (handed to a decoder or splitter that reports bad input as
+/// INVALID_ARGUMENT), encodes responses of type `R` with prost. Shared by the OTLP and Jaeger gRPC
+/// receivers.
+pub(crate) struct RawRequestCodec<R>(PhantomData<fn() -> R>);
 
-struct RawDecoder;
-struct ResponseEncoder;
+impl<R> Default for RawRequestCodec<R> {
+    fn default() -> Self {
+        RawRequestCodec(PhantomData)
+    }
+}
 
-impl Codec for RawRequestCodec {
-    type Encode = ExportTraceServiceResponse;
+pub(crate) struct RawDecoder;
+pub(crate) struct ResponseEncoder<R>(PhantomData<fn() -> R>);
+
+impl<R: Message + Send + 'static> Codec for RawRequestCodec<R> {
+    type Encode = R;
     type Decode = Bytes;
-    type Encoder = ResponseEncoder;
+    type Encoder = ResponseEncoder<R>;
     type Decoder = RawDecoder;
 
     fn encoder(&mut self) -> Self::Encoder {
-        ResponseEncoder
+        ResponseEncoder(PhantomData)
     }
     fn decoder(&mut self) -> Self::Decoder {
         RawDecoder
@@ -49,8 +57,8 @@ impl Decoder for RawDecoder {
     }
 }
 
-impl Encoder for ResponseEncoder {
-    type Item = ExportTraceServiceResponse;
+impl<R: Message> Encoder for ResponseEncoder<R> {
+    type Item = R;
     type Error = Status;
     fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
         item.encode(dst).map_err(|e| Status::internal(format!("encoding response: {e}")))
@@ -120,7 +128,7 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for OtlpGrpc {
         let pipeline = self.pipeline.clone();
         let max = self.max_request_bytes;
         Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(RawRequestCodec)
+            let mut grpc = tonic::server::Grpc::new(RawRequestCodec::<ExportTraceServiceResponse>::default())
                 .accept_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Gzip)
                 .apply_max_message_size_config(Some(max), None);

@@ -15,13 +15,13 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
-use bytes::{Buf, Bytes};
-use prost::Message;
+use bytes::Bytes;
 use tailsift_translate::jaeger;
 use tailsift_translate::jaeger::proto::PostSpansResponse;
-use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::CompressionEncoding;
 use tonic::{Request, Status};
 
+use crate::grpc::RawRequestCodec;
 use crate::pipeline::{IngestError, Pipeline, Protocol};
 use crate::receive::{receive, Decode, ReceiverState};
 
@@ -47,42 +47,6 @@ async fn traces(State(st): State<ReceiverState>, headers: HeaderMap, body: Body)
 
 const SERVICE: &str = "jaeger.api_v2.CollectorService";
 const POST_SPANS_PATH: &str = "/jaeger.api_v2.CollectorService/PostSpans";
-
-/// Requests as raw bytes (decoded by the translator, so bad input is INVALID_ARGUMENT), responses
-/// with prost.
-#[derive(Debug, Clone, Copy, Default)]
-struct RawCodec;
-struct RawDecoder;
-struct ResponseEncoder;
-
-impl Codec for RawCodec {
-    type Encode = PostSpansResponse;
-    type Decode = Bytes;
-    type Encoder = ResponseEncoder;
-    type Decoder = RawDecoder;
-    fn encoder(&mut self) -> Self::Encoder {
-        ResponseEncoder
-    }
-    fn decoder(&mut self) -> Self::Decoder {
-        RawDecoder
-    }
-}
-
-impl Decoder for RawDecoder {
-    type Item = Bytes;
-    type Error = Status;
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
-        Ok(Some(src.copy_to_bytes(src.remaining())))
-    }
-}
-
-impl Encoder for ResponseEncoder {
-    type Item = PostSpansResponse;
-    type Error = Status;
-    fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode(dst).map_err(|e| Status::internal(format!("encoding response: {e}")))
-    }
-}
 
 /// The Jaeger collector gRPC service. Cheap to clone.
 #[derive(Clone)]
@@ -137,7 +101,7 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for JaegerGrpc {
         let pipeline = self.pipeline.clone();
         let max = self.max_request_bytes;
         Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(RawCodec)
+            let mut grpc = tonic::server::Grpc::new(RawRequestCodec::<PostSpansResponse>::default())
                 .accept_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Gzip)
                 .apply_max_message_size_config(Some(max), None);

@@ -71,11 +71,7 @@ impl Pending {
         // Root service last: deeper services finish (and export) first.
         for rs in trace.resource_spans.into_iter().rev() {
             for piece in split_resource_spans(rs, max_piece) {
-                let n = piece
-                    .scope_spans
-                    .iter()
-                    .map(|ss| ss.spans.len())
-                    .sum::<usize>();
+                let n = piece.scope_spans.iter().map(|ss| ss.spans.len()).sum::<usize>();
                 if n > 0 {
                     pieces.push_back((piece, n));
                 }
@@ -257,10 +253,7 @@ mod tests {
     fn check_every_span_once(input: &[GeneratedTrace], batches: &[Batch]) {
         let expected: HashSet<(Vec<u8>, Vec<u8>)> = input
             .iter()
-            .flat_map(|t| {
-                t.iter_spans()
-                    .map(|s| (s.trace_id.clone(), s.span_id.clone()))
-            })
+            .flat_map(|t| t.iter_spans().map(|s| (s.trace_id.clone(), s.span_id.clone())))
             .collect();
         let got = spans_in(batches);
         let total: usize = input.iter().map(|t| t.spans).sum();
@@ -297,11 +290,7 @@ mod tests {
         for t in &input {
             let n = requests_per_trace[&t.trace_id.to_vec()].len();
             if t.service_count() > 1 {
-                assert!(
-                    n >= 2,
-                    "trace with {} services in {n} request",
-                    t.service_count()
-                );
+                assert!(n >= 2, "trace with {} services in {n} request", t.service_count());
             }
         }
         // Requests mix several traces.
@@ -319,10 +308,7 @@ mod tests {
             })
             .sum::<f64>()
             / full.len() as f64;
-        assert!(
-            avg_traces >= 10.0,
-            "average traces per request {avg_traces}"
-        );
+        assert!(avg_traces >= 10.0, "average traces per request {avg_traces}");
     }
 
     #[test]

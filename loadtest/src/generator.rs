@@ -115,21 +115,9 @@ pub fn default_services() -> Vec<ServiceSpec> {
             "checkout",
             Grpc,
             &["oteldemo.CheckoutService/PlaceOrder"],
-            &[
-                "cart",
-                "payment",
-                "shipping",
-                "email",
-                "inventory",
-                "currency",
-            ],
+            &["cart", "payment", "shipping", "email", "inventory", "currency"],
         )
-        .with_db(
-            "postgresql",
-            "orders",
-            "orders-db",
-            &["orders", "order_items"],
-        ),
+        .with_db("postgresql", "orders", "orders-db", &["orders", "order_items"]),
         ServiceSpec::new(
             "cart",
             Grpc,
@@ -151,31 +139,20 @@ pub fn default_services() -> Vec<ServiceSpec> {
             ],
             &["inventory"],
         )
-        .with_db(
-            "postgresql",
-            "catalog",
-            "catalog-db",
-            &["products", "categories"],
-        ),
+        .with_db("postgresql", "catalog", "catalog-db", &["products", "categories"]),
         ServiceSpec::new(
             "payment",
             Http,
             &["POST /v1/charge", "POST /v1/refund"],
             &["fraud-detection"],
         )
-        .with_db(
-            "postgresql",
-            "payments",
-            "payments-db",
-            &["charges", "ledger"],
+        .with_db("postgresql", "payments", "payments-db", &["charges", "ledger"]),
+        ServiceSpec::new("fraud-detection", Grpc, &["oteldemo.FraudService/Score"], &[]).with_db(
+            "mongodb",
+            "fraud",
+            "fraud-mongo",
+            &["signals"],
         ),
-        ServiceSpec::new(
-            "fraud-detection",
-            Grpc,
-            &["oteldemo.FraudService/Score"],
-            &[],
-        )
-        .with_db("mongodb", "fraud", "fraud-mongo", &["signals"]),
         ServiceSpec::new(
             "shipping",
             Http,
@@ -186,18 +163,10 @@ pub fn default_services() -> Vec<ServiceSpec> {
         ServiceSpec::new(
             "inventory",
             Grpc,
-            &[
-                "oteldemo.InventoryService/Reserve",
-                "oteldemo.InventoryService/Check",
-            ],
+            &["oteldemo.InventoryService/Reserve", "oteldemo.InventoryService/Check"],
             &[],
         )
-        .with_db(
-            "mysql",
-            "inventory",
-            "inventory-db",
-            &["stock", "reservations"],
-        ),
+        .with_db("mysql", "inventory", "inventory-db", &["stock", "reservations"]),
         ServiceSpec::new(
             "recommendation",
             Grpc,
@@ -207,10 +176,7 @@ pub fn default_services() -> Vec<ServiceSpec> {
         ServiceSpec::new(
             "auth",
             Grpc,
-            &[
-                "oteldemo.AuthService/ValidateToken",
-                "oteldemo.AuthService/Login",
-            ],
+            &["oteldemo.AuthService/ValidateToken", "oteldemo.AuthService/Login"],
             &[],
         )
         .with_db("redis", "1", "session-cache", &["session"]),
@@ -256,9 +222,7 @@ pub enum ShapeError {
         value: f64,
     },
     /// A duration is zero or the typical duration is not below the slow threshold.
-    #[error(
-        "median_duration ({median:?}) must be non-zero and below slow_threshold ({threshold:?})"
-    )]
+    #[error("median_duration ({median:?}) must be non-zero and below slow_threshold ({threshold:?})")]
     Durations {
         /// `median_duration`.
         median: Duration,
@@ -711,8 +675,7 @@ impl Generator {
     }
 
     fn operation_of(&mut self, service: usize) -> usize {
-        self.rng
-            .random_range(0..self.shape.services[service].operations.len())
+        self.rng.random_range(0..self.shape.services[service].operations.len())
     }
 
     fn generate(&mut self, end_unix_nano: u64, cap: usize) -> GeneratedTrace {
@@ -853,8 +816,7 @@ impl Generator {
             let Some(p) = nodes[i].parent else { continue };
             let (ps, pe) = (nodes[p].start, nodes[p].end);
             let pd = pe - ps;
-            let remote_server = matches!(nodes[i].op, Op::Server { .. })
-                && matches!(nodes[p].op, Op::Client { .. });
+            let remote_server = matches!(nodes[i].op, Op::Server { .. }) && matches!(nodes[p].op, Op::Client { .. });
             let (start, stop) = if pd < 4 {
                 (ps, pe)
             } else if remote_server {
@@ -876,14 +838,8 @@ impl Generator {
     /// Marks one span as failed and propagates the failure up the call chain, sometimes.
     fn inject_error(&mut self, nodes: &mut [Node]) {
         // Prefer leaves (database calls, callee servers without children, internal work).
-        let leaves: Vec<usize> = (1..nodes.len())
-            .filter(|&i| nodes[i].children == 0)
-            .collect();
-        let origin = if leaves.is_empty() {
-            0
-        } else {
-            self.pick(&leaves)
-        };
+        let leaves: Vec<usize> = (1..nodes.len()).filter(|&i| nodes[i].children == 0).collect();
+        let origin = if leaves.is_empty() { 0 } else { self.pick(&leaves) };
         nodes[origin].error = true;
         nodes[origin].error_origin = true;
         let mut current = origin;
@@ -928,15 +884,8 @@ impl Generator {
         }
     }
 
-    fn http_attributes(
-        &mut self,
-        method_route: &str,
-        error: bool,
-        attrs: &mut Vec<KeyValue>,
-    ) -> String {
-        let (method, route) = method_route
-            .split_once(' ')
-            .unwrap_or(("GET", method_route));
+    fn http_attributes(&mut self, method_route: &str, error: bool, attrs: &mut Vec<KeyValue>) -> String {
+        let (method, route) = method_route.split_once(' ').unwrap_or(("GET", method_route));
         let target = route.replace("{id}", &self.rng.random_range(1..5000).to_string());
         let status = if error {
             self.pick(&[500i64, 500, 502, 503])
@@ -955,11 +904,7 @@ impl Generator {
 
     fn grpc_attributes(&mut self, method: &str, error: bool, attrs: &mut Vec<KeyValue>) {
         let (service, method) = method.split_once('/').unwrap_or((method, ""));
-        let code = if error {
-            self.pick(&[2i64, 13, 14, 4])
-        } else {
-            0
-        };
+        let code = if error { self.pick(&[2i64, 13, 14, 4]) } else { 0 };
         attrs.push(kv_str("rpc.system", "grpc"));
         attrs.push(kv_str("rpc.service", service));
         attrs.push(kv_str("rpc.method", method));
@@ -1030,11 +975,7 @@ impl Generator {
             Op::Db { table, verb } => {
                 if let Some(db) = service.database.clone() {
                     let verb = db_verbs(&db.system)[*verb];
-                    let table = db
-                        .tables
-                        .get(*table)
-                        .cloned()
-                        .unwrap_or_else(|| "data".into());
+                    let table = db.tables.get(*table).cloned().unwrap_or_else(|| "data".into());
                     let id = self.rng.random_range(1..100_000);
                     let statement = match db.system.as_str() {
                         "redis" | "memcached" => format!("{verb} {table}:{id}"),
@@ -1067,10 +1008,7 @@ impl Generator {
                 SpanKind::Client
             }
             Op::Internal { .. } => {
-                attrs.push(kv_str(
-                    "code.namespace",
-                    format!("{}.handlers", service.name),
-                ));
+                attrs.push(kv_str("code.namespace", format!("{}.handlers", service.name)));
                 attrs.push(kv_int("app.items", self.rng.random_range(0..50)));
                 attrs.push(kv_bool("app.cache_hit", self.rng.random_bool(0.7)));
                 SpanKind::Internal
@@ -1087,10 +1025,7 @@ impl Generator {
             events.push(Event {
                 time_unix_nano: node.end,
                 name: "exception".to_string(),
-                attributes: vec![
-                    kv_str("exception.type", ty),
-                    kv_str("exception.message", msg),
-                ],
+                attributes: vec![kv_str("exception.type", ty), kv_str("exception.message", msg)],
                 dropped_attributes_count: 0,
             });
         }
@@ -1106,10 +1041,7 @@ impl Generator {
             attributes: vec![
                 kv_str("service.name", name.clone()),
                 kv_str("service.namespace", "shop"),
-                kv_str(
-                    "service.version",
-                    format!("1.{}.{}", service % 7, service % 3),
-                ),
+                kv_str("service.version", format!("1.{}.{}", service % 7, service % 3)),
                 kv_str("service.instance.id", format!("{name}-{instance}")),
                 kv_str("host.name", format!("{name}-{instance}.prod.internal")),
                 kv_str("deployment.environment", "loadtest"),
@@ -1211,19 +1143,13 @@ mod tests {
             max_spans: 5,
             ..TraceShape::default()
         };
-        assert!(matches!(
-            shape.validate(),
-            Err(ShapeError::SpanBounds { .. })
-        ));
+        assert!(matches!(shape.validate(), Err(ShapeError::SpanBounds { .. })));
         let mut g = Generator::new(shape, 1);
         assert_eq!(g.next_trace_at(NOW).spans, 10);
 
         let mut shape = TraceShape::default();
         shape.services[0].calls.push("nowhere".into());
-        assert!(matches!(
-            shape.validate(),
-            Err(ShapeError::UnknownService { .. })
-        ));
+        assert!(matches!(shape.validate(), Err(ShapeError::UnknownService { .. })));
         let shape = TraceShape {
             error_rate: 1.5,
             ..TraceShape::default()
@@ -1246,13 +1172,9 @@ mod tests {
             assert_ne!(t.trace_id, [0u8; 16]);
             let spans: Vec<&Span> = t.iter_spans().collect();
             assert_eq!(spans.len(), t.spans);
-            let ids: HashMap<&[u8], &Span> =
-                spans.iter().map(|s| (s.span_id.as_slice(), *s)).collect();
+            let ids: HashMap<&[u8], &Span> = spans.iter().map(|s| (s.span_id.as_slice(), *s)).collect();
             assert_eq!(ids.len(), spans.len(), "span IDs are unique");
-            let roots: Vec<_> = spans
-                .iter()
-                .filter(|s| s.parent_span_id.is_empty())
-                .collect();
+            let roots: Vec<_> = spans.iter().filter(|s| s.parent_span_id.is_empty()).collect();
             assert_eq!(roots.len(), 1, "exactly one root");
             assert_eq!(roots[0].kind, SpanKind::Server as i32);
             assert_eq!(
@@ -1272,16 +1194,11 @@ mod tests {
                     assert!(s.end_time_unix_nano <= parent.end_time_unix_nano);
                 }
             }
-            let has_error = spans
-                .iter()
-                .any(|s| s.status.as_ref().is_some_and(|st| st.code == 2));
+            let has_error = spans.iter().any(|s| s.status.as_ref().is_some_and(|st| st.code == 2));
             assert_eq!(has_error, t.is_error);
             for rs in &t.resource_spans {
                 let resource = rs.resource.as_ref().expect("resource");
-                assert!(resource
-                    .attributes
-                    .iter()
-                    .any(|kv| kv.key == "service.name"));
+                assert!(resource.attributes.iter().any(|kv| kv.key == "service.name"));
                 assert_eq!(rs.scope_spans.len(), 1);
             }
         }
@@ -1303,10 +1220,7 @@ mod tests {
         assert!(default.iter().all(|t| (1..=300).contains(&t.spans)));
         let small = default.iter().filter(|t| t.spans <= 20).count();
         assert!(small > 2500, "most traces are small: {small}");
-        assert!(
-            default.iter().any(|t| t.spans > 100),
-            "there is a tail of large traces"
-        );
+        assert!(default.iter().any(|t| t.spans > 100), "there is a tail of large traces");
         let multi = default.iter().filter(|t| t.service_count() >= 2).count();
         assert!(multi > 2000, "most traces span several services: {multi}");
     }

@@ -40,13 +40,11 @@ use std::time::Duration;
 
 pub use batch::{batches, count_spans, Batch, BatchOptions, Batcher};
 pub use generator::{
-    default_services, now_unix_nanos, DatabaseSpec, GeneratedTrace, Generator, ServiceProtocol,
-    ServiceSpec, ShapeError, TraceRecord, TraceShape,
+    default_services, now_unix_nanos, DatabaseSpec, GeneratedTrace, Generator, ServiceProtocol, ServiceSpec,
+    ShapeError, TraceRecord, TraceShape,
 };
 pub use runner::{run, RunOptions, Summary};
-pub use sender::{
-    AttemptOutcome, Delivery, Protocol, RetryPolicy, SendReport, Sender, SenderConfig,
-};
+pub use sender::{AttemptOutcome, Delivery, Protocol, RetryPolicy, SendReport, Sender, SenderConfig};
 
 /// Parses a duration such as `30s`, `500ms`, `2m`, `1h`, `1m30s`, `1.5s` or `90` (seconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::Parser;
-use tailsift_loadtest::{
-    parse_duration, run, BatchOptions, Protocol, RetryPolicy, RunOptions, Summary, TraceShape,
-};
+use tailsift_loadtest::{parse_duration, run, BatchOptions, Protocol, RetryPolicy, RunOptions, Summary, TraceShape};
 use tokio_util::sync::CancellationToken;
 
 /// Load generator for Tailsift: realistic multi-service traces over OTLP/gRPC or OTLP/HTTP.

@@ -206,17 +206,9 @@ impl fmt::Display for Summary {
         writeln!(
             f,
             "  requests    {} sent, {} retried ({} retry attempts), {} rejected, {} failed",
-            self.requests,
-            self.requests_retried,
-            self.retry_attempts,
-            self.requests_rejected,
-            self.requests_failed
+            self.requests, self.requests_retried, self.retry_attempts, self.requests_rejected, self.requests_failed
         )?;
-        write!(
-            f,
-            "  rate        {:.1} spans/s",
-            self.achieved_spans_per_sec
-        )?;
+        write!(f, "  rate        {:.1} spans/s", self.achieved_spans_per_sec)?;
         if let Some(e) = &self.last_error {
             write!(f, "\n  last error  {e}")?;
         }
@@ -242,12 +234,9 @@ struct Stats {
 
 impl Stats {
     fn record(&self, report: &SendReport) {
-        self.spans_accepted
-            .fetch_add(report.accepted_spans, Ordering::Relaxed);
-        self.spans_rejected
-            .fetch_add(report.rejected_spans, Ordering::Relaxed);
-        self.spans_failed
-            .fetch_add(report.failed_spans, Ordering::Relaxed);
+        self.spans_accepted.fetch_add(report.accepted_spans, Ordering::Relaxed);
+        self.spans_rejected.fetch_add(report.rejected_spans, Ordering::Relaxed);
+        self.spans_failed.fetch_add(report.failed_spans, Ordering::Relaxed);
         if report.retried() {
             self.requests_retried.fetch_add(1, Ordering::Relaxed);
             self.retry_attempts
@@ -409,9 +398,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Summary> {
         }
         let permit = permits.clone().acquire_owned().await?;
         pacer.wait(batch.spans).await;
-        stats
-            .spans_sent
-            .fetch_add(batch.spans as u64, Ordering::Relaxed);
+        stats.spans_sent.fetch_add(batch.spans as u64, Ordering::Relaxed);
         stats.requests.fetch_add(1, Ordering::Relaxed);
         stats.in_flight.fetch_add(1, Ordering::Relaxed);
         let sender = sender.clone();
@@ -496,9 +483,6 @@ mod tests {
             ..RunOptions::default()
         };
         assert!(bad_rate.validate().is_err());
-        assert_eq!(
-            RunOptions::default().effective_endpoint(),
-            "http://127.0.0.1:4317"
-        );
+        assert_eq!(RunOptions::default().effective_endpoint(), "http://127.0.0.1:4317");
     }
 }

@@ -19,9 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
 use prost::Message;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -110,9 +108,7 @@ impl RetryPolicy {
     /// The backoff before retry number `retry` (1 for the first retry), without jitter.
     pub fn backoff(&self, retry: u32) -> Duration {
         let factor = 2u32.saturating_pow(retry.saturating_sub(1));
-        self.initial_backoff
-            .saturating_mul(factor)
-            .min(self.max_backoff)
+        self.initial_backoff.saturating_mul(factor).min(self.max_backoff)
     }
 
     /// The delay before retry number `retry`: what the server asked for if it did (up to
@@ -272,10 +268,7 @@ fn grpc_retry_delay(status: &tonic::Status) -> Option<Duration> {
         .iter()
         .filter(|any| any.type_url.ends_with("google.rpc.RetryInfo"))
         .find_map(|any| RetryInfo::decode(any.value.as_slice()).ok()?.retry_delay)
-        .map(|d| {
-            Duration::from_secs(d.seconds.max(0) as u64)
-                + Duration::from_nanos(d.nanos.max(0) as u64)
-        })
+        .map(|d| Duration::from_secs(d.seconds.max(0) as u64) + Duration::from_nanos(d.nanos.max(0) as u64))
 }
 
 /// Classifies a gRPC error status (see the [module docs](self)).
@@ -341,10 +334,7 @@ fn parse_http_success(body: &[u8], json: bool) -> AttemptOutcome {
         let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
             return accepted(0, None);
         };
-        let Some(partial) = value
-            .get("partialSuccess")
-            .or_else(|| value.get("partial_success"))
-        else {
+        let Some(partial) = value.get("partialSuccess").or_else(|| value.get("partial_success")) else {
             return accepted(0, None);
         };
         let rejected = partial
@@ -369,12 +359,7 @@ fn parse_http_success(body: &[u8], json: bool) -> AttemptOutcome {
 
 /// Classifies an OTLP/HTTP response (see the [module docs](self)). `json` tells how to read a
 /// success body; `retry_after` is the parsed `Retry-After` header.
-pub fn classify_http_response(
-    status: u16,
-    retry_after: Option<Duration>,
-    body: &[u8],
-    json: bool,
-) -> AttemptOutcome {
+pub fn classify_http_response(status: u16, retry_after: Option<Duration>, body: &[u8], json: bool) -> AttemptOutcome {
     let reason = || {
         let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
         let text = text.trim();
@@ -425,11 +410,7 @@ pub fn http_traces_url(endpoint: &str) -> anyhow::Result<String> {
 }
 
 /// Encodes a request as an OTLP/HTTP body, optionally gzipped.
-pub fn encode_http_body(
-    request: &ExportTraceServiceRequest,
-    json: bool,
-    gzip: bool,
-) -> anyhow::Result<Bytes> {
+pub fn encode_http_body(request: &ExportTraceServiceRequest, json: bool, gzip: bool) -> anyhow::Result<Bytes> {
     let raw = if json {
         serde_json::to_vec(request)?
     } else {
@@ -439,10 +420,8 @@ pub fn encode_http_body(
         return Ok(Bytes::from(raw));
     }
     use std::io::Write;
-    let mut encoder = flate2::write::GzEncoder::new(
-        Vec::with_capacity(raw.len() / 4 + 64),
-        flate2::Compression::fast(),
-    );
+    let mut encoder =
+        flate2::write::GzEncoder::new(Vec::with_capacity(raw.len() / 4 + 64), flate2::Compression::fast());
     encoder.write_all(&raw)?;
     Ok(Bytes::from(encoder.finish()?))
 }
@@ -572,10 +551,7 @@ impl Sender {
                     tracing::debug!(%reason, spans, "request failed");
                     return report(Delivery::Failed, 0, 0, Some(reason));
                 }
-                AttemptOutcome::Retryable {
-                    reason,
-                    retry_after,
-                } => {
+                AttemptOutcome::Retryable { reason, retry_after } => {
                     if attempts >= self.retry.max_attempts {
                         tracing::debug!(%reason, attempts, "giving up on request");
                         return report(
@@ -620,10 +596,7 @@ impl Sender {
         } else {
             "application/x-protobuf"
         };
-        let mut builder = client
-            .post(url)
-            .header(CONTENT_TYPE, content_type)
-            .body(body);
+        let mut builder = client.post(url).header(CONTENT_TYPE, content_type).body(body);
         if self.gzip {
             builder = builder.header(CONTENT_ENCODING, "gzip");
         }
@@ -717,11 +690,8 @@ mod tests {
                 value: info.encode_to_vec(),
             }],
         };
-        let status = tonic::Status::with_details(
-            tonic::Code::Unavailable,
-            "busy",
-            Bytes::from(details.encode_to_vec()),
-        );
+        let status =
+            tonic::Status::with_details(tonic::Code::Unavailable, "busy", Bytes::from(details.encode_to_vec()));
         assert_eq!(
             classify_grpc_status(&status),
             AttemptOutcome::Retryable {
@@ -800,14 +770,8 @@ mod tests {
         assert_eq!(policy.backoff(40), Duration::from_secs(1));
         let d = policy.delay(2, None);
         assert!(d >= Duration::from_millis(100) && d <= Duration::from_millis(200));
-        assert_eq!(
-            policy.delay(2, Some(Duration::from_secs(7))),
-            Duration::from_secs(7)
-        );
-        assert_eq!(
-            policy.delay(2, Some(Duration::from_secs(3600))),
-            MAX_SERVER_DELAY
-        );
+        assert_eq!(policy.delay(2, Some(Duration::from_secs(7))), Duration::from_secs(7));
+        assert_eq!(policy.delay(2, Some(Duration::from_secs(3600))), MAX_SERVER_DELAY);
     }
 
     #[test]

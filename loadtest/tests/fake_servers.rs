@@ -12,16 +12,14 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
 use tailsift_loadtest::{
-    count_spans, run, BatchOptions, Delivery, Protocol, RetryPolicy, RunOptions, Sender,
-    SenderConfig, Summary, TraceShape,
+    count_spans, run, BatchOptions, Delivery, Protocol, RetryPolicy, RunOptions, Sender, SenderConfig, Summary,
+    TraceShape,
 };
 use tonic::codec::CompressionEncoding;
 
@@ -55,8 +53,7 @@ impl Fake {
         }
         let spans = count_spans(request) as u64;
         let rejected = self.reject_per_request.min(spans);
-        self.accepted_spans
-            .fetch_add(spans - rejected, Ordering::SeqCst);
+        self.accepted_spans.fetch_add(spans - rejected, Ordering::SeqCst);
         self.rejected_spans.fetch_add(rejected, Ordering::SeqCst);
         let mut ids = self.trace_ids.lock().expect("lock");
         for rs in &request.resource_spans {
@@ -96,9 +93,7 @@ impl TraceService for GrpcFake {
 }
 
 async fn start_grpc(fake: Arc<Fake>) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let service = TraceServiceServer::new(GrpcFake(fake))
         .accept_compressed(CompressionEncoding::Gzip)
@@ -146,19 +141,12 @@ async fn http_export(State(fake): State<Arc<Fake>>, headers: HeaderMap, body: By
         return (StatusCode::BAD_REQUEST, "invalid trace data").into_response();
     }
     match fake.handle(&request) {
-        Err(()) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [("retry-after", "0")],
-            "overloaded",
-        )
-            .into_response(),
+        Err(()) => (StatusCode::SERVICE_UNAVAILABLE, [("retry-after", "0")], "overloaded").into_response(),
         Ok(rejected) if json => {
             let body = if rejected == 0 {
                 "{}".to_string()
             } else {
-                format!(
-                    r#"{{"partialSuccess":{{"rejectedSpans":"{rejected}","errorMessage":"spans too old"}}}}"#
-                )
+                format!(r#"{{"partialSuccess":{{"rejectedSpans":"{rejected}","errorMessage":"spans too old"}}}}"#)
             };
             (StatusCode::OK, [("content-type", "application/json")], body).into_response()
         }
@@ -180,9 +168,7 @@ async fn http_export(State(fake): State<Arc<Fake>>, headers: HeaderMap, body: By
 }
 
 async fn start_http(fake: Arc<Fake>) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let app = axum::Router::new()
         .route("/v1/traces", axum::routing::post(http_export))
@@ -225,29 +211,12 @@ fn check_delivered(summary: &Summary, fake: &Fake, total: u64) {
     assert_eq!(summary.spans_sent, total, "{summary}");
     assert_eq!(summary.spans_failed, 0);
     assert_eq!(summary.requests_failed, 0);
-    assert_eq!(
-        summary.spans_accepted,
-        fake.accepted_spans.load(Ordering::SeqCst)
-    );
-    assert_eq!(
-        summary.spans_rejected,
-        fake.rejected_spans.load(Ordering::SeqCst)
-    );
+    assert_eq!(summary.spans_accepted, fake.accepted_spans.load(Ordering::SeqCst));
+    assert_eq!(summary.spans_rejected, fake.rejected_spans.load(Ordering::SeqCst));
     assert_eq!(summary.spans_accepted + summary.spans_rejected, total);
     assert_eq!(summary.trace_records.len() as u64, summary.traces);
-    assert_eq!(
-        summary
-            .trace_records
-            .iter()
-            .map(|r| r.spans as u64)
-            .sum::<u64>(),
-        total
-    );
-    let recorded: HashSet<Vec<u8>> = summary
-        .trace_records
-        .iter()
-        .map(|r| r.trace_id.to_vec())
-        .collect();
+    assert_eq!(summary.trace_records.iter().map(|r| r.spans as u64).sum::<u64>(), total);
+    let recorded: HashSet<Vec<u8>> = summary.trace_records.iter().map(|r| r.trace_id.to_vec()).collect();
     assert_eq!(recorded, *fake.trace_ids.lock().expect("lock"));
     assert_eq!(
         summary.error_traces,
@@ -303,9 +272,7 @@ async fn http_json_is_decodable_and_retried() {
         ..Fake::new()
     });
     let addr = start_http(fake.clone()).await;
-    let summary = run(options(Protocol::HttpJson, addr, 800))
-        .await
-        .expect("run");
+    let summary = run(options(Protocol::HttpJson, addr, 800)).await.expect("run");
     check_delivered(&summary, &fake, 800);
     assert_eq!(summary.spans_accepted, 800);
     assert!(summary.requests_retried > 0, "{summary}");
@@ -332,9 +299,7 @@ async fn http_json_partial_success_counts_as_rejected() {
         ..Fake::new()
     });
     let addr = start_http(fake.clone()).await;
-    let summary = run(options(Protocol::HttpJson, addr, 600))
-        .await
-        .expect("run");
+    let summary = run(options(Protocol::HttpJson, addr, 600)).await.expect("run");
     check_delivered(&summary, &fake, 600);
     assert!(summary.spans_rejected > 0, "{summary}");
 }
@@ -429,8 +394,7 @@ async fn duration_bounded_run_with_rate_limit() {
     assert!(summary.traces > 0, "{summary}");
     let total = summary.spans_sent;
     check_delivered(&summary, &fake, total);
-    let json: serde_json::Value =
-        serde_json::from_str(&summary.to_json_line()).expect("summary JSON");
+    let json: serde_json::Value = serde_json::from_str(&summary.to_json_line()).expect("summary JSON");
     assert_eq!(json["spans_sent"], total);
     assert_eq!(json["protocol"], "http-proto");
 }

@@ -31,7 +31,9 @@ pub fn tansu_binary() -> PathBuf {
         }
     }
     if let Some(p) = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).map(|d| d.join("tansu")).find(|p| p.exists())
+        std::env::split_paths(&paths)
+            .map(|d| d.join("tansu"))
+            .find(|p| p.exists())
     }) {
         return p;
     }
@@ -40,7 +42,10 @@ pub fn tansu_binary() -> PathBuf {
 
 /// A free TCP port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// Storage for a broker.
@@ -63,7 +68,12 @@ pub struct Broker {
 impl Broker {
     pub fn start(storage: Storage) -> Broker {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut b = Broker { port: free_port(), storage, dir, child: None };
+        let mut b = Broker {
+            port: free_port(),
+            storage,
+            dir,
+            child: None,
+        };
         b.spawn();
         b
     }
@@ -83,7 +93,14 @@ impl Broker {
         let log = std::fs::File::create(self.dir.path().join("broker.log")).expect("broker log");
         let child = Command::new(tansu_binary())
             .arg("broker")
-            .args(["--listener-url", &url, "--advertised-listener-url", &url, "--storage-engine", &storage])
+            .args([
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                &storage,
+            ])
             .current_dir(self.dir.path())
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .env_remove("STORAGE_ENGINE")
@@ -98,7 +115,11 @@ impl Broker {
         let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not start listening: {}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "tansu did not start listening: {}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -147,8 +168,15 @@ pub fn read_topic(brokers: &str, topic: &str, want: usize, timeout: Duration) ->
         .set("enable.partition.eof", "false")
         .create()
         .expect("consumer");
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
-    let partitions = md.topics().iter().find(|t| t.name() == topic).map(|t| t.partitions().len()).unwrap_or(0);
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let partitions = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map(|t| t.partitions().len())
+        .unwrap_or(0);
     assert!(partitions > 0, "topic {topic} has no partitions");
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions as i32 {
@@ -174,9 +202,18 @@ pub fn read_topic(brokers: &str, topic: &str, want: usize, timeout: Duration) ->
 
 /// Partition count of `topic`.
 pub fn partition_count(brokers: &str, topic: &str) -> usize {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", brokers).create().expect("client");
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
-    md.topics().iter().find(|t| t.name() == topic).map(|t| t.partitions().len()).unwrap_or(0)
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("client");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    md.topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map(|t| t.partitions().len())
+        .unwrap_or(0)
 }
 
 /// An in-process ingest node.
@@ -208,14 +245,25 @@ impl IngestNode {
             ("jaeger.binary_udp_listen".into(), "127.0.0.1:0".into()),
         ];
         sets.extend(overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let cfg: tailsift_ingest::IngestConfig =
-            tailsift_config::Sources { sets, ..Default::default() }.load().expect("test config is valid");
+        let cfg: tailsift_ingest::IngestConfig = tailsift_config::Sources {
+            sets,
+            ..Default::default()
+        }
+        .load()
+        .expect("test config is valid");
         let listeners = tailsift_ingest::Listeners::bind(&cfg).await.expect("bind");
         let (grpc, http, admin) = listeners.addrs().unwrap();
         let receivers = listeners.receiver_addrs().unwrap();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(tailsift_ingest::run(cfg, listeners, shutdown.clone()));
-        let node = IngestNode { grpc, http, admin, shutdown, task, receivers };
+        let node = IngestNode {
+            grpc,
+            http,
+            admin,
+            shutdown,
+            task,
+            receivers,
+        };
         node.wait_ready(Duration::from_secs(30)).await;
         node
     }
@@ -236,12 +284,20 @@ impl IngestNode {
     }
 
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("http://{}/metrics", self.admin)).await.unwrap().text().await.unwrap()
+        reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     pub async fn stop(self) {
         self.shutdown.cancel();
-        self.task.await.expect("ingest task").expect("ingest node exits cleanly");
+        self.task
+            .await
+            .expect("ingest task")
+            .expect("ingest node exits cleanly");
     }
 }
 
@@ -280,7 +336,11 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     // target/<profile>/deps/<test-binary>
     let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
     let p = dir.join(name);
-    assert!(p.exists(), "{} not built: run `cargo build --workspace --bins` (the test command does)", p.display());
+    assert!(
+        p.exists(),
+        "{} not built: run `cargo build --workspace --bins` (the test command does)",
+        p.display()
+    );
     p
 }
 
@@ -317,7 +377,10 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
     async fn export(
         &self,
         request: tonic::Request<tailsift_otlp::ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse>, tonic::Status> {
+    ) -> Result<
+        tonic::Response<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse>,
+        tonic::Status,
+    > {
         use std::sync::atomic::Ordering;
         if self.inner.down.load(Ordering::SeqCst) {
             return Err(tonic::Status::unavailable("sink is down"));
@@ -327,7 +390,9 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
         for rs in request.into_inner().resource_spans {
             for ss in rs.scope_spans {
                 for s in ss.spans {
-                    let Ok(tid) = <[u8; 16]>::try_from(s.trace_id.as_slice()) else { continue };
+                    let Ok(tid) = <[u8; 16]>::try_from(s.trace_id.as_slice()) else {
+                        continue;
+                    };
                     let span_id = s.span_id.clone();
                     if map.entry(tid).or_default().insert(span_id.clone(), s).is_some() {
                         self.inner.duplicates.fetch_add(1, Ordering::SeqCst);
@@ -346,9 +411,11 @@ impl Sink {
         let sink = Sink::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let svc = opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(sink.clone())
-            .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
-            .max_decoding_message_size(64 << 20);
+        let svc = opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer::new(
+            sink.clone(),
+        )
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .max_decoding_message_size(64 << 20);
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(svc)
@@ -361,9 +428,9 @@ impl Sink {
     /// same sink; returns its endpoint (`http://127.0.0.1:PORT`).
     pub async fn start_http(&self) -> String {
         use axum::http::{HeaderMap, StatusCode};
+        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService as _;
         use prost::Message as _;
         use tonic::Request;
-        use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService as _;
         let sink = self.clone();
         let app = axum::Router::new().route(
             "/v1/traces",
@@ -414,7 +481,13 @@ impl Sink {
 
     /// (trace ID hex, span ID hex) of every span received more than once.
     pub fn duplicate_ids(&self) -> Vec<(String, String)> {
-        self.inner.duplicate_ids.lock().unwrap().iter().map(|(t, s)| (hex::encode(t), hex::encode(s))).collect()
+        self.inner
+            .duplicate_ids
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(t, s)| (hex::encode(t), hex::encode(s)))
+            .collect()
     }
 
     /// Waits until the number of spans received stops changing for `quiet`.
@@ -464,8 +537,12 @@ impl SamplerNode {
     pub async fn start(sets: Vec<(String, String)>) -> SamplerNode {
         let mut sets = sets;
         sets.push(("admin.listen".into(), "127.0.0.1:0".into()));
-        let cfg: tailsift_sampler::SamplerConfig =
-            tailsift_config::Sources { sets, ..Default::default() }.load().expect("test sampler config is valid");
+        let cfg: tailsift_sampler::SamplerConfig = tailsift_config::Sources {
+            sets,
+            ..Default::default()
+        }
+        .load()
+        .expect("test sampler config is valid");
         let listeners = tailsift_sampler::Listeners::bind(&cfg).await.expect("bind");
         let admin = listeners.admin.local_addr().unwrap();
         let shutdown = CancellationToken::new();
@@ -486,7 +563,12 @@ impl SamplerNode {
     }
 
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("http://{}/metrics", self.admin)).await.unwrap().text().await.unwrap()
+        reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     pub async fn stop(self) {
@@ -536,8 +618,16 @@ impl CoordinatorCluster {
             .collect();
         let dirs: Vec<tempfile::TempDir> = (0..n).map(|_| tempfile::tempdir().expect("tempdir")).collect();
         let tokens = vec![
-            Token { name: "ops".into(), token: ADMIN_TOKEN.into(), role: Role::Admin },
-            Token { name: "viewer".into(), token: READ_TOKEN.into(), role: Role::ReadOnly },
+            Token {
+                name: "ops".into(),
+                token: ADMIN_TOKEN.into(),
+                role: Role::Admin,
+            },
+            Token {
+                name: "viewer".into(),
+                token: READ_TOKEN.into(),
+                role: Role::ReadOnly,
+            },
         ];
         let configs: Vec<_> = (0..n)
             .map(|i| {
@@ -556,7 +646,12 @@ impl CoordinatorCluster {
                 c
             })
             .collect();
-        let mut cluster = CoordinatorCluster { configs, runs: Vec::new(), _dirs: dirs, http: reqwest::Client::new() };
+        let mut cluster = CoordinatorCluster {
+            configs,
+            runs: Vec::new(),
+            _dirs: dirs,
+            http: reqwest::Client::new(),
+        };
         for (i, (r, a)) in raft.into_iter().zip(admin).enumerate() {
             let run = cluster.spawn(i, tailsift_coordinator::Listeners { raft: r, admin: a });
             cluster.runs.push(Some(run));
@@ -566,7 +661,11 @@ impl CoordinatorCluster {
 
     fn spawn(&self, i: usize, listeners: tailsift_coordinator::Listeners) -> CoordinatorRun {
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(tailsift_coordinator::run(self.configs[i].clone(), listeners, shutdown.clone()));
+        let task = tokio::spawn(tailsift_coordinator::run(
+            self.configs[i].clone(),
+            listeners,
+            shutdown.clone(),
+        ));
         CoordinatorRun { shutdown, task }
     }
 
@@ -574,7 +673,9 @@ impl CoordinatorCluster {
     pub async fn stop(&mut self, i: usize) {
         if let Some(r) = self.runs[i].take() {
             r.shutdown.cancel();
-            let res = tokio::time::timeout(Duration::from_secs(20), r.task).await.expect("coordinator stops");
+            let res = tokio::time::timeout(Duration::from_secs(20), r.task)
+                .await
+                .expect("coordinator stops");
             res.expect("coordinator task").expect("coordinator ran without error");
         }
     }
@@ -596,7 +697,12 @@ impl CoordinatorCluster {
             match (r, a) {
                 (Ok(raft), Ok(admin)) => break tailsift_coordinator::Listeners { raft, admin },
                 (r, a) => {
-                    assert!(Instant::now() < deadline, "cannot rebind ports of node {i}: {:?} {:?}", r.err(), a.err());
+                    assert!(
+                        Instant::now() < deadline,
+                        "cannot rebind ports of node {i}: {:?} {:?}",
+                        r.err(),
+                        a.err()
+                    );
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
@@ -616,9 +722,19 @@ impl CoordinatorCluster {
     }
 
     /// Sends a request to node `i`'s admin API; returns the status and the JSON body.
-    pub async fn request(&self, i: usize, method: &str, path: &str, token: Option<&str>, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+    pub async fn request(
+        &self,
+        i: usize,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
         let url = format!("http://{}{}", self.configs[i].admin.listen, path);
-        let mut r = self.http.request(method.parse().expect("method"), url).timeout(Duration::from_secs(30));
+        let mut r = self
+            .http
+            .request(method.parse().expect("method"), url)
+            .timeout(Duration::from_secs(30));
         if let Some(t) = token {
             r = r.bearer_auth(t);
         }
@@ -631,7 +747,10 @@ impl CoordinatorCluster {
         };
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
     }
 
     /// Waits (up to 30 s) until every node in `nodes` names the same leader, which is one of
@@ -641,7 +760,9 @@ impl CoordinatorCluster {
         loop {
             let mut seen = Vec::new();
             for &i in nodes {
-                let (st, s) = self.request(i, "GET", "/v1/cluster/status", Some(READ_TOKEN), None).await;
+                let (st, s) = self
+                    .request(i, "GET", "/v1/cluster/status", Some(READ_TOKEN), None)
+                    .await;
                 if st == 200 {
                     seen.push((s["leader"].as_u64(), s["term"].as_u64()));
                 }
@@ -668,7 +789,10 @@ impl CoordinatorCluster {
             if st == 200 && p["version"].as_u64() == Some(version) {
                 return p;
             }
-            assert!(Instant::now() < deadline, "node {i} did not reach policy version {version}: {st} {p}");
+            assert!(
+                Instant::now() < deadline,
+                "node {i} did not reach policy version {version}: {st} {p}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

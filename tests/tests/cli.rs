@@ -10,13 +10,34 @@ use tailsift_tests::{free_port, read_topic, workspace_bin, Broker, ChildGuard, S
 
 #[test]
 fn help_documents_every_flag_and_default() {
-    let out = Command::new(workspace_bin("tailsift")).args(["ingest", "--help"]).output().unwrap();
+    let out = Command::new(workspace_bin("tailsift"))
+        .args(["ingest", "--help"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let help = String::from_utf8(out.stdout).unwrap();
-    for flag in ["--config", "--log-level", "--log-format", "--set", "--kafka-brokers", "--topic", "--grpc-listen", "--http-listen", "--admin-listen"] {
+    for flag in [
+        "--config",
+        "--log-level",
+        "--log-format",
+        "--set",
+        "--kafka-brokers",
+        "--topic",
+        "--grpc-listen",
+        "--http-listen",
+        "--admin-listen",
+    ] {
         assert!(help.contains(flag), "missing {flag} in:\n{help}");
     }
-    for default in ["127.0.0.1:9092", "tailsift-spans", "0.0.0.0:4317", "0.0.0.0:4318", "0.0.0.0:9464", "[default: info]", "TAILSIFT_"] {
+    for default in [
+        "127.0.0.1:9092",
+        "tailsift-spans",
+        "0.0.0.0:4317",
+        "0.0.0.0:4318",
+        "0.0.0.0:9464",
+        "[default: info]",
+        "TAILSIFT_",
+    ] {
         assert!(help.contains(default), "missing {default} in:\n{help}");
     }
 }
@@ -26,17 +47,29 @@ fn config_errors_name_the_key_and_source() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("ingest.yaml");
     std::fs::write(&cfg, "kafka:\n  brokers: 127.0.0.1:1\n  compresion: zstd\n").unwrap();
-    let out = Command::new(workspace_bin("tailsift")).arg("ingest").arg("--config").arg(&cfg).output().unwrap();
+    let out = Command::new(workspace_bin("tailsift"))
+        .arg("ingest")
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("ingest.yaml") && err.contains("compresion"), "{err}");
 
-    let out = Command::new(workspace_bin("tailsift")).arg("ingest").env("TAILSIFT_KAFKA__TOPC", "x").output().unwrap();
+    let out = Command::new(workspace_bin("tailsift"))
+        .arg("ingest")
+        .env("TAILSIFT_KAFKA__TOPC", "x")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("TAILSIFT_KAFKA__TOPC") && err.contains("topc"), "{err}");
 
-    let out = Command::new(workspace_bin("tailsift")).args(["ingest", "--set", "kafka.acks=1"]).output().unwrap();
+    let out = Command::new(workspace_bin("tailsift"))
+        .args(["ingest", "--set", "kafka.acks=1"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("kafka.idempotence"), "{err}");
@@ -45,9 +78,20 @@ fn config_errors_name_the_key_and_source() {
 fn one_trace() -> (Vec<u8>, ExportTraceServiceRequest) {
     let mut id: [u8; 16] = rand::random();
     id[15] |= 1;
-    let span = Span { trace_id: id.to_vec(), span_id: vec![1; 8], name: "root".into(), ..Default::default() };
+    let span = Span {
+        trace_id: id.to_vec(),
+        span_id: vec![1; 8],
+        name: "root".into(),
+        ..Default::default()
+    };
     let req = ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans: vec![span], ..Default::default() }], ..Default::default() }],
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
     };
     (id.to_vec(), req)
 }
@@ -85,17 +129,29 @@ async fn sigterm_flushes_and_exits_zero_with_file_env_and_flag_layers() {
         assert!(Instant::now() < deadline, "binary never became ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{grpc}")).await.unwrap();
+    let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
+        .await
+        .unwrap();
     let (id, req) = one_trace();
     client.export(req).await.unwrap();
 
     let pid = guard.0.as_ref().unwrap().id();
-    assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
     let out = guard.0.take().unwrap().wait_with_output().unwrap();
     let logs = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "exit 0 after SIGTERM; logs:\n{logs}");
-    assert!(logs.contains("SIGTERM received") && logs.contains("ingest node stopped"), "{logs}");
-    assert!(logs.lines().all(|l| l.trim().is_empty() || l.starts_with('{')), "JSON logs:\n{logs}");
+    assert!(
+        logs.contains("SIGTERM received") && logs.contains("ingest node stopped"),
+        "{logs}"
+    );
+    assert!(
+        logs.lines().all(|l| l.trim().is_empty() || l.starts_with('{')),
+        "JSON logs:\n{logs}"
+    );
 
     let records = read_topic(&broker.brokers(), "from-env", 1, Duration::from_secs(20));
     assert_eq!(records.len(), 1);

@@ -20,11 +20,27 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const POLICY_A: &str = "policies:\n  - name: errors\n    status_code: { codes: [ERROR] }\n";
 
 async fn put(c: &CoordinatorCluster, node: usize, doc: &str) -> (u16, Value) {
-    c.request(node, "PUT", "/v1/policy", Some(ADMIN_TOKEN), Some(json!({ "document": doc }))).await
+    c.request(
+        node,
+        "PUT",
+        "/v1/policy",
+        Some(ADMIN_TOKEN),
+        Some(json!({ "document": doc })),
+    )
+    .await
 }
 
-async fn call(http: &reqwest::Client, addr: &str, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-    let mut r = http.request(method.parse().unwrap(), format!("http://{addr}{path}")).timeout(Duration::from_secs(60));
+async fn call(
+    http: &reqwest::Client,
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut r = http
+        .request(method.parse().unwrap(), format!("http://{addr}{path}"))
+        .timeout(Duration::from_secs(60));
     if let Some(t) = token {
         r = r.bearer_auth(t);
     }
@@ -55,7 +71,11 @@ async fn start_extra(id: u64) -> Extra {
     let raft = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let mut c = tailsift_coordinator::CoordinatorConfig { node_id: id, data_dir: dir.path().to_path_buf(), ..Default::default() };
+    let mut c = tailsift_coordinator::CoordinatorConfig {
+        node_id: id,
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
     c.raft.listen = raft.local_addr().unwrap();
     c.raft.heartbeat_interval = Duration::from_millis(100);
     c.raft.election_timeout_min = Duration::from_millis(500);
@@ -63,14 +83,33 @@ async fn start_extra(id: u64) -> Extra {
     c.raft.snapshot_after_entries = 3;
     c.admin.listen = admin.local_addr().unwrap();
     c.admin.tokens = vec![
-        Token { name: "ops".into(), token: ADMIN_TOKEN.into(), role: Role::Admin },
-        Token { name: "viewer".into(), token: READ_TOKEN.into(), role: Role::ReadOnly },
+        Token {
+            name: "ops".into(),
+            token: ADMIN_TOKEN.into(),
+            role: Role::Admin,
+        },
+        Token {
+            name: "viewer".into(),
+            token: READ_TOKEN.into(),
+            role: Role::ReadOnly,
+        },
     ];
     tailsift_config::Validate::validate(&c).unwrap();
     let (raft_addr, admin_addr) = (c.raft.listen.to_string(), c.admin.listen.to_string());
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(tailsift_coordinator::run(c, tailsift_coordinator::Listeners { raft, admin }, shutdown.clone()));
-    Extra { id, raft_addr, admin_addr, shutdown, task, _dir: dir }
+    let task = tokio::spawn(tailsift_coordinator::run(
+        c,
+        tailsift_coordinator::Listeners { raft, admin },
+        shutdown.clone(),
+    ));
+    Extra {
+        id,
+        raft_addr,
+        admin_addr,
+        shutdown,
+        task,
+        _dir: dir,
+    }
 }
 
 async fn status(c: &CoordinatorCluster, i: usize) -> Value {
@@ -80,7 +119,13 @@ async fn status(c: &CoordinatorCluster, i: usize) -> Value {
 }
 
 fn voters(s: &Value) -> BTreeSet<u64> {
-    s["members"].as_array().unwrap().iter().filter(|m| m["voter"] == true).map(|m| m["id"].as_u64().unwrap()).collect()
+    s["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["voter"] == true)
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,7 +136,12 @@ async fn membership_grows_to_four_and_shrinks_to_three_while_writes_keep_succeed
     let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
     assert_eq!(put(&c, leader, POLICY_A).await.0, 200);
     let s = status(&c, leader).await;
-    let leader_admin = s["members"].as_array().unwrap().iter().find(|m| m["id"] == leader as u64 + 1).unwrap()["admin_addr"]
+    let leader_admin = s["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == leader as u64 + 1)
+        .unwrap()["admin_addr"]
         .as_str()
         .unwrap()
         .to_string();
@@ -106,8 +156,21 @@ async fn membership_grows_to_four_and_shrinks_to_three_while_writes_keep_succeed
             let mut n = 0;
             while !stop.load(Ordering::SeqCst) {
                 n += 1;
-                let doc = format!("policies:\n  - name: p{n}\n    probabilistic: {{ percentage: {} }}\n", n % 100);
-                results.push(call(&http, &addr, "PUT", "/v1/policy", Some(ADMIN_TOKEN), Some(json!({ "document": doc }))).await);
+                let doc = format!(
+                    "policies:\n  - name: p{n}\n    probabilistic: {{ percentage: {} }}\n",
+                    n % 100
+                );
+                results.push(
+                    call(
+                        &http,
+                        &addr,
+                        "PUT",
+                        "/v1/policy",
+                        Some(ADMIN_TOKEN),
+                        Some(json!({ "document": doc })),
+                    )
+                    .await,
+                );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             results
@@ -119,18 +182,58 @@ async fn membership_grows_to_four_and_shrinks_to_three_while_writes_keep_succeed
     let http = reqwest::Client::new();
     let new_member = json!({ "id": 4, "raft_addr": extra.raft_addr, "admin_addr": extra.admin_addr });
     // Only the leader changes membership; a follower names it.
-    let (st, body) = c.request(followers[0], "POST", "/v1/cluster/members", Some(ADMIN_TOKEN), Some(new_member.clone())).await;
+    let (st, body) = c
+        .request(
+            followers[0],
+            "POST",
+            "/v1/cluster/members",
+            Some(ADMIN_TOKEN),
+            Some(new_member.clone()),
+        )
+        .await;
     assert_eq!(st, 421, "{body}");
     assert_eq!(body["leader"], leader as u64 + 1);
     assert_eq!(body["leader_admin_addr"], leader_admin.as_str());
-    let (st, body) = c.request(leader, "POST", "/v1/cluster/members", Some(READ_TOKEN), Some(new_member.clone())).await;
+    let (st, body) = c
+        .request(
+            leader,
+            "POST",
+            "/v1/cluster/members",
+            Some(READ_TOKEN),
+            Some(new_member.clone()),
+        )
+        .await;
     assert_eq!(st, 403, "{body}");
-    let (st, body) = c.request(leader, "POST", "/v1/cluster/members", Some(ADMIN_TOKEN), Some(json!({ "id": 4, "raft_addr": "nohost", "admin_addr": extra.admin_addr }))).await;
+    let (st, body) = c
+        .request(
+            leader,
+            "POST",
+            "/v1/cluster/members",
+            Some(ADMIN_TOKEN),
+            Some(json!({ "id": 4, "raft_addr": "nohost", "admin_addr": extra.admin_addr })),
+        )
+        .await;
     assert_eq!(st, 400, "{body}");
-    let (st, body) = c.request(leader, "POST", "/v1/cluster/members", Some(ADMIN_TOKEN), Some(new_member.clone())).await;
+    let (st, body) = c
+        .request(
+            leader,
+            "POST",
+            "/v1/cluster/members",
+            Some(ADMIN_TOKEN),
+            Some(new_member.clone()),
+        )
+        .await;
     assert_eq!(st, 200, "{body}");
     assert_eq!(voters(&body), BTreeSet::from([1, 2, 3, 4]));
-    let (st, body) = c.request(leader, "POST", "/v1/cluster/members", Some(ADMIN_TOKEN), Some(new_member.clone())).await;
+    let (st, body) = c
+        .request(
+            leader,
+            "POST",
+            "/v1/cluster/members",
+            Some(ADMIN_TOKEN),
+            Some(new_member.clone()),
+        )
+        .await;
     assert_eq!(st, 409, "{body}");
     for i in 0..3 {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -158,27 +261,71 @@ async fn membership_grows_to_four_and_shrinks_to_three_while_writes_keep_succeed
         assert!(Instant::now() < deadline, "node 4 did not reach version {v}: {st} {p}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let (_, h) = c.request(leader, "GET", "/v1/policy/history", Some(READ_TOKEN), None).await;
-    let same = h["versions"].as_array().unwrap().iter().find(|x| x["version"] == v).unwrap();
-    let (_, h4) = call(&http, &extra.admin_addr, "GET", "/v1/policy/history", Some(READ_TOKEN), None).await;
-    let same4 = h4["versions"].as_array().unwrap().iter().find(|x| x["version"] == v).unwrap();
+    let (_, h) = c
+        .request(leader, "GET", "/v1/policy/history", Some(READ_TOKEN), None)
+        .await;
+    let same = h["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["version"] == v)
+        .unwrap();
+    let (_, h4) = call(
+        &http,
+        &extra.admin_addr,
+        "GET",
+        "/v1/policy/history",
+        Some(READ_TOKEN),
+        None,
+    )
+    .await;
+    let same4 = h4["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["version"] == v)
+        .unwrap();
     assert_eq!(same, same4);
     assert_eq!(p4["seeds"], lp["seeds"]);
-    let (_, s4) = call(&http, &extra.admin_addr, "GET", "/v1/cluster/status", Some(READ_TOKEN), None).await;
+    let (_, s4) = call(
+        &http,
+        &extra.admin_addr,
+        "GET",
+        "/v1/cluster/status",
+        Some(READ_TOKEN),
+        None,
+    )
+    .await;
     assert_eq!(s4["leader"], leader as u64 + 1, "{s4}");
     assert_eq!(voters(&s4), BTreeSet::from([1, 2, 3, 4]));
 
     // 4 -> 3: remove an original follower.
     let gone = followers[0];
-    let (st, body) = c.request(leader, "DELETE", "/v1/cluster/members/99", Some(ADMIN_TOKEN), None).await;
+    let (st, body) = c
+        .request(leader, "DELETE", "/v1/cluster/members/99", Some(ADMIN_TOKEN), None)
+        .await;
     assert_eq!(st, 404, "{body}");
-    let (st, body) = c.request(leader, "DELETE", "/v1/cluster/members/x", Some(ADMIN_TOKEN), None).await;
+    let (st, body) = c
+        .request(leader, "DELETE", "/v1/cluster/members/x", Some(ADMIN_TOKEN), None)
+        .await;
     assert_eq!(st, 400, "{body}");
-    let (st, body) = c.request(leader, "DELETE", &format!("/v1/cluster/members/{}", gone + 1), Some(ADMIN_TOKEN), None).await;
+    let (st, body) = c
+        .request(
+            leader,
+            "DELETE",
+            &format!("/v1/cluster/members/{}", gone + 1),
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
     assert_eq!(st, 200, "{body}");
     let expect: BTreeSet<u64> = [leader as u64 + 1, followers[1] as u64 + 1, 4].into();
     assert_eq!(voters(&body), expect);
-    assert_eq!(body["members"].as_array().unwrap().len(), 3, "removed from the node list too: {body}");
+    assert_eq!(
+        body["members"].as_array().unwrap().len(),
+        3,
+        "removed from the node list too: {body}"
+    );
     c.stop(gone).await;
 
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -205,7 +352,11 @@ async fn membership_grows_to_four_and_shrinks_to_three_while_writes_keep_succeed
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     extra.shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(20), extra.task).await.expect("node 4 stops").unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(20), extra.task)
+        .await
+        .expect("node 4 stops")
+        .unwrap()
+        .unwrap();
     let _ = extra.id;
     c.stop_all().await;
 }
@@ -233,7 +384,15 @@ async fn a_minority_cannot_commit_and_the_cluster_commits_again_when_a_majority_
     // Membership cannot change without a majority either (bounded: 503). The proposed change
     // (removing the node that stays down) stays in the survivor's log: the leader and the node
     // restarted below are a majority of the old and of the new configuration.
-    let (st, body) = c.request(leader, "DELETE", &format!("/v1/cluster/members/{}", others[1] + 1), Some(ADMIN_TOKEN), None).await;
+    let (st, body) = c
+        .request(
+            leader,
+            "DELETE",
+            &format!("/v1/cluster/members/{}", others[1] + 1),
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
     assert_eq!(st, 503, "{body}");
     assert!(body["error"].as_str().unwrap().contains("not committed"), "{body}");
 
@@ -310,7 +469,10 @@ async fn openapi_document_matches_the_served_routes_and_their_auth() {
             if admin_only {
                 assert_eq!(st, 403, "{method} {url} read-only: {b}");
                 let (st, b) = c.request(0, &method, &url, Some(ADMIN_TOKEN), body.clone()).await;
-                assert!(documented(st) && st != 401 && st != 403, "{method} {url} admin: {st} {b}");
+                assert!(
+                    documented(st) && st != 401 && st != 403,
+                    "{method} {url} admin: {st} {b}"
+                );
                 // Admin operations given `{}` or an unknown id reach their handler's own checks.
                 assert!(st == 400 || st == 404 || st == 200, "{method} {url} admin: {st} {b}");
                 if st == 404 {
@@ -337,7 +499,10 @@ async fn jaeger_remote_sampling_follows_the_policy_and_metrics_are_exported() {
     // Before any policy: everything is sent (the tail samplers decide).
     let (st, s) = c.request(0, "GET", "/api/sampling?service=checkout", None, None).await;
     assert_eq!(st, 200, "{s}");
-    assert_eq!(s, json!({ "strategyType": "PROBABILISTIC", "probabilisticSampling": { "samplingRate": 1.0 } }));
+    assert_eq!(
+        s,
+        json!({ "strategyType": "PROBABILISTIC", "probabilisticSampling": { "samplingRate": 1.0 } })
+    );
     let (st, s) = c.request(0, "GET", "/api/sampling", None, None).await;
     assert_eq!(st, 400, "{s}");
     assert!(s.as_str().unwrap().contains("'service' parameter"), "{s}");
@@ -353,13 +518,19 @@ async fn jaeger_remote_sampling_follows_the_policy_and_metrics_are_exported() {
     let (st, body) = put(&c, 0, doc).await;
     assert_eq!(st, 200, "{body}");
     let resp = reqwest::Client::new()
-        .get(format!("http://{}/api/sampling?service=checkout", status(&c, 0).await["members"][0]["admin_addr"].as_str().unwrap()))
+        .get(format!(
+            "http://{}/api/sampling?service=checkout",
+            status(&c, 0).await["members"][0]["admin_addr"].as_str().unwrap()
+        ))
         .timeout(Duration::from_secs(10))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
     let s: Value = resp.json().await.unwrap();
     assert_eq!(
         s,
@@ -374,16 +545,26 @@ async fn jaeger_remote_sampling_follows_the_policy_and_metrics_are_exported() {
         })
     );
     let (_, s) = c.request(0, "GET", "/api/sampling?service=ads", None, None).await;
-    assert_eq!(s, json!({ "strategyType": "RATE_LIMITING", "rateLimitingSampling": { "maxTracesPerSecond": 12 } }));
+    assert_eq!(
+        s,
+        json!({ "strategyType": "RATE_LIMITING", "rateLimitingSampling": { "maxTracesPerSecond": 12 } })
+    );
     for service in ["ads", "checkout", "billing"] {
-        let (_, a) = c.request(0, "GET", &format!("/sampling?service={service}"), None, None).await;
-        let (_, b) = c.request(0, "GET", &format!("/api/sampling?service={service}"), None, None).await;
+        let (_, a) = c
+            .request(0, "GET", &format!("/sampling?service={service}"), None, None)
+            .await;
+        let (_, b) = c
+            .request(0, "GET", &format!("/api/sampling?service={service}"), None, None)
+            .await;
         assert_eq!(a, b, "the agent path answers like the collector path");
     }
     let (st, _) = c.request(0, "GET", "/sampling", None, None).await;
     assert_eq!(st, 400);
     let (_, s) = c.request(0, "GET", "/api/sampling?service=billing", None, None).await;
-    assert_eq!(s, json!({ "strategyType": "PROBABILISTIC", "probabilisticSampling": { "samplingRate": 0.05 } }));
+    assert_eq!(
+        s,
+        json!({ "strategyType": "PROBABILISTIC", "probabilisticSampling": { "samplingRate": 0.05 } })
+    );
 
     // Metrics: Raft progress, membership, policy, seeds and admin requests by route and status.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -403,22 +584,39 @@ async fn jaeger_remote_sampling_follows_the_policy_and_metrics_are_exported() {
             "tailsift_coordinator_policy_version{node=\"1\"} 1",
             "tailsift_coordinator_seed_epoch{node=\"1\"} 0",
         ];
-        let routes = m.lines().any(|l| l.starts_with("tailsift_coordinator_admin_requests_total") && l.contains("route=\"/api/sampling\"") && l.contains("status=\"400\""))
-            && m.lines().any(|l| l.starts_with("tailsift_coordinator_admin_requests_total") && l.contains("route=\"/v1/policy\"") && l.contains("status=\"200\""));
+        let routes = m.lines().any(|l| {
+            l.starts_with("tailsift_coordinator_admin_requests_total")
+                && l.contains("route=\"/api/sampling\"")
+                && l.contains("status=\"400\"")
+        }) && m.lines().any(|l| {
+            l.starts_with("tailsift_coordinator_admin_requests_total")
+                && l.contains("route=\"/v1/policy\"")
+                && l.contains("status=\"200\"")
+        });
         if all.iter().all(|s| has(s)) && routes {
-            let commit = m.lines().find(|l| l.starts_with("tailsift_coordinator_raft_commit_index{node=\"1\"}")).unwrap();
+            let commit = m
+                .lines()
+                .find(|l| l.starts_with("tailsift_coordinator_raft_commit_index{node=\"1\"}"))
+                .unwrap();
             let n: f64 = commit.rsplit(' ').next().unwrap().parse().unwrap();
             assert!(n >= 2.0, "{commit}");
             break;
         }
-        assert!(Instant::now() < deadline, "missing metrics: {:?}\n{m}", all.iter().filter(|s| !has(s)).collect::<Vec<_>>());
+        assert!(
+            Instant::now() < deadline,
+            "missing metrics: {:?}\n{m}",
+            all.iter().filter(|s| !has(s)).collect::<Vec<_>>()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     c.stop_all().await;
 }
 
 /// Pinned versions of the real client (npm), installed once into ~/.cache/tailsift.
-const NODE_PACKAGES: &[&str] = &["@opentelemetry/sampler-jaeger-remote@0.222.0", "@opentelemetry/api@1.9.1"];
+const NODE_PACKAGES: &[&str] = &[
+    "@opentelemetry/sampler-jaeger-remote@0.222.0",
+    "@opentelemetry/api@1.9.1",
+];
 
 /// Installs the OpenTelemetry JS Jaeger remote sampler (bounded) unless it is there; returns the
 /// node_modules directory.
@@ -426,17 +624,28 @@ async fn node_client() -> std::path::PathBuf {
     let home = std::env::var("HOME").expect("HOME is set");
     let dir = std::path::PathBuf::from(home).join(".cache/tailsift/node-jaeger-remote-0.222.0");
     let modules = dir.join("node_modules");
-    if modules.join("@opentelemetry/sampler-jaeger-remote/package.json").exists() && modules.join("@opentelemetry/api").exists() {
+    if modules
+        .join("@opentelemetry/sampler-jaeger-remote/package.json")
+        .exists()
+        && modules.join("@opentelemetry/api").exists()
+    {
         return modules;
     }
     std::fs::create_dir_all(&dir).unwrap();
     let mut cmd = tokio::process::Command::new("npm");
-    cmd.args(["install", "--no-audit", "--no-fund", "--no-save", "--prefix"]).arg(&dir).args(NODE_PACKAGES).kill_on_drop(true);
+    cmd.args(["install", "--no-audit", "--no-fund", "--no-save", "--prefix"])
+        .arg(&dir)
+        .args(NODE_PACKAGES)
+        .kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(300), cmd.output())
         .await
         .expect("npm install finishes within 300 s")
         .expect("npm (Node.js) is installed: it runs the real Jaeger remote sampler client");
-    assert!(out.status.success(), "npm install failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "npm install failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     modules
 }
 
@@ -455,7 +664,10 @@ async fn a_real_jaeger_remote_sampler_client_applies_the_strategies() {
     );
     let (st, body) = put(&c, 0, doc).await;
     assert_eq!(st, 200, "{body}");
-    let admin = status(&c, 0).await["members"][0]["admin_addr"].as_str().unwrap().to_string();
+    let admin = status(&c, 0).await["members"][0]["admin_addr"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/jaeger_remote_sampler.js");
     let n = 4000;
     let mut cmd = tokio::process::Command::new("node");
@@ -466,20 +678,39 @@ async fn a_real_jaeger_remote_sampler_client_applies_the_strategies() {
         .arg(n.to_string())
         .env("TAILSIFT_NODE_MODULES", &modules)
         .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output()).await.expect("node finishes within 60 s").expect("node runs");
-    assert!(out.status.success(), "node failed: {}", String::from_utf8_lossy(&out.stderr));
-    let r: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("node finishes within 60 s")
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "node failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
 
     // The client fetched and understood the strategies: per-operation for checkout, plain for billing.
     assert_eq!(r["checkout"]["updated"], true, "{r}");
     let s = r["checkout"]["sampler"].as_str().unwrap();
-    assert!(s.contains("GET /cart=TraceIdRatioBased{0.5}") && s.contains("default=TraceIdRatioBased{0.25}"), "{s}");
+    assert!(
+        s.contains("GET /cart=TraceIdRatioBased{0.5}") && s.contains("default=TraceIdRatioBased{0.25}"),
+        "{s}"
+    );
     assert_eq!(r["billing"]["updated"], true, "{r}");
     let s = r["billing"]["sampler"].as_str().unwrap();
-    assert!(s.contains("TraceIdRatioBased{0.05}") && !s.contains("PerOperation"), "{s}");
+    assert!(
+        s.contains("TraceIdRatioBased{0.05}") && !s.contains("PerOperation"),
+        "{s}"
+    );
     // And samples at those rates (4000 random trace IDs each; bounds are > 6 standard deviations).
     let frac = |svc: &str, span: &str| r[svc]["kept"][span].as_f64().unwrap() / n as f64;
-    for (svc, span, want, tol) in [("checkout", "GET /cart", 0.5, 0.05), ("checkout", "POST /pay", 0.25, 0.045), ("billing", "GET /cart", 0.05, 0.022), ("billing", "POST /pay", 0.05, 0.022)] {
+    for (svc, span, want, tol) in [
+        ("checkout", "GET /cart", 0.5, 0.05),
+        ("checkout", "POST /pay", 0.25, 0.045),
+        ("billing", "GET /cart", 0.05, 0.022),
+        ("billing", "POST /pay", 0.05, 0.022),
+    ] {
         let got = frac(svc, span);
         assert!((got - want).abs() < tol, "{svc} {span}: kept {got}, want {want}: {r}");
     }

@@ -12,7 +12,10 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value;
 use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
 use serde_json::json;
-use tailsift_tests::{free_port, sampler_sets, workspace_bin, Broker, ChildGuard, CoordinatorCluster, IngestNode, SamplerNode, Sink, Storage, ADMIN_TOKEN, READ_TOKEN};
+use tailsift_tests::{
+    free_port, sampler_sets, workspace_bin, Broker, ChildGuard, CoordinatorCluster, IngestNode, SamplerNode, Sink,
+    Storage, ADMIN_TOKEN, READ_TOKEN,
+};
 use tonic::transport::Channel;
 
 const ERRORS_ONLY: &str = "policies:\n  - name: errors\n    status_code: { codes: [ERROR] }\n";
@@ -26,18 +29,30 @@ fn trace_id(tag: u8, i: u8) -> [u8; 16] {
 }
 
 fn root_span(id: [u8; 16], error: bool) -> ExportTraceServiceRequest {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
     let s = Span {
         trace_id: id.to_vec(),
         span_id: vec![7; 8],
         name: "op".into(),
         start_time_unix_nano: now,
         end_time_unix_nano: now + 1000,
-        status: error.then(|| Status { code: status::StatusCode::Error as i32, message: String::new() }),
+        status: error.then(|| Status {
+            code: status::StatusCode::Error as i32,
+            message: String::new(),
+        }),
         ..Default::default()
     };
     ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans: vec![s], ..Default::default() }], ..Default::default() }],
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![s],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
     }
 }
 
@@ -46,7 +61,11 @@ fn stamped_version(sink: &Sink, id: &[u8; 16]) -> Option<i64> {
     let traces = sink.traces();
     let spans = traces.get(id)?;
     let span = spans.values().next()?;
-    let attr = span.attributes.iter().find(|a| a.key == "tailsift.sampling.policy_version").expect("version attribute");
+    let attr = span
+        .attributes
+        .iter()
+        .find(|a| a.key == "tailsift.sampling.policy_version")
+        .expect("version attribute");
     match attr.value.as_ref().and_then(|v| v.value.as_ref()) {
         Some(any_value::Value::IntValue(v)) => Some(*v),
         other => panic!("policy_version is not an int: {other:?}"),
@@ -62,7 +81,11 @@ async fn wait_exported(sink: &Sink, ids: &[[u8; 16]], what: &str) -> Vec<i64> {
             return got.into_iter().flatten().collect();
         }
         let missing = got.iter().filter(|g| g.is_none()).count();
-        assert!(Instant::now() < deadline, "{what}: {missing} of {} traces never exported", ids.len());
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {missing} of {} traces never exported",
+            ids.len()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -71,22 +94,47 @@ async fn wait_exported(sink: &Sink, ids: &[[u8; 16]], what: &str) -> Vec<i64> {
 async fn wait_persisted(path: &Path, version: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let have = tailsift_sampler::coordination::load_state(path).ok().flatten().map(|s| s.version);
+        let have = tailsift_sampler::coordination::load_state(path)
+            .ok()
+            .flatten()
+            .map(|s| s.version);
         if have == Some(version) {
             return;
         }
-        assert!(Instant::now() < deadline, "{} holds {have:?}, never version {version}", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} holds {have:?}, never version {version}",
+            path.display()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 async fn put_policy(cluster: &CoordinatorCluster, node: usize, doc: &str) -> u64 {
-    let (st, body) = cluster.request(node, "PUT", "/v1/policy", Some(ADMIN_TOKEN), Some(json!({ "document": doc, "format": "yaml" }))).await;
+    let (st, body) = cluster
+        .request(
+            node,
+            "PUT",
+            "/v1/policy",
+            Some(ADMIN_TOKEN),
+            Some(json!({ "document": doc, "format": "yaml" })),
+        )
+        .await;
     assert_eq!(st, 200, "{body}");
-    body["version"].as_u64().or_else(|| body["policy_version"].as_u64()).unwrap_or_else(|| panic!("no version in {body}"))
+    body["version"]
+        .as_u64()
+        .or_else(|| body["policy_version"].as_u64())
+        .unwrap_or_else(|| panic!("no version in {body}"))
 }
 
-fn sampler(id: &str, brokers: &str, topic: &str, sink: &str, endpoints: &[String], state: &Path) -> Vec<(String, String)> {
+fn sampler(
+    id: &str,
+    brokers: &str,
+    topic: &str,
+    sink: &str,
+    endpoints: &[String],
+    state: &Path,
+) -> Vec<(String, String)> {
     let mut sets = sampler_sets(brokers, topic, "g-coord", sink);
     sets.push(("coordinator.worker_id".into(), id.into()));
     sets.push(("coordinator.endpoints".into(), format!("[{}]", endpoints.join(", "))));
@@ -110,7 +158,9 @@ async fn policy_versions_reach_every_worker_and_survive_coordinator_loss() {
     let (sink, sink_endpoint) = Sink::start().await;
     let mut cluster = CoordinatorCluster::start(3).await;
     cluster.wait_for_leader(&[0, 1, 2]).await;
-    let (st, status) = cluster.request(0, "GET", "/v1/cluster/status", Some(READ_TOKEN), None).await;
+    let (st, status) = cluster
+        .request(0, "GET", "/v1/cluster/status", Some(READ_TOKEN), None)
+        .await;
     assert_eq!(st, 200, "{status}");
     let mut endpoints: Vec<String> = status["members"]
         .as_array()
@@ -127,20 +177,41 @@ async fn policy_versions_reach_every_worker_and_survive_coordinator_loss() {
 
     let dir = tempfile::tempdir().unwrap();
     let states: Vec<PathBuf> = (0..2).map(|i| dir.path().join(format!("worker-{i}.json"))).collect();
-    let a = SamplerNode::start(sampler("w-a", &broker.brokers(), topic, &sink_endpoint, &endpoints, &states[0])).await;
+    let a = SamplerNode::start(sampler(
+        "w-a",
+        &broker.brokers(),
+        topic,
+        &sink_endpoint,
+        &endpoints,
+        &states[0],
+    ))
+    .await;
     endpoints.rotate_left(1); // the second worker starts with another coordinator
-    let b = SamplerNode::start(sampler("w-b", &broker.brokers(), topic, &sink_endpoint, &endpoints, &states[1])).await;
+    let b = SamplerNode::start(sampler(
+        "w-b",
+        &broker.brokers(),
+        topic,
+        &sink_endpoint,
+        &endpoints,
+        &states[1],
+    ))
+    .await;
     wait_persisted(&states[0], v1).await;
     wait_persisted(&states[1], v1).await;
 
     // Version 1 (errors only): error traces kept and stamped v1, normal traces dropped.
-    let mut client = TraceServiceClient::connect(format!("http://{}", ingest.grpc)).await.unwrap();
+    let mut client = TraceServiceClient::connect(format!("http://{}", ingest.grpc))
+        .await
+        .unwrap();
     let errors: Vec<[u8; 16]> = (0..24).map(|i| trace_id(0xe1, i)).collect();
     let normal: Vec<[u8; 16]> = (0..24).map(|i| trace_id(0xa1, i)).collect();
     send(&mut client, &normal, false).await;
     send(&mut client, &errors, true).await;
     let versions = wait_exported(&sink, &errors, "errors under v1").await;
-    assert!(versions.iter().all(|v| *v == v1 as i64), "stamped {versions:?}, expected {v1}");
+    assert!(
+        versions.iter().all(|v| *v == v1 as i64),
+        "stamped {versions:?}, expected {v1}"
+    );
     sink.wait_quiet(Duration::from_secs(2), Duration::from_secs(30)).await;
     let kept_normal = normal.iter().filter(|id| sink.traces().contains_key(*id)).count();
     assert_eq!(kept_normal, 0, "errors-only policy kept normal traces");
@@ -158,7 +229,9 @@ async fn policy_versions_reach_every_worker_and_survive_coordinator_loss() {
     for node in 1..3 {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let (st, body) = cluster.request(node, "GET", "/v1/workers", Some(READ_TOKEN), None).await;
+            let (st, body) = cluster
+                .request(node, "GET", "/v1/workers", Some(READ_TOKEN), None)
+                .await;
             assert_eq!(st, 200, "{body}");
             let at_v2: Vec<&str> = body["workers"]
                 .as_array()
@@ -170,7 +243,10 @@ async fn policy_versions_reach_every_worker_and_survive_coordinator_loss() {
             if ids.iter().all(|id| at_v2.contains(id)) {
                 break;
             }
-            assert!(Instant::now() < deadline, "node {node} never saw both workers at {v2}: {body}");
+            assert!(
+                Instant::now() < deadline,
+                "node {node} never saw both workers at {v2}: {body}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -180,25 +256,42 @@ async fn policy_versions_reach_every_worker_and_survive_coordinator_loss() {
     let normal2: Vec<[u8; 16]> = (0..48).map(|i| trace_id(0xa2, i)).collect();
     send(&mut client, &normal2, false).await;
     let versions = wait_exported(&sink, &normal2, "normal traces under v2").await;
-    assert!(versions.iter().all(|v| *v == v2 as i64), "stamped {versions:?}, expected {v2}");
+    assert!(
+        versions.iter().all(|v| *v == v2 as i64),
+        "stamped {versions:?}, expected {v2}"
+    );
 
     // Every coordinator stopped: the workers keep sampling with version 2.
     cluster.stop_all().await;
     let normal3: Vec<[u8; 16]> = (0..24).map(|i| trace_id(0xa3, i)).collect();
     send(&mut client, &normal3, false).await;
     let versions = wait_exported(&sink, &normal3, "normal traces with no coordinator").await;
-    assert!(versions.iter().all(|v| *v == v2 as i64), "stamped {versions:?}, expected {v2}");
+    assert!(
+        versions.iter().all(|v| *v == v2 as i64),
+        "stamped {versions:?}, expected {v2}"
+    );
 
     // A worker restarted with no coordinator reachable applies the persisted version 2 (its
     // config has no policy file: the built-in default would keep only ~10% of normal traces,
     // stamped with another version).
     a.stop().await;
     b.stop().await;
-    let a = SamplerNode::start(sampler("w-a", &broker.brokers(), topic, &sink_endpoint, &endpoints, &states[0])).await;
+    let a = SamplerNode::start(sampler(
+        "w-a",
+        &broker.brokers(),
+        topic,
+        &sink_endpoint,
+        &endpoints,
+        &states[0],
+    ))
+    .await;
     let normal4: Vec<[u8; 16]> = (0..24).map(|i| trace_id(0xa4, i)).collect();
     send(&mut client, &normal4, false).await;
     let versions = wait_exported(&sink, &normal4, "normal traces after a restart without coordinators").await;
-    assert!(versions.iter().all(|v| *v == v2 as i64), "stamped {versions:?}, expected {v2}");
+    assert!(
+        versions.iter().all(|v| *v == v2 as i64),
+        "stamped {versions:?}, expected {v2}"
+    );
     assert_eq!(sink.duplicates(), 0, "{:?}", sink.duplicate_ids());
 
     a.stop().await;
@@ -208,14 +301,20 @@ async fn policy_versions_reach_every_worker_and_survive_coordinator_loss() {
 /// Runs `tailsift ARGS` against `admin`; returns (success, stdout JSON or text, stderr).
 fn cli(admin: &str, token: Option<&str>, args: &[&str]) -> (bool, serde_json::Value, String) {
     let mut cmd = std::process::Command::new(workspace_bin("tailsift"));
-    cmd.args(args).env("TAILSIFT_ADMIN_URL", admin).env_remove("TAILSIFT_TOKEN");
+    cmd.args(args)
+        .env("TAILSIFT_ADMIN_URL", admin)
+        .env_remove("TAILSIFT_TOKEN");
     if let Some(t) = token {
         cmd.env("TAILSIFT_TOKEN", t);
     }
     let out = cmd.output().expect("run tailsift");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let json = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::String(stdout));
-    (out.status.success(), json, String::from_utf8_lossy(&out.stderr).to_string())
+    (
+        out.status.success(),
+        json,
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
 
 #[test]
@@ -236,7 +335,14 @@ fn coordinator_subcommand_and_admin_cli() {
         .arg(&config)
         .arg("--data-dir")
         .arg(dir.path().join("data"))
-        .args(["--node-id", "1", "--raft-listen", &format!("127.0.0.1:{raft}"), "--admin-listen", &format!("127.0.0.1:{admin}")])
+        .args([
+            "--node-id",
+            "1",
+            "--raft-listen",
+            &format!("127.0.0.1:{raft}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+        ])
         .args(["--member", &format!("1=127.0.0.1:{raft},127.0.0.1:{admin}")])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -253,7 +359,10 @@ fn coordinator_subcommand_and_admin_cli() {
             assert_eq!(status["members"][0]["raft_addr"], format!("127.0.0.1:{raft}"));
             break;
         }
-        assert!(Instant::now() < deadline, "single-node coordinator never led: {status} {err}");
+        assert!(
+            Instant::now() < deadline,
+            "single-node coordinator never led: {status} {err}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 
@@ -262,19 +371,34 @@ fn coordinator_subcommand_and_admin_cli() {
     let always = dir.path().join("always.json");
     std::fs::write(&always, r#"{"policies": [{"name": "everything", "always": {}}]}"#).unwrap();
     let invalid = dir.path().join("invalid.yaml");
-    std::fs::write(&invalid, "policies:\n  - name: x\n    probabilistic: { percentage: 200 }\n").unwrap();
+    std::fs::write(
+        &invalid,
+        "policies:\n  - name: x\n    probabilistic: { percentage: 200 }\n",
+    )
+    .unwrap();
 
     // Errors: no token, read-only token on a write, invalid document; each names the problem.
     let (ok, _, err) = cli(&url, None, &["policy", "get"]);
     assert!(!ok && err.contains("401"), "{err}");
     let (ok, _, err) = cli(&url, Some(READ_TOKEN), &["policy", "apply", errors.to_str().unwrap()]);
     assert!(!ok && err.contains("403"), "{err}");
-    let (ok, _, err) = cli(&url, Some(ADMIN_TOKEN), &["policy", "validate", invalid.to_str().unwrap()]);
-    assert!(!ok && err.contains("400") && err.contains("policies[0].probabilistic"), "{err}");
+    let (ok, _, err) = cli(
+        &url,
+        Some(ADMIN_TOKEN),
+        &["policy", "validate", invalid.to_str().unwrap()],
+    );
+    assert!(
+        !ok && err.contains("400") && err.contains("policies[0].probabilistic"),
+        "{err}"
+    );
     let (ok, _, err) = cli(&url, Some(ADMIN_TOKEN), &["policy", "apply", invalid.to_str().unwrap()]);
     assert!(!ok && err.contains("400"), "{err}");
 
-    let (ok, out, err) = cli(&url, Some(ADMIN_TOKEN), &["policy", "validate", errors.to_str().unwrap()]);
+    let (ok, out, err) = cli(
+        &url,
+        Some(ADMIN_TOKEN),
+        &["policy", "validate", errors.to_str().unwrap()],
+    );
     assert!(ok, "{out} {err}");
     let (ok, out, err) = cli(&url, Some(ADMIN_TOKEN), &["policy", "apply", errors.to_str().unwrap()]);
     assert!(ok && out["version"] == 1, "{out} {err}");
@@ -283,16 +407,25 @@ fn coordinator_subcommand_and_admin_cli() {
     let (ok, out, err) = cli(&url, Some(ADMIN_TOKEN), &["policy", "apply", always.to_str().unwrap()]);
     assert!(ok && out["version"] == 2, "{out} {err}");
     let (ok, out, err) = cli(&url, Some(READ_TOKEN), &["policy", "get"]);
-    assert!(ok && out["version"] == 2 && out["policy"]["format"] == "json", "{out} {err}");
+    assert!(
+        ok && out["version"] == 2 && out["policy"]["format"] == "json",
+        "{out} {err}"
+    );
     let (ok, out, err) = cli(&url, Some(READ_TOKEN), &["policy", "history"]);
     assert!(ok, "{out} {err}");
-    assert!(out.to_string().contains("errors") && out.to_string().contains("everything"), "{out}");
+    assert!(
+        out.to_string().contains("errors") && out.to_string().contains("everything"),
+        "{out}"
+    );
     let (ok, _, err) = cli(&url, Some(ADMIN_TOKEN), &["policy", "rollback", "99"]);
     assert!(!ok && err.contains("404") && err.contains("99"), "{err}");
     let (ok, out, err) = cli(&url, Some(ADMIN_TOKEN), &["policy", "rollback", "1"]);
     assert!(ok && out["version"] == 3, "{out} {err}");
     let (ok, out, _) = cli(&url, Some(READ_TOKEN), &["policy", "get"]);
-    assert!(ok && out["policy"]["document"] == ERRORS_ONLY && out["policy"]["rollback_of"] == 1, "{out}");
+    assert!(
+        ok && out["policy"]["document"] == ERRORS_ONLY && out["policy"]["rollback_of"] == 1,
+        "{out}"
+    );
 
     // Membership: a second node (empty data directory, no members) is added, then removed
     // through the follower (the CLI follows the 421 to the leader).
@@ -303,7 +436,14 @@ fn coordinator_subcommand_and_admin_cli() {
         .arg(&config)
         .arg("--data-dir")
         .arg(dir.path().join("data2"))
-        .args(["--node-id", "2", "--raft-listen", &format!("127.0.0.1:{raft2}"), "--admin-listen", &format!("127.0.0.1:{admin2}")])
+        .args([
+            "--node-id",
+            "2",
+            "--raft-listen",
+            &format!("127.0.0.1:{raft2}"),
+            "--admin-listen",
+            &format!("127.0.0.1:{admin2}"),
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -315,7 +455,16 @@ fn coordinator_subcommand_and_admin_cli() {
         let (ok, out, err) = cli(
             &url,
             Some(ADMIN_TOKEN),
-            &["cluster", "add", "--id", "2", "--raft-addr", &format!("127.0.0.1:{raft2}"), "--admin-addr", &format!("127.0.0.1:{admin2}")],
+            &[
+                "cluster",
+                "add",
+                "--id",
+                "2",
+                "--raft-addr",
+                &format!("127.0.0.1:{raft2}"),
+                "--admin-addr",
+                &format!("127.0.0.1:{admin2}"),
+            ],
         );
         if ok {
             break;
@@ -326,7 +475,11 @@ fn coordinator_subcommand_and_admin_cli() {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (ok, out, _) = cli(&url2, Some(READ_TOKEN), &["cluster", "status"]);
-        if ok && out["leader"] == 1 && out["members"].as_array().is_some_and(|m| m.len() == 2) && out["policy_version"] == 3 {
+        if ok
+            && out["leader"] == 1
+            && out["members"].as_array().is_some_and(|m| m.len() == 2)
+            && out["policy_version"] == 3
+        {
             break;
         }
         assert!(Instant::now() < deadline, "node 2 never joined: {out}");

@@ -9,7 +9,14 @@ const POLICY_B: &str = "policies:\n  - name: baseline\n    probabilistic: { perc
 const POLICY_C: &str = "policies:\n  - name: slow\n    latency: { threshold_ms: 500 }\n";
 
 async fn put(c: &CoordinatorCluster, node: usize, doc: &str) -> (u16, Value) {
-    c.request(node, "PUT", "/v1/policy", Some(ADMIN_TOKEN), Some(json!({ "document": doc }))).await
+    c.request(
+        node,
+        "PUT",
+        "/v1/policy",
+        Some(ADMIN_TOKEN),
+        Some(json!({ "document": doc })),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,11 +39,21 @@ async fn election_and_writes_through_a_follower_reach_every_node() {
     }
 
     // Seed rotation schedules the next seed for the next version; rollback publishes it.
-    let (st, rot) = c.request(follower, "POST", "/v1/seed/rotate", Some(ADMIN_TOKEN), None).await;
+    let (st, rot) = c
+        .request(follower, "POST", "/v1/seed/rotate", Some(ADMIN_TOKEN), None)
+        .await;
     assert_eq!(st, 200, "{rot}");
     assert_eq!(rot["seeds"]["next"]["effective_version"], 3);
     assert_eq!(rot["seeds"]["next"]["epoch"], 1);
-    let (st, rb) = c.request(leader, "POST", "/v1/policy/rollback", Some(ADMIN_TOKEN), Some(json!({ "version": 1 }))).await;
+    let (st, rb) = c
+        .request(
+            leader,
+            "POST",
+            "/v1/policy/rollback",
+            Some(ADMIN_TOKEN),
+            Some(json!({ "version": 1 })),
+        )
+        .await;
     assert_eq!(st, 200, "{rb}");
     assert_eq!(rb["version"], 3);
     assert_eq!(rb["seeds"]["current"], rot["seeds"]["next"]);
@@ -47,14 +64,31 @@ async fn election_and_writes_through_a_follower_reach_every_node() {
         assert_eq!(p["policy"]["seed_epoch"], 1);
         assert_eq!(p["seeds"]["current"], rot["seeds"]["next"]);
     }
-    let (st, missing) = c.request(follower, "POST", "/v1/policy/rollback", Some(ADMIN_TOKEN), Some(json!({ "version": 99 }))).await;
+    let (st, missing) = c
+        .request(
+            follower,
+            "POST",
+            "/v1/policy/rollback",
+            Some(ADMIN_TOKEN),
+            Some(json!({ "version": 99 })),
+        )
+        .await;
     assert_eq!(st, 404, "{missing}");
-    let (st, h) = c.request(follower, "GET", "/v1/policy/history", Some(READ_TOKEN), None).await;
+    let (st, h) = c
+        .request(follower, "GET", "/v1/policy/history", Some(READ_TOKEN), None)
+        .await;
     assert_eq!(st, 200);
-    let versions: Vec<u64> = h["versions"].as_array().unwrap().iter().map(|v| v["version"].as_u64().unwrap()).collect();
+    let versions: Vec<u64> = h["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["version"].as_u64().unwrap())
+        .collect();
     assert_eq!(versions, vec![3, 2, 1]);
 
-    let (st, s) = c.request(follower, "GET", "/v1/cluster/status", Some(READ_TOKEN), None).await;
+    let (st, s) = c
+        .request(follower, "GET", "/v1/cluster/status", Some(READ_TOKEN), None)
+        .await;
     assert_eq!(st, 200);
     assert_eq!(s["leader"], leader as u64 + 1);
     assert_eq!(s["members"].as_array().unwrap().len(), 3);
@@ -120,16 +154,42 @@ async fn admin_api_authenticates_and_rejects_invalid_policies_without_applying_t
     // 401: no token, unknown token (same length and different length); 403: read-only write.
     let (st, _) = c.request(f, "GET", "/v1/policy", None, None).await;
     assert_eq!(st, 401);
-    let (st, _) = c.request(f, "GET", "/v1/policy", Some("xxxx-token-000000000000"), None).await;
+    let (st, _) = c
+        .request(f, "GET", "/v1/policy", Some("xxxx-token-000000000000"), None)
+        .await;
     assert_eq!(st, 401);
     let wrong_same_len: String = ADMIN_TOKEN.chars().rev().collect();
-    let (st, _) = c.request(f, "PUT", "/v1/policy", Some(&wrong_same_len), Some(json!({ "document": POLICY_B }))).await;
+    let (st, _) = c
+        .request(
+            f,
+            "PUT",
+            "/v1/policy",
+            Some(&wrong_same_len),
+            Some(json!({ "document": POLICY_B })),
+        )
+        .await;
     assert_eq!(st, 401);
-    let (st, body) = c.request(f, "PUT", "/v1/policy", Some(READ_TOKEN), Some(json!({ "document": POLICY_B }))).await;
+    let (st, body) = c
+        .request(
+            f,
+            "PUT",
+            "/v1/policy",
+            Some(READ_TOKEN),
+            Some(json!({ "document": POLICY_B })),
+        )
+        .await;
     assert_eq!(st, 403, "{body}");
     let (st, _) = c.request(f, "POST", "/v1/seed/rotate", Some(READ_TOKEN), None).await;
     assert_eq!(st, 403);
-    let (st, _) = c.request(f, "POST", "/v1/policy/rollback", Some(READ_TOKEN), Some(json!({ "version": 1 }))).await;
+    let (st, _) = c
+        .request(
+            f,
+            "POST",
+            "/v1/policy/rollback",
+            Some(READ_TOKEN),
+            Some(json!({ "version": 1 })),
+        )
+        .await;
     assert_eq!(st, 403);
     // The follower applies the forwarded write shortly after the leader commits it.
     let p = c.wait_for_version(f, 1).await;
@@ -140,17 +200,50 @@ async fn admin_api_authenticates_and_rejects_invalid_policies_without_applying_t
     let (st, body) = put(&c, f, bad).await;
     assert_eq!(st, 400, "{body}");
     let issue = &body["issues"][0];
-    assert!(issue["path"].as_str().unwrap().starts_with("policies[1].probabilistic.percentage"), "{body}");
+    assert!(
+        issue["path"]
+            .as_str()
+            .unwrap()
+            .starts_with("policies[1].probabilistic.percentage"),
+        "{body}"
+    );
     assert!(!issue["message"].as_str().unwrap().is_empty());
     let (st, body) = put(&c, leader, "policies:\n  - name: x\n    sample: {}\n").await;
     assert_eq!(st, 400, "{body}");
-    assert!(body["issues"][0]["path"].as_str().unwrap().starts_with("policies[0]"), "{body}");
-    let (st, body) = c.request(f, "POST", "/v1/policy/validate", Some(READ_TOKEN), Some(json!({ "document": bad }))).await;
+    assert!(
+        body["issues"][0]["path"].as_str().unwrap().starts_with("policies[0]"),
+        "{body}"
+    );
+    let (st, body) = c
+        .request(
+            f,
+            "POST",
+            "/v1/policy/validate",
+            Some(READ_TOKEN),
+            Some(json!({ "document": bad })),
+        )
+        .await;
     assert_eq!(st, 400, "{body}");
-    let (st, body) = c.request(f, "POST", "/v1/policy/validate", Some(READ_TOKEN), Some(json!({ "document": POLICY_B }))).await;
+    let (st, body) = c
+        .request(
+            f,
+            "POST",
+            "/v1/policy/validate",
+            Some(READ_TOKEN),
+            Some(json!({ "document": POLICY_B })),
+        )
+        .await;
     assert_eq!(st, 200, "{body}");
     assert_eq!(body["policies"], json!(["baseline"]));
-    let (st, body) = c.request(f, "PUT", "/v1/policy", Some(ADMIN_TOKEN), Some(json!({ "doc": POLICY_B }))).await;
+    let (st, body) = c
+        .request(
+            f,
+            "PUT",
+            "/v1/policy",
+            Some(ADMIN_TOKEN),
+            Some(json!({ "doc": POLICY_B })),
+        )
+        .await;
     assert_eq!(st, 400, "{body}");
 
     // A later valid write gets the next version: the rejected ones never took a number.

@@ -29,7 +29,12 @@ fn id(n: u64) -> Vec<u8> {
 }
 
 fn ep(svc: &str) -> Option<Endpoint> {
-    Some(Endpoint { service_name: svc.into(), ipv4: Some([10, 0, 0, 9].into()), ipv6: None, port: 8080 })
+    Some(Endpoint {
+        service_name: svc.into(),
+        ipv4: Some([10, 0, 0, 9].into()),
+        ipv6: None,
+        port: 8080,
+    })
 }
 
 /// Root server span of `svc` and a client child calling "payments".
@@ -55,7 +60,10 @@ fn zipkin_trace(trace: &[u8], svc: &str) -> Vec<ZipkinSpan> {
             timestamp_us: 1_700_000_000_000_500,
             duration_us: 1000,
             local: ep(svc),
-            remote: Some(Endpoint { service_name: "payments".into(), ..Default::default() }),
+            remote: Some(Endpoint {
+                service_name: "payments".into(),
+                ..Default::default()
+            }),
             tags: vec![("error".into(), "true".into())],
             ..Default::default()
         },
@@ -64,7 +72,11 @@ fn zipkin_trace(trace: &[u8], svc: &str) -> Vec<ZipkinSpan> {
 
 fn v1_trace(trace: &[u8], svc: &str) -> Vec<V1Span> {
     let e = ep(svc);
-    let ann = |t: u64, v: &str| V1Annotation { timestamp_us: t, value: v.into(), endpoint: e.clone() };
+    let ann = |t: u64, v: &str| V1Annotation {
+        timestamp_us: t,
+        value: v.into(),
+        endpoint: e.clone(),
+    };
     vec![
         V1Span {
             trace_id: trace.to_vec(),
@@ -73,7 +85,11 @@ fn v1_trace(trace: &[u8], svc: &str) -> Vec<V1Span> {
             timestamp_us: Some(1_700_000_000_000_000),
             duration_us: Some(2000),
             annotations: vec![ann(1_700_000_000_000_000, "sr"), ann(1_700_000_000_002_000, "ss")],
-            binary_annotations: vec![V1BinaryAnnotation { key: "http.method".into(), value: BinaryValue::Str("GET".into()), endpoint: e.clone() }],
+            binary_annotations: vec![V1BinaryAnnotation {
+                key: "http.method".into(),
+                value: BinaryValue::Str("GET".into()),
+                endpoint: e.clone(),
+            }],
             ..Default::default()
         },
         V1Span {
@@ -85,8 +101,19 @@ fn v1_trace(trace: &[u8], svc: &str) -> Vec<V1Span> {
             duration_us: Some(1000),
             annotations: vec![ann(1_700_000_000_000_500, "cs"), ann(1_700_000_000_001_500, "cr")],
             binary_annotations: vec![
-                V1BinaryAnnotation { key: "error".into(), value: BinaryValue::Str("true".into()), endpoint: e.clone() },
-                V1BinaryAnnotation { key: "sa".into(), value: BinaryValue::Bool(true), endpoint: Some(Endpoint { service_name: "payments".into(), ..Default::default() }) },
+                V1BinaryAnnotation {
+                    key: "error".into(),
+                    value: BinaryValue::Str("true".into()),
+                    endpoint: e.clone(),
+                },
+                V1BinaryAnnotation {
+                    key: "sa".into(),
+                    value: BinaryValue::Bool(true),
+                    endpoint: Some(Endpoint {
+                        service_name: "payments".into(),
+                        ..Default::default()
+                    }),
+                },
             ],
             ..Default::default()
         },
@@ -96,7 +123,10 @@ fn v1_trace(trace: &[u8], svc: &str) -> Vec<V1Span> {
 fn jaeger_batch(trace: &[u8], svc: &str) -> Batch {
     let s = |k: &str, v: &str| Tag::new(k, TagValue::Str(v.into()));
     Batch {
-        process: Some(Process { service_name: svc.into(), tags: vec![s("hostname", "node-1")] }),
+        process: Some(Process {
+            service_name: svc.into(),
+            tags: vec![s("hostname", "node-1")],
+        }),
         spans: vec![
             JaegerSpan {
                 trace_id: trace.to_vec(),
@@ -114,7 +144,11 @@ fn jaeger_batch(trace: &[u8], svc: &str) -> Batch {
                 operation_name: "charge".into(),
                 start_nanos: 1_700_000_000_000_500_000,
                 duration_nanos: 1_000_000,
-                tags: vec![s("span.kind", "client"), Tag::new("error", TagValue::Bool(true)), s("peer.service", "payments")],
+                tags: vec![
+                    s("span.kind", "client"),
+                    Tag::new("error", TagValue::Bool(true)),
+                    s("peer.service", "payments"),
+                ],
                 ..Default::default()
             },
         ],
@@ -122,7 +156,11 @@ fn jaeger_batch(trace: &[u8], svc: &str) -> Batch {
 }
 
 fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
-    attrs.iter().find(|k| k.key == key).and_then(|k| k.value.as_ref()).and_then(|v| v.value.as_ref())
+    attrs
+        .iter()
+        .find(|k| k.key == key)
+        .and_then(|k| k.value.as_ref())
+        .and_then(|v| v.value.as_ref())
 }
 
 fn str_attr(attrs: &[KeyValue], key: &str) -> Option<String> {
@@ -140,7 +178,11 @@ fn spans_with_service(records: &[Record]) -> Vec<(String, String, Span)> {
         let req = ExportTraceServiceRequest::decode(r.payload.as_slice()).expect("record decodes");
         let mut ids = HashSet::new();
         for rs in &req.resource_spans {
-            let svc = rs.resource.as_ref().and_then(|r| str_attr(&r.attributes, "service.name")).unwrap_or_default();
+            let svc = rs
+                .resource
+                .as_ref()
+                .and_then(|r| str_attr(&r.attributes, "service.name"))
+                .unwrap_or_default();
             for ss in &rs.scope_spans {
                 for s in &ss.spans {
                     ids.insert(hex::encode(&s.trace_id));
@@ -149,7 +191,11 @@ fn spans_with_service(records: &[Record]) -> Vec<(String, String, Span)> {
             }
         }
         assert_eq!(ids.len(), 1, "one trace per record");
-        assert_eq!(r.key, ids.into_iter().next().unwrap().into_bytes(), "key is the hex trace ID");
+        assert_eq!(
+            r.key,
+            ids.into_iter().next().unwrap().into_bytes(),
+            "key is the hex trace ID"
+        );
     }
     out
 }
@@ -170,8 +216,15 @@ fn check_trace(all: &[(String, String, Span)], trace: &[u8], svc: &str) {
     assert_eq!(root.2.kind, 2, "server");
     assert_eq!(child.2.kind, 3, "client");
     assert_eq!(str_attr(&root.2.attributes, "http.method").as_deref(), Some("GET"));
-    assert_eq!(str_attr(&child.2.attributes, "peer.service").as_deref(), Some("payments"));
-    assert_eq!(child.2.status.as_ref().map(|s| s.code), Some(2), "error tag -> status ERROR");
+    assert_eq!(
+        str_attr(&child.2.attributes, "peer.service").as_deref(),
+        Some("payments")
+    );
+    assert_eq!(
+        child.2.status.as_ref().map(|s| s.code),
+        Some(2),
+        "error tag -> status ERROR"
+    );
     assert_eq!(root.2.start_time_unix_nano, 1_700_000_000_000_000_000);
 }
 
@@ -193,12 +246,18 @@ async fn post_spans(
     addr: std::net::SocketAddr,
     req: jaeger::proto::PostSpansRequest,
 ) -> Result<jaeger::proto::PostSpansResponse, tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     let codec = tonic_prost::ProstCodec::<jaeger::proto::PostSpansRequest, jaeger::proto::PostSpansResponse>::default();
     let path = tonic::codegen::http::uri::PathAndQuery::from_static("/jaeger.api_v2.CollectorService/PostSpans");
-    grpc.unary(tonic::Request::new(req), path, codec).await.map(|r| r.into_inner())
+    grpc.unary(tonic::Request::new(req), path, codec)
+        .await
+        .map(|r| r.into_inner())
 }
 
 fn send_udp(to: std::net::SocketAddr, data: &[u8]) {
@@ -218,13 +277,37 @@ async fn zipkin_every_encoding_writes_one_record_per_trace() {
     let (a, b, c, d, e, f) = (trace64(), trace64(), trace64(), trace64(), trace64(), trace64());
     // v2 JSON with two traces in one request: two records.
     let two = [zipkin_trace(&a, "json-a"), zipkin_trace(&b, "json-b")].concat();
-    let r = post(v2.clone(), "application/json", false, zipkin::v2_json::encode_v2_json(&two)).await;
+    let r = post(
+        v2.clone(),
+        "application/json",
+        false,
+        zipkin::v2_json::encode_v2_json(&two),
+    )
+    .await;
     assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
-    let r = post(v2.clone(), "application/json", true, gzip(&zipkin::v2_json::encode_v2_json(&zipkin_trace(&c, "json-gz")))).await;
+    let r = post(
+        v2.clone(),
+        "application/json",
+        true,
+        gzip(&zipkin::v2_json::encode_v2_json(&zipkin_trace(&c, "json-gz"))),
+    )
+    .await;
     assert_eq!(r.status(), 202);
-    let r = post(v2.clone(), "application/x-protobuf", false, zipkin::proto::encode_v2_proto(&zipkin_trace(&d, "proto"))).await;
+    let r = post(
+        v2.clone(),
+        "application/x-protobuf",
+        false,
+        zipkin::proto::encode_v2_proto(&zipkin_trace(&d, "proto")),
+    )
+    .await;
     assert_eq!(r.status(), 202);
-    let r = post(v1.clone(), "application/x-thrift", false, zipkin::v1_thrift::encode_v1_thrift(&v1_trace(&e, "v1-thrift"))).await;
+    let r = post(
+        v1.clone(),
+        "application/x-thrift",
+        false,
+        zipkin::v1_thrift::encode_v1_thrift(&v1_trace(&e, "v1-thrift")),
+    )
+    .await;
     assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
     // v1 JSON as a v1 client writes it.
     let v1_json = serde_json::json!([
@@ -239,20 +322,44 @@ async fn zipkin_every_encoding_writes_one_record_per_trace() {
             {"timestamp": 1_700_000_000_001_500u64, "value": "cr", "endpoint": {"serviceName": "v1-json", "ipv4": "10.0.0.9", "port": 8080}}],
          "binaryAnnotations": [{"key": "error", "value": "true"}, {"key": "sa", "value": true, "endpoint": {"serviceName": "payments"}}]}
     ]);
-    let r = post(v1.clone(), "application/json", false, serde_json::to_vec(&v1_json).unwrap()).await;
+    let r = post(
+        v1.clone(),
+        "application/json",
+        false,
+        serde_json::to_vec(&v1_json).unwrap(),
+    )
+    .await;
     assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
 
     let records = read_topic(&broker.brokers(), topic, 6, Duration::from_secs(30));
     assert_eq!(records.len(), 6, "one record per trace per request");
     let all = spans_with_service(&records);
-    for (t, svc) in [(&a, "json-a"), (&b, "json-b"), (&c, "json-gz"), (&d, "proto"), (&e, "v1-thrift"), (&f, "v1-json")] {
+    for (t, svc) in [
+        (&a, "json-a"),
+        (&b, "json-b"),
+        (&c, "json-gz"),
+        (&d, "proto"),
+        (&e, "v1-thrift"),
+        (&f, "v1-json"),
+    ] {
         check_trace(&all, t, svc);
     }
     let m = node.metrics().await;
-    for p in ["zipkin_v2_json", "zipkin_v2_proto", "zipkin_v1_json", "zipkin_v1_thrift"] {
+    for p in [
+        "zipkin_v2_json",
+        "zipkin_v2_proto",
+        "zipkin_v1_json",
+        "zipkin_v1_thrift",
+    ] {
         let label = format!("protocol=\"{p}\"");
-        assert!(metric_value(&m, "tailsift_ingest_requests_total", &[&label, "outcome=\"accepted\""]) >= 1.0, "{p}");
-        assert!(metric_value(&m, "tailsift_ingest_spans_received_total", &[&label]) >= 2.0, "{p}");
+        assert!(
+            metric_value(&m, "tailsift_ingest_requests_total", &[&label, "outcome=\"accepted\""]) >= 1.0,
+            "{p}"
+        );
+        assert!(
+            metric_value(&m, "tailsift_ingest_spans_received_total", &[&label]) >= 2.0,
+            "{p}"
+        );
     }
     node.stop().await;
 }
@@ -274,23 +381,54 @@ async fn jaeger_every_protocol_writes_one_record_per_trace() {
     .await;
     assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
     let pb = jaeger::proto::encode_post_spans(&jaeger_batch(&b, "grpc"));
-    post_spans(rc.jaeger_grpc.unwrap(), jaeger::proto::PostSpansRequest::decode(pb.as_slice()).unwrap()).await.expect("PostSpans");
-    send_udp(rc.jaeger_compact_udp.unwrap(), &jaeger::thrift::encode_agent_compact(&jaeger_batch(&c, "udp-compact")));
-    send_udp(rc.jaeger_binary_udp.unwrap(), &jaeger::thrift::encode_agent_binary(&jaeger_batch(&d, "udp-binary")));
+    post_spans(
+        rc.jaeger_grpc.unwrap(),
+        jaeger::proto::PostSpansRequest::decode(pb.as_slice()).unwrap(),
+    )
+    .await
+    .expect("PostSpans");
+    send_udp(
+        rc.jaeger_compact_udp.unwrap(),
+        &jaeger::thrift::encode_agent_compact(&jaeger_batch(&c, "udp-compact")),
+    );
+    send_udp(
+        rc.jaeger_binary_udp.unwrap(),
+        &jaeger::thrift::encode_agent_binary(&jaeger_batch(&d, "udp-binary")),
+    );
 
     let records = read_topic(&broker.brokers(), topic, 4, Duration::from_secs(30));
     assert_eq!(records.len(), 4);
     let all = spans_with_service(&records);
-    for (t, svc) in [(&a, "thrift-http"), (&b, "grpc"), (&c, "udp-compact"), (&d, "udp-binary")] {
+    for (t, svc) in [
+        (&a, "thrift-http"),
+        (&b, "grpc"),
+        (&c, "udp-compact"),
+        (&d, "udp-binary"),
+    ] {
         check_trace(&all, t, svc);
     }
     // Process tags are resource attributes (hostname -> host.name).
     let req = ExportTraceServiceRequest::decode(records[0].payload.as_slice()).unwrap();
-    assert_eq!(str_attr(&req.resource_spans[0].resource.as_ref().unwrap().attributes, "host.name").as_deref(), Some("node-1"));
+    assert_eq!(
+        str_attr(
+            &req.resource_spans[0].resource.as_ref().unwrap().attributes,
+            "host.name"
+        )
+        .as_deref(),
+        Some("node-1")
+    );
     let m = node.metrics().await;
-    for p in ["jaeger_thrift_http", "jaeger_grpc", "jaeger_thrift_compact_udp", "jaeger_thrift_binary_udp"] {
+    for p in [
+        "jaeger_thrift_http",
+        "jaeger_grpc",
+        "jaeger_thrift_compact_udp",
+        "jaeger_thrift_binary_udp",
+    ] {
         let label = format!("protocol=\"{p}\"");
-        assert!(metric_value(&m, "tailsift_ingest_requests_total", &[&label, "outcome=\"accepted\""]) >= 1.0, "{p}: {m}");
+        assert!(
+            metric_value(&m, "tailsift_ingest_requests_total", &[&label, "outcome=\"accepted\""]) >= 1.0,
+            "{p}: {m}"
+        );
     }
     node.stop().await;
 }
@@ -310,37 +448,104 @@ async fn wait_metric(node: &IngestNode, name: &str, labels: &[&str], at_least: f
 async fn bad_input_is_refused_clearly_and_kafka_outages_are_retryable() {
     let mut broker = Broker::start(Storage::Memory);
     let topic = "spans-zj-bad";
-    let node =
-        IngestNode::start(&broker.brokers(), topic, &[("limits.max_request_bytes", "65536"), ("jaeger.udp_max_datagram_bytes", "4096")]).await;
+    let node = IngestNode::start(
+        &broker.brokers(),
+        topic,
+        &[
+            ("limits.max_request_bytes", "65536"),
+            ("jaeger.udp_max_datagram_bytes", "4096"),
+        ],
+    )
+    .await;
     let rc = node.receivers;
     let z = rc.zipkin.unwrap();
     let jh = format!("http://{}/api/traces", rc.jaeger_http.unwrap());
 
     // Zipkin: malformed JSON, bad IDs, wrong media type, bad gzip, too large.
-    let r = post(format!("http://{z}/api/v2/spans"), "application/json", false, b"[{".to_vec()).await;
+    let r = post(
+        format!("http://{z}/api/v2/spans"),
+        "application/json",
+        false,
+        b"[{".to_vec(),
+    )
+    .await;
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("invalid Zipkin v2 JSON"));
-    let r = post(format!("http://{z}/api/v2/spans"), "application/json", false, br#"[{"traceId":"zz","id":"1"}]"#.to_vec()).await;
+    let r = post(
+        format!("http://{z}/api/v2/spans"),
+        "application/json",
+        false,
+        br#"[{"traceId":"zz","id":"1"}]"#.to_vec(),
+    )
+    .await;
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("traceId `zz`"));
-    assert_eq!(post(format!("http://{z}/api/v2/spans"), "text/plain", false, b"x".to_vec()).await.status(), 415);
-    assert_eq!(post(format!("http://{z}/api/v1/spans"), "application/x-thrift", true, b"not gzip".to_vec()).await.status(), 400);
-    let r = post(format!("http://{z}/api/v1/spans"), "application/x-thrift", false, vec![12, 0, 0, 0, 9, 1]).await;
+    assert_eq!(
+        post(format!("http://{z}/api/v2/spans"), "text/plain", false, b"x".to_vec())
+            .await
+            .status(),
+        415
+    );
+    assert_eq!(
+        post(
+            format!("http://{z}/api/v1/spans"),
+            "application/x-thrift",
+            true,
+            b"not gzip".to_vec()
+        )
+        .await
+        .status(),
+        400
+    );
+    let r = post(
+        format!("http://{z}/api/v1/spans"),
+        "application/x-thrift",
+        false,
+        vec![12, 0, 0, 0, 9, 1],
+    )
+    .await;
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("invalid Zipkin v1 thrift"));
-    assert_eq!(post(format!("http://{z}/api/v2/spans"), "application/json", false, vec![b' '; 70_000]).await.status(), 413);
+    assert_eq!(
+        post(
+            format!("http://{z}/api/v2/spans"),
+            "application/json",
+            false,
+            vec![b' '; 70_000]
+        )
+        .await
+        .status(),
+        413
+    );
     // Zipkin: only invalid spans (zero trace ID).
     let mut zero = zipkin_trace(&trace64(), "x");
     zero.iter_mut().for_each(|s| s.trace_id = vec![0; 16]);
-    let r = post(format!("http://{z}/api/v2/spans"), "application/json", false, zipkin::v2_json::encode_v2_json(&zero)).await;
+    let r = post(
+        format!("http://{z}/api/v2/spans"),
+        "application/json",
+        false,
+        zipkin::v2_json::encode_v2_json(&zero),
+    )
+    .await;
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("trace_id must not be all zero"));
 
     // Jaeger HTTP and gRPC.
-    let r = post(jh.clone(), "application/x-thrift", false, b"\x0c\x00\x01garbage".to_vec()).await;
+    let r = post(
+        jh.clone(),
+        "application/x-thrift",
+        false,
+        b"\x0c\x00\x01garbage".to_vec(),
+    )
+    .await;
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("invalid Jaeger thrift Batch"));
-    assert_eq!(post(jh.clone(), "application/json", false, b"{}".to_vec()).await.status(), 415);
+    assert_eq!(
+        post(jh.clone(), "application/json", false, b"{}".to_vec())
+            .await
+            .status(),
+        415
+    );
     let mut zb = jaeger_batch(&trace64(), "x");
     zb.spans.iter_mut().for_each(|s| s.trace_id = vec![0; 16]);
     let pb = jaeger::proto::PostSpansRequest::decode(jaeger::proto::encode_post_spans(&zb).as_slice()).unwrap();
@@ -352,39 +557,120 @@ async fn bad_input_is_refused_clearly_and_kafka_outages_are_retryable() {
     send_udp(rc.jaeger_binary_udp.unwrap(), b"garbage");
     let proto_c = "protocol=\"jaeger_thrift_compact_udp\"";
     let proto_b = "protocol=\"jaeger_thrift_binary_udp\"";
-    assert!(wait_metric(&node, "tailsift_ingest_udp_datagrams_dropped_total", &[proto_c, "reason=\"malformed\""], 1.0).await >= 1.0);
-    assert!(wait_metric(&node, "tailsift_ingest_udp_datagrams_dropped_total", &[proto_b, "reason=\"malformed\""], 1.0).await >= 1.0);
+    assert!(
+        wait_metric(
+            &node,
+            "tailsift_ingest_udp_datagrams_dropped_total",
+            &[proto_c, "reason=\"malformed\""],
+            1.0
+        )
+        .await
+            >= 1.0
+    );
+    assert!(
+        wait_metric(
+            &node,
+            "tailsift_ingest_udp_datagrams_dropped_total",
+            &[proto_b, "reason=\"malformed\""],
+            1.0
+        )
+        .await
+            >= 1.0
+    );
     // Longer than jaeger.udp_max_datagram_bytes: dropped as too large.
     let mut big = jaeger_batch(&trace64(), "big");
-    big.spans[0].tags.push(Tag::new("blob", TagValue::Str("x".repeat(5000))));
-    send_udp(rc.jaeger_compact_udp.unwrap(), &jaeger::thrift::encode_agent_compact(&big));
-    assert!(wait_metric(&node, "tailsift_ingest_udp_datagrams_dropped_total", &[proto_c, "reason=\"too_large\""], 1.0).await >= 1.0);
+    big.spans[0]
+        .tags
+        .push(Tag::new("blob", TagValue::Str("x".repeat(5000))));
+    send_udp(
+        rc.jaeger_compact_udp.unwrap(),
+        &jaeger::thrift::encode_agent_compact(&big),
+    );
+    assert!(
+        wait_metric(
+            &node,
+            "tailsift_ingest_udp_datagrams_dropped_total",
+            &[proto_c, "reason=\"too_large\""],
+            1.0
+        )
+        .await
+            >= 1.0
+    );
     let good = trace64();
-    send_udp(rc.jaeger_compact_udp.unwrap(), &jaeger::thrift::encode_agent_compact(&jaeger_batch(&good, "after-garbage")));
+    send_udp(
+        rc.jaeger_compact_udp.unwrap(),
+        &jaeger::thrift::encode_agent_compact(&jaeger_batch(&good, "after-garbage")),
+    );
     let records = read_topic(&broker.brokers(), topic, 1, Duration::from_secs(20));
     assert_eq!(records.len(), 1, "only the good datagram reached Kafka");
     check_trace(&spans_with_service(&records), &good, "after-garbage");
     let m = node.metrics().await;
-    assert!(metric_value(&m, "tailsift_ingest_requests_total", &["protocol=\"zipkin_v2_json\"", "outcome=\"invalid\""]) >= 3.0);
-    assert!(metric_value(&m, "tailsift_ingest_requests_total", &["protocol=\"zipkin_v2_json\"", "outcome=\"too_large\""]) >= 1.0);
+    assert!(
+        metric_value(
+            &m,
+            "tailsift_ingest_requests_total",
+            &["protocol=\"zipkin_v2_json\"", "outcome=\"invalid\""]
+        ) >= 3.0
+    );
+    assert!(
+        metric_value(
+            &m,
+            "tailsift_ingest_requests_total",
+            &["protocol=\"zipkin_v2_json\"", "outcome=\"too_large\""]
+        ) >= 1.0
+    );
 
     // Kafka down: retryable answers everywhere, UDP drops counted.
     broker.stop();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while reqwest::get(format!("http://{}/readyz", node.admin)).await.map(|r| r.status().is_success()).unwrap_or(false) {
+    while reqwest::get(format!("http://{}/readyz", node.admin))
+        .await
+        .map(|r| r.status().is_success())
+        .unwrap_or(false)
+    {
         assert!(Instant::now() < deadline, "node never noticed the broker going away");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let r = post(format!("http://{z}/api/v2/spans"), "application/json", false, zipkin::v2_json::encode_v2_json(&zipkin_trace(&trace64(), "down"))).await;
+    let r = post(
+        format!("http://{z}/api/v2/spans"),
+        "application/json",
+        false,
+        zipkin::v2_json::encode_v2_json(&zipkin_trace(&trace64(), "down")),
+    )
+    .await;
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
-    let r = post(jh, "application/x-thrift", false, jaeger::thrift::encode_binary_batch(&jaeger_batch(&trace64(), "down"))).await;
+    let r = post(
+        jh,
+        "application/x-thrift",
+        false,
+        jaeger::thrift::encode_binary_batch(&jaeger_batch(&trace64(), "down")),
+    )
+    .await;
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
-    let pb = jaeger::proto::PostSpansRequest::decode(jaeger::proto::encode_post_spans(&jaeger_batch(&trace64(), "down")).as_slice()).unwrap();
-    assert_eq!(post_spans(rc.jaeger_grpc.unwrap(), pb).await.unwrap_err().code(), tonic::Code::Unavailable);
-    send_udp(rc.jaeger_binary_udp.unwrap(), &jaeger::thrift::encode_agent_binary(&jaeger_batch(&trace64(), "down")));
-    assert!(wait_metric(&node, "tailsift_ingest_udp_datagrams_dropped_total", &[proto_b, "reason=\"unavailable\""], 1.0).await >= 1.0);
+    let pb = jaeger::proto::PostSpansRequest::decode(
+        jaeger::proto::encode_post_spans(&jaeger_batch(&trace64(), "down")).as_slice(),
+    )
+    .unwrap();
+    assert_eq!(
+        post_spans(rc.jaeger_grpc.unwrap(), pb).await.unwrap_err().code(),
+        tonic::Code::Unavailable
+    );
+    send_udp(
+        rc.jaeger_binary_udp.unwrap(),
+        &jaeger::thrift::encode_agent_binary(&jaeger_batch(&trace64(), "down")),
+    );
+    assert!(
+        wait_metric(
+            &node,
+            "tailsift_ingest_udp_datagrams_dropped_total",
+            &[proto_b, "reason=\"unavailable\""],
+            1.0
+        )
+        .await
+            >= 1.0
+    );
     node.stop().await;
 }
 
@@ -411,7 +697,16 @@ async fn run_client(venv: &str, mode: &str, endpoint: String, service: &str, id_
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(py)
             .arg(script)
-            .args(["--mode", &mode, "--endpoint", &endpoint, "--service", &service, "--id-bits", &id_bits.to_string()])
+            .args([
+                "--mode",
+                &mode,
+                "--endpoint",
+                &endpoint,
+                "--service",
+                &service,
+                "--id-bits",
+                &id_bits.to_string(),
+            ])
             .output()
             .expect("running the Python client")
     })
@@ -434,7 +729,12 @@ async fn real_opentelemetry_python_exporters_arrive_intact() {
         ("zipkin", "zipkin-v1-json", format!("http://{z}/api/v1/spans"), 64),
         ("zipkin", "zipkin-v2-proto", format!("http://{z}/api/v2/spans"), 128),
         ("jaeger", "jaeger-agent", rc.jaeger_compact_udp.unwrap().to_string(), 64),
-        ("jaeger", "jaeger-collector", format!("http://{}/api/traces", rc.jaeger_http.unwrap()), 128),
+        (
+            "jaeger",
+            "jaeger-collector",
+            format!("http://{}/api/traces", rc.jaeger_http.unwrap()),
+            128,
+        ),
     ];
     let mut sent = Vec::new();
     for (venv, mode, endpoint, bits) in runs {
@@ -454,36 +754,65 @@ async fn real_opentelemetry_python_exporters_arrive_intact() {
         if bits == 64 {
             assert!(trace.starts_with("0000000000000000"), "{mode}: {trace}");
         }
-        let got = by_trace.get(&trace).unwrap_or_else(|| panic!("{mode}: trace {trace} not in Kafka ({} records)", records.len()));
+        let got = by_trace
+            .get(&trace)
+            .unwrap_or_else(|| panic!("{mode}: trace {trace} not in Kafka ({} records)", records.len()));
         assert_eq!(got.len(), 3, "{mode}: {got:?}");
         for (name, want) in out["spans"].as_object().unwrap() {
-            let (svc, span) = got.iter().find(|(_, s)| s.name == *name).unwrap_or_else(|| panic!("{mode}: span {name} missing"));
+            let (svc, span) = got
+                .iter()
+                .find(|(_, s)| s.name == *name)
+                .unwrap_or_else(|| panic!("{mode}: span {name} missing"));
             assert_eq!(svc, &service, "{mode}: service.name");
-            assert_eq!(hex::encode(&span.span_id), want["span_id"].as_str().unwrap(), "{mode}: {name} span ID");
-            let parent = if span.parent_span_id.is_empty() { None } else { Some(hex::encode(&span.parent_span_id)) };
+            assert_eq!(
+                hex::encode(&span.span_id),
+                want["span_id"].as_str().unwrap(),
+                "{mode}: {name} span ID"
+            );
+            let parent = if span.parent_span_id.is_empty() {
+                None
+            } else {
+                Some(hex::encode(&span.parent_span_id))
+            };
             assert_eq!(parent.as_deref(), want["parent_id"].as_str(), "{mode}: {name} parent");
             // The Python v1 encoder writes no core annotations (cs/sr...), so v1 spans carry no kind.
             let kinds = mode != "zipkin-v1-json";
             match name.as_str() {
                 "checkout" => {
                     assert!(!kinds || span.kind == 2, "{mode}: server kind");
-                    assert_eq!(str_attr(&span.attributes, "http.route").as_deref(), Some("/checkout"), "{mode}");
+                    assert_eq!(
+                        str_attr(&span.attributes, "http.route").as_deref(),
+                        Some("/checkout"),
+                        "{mode}"
+                    );
                 }
                 "charge-card" => {
                     assert!(!kinds || span.kind == 3, "{mode}: client kind");
                     let st = span.status.as_ref().unwrap_or_else(|| panic!("{mode}: no status"));
                     assert_eq!(st.code, 2, "{mode}: ERROR status");
                     assert!(st.message.contains("card declined"), "{mode}: {st:?}");
-                    assert_eq!(str_attr(&span.attributes, "payment.provider").as_deref(), Some("acme"), "{mode}");
+                    assert_eq!(
+                        str_attr(&span.attributes, "payment.provider").as_deref(),
+                        Some("acme"),
+                        "{mode}"
+                    );
                     let ev = span.events.first().unwrap_or_else(|| panic!("{mode}: no event"));
                     if mode.starts_with("jaeger") {
                         // The Jaeger exporter writes the event name as a `message` log field; like
                         // the Collector, only an `event` field names an OTLP event.
-                        assert_eq!(str_attr(&ev.attributes, "message").as_deref(), Some("retry"), "{mode}: {ev:?}");
+                        assert_eq!(
+                            str_attr(&ev.attributes, "message").as_deref(),
+                            Some("retry"),
+                            "{mode}: {ev:?}"
+                        );
                     } else {
                         assert_eq!(ev.name, "retry", "{mode}: {ev:?}");
                     }
-                    assert_eq!(attr(&ev.attributes, "attempt"), Some(&any_value::Value::IntValue(2)), "{mode}: {ev:?}");
+                    assert_eq!(
+                        attr(&ev.attributes, "attempt"),
+                        Some(&any_value::Value::IntValue(2)),
+                        "{mode}: {ev:?}"
+                    );
                 }
                 _ => {}
             }
@@ -506,7 +835,11 @@ async fn real_py_zipkin_client_every_encoding_arrives_intact() {
         let service = format!("pyz-{}", enc.to_ascii_lowercase());
         let svc = service.clone();
         let out = tokio::task::spawn_blocking(move || {
-            std::process::Command::new(py).arg(script).args(["--encoding", enc, "--base", &base, "--service", &svc]).output().unwrap()
+            std::process::Command::new(py)
+                .arg(script)
+                .args(["--encoding", enc, "--base", &base, "--service", &svc])
+                .output()
+                .unwrap()
         })
         .await
         .unwrap();
@@ -520,22 +853,49 @@ async fn real_py_zipkin_client_every_encoding_arrives_intact() {
     let all = spans_with_service(&records);
     for (enc, service, out) in sent {
         let trace = out["trace_id"].as_str().unwrap();
-        assert!(trace.starts_with("0000000000000000"), "{enc}: 64-bit trace ID widened: {trace}");
+        assert!(
+            trace.starts_with("0000000000000000"),
+            "{enc}: 64-bit trace ID widened: {trace}"
+        );
         let spans: Vec<&(String, String, Span)> = all.iter().filter(|(t, _, _)| t == trace).collect();
         assert_eq!(spans.len(), 2, "{enc}: {spans:?}");
         for (name, want) in out["spans"].as_object().unwrap() {
-            let (_, svc, span) = spans.iter().find(|(_, _, s)| s.name == *name).unwrap_or_else(|| panic!("{enc}: {name} missing"));
+            let (_, svc, span) = spans
+                .iter()
+                .find(|(_, _, s)| s.name == *name)
+                .unwrap_or_else(|| panic!("{enc}: {name} missing"));
             assert_eq!(svc, &service, "{enc}");
-            assert_eq!(hex::encode(&span.span_id), want["span_id"].as_str().unwrap(), "{enc}: {name} span ID");
-            let parent = if span.parent_span_id.is_empty() { None } else { Some(hex::encode(&span.parent_span_id)) };
+            assert_eq!(
+                hex::encode(&span.span_id),
+                want["span_id"].as_str().unwrap(),
+                "{enc}: {name} span ID"
+            );
+            let parent = if span.parent_span_id.is_empty() {
+                None
+            } else {
+                Some(hex::encode(&span.parent_span_id))
+            };
             assert_eq!(parent.as_deref(), want["parent_id"].as_str(), "{enc}: {name} parent");
             if name == "checkout" {
                 assert_eq!(span.kind, 2, "{enc}: server");
-                assert_eq!(str_attr(&span.attributes, "http.route").as_deref(), Some("/checkout"), "{enc}");
+                assert_eq!(
+                    str_attr(&span.attributes, "http.route").as_deref(),
+                    Some("/checkout"),
+                    "{enc}"
+                );
             } else {
                 assert_eq!(span.kind, 3, "{enc}: client");
-                assert_eq!(str_attr(&span.attributes, "peer.service").as_deref(), Some("payments"), "{enc}: {:?}", span.attributes);
-                assert_eq!(str_attr(&span.attributes, "net.peer.ip").as_deref(), Some("10.1.2.3"), "{enc}");
+                assert_eq!(
+                    str_attr(&span.attributes, "peer.service").as_deref(),
+                    Some("payments"),
+                    "{enc}: {:?}",
+                    span.attributes
+                );
+                assert_eq!(
+                    str_attr(&span.attributes, "net.peer.ip").as_deref(),
+                    Some("10.1.2.3"),
+                    "{enc}"
+                );
                 let st = span.status.as_ref().unwrap_or_else(|| panic!("{enc}: no status"));
                 assert_eq!((st.code, st.message.as_str()), (2, "card declined"), "{enc}");
             }
@@ -549,9 +909,20 @@ async fn the_binary_takes_zipkin_listen_and_jaeger_switches() {
     let broker = Broker::start(Storage::Memory);
     let (zport, admin) = (tailsift_tests::free_port(), tailsift_tests::free_port());
     let child = std::process::Command::new(tailsift_tests::workspace_bin("tailsift"))
-        .args(["ingest", "--kafka-brokers", &broker.brokers(), "--topic", "spans-bin-zipkin"])
+        .args([
+            "ingest",
+            "--kafka-brokers",
+            &broker.brokers(),
+            "--topic",
+            "spans-bin-zipkin",
+        ])
         .args(["--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
-        .args(["--admin-listen", &format!("127.0.0.1:{admin}"), "--zipkin-listen", &format!("127.0.0.1:{zport}")])
+        .args([
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+            "--zipkin-listen",
+            &format!("127.0.0.1:{zport}"),
+        ])
         .args(["--set", "jaeger.enabled=false"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -559,12 +930,22 @@ async fn the_binary_takes_zipkin_listen_and_jaeger_switches() {
         .unwrap();
     let _guard = tailsift_tests::ChildGuard(Some(child));
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !reqwest::get(format!("http://127.0.0.1:{admin}/readyz")).await.map(|r| r.status().is_success()).unwrap_or(false) {
+    while !reqwest::get(format!("http://127.0.0.1:{admin}/readyz"))
+        .await
+        .map(|r| r.status().is_success())
+        .unwrap_or(false)
+    {
         assert!(Instant::now() < deadline, "binary never became ready");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let t = trace64();
-    let r = post(format!("http://127.0.0.1:{zport}/api/v2/spans"), "application/json", false, zipkin::v2_json::encode_v2_json(&zipkin_trace(&t, "bin"))).await;
+    let r = post(
+        format!("http://127.0.0.1:{zport}/api/v2/spans"),
+        "application/json",
+        false,
+        zipkin::v2_json::encode_v2_json(&zipkin_trace(&t, "bin")),
+    )
+    .await;
     assert_eq!(r.status(), 202);
     let records = read_topic(&broker.brokers(), "spans-bin-zipkin", 1, Duration::from_secs(20));
     check_trace(&spans_with_service(&records), &t, "bin");

@@ -8,7 +8,9 @@ use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::Trac
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
 use tailsift_loadtest::{RunOptions, TraceRecord};
-use tailsift_tests::{free_port, metric_value, sampler_sets, workspace_bin, Broker, ChildGuard, IngestNode, SamplerNode, Sink, Storage};
+use tailsift_tests::{
+    free_port, metric_value, sampler_sets, workspace_bin, Broker, ChildGuard, IngestNode, SamplerNode, Sink, Storage,
+};
 
 const SEED: u64 = 0;
 const BASELINE: f64 = 0.10;
@@ -37,7 +39,9 @@ async fn load(grpc: std::net::SocketAddr, total_spans: u64, rate: f64, seed: u64
 fn expected(records: &[TraceRecord]) -> HashMap<[u8; 16], &TraceRecord> {
     records
         .iter()
-        .filter(|t| t.is_error || t.duration_ns >= 1_000_000_000 || tailsift_policy::consistent_keep(t.trace_id, SEED, BASELINE))
+        .filter(|t| {
+            t.is_error || t.duration_ns >= 1_000_000_000 || tailsift_policy::consistent_keep(t.trace_id, SEED, BASELINE)
+        })
         .map(|t| (t.trace_id, t))
         .collect()
 }
@@ -48,7 +52,10 @@ async fn wait_and_verify(sink: &Sink, records: &[TraceRecord], timeout: Duration
     let deadline = std::time::Instant::now() + timeout;
     while std::time::Instant::now() < deadline {
         let got = sink.traces();
-        if want.iter().all(|(id, t)| got.get(id).is_some_and(|s| s.len() >= t.spans)) {
+        if want
+            .iter()
+            .all(|(id, t)| got.get(id).is_some_and(|s| s.len() >= t.spans))
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -73,14 +80,36 @@ fn verify(sink: &Sink, records: &[TraceRecord]) -> (usize, usize) {
     }
     for (id, _, _) in &incomplete {
         let spans = &got[&<[u8; 16]>::try_from(hex::decode(id).unwrap().as_slice()).unwrap()];
-        let mut names: Vec<String> = spans.values().map(|s| format!("{}:{}", hex::encode(&s.span_id), s.name)).collect();
+        let mut names: Vec<String> = spans
+            .values()
+            .map(|s| format!("{}:{}", hex::encode(&s.span_id), s.name))
+            .collect();
         names.sort();
         eprintln!("incomplete {id}: {names:?}");
     }
-    let unexpected: Vec<String> = got.keys().filter(|id| !want.contains_key(*id)).map(hex::encode).collect();
-    assert!(missing.is_empty(), "{} kept traces lost: {:?}", missing.len(), &missing[..missing.len().min(5)]);
-    assert!(incomplete.is_empty(), "{} kept traces split: {:?}", incomplete.len(), &incomplete[..incomplete.len().min(5)]);
-    assert!(unexpected.is_empty(), "{} traces kept that the policy drops: {:?}", unexpected.len(), &unexpected[..unexpected.len().min(5)]);
+    let unexpected: Vec<String> = got
+        .keys()
+        .filter(|id| !want.contains_key(*id))
+        .map(hex::encode)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} kept traces lost: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert!(
+        incomplete.is_empty(),
+        "{} kept traces split: {:?}",
+        incomplete.len(),
+        &incomplete[..incomplete.len().min(5)]
+    );
+    assert!(
+        unexpected.is_empty(),
+        "{} traces kept that the policy drops: {:?}",
+        unexpected.len(),
+        &unexpected[..unexpected.len().min(5)]
+    );
     let errors = records.iter().filter(|t| t.is_error).count();
     assert!(errors > 5, "the load has error traces");
     (want.len(), records.len())
@@ -97,25 +126,54 @@ async fn whole_traces_kept_by_policy_and_stamped() {
     let records = load(ingest.grpc, 4000, 4000.0, 11).await;
     let (kept, total) = wait_and_verify(&sink, &records, Duration::from_secs(60)).await;
     eprintln!("kept {kept} of {total} traces");
-    let normal = records.iter().filter(|t| !t.is_error && t.duration_ns < 1_000_000_000).count();
-    let normal_kept = records.iter().filter(|t| !t.is_error && t.duration_ns < 1_000_000_000 && tailsift_policy::consistent_keep(t.trace_id, SEED, BASELINE)).count();
-    assert!(normal_kept > 0 && (normal_kept as f64) < normal as f64 * 0.3, "{normal_kept} of {normal}");
+    let normal = records
+        .iter()
+        .filter(|t| !t.is_error && t.duration_ns < 1_000_000_000)
+        .count();
+    let normal_kept = records
+        .iter()
+        .filter(|t| {
+            !t.is_error && t.duration_ns < 1_000_000_000 && tailsift_policy::consistent_keep(t.trace_id, SEED, BASELINE)
+        })
+        .count();
+    assert!(
+        normal_kept > 0 && (normal_kept as f64) < normal as f64 * 0.3,
+        "{normal_kept} of {normal}"
+    );
 
     // Every kept span says why, under which version, and carries the OTel threshold.
     for spans in sink.traces().values() {
         for s in spans.values() {
-            let policy = s.attributes.iter().find(|a| a.key == "tailsift.sampling.policy").expect("policy attribute");
-            let adjusted = s.attributes.iter().find(|a| a.key == "sampling.adjusted_count").expect("adjusted count");
+            let policy = s
+                .attributes
+                .iter()
+                .find(|a| a.key == "tailsift.sampling.policy")
+                .expect("policy attribute");
+            let adjusted = s
+                .attributes
+                .iter()
+                .find(|a| a.key == "sampling.adjusted_count")
+                .expect("adjusted count");
             assert!(s.trace_state.starts_with("ot=th:"), "{}", s.trace_state);
             let name = format!("{:?}", policy.value);
             if name.contains("baseline") {
-                assert!(s.trace_state.starts_with("ot=th:e"), "10% threshold is 0xe666..: {}", s.trace_state);
+                assert!(
+                    s.trace_state.starts_with("ot=th:e"),
+                    "10% threshold is 0xe666..: {}",
+                    s.trace_state
+                );
                 assert!(format!("{:?}", adjusted.value).contains("10.0"));
             }
         }
     }
     let m = sampler.metrics().await;
-    assert!(metric_value(&m, "tailsift_sampler_decisions_total", &["outcome=\"kept\"", "policy=\"errors\""]) > 0.0);
+    assert!(
+        metric_value(
+            &m,
+            "tailsift_sampler_decisions_total",
+            &["outcome=\"kept\"", "policy=\"errors\""]
+        ) > 0.0
+    );
     assert!(metric_value(&m, "tailsift_sampler_decisions_total", &["outcome=\"dropped\""]) > 0.0);
     assert!(metric_value(&m, "tailsift_sampler_spans_consumed_total", &[]) >= 4000.0);
     assert!(m.contains("tailsift_sampler_decision_latency_seconds_bucket"));
@@ -124,7 +182,10 @@ async fn whole_traces_kept_by_policy_and_stamped() {
 }
 
 fn one_span(trace: u8, span: u8, parent: Option<u8>, error: bool) -> ExportTraceServiceRequest {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
     let s = Span {
         trace_id: vec![trace; 16],
         span_id: vec![span; 8],
@@ -132,11 +193,20 @@ fn one_span(trace: u8, span: u8, parent: Option<u8>, error: bool) -> ExportTrace
         name: "op".into(),
         start_time_unix_nano: now,
         end_time_unix_nano: now + 1000,
-        status: error.then(|| Status { code: status::StatusCode::Error as i32, message: String::new() }),
+        status: error.then(|| Status {
+            code: status::StatusCode::Error as i32,
+            message: String::new(),
+        }),
         ..Default::default()
     };
     ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans: vec![s], ..Default::default() }], ..Default::default() }],
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![s],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
     }
 }
 
@@ -148,11 +218,17 @@ async fn late_spans_follow_the_decision() {
     let (sink, endpoint) = Sink::start().await;
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("errors.yaml");
-    std::fs::write(&policy, "policies:\n  - name: errors\n    status_code: { codes: [ERROR] }\n").unwrap();
+    std::fs::write(
+        &policy,
+        "policies:\n  - name: errors\n    status_code: { codes: [ERROR] }\n",
+    )
+    .unwrap();
     let mut sets = sampler_sets(&broker.brokers(), topic, "g-late", &endpoint);
     sets.push(("policy.file".into(), policy.display().to_string()));
     let sampler = SamplerNode::start(sets).await;
-    let mut client = TraceServiceClient::connect(format!("http://{}", ingest.grpc)).await.unwrap();
+    let mut client = TraceServiceClient::connect(format!("http://{}", ingest.grpc))
+        .await
+        .unwrap();
 
     client.export(one_span(0xa1, 1, None, true)).await.unwrap(); // kept (error)
     client.export(one_span(0xb2, 1, None, false)).await.unwrap(); // dropped
@@ -167,11 +243,17 @@ async fn late_spans_follow_the_decision() {
     client.export(one_span(0xb2, 2, Some(1), false)).await.unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while sink.traces()[&[0xa1; 16]].len() < 2 {
-        assert!(std::time::Instant::now() < deadline, "late span of the kept trace never exported");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "late span of the kept trace never exported"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(sink.traces().get(&[0xb2; 16]).is_none(), "late span of a dropped trace must not be exported");
+    assert!(
+        sink.traces().get(&[0xb2; 16]).is_none(),
+        "late span of a dropped trace must not be exported"
+    );
     let m = sampler.metrics().await;
     assert!(metric_value(&m, "tailsift_sampler_late_spans_total", &["outcome=\"kept\""]) >= 1.0);
     assert!(metric_value(&m, "tailsift_sampler_late_spans_total", &["outcome=\"dropped\""]) >= 1.0);
@@ -190,7 +272,10 @@ async fn sink_outage_loses_nothing_and_shows_backpressure() {
     let records = load(ingest.grpc, 3000, 3000.0, 12).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     let m = sampler.metrics().await;
-    assert!(metric_value(&m, "tailsift_sampler_export_requests_total", &["outcome=\"retry\""]) > 0.0, "retries visible");
+    assert!(
+        metric_value(&m, "tailsift_sampler_export_requests_total", &["outcome=\"retry\""]) > 0.0,
+        "retries visible"
+    );
     assert_eq!(sink.span_count(), 0);
     sink.set_down(false);
     wait_and_verify(&sink, &records, Duration::from_secs(60)).await;
@@ -224,7 +309,9 @@ async fn two_workers_share_partitions_and_sigkill_loses_nothing() {
     yaml.push_str(&format!("kafka:\n  brokers: {}\n  topic: {topic}\n  group_id: g-kill\n  decisions_topic: {topic}-decisions\n  commit_interval: 200ms\n  resume_lookback_records: 10000\n", broker.brokers()));
     // A short session timeout so the dead worker is noticed quickly, and a bounded rebalance
     // timeout (max.poll.interval.ms) so a rebalance never waits minutes for a member that died.
-    yaml.push_str("  properties: {session.timeout.ms: '6000', heartbeat.interval.ms: '500', max.poll.interval.ms: '20000'}\n");
+    yaml.push_str(
+        "  properties: {session.timeout.ms: '6000', heartbeat.interval.ms: '500', max.poll.interval.ms: '20000'}\n",
+    );
     yaml.push_str(&format!("export:\n  endpoint: {endpoint}\n  timeout: 3s\n  batch_timeout: 50ms\n  initial_backoff: 50ms\n  max_backoff: 500ms\n"));
     yaml.push_str("decision:\n  send_delay: 500ms\n  decision_wait: 4s\n");
     std::fs::write(&cfg, yaml).unwrap();
@@ -240,18 +327,28 @@ async fn two_workers_share_partitions_and_sigkill_loses_nothing() {
         let m2 = reqwest::get(format!("http://127.0.0.1:{a2}/metrics")).await;
         if let (Ok(m1), Ok(m2)) = (m1, m2) {
             let (t1, t2) = (m1.text().await.unwrap_or_default(), m2.text().await.unwrap_or_default());
-            let (p1, p2) = (metric_value(&t1, "tailsift_sampler_partitions_owned", &[]), metric_value(&t2, "tailsift_sampler_partitions_owned", &[]));
+            let (p1, p2) = (
+                metric_value(&t1, "tailsift_sampler_partitions_owned", &[]),
+                metric_value(&t2, "tailsift_sampler_partitions_owned", &[]),
+            );
             if p1 > 0.0 && p2 > 0.0 && p1 + p2 == 4.0 {
                 break;
             }
         }
-        assert!(std::time::Instant::now() < deadline, "the two workers never shared the 4 partitions");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the two workers never shared the 4 partitions"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     // kill -9 mid-stream.
     let pid = s1.0.as_ref().unwrap().id();
-    assert!(Command::new("kill").args(["-KILL", &pid.to_string()]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
     let _ = s1.0.take().unwrap().wait();
 
     // The killed worker is replaced, as an orchestrator would restart it.
@@ -264,7 +361,11 @@ async fn two_workers_share_partitions_and_sigkill_loses_nothing() {
         let mut owned = 0.0;
         for a in [a2, a3] {
             if let Ok(r) = reqwest::get(format!("http://127.0.0.1:{a}/metrics")).await {
-                owned += metric_value(&r.text().await.unwrap_or_default(), "tailsift_sampler_partitions_owned", &[]);
+                owned += metric_value(
+                    &r.text().await.unwrap_or_default(),
+                    "tailsift_sampler_partitions_owned",
+                    &[],
+                );
             }
         }
         if owned == 4.0 {
@@ -275,14 +376,22 @@ async fn two_workers_share_partitions_and_sigkill_loses_nothing() {
             for a in [a2, a3] {
                 let log = std::fs::read_to_string(cfg.with_extension(format!("{a}.log"))).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().filter(|l| !l.contains("CONFWARN")).rev().take(15).collect();
-                msg.push_str(&format!("\n-- worker :{a}\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
+                msg.push_str(&format!(
+                    "\n-- worker :{a}\n{}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                ));
             }
             panic!("the workers never owned every partition again (owned {owned}):{msg}");
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let (kept, total) = wait_and_verify(&sink, &records, Duration::from_secs(120)).await;
-    let m2 = reqwest::get(format!("http://127.0.0.1:{a2}/metrics")).await.unwrap().text().await.unwrap();
+    let m2 = reqwest::get(format!("http://127.0.0.1:{a2}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     eprintln!(
         "kept {kept} of {total} traces; sink duplicates {}; survivor skipped {} replayed spans",
         sink.duplicates(),
@@ -310,7 +419,12 @@ async fn graceful_scale_up_and_shutdown_give_no_duplicates_and_no_split_traces()
     s1.stop().await;
     let records = load.await.unwrap();
     wait_and_verify(&sink, &records, Duration::from_secs(60)).await;
-    assert_eq!(sink.duplicates(), 0, "a graceful rebalance exports nothing twice: {:?}", sink.duplicate_ids());
+    assert_eq!(
+        sink.duplicates(),
+        0,
+        "a graceful rebalance exports nothing twice: {:?}",
+        sink.duplicate_ids()
+    );
     s2.stop().await;
     ingest.stop().await;
 }
@@ -330,7 +444,12 @@ async fn kafka_exporter_writes_kept_traces_in_the_spans_record_format() {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut got = Vec::new();
     while std::time::Instant::now() < deadline {
-        got = tailsift_tests::read_topic(&broker.brokers(), &format!("{topic}-sampled"), usize::MAX, Duration::from_secs(2));
+        got = tailsift_tests::read_topic(
+            &broker.brokers(),
+            &format!("{topic}-sampled"),
+            usize::MAX,
+            Duration::from_secs(2),
+        );
         let spans: usize = tailsift_tests::spans_by_trace(&got).values().map(|s| s.len()).sum();
         if spans >= want_spans {
             break;
@@ -344,9 +463,15 @@ async fn kafka_exporter_writes_kept_traces_in_the_spans_record_format() {
         assert!(spans.iter().all(|s| s.trace_state.starts_with("ot=th:")));
     }
     for r in &got {
-        let ids: std::collections::HashSet<String> = tailsift_tests::spans_by_trace(std::slice::from_ref(r)).into_keys().collect();
+        let ids: std::collections::HashSet<String> = tailsift_tests::spans_by_trace(std::slice::from_ref(r))
+            .into_keys()
+            .collect();
         assert_eq!(ids.len(), 1, "one trace per record");
-        assert_eq!(r.key, ids.into_iter().next().unwrap().into_bytes(), "keyed by hex trace ID");
+        assert_eq!(
+            r.key,
+            ids.into_iter().next().unwrap().into_bytes(),
+            "keyed by hex trace ID"
+        );
     }
     sampler.stop().await;
     ingest.stop().await;

@@ -27,9 +27,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::Method;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::http::Method;
 use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -70,11 +70,31 @@ fn table() -> Vec<(&'static str, Method, Access, MethodRouter<AdminState>)> {
         ("/v1/policy/rollback", Method::POST, Access::Admin, post(rollback)),
         ("/v1/seed/rotate", Method::POST, Access::Admin, post(rotate_seed)),
         ("/v1/cluster/status", Method::GET, Access::Read, get(cluster_status)),
-        ("/v1/cluster/members", Method::POST, Access::Admin, post(crate::membership::add_member)),
-        ("/v1/cluster/members/{id}", Method::DELETE, Access::Admin, delete(crate::membership::remove_member)),
+        (
+            "/v1/cluster/members",
+            Method::POST,
+            Access::Admin,
+            post(crate::membership::add_member),
+        ),
+        (
+            "/v1/cluster/members/{id}",
+            Method::DELETE,
+            Access::Admin,
+            delete(crate::membership::remove_member),
+        ),
         ("/openapi.json", Method::GET, Access::Public, get(crate::openapi::serve)),
-        ("/api/sampling", Method::GET, Access::Public, get(crate::jaeger_sampling::serve)),
-        ("/sampling", Method::GET, Access::Public, get(crate::jaeger_sampling::serve_agent_path)),
+        (
+            "/api/sampling",
+            Method::GET,
+            Access::Public,
+            get(crate::jaeger_sampling::serve),
+        ),
+        (
+            "/sampling",
+            Method::GET,
+            Access::Public,
+            get(crate::jaeger_sampling::serve_agent_path),
+        ),
     ]
 }
 
@@ -85,7 +105,10 @@ pub fn served_routes() -> Vec<(&'static str, Method, Access)> {
 
 /// The admin routes (see the module documentation).
 pub fn router(c: Arc<Coordinator>, tokens: Vec<Token>) -> Router {
-    let state = AdminState { c, tokens: Arc::new(tokens) };
+    let state = AdminState {
+        c,
+        tokens: Arc::new(tokens),
+    };
     let mut r = Router::new();
     for (path, _, _, handler) in table() {
         r = r.route(path, handler);
@@ -106,7 +129,8 @@ pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Reply {
 /// Counts the request and turns the reply into a response.
 pub(crate) fn done(route: &'static str, r: Result<Reply, Reply>) -> Response {
     let (status, headers, body) = r.unwrap_or_else(|e| e);
-    ::metrics::counter!(crate::metrics::ADMIN_REQUESTS, "route" => route, "status" => status.as_u16().to_string()).increment(1);
+    ::metrics::counter!(crate::metrics::ADMIN_REQUESTS, "route" => route, "status" => status.as_u16().to_string())
+        .increment(1);
     (status, headers, body).into_response()
 }
 
@@ -129,22 +153,38 @@ pub(crate) fn authorize<'a>(s: &'a AdminState, headers: &HeaderMap, need: Role) 
     let Some(t) = found else {
         let mut h = HeaderMap::new();
         h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return Err((StatusCode::UNAUTHORIZED, h, Json(json!({ "error": "a valid bearer token is required" }))));
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            h,
+            Json(json!({ "error": "a valid bearer token is required" })),
+        ));
     };
     if need == Role::Admin && t.role != Role::Admin {
-        return Err(error(StatusCode::FORBIDDEN, format!("token `{}` is read-only; this request needs an admin token", t.name)));
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            format!("token `{}` is read-only; this request needs an admin token", t.name),
+        ));
     }
     Ok(t)
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn version_headers(v: &View) -> HeaderMap {
     let mut h = HeaderMap::new();
-    h.insert("x-tailsift-policy-version", HeaderValue::from(v.registry.policy_version()));
-    h.insert("x-tailsift-applied-index", HeaderValue::from(v.last_applied.map_or(0, |l| l.index)));
+    h.insert(
+        "x-tailsift-policy-version",
+        HeaderValue::from(v.registry.policy_version()),
+    );
+    h.insert(
+        "x-tailsift-applied-index",
+        HeaderValue::from(v.last_applied.map_or(0, |l| l.index)),
+    );
     h
 }
 
@@ -157,17 +197,21 @@ fn policy_json(p: &PolicyVersion) -> Value {
 }
 
 async fn get_policy(State(s): State<AdminState>, headers: HeaderMap) -> Response {
-    done("/v1/policy", async {
-        authorize(&s, &headers, Role::ReadOnly)?;
-        let v = s.c.view();
-        let body = json!({
-            "version": v.registry.policy_version(),
-            "policy": v.registry.current().map(policy_json),
-            "seeds": v.registry.seeds,
-            "reflects": reflects(&s.c, &v),
-        });
-        Ok((StatusCode::OK, version_headers(&v), Json(body)))
-    }.await)
+    done(
+        "/v1/policy",
+        async {
+            authorize(&s, &headers, Role::ReadOnly)?;
+            let v = s.c.view();
+            let body = json!({
+                "version": v.registry.policy_version(),
+                "policy": v.registry.current().map(policy_json),
+                "seeds": v.registry.seeds,
+                "reflects": reflects(&s.c, &v),
+            });
+            Ok((StatusCode::OK, version_headers(&v), Json(body)))
+        }
+        .await,
+    )
 }
 
 #[derive(Deserialize)]
@@ -185,8 +229,15 @@ pub(crate) fn parse_body<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T
 /// Parses and compiles the document; an invalid one is a 400 listing every problem by path.
 fn check(b: &PolicyBody) -> Result<tailsift_policy::PolicyDocument, Reply> {
     b.format.check(&b.document).map_err(|e| {
-        let issues: Vec<Value> = e.issues().iter().map(|i| json!({ "path": i.path, "message": i.message })).collect();
-        reply(StatusCode::BAD_REQUEST, json!({ "error": format!("invalid policy: {e}"), "issues": issues }))
+        let issues: Vec<Value> = e
+            .issues()
+            .iter()
+            .map(|i| json!({ "path": i.path, "message": i.message }))
+            .collect();
+        reply(
+            StatusCode::BAD_REQUEST,
+            json!({ "error": format!("invalid policy: {e}"), "issues": issues }),
+        )
     })
 }
 
@@ -204,42 +255,63 @@ async fn written(s: &AdminState, cmd: Command) -> Result<Reply, Reply> {
     let (applied, log_index) = s.c.write(cmd).await.map_err(write_error)?;
     let mut h = HeaderMap::new();
     h.insert("x-tailsift-policy-version", HeaderValue::from(applied.policy_version));
-    Ok((StatusCode::OK, h, Json(json!({ "version": applied.policy_version, "seeds": applied.seeds, "log_index": log_index }))))
+    Ok((
+        StatusCode::OK,
+        h,
+        Json(json!({ "version": applied.policy_version, "seeds": applied.seeds, "log_index": log_index })),
+    ))
 }
 
 async fn put_policy(State(s): State<AdminState>, headers: HeaderMap, body: Bytes) -> Response {
-    done("/v1/policy", async {
-        let t = authorize(&s, &headers, Role::Admin)?;
-        let b: PolicyBody = parse_body(&body)?;
-        check(&b)?;
-        let cmd = Command::PutPolicy { author: t.name.clone(), time_unix_ms: now_ms(), format: b.format, document: b.document };
-        written(&s, cmd).await
-    }.await)
+    done(
+        "/v1/policy",
+        async {
+            let t = authorize(&s, &headers, Role::Admin)?;
+            let b: PolicyBody = parse_body(&body)?;
+            check(&b)?;
+            let cmd = Command::PutPolicy {
+                author: t.name.clone(),
+                time_unix_ms: now_ms(),
+                format: b.format,
+                document: b.document,
+            };
+            written(&s, cmd).await
+        }
+        .await,
+    )
 }
 
 async fn validate_policy(State(s): State<AdminState>, headers: HeaderMap, body: Bytes) -> Response {
-    done("/v1/policy/validate", async {
-        authorize(&s, &headers, Role::ReadOnly)?;
-        let b: PolicyBody = parse_body(&body)?;
-        let doc = check(&b)?;
-        let names: Vec<&str> = doc.policies.iter().map(|p| p.name.as_str()).collect();
-        Ok(reply(StatusCode::OK, json!({ "valid": true, "policies": names })))
-    }.await)
+    done(
+        "/v1/policy/validate",
+        async {
+            authorize(&s, &headers, Role::ReadOnly)?;
+            let b: PolicyBody = parse_body(&body)?;
+            let doc = check(&b)?;
+            let names: Vec<&str> = doc.policies.iter().map(|p| p.name.as_str()).collect();
+            Ok(reply(StatusCode::OK, json!({ "valid": true, "policies": names })))
+        }
+        .await,
+    )
 }
 
 async fn history(State(s): State<AdminState>, headers: HeaderMap) -> Response {
-    done("/v1/policy/history", async {
-        authorize(&s, &headers, Role::ReadOnly)?;
-        let v = s.c.view();
-        let versions: Vec<Value> = v.registry.history.iter().rev().map(policy_json).collect();
-        let body = json!({
-            "version": v.registry.policy_version(),
-            "history_limit": v.registry.settings.history_limit,
-            "versions": versions,
-            "reflects": reflects(&s.c, &v),
-        });
-        Ok((StatusCode::OK, version_headers(&v), Json(body)))
-    }.await)
+    done(
+        "/v1/policy/history",
+        async {
+            authorize(&s, &headers, Role::ReadOnly)?;
+            let v = s.c.view();
+            let versions: Vec<Value> = v.registry.history.iter().rev().map(policy_json).collect();
+            let body = json!({
+                "version": v.registry.policy_version(),
+                "history_limit": v.registry.settings.history_limit,
+                "versions": versions,
+                "reflects": reflects(&s.c, &v),
+            });
+            Ok((StatusCode::OK, version_headers(&v), Json(body)))
+        }
+        .await,
+    )
 }
 
 #[derive(Deserialize)]
@@ -249,19 +321,43 @@ struct RollbackBody {
 }
 
 async fn rollback(State(s): State<AdminState>, headers: HeaderMap, body: Bytes) -> Response {
-    done("/v1/policy/rollback", async {
-        let t = authorize(&s, &headers, Role::Admin)?;
-        let b: RollbackBody = parse_body(&body)?;
-        written(&s, Command::Rollback { author: t.name.clone(), time_unix_ms: now_ms(), version: b.version }).await
-    }.await)
+    done(
+        "/v1/policy/rollback",
+        async {
+            let t = authorize(&s, &headers, Role::Admin)?;
+            let b: RollbackBody = parse_body(&body)?;
+            written(
+                &s,
+                Command::Rollback {
+                    author: t.name.clone(),
+                    time_unix_ms: now_ms(),
+                    version: b.version,
+                },
+            )
+            .await
+        }
+        .await,
+    )
 }
 
 async fn rotate_seed(State(s): State<AdminState>, headers: HeaderMap) -> Response {
-    done("/v1/seed/rotate", async {
-        let t = authorize(&s, &headers, Role::Admin)?;
-        let seed: u64 = rand::random();
-        written(&s, Command::RotateSeed { author: t.name.clone(), time_unix_ms: now_ms(), seed }).await
-    }.await)
+    done(
+        "/v1/seed/rotate",
+        async {
+            let t = authorize(&s, &headers, Role::Admin)?;
+            let seed: u64 = rand::random();
+            written(
+                &s,
+                Command::RotateSeed {
+                    author: t.name.clone(),
+                    time_unix_ms: now_ms(),
+                    seed,
+                },
+            )
+            .await
+        }
+        .await,
+    )
 }
 
 async fn cluster_status(State(s): State<AdminState>, headers: HeaderMap) -> Response {

@@ -97,7 +97,10 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { listen: "0.0.0.0:9710".parse().unwrap(), tokens: Vec::new() }
+        AdminConfig {
+            listen: "0.0.0.0:9710".parse().unwrap(),
+            tokens: Vec::new(),
+        }
     }
 }
 
@@ -113,7 +116,11 @@ pub struct Token {
 
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Token").field("name", &self.name).field("token", &"<redacted>").field("role", &self.role).finish()
+        f.debug_struct("Token")
+            .field("name", &self.name)
+            .field("token", &"<redacted>")
+            .field("role", &self.role)
+            .finish()
     }
 }
 
@@ -132,22 +139,42 @@ impl Validate for CoordinatorConfig {
             return Err(ConfigError::invalid("raft.heartbeat_interval", "must be positive"));
         }
         if r.election_timeout_min <= r.heartbeat_interval {
-            return Err(ConfigError::invalid("raft.election_timeout_min", "must be longer than raft.heartbeat_interval"));
+            return Err(ConfigError::invalid(
+                "raft.election_timeout_min",
+                "must be longer than raft.heartbeat_interval",
+            ));
         }
         if r.election_timeout_max <= r.election_timeout_min {
-            return Err(ConfigError::invalid("raft.election_timeout_max", "must be longer than raft.election_timeout_min"));
+            return Err(ConfigError::invalid(
+                "raft.election_timeout_max",
+                "must be longer than raft.election_timeout_min",
+            ));
         }
         if r.snapshot_after_entries == 0 {
-            return Err(ConfigError::invalid("raft.snapshot_after_entries", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "raft.snapshot_after_entries",
+                "must be at least 1",
+            ));
         }
         let mut ids = BTreeSet::new();
         for (i, m) in self.cluster.members.iter().enumerate() {
             if !ids.insert(m.id) {
-                return Err(ConfigError::invalid(format!("cluster.members[{i}].id"), format!("duplicate id {}", m.id)));
+                return Err(ConfigError::invalid(
+                    format!("cluster.members[{i}].id"),
+                    format!("duplicate id {}", m.id),
+                ));
             }
             for (key, addr) in [("raft_addr", &m.raft_addr), ("admin_addr", &m.admin_addr)] {
-                if addr.rsplit_once(':').and_then(|(h, p)| (!h.is_empty()).then_some(p)).and_then(|p| p.parse::<u16>().ok()).is_none() {
-                    return Err(ConfigError::invalid(format!("cluster.members[{i}].{key}"), format!("`{addr}` is not host:port")));
+                if addr
+                    .rsplit_once(':')
+                    .and_then(|(h, p)| (!h.is_empty()).then_some(p))
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .is_none()
+                {
+                    return Err(ConfigError::invalid(
+                        format!("cluster.members[{i}].{key}"),
+                        format!("`{addr}` is not host:port"),
+                    ));
                 }
             }
         }
@@ -155,13 +182,22 @@ impl Validate for CoordinatorConfig {
         let mut secrets = BTreeSet::new();
         for (i, t) in self.admin.tokens.iter().enumerate() {
             if t.name.is_empty() || !names.insert(t.name.as_str()) {
-                return Err(ConfigError::invalid(format!("admin.tokens[{i}].name"), "must be non-empty and unique"));
+                return Err(ConfigError::invalid(
+                    format!("admin.tokens[{i}].name"),
+                    "must be non-empty and unique",
+                ));
             }
             if t.token.len() < 16 {
-                return Err(ConfigError::invalid(format!("admin.tokens[{i}].token"), "must be at least 16 characters"));
+                return Err(ConfigError::invalid(
+                    format!("admin.tokens[{i}].token"),
+                    "must be at least 16 characters",
+                ));
             }
             if !secrets.insert(t.token.as_str()) {
-                return Err(ConfigError::invalid(format!("admin.tokens[{i}].token"), "the same token is listed twice"));
+                return Err(ConfigError::invalid(
+                    format!("admin.tokens[{i}].token"),
+                    "the same token is listed twice",
+                ));
             }
         }
         Ok(())
@@ -174,7 +210,11 @@ mod tests {
     use tailsift_config::Sources;
 
     fn load(yaml: &str) -> Result<CoordinatorConfig, ConfigError> {
-        Sources { file: Some(("c.yaml".into(), yaml.into())), ..Default::default() }.load()
+        Sources {
+            file: Some(("c.yaml".into(), yaml.into())),
+            ..Default::default()
+        }
+        .load()
     }
 
     #[test]
@@ -182,9 +222,13 @@ mod tests {
         load("").unwrap();
         let e = load("raft:\n  snapshot_after_entriez: 3\n").unwrap_err().to_string();
         assert!(e.contains("snapshot_after_entriez"), "{e}");
-        let e = load("admin:\n  tokens:\n    - {name: a, token: short, role: admin}\n").unwrap_err().to_string();
+        let e = load("admin:\n  tokens:\n    - {name: a, token: short, role: admin}\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("admin.tokens[0].token"), "{e}");
-        let e = load("admin:\n  tokens:\n    - {name: a, token: 0123456789abcdef, role: root}\n").unwrap_err().to_string();
+        let e = load("admin:\n  tokens:\n    - {name: a, token: 0123456789abcdef, role: root}\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("role"), "{e}");
         let e = load("cluster:\n  members:\n    - {id: 1, raft_addr: 'a:1', admin_addr: 'a:2'}\n    - {id: 1, raft_addr: 'b:1', admin_addr: 'b:2'}\n")
             .unwrap_err()

@@ -94,7 +94,9 @@ pub fn strategy(doc: Option<&PolicyDocument>, service: &str) -> Value {
 
     let mut ops: Vec<(String, f64)> = Vec::new();
     for p in applying() {
-        let (Some(names), Some(r)) = (span_filter(p), rate(p)) else { continue };
+        let (Some(names), Some(r)) = (span_filter(p), rate(p)) else {
+            continue;
+        };
         let names = match names {
             StringMatch::Exact(v) => vec![v],
             StringMatch::OneOf(vs) => vs,
@@ -132,19 +134,31 @@ pub(crate) async fn serve_agent_path(s: State<AdminState>, q: Query<SamplingQuer
     answer(s, q, "/sampling", |v| v).await
 }
 
-async fn answer(State(s): State<AdminState>, Query(q): Query<SamplingQuery>, route: &'static str, form: fn(Value) -> Value) -> Response {
+async fn answer(
+    State(s): State<AdminState>,
+    Query(q): Query<SamplingQuery>,
+    route: &'static str,
+    form: fn(Value) -> Value,
+) -> Response {
     let service = q.service.unwrap_or_default();
     let (status, resp) = if service.is_empty() {
         (
             StatusCode::BAD_REQUEST,
-            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], "'service' parameter must be provided\n").into_response(),
+            (
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                "'service' parameter must be provided\n",
+            )
+                .into_response(),
         )
     } else {
         let v = s.c.view();
         // The stored document was validated before it was committed; re-parsing cannot fail
         // unless the policy crate changed, in which case the default strategy is served.
         let doc = v.registry.current().and_then(|p| p.format.check(&p.document).ok());
-        (StatusCode::OK, axum::Json(form(strategy(doc.as_ref(), &service))).into_response())
+        (
+            StatusCode::OK,
+            axum::Json(form(strategy(doc.as_ref(), &service))).into_response(),
+        )
     };
     ::metrics::counter!(crate::metrics::ADMIN_REQUESTS, "route" => route, "status" => status.as_u16().to_string())
         .increment(1);
@@ -199,12 +213,21 @@ mod tests {
         );
         let p = strategy(Some(&d), "payments");
         assert_eq!(p["probabilisticSampling"]["samplingRate"], 0.2);
-        assert_eq!(p["operationSampling"]["perOperationStrategies"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            p["operationSampling"]["perOperationStrategies"]
+                .as_array()
+                .unwrap()
+                .len(),
+            1
+        );
         assert_eq!(
             strategy(Some(&d), "ads"),
             json!({ "strategyType": "RATE_LIMITING", "rateLimitingSampling": { "maxTracesPerSecond": 7 } })
         );
-        assert_eq!(strategy(Some(&d), "other")["probabilisticSampling"]["samplingRate"], 0.1);
+        assert_eq!(
+            strategy(Some(&d), "other")["probabilisticSampling"]["samplingRate"],
+            0.1
+        );
         // The unfiltered rate limit applies to every service that has no earlier own rule.
         let d = doc("policies:\n  - name: a\n    match: { service: a }\n    probabilistic: { percentage: 30 }\n  - name: cap\n    rate_limiting: { traces_per_second: 0.5 }\n");
         assert_eq!(strategy(Some(&d), "a")["probabilisticSampling"]["samplingRate"], 0.3);

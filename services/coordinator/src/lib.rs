@@ -150,7 +150,10 @@ impl Coordinator {
 }
 
 fn storage_error(dir: &std::path::Path, e: impl std::fmt::Display) -> Error {
-    Error::Storage { dir: dir.display().to_string(), message: e.to_string() }
+    Error::Storage {
+        dir: dir.display().to_string(),
+        message: e.to_string(),
+    }
 }
 
 /// Runs a coordinator until `shutdown` is cancelled.
@@ -185,9 +188,10 @@ pub async fn run(cfg: CoordinatorConfig, listeners: Listeners, shutdown: Cancell
         tonic::transport::Server::builder()
             .add_service(RaftService::new(raft.clone()))
             .add_service(watch::WatchService::with_workers(view.clone(), workers.clone()))
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listeners.raft), async move {
-                sd.cancelled().await
-            }),
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listeners.raft),
+                async move { sd.cancelled().await },
+            ),
     );
 
     // Bootstrap exactly once: only a listed member whose storage holds no Raft state.
@@ -196,19 +200,32 @@ pub async fn run(cfg: CoordinatorConfig, listeners: Listeners, shutdown: Cancell
         .cluster
         .members
         .iter()
-        .map(|m| (m.id, Node { raft_addr: m.raft_addr.clone(), admin_addr: m.admin_addr.clone() }))
+        .map(|m| {
+            (
+                m.id,
+                Node {
+                    raft_addr: m.raft_addr.clone(),
+                    admin_addr: m.admin_addr.clone(),
+                },
+            )
+        })
         .collect();
     if initialized {
         tracing::info!(node = cfg.node_id, "raft state found on disk; rejoining");
     } else if members.contains_key(&cfg.node_id) {
         match raft.initialize(members.clone()).await {
-            Ok(()) => tracing::info!(node = cfg.node_id, members = ?members.keys().collect::<Vec<_>>(), "cluster bootstrapped"),
+            Ok(()) => {
+                tracing::info!(node = cfg.node_id, members = ?members.keys().collect::<Vec<_>>(), "cluster bootstrapped")
+            }
             // Another member's log reached us first: that is the same bootstrap.
             Err(RaftError::APIError(e)) => tracing::info!(node = cfg.node_id, reason = %e, "not bootstrapping"),
             Err(e) => return Err(Error::Raft(e.to_string())),
         }
     } else {
-        tracing::info!(node = cfg.node_id, "not in cluster.members and no state on disk: waiting to be added");
+        tracing::info!(
+            node = cfg.node_id,
+            "not in cluster.members and no state on disk: waiting to be added"
+        );
     }
 
     let coordinator = Arc::new(Coordinator {
@@ -221,7 +238,11 @@ pub async fn run(cfg: CoordinatorConfig, listeners: Listeners, shutdown: Cancell
     let router = admin::router(coordinator.clone(), cfg.admin.tokens.clone())
         .merge(workers::router(cfg.node_id, workers, cfg.admin.tokens.clone()))
         .merge(tailsift_telemetry::admin_router(readiness));
-    let admin = tokio::spawn(tailsift_telemetry::serve_http(listeners.admin, router, shutdown.clone()));
+    let admin = tokio::spawn(tailsift_telemetry::serve_http(
+        listeners.admin,
+        router,
+        shutdown.clone(),
+    ));
 
     shutdown.cancelled().await;
     tracing::info!(node = cfg.node_id, "coordinator shutting down");
@@ -245,10 +266,14 @@ async fn watch_metrics(c: Arc<Coordinator>, readiness: Readiness, shutdown: Canc
             let m = rm.borrow_and_update().clone();
             let v = view.borrow_and_update().clone();
             ::metrics::gauge!(metrics::TERM, "node" => node.clone()).set(m.current_term as f64);
-            ::metrics::gauge!(metrics::IS_LEADER, "node" => node.clone())
-                .set(if m.state == ServerState::Leader { 1.0 } else { 0.0 });
+            ::metrics::gauge!(metrics::IS_LEADER, "node" => node.clone()).set(if m.state == ServerState::Leader {
+                1.0
+            } else {
+                0.0
+            });
             ::metrics::gauge!(metrics::LEADER_ID, "node" => node.clone()).set(m.current_leader.unwrap_or(0) as f64);
-            ::metrics::gauge!(metrics::LAST_LOG_INDEX, "node" => node.clone()).set(m.last_log_index.unwrap_or(0) as f64);
+            ::metrics::gauge!(metrics::LAST_LOG_INDEX, "node" => node.clone())
+                .set(m.last_log_index.unwrap_or(0) as f64);
             ::metrics::gauge!(metrics::APPLIED_INDEX, "node" => node.clone())
                 .set(m.last_applied.map_or(0, |l| l.index) as f64);
             ::metrics::gauge!(metrics::COMMIT_INDEX, "node" => node.clone()).set(membership::commit_index(&m) as f64);

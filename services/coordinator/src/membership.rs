@@ -88,33 +88,53 @@ async fn bounded<T>(
 }
 
 pub(crate) async fn add_member(State(s): State<AdminState>, headers: HeaderMap, body: Bytes) -> Response {
-    done("/v1/cluster/members", async {
-        authorize(&s, &headers, Role::Admin)?;
-        let b: AddBody = parse_body(&body)?;
-        for (key, addr) in [("raft_addr", &b.raft_addr), ("admin_addr", &b.admin_addr)] {
-            if !is_host_port(addr) {
-                return Err(error(StatusCode::BAD_REQUEST, format!("request body: {key} `{addr}` is not host:port")));
+    done(
+        "/v1/cluster/members",
+        async {
+            authorize(&s, &headers, Role::Admin)?;
+            let b: AddBody = parse_body(&body)?;
+            for (key, addr) in [("raft_addr", &b.raft_addr), ("admin_addr", &b.admin_addr)] {
+                if !is_host_port(addr) {
+                    return Err(error(
+                        StatusCode::BAD_REQUEST,
+                        format!("request body: {key} `{addr}` is not host:port"),
+                    ));
+                }
             }
+            let voters: BTreeSet<NodeId> =
+                s.c.raft
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .voter_ids()
+                    .collect();
+            if voters.contains(&b.id) {
+                return Err(error(StatusCode::CONFLICT, format!("node {} is already a voter", b.id)));
+            }
+            let node = Node {
+                raft_addr: b.raft_addr,
+                admin_addr: b.admin_addr,
+            };
+            // Catching up may take a snapshot transfer: allow more than one write's bound.
+            let limit = s.c.write_timeout * 4;
+            tracing::info!(node = b.id, %node, "adding learner");
+            bounded("adding the learner", limit, s.c.raft.add_learner(b.id, node, true)).await?;
+            tracing::info!(node = b.id, "promoting learner to voter");
+            let ids: BTreeSet<NodeId> = [b.id].into();
+            let r = bounded(
+                "promoting the learner",
+                limit,
+                s.c.raft.change_membership(ChangeMembers::AddVoterIds(ids), true),
+            )
+            .await?;
+            let mut body = members_json(&s);
+            body["added"] = json!(b.id);
+            body["log_index"] = json!(r.log_id.index);
+            Ok(reply(StatusCode::OK, body))
         }
-        let voters: BTreeSet<NodeId> =
-            s.c.raft.metrics().borrow().membership_config.membership().voter_ids().collect();
-        if voters.contains(&b.id) {
-            return Err(error(StatusCode::CONFLICT, format!("node {} is already a voter", b.id)));
-        }
-        let node = Node { raft_addr: b.raft_addr, admin_addr: b.admin_addr };
-        // Catching up may take a snapshot transfer: allow more than one write's bound.
-        let limit = s.c.write_timeout * 4;
-        tracing::info!(node = b.id, %node, "adding learner");
-        bounded("adding the learner", limit, s.c.raft.add_learner(b.id, node, true)).await?;
-        tracing::info!(node = b.id, "promoting learner to voter");
-        let ids: BTreeSet<NodeId> = [b.id].into();
-        let r = bounded("promoting the learner", limit, s.c.raft.change_membership(ChangeMembers::AddVoterIds(ids), true)).await?;
-        let mut body = members_json(&s);
-        body["added"] = json!(b.id);
-        body["log_index"] = json!(r.log_id.index);
-        Ok(reply(StatusCode::OK, body))
-    }
-    .await)
+        .await,
+    )
 }
 
 pub(crate) async fn remove_member(State(s): State<AdminState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
@@ -157,7 +177,9 @@ pub(crate) async fn remove_member(State(s): State<AdminState>, headers: HeaderMa
 /// it is the applied index, which trails the commit index by the entries still being applied.
 pub fn commit_index(m: &openraft::RaftMetrics<NodeId, Node>) -> u64 {
     let applied = m.last_applied.map_or(0, |l| l.index);
-    let Some(repl) = m.replication.as_ref() else { return applied };
+    let Some(repl) = m.replication.as_ref() else {
+        return applied;
+    };
     let matched = |id: &NodeId| -> u64 {
         match repl.get(id) {
             Some(l) => l.map_or(0, |l| l.index),
@@ -174,7 +196,11 @@ pub fn commit_index(m: &openraft::RaftMetrics<NodeId, Node>) -> u64 {
         idx.sort_unstable_by(|a, b| b.cmp(a));
         commit = commit.min(idx[idx.len() / 2]);
     }
-    if commit == u64::MAX { applied } else { commit.max(applied) }
+    if commit == u64::MAX {
+        applied
+    } else {
+        commit.max(applied)
+    }
 }
 
 #[cfg(test)]

@@ -20,14 +20,46 @@ pub const FORWARDED_WRITES: &str = "tailsift_coordinator_forwarded_writes_total"
 pub fn describe() {
     describe_gauge!(TERM, Unit::Count, "Current Raft term of this coordinator");
     describe_gauge!(IS_LEADER, Unit::Count, "1 while this coordinator is the Raft leader");
-    describe_gauge!(LEADER_ID, Unit::Count, "Id of the leader this coordinator knows of (0: none)");
-    describe_gauge!(LAST_LOG_INDEX, Unit::Count, "Index of the last entry in this coordinator's Raft log");
-    describe_gauge!(APPLIED_INDEX, Unit::Count, "Index of the last entry applied to the state machine");
-    describe_gauge!(COMMIT_INDEX, Unit::Count, "Committed log index (leader: matched by a majority; other nodes: applied index)");
-    describe_gauge!(LEARNERS, Unit::Count, "Learners (non-voting members catching up) in the Raft membership this coordinator knows");
-    describe_gauge!(MEMBERS, Unit::Count, "Voters in the Raft membership this coordinator knows");
-    describe_gauge!(POLICY_VERSION, Unit::Count, "Policy version in this coordinator's applied state");
+    describe_gauge!(
+        LEADER_ID,
+        Unit::Count,
+        "Id of the leader this coordinator knows of (0: none)"
+    );
+    describe_gauge!(
+        LAST_LOG_INDEX,
+        Unit::Count,
+        "Index of the last entry in this coordinator's Raft log"
+    );
+    describe_gauge!(
+        APPLIED_INDEX,
+        Unit::Count,
+        "Index of the last entry applied to the state machine"
+    );
+    describe_gauge!(
+        COMMIT_INDEX,
+        Unit::Count,
+        "Committed log index (leader: matched by a majority; other nodes: applied index)"
+    );
+    describe_gauge!(
+        LEARNERS,
+        Unit::Count,
+        "Learners (non-voting members catching up) in the Raft membership this coordinator knows"
+    );
+    describe_gauge!(
+        MEMBERS,
+        Unit::Count,
+        "Voters in the Raft membership this coordinator knows"
+    );
+    describe_gauge!(
+        POLICY_VERSION,
+        Unit::Count,
+        "Policy version in this coordinator's applied state"
+    );
     describe_gauge!(SEED_EPOCH, Unit::Count, "Epoch of the hash seed currently in force");
     describe_counter!(ADMIN_REQUESTS, Unit::Count, "Admin API requests by route and status");
-    describe_counter!(FORWARDED_WRITES, Unit::Count, "Writes received by a follower and forwarded to the leader");
+    describe_counter!(
+        FORWARDED_WRITES,
+        Unit::Count,
+        "Writes received by a follower and forwarded to the leader"
+    );
 }

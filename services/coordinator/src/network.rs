@@ -13,7 +13,8 @@ use std::time::Duration;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -48,7 +49,9 @@ pub enum ForwardReply {
 }
 
 fn encode<T: Serialize>(v: &T) -> Result<RaftMessage, Status> {
-    serde_json::to_vec(v).map(|data| RaftMessage { data }).map_err(|e| Status::internal(format!("encoding: {e}")))
+    serde_json::to_vec(v)
+        .map(|data| RaftMessage { data })
+        .map_err(|e| Status::internal(format!("encoding: {e}")))
 }
 
 fn decode<T: DeserializeOwned>(m: &RaftMessage) -> Result<T, Status> {
@@ -89,9 +92,17 @@ impl tonic::server::UnaryService<RaftMessage> for Method {
         Box::pin(async move {
             let m = request.into_inner();
             let reply = match path {
-                APPEND => encode(&raft.append_entries(decode::<AppendEntriesRequest<TypeConfig>>(&m)?).await)?,
+                APPEND => encode(
+                    &raft
+                        .append_entries(decode::<AppendEntriesRequest<TypeConfig>>(&m)?)
+                        .await,
+                )?,
                 VOTE => encode(&raft.vote(decode::<VoteRequest<NodeId>>(&m)?).await)?,
-                SNAPSHOT => encode(&raft.install_snapshot(decode::<InstallSnapshotRequest<TypeConfig>>(&m)?).await)?,
+                SNAPSHOT => encode(
+                    &raft
+                        .install_snapshot(decode::<InstallSnapshotRequest<TypeConfig>>(&m)?)
+                        .await,
+                )?,
                 _ => encode(&forwarded_write(&raft, decode::<Command>(&m)?).await)?,
             };
             Ok(Response::new(reply))
@@ -103,12 +114,17 @@ impl tonic::server::UnaryService<RaftMessage> for Method {
 async fn forwarded_write(raft: &Raft, cmd: Command) -> ForwardReply {
     match raft.client_write(cmd).await {
         Ok(r) => match r.data.0 {
-            Some(result) => ForwardReply::Applied { log_index: r.log_id.index, result },
-            None => ForwardReply::Failed { message: "the entry produced no result".into() },
+            Some(result) => ForwardReply::Applied {
+                log_index: r.log_id.index,
+                result,
+            },
+            None => ForwardReply::Failed {
+                message: "the entry produced no result".into(),
+            },
         },
-        Err(RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) => {
-            ForwardReply::NotLeader { leader: f.leader_id.zip(f.leader_node) }
-        }
+        Err(RaftError::APIError(openraft::error::ClientWriteError::ForwardToLeader(f))) => ForwardReply::NotLeader {
+            leader: f.leader_id.zip(f.leader_node),
+        },
         Err(e) => ForwardReply::Failed { message: e.to_string() },
     }
 }
@@ -173,13 +189,19 @@ impl Peer {
         let fut = async {
             grpc.ready().await.map_err(|e| RpcFailure::Unreachable(e.to_string()))?;
             let codec = ProstCodec::<RaftMessage, RaftMessage>::default();
-            let resp = grpc.unary(Request::new(msg), PathAndQuery::from_static(path), codec).await.map_err(|s| {
-                if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled) {
-                    RpcFailure::Unreachable(s.to_string())
-                } else {
-                    RpcFailure::Local(s)
-                }
-            })?;
+            let resp = grpc
+                .unary(Request::new(msg), PathAndQuery::from_static(path), codec)
+                .await
+                .map_err(|s| {
+                    if matches!(
+                        s.code(),
+                        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+                    ) {
+                        RpcFailure::Unreachable(s.to_string())
+                    } else {
+                        RpcFailure::Local(s)
+                    }
+                })?;
             decode::<Resp>(resp.get_ref()).map_err(RpcFailure::Local)
         };
         tokio::time::timeout(timeout, fut)
@@ -221,13 +243,21 @@ pub struct Connection {
 }
 
 impl Connection {
-    async fn send<Req, Resp, E>(&self, path: &'static str, req: &Req, option: &RPCOption) -> Result<Resp, RPCError<NodeId, Node, RaftError<NodeId, E>>>
+    async fn send<Req, Resp, E>(
+        &self,
+        path: &'static str,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, Node, RaftError<NodeId, E>>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let peer = self.peer.as_ref().map_err(|e| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e.clone()))))?;
+        let peer = self
+            .peer
+            .as_ref()
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e.clone()))))?;
         let r: Result<Resp, RaftError<NodeId, E>> = peer.call(path, req, option.hard_ttl()).await.map_err(rpc_error)?;
         r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
@@ -237,7 +267,10 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> Connection {
-        Connection { target, peer: Peer::new(&node.raft_addr).map_err(|e| format!("{}: {e}", node.raft_addr)) }
+        Connection {
+            target,
+            peer: Peer::new(&node.raft_addr).map_err(|e| format!("{}: {e}", node.raft_addr)),
+        }
     }
 }
 

@@ -109,10 +109,17 @@ impl Registry {
     /// longer kept) yields an error response and leaves the state unchanged.
     pub fn apply(&mut self, cmd: &Command) -> CommandResult {
         match cmd {
-            Command::PutPolicy { author, time_unix_ms, format, document } => {
-                Ok(self.publish(author, *time_unix_ms, *format, document.clone(), None))
-            }
-            Command::Rollback { author, time_unix_ms, version } => {
+            Command::PutPolicy {
+                author,
+                time_unix_ms,
+                format,
+                document,
+            } => Ok(self.publish(author, *time_unix_ms, *format, document.clone(), None)),
+            Command::Rollback {
+                author,
+                time_unix_ms,
+                version,
+            } => {
                 let Some(old) = self.find(*version).cloned() else {
                     return Err(CommandError::UnknownVersion {
                         version: *version,
@@ -124,14 +131,24 @@ impl Registry {
             Command::RotateSeed { seed, .. } => {
                 let v = self.policy_version();
                 let epoch = self.seeds.next.unwrap_or(self.seeds.current).epoch + 1;
-                let next = SeedEpoch { epoch, seed: *seed, effective_version: v + 1 };
+                let next = SeedEpoch {
+                    epoch,
+                    seed: *seed,
+                    effective_version: v + 1,
+                };
                 self.seeds.next = Some(next);
-                Ok(Applied { policy_version: v, seeds: self.seeds })
+                Ok(Applied {
+                    policy_version: v,
+                    seeds: self.seeds,
+                })
             }
             Command::SetSettings { settings } => {
                 self.settings = *settings;
                 self.trim();
-                Ok(Applied { policy_version: self.policy_version(), seeds: self.seeds })
+                Ok(Applied {
+                    policy_version: self.policy_version(),
+                    seeds: self.seeds,
+                })
             }
         }
     }
@@ -161,7 +178,10 @@ impl Registry {
             seed_epoch: self.seeds.current.epoch,
         });
         self.trim();
-        Applied { policy_version: version, seeds: self.seeds }
+        Applied {
+            policy_version: version,
+            seeds: self.seeds,
+        }
     }
 
     fn trim(&mut self) {
@@ -177,12 +197,27 @@ impl Registry {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Command {
     /// Publish a new policy version. The document was validated by the node that accepted it.
-    PutPolicy { author: String, time_unix_ms: u64, format: PolicyFormat, document: String },
+    PutPolicy {
+        author: String,
+        time_unix_ms: u64,
+        format: PolicyFormat,
+        document: String,
+    },
     /// Publish a copy of an earlier version as a new version.
-    Rollback { author: String, time_unix_ms: u64, version: u64 },
+    Rollback {
+        author: String,
+        time_unix_ms: u64,
+        version: u64,
+    },
     /// Schedule a new hash seed for the next policy version.
-    RotateSeed { author: String, time_unix_ms: u64, seed: u64 },
-    SetSettings { settings: ClusterSettings },
+    RotateSeed {
+        author: String,
+        time_unix_ms: u64,
+        seed: u64,
+    },
+    SetSettings {
+        settings: ClusterSettings,
+    },
 }
 
 /// What a command did.
@@ -212,36 +247,85 @@ mod tests {
     use super::*;
 
     fn put(doc: &str) -> Command {
-        Command::PutPolicy { author: "a".into(), time_unix_ms: 1, format: PolicyFormat::Yaml, document: doc.into() }
+        Command::PutPolicy {
+            author: "a".into(),
+            time_unix_ms: 1,
+            format: PolicyFormat::Yaml,
+            document: doc.into(),
+        }
     }
 
     #[test]
     fn versions_are_monotonic_and_history_is_bounded() {
-        let mut r = Registry { settings: ClusterSettings { history_limit: 3 }, ..Default::default() };
+        let mut r = Registry {
+            settings: ClusterSettings { history_limit: 3 },
+            ..Default::default()
+        };
         for i in 1..=5 {
             let a = r.apply(&put(&format!("d{i}"))).unwrap();
             assert_eq!(a.policy_version, i);
         }
         assert_eq!(r.history.iter().map(|p| p.version).collect::<Vec<_>>(), vec![3, 4, 5]);
-        let e = r.apply(&Command::Rollback { author: "b".into(), time_unix_ms: 2, version: 1 }).unwrap_err();
-        assert_eq!(e, CommandError::UnknownVersion { version: 1, kept: vec![3, 4, 5] });
+        let e = r
+            .apply(&Command::Rollback {
+                author: "b".into(),
+                time_unix_ms: 2,
+                version: 1,
+            })
+            .unwrap_err();
+        assert_eq!(
+            e,
+            CommandError::UnknownVersion {
+                version: 1,
+                kept: vec![3, 4, 5]
+            }
+        );
         assert_eq!(r.policy_version(), 5);
-        let a = r.apply(&Command::Rollback { author: "b".into(), time_unix_ms: 2, version: 3 }).unwrap();
+        let a = r
+            .apply(&Command::Rollback {
+                author: "b".into(),
+                time_unix_ms: 2,
+                version: 3,
+            })
+            .unwrap();
         assert_eq!(a.policy_version, 6);
         let cur = r.current().unwrap();
-        assert_eq!((cur.document.as_str(), cur.rollback_of, cur.author.as_str()), ("d3", Some(3), "b"));
+        assert_eq!(
+            (cur.document.as_str(), cur.rollback_of, cur.author.as_str()),
+            ("d3", Some(3), "b")
+        );
     }
 
     #[test]
     fn rotated_seed_takes_effect_with_the_next_policy_version() {
         let mut r = Registry::default();
         r.apply(&put("d1")).unwrap();
-        let a = r.apply(&Command::RotateSeed { author: "a".into(), time_unix_ms: 1, seed: 99 }).unwrap();
-        assert_eq!(a.seeds.next, Some(SeedEpoch { epoch: 1, seed: 99, effective_version: 2 }));
+        let a = r
+            .apply(&Command::RotateSeed {
+                author: "a".into(),
+                time_unix_ms: 1,
+                seed: 99,
+            })
+            .unwrap();
+        assert_eq!(
+            a.seeds.next,
+            Some(SeedEpoch {
+                epoch: 1,
+                seed: 99,
+                effective_version: 2
+            })
+        );
         assert_eq!(a.seeds.current.epoch, 0);
         assert_eq!(r.current().unwrap().seed_epoch, 0);
         r.apply(&put("d2")).unwrap();
-        assert_eq!(r.seeds.current, SeedEpoch { epoch: 1, seed: 99, effective_version: 2 });
+        assert_eq!(
+            r.seeds.current,
+            SeedEpoch {
+                epoch: 1,
+                seed: 99,
+                effective_version: 2
+            }
+        );
         assert_eq!(r.seeds.next, None);
         assert_eq!(r.current().unwrap().seed_epoch, 1);
     }
@@ -252,6 +336,8 @@ mod tests {
             .check("policies:\n  - name: x\n    probabilistic: { percentage: 200 }\n")
             .unwrap_err();
         assert!(e.issues()[0].path.starts_with("policies[0].probabilistic"), "{e}");
-        assert!(PolicyFormat::Yaml.check("policies:\n  - name: x\n    always: {}\n").is_ok());
+        assert!(PolicyFormat::Yaml
+            .check("policies:\n  - name: x\n    always: {}\n")
+            .is_ok());
     }
 }

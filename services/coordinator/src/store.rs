@@ -54,7 +54,9 @@ fn sync_dir(path: &Path) -> std::io::Result<()> {
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, StorageError> {
     match std::fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| read_err(&path.display().to_string(), e)),
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| read_err(&path.display().to_string(), e)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(read_err(&path.display().to_string(), e)),
     }
@@ -122,7 +124,12 @@ impl LogStore {
     pub fn open(dir: &Path) -> Result<Self, StorageError> {
         std::fs::create_dir_all(dir).map_err(|e| io("creating the data directory", e))?;
         let path = dir.join("log");
-        let mut file = OpenOptions::new().create(true).read(true).append(true).open(&path).map_err(|e| io("opening the log", e))?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io("opening the log", e))?;
         let mut entries = BTreeMap::new();
         let mut last_purged = None;
         let mut good_len: u64 = 0;
@@ -133,7 +140,9 @@ impl LogStore {
             let mut line = String::new();
             loop {
                 line.clear();
-                let n = reader.read_line(&mut line).map_err(|e| read_err("reading the log", e))?;
+                let n = reader
+                    .read_line(&mut line)
+                    .map_err(|e| read_err("reading the log", e))?;
                 if n == 0 {
                     break;
                 }
@@ -158,7 +167,9 @@ impl LogStore {
                         // Only the last line may be incomplete (a crash while appending, before
                         // the append was acknowledged).
                         let mut rest = String::new();
-                        reader.read_line(&mut rest).map_err(|e| read_err("reading the log", e))?;
+                        reader
+                            .read_line(&mut rest)
+                            .map_err(|e| read_err("reading the log", e))?;
                         if !rest.is_empty() {
                             return Err(read_err(
                                 &format!("{}", path.display()),
@@ -173,10 +184,18 @@ impl LogStore {
         }
         if torn {
             tracing::warn!(path = %path.display(), at = good_len, "dropping a torn last record of the Raft log");
-            file.set_len(good_len).map_err(|e| io("truncating a torn log record", e))?;
+            file.set_len(good_len)
+                .map_err(|e| io("truncating a torn log record", e))?;
             file.sync_all().map_err(|e| io("syncing the log", e))?;
         }
-        Ok(LogStore { inner: Arc::new(Mutex::new(LogInner { dir: dir.to_path_buf(), file, entries, last_purged })) })
+        Ok(LogStore {
+            inner: Arc::new(Mutex::new(LogInner {
+                dir: dir.to_path_buf(),
+                file,
+                entries,
+                last_purged,
+            })),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LogInner> {
@@ -199,7 +218,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let g = self.lock();
         let last = g.entries.values().next_back().map(|e| e.log_id).or(g.last_purged);
-        Ok(LogState { last_purged_log_id: g.last_purged, last_log_id: last })
+        Ok(LogState {
+            last_purged_log_id: g.last_purged,
+            last_log_id: last,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -251,7 +273,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let mut g = self.lock();
-        g.write_records(&[LogRecord::Truncate { index: log_id.index }]).map_err(|e| io("truncating the log", e))?;
+        g.write_records(&[LogRecord::Truncate { index: log_id.index }])
+            .map_err(|e| io("truncating the log", e))?;
         g.entries.split_off(&log_id.index);
         Ok(())
     }
@@ -311,9 +334,15 @@ impl StateMachineStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(read_err("reading the snapshot", e)),
         }
-        let view = View { last_applied: inner.last_applied, registry: inner.registry.clone() };
+        let view = View {
+            last_applied: inner.last_applied,
+            registry: inner.registry.clone(),
+        };
         let (tx, _) = watch::channel(Arc::new(view));
-        Ok(StateMachineStore { inner: Arc::new(Mutex::new(inner)), view: Arc::new(tx) })
+        Ok(StateMachineStore {
+            inner: Arc::new(Mutex::new(inner)),
+            view: Arc::new(tx),
+        })
     }
 
     /// The newest applied state, and notifications of changes.
@@ -326,7 +355,10 @@ impl StateMachineStore {
     }
 
     fn publish(&self, g: &SmInner) {
-        self.view.send_replace(Arc::new(View { last_applied: g.last_applied, registry: g.registry.clone() }));
+        self.view.send_replace(Arc::new(View {
+            last_applied: g.last_applied,
+            registry: g.registry.clone(),
+        }));
     }
 }
 
@@ -338,7 +370,10 @@ fn encode_snapshot(meta: &SnapshotMeta, data: &[u8]) -> Result<Vec<u8>, StorageE
 }
 
 fn decode_snapshot(bytes: &[u8]) -> Result<(SnapshotMeta, Vec<u8>), StorageError> {
-    let nl = bytes.iter().position(|b| *b == b'\n').ok_or_else(|| read_err("snapshot", "no metadata line"))?;
+    let nl = bytes
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or_else(|| read_err("snapshot", "no metadata line"))?;
     let meta: SnapshotMeta = serde_json::from_slice(&bytes[..nl]).map_err(|e| read_err("snapshot metadata", e))?;
     Ok((meta, bytes[nl + 1..].to_vec()))
 }
@@ -352,11 +387,18 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             Some(l) => format!("{}-{}-{}", l.leader_id.term, l.index, g.snapshot_seq),
             None => format!("none-{}", g.snapshot_seq),
         };
-        let meta = SnapshotMeta { last_log_id: g.last_applied, last_membership: g.membership.clone(), snapshot_id };
+        let meta = SnapshotMeta {
+            last_log_id: g.last_applied,
+            last_membership: g.membership.clone(),
+            snapshot_id,
+        };
         write_atomic(&g.dir.join("snapshot"), &encode_snapshot(&meta, &data)?)
             .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(&e)))?;
         g.snapshot = Some((meta.clone(), data.clone()));
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
     }
 }
 
@@ -398,7 +440,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<Cursor<Vec<u8>>>) -> Result<(), StorageError> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
         let registry: Registry = serde_json::from_slice(&data).map_err(|e| read_err("received snapshot", e))?;
         let mut g = self.lock();
@@ -414,7 +460,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         let g = self.lock();
-        Ok(g.snapshot.as_ref().map(|(meta, data)| Snapshot { meta: meta.clone(), snapshot: Box::new(Cursor::new(data.clone())) }))
+        Ok(g.snapshot.as_ref().map(|(meta, data)| Snapshot {
+            meta: meta.clone(),
+            snapshot: Box::new(Cursor::new(data.clone())),
+        }))
     }
 }
 
@@ -424,7 +473,10 @@ mod tests {
     use openraft::{CommittedLeaderId, EntryPayload};
 
     fn entry(term: u64, index: u64) -> Entry {
-        Entry { log_id: LogId::new(CommittedLeaderId::new(term, 1), index), payload: EntryPayload::Blank }
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Blank,
+        }
     }
 
     fn append(s: &mut LogStore, entries: Vec<Entry>) {
@@ -442,8 +494,10 @@ mod tests {
         {
             let mut s = LogStore::open(dir.path()).unwrap();
             let mut first: Vec<Entry> = (1..=6).map(|i| entry(1, i)).collect();
-            let nodes: std::collections::BTreeMap<u64, crate::types::Node> = [(1, Default::default()), (2, Default::default())].into();
-            first[0].payload = EntryPayload::Membership(openraft::Membership::new(vec![nodes.keys().copied().collect()], nodes));
+            let nodes: std::collections::BTreeMap<u64, crate::types::Node> =
+                [(1, Default::default()), (2, Default::default())].into();
+            first[0].payload =
+                EntryPayload::Membership(openraft::Membership::new(vec![nodes.keys().copied().collect()], nodes));
             append(&mut s, first);
             s.truncate(LogId::new(CommittedLeaderId::new(1, 1), 5)).await.unwrap();
             append(&mut s, vec![entry(2, 5)]);
@@ -459,8 +513,22 @@ mod tests {
         let st = s.get_log_state().await.unwrap();
         assert_eq!(st.last_purged_log_id.map(|l| l.index), Some(2));
         assert_eq!(st.last_log_id, Some(entry(2, 6).log_id));
-        let got: Vec<_> = s.try_get_log_entries(0..100).await.unwrap().iter().map(|e| e.log_id).collect();
-        assert_eq!(got, vec![entry(1, 3).log_id, entry(1, 4).log_id, entry(2, 5).log_id, entry(2, 6).log_id]);
+        let got: Vec<_> = s
+            .try_get_log_entries(0..100)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.log_id)
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                entry(1, 3).log_id,
+                entry(1, 4).log_id,
+                entry(2, 5).log_id,
+                entry(2, 6).log_id
+            ]
+        );
         assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
         // Purged entries are gone from the rewritten file; a membership entry round-trips.
         let mut s2 = LogStore::open(dir.path()).unwrap();

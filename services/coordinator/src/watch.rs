@@ -66,11 +66,23 @@ pub struct Workers(Arc<std::sync::Mutex<std::collections::BTreeMap<String, Worke
 
 impl Workers {
     pub fn record(&self, worker_id: &str, version: u64) {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        g.insert(worker_id.to_string(), WorkerReport { worker_id: worker_id.to_string(), version, reported_unix_ms: now });
+        g.insert(
+            worker_id.to_string(),
+            WorkerReport {
+                worker_id: worker_id.to_string(),
+                version,
+                reported_unix_ms: now,
+            },
+        );
         while g.len() > MAX_WORKERS {
-            let oldest = g.values().min_by_key(|w| w.reported_unix_ms).map(|w| w.worker_id.clone());
+            let oldest = g
+                .values()
+                .min_by_key(|w| w.reported_unix_ms)
+                .map(|w| w.worker_id.clone());
             match oldest {
                 Some(id) => g.remove(&id),
                 None => break,
@@ -80,7 +92,12 @@ impl Workers {
 
     /// Every worker, by id.
     pub fn list(&self) -> Vec<WorkerReport> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 }
 
@@ -118,7 +135,14 @@ impl PolicyUpdate {
         let p = view.registry.current()?;
         let seeds = &view.registry.seeds;
         // A version always carries the seed epoch in force when it was published: the current one.
-        let seed = if seeds.current.epoch == p.seed_epoch { seeds.current.seed } else { seeds.next.filter(|n| n.epoch == p.seed_epoch).map_or(seeds.current.seed, |n| n.seed) };
+        let seed = if seeds.current.epoch == p.seed_epoch {
+            seeds.current.seed
+        } else {
+            seeds
+                .next
+                .filter(|n| n.epoch == p.seed_epoch)
+                .map_or(seeds.current.seed, |n| n.seed)
+        };
         Some(PolicyUpdate {
             version: p.version,
             format: format_name(p.format).to_string(),
@@ -266,7 +290,10 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for WatchService {
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
     #[error("endpoint {endpoint}: {source}")]
-    Endpoint { endpoint: String, source: tonic::transport::Error },
+    Endpoint {
+        endpoint: String,
+        source: tonic::transport::Error,
+    },
     #[error("{endpoint}: {message}")]
     Failed { endpoint: String, message: String },
 }
@@ -278,31 +305,61 @@ pub async fn watch(
     connect_timeout: Duration,
 ) -> Result<tonic::Streaming<PolicyUpdate>, WatchError> {
     let ep = Endpoint::from_shared(endpoint.to_string())
-        .map_err(|source| WatchError::Endpoint { endpoint: endpoint.to_string(), source })?
+        .map_err(|source| WatchError::Endpoint {
+            endpoint: endpoint.to_string(),
+            source,
+        })?
         .connect_timeout(connect_timeout)
         .http2_keep_alive_interval(Duration::from_secs(5))
         .keep_alive_timeout(Duration::from_secs(5))
         .tcp_nodelay(true);
     let fut = async {
-        let channel = ep.connect().await.map_err(|e| WatchError::Failed { endpoint: endpoint.to_string(), message: e.to_string() })?;
+        let channel = ep.connect().await.map_err(|e| WatchError::Failed {
+            endpoint: endpoint.to_string(),
+            message: e.to_string(),
+        })?;
         let mut grpc = tonic::client::Grpc::new(channel);
-        grpc.ready().await.map_err(|e| WatchError::Failed { endpoint: endpoint.to_string(), message: e.to_string() })?;
+        grpc.ready().await.map_err(|e| WatchError::Failed {
+            endpoint: endpoint.to_string(),
+            message: e.to_string(),
+        })?;
         let codec = ProstCodec::<WatchRequest, PolicyUpdate>::default();
-        grpc.server_streaming(Request::new(WatchRequest { from_version }), PathAndQuery::from_static(WATCH), codec)
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| WatchError::Failed { endpoint: endpoint.to_string(), message: s.to_string() })
+        grpc.server_streaming(
+            Request::new(WatchRequest { from_version }),
+            PathAndQuery::from_static(WATCH),
+            codec,
+        )
+        .await
+        .map(|r| r.into_inner())
+        .map_err(|s| WatchError::Failed {
+            endpoint: endpoint.to_string(),
+            message: s.to_string(),
+        })
     };
     tokio::time::timeout(connect_timeout * 2, fut)
         .await
-        .map_err(|_| WatchError::Failed { endpoint: endpoint.to_string(), message: "no answer in time".into() })?
+        .map_err(|_| WatchError::Failed {
+            endpoint: endpoint.to_string(),
+            message: "no answer in time".into(),
+        })?
 }
 
 /// Tells the coordinator at `endpoint` which version worker `worker_id` applies.
-pub async fn report_applied(endpoint: &str, worker_id: &str, version: u64, timeout: Duration) -> Result<(), WatchError> {
-    let failed = |message: String| WatchError::Failed { endpoint: endpoint.to_string(), message };
+pub async fn report_applied(
+    endpoint: &str,
+    worker_id: &str,
+    version: u64,
+    timeout: Duration,
+) -> Result<(), WatchError> {
+    let failed = |message: String| WatchError::Failed {
+        endpoint: endpoint.to_string(),
+        message,
+    };
     let ep = Endpoint::from_shared(endpoint.to_string())
-        .map_err(|source| WatchError::Endpoint { endpoint: endpoint.to_string(), source })?
+        .map_err(|source| WatchError::Endpoint {
+            endpoint: endpoint.to_string(),
+            source,
+        })?
         .connect_timeout(timeout)
         .timeout(timeout);
     let fut = async {
@@ -310,10 +367,18 @@ pub async fn report_applied(endpoint: &str, worker_id: &str, version: u64, timeo
         let mut grpc = tonic::client::Grpc::new(channel);
         grpc.ready().await.map_err(|e| failed(e.to_string()))?;
         let codec = ProstCodec::<AppliedReport, ReportAck>::default();
-        let req = AppliedReport { worker_id: worker_id.to_string(), version };
-        grpc.unary(Request::new(req), PathAndQuery::from_static(REPORT), codec).await.map(|_| ()).map_err(|s| failed(s.to_string()))
+        let req = AppliedReport {
+            worker_id: worker_id.to_string(),
+            version,
+        };
+        grpc.unary(Request::new(req), PathAndQuery::from_static(REPORT), codec)
+            .await
+            .map(|_| ())
+            .map_err(|s| failed(s.to_string()))
     };
-    tokio::time::timeout(timeout * 2, fut).await.map_err(|_| failed("no answer in time".into()))?
+    tokio::time::timeout(timeout * 2, fut)
+        .await
+        .map_err(|_| failed("no answer in time".into()))?
 }
 
 #[cfg(test)]
@@ -322,30 +387,71 @@ mod tests {
     use crate::state::{Command, Registry};
 
     fn put(r: &mut Registry, doc: &str) {
-        r.apply(&Command::PutPolicy { author: "a".into(), time_unix_ms: 1, format: PolicyFormat::Yaml, document: doc.into() }).unwrap();
+        r.apply(&Command::PutPolicy {
+            author: "a".into(),
+            time_unix_ms: 1,
+            format: PolicyFormat::Yaml,
+            document: doc.into(),
+        })
+        .unwrap();
     }
 
     #[tokio::test]
     async fn sends_the_current_version_then_each_newer_one() {
         let mut reg = Registry::default();
         put(&mut reg, "d1");
-        let (tx, rx) = watch::channel(Arc::new(View { last_applied: None, registry: reg.clone() }));
+        let (tx, rx) = watch::channel(Arc::new(View {
+            last_applied: None,
+            registry: reg.clone(),
+        }));
         let mut s = Box::pin(updates(rx.clone(), 0));
         let first = s.next().await.unwrap();
-        assert_eq!((first.version, first.document.as_str(), first.format.as_str()), (1, "d1", "yaml"));
-        reg.apply(&Command::RotateSeed { author: "a".into(), time_unix_ms: 1, seed: 77 }).unwrap();
-        tx.send_replace(Arc::new(View { last_applied: None, registry: reg.clone() }));
+        assert_eq!(
+            (first.version, first.document.as_str(), first.format.as_str()),
+            (1, "d1", "yaml")
+        );
+        reg.apply(&Command::RotateSeed {
+            author: "a".into(),
+            time_unix_ms: 1,
+            seed: 77,
+        })
+        .unwrap();
+        tx.send_replace(Arc::new(View {
+            last_applied: None,
+            registry: reg.clone(),
+        }));
         put(&mut reg, "d2");
-        tx.send_replace(Arc::new(View { last_applied: None, registry: reg.clone() }));
-        let second = tokio::time::timeout(Duration::from_secs(5), s.next()).await.unwrap().unwrap();
-        assert_eq!((second.version, second.document.as_str(), second.seed, second.seed_epoch), (2, "d2", 77, 1));
+        tx.send_replace(Arc::new(View {
+            last_applied: None,
+            registry: reg.clone(),
+        }));
+        let second = tokio::time::timeout(Duration::from_secs(5), s.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (second.version, second.document.as_str(), second.seed, second.seed_epoch),
+            (2, "d2", 77, 1)
+        );
 
         // A watcher that already has version 2 gets nothing until version 3.
         let mut s2 = Box::pin(updates(rx, 2));
-        assert!(tokio::time::timeout(Duration::from_millis(200), s2.next()).await.is_err());
+        assert!(tokio::time::timeout(Duration::from_millis(200), s2.next())
+            .await
+            .is_err());
         put(&mut reg, "d3");
-        tx.send_replace(Arc::new(View { last_applied: None, registry: reg }));
-        assert_eq!(tokio::time::timeout(Duration::from_secs(5), s2.next()).await.unwrap().unwrap().version, 3);
+        tx.send_replace(Arc::new(View {
+            last_applied: None,
+            registry: reg,
+        }));
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(5), s2.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .version,
+            3
+        );
     }
 
     #[test]
@@ -355,6 +461,9 @@ mod tests {
         w.record("b", 1);
         w.record("a", 3);
         let l = w.list();
-        assert_eq!(l.iter().map(|r| (r.worker_id.as_str(), r.version)).collect::<Vec<_>>(), vec![("a", 3), ("b", 1)]);
+        assert_eq!(
+            l.iter().map(|r| (r.worker_id.as_str(), r.version)).collect::<Vec<_>>(),
+            vec![("a", 3), ("b", 1)]
+        );
     }
 }

@@ -25,9 +25,11 @@ struct WorkersState {
 
 /// The `/v1/workers` route.
 pub fn router(node: NodeId, workers: Workers, tokens: Vec<Token>) -> Router {
-    Router::new()
-        .route("/v1/workers", get(list))
-        .with_state(WorkersState { node, workers, tokens: std::sync::Arc::new(tokens) })
+    Router::new().route("/v1/workers", get(list)).with_state(WorkersState {
+        node,
+        workers,
+        tokens: std::sync::Arc::new(tokens),
+    })
 }
 
 /// Any configured token, compared in constant time against each.
@@ -50,7 +52,10 @@ async fn list(State(s): State<WorkersState>, headers: HeaderMap) -> Response {
     let (status, body) = if authorized(&s, &headers) {
         (StatusCode::OK, json!({ "node": s.node, "workers": s.workers.list() }))
     } else {
-        (StatusCode::UNAUTHORIZED, json!({ "error": "missing or unknown bearer token" }))
+        (
+            StatusCode::UNAUTHORIZED,
+            json!({ "error": "missing or unknown bearer token" }),
+        )
     };
     ::metrics::counter!(crate::metrics::ADMIN_REQUESTS, "route" => "/v1/workers", "status" => status.as_u16().to_string()).increment(1);
     (status, Json(body)).into_response()

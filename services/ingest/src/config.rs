@@ -32,7 +32,10 @@ pub struct OtlpConfig {
 
 impl Default for OtlpConfig {
     fn default() -> Self {
-        OtlpConfig { grpc_listen: "0.0.0.0:4317".parse().unwrap(), http_listen: "0.0.0.0:4318".parse().unwrap() }
+        OtlpConfig {
+            grpc_listen: "0.0.0.0:4317".parse().unwrap(),
+            http_listen: "0.0.0.0:4318".parse().unwrap(),
+        }
     }
 }
 
@@ -49,7 +52,10 @@ pub struct ZipkinConfig {
 
 impl Default for ZipkinConfig {
     fn default() -> Self {
-        ZipkinConfig { enabled: true, listen: "0.0.0.0:9411".parse().unwrap() }
+        ZipkinConfig {
+            enabled: true,
+            listen: "0.0.0.0:9411".parse().unwrap(),
+        }
     }
 }
 
@@ -105,7 +111,9 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { listen: "0.0.0.0:9464".parse().unwrap() }
+        AdminConfig {
+            listen: "0.0.0.0:9464".parse().unwrap(),
+        }
     }
 }
 
@@ -240,14 +248,22 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_request_bytes: 16 << 20, max_in_flight_bytes: 256 << 20, retry_after: Duration::from_secs(1) }
+        Limits {
+            max_request_bytes: 16 << 20,
+            max_in_flight_bytes: 256 << 20,
+            retry_after: Duration::from_secs(1),
+        }
     }
 }
 
 impl KafkaConfig {
     /// The connection settings of this section.
     pub fn connection(&self) -> Connection {
-        Connection { brokers: self.brokers.clone(), client_id: self.client_id.clone(), properties: self.properties.clone() }
+        Connection {
+            brokers: self.brokers.clone(),
+            client_id: self.client_id.clone(),
+            properties: self.properties.clone(),
+        }
     }
 }
 
@@ -266,10 +282,16 @@ impl Validate for IngestConfig {
             return Err(ConfigError::invalid("kafka.max_record_bytes", "must be at least 1024"));
         }
         if k.batch_bytes < k.max_record_bytes {
-            return Err(ConfigError::invalid("kafka.batch_bytes", "must be at least kafka.max_record_bytes"));
+            return Err(ConfigError::invalid(
+                "kafka.batch_bytes",
+                "must be at least kafka.max_record_bytes",
+            ));
         }
         if k.queue_max_messages == 0 || k.queue_max_kbytes == 0 {
-            return Err(ConfigError::invalid("kafka.queue_max_messages", "queue limits must be positive"));
+            return Err(ConfigError::invalid(
+                "kafka.queue_max_messages",
+                "queue limits must be positive",
+            ));
         }
         if k.delivery_timeout < Duration::from_millis(100) {
             return Err(ConfigError::invalid("kafka.delivery_timeout", "must be at least 100ms"));
@@ -279,17 +301,26 @@ impl Validate for IngestConfig {
         }
         let j = &self.jaeger;
         if j.udp_receive_buffer_bytes < 65_536 || j.udp_receive_buffer_bytes > 1 << 30 {
-            return Err(ConfigError::invalid("jaeger.udp_receive_buffer_bytes", "must be between 65536 and 1073741824"));
+            return Err(ConfigError::invalid(
+                "jaeger.udp_receive_buffer_bytes",
+                "must be between 65536 and 1073741824",
+            ));
         }
         if !(512..=65_535).contains(&j.udp_max_datagram_bytes) {
-            return Err(ConfigError::invalid("jaeger.udp_max_datagram_bytes", "must be between 512 and 65535"));
+            return Err(ConfigError::invalid(
+                "jaeger.udp_max_datagram_bytes",
+                "must be between 512 and 65535",
+            ));
         }
         if j.udp_max_in_flight == 0 {
             return Err(ConfigError::invalid("jaeger.udp_max_in_flight", "must be at least 1"));
         }
         let l = &self.limits;
         if l.max_request_bytes < 1024 {
-            return Err(ConfigError::invalid("limits.max_request_bytes", "must be at least 1024"));
+            return Err(ConfigError::invalid(
+                "limits.max_request_bytes",
+                "must be at least 1024",
+            ));
         }
         if l.max_in_flight_bytes < l.max_request_bytes {
             return Err(ConfigError::invalid(
@@ -298,7 +329,10 @@ impl Validate for IngestConfig {
             ));
         }
         if l.max_in_flight_bytes > u32::MAX as usize {
-            return Err(ConfigError::invalid("limits.max_in_flight_bytes", "must be below 4 GiB"));
+            return Err(ConfigError::invalid(
+                "limits.max_in_flight_bytes",
+                "must be below 4 GiB",
+            ));
         }
         Ok(())
     }
@@ -315,7 +349,11 @@ mod tests {
     use tailsift_config::Sources;
 
     fn load(yaml: &str) -> Result<IngestConfig, ConfigError> {
-        Sources { file: Some(("t.yaml".into(), yaml.into())), ..Default::default() }.load()
+        Sources {
+            file: Some(("t.yaml".into(), yaml.into())),
+            ..Default::default()
+        }
+        .load()
     }
 
     #[test]
@@ -340,7 +378,8 @@ mod tests {
 
     #[test]
     fn receivers_can_be_turned_off() {
-        let c = load("zipkin: {enabled: false}\njaeger: {grpc_listen: null, compact_udp_listen: '127.0.0.1:0'}\n").unwrap();
+        let c =
+            load("zipkin: {enabled: false}\njaeger: {grpc_listen: null, compact_udp_listen: '127.0.0.1:0'}\n").unwrap();
         assert!(!c.zipkin.enabled);
         assert_eq!(c.jaeger.grpc_listen, None);
         assert_eq!(c.jaeger.compact_udp_listen, Some("127.0.0.1:0".parse().unwrap()));
@@ -371,7 +410,10 @@ mod tests {
             ("kafka: {brokers: ''}", "kafka.brokers"),
             ("kafka: {topic_spec: {partitions: 0}}", "kafka.topic_spec.partitions"),
             ("limits: {max_request_bytes: 10}", "limits.max_request_bytes"),
-            ("limits: {max_request_bytes: 4096, max_in_flight_bytes: 2048}", "limits.max_in_flight_bytes"),
+            (
+                "limits: {max_request_bytes: 4096, max_in_flight_bytes: 2048}",
+                "limits.max_in_flight_bytes",
+            ),
             ("kafka: {compression: brotli}", "kafka.compression"),
             ("kafka: {acks: 2}", "kafka.acks"),
             ("otlp: {grpc_listen: nowhere}", "otlp.grpc_listen"),
@@ -379,8 +421,14 @@ mod tests {
             ("zipkin: {listen: nowhere}", "zipkin.listen"),
             ("zipkin: {port: 9411}", "zipkin"),
             ("jaeger: {grpc_listen: 'x:y'}", "jaeger.grpc_listen"),
-            ("jaeger: {udp_max_datagram_bytes: 100000}", "jaeger.udp_max_datagram_bytes"),
-            ("jaeger: {udp_receive_buffer_bytes: 10}", "jaeger.udp_receive_buffer_bytes"),
+            (
+                "jaeger: {udp_max_datagram_bytes: 100000}",
+                "jaeger.udp_max_datagram_bytes",
+            ),
+            (
+                "jaeger: {udp_receive_buffer_bytes: 10}",
+                "jaeger.udp_receive_buffer_bytes",
+            ),
             ("jaeger: {udp_max_in_flight: 0}", "jaeger.udp_max_in_flight"),
             ("jaeger: {thrift_listen: '0.0.0.0:1'}", "jaeger"),
         ] {

@@ -61,7 +61,8 @@ impl<R: Message> Encoder for ResponseEncoder<R> {
     type Item = R;
     type Error = Status;
     fn encode(&mut self, item: Self::Item, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        item.encode(dst).map_err(|e| Status::internal(format!("encoding response: {e}")))
+        item.encode(dst)
+            .map_err(|e| Status::internal(format!("encoding response: {e}")))
     }
 }
 
@@ -74,7 +75,10 @@ pub struct OtlpGrpc {
 
 impl OtlpGrpc {
     pub fn new(pipeline: Arc<Pipeline>, max_request_bytes: usize) -> Self {
-        OtlpGrpc { pipeline, max_request_bytes }
+        OtlpGrpc {
+            pipeline,
+            max_request_bytes,
+        }
     }
 }
 
@@ -121,9 +125,7 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for OtlpGrpc {
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
         if req.uri().path() != EXPORT_PATH {
             let path = req.uri().path().to_string();
-            return Box::pin(async move {
-                Ok(Status::unimplemented(format!("unknown method {path}")).into_http())
-            });
+            return Box::pin(async move { Ok(Status::unimplemented(format!("unknown method {path}")).into_http()) });
         }
         let pipeline = self.pipeline.clone();
         let max = self.max_request_bytes;

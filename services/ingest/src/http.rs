@@ -33,7 +33,11 @@ pub fn router(pipeline: Arc<Pipeline>, max_request_bytes: usize, retry_after: Du
     Router::new()
         .route("/v1/traces", post(export))
         .layer(DefaultBodyLimit::disable())
-        .with_state(HttpState { pipeline, max_request_bytes, retry_after })
+        .with_state(HttpState {
+            pipeline,
+            max_request_bytes,
+            retry_after,
+        })
 }
 
 /// `google.rpc.Status`, the OTLP/HTTP error body.
@@ -59,13 +63,21 @@ const UNAVAILABLE: i32 = 14;
 fn error(enc: Encoding, status: StatusCode, code: i32, message: String) -> Response {
     let (ct, body) = match enc {
         Encoding::Protobuf => ("application/x-protobuf", RpcStatus { code, message }.encode_to_vec()),
-        Encoding::Json => ("application/json", serde_json::json!({ "code": code, "message": message }).to_string().into_bytes()),
+        Encoding::Json => (
+            "application/json",
+            serde_json::json!({ "code": code, "message": message })
+                .to_string()
+                .into_bytes(),
+        ),
     };
     (status, [(header::CONTENT_TYPE, ct)], body).into_response()
 }
 
 async fn export(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> Response {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let (enc, protocol) = match mime.as_str() {
         "application/x-protobuf" | "application/protobuf" => (Encoding::Protobuf, Protocol::OtlpHttpProtobuf),
@@ -73,10 +85,18 @@ async fn export(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> 
         _ => {
             count_request(Protocol::OtlpHttpProtobuf, "unsupported");
             let msg = format!("unsupported Content-Type `{ct}`: use application/x-protobuf or application/json");
-            return error(Encoding::Protobuf, StatusCode::UNSUPPORTED_MEDIA_TYPE, INVALID_ARGUMENT, msg);
+            return error(
+                Encoding::Protobuf,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                INVALID_ARGUMENT,
+                msg,
+            );
         }
     };
-    let gzip = match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase()) {
+    let gzip = match headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
+    {
         None => false,
         Some(e) if e.is_empty() || e == "identity" => false,
         Some(e) if e == "gzip" => true,
@@ -99,7 +119,12 @@ async fn export(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> 
                 return too_large("request body");
             }
             count_request(protocol, "invalid");
-            return error(enc, StatusCode::BAD_REQUEST, INVALID_ARGUMENT, format!("reading request body: {e}"));
+            return error(
+                enc,
+                StatusCode::BAD_REQUEST,
+                INVALID_ARGUMENT,
+                format!("reading request body: {e}"),
+            );
         }
     };
     let body: Bytes = if gzip {
@@ -108,7 +133,12 @@ async fn export(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> 
             Ok(None) => return too_large("decompressed request body"),
             Err(e) => {
                 count_request(protocol, "invalid");
-                return error(enc, StatusCode::BAD_REQUEST, INVALID_ARGUMENT, format!("invalid gzip body: {e}"));
+                return error(
+                    enc,
+                    StatusCode::BAD_REQUEST,
+                    INVALID_ARGUMENT,
+                    format!("invalid gzip body: {e}"),
+                );
             }
         }
     } else {
@@ -133,9 +163,12 @@ async fn export(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> 
                 }),
             };
             match enc {
-                Encoding::Protobuf => {
-                    (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-protobuf")], resp.encode_to_vec()).into_response()
-                }
+                Encoding::Protobuf => (
+                    StatusCode::OK,
+                    [(header::CONTENT_TYPE, "application/x-protobuf")],
+                    resp.encode_to_vec(),
+                )
+                    .into_response(),
                 Encoding::Json => (
                     StatusCode::OK,
                     [(header::CONTENT_TYPE, "application/json")],

@@ -30,18 +30,33 @@ pub fn http_router(pipeline: Arc<Pipeline>, max_request_bytes: usize, retry_afte
     Router::new()
         .route("/api/traces", post(traces))
         .layer(DefaultBodyLimit::disable())
-        .with_state(ReceiverState { pipeline, max_request_bytes, retry_after })
+        .with_state(ReceiverState {
+            pipeline,
+            max_request_bytes,
+            retry_after,
+        })
 }
 
 async fn traces(State(st): State<ReceiverState>, headers: HeaderMap, body: Body) -> Response {
-    let supported = "application/x-thrift, application/vnd.apache.thrift.binary or application/vnd.apache.thrift.compact";
-    receive(&st, &headers, body, Protocol::JaegerThriftHttp, supported, |mime| match mime {
-        "" | "application/x-thrift" | "application/vnd.apache.thrift.binary" => {
-            Some((Protocol::JaegerThriftHttp, jaeger::decode_thrift_binary_batch as Decode))
-        }
-        "application/vnd.apache.thrift.compact" => Some((Protocol::JaegerThriftHttp, jaeger::decode_thrift_compact_batch as Decode)),
-        _ => None,
-    })
+    let supported =
+        "application/x-thrift, application/vnd.apache.thrift.binary or application/vnd.apache.thrift.compact";
+    receive(
+        &st,
+        &headers,
+        body,
+        Protocol::JaegerThriftHttp,
+        supported,
+        |mime| match mime {
+            "" | "application/x-thrift" | "application/vnd.apache.thrift.binary" => {
+                Some((Protocol::JaegerThriftHttp, jaeger::decode_thrift_binary_batch as Decode))
+            }
+            "application/vnd.apache.thrift.compact" => Some((
+                Protocol::JaegerThriftHttp,
+                jaeger::decode_thrift_compact_batch as Decode,
+            )),
+            _ => None,
+        },
+    )
     .await
 }
 
@@ -57,7 +72,10 @@ pub struct JaegerGrpc {
 
 impl JaegerGrpc {
     pub fn new(pipeline: Arc<Pipeline>, max_request_bytes: usize) -> Self {
-        JaegerGrpc { pipeline, max_request_bytes }
+        JaegerGrpc {
+            pipeline,
+            max_request_bytes,
+        }
     }
 }
 
@@ -75,7 +93,10 @@ impl tonic::server::UnaryService<Bytes> for PostSpans {
         let pipeline = self.0.clone();
         Box::pin(async move {
             let body = request.into_inner();
-            match pipeline.export_translated(Protocol::JaegerGrpc, jaeger::decode_post_spans(&body)).await {
+            match pipeline
+                .export_translated(Protocol::JaegerGrpc, jaeger::decode_post_spans(&body))
+                .await
+            {
                 Ok(_) => Ok(tonic::Response::new(PostSpansResponse {})),
                 Err(IngestError::Invalid(msg)) => Err(Status::invalid_argument(msg)),
                 Err(IngestError::Unavailable(e)) => Err(Status::unavailable(e.to_string())),

@@ -11,8 +11,8 @@
 pub mod config;
 pub mod grpc;
 pub mod http;
-pub mod metrics;
 pub mod jaeger;
+pub mod metrics;
 pub mod pipeline;
 pub mod publisher;
 mod receive;
@@ -108,7 +108,11 @@ impl Listeners {
 
     /// The bound addresses: (gRPC, HTTP, admin).
     pub fn addrs(&self) -> std::io::Result<(SocketAddr, SocketAddr, SocketAddr)> {
-        Ok((self.grpc.local_addr()?, self.http.local_addr()?, self.admin.local_addr()?))
+        Ok((
+            self.grpc.local_addr()?,
+            self.http.local_addr()?,
+            self.admin.local_addr()?,
+        ))
     }
 }
 
@@ -119,8 +123,14 @@ async fn bind_opt(what: &str, enabled: bool, addr: Option<SocketAddr>) -> std::i
     }
 }
 
-fn bind_udp(what: &str, cfg: &IngestConfig, addr: Option<SocketAddr>) -> std::io::Result<Option<tokio::net::UdpSocket>> {
-    let Some(addr) = addr.filter(|_| cfg.jaeger.enabled) else { return Ok(None) };
+fn bind_udp(
+    what: &str,
+    cfg: &IngestConfig,
+    addr: Option<SocketAddr>,
+) -> std::io::Result<Option<tokio::net::UdpSocket>> {
+    let Some(addr) = addr.filter(|_| cfg.jaeger.enabled) else {
+        return Ok(None);
+    };
     let want = cfg.jaeger.udp_receive_buffer_bytes;
     let (sock, got) = udp::bind(what, addr, want)?;
     // Linux reports twice the size set (bookkeeping overhead included).
@@ -142,12 +152,22 @@ pub async fn run(cfg: IngestConfig, listeners: Listeners, shutdown: Cancellation
     let receivers = listeners.receiver_addrs()?;
     let readiness = Readiness::new();
     let kafka_up = Arc::new(AtomicBool::new(false));
-    let publisher = Arc::new(Publisher::new(&cfg.kafka, cfg.limits.max_in_flight_bytes, kafka_up.clone())?);
+    let publisher = Arc::new(Publisher::new(
+        &cfg.kafka,
+        cfg.limits.max_in_flight_bytes,
+        kafka_up.clone(),
+    )?);
     let pipeline = Arc::new(Pipeline::new(publisher.clone(), cfg.kafka.max_record_bytes));
 
     // Kafka probe: drives readiness, creates the topic when missing, fails requests fast while
     // the cluster is unreachable.
-    let probe = tokio::spawn(probe_loop(cfg.clone(), publisher.clone(), kafka_up, readiness.clone(), shutdown.clone()));
+    let probe = tokio::spawn(probe_loop(
+        cfg.clone(),
+        publisher.clone(),
+        kafka_up,
+        readiness.clone(),
+        shutdown.clone(),
+    ));
 
     let admin = tokio::spawn(tailsift_telemetry::serve_http(
         listeners.admin,
@@ -164,35 +184,62 @@ pub async fn run(cfg: IngestConfig, listeners: Listeners, shutdown: Cancellation
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(grpc_svc)
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc), async move {
-                grpc_shutdown.cancelled().await
-            }),
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc),
+                async move { grpc_shutdown.cancelled().await },
+            ),
     );
     // Zipkin and Jaeger receivers: translated to OTLP, then the same path.
     let mut extra: Vec<tokio::task::JoinHandle<Result<(), Error>>> = Vec::new();
     let (max_req, retry_after) = (cfg.limits.max_request_bytes, cfg.limits.retry_after);
     if let Some(l) = listeners.zipkin {
-        let f = tailsift_telemetry::serve_http(l, zipkin::router(pipeline.clone(), max_req, retry_after), shutdown.clone());
+        let f = tailsift_telemetry::serve_http(
+            l,
+            zipkin::router(pipeline.clone(), max_req, retry_after),
+            shutdown.clone(),
+        );
         extra.push(tokio::spawn(async move { f.await.map_err(Error::from) }));
     }
     if let Some(l) = listeners.jaeger_http {
-        let f = tailsift_telemetry::serve_http(l, jaeger::http_router(pipeline.clone(), max_req, retry_after), shutdown.clone());
+        let f = tailsift_telemetry::serve_http(
+            l,
+            jaeger::http_router(pipeline.clone(), max_req, retry_after),
+            shutdown.clone(),
+        );
         extra.push(tokio::spawn(async move { f.await.map_err(Error::from) }));
     }
     if let Some(l) = listeners.jaeger_grpc {
         let sd = shutdown.clone();
         let f = tonic::transport::Server::builder()
             .add_service(jaeger::JaegerGrpc::new(pipeline.clone(), max_req))
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(l), async move { sd.cancelled().await });
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(l), async move {
+                sd.cancelled().await
+            });
         extra.push(tokio::spawn(async move { f.await.map_err(Error::from) }));
     }
     let (max_dgram, max_in_flight) = (cfg.jaeger.udp_max_datagram_bytes, cfg.jaeger.udp_max_in_flight);
     for (sock, protocol, decode) in [
-        (listeners.jaeger_compact_udp, pipeline::Protocol::JaegerThriftCompactUdp, tailsift_translate::jaeger::decode_agent_compact as receive::Decode),
-        (listeners.jaeger_binary_udp, pipeline::Protocol::JaegerThriftBinaryUdp, tailsift_translate::jaeger::decode_agent_binary as receive::Decode),
+        (
+            listeners.jaeger_compact_udp,
+            pipeline::Protocol::JaegerThriftCompactUdp,
+            tailsift_translate::jaeger::decode_agent_compact as receive::Decode,
+        ),
+        (
+            listeners.jaeger_binary_udp,
+            pipeline::Protocol::JaegerThriftBinaryUdp,
+            tailsift_translate::jaeger::decode_agent_binary as receive::Decode,
+        ),
     ] {
         if let Some(sock) = sock {
-            let f = udp::serve(sock, protocol, decode, pipeline.clone(), max_dgram, max_in_flight, shutdown.clone());
+            let f = udp::serve(
+                sock,
+                protocol,
+                decode,
+                pipeline.clone(),
+                max_dgram,
+                max_in_flight,
+                shutdown.clone(),
+            );
             extra.push(tokio::spawn(async move {
                 f.await;
                 Ok(())
@@ -246,8 +293,15 @@ async fn probe_loop(
         let p = publisher.clone();
         let t = topic.clone();
         let probe = tokio::task::spawn_blocking(move || {
-            let md = p.producer().client().fetch_metadata(Some(&t), timeout).map_err(|e| e.to_string())?;
-            let exists = md.topics().iter().any(|mt| mt.name() == t && mt.error().is_none() && !mt.partitions().is_empty());
+            let md = p
+                .producer()
+                .client()
+                .fetch_metadata(Some(&t), timeout)
+                .map_err(|e| e.to_string())?;
+            let exists = md
+                .topics()
+                .iter()
+                .any(|mt| mt.name() == t && mt.error().is_none() && !mt.partitions().is_empty());
             Ok::<bool, String>(exists)
         })
         .await
@@ -255,12 +309,16 @@ async fn probe_loop(
         let status = match probe {
             Ok(true) => Ok(()),
             Ok(false) if cfg.kafka.topic_spec.create => {
-                match tailsift_kafka::ensure_topic(&cfg.kafka.connection(), &topic, &cfg.kafka.topic_spec, timeout).await {
+                match tailsift_kafka::ensure_topic(&cfg.kafka.connection(), &topic, &cfg.kafka.topic_spec, timeout)
+                    .await
+                {
                     Ok(_) => Ok(()),
                     Err(e) => Err(format!("creating topic {topic}: {e}")),
                 }
             }
-            Ok(false) => Err(format!("topic {topic} does not exist and kafka.topic_spec.create is false")),
+            Ok(false) => Err(format!(
+                "topic {topic} does not exist and kafka.topic_spec.create is false"
+            )),
             Err(e) => Err(format!("Kafka metadata: {e}")),
         };
         let up = status.is_ok();
@@ -279,7 +337,11 @@ async fn probe_loop(
             last = Some(up);
         }
         // Probe faster while down, so recovery is noticed quickly.
-        let wait = if up { cfg.kafka.probe_interval } else { cfg.kafka.probe_interval.min(Duration::from_millis(500)) };
+        let wait = if up {
+            cfg.kafka.probe_interval
+        } else {
+            cfg.kafka.probe_interval.min(Duration::from_millis(500))
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}

@@ -20,14 +20,46 @@ pub const UDP_DROPPED: &str = "tailsift_ingest_udp_datagrams_dropped_total";
 /// Registers descriptions with the global recorder. Idempotent.
 pub fn describe() {
     describe_counter!(REQUESTS, Unit::Count, "Export requests received, by protocol and outcome (accepted, partial, invalid, too_large, unsupported, unavailable).");
-    describe_counter!(SPANS_RECEIVED, Unit::Count, "Spans received, by protocol (before validation).");
-    describe_counter!(SPANS_REJECTED, Unit::Count, "Spans rejected as invalid, by protocol and reason; reported to clients in partial_success.");
-    describe_counter!(RECORDS_PRODUCED, Unit::Count, "Kafka records acknowledged by the brokers (one trace of one request each).");
-    describe_counter!(BYTES_PRODUCED, Unit::Bytes, "Payload bytes of Kafka records acknowledged by the brokers.");
+    describe_counter!(
+        SPANS_RECEIVED,
+        Unit::Count,
+        "Spans received, by protocol (before validation)."
+    );
+    describe_counter!(
+        SPANS_REJECTED,
+        Unit::Count,
+        "Spans rejected as invalid, by protocol and reason; reported to clients in partial_success."
+    );
+    describe_counter!(
+        RECORDS_PRODUCED,
+        Unit::Count,
+        "Kafka records acknowledged by the brokers (one trace of one request each)."
+    );
+    describe_counter!(
+        BYTES_PRODUCED,
+        Unit::Bytes,
+        "Payload bytes of Kafka records acknowledged by the brokers."
+    );
     describe_counter!(PRODUCE_ERRORS, Unit::Count, "Requests answered with a retryable error because Kafka could not take them, by kind (queue_full, in_flight_limit, broker_down, delivery).");
-    describe_gauge!(PRODUCER_QUEUE, Unit::Count, "Records in the producer queue, not yet acknowledged by Kafka.");
-    describe_gauge!(IN_FLIGHT_BYTES, Unit::Bytes, "Bytes of records accepted from clients and not yet acknowledged by Kafka.");
-    describe_histogram!(PRODUCE_DURATION, Unit::Seconds, "Time from a request's first record enqueued to Kafka acknowledging its last one.");
+    describe_gauge!(
+        PRODUCER_QUEUE,
+        Unit::Count,
+        "Records in the producer queue, not yet acknowledged by Kafka."
+    );
+    describe_gauge!(
+        IN_FLIGHT_BYTES,
+        Unit::Bytes,
+        "Bytes of records accepted from clients and not yet acknowledged by Kafka."
+    );
+    describe_histogram!(
+        PRODUCE_DURATION,
+        Unit::Seconds,
+        "Time from a request's first record enqueued to Kafka acknowledging its last one."
+    );
     describe_counter!(UDP_DROPPED, Unit::Count, "UDP datagrams (Jaeger agent protocols) whose spans were not written, by protocol and reason (malformed, invalid, too_large, overloaded, unavailable): UDP has no backpressure.");
-    describe_gauge!(KAFKA_READY, Unit::Count, "1 while the Kafka metadata probe succeeds, 0 otherwise.");
+    describe_gauge!(
+        KAFKA_READY,
+        Unit::Count,
+        "1 while the Kafka metadata probe succeeds, 0 otherwise."
+    );
 }

@@ -70,7 +70,10 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(publisher: Arc<Publisher>, max_record_bytes: usize) -> Self {
-        Pipeline { publisher, split: SplitOptions { max_record_bytes } }
+        Pipeline {
+            publisher,
+            split: SplitOptions { max_record_bytes },
+        }
     }
 
     /// Ingests one encoded `ExportTraceServiceRequest`.
@@ -112,9 +115,16 @@ impl Pipeline {
             metrics::counter!(m::SPANS_REJECTED, "protocol" => proto, "reason" => reason.as_str()).increment(*n as u64);
         }
         if out.accepted_spans == 0 && rejected > 0 {
-            return Err(IngestError::Invalid(format!("no valid span in request: {}", out.error_message())));
+            return Err(IngestError::Invalid(format!(
+                "no valid span in request: {}",
+                out.error_message()
+            )));
         }
-        let accepted = Accepted { accepted_spans: out.accepted_spans, rejected_spans: rejected, error_message: out.error_message() };
+        let accepted = Accepted {
+            accepted_spans: out.accepted_spans,
+            rejected_spans: rejected,
+            error_message: out.error_message(),
+        };
         self.publisher.publish(out.records).await?;
         Ok(accepted)
     }

@@ -54,11 +54,14 @@ pub struct Publisher {
 impl Publisher {
     pub fn new(cfg: &KafkaConfig, max_in_flight_bytes: usize, kafka_up: Arc<AtomicBool>) -> Result<Self, KafkaError> {
         let mut c = cfg.connection().client_config();
-        c.set("acks", match cfg.acks {
-            Acks::All => "all",
-            Acks::Leader => "1",
-            Acks::None => "0",
-        })
+        c.set(
+            "acks",
+            match cfg.acks {
+                Acks::All => "all",
+                Acks::Leader => "1",
+                Acks::None => "0",
+            },
+        )
         .set("enable.idempotence", if cfg.idempotence { "true" } else { "false" })
         .set("compression.type", cfg.compression.as_librdkafka())
         .set("linger.ms", cfg.linger.as_millis().to_string())
@@ -112,7 +115,10 @@ impl Publisher {
         }
         let bytes: usize = records.iter().map(|r| r.payload.len() + 32).sum();
         let permits = u32::try_from(bytes.min(self.max_in_flight)).unwrap_or(u32::MAX);
-        let _permit = self.budget.try_acquire_many(permits).map_err(|_| PublishError::InFlightLimit(self.max_in_flight))?;
+        let _permit = self
+            .budget
+            .try_acquire_many(permits)
+            .map_err(|_| PublishError::InFlightLimit(self.max_in_flight))?;
         metrics::gauge!(m::IN_FLIGHT_BYTES).increment(bytes as f64);
         let _in_flight = GaugeGuard(bytes as f64);
 
@@ -179,9 +185,11 @@ impl Drop for GaugeGuard {
 fn classify(e: &KafkaError) -> PublishError {
     match e.rdkafka_error_code() {
         Some(RDKafkaErrorCode::QueueFull) => PublishError::QueueFull,
-        Some(RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure) => {
-            PublishError::BrokerDown(e.to_string())
-        }
+        Some(
+            RDKafkaErrorCode::MessageTimedOut
+            | RDKafkaErrorCode::AllBrokersDown
+            | RDKafkaErrorCode::BrokerTransportFailure,
+        ) => PublishError::BrokerDown(e.to_string()),
         _ => PublishError::Delivery(e.to_string()),
     }
 }

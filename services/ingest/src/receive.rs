@@ -28,7 +28,12 @@ fn count(protocol: Protocol, outcome: &'static str) {
 }
 
 fn text(status: StatusCode, msg: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], msg + "\n").into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        msg + "\n",
+    )
+        .into_response()
 }
 
 /// Handles one request. `route` maps the lower-cased media type (empty when the header is
@@ -42,24 +47,39 @@ pub(crate) async fn receive(
     supported: &str,
     route: impl Fn(&str) -> Option<(Protocol, Decode)>,
 ) -> Response {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let Some((protocol, decode)) = route(&mime) else {
         count(fallback, "unsupported");
-        return text(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("unsupported Content-Type `{ct}`: use {supported}"));
+        return text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("unsupported Content-Type `{ct}`: use {supported}"),
+        );
     };
-    let gzip = match headers.get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase()) {
+    let gzip = match headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("?").trim().to_ascii_lowercase())
+    {
         None => false,
         Some(e) if e.is_empty() || e == "identity" => false,
         Some(e) if e == "gzip" => true,
         Some(e) => {
             count(protocol, "unsupported");
-            return text(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("unsupported Content-Encoding `{e}`: use gzip or none"));
+            return text(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("unsupported Content-Encoding `{e}`: use gzip or none"),
+            );
         }
     };
     let too_large = |what: &str| {
         count(protocol, "too_large");
-        text(StatusCode::PAYLOAD_TOO_LARGE, format!("{what} exceeds the limit of {} bytes", st.max_request_bytes))
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{what} exceeds the limit of {} bytes", st.max_request_bytes),
+        )
     };
     let raw: Bytes = match axum::body::to_bytes(body, st.max_request_bytes).await {
         Ok(b) => b,
@@ -93,7 +113,8 @@ pub(crate) async fn receive(
         Err(IngestError::Invalid(msg)) => text(StatusCode::BAD_REQUEST, msg),
         Err(IngestError::Unavailable(e)) => {
             let mut r = text(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(st.retry_after.as_secs().max(1)));
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(st.retry_after.as_secs().max(1)));
             r
         }
     }

@@ -23,7 +23,12 @@ use crate::receive::Decode;
 /// socket and the effective buffer size the kernel reports.
 pub fn bind(what: &str, addr: SocketAddr, rcvbuf: usize) -> std::io::Result<(UdpSocket, usize)> {
     let named = |e: std::io::Error| std::io::Error::new(e.kind(), format!("cannot listen for {what} on {addr}: {e}"));
-    let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, Some(socket2::Protocol::UDP)).map_err(named)?;
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )
+    .map_err(named)?;
     let _ = s.set_recv_buffer_size(rcvbuf);
     #[cfg(target_os = "linux")]
     if s.recv_buffer_size().unwrap_or(0) < rcvbuf {

@@ -22,25 +22,45 @@ pub fn router(pipeline: Arc<Pipeline>, max_request_bytes: usize, retry_after: Du
         .route("/api/v2/spans", post(v2))
         .route("/api/v1/spans", post(v1))
         .layer(DefaultBodyLimit::disable())
-        .with_state(ReceiverState { pipeline, max_request_bytes, retry_after })
+        .with_state(ReceiverState {
+            pipeline,
+            max_request_bytes,
+            retry_after,
+        })
 }
 
 async fn v2(State(st): State<ReceiverState>, headers: HeaderMap, body: Body) -> Response {
-    receive(&st, &headers, body, Protocol::ZipkinV2Json, "application/json or application/x-protobuf", |mime| match mime {
-        "" | "application/json" => Some((Protocol::ZipkinV2Json, zipkin::decode_v2_json as Decode)),
-        "application/x-protobuf" | "application/protobuf" => Some((Protocol::ZipkinV2Proto, zipkin::decode_v2_proto as Decode)),
-        _ => None,
-    })
+    receive(
+        &st,
+        &headers,
+        body,
+        Protocol::ZipkinV2Json,
+        "application/json or application/x-protobuf",
+        |mime| match mime {
+            "" | "application/json" => Some((Protocol::ZipkinV2Json, zipkin::decode_v2_json as Decode)),
+            "application/x-protobuf" | "application/protobuf" => {
+                Some((Protocol::ZipkinV2Proto, zipkin::decode_v2_proto as Decode))
+            }
+            _ => None,
+        },
+    )
     .await
 }
 
 async fn v1(State(st): State<ReceiverState>, headers: HeaderMap, body: Body) -> Response {
-    receive(&st, &headers, body, Protocol::ZipkinV1Json, "application/json or application/x-thrift", |mime| match mime {
-        "" | "application/json" => Some((Protocol::ZipkinV1Json, zipkin::decode_v1_json as Decode)),
-        "application/x-thrift" | "application/vnd.apache.thrift.binary" => {
-            Some((Protocol::ZipkinV1Thrift, zipkin::decode_v1_thrift as Decode))
-        }
-        _ => None,
-    })
+    receive(
+        &st,
+        &headers,
+        body,
+        Protocol::ZipkinV1Json,
+        "application/json or application/x-thrift",
+        |mime| match mime {
+            "" | "application/json" => Some((Protocol::ZipkinV1Json, zipkin::decode_v1_json as Decode)),
+            "application/x-thrift" | "application/vnd.apache.thrift.binary" => {
+                Some((Protocol::ZipkinV1Thrift, zipkin::decode_v1_thrift as Decode))
+            }
+            _ => None,
+        },
+    )
     .await
 }

@@ -67,7 +67,10 @@ pub fn merge_tracestate(existing: &str, ot: &str) -> String {
     let mut others: Vec<&str> = Vec::new();
     for entry in existing.split(',').map(str::trim).filter(|e| !e.is_empty()) {
         match entry.strip_prefix("ot=") {
-            Some(v) => extra_ot.extend(v.split(';').filter(|kv| !kv.starts_with("th:") && !kv.starts_with("rv:") && !kv.is_empty())),
+            Some(v) => extra_ot.extend(
+                v.split(';')
+                    .filter(|kv| !kv.starts_with("th:") && !kv.starts_with("rv:") && !kv.is_empty()),
+            ),
             None => others.push(entry),
         }
     }
@@ -164,22 +167,44 @@ mod tests {
             resource_spans: vec![ResourceSpans {
                 resource: Some(Resource::default()),
                 scope_spans: vec![
-                    ScopeSpans { spans: vec![span(1, ""), span(2, "vendor=a,ot=th:8;xx:1")], schema_url: "s".into(), ..Default::default() },
-                    ScopeSpans { spans: vec![span(3, "")], ..Default::default() },
+                    ScopeSpans {
+                        spans: vec![span(1, ""), span(2, "vendor=a,ot=th:8;xx:1")],
+                        schema_url: "s".into(),
+                        ..Default::default()
+                    },
+                    ScopeSpans {
+                        spans: vec![span(3, "")],
+                        ..Default::default()
+                    },
                 ],
                 schema_url: "r".into(),
             }],
         };
-        let stamp = Stamp { policy: "errors".into(), policy_version: 7, adjusted_count: 4.0, ot: Some("th:c;rv:0123456789abcd".into()) };
+        let stamp = Stamp {
+            policy: "errors".into(),
+            policy_version: 7,
+            adjusted_count: 4.0,
+            ot: Some("th:c;rv:0123456789abcd".into()),
+        };
         let mut out = Vec::new();
         stamp_request(&req.encode_to_vec(), &stamp, &mut out);
         let got = ExportTraceServiceRequest::decode(out.as_slice()).unwrap();
         assert_eq!(got.resource_spans[0].schema_url, "r");
         assert_eq!(got.resource_spans[0].scope_spans[0].schema_url, "s");
-        let spans: Vec<&Span> = got.resource_spans[0].scope_spans.iter().flat_map(|s| s.spans.iter()).collect();
+        let spans: Vec<&Span> = got.resource_spans[0]
+            .scope_spans
+            .iter()
+            .flat_map(|s| s.spans.iter())
+            .collect();
         assert_eq!(spans.len(), 3);
         for s in &spans {
-            let attr = |k: &str| s.attributes.iter().find(|a| a.key == k).and_then(|a| a.value.clone()).and_then(|v| v.value);
+            let attr = |k: &str| {
+                s.attributes
+                    .iter()
+                    .find(|a| a.key == k)
+                    .and_then(|a| a.value.clone())
+                    .and_then(|v| v.value)
+            };
             assert_eq!(attr(ATTR_POLICY), Some(Value::StringValue("errors".into())));
             assert_eq!(attr(ATTR_POLICY_VERSION), Some(Value::IntValue(7)));
             assert_eq!(attr(ATTR_ADJUSTED_COUNT), Some(Value::DoubleValue(4.0)));

@@ -66,7 +66,10 @@ impl DecisionCache {
     pub fn get(&self, id: &[u8; 16]) -> Option<Cached> {
         for g in [&self.young, &self.old] {
             if let Some((stamp, through)) = g.kept.get(id) {
-                return Some(Cached::Kept { stamp: stamp.clone(), exported_through: *through });
+                return Some(Cached::Kept {
+                    stamp: stamp.clone(),
+                    exported_through: *through,
+                });
             }
         }
         let fp = fingerprint(id);
@@ -78,7 +81,12 @@ impl DecisionCache {
 
     pub fn keep(&mut self, id: [u8; 16], stamp: Arc<Stamp>, exported_through: i64, now: Instant) {
         self.maybe_rotate(now);
-        let through = self.old.kept.remove(&id).map(|(_, t)| t.max(exported_through)).unwrap_or(exported_through);
+        let through = self
+            .old
+            .kept
+            .remove(&id)
+            .map(|(_, t)| t.max(exported_through))
+            .unwrap_or(exported_through);
         let e = self.young.kept.entry(id).or_insert((stamp, through));
         e.1 = e.1.max(through);
     }
@@ -102,7 +110,12 @@ mod tests {
     use super::*;
 
     fn stamp() -> Arc<Stamp> {
-        Arc::new(Stamp { policy: "p".into(), policy_version: 1, adjusted_count: 1.0, ot: None })
+        Arc::new(Stamp {
+            policy: "p".into(),
+            policy_version: 1,
+            adjusted_count: 1.0,
+            ot: None,
+        })
     }
 
     #[test]
@@ -111,7 +124,13 @@ mod tests {
         let mut c = DecisionCache::new(Duration::from_secs(10), 1000, t0);
         c.keep([1; 16], stamp(), 5, t0);
         c.drop_trace(&[2; 16], t0);
-        assert!(matches!(c.get(&[1; 16]), Some(Cached::Kept { exported_through: 5, .. })));
+        assert!(matches!(
+            c.get(&[1; 16]),
+            Some(Cached::Kept {
+                exported_through: 5,
+                ..
+            })
+        ));
         assert_eq!(c.get(&[2; 16]), Some(Cached::Dropped));
         assert_eq!(c.get(&[3; 16]), None);
         // After one rotation still there, after two gone.
@@ -141,6 +160,12 @@ mod tests {
         let mut c = DecisionCache::new(Duration::from_secs(10), 1000, t0);
         c.keep([1; 16], stamp(), 9, t0);
         c.keep([1; 16], stamp(), 4, t0);
-        assert!(matches!(c.get(&[1; 16]), Some(Cached::Kept { exported_through: 9, .. })));
+        assert!(matches!(
+            c.get(&[1; 16]),
+            Some(Cached::Kept {
+                exported_through: 9,
+                ..
+            })
+        ));
     }
 }

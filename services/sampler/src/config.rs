@@ -29,7 +29,9 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        AdminConfig { listen: "0.0.0.0:9465".parse().unwrap() }
+        AdminConfig {
+            listen: "0.0.0.0:9465".parse().unwrap(),
+        }
     }
 }
 
@@ -80,7 +82,11 @@ impl Default for KafkaConfig {
 
 impl KafkaConfig {
     pub fn connection(&self) -> Connection {
-        Connection { brokers: self.brokers.clone(), client_id: self.client_id.clone(), properties: self.properties.clone() }
+        Connection {
+            brokers: self.brokers.clone(),
+            client_id: self.client_id.clone(),
+            properties: self.properties.clone(),
+        }
     }
 }
 
@@ -137,7 +143,11 @@ pub struct MemoryConfig {
 
 impl Default for MemoryConfig {
     fn default() -> Self {
-        MemoryConfig { soft_limit_bytes: 512 << 20, hard_limit_bytes: 768 << 20, stress_probability: 0.1 }
+        MemoryConfig {
+            soft_limit_bytes: 512 << 20,
+            hard_limit_bytes: 768 << 20,
+            stress_probability: 0.1,
+        }
     }
 }
 
@@ -217,7 +227,11 @@ pub struct PolicyConfig {
 
 impl Default for PolicyConfig {
     fn default() -> Self {
-        PolicyConfig { file: None, format: PolicyFormat::Native, hash_seed: 0 }
+        PolicyConfig {
+            file: None,
+            format: PolicyFormat::Native,
+            hash_seed: 0,
+        }
     }
 }
 
@@ -267,54 +281,91 @@ impl Validate for SamplerConfig {
         if k.brokers.trim().is_empty() {
             return Err(ConfigError::invalid("kafka.brokers", "must name at least one broker"));
         }
-        for (key, v) in [("kafka.group_id", &k.group_id), ("kafka.topic", &k.topic), ("kafka.decisions_topic", &k.decisions_topic)] {
+        for (key, v) in [
+            ("kafka.group_id", &k.group_id),
+            ("kafka.topic", &k.topic),
+            ("kafka.decisions_topic", &k.decisions_topic),
+        ] {
             if v.is_empty() {
                 return Err(ConfigError::invalid(key, "must not be empty"));
             }
         }
         if k.decisions_topic == k.topic {
-            return Err(ConfigError::invalid("kafka.decisions_topic", "must differ from kafka.topic"));
+            return Err(ConfigError::invalid(
+                "kafka.decisions_topic",
+                "must differ from kafka.topic",
+            ));
         }
         if k.resume_lookback_records < 0 {
-            return Err(ConfigError::invalid("kafka.resume_lookback_records", "must not be negative"));
+            return Err(ConfigError::invalid(
+                "kafka.resume_lookback_records",
+                "must not be negative",
+            ));
         }
         if k.decisions_replay < 0 {
             return Err(ConfigError::invalid("kafka.decisions_replay", "must not be negative"));
         }
         let d = &self.decision;
         if d.decision_wait.is_zero() || d.send_delay > d.decision_wait {
-            return Err(ConfigError::invalid("decision.send_delay", "must be at most decision.decision_wait, which must be positive"));
+            return Err(ConfigError::invalid(
+                "decision.send_delay",
+                "must be at most decision.decision_wait, which must be positive",
+            ));
         }
         if d.max_spans_per_trace == 0 || d.max_trace_bytes == 0 || d.cache_max == 0 {
-            return Err(ConfigError::invalid("decision.max_spans_per_trace", "limits must be positive"));
+            return Err(ConfigError::invalid(
+                "decision.max_spans_per_trace",
+                "limits must be positive",
+            ));
         }
         if d.tick.is_zero() {
             return Err(ConfigError::invalid("decision.tick", "must be positive"));
         }
         let m = &self.memory;
         if m.soft_limit_bytes == 0 || m.hard_limit_bytes < m.soft_limit_bytes {
-            return Err(ConfigError::invalid("memory.hard_limit_bytes", "must be at least memory.soft_limit_bytes, which must be positive"));
+            return Err(ConfigError::invalid(
+                "memory.hard_limit_bytes",
+                "must be at least memory.soft_limit_bytes, which must be positive",
+            ));
         }
         if !(0.0..=1.0).contains(&m.stress_probability) {
-            return Err(ConfigError::invalid("memory.stress_probability", "must be between 0 and 1"));
+            return Err(ConfigError::invalid(
+                "memory.stress_probability",
+                "must be between 0 and 1",
+            ));
         }
         let e = &self.export;
         if !e.endpoint.starts_with("http://") && !e.endpoint.starts_with("https://") && e.kind != ExportKind::Kafka {
-            return Err(ConfigError::invalid("export.endpoint", "must start with http:// or https://"));
+            return Err(ConfigError::invalid(
+                "export.endpoint",
+                "must start with http:// or https://",
+            ));
         }
         if e.batch_spans == 0 || e.queue_traces == 0 {
-            return Err(ConfigError::invalid("export.batch_spans", "batch and queue sizes must be positive"));
+            return Err(ConfigError::invalid(
+                "export.batch_spans",
+                "batch and queue sizes must be positive",
+            ));
         }
         if e.kind == ExportKind::Kafka && (e.kafka_topic.is_empty() || e.kafka_topic == k.topic) {
-            return Err(ConfigError::invalid("export.kafka_topic", "must be set and differ from kafka.topic"));
+            return Err(ConfigError::invalid(
+                "export.kafka_topic",
+                "must be set and differ from kafka.topic",
+            ));
         }
         if e.initial_backoff.is_zero() || e.max_backoff < e.initial_backoff {
-            return Err(ConfigError::invalid("export.max_backoff", "must be at least export.initial_backoff, which must be positive"));
+            return Err(ConfigError::invalid(
+                "export.max_backoff",
+                "must be at least export.initial_backoff, which must be positive",
+            ));
         }
         let c = &self.coordinator;
         for (i, ep) in c.endpoints.iter().enumerate() {
             if !ep.starts_with("http://") && !ep.starts_with("https://") {
-                return Err(ConfigError::invalid(format!("coordinator.endpoints[{i}]"), format!("`{ep}` must start with http:// or https://")));
+                return Err(ConfigError::invalid(
+                    format!("coordinator.endpoints[{i}]"),
+                    format!("`{ep}` must start with http:// or https://"),
+                ));
             }
         }
         if c.worker_id.as_ref().is_some_and(|w| w.is_empty() || w.len() > 256) {

@@ -48,25 +48,44 @@ pub struct StoredPolicy {
 
 impl From<&PolicyUpdate> for StoredPolicy {
     fn from(u: &PolicyUpdate) -> Self {
-        StoredPolicy { version: u.version, format: u.format.clone(), document: u.document.clone(), seed: u.seed, seed_epoch: u.seed_epoch }
+        StoredPolicy {
+            version: u.version,
+            format: u.format.clone(),
+            document: u.document.clone(),
+            seed: u.seed,
+            seed_epoch: u.seed_epoch,
+        }
     }
 }
 
 impl StoredPolicy {
     /// Parses, validates and compiles the document.
     pub fn compile(&self) -> Result<ActivePolicy, CoordinationError> {
-        let invalid = |message: String| CoordinationError::Invalid { version: self.version, message };
-        let update = PolicyUpdate { format: self.format.clone(), ..Default::default() };
+        let invalid = |message: String| CoordinationError::Invalid {
+            version: self.version,
+            message,
+        };
+        let update = PolicyUpdate {
+            format: self.format.clone(),
+            ..Default::default()
+        };
         let format = update.policy_format().map_err(invalid)?;
         let doc = format.check(&self.document).map_err(|e| invalid(e.to_string()))?;
         let engine = tailsift_policy::PolicyEngine::compile(&doc).map_err(|e| invalid(e.to_string()))?;
-        Ok(ActivePolicy { version: self.version, seed: self.seed, engine })
+        Ok(ActivePolicy {
+            version: self.version,
+            seed: self.seed,
+            engine,
+        })
     }
 }
 
 /// Reads the state file; `None` when it does not exist.
 pub fn load_state(path: &Path) -> Result<Option<StoredPolicy>, CoordinationError> {
-    let err = |message: String| CoordinationError::State { path: path.to_path_buf(), message };
+    let err = |message: String| CoordinationError::State {
+        path: path.to_path_buf(),
+        message,
+    };
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| err(e.to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -76,7 +95,10 @@ pub fn load_state(path: &Path) -> Result<Option<StoredPolicy>, CoordinationError
 
 /// Writes the state file atomically (temporary file, fsync, rename).
 pub fn save_state(path: &Path, p: &StoredPolicy) -> Result<(), CoordinationError> {
-    let err = |message: String| CoordinationError::State { path: path.to_path_buf(), message };
+    let err = |message: String| CoordinationError::State {
+        path: path.to_path_buf(),
+        message,
+    };
     let bytes = serde_json::to_vec_pretty(p).map_err(|e| err(e.to_string()))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
@@ -198,7 +220,8 @@ pub async fn run<F: FnMut(ActivePolicy) + Send>(
                                     report(&cfg, &worker_id, have);
                                     if let Some(path) = &cfg.state_file {
                                         if let Err(e) = save_state(path, &stored) {
-                                            ::metrics::counter!(m::POLICY_UPDATES, "outcome" => "persist_failed").increment(1);
+                                            ::metrics::counter!(m::POLICY_UPDATES, "outcome" => "persist_failed")
+                                                .increment(1);
                                             tracing::warn!(error = %e, "applied policy version not persisted");
                                         }
                                     }
@@ -230,7 +253,10 @@ pub async fn run<F: FnMut(ActivePolicy) + Send>(
         }
         if failures_in_round >= cfg.endpoints.len() {
             failures_in_round = 0;
-            tracing::warn!(version = have, "no coordinator reachable; sampling with the version in force");
+            tracing::warn!(
+                version = have,
+                "no coordinator reachable; sampling with the version in force"
+            );
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(cfg.retry_interval) => {}
@@ -254,7 +280,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/state.json");
         assert_eq!(load_state(&path).unwrap(), None);
-        let p = StoredPolicy { version: 7, format: "yaml".into(), document: "policies:\n  - name: all\n    always: {}\n".into(), seed: 5, seed_epoch: 1 };
+        let p = StoredPolicy {
+            version: 7,
+            format: "yaml".into(),
+            document: "policies:\n  - name: all\n    always: {}\n".into(),
+            seed: 5,
+            seed_epoch: 1,
+        };
         save_state(&path, &p).unwrap();
         assert_eq!(load_state(&path).unwrap(), Some(p.clone()));
         let a = p.compile().unwrap();
@@ -262,13 +294,24 @@ mod tests {
 
         let otel = StoredPolicy {
             format: "otel_tail_sampling".into(),
-            document: "policies:\n  - name: errors\n    type: status_code\n    status_code: { status_codes: [ERROR] }\n".into(),
+            document:
+                "policies:\n  - name: errors\n    type: status_code\n    status_code: { status_codes: [ERROR] }\n"
+                    .into(),
             ..p.clone()
         };
         otel.compile().unwrap();
-        let bad = StoredPolicy { document: "policies:\n  - name: x\n    probabilistic: { percentage: 200 }\n".into(), ..p.clone() };
-        assert!(matches!(bad.compile(), Err(CoordinationError::Invalid { version: 7, .. })));
-        let unknown = StoredPolicy { format: "toml".into(), ..p };
+        let bad = StoredPolicy {
+            document: "policies:\n  - name: x\n    probabilistic: { percentage: 200 }\n".into(),
+            ..p.clone()
+        };
+        assert!(matches!(
+            bad.compile(),
+            Err(CoordinationError::Invalid { version: 7, .. })
+        ));
+        let unknown = StoredPolicy {
+            format: "toml".into(),
+            ..p
+        };
         assert!(unknown.compile().is_err());
         std::fs::write(&path, b"{not json").unwrap();
         assert!(load_state(&path).is_err());
@@ -281,7 +324,13 @@ mod config_tests {
 
     #[test]
     fn coordinator_section_is_validated_by_key() {
-        let load = |yaml: &str| Sources { file: Some(("s.yaml".into(), yaml.into())), ..Default::default() }.load::<crate::SamplerConfig>();
+        let load = |yaml: &str| {
+            Sources {
+                file: Some(("s.yaml".into(), yaml.into())),
+                ..Default::default()
+            }
+            .load::<crate::SamplerConfig>()
+        };
         let c = load("coordinator:\n  endpoints: [http://c1:9700]\n  state_file: /tmp/x.json\n").unwrap();
         assert_eq!(c.coordinator.endpoints, vec!["http://c1:9700".to_string()]);
         let e = load("coordinator:\n  endpoints: [c1:9700]\n").unwrap_err().to_string();

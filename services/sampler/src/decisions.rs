@@ -68,7 +68,14 @@ pub fn decode(partition: i32, key: &[u8], value: &[u8]) -> Option<DecisionRecord
     Some(DecisionRecord {
         partition,
         trace_id,
-        kept: kept.then(|| Arc::new(Stamp { policy, policy_version, adjusted_count, ot: (!ot.is_empty()).then_some(ot) })),
+        kept: kept.then(|| {
+            Arc::new(Stamp {
+                policy,
+                policy_version,
+                adjusted_count,
+                ot: (!ot.is_empty()).then_some(ot),
+            })
+        }),
         exported_through,
     })
 }
@@ -82,13 +89,26 @@ mod tests {
         let kept = DecisionRecord {
             partition: 3,
             trace_id: [7; 16],
-            kept: Some(Arc::new(Stamp { policy: "errors".into(), policy_version: 4, adjusted_count: 2.0, ot: Some("th:8;rv:01".into()) })),
+            kept: Some(Arc::new(Stamp {
+                policy: "errors".into(),
+                policy_version: 4,
+                adjusted_count: 2.0,
+                ot: Some("th:8;rv:01".into()),
+            })),
             exported_through: 1234,
         };
         let key = tailsift_otlp::record_key(&kept.trace_id);
         assert_eq!(decode(3, &key, &encode(&kept)), Some(kept));
-        let dropped = DecisionRecord { partition: 1, trace_id: [9; 16], kept: None, exported_through: 5 };
-        assert_eq!(decode(1, &tailsift_otlp::record_key(&[9; 16]), &encode(&dropped)), Some(dropped));
+        let dropped = DecisionRecord {
+            partition: 1,
+            trace_id: [9; 16],
+            kept: None,
+            exported_through: 5,
+        };
+        assert_eq!(
+            decode(1, &tailsift_otlp::record_key(&[9; 16]), &encode(&dropped)),
+            Some(dropped)
+        );
         assert_eq!(decode(1, b"zz", &[1]), None);
         assert_eq!(decode(1, &key, &[2, 0]), None);
         assert_eq!(decode(1, &key, &[1, 1, 0]), None);

@@ -229,7 +229,11 @@ impl Engine {
     /// Installs a new policy version. Takes effect between traces: every trace is decided under
     /// exactly one version.
     pub fn set_policy(&mut self, policy: ActivePolicy) {
-        tracing::info!(from = self.policy.version, to = policy.version, "policy version applied");
+        tracing::info!(
+            from = self.policy.version,
+            to = policy.version,
+            "policy version applied"
+        );
         metrics::gauge!(m::POLICY_VERSION).set(policy.version as f64);
         self.policy = policy;
     }
@@ -290,12 +294,19 @@ impl Engine {
 
     /// Exports not yet acknowledged, for `partition` or all.
     pub fn unacked_exports(&self, partition: Option<i32>) -> usize {
-        self.pending.values().filter(|p| partition.is_none_or(|x| x == p.partition)).count()
+        self.pending
+            .values()
+            .filter(|p| partition.is_none_or(|x| x == p.partition))
+            .count()
     }
 
     /// The offset to commit for each partition (lowest still needed).
     pub fn committable(&self) -> Vec<(i32, i64)> {
-        let mut v: Vec<(i32, i64)> = self.partitions.iter().filter_map(|(p, st)| Some((*p, st.watermark()?))).collect();
+        let mut v: Vec<(i32, i64)> = self
+            .partitions
+            .iter()
+            .filter_map(|(p, st)| Some((*p, st.watermark()?)))
+            .collect();
         v.sort_unstable();
         v
     }
@@ -384,7 +395,13 @@ impl Engine {
                 return;
             }
             None => {
-                let deadline = clock + if scan.has_root { self.cfg.send_delay } else { self.cfg.decision_wait }.as_millis() as i64;
+                let deadline = clock
+                    + if scan.has_root {
+                        self.cfg.send_delay
+                    } else {
+                        self.cfg.decision_wait
+                    }
+                    .as_millis() as i64;
                 part.timers.push(Reverse((deadline, trace_id)));
                 part.by_offset.insert(offset, trace_id);
                 part.traces.insert(
@@ -417,7 +434,10 @@ impl Engine {
         if self.buffered_bytes > self.cfg.hard_limit_bytes && !self.stress {
             self.stress = true;
             metrics::gauge!(m::STRESS_RELIEF).set(1.0);
-            tracing::warn!(buffered_bytes = self.buffered_bytes, "entering stress relief: deciding spans without buffering");
+            tracing::warn!(
+                buffered_bytes = self.buffered_bytes,
+                "entering stress relief: deciding spans without buffering"
+            );
         }
         // Over the soft limit: decide the oldest traces (round-robin over partitions).
         while self.buffered_bytes > self.cfg.soft_limit_bytes {
@@ -438,7 +458,10 @@ impl Engine {
         let wall = self.wall_ms(now);
         // A late tick means the worker itself stalled (a rebalance callback, a slow machine):
         // records may be waiting in the client, so no partition counts as idle yet.
-        if self.last_tick.is_some_and(|t| now.saturating_duration_since(t) > IDLE_GRACE) {
+        if self
+            .last_tick
+            .is_some_and(|t| now.saturating_duration_since(t) > IDLE_GRACE)
+        {
             for part in self.partitions.values_mut() {
                 if part.last_record_at.is_some() {
                     part.last_record_at = Some(now);
@@ -451,7 +474,9 @@ impl Engine {
             let clock = self.partitions[&p].clock(now, wall);
             loop {
                 let part = self.partitions.get_mut(&p).expect("listed");
-                let Some(Reverse((at, tid))) = part.timers.peek().copied() else { break };
+                let Some(Reverse((at, tid))) = part.timers.peek().copied() else {
+                    break;
+                };
                 if at > clock {
                     break;
                 }
@@ -500,7 +525,9 @@ impl Engine {
     }
 
     fn decide(&mut self, partition: i32, trace_id: TraceId, trigger: Trigger, now: Instant) {
-        let Some(part) = self.partitions.get_mut(&partition) else { return };
+        let Some(part) = self.partitions.get_mut(&partition) else {
+            return;
+        };
         let Some(t) = part.traces.remove(&trace_id) else { return };
         part.by_offset.remove(&t.first_offset);
         part.bytes -= t.bytes;
@@ -514,13 +541,41 @@ impl Engine {
             self.policy.engine.decide(&data, self.policy.seed, now_nanos)
         };
         metrics::histogram!(m::DECISION_LATENCY).record(now.duration_since(t.first_seen).as_secs_f64());
-        self.apply(partition, trace_id, decision, trigger, &t.records, t.spans, t.first_offset, t.last_offset, now);
+        self.apply(
+            partition,
+            trace_id,
+            decision,
+            trigger,
+            &t.records,
+            t.spans,
+            t.first_offset,
+            t.last_offset,
+            now,
+        );
     }
 
-    fn stress_decide(&mut self, partition: i32, trace_id: TraceId, payload: Bytes, spans: usize, offset: i64, now: Instant) {
+    fn stress_decide(
+        &mut self,
+        partition: i32,
+        trace_id: TraceId,
+        payload: Bytes,
+        spans: usize,
+        offset: i64,
+        now: Instant,
+    ) {
         self.stats.stress_decisions += 1;
         let d = tailsift_policy::stress_decision(trace_id, self.policy.seed, self.cfg.stress_probability);
-        self.apply(partition, trace_id, d, Trigger::Stress, &[payload], spans, offset, offset, now);
+        self.apply(
+            partition,
+            trace_id,
+            d,
+            Trigger::Stress,
+            &[payload],
+            spans,
+            offset,
+            offset,
+            now,
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -543,13 +598,20 @@ impl Engine {
         if !d.keep {
             self.stats.dropped_traces += 1;
             self.cache.drop_trace(&trace_id, now);
-            self.out.push_back(Output::Decision(DecisionRecord { partition, trace_id, kept: None, exported_through: last_offset }));
+            self.out.push_back(Output::Decision(DecisionRecord {
+                partition,
+                trace_id,
+                kept: None,
+                exported_through: last_offset,
+            }));
             return;
         }
         self.stats.kept_traces += 1;
         let p = d.sampling_probability.clamp(f64::MIN_POSITIVE, 1.0);
         let threshold = d.threshold.unwrap_or_else(|| tailsift_policy::threshold_for(p));
-        let randomness = d.randomness.unwrap_or_else(|| tailsift_policy::randomness(trace_id, self.policy.seed));
+        let randomness = d
+            .randomness
+            .unwrap_or_else(|| tailsift_policy::randomness(trace_id, self.policy.seed));
         let stamp = Arc::new(Stamp {
             policy,
             policy_version: self.policy.version,
@@ -557,7 +619,16 @@ impl Engine {
             ot: Some(tailsift_policy::ot_tracestate(threshold, randomness)),
         });
         self.cache.keep(trace_id, stamp.clone(), last_offset, now);
-        self.export(partition, trace_id, records, spans, first_offset, last_offset, stamp, now);
+        self.export(
+            partition,
+            trace_id,
+            records,
+            spans,
+            first_offset,
+            last_offset,
+            stamp,
+            now,
+        );
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -586,19 +657,36 @@ impl Engine {
             Pending {
                 partition,
                 offset: pin,
-                decision: Some(DecisionRecord { partition, trace_id, kept: Some(stamp), exported_through: through }),
+                decision: Some(DecisionRecord {
+                    partition,
+                    trace_id,
+                    kept: Some(stamp),
+                    exported_through: through,
+                }),
             },
         );
-        self.out.push_back(Output::Export(ExportJob { id, partition, trace_id, payload, spans }));
+        self.out.push_back(Output::Export(ExportJob {
+            id,
+            partition,
+            trace_id,
+            payload,
+            spans,
+        }));
     }
 }
 
 fn wall_ms_now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn unix_nanos() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

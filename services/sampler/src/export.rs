@@ -29,14 +29,30 @@ pub enum ExportError {
 /// A destination for kept spans.
 #[derive(Clone)]
 pub enum Exporter {
-    Grpc { client: tonic::client::Grpc<tonic::transport::Channel>, gzip: bool, headers: Vec<(String, String)> },
-    Http { client: reqwest::Client, url: String, gzip: bool, headers: Vec<(String, String)> },
-    Kafka { producer: FutureProducer, topic: String },
+    Grpc {
+        client: tonic::client::Grpc<tonic::transport::Channel>,
+        gzip: bool,
+        headers: Vec<(String, String)>,
+    },
+    Http {
+        client: reqwest::Client,
+        url: String,
+        gzip: bool,
+        headers: Vec<(String, String)>,
+    },
+    Kafka {
+        producer: FutureProducer,
+        topic: String,
+    },
 }
 
 impl Exporter {
     pub fn new(cfg: &ExportConfig, kafka: &crate::config::KafkaConfig) -> Result<Self, String> {
-        let headers: Vec<(String, String)> = cfg.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect();
+        let headers: Vec<(String, String)> = cfg
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect();
         match cfg.kind {
             ExportKind::OtlpGrpc => {
                 let ch = tonic::transport::Endpoint::from_shared(cfg.endpoint.clone())
@@ -44,12 +60,24 @@ impl Exporter {
                     .timeout(cfg.timeout)
                     .connect_timeout(cfg.timeout)
                     .connect_lazy();
-                Ok(Exporter::Grpc { client: tonic::client::Grpc::new(ch), gzip: cfg.gzip, headers })
+                Ok(Exporter::Grpc {
+                    client: tonic::client::Grpc::new(ch),
+                    gzip: cfg.gzip,
+                    headers,
+                })
             }
             ExportKind::OtlpHttp => {
-                let client = reqwest::Client::builder().timeout(cfg.timeout).build().map_err(|e| e.to_string())?;
+                let client = reqwest::Client::builder()
+                    .timeout(cfg.timeout)
+                    .build()
+                    .map_err(|e| e.to_string())?;
                 let url = format!("{}/v1/traces", cfg.endpoint.trim_end_matches('/'));
-                Ok(Exporter::Http { client, url, gzip: cfg.gzip, headers })
+                Ok(Exporter::Http {
+                    client,
+                    url,
+                    gzip: cfg.gzip,
+                    headers,
+                })
             }
             ExportKind::Kafka => {
                 let producer = kafka
@@ -63,7 +91,10 @@ impl Exporter {
                     .set("message.timeout.ms", cfg.timeout.as_millis().to_string())
                     .create()
                     .map_err(|e| format!("export kafka producer: {e}"))?;
-                Ok(Exporter::Kafka { producer, topic: cfg.kafka_topic.clone() })
+                Ok(Exporter::Kafka {
+                    producer,
+                    topic: cfg.kafka_topic.clone(),
+                })
             }
         }
     }
@@ -83,21 +114,34 @@ impl Exporter {
                 if *gzip {
                     c = c.send_compressed(CompressionEncoding::Gzip);
                 }
-                c.ready().await.map_err(|e| ExportError::Retryable(format!("connecting: {e}")))?;
-                let path = http::uri::PathAndQuery::from_static("/opentelemetry.proto.collector.trace.v1.TraceService/Export");
+                c.ready()
+                    .await
+                    .map_err(|e| ExportError::Retryable(format!("connecting: {e}")))?;
+                let path =
+                    http::uri::PathAndQuery::from_static("/opentelemetry.proto.collector.trace.v1.TraceService/Export");
                 match c.unary::<Bytes, Bytes, RawCodec>(req, path, RawCodec).await {
                     Ok(_) => Ok(()),
                     Err(s) => match s.code() {
-                        tonic::Code::InvalidArgument | tonic::Code::PermissionDenied | tonic::Code::Unauthenticated | tonic::Code::Unimplemented => {
+                        tonic::Code::InvalidArgument
+                        | tonic::Code::PermissionDenied
+                        | tonic::Code::Unauthenticated
+                        | tonic::Code::Unimplemented => {
                             Err(ExportError::Rejected(format!("{:?}: {}", s.code(), s.message())))
                         }
                         _ => Err(ExportError::Retryable(format!("{:?}: {}", s.code(), s.message()))),
                     },
                 }
             }
-            Exporter::Http { client, url, gzip, headers } => {
+            Exporter::Http {
+                client,
+                url,
+                gzip,
+                headers,
+            } => {
                 let body: Vec<u8> = jobs.iter().flat_map(|j| j.payload.iter().copied()).collect();
-                let mut rb = client.post(url.as_str()).header("content-type", "application/x-protobuf");
+                let mut rb = client
+                    .post(url.as_str())
+                    .header("content-type", "application/x-protobuf");
                 let body = if *gzip {
                     rb = rb.header("content-encoding", "gzip");
                     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -109,7 +153,11 @@ impl Exporter {
                 for (k, v) in headers.iter() {
                     rb = rb.header(k.as_str(), v.as_str());
                 }
-                let resp = rb.body(body).send().await.map_err(|e| ExportError::Retryable(e.to_string()))?;
+                let resp = rb
+                    .body(body)
+                    .send()
+                    .await
+                    .map_err(|e| ExportError::Retryable(e.to_string()))?;
                 let status = resp.status();
                 if status.is_success() {
                     Ok(())
@@ -239,4 +287,3 @@ pub async fn run_exporter(
         }
     }
 }
-

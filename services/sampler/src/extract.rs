@@ -22,14 +22,21 @@ pub struct RecordScan {
 
 fn spans_of(record: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
     // (resource payload holder, span payload): resource returned as the ResourceSpans payload.
-    Fields::new(record).filter_map(Result::ok).filter(|f| f.number == 1 && f.wire_type == LEN).flat_map(|rs| {
-        let rs_payload = rs.payload;
-        Fields::new(rs.payload)
-            .filter_map(Result::ok)
-            .filter(|f| f.number == 2 && f.wire_type == LEN)
-            .flat_map(|ss| Fields::new(ss.payload).filter_map(Result::ok).filter(|f| f.number == 2 && f.wire_type == LEN))
-            .map(move |span| (rs_payload, span.payload))
-    })
+    Fields::new(record)
+        .filter_map(Result::ok)
+        .filter(|f| f.number == 1 && f.wire_type == LEN)
+        .flat_map(|rs| {
+            let rs_payload = rs.payload;
+            Fields::new(rs.payload)
+                .filter_map(Result::ok)
+                .filter(|f| f.number == 2 && f.wire_type == LEN)
+                .flat_map(|ss| {
+                    Fields::new(ss.payload)
+                        .filter_map(Result::ok)
+                        .filter(|f| f.number == 2 && f.wire_type == LEN)
+                })
+                .map(move |span| (rs_payload, span.payload))
+        })
 }
 
 /// Scans one record's spans.
@@ -66,9 +73,13 @@ pub fn scan_record(record: &[u8]) -> RecordScan {
 
 /// Decodes an `AnyValue` (a oneof: the last field present wins, as in protobuf).
 fn any_value(payload: &[u8]) -> AttrValue<'_> {
-    let Some(f) = Fields::new(payload).filter_map(Result::ok).last() else { return AttrValue::Other };
+    let Some(f) = Fields::new(payload).filter_map(Result::ok).last() else {
+        return AttrValue::Other;
+    };
     match (f.number, f.wire_type) {
-        (1, LEN) => std::str::from_utf8(f.payload).map(AttrValue::Str).unwrap_or(AttrValue::Other),
+        (1, LEN) => std::str::from_utf8(f.payload)
+            .map(AttrValue::Str)
+            .unwrap_or(AttrValue::Other),
         (2, VARINT) => AttrValue::Bool(varint(&f) != 0),
         (3, VARINT) => AttrValue::Int(varint(&f) as i64),
         (4, FIXED64) => AttrValue::Double(f64::from_le_bytes(f.payload.try_into().unwrap_or([0; 8]))),
@@ -105,8 +116,13 @@ fn resource_attrs<'a>(rs: &'a [u8], req: &Requirements) -> Vec<(&'a str, AttrVal
     let mut out = Vec::new();
     for f in Fields::new(rs).filter_map(Result::ok) {
         if f.number == 1 && f.wire_type == LEN {
-            for a in Fields::new(f.payload).filter_map(Result::ok).filter(|a| a.number == 1 && a.wire_type == LEN) {
-                if let Some(kv) = key_value(a.payload, &|k| k == tailsift_policy::SERVICE_NAME_KEY || req.wants_resource_attribute(k)) {
+            for a in Fields::new(f.payload)
+                .filter_map(Result::ok)
+                .filter(|a| a.number == 1 && a.wire_type == LEN)
+            {
+                if let Some(kv) = key_value(a.payload, &|k| {
+                    k == tailsift_policy::SERVICE_NAME_KEY || req.wants_resource_attribute(k)
+                }) {
                     out.push(kv);
                 }
             }
@@ -122,10 +138,18 @@ pub struct Resources<'a> {
 
 /// Builds the policy view of a trace from its records. Duplicate spans (same span ID, e.g. from
 /// a client retry) appear once.
-pub fn trace_data<'a>(trace_id: [u8; 16], records: &'a [bytes::Bytes], req: &Requirements, resources: &'a mut Resources<'a>) -> TraceData<'a> {
+pub fn trace_data<'a>(
+    trace_id: [u8; 16],
+    records: &'a [bytes::Bytes],
+    req: &Requirements,
+    resources: &'a mut Resources<'a>,
+) -> TraceData<'a> {
     // Pass 1: decode each distinct resource once.
     for rec in records {
-        for f in Fields::new(rec).filter_map(Result::ok).filter(|f| f.number == 1 && f.wire_type == LEN) {
+        for f in Fields::new(rec)
+            .filter_map(Result::ok)
+            .filter(|f| f.number == 1 && f.wire_type == LEN)
+        {
             let attrs = resource_attrs(f.payload, req);
             resources.list.push((f.payload.as_ptr(), attrs));
         }
@@ -135,8 +159,12 @@ pub fn trace_data<'a>(trace_id: [u8; 16], records: &'a [bytes::Bytes], req: &Req
     let mut seen = std::collections::HashSet::new();
     for rec in records {
         for (rs, span) in spans_of(rec) {
-            let attrs: &'a [(&'a str, AttrValue<'a>)] =
-                resources.list.iter().find(|(p, _)| *p == rs.as_ptr()).map(|(_, a)| a.as_slice()).unwrap_or(&[]);
+            let attrs: &'a [(&'a str, AttrValue<'a>)] = resources
+                .list
+                .iter()
+                .find(|(p, _)| *p == rs.as_ptr())
+                .map(|(_, a)| a.as_slice())
+                .unwrap_or(&[]);
             let service = attrs.iter().find_map(|(k, v)| match (k, v) {
                 (&tailsift_policy::SERVICE_NAME_KEY, AttrValue::Str(s)) => Some(*s),
                 _ => None,
@@ -170,7 +198,11 @@ fn span_data<'a>(
     service: &'a str,
     trace_id: &[u8; 16],
 ) -> Option<SpanData<'a>> {
-    let mut sd = SpanData { resource_attributes, service, ..Default::default() };
+    let mut sd = SpanData {
+        resource_attributes,
+        service,
+        ..Default::default()
+    };
     let mut tid_ok = false;
     for f in Fields::new(span).filter_map(Result::ok) {
         match (f.number, f.wire_type) {
@@ -210,7 +242,11 @@ mod tests {
     use prost::Message;
 
     fn kv(k: &str, v: any_value::Value) -> KeyValue {
-        KeyValue { key: k.into(), value: Some(AnyValue { value: Some(v) }), ..Default::default() }
+        KeyValue {
+            key: k.into(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
+        }
     }
 
     fn record(spans: Vec<Span>, service: &str) -> bytes::Bytes {
@@ -223,7 +259,10 @@ mod tests {
                     ],
                     ..Default::default()
                 }),
-                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
                 ..Default::default()
             }],
         }
@@ -234,8 +273,17 @@ mod tests {
     #[test]
     fn scan_finds_ids_and_root() {
         let t = vec![7u8; 16];
-        let root = Span { trace_id: t.clone(), span_id: vec![1; 8], ..Default::default() };
-        let child = Span { trace_id: t.clone(), span_id: vec![2; 8], parent_span_id: vec![1; 8], ..Default::default() };
+        let root = Span {
+            trace_id: t.clone(),
+            span_id: vec![1; 8],
+            ..Default::default()
+        };
+        let child = Span {
+            trace_id: t.clone(),
+            span_id: vec![2; 8],
+            parent_span_id: vec![1; 8],
+            ..Default::default()
+        };
         let s = scan_record(&record(vec![child.clone()], "a"));
         assert_eq!(s.trace_id, Some([7; 16]));
         assert!(!s.has_root);
@@ -263,7 +311,10 @@ mod tests {
                 kv("ratio", any_value::Value::DoubleValue(0.5)),
                 kv("ignored", any_value::Value::StringValue("x".into())),
             ],
-            status: Some(Status { code: status::StatusCode::Error as i32, message: "boom".into() }),
+            status: Some(Status {
+                code: status::StatusCode::Error as i32,
+                message: "boom".into(),
+            }),
             ..Default::default()
         };
         let dup = span.clone();
@@ -288,6 +339,9 @@ mod tests {
         assert_eq!(s.attribute("cache.hit"), Some(AttrValue::Bool(true)));
         assert_eq!(s.attribute("ratio"), Some(AttrValue::Double(0.5)));
         assert_eq!(s.attribute("ignored"), None, "only required attributes are decoded");
-        assert_eq!(s.resource_attribute("deployment.environment"), Some(AttrValue::Str("prod")));
+        assert_eq!(
+            s.resource_attribute("deployment.environment"),
+            Some(AttrValue::Str("prod"))
+        );
     }
 }

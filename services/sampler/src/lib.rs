@@ -20,9 +20,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol, StreamConsumer};
-use rdkafka::types::RDKafkaRespErr;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol, StreamConsumer,
+};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tailsift_policy::{PolicyDocument, PolicyEngine};
 use tailsift_telemetry::Readiness;
@@ -65,9 +67,12 @@ pub fn load_policy(cfg: &config::PolicyConfig) -> Result<(PolicyDocument, Policy
     let doc = match &cfg.file {
         None => PolicyDocument::from_yaml(DEFAULT_POLICY).map_err(|e| Error::Policy(e.to_string()))?,
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| Error::Policy(format!("reading {}: {e}", path.display())))?;
+            let text =
+                std::fs::read_to_string(path).map_err(|e| Error::Policy(format!("reading {}: {e}", path.display())))?;
             let parsed = match cfg.format {
-                config::PolicyFormat::Native if path.extension().is_some_and(|e| e == "json") => PolicyDocument::from_json(&text),
+                config::PolicyFormat::Native if path.extension().is_some_and(|e| e == "json") => {
+                    PolicyDocument::from_json(&text)
+                }
                 config::PolicyFormat::Native => PolicyDocument::from_yaml(&text),
                 config::PolicyFormat::Otel => PolicyDocument::from_otel_tail_sampling_yaml(&text),
             };
@@ -86,7 +91,9 @@ pub struct Listeners {
 
 impl Listeners {
     pub async fn bind(cfg: &SamplerConfig) -> std::io::Result<Self> {
-        Ok(Listeners { admin: tailsift_telemetry::bind("admin", cfg.admin.listen).await? })
+        Ok(Listeners {
+            admin: tailsift_telemetry::bind("admin", cfg.admin.listen).await?,
+        })
     }
 }
 
@@ -119,7 +126,10 @@ impl Shared {
                 Output::Decision(d) => {
                     let key = tailsift_otlp::record_key(&d.trace_id);
                     let value = decisions::encode(&d);
-                    let rec = FutureRecord::to(&self.decisions_topic).partition(d.partition).key(&key[..]).payload(&value);
+                    let rec = FutureRecord::to(&self.decisions_topic)
+                        .partition(d.partition)
+                        .key(&key[..])
+                        .payload(&value);
                     if let Err((e, _)) = self.decisions.send_result(rec) {
                         tracing::debug!(error = %e, "decision record not queued (only duplicate avoidance is affected)");
                     }
@@ -156,7 +166,9 @@ impl Shared {
             }
             std::thread::sleep(Duration::from_millis(5));
         };
-        let complete = tokio::runtime::Handle::try_current().map(|_| tokio::task::block_in_place(wait)).unwrap_or_else(|_| wait());
+        let complete = tokio::runtime::Handle::try_current()
+            .map(|_| tokio::task::block_in_place(wait))
+            .unwrap_or_else(|_| wait());
         if let Err(e) = self.decisions.flush(Duration::from_secs(5)) {
             tracing::warn!(error = %e, "decision records not flushed before handover");
         }
@@ -221,7 +233,11 @@ impl Shared {
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
                     last_message = Instant::now();
-                    if let Some(d) = decisions::decode(m.partition(), m.key().unwrap_or_default(), m.payload().unwrap_or_default()) {
+                    if let Some(d) = decisions::decode(
+                        m.partition(),
+                        m.key().unwrap_or_default(),
+                        m.payload().unwrap_or_default(),
+                    ) {
                         records.push(d);
                     }
                 }
@@ -264,7 +280,11 @@ impl ConsumerContext for Ctx {
                         if let Offset::Offset(o) = e.offset() {
                             from.push((e.partition(), o));
                             if self.shared.resume_lookback > 0 {
-                                let _ = tpl.set_partition_offset(e.topic(), e.partition(), Offset::Offset((o - self.shared.resume_lookback).max(0)));
+                                let _ = tpl.set_partition_offset(
+                                    e.topic(),
+                                    e.partition(),
+                                    Offset::Offset((o - self.shared.resume_lookback).max(0)),
+                                );
                             }
                         }
                     }
@@ -276,7 +296,11 @@ impl ConsumerContext for Ctx {
                     }
                 }
                 self.pre_rebalance(consumer, &Rebalance::Assign(tpl));
-                let r = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
+                let r = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
                 if let Err(e) = r {
                     tracing::error!(error = %e, "assigning partitions failed");
                 }
@@ -284,7 +308,11 @@ impl ConsumerContext for Ctx {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 self.pre_rebalance(consumer, &Rebalance::Revoke(tpl));
-                let r = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
+                let r = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
                 if let Err(e) = r {
                     tracing::error!(error = %e, "revoking partitions failed");
                 }
@@ -301,14 +329,17 @@ impl ConsumerContext for Ctx {
         if let Rebalance::Revoke(tpl) = rebalance {
             let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
             tracing::info!(partitions = ?parts, "partitions revoked");
-            self.shared.handover(&|tpl| consumer.commit(tpl, CommitMode::Sync), &parts);
+            self.shared
+                .handover(&|tpl| consumer.commit(tpl, CommitMode::Sync), &parts);
         }
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-            let committed = consumer.committed_offsets((*tpl).clone(), Duration::from_secs(5)).map(|t| t.to_topic_map());
+            let committed = consumer
+                .committed_offsets((*tpl).clone(), Duration::from_secs(5))
+                .map(|t| t.to_topic_map());
             tracing::info!(partitions = ?parts, ?committed, "partitions assigned");
             self.shared.preload(&parts);
             for p in &parts {
@@ -321,9 +352,14 @@ impl ConsumerContext for Ctx {
 }
 
 /// Waits until the spans topic exists; returns its partition count.
-async fn wait_for_topic(cfg: &SamplerConfig, readiness: &Readiness, shutdown: &CancellationToken) -> Result<Option<usize>, Error> {
+async fn wait_for_topic(
+    cfg: &SamplerConfig,
+    readiness: &Readiness,
+    shutdown: &CancellationToken,
+) -> Result<Option<usize>, Error> {
     loop {
-        match tailsift_kafka::topic_partitions(&cfg.kafka.connection(), &cfg.kafka.topic, Duration::from_secs(5)).await {
+        match tailsift_kafka::topic_partitions(&cfg.kafka.connection(), &cfg.kafka.topic, Duration::from_secs(5)).await
+        {
             Ok(Some(n)) => return Ok(Some(n)),
             Ok(None) => readiness.set(false, &format!("waiting for topic {}", cfg.kafka.topic)),
             Err(e) => readiness.set(false, &format!("Kafka: {e}")),
@@ -348,20 +384,44 @@ pub async fn run(cfg: SamplerConfig, listeners: Listeners, shutdown: Cancellatio
         shutdown.clone(),
     ));
     let (doc, policy_engine) = load_policy(&cfg.policy)?;
-    tracing::info!(version = doc.version, policies = policy_engine.policy_names().count(), seed = cfg.policy.hash_seed, "policy loaded");
+    tracing::info!(
+        version = doc.version,
+        policies = policy_engine.policy_names().count(),
+        seed = cfg.policy.hash_seed,
+        "policy loaded"
+    );
 
     let Some(partitions) = wait_for_topic(&cfg, &readiness, &shutdown).await? else {
         let _ = admin.await;
         return Ok(());
     };
-    let spec = tailsift_kafka::TopicSpec { partitions: partitions as i32, ..Default::default() };
-    tailsift_kafka::ensure_topic(&cfg.kafka.connection(), &cfg.kafka.decisions_topic, &spec, Duration::from_secs(10)).await?;
+    let spec = tailsift_kafka::TopicSpec {
+        partitions: partitions as i32,
+        ..Default::default()
+    };
+    tailsift_kafka::ensure_topic(
+        &cfg.kafka.connection(),
+        &cfg.kafka.decisions_topic,
+        &spec,
+        Duration::from_secs(10),
+    )
+    .await?;
     if cfg.export.kind == config::ExportKind::Kafka {
-        tailsift_kafka::ensure_topic(&cfg.kafka.connection(), &cfg.export.kafka_topic, &spec, Duration::from_secs(10)).await?;
+        tailsift_kafka::ensure_topic(
+            &cfg.kafka.connection(),
+            &cfg.export.kafka_topic,
+            &spec,
+            Duration::from_secs(10),
+        )
+        .await?;
     }
 
     // With coordinators configured, the version persisted by an earlier run wins over the file.
-    let initial_policy = if cfg.coordinator.endpoints.is_empty() { None } else { coordination::initial(&cfg.coordinator) };
+    let initial_policy = if cfg.coordinator.endpoints.is_empty() {
+        None
+    } else {
+        coordination::initial(&cfg.coordinator)
+    };
     let from_version = initial_policy.as_ref().map_or(0, |p| p.version);
     let d = &cfg.decision;
     let engine = Engine::new(
@@ -376,7 +436,11 @@ pub async fn run(cfg: SamplerConfig, listeners: Listeners, shutdown: Cancellatio
             hard_limit_bytes: cfg.memory.hard_limit_bytes,
             stress_probability: cfg.memory.stress_probability,
         },
-        initial_policy.unwrap_or(ActivePolicy { version: doc.version, seed: cfg.policy.hash_seed, engine: policy_engine }),
+        initial_policy.unwrap_or(ActivePolicy {
+            version: doc.version,
+            seed: cfg.policy.hash_seed,
+            engine: policy_engine,
+        }),
         Instant::now(),
     );
     let (export_tx, export_rx) = mpsc::channel(cfg.export.queue_traces);
@@ -405,13 +469,25 @@ pub async fn run(cfg: SamplerConfig, listeners: Listeners, shutdown: Cancellatio
     let coordination = {
         let shared = shared.clone();
         let apply = move |p: ActivePolicy| shared.engine.lock().unwrap().set_policy(p);
-        tokio::spawn(coordination::run(cfg.coordinator.clone(), worker_id, from_version, apply, shutdown.clone()))
+        tokio::spawn(coordination::run(
+            cfg.coordinator.clone(),
+            worker_id,
+            from_version,
+            apply,
+            shutdown.clone(),
+        ))
     };
 
     // Export task: acknowledgements go straight to the engine (they unpin offsets).
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u64>();
     let export_shutdown = CancellationToken::new();
-    let exporter_task = tokio::spawn(export::run_exporter(exporter, cfg.export.clone(), export_rx, done_tx, export_shutdown.clone()));
+    let exporter_task = tokio::spawn(export::run_exporter(
+        exporter,
+        cfg.export.clone(),
+        export_rx,
+        done_tx,
+        export_shutdown.clone(),
+    ));
     let acker = {
         let shared = shared.clone();
         tokio::spawn(async move {
@@ -500,7 +576,9 @@ pub async fn run(cfg: SamplerConfig, listeners: Listeners, shutdown: Cancellatio
         let c = consumer.clone();
         let s = shared.clone();
         // The handover blocks; run it where blocking is fine.
-        tokio::task::spawn_blocking(move || s.handover(&|tpl| c.commit(tpl, CommitMode::Sync), &parts)).await.ok();
+        tokio::task::spawn_blocking(move || s.handover(&|tpl| c.commit(tpl, CommitMode::Sync), &parts))
+            .await
+            .ok();
     }
     consumer.unsubscribe();
     let _ = coordination.await;
@@ -518,7 +596,11 @@ fn set_paused(consumer: &StreamConsumer<Ctx>, paused: &mut bool, want: bool) {
         return;
     }
     if let Ok(assignment) = consumer.assignment() {
-        let r = if want { consumer.pause(&assignment) } else { consumer.resume(&assignment) };
+        let r = if want {
+            consumer.pause(&assignment)
+        } else {
+            consumer.resume(&assignment)
+        };
         if r.is_ok() {
             *paused = want;
             ::metrics::gauge!(crate::metrics::PAUSED).set(if want { 1.0 } else { 0.0 });
@@ -554,10 +636,12 @@ fn report_lag(consumer: Arc<StreamConsumer<Ctx>>, topic: String) {
     tokio::task::spawn_blocking(move || {
         let Ok(positions) = consumer.position() else { return };
         for e in positions.elements() {
-            if let (Offset::Offset(pos), Ok((_, high))) =
-                (e.offset(), consumer.fetch_watermarks(&topic, e.partition(), Duration::from_secs(2)))
-            {
-                ::metrics::gauge!(crate::metrics::CONSUMER_LAG, "partition" => e.partition().to_string()).set((high - pos).max(0) as f64);
+            if let (Offset::Offset(pos), Ok((_, high))) = (
+                e.offset(),
+                consumer.fetch_watermarks(&topic, e.partition(), Duration::from_secs(2)),
+            ) {
+                ::metrics::gauge!(crate::metrics::CONSUMER_LAG, "partition" => e.partition().to_string())
+                    .set((high - pos).max(0) as f64);
             }
         }
     });

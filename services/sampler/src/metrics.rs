@@ -30,29 +30,101 @@ pub const COORDINATOR_CONNECTED: &str = "tailsift_sampler_coordinator_connected"
 pub const POLICY_UPDATES: &str = "tailsift_sampler_policy_updates_total";
 
 pub fn describe() {
-    describe_counter!(RECORDS_CONSUMED, Unit::Count, "Kafka records consumed from the spans topic.");
+    describe_counter!(
+        RECORDS_CONSUMED,
+        Unit::Count,
+        "Kafka records consumed from the spans topic."
+    );
     describe_counter!(SPANS_CONSUMED, Unit::Count, "Spans consumed from the spans topic.");
-    describe_counter!(RECORDS_INVALID, Unit::Count, "Records without a readable trace ID (skipped).");
+    describe_counter!(
+        RECORDS_INVALID,
+        Unit::Count,
+        "Records without a readable trace ID (skipped)."
+    );
     describe_gauge!(TRACES_BUFFERED, Unit::Count, "Traces buffered, waiting for a decision.");
     describe_gauge!(BYTES_BUFFERED, Unit::Bytes, "Encoded span bytes buffered.");
     describe_counter!(DECISIONS, Unit::Count, "Trace decisions by deciding policy, outcome (kept, dropped) and trigger (root, timeout, limit, pressure, handover, stress).");
-    describe_histogram!(DECISION_LATENCY, Unit::Seconds, "Time from a trace's first span to its decision.");
-    describe_counter!(LATE_SPANS, Unit::Count, "Spans arriving after their trace was decided, by outcome (kept: exported, dropped).");
-    describe_counter!(REPLAY_SKIPPED_SPANS, Unit::Count, "Replayed spans of traces already exported (known from the decisions topic), not exported again.");
-    describe_counter!(DUPLICATE_SPANS, Unit::Count, "Spans received twice for a buffered trace (client retries), exported once.");
-    describe_counter!(REPLAYED_RECORDS, Unit::Count, "Records consumed again after a restart or rebalance (offsets below those already processed by this worker).");
-    describe_counter!(EXPORT_SPANS, Unit::Count, "Spans of kept traces handed to the backend, by outcome (ok, rejected).");
-    describe_counter!(EXPORT_REQUESTS, Unit::Count, "Export requests by outcome (ok, retry, rejected).");
+    describe_histogram!(
+        DECISION_LATENCY,
+        Unit::Seconds,
+        "Time from a trace's first span to its decision."
+    );
+    describe_counter!(
+        LATE_SPANS,
+        Unit::Count,
+        "Spans arriving after their trace was decided, by outcome (kept: exported, dropped)."
+    );
+    describe_counter!(
+        REPLAY_SKIPPED_SPANS,
+        Unit::Count,
+        "Replayed spans of traces already exported (known from the decisions topic), not exported again."
+    );
+    describe_counter!(
+        DUPLICATE_SPANS,
+        Unit::Count,
+        "Spans received twice for a buffered trace (client retries), exported once."
+    );
+    describe_counter!(
+        REPLAYED_RECORDS,
+        Unit::Count,
+        "Records consumed again after a restart or rebalance (offsets below those already processed by this worker)."
+    );
+    describe_counter!(
+        EXPORT_SPANS,
+        Unit::Count,
+        "Spans of kept traces handed to the backend, by outcome (ok, rejected)."
+    );
+    describe_counter!(
+        EXPORT_REQUESTS,
+        Unit::Count,
+        "Export requests by outcome (ok, retry, rejected)."
+    );
     describe_gauge!(EXPORT_QUEUE, Unit::Count, "Kept traces waiting for export.");
-    describe_histogram!(EXPORT_DURATION, Unit::Seconds, "Duration of successful export requests.");
-    describe_gauge!(CONSUMER_LAG, Unit::Count, "Records between the consumer position and the partition's high watermark.");
+    describe_histogram!(
+        EXPORT_DURATION,
+        Unit::Seconds,
+        "Duration of successful export requests."
+    );
+    describe_gauge!(
+        CONSUMER_LAG,
+        Unit::Count,
+        "Records between the consumer position and the partition's high watermark."
+    );
     describe_gauge!(COMMITTED_OFFSET, Unit::Count, "Last committed offset per partition.");
-    describe_gauge!(STRESS_RELIEF, Unit::Count, "1 while stress relief is active (spans decided without buffering).");
-    describe_gauge!(PAUSED, Unit::Count, "1 while consumption is paused because the export queue is full.");
+    describe_gauge!(
+        STRESS_RELIEF,
+        Unit::Count,
+        "1 while stress relief is active (spans decided without buffering)."
+    );
+    describe_gauge!(
+        PAUSED,
+        Unit::Count,
+        "1 while consumption is paused because the export queue is full."
+    );
     describe_gauge!(POLICY_VERSION, Unit::Count, "Version of the policy in force.");
-    describe_gauge!(PARTITIONS_OWNED, Unit::Count, "Partitions of the spans topic assigned to this worker.");
-    describe_counter!(RECORDS_NOT_OWNED, Unit::Count, "Records of partitions no longer owned (delivered after a revocation), left to the new owner.");
-    describe_gauge!(COORDINATOR_CONNECTED, Unit::Count, "1 while a coordinator watch stream is open.");
-    describe_counter!(POLICY_UPDATES, Unit::Count, "Policy versions received from coordinators, by outcome (applied, invalid, persist_failed).");
-    describe_counter!(DECISIONS_PRELOADED, Unit::Count, "Decisions read back from the decisions topic on partition assignment.");
+    describe_gauge!(
+        PARTITIONS_OWNED,
+        Unit::Count,
+        "Partitions of the spans topic assigned to this worker."
+    );
+    describe_counter!(
+        RECORDS_NOT_OWNED,
+        Unit::Count,
+        "Records of partitions no longer owned (delivered after a revocation), left to the new owner."
+    );
+    describe_gauge!(
+        COORDINATOR_CONNECTED,
+        Unit::Count,
+        "1 while a coordinator watch stream is open."
+    );
+    describe_counter!(
+        POLICY_UPDATES,
+        Unit::Count,
+        "Policy versions received from coordinators, by outcome (applied, invalid, persist_failed)."
+    );
+    describe_counter!(
+        DECISIONS_PRELOADED,
+        Unit::Count,
+        "Decisions read back from the decisions topic on partition assignment."
+    );
 }

@@ -69,14 +69,23 @@ fn parse_member(s: &str) -> Result<String, String> {
     let id: u64 = id.trim().parse().map_err(|_| bad())?;
     let (raft, admin) = addrs.split_once(',').ok_or_else(bad)?;
     let q = |v: &str| serde_json::to_string(v.trim()).unwrap_or_default();
-    Ok(format!("{{id: {id}, raft_addr: {}, admin_addr: {}}}", q(raft), q(admin)))
+    Ok(format!(
+        "{{id: {id}, raft_addr: {}, admin_addr: {}}}",
+        q(raft),
+        q(admin)
+    ))
 }
 
 /// Connection to a coordinator's admin API, then the command.
 #[derive(Args, Debug)]
 struct AdminCommand<C: Subcommand> {
     /// Admin API base URL of any coordinator (writes are forwarded to the leader).
-    #[arg(long, env = "TAILSIFT_ADMIN_URL", default_value = "http://127.0.0.1:9710", global = true)]
+    #[arg(
+        long,
+        env = "TAILSIFT_ADMIN_URL",
+        default_value = "http://127.0.0.1:9710",
+        global = true
+    )]
     admin: String,
     /// Bearer token (role admin for writes, read_only is enough for reads).
     #[arg(long, env = "TAILSIFT_TOKEN", hide_env_values = true, global = true)]
@@ -91,7 +100,9 @@ struct AdminCommand<C: Subcommand> {
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration such as 30s"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration such as 30s"))?;
     match unit {
         "ms" => Ok(std::time::Duration::from_millis(n)),
         "s" | "" => Ok(std::time::Duration::from_secs(n)),
@@ -234,7 +245,11 @@ impl Common {
     fn sources(&self, dedicated: Vec<(&str, Option<&String>)>) -> anyhow::Result<Sources> {
         let mut sets: Vec<(String, String)> = self.sets.clone();
         // Dedicated flags are the most specific: they win over --set.
-        sets.extend(dedicated.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_string(), v.clone()))));
+        sets.extend(
+            dedicated
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k.to_string(), v.clone()))),
+        );
         Ok(Sources::from_process(self.config.as_deref(), sets)?)
     }
 }
@@ -251,7 +266,8 @@ fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Ingest(args) => {
-            tailsift_telemetry::init_logging(&args.common.log_level, args.common.log_format).map_err(anyhow::Error::msg)?;
+            tailsift_telemetry::init_logging(&args.common.log_level, args.common.log_format)
+                .map_err(anyhow::Error::msg)?;
             let cfg: tailsift_ingest::IngestConfig = args
                 .common
                 .sources(vec![
@@ -266,7 +282,9 @@ fn real_main() -> anyhow::Result<()> {
             runtime()?.block_on(async move {
                 let listeners = tailsift_ingest::Listeners::bind(&cfg).await?;
                 let shutdown = shutdown_on_signal();
-                tailsift_ingest::run(cfg, listeners, shutdown).await.context("ingest node failed")
+                tailsift_ingest::run(cfg, listeners, shutdown)
+                    .await
+                    .context("ingest node failed")
             })
         }
         Command::Sampler(args) => run_sampler(args),
@@ -276,20 +294,37 @@ fn real_main() -> anyhow::Result<()> {
                 PolicyCommand::Get => AdminRequest::get("/v1/policy"),
                 PolicyCommand::History => AdminRequest::get("/v1/policy/history"),
                 PolicyCommand::Apply(f) => AdminRequest::body(reqwest::Method::PUT, "/v1/policy", policy_body(f)?),
-                PolicyCommand::Validate(f) => AdminRequest::body(reqwest::Method::POST, "/v1/policy/validate", policy_body(f)?),
-                PolicyCommand::Rollback { target } => {
-                    AdminRequest::body(reqwest::Method::POST, "/v1/policy/rollback", serde_json::json!({ "version": target }))
+                PolicyCommand::Validate(f) => {
+                    AdminRequest::body(reqwest::Method::POST, "/v1/policy/validate", policy_body(f)?)
                 }
+                PolicyCommand::Rollback { target } => AdminRequest::body(
+                    reqwest::Method::POST,
+                    "/v1/policy/rollback",
+                    serde_json::json!({ "version": target }),
+                ),
             };
             admin_call(&a.admin, a.token.as_deref(), a.timeout, req)
         }
         Command::Seed(a) => match a.command {
-            SeedCommand::Rotate => admin_call(&a.admin, a.token.as_deref(), a.timeout, AdminRequest { method: reqwest::Method::POST, path: "/v1/seed/rotate".into(), body: None }),
+            SeedCommand::Rotate => admin_call(
+                &a.admin,
+                a.token.as_deref(),
+                a.timeout,
+                AdminRequest {
+                    method: reqwest::Method::POST,
+                    path: "/v1/seed/rotate".into(),
+                    body: None,
+                },
+            ),
         },
         Command::Cluster(a) => {
             let req = match &a.command {
                 ClusterCommand::Status => AdminRequest::get("/v1/cluster/status"),
-                ClusterCommand::Add { id, raft_addr, admin_addr } => AdminRequest::body(
+                ClusterCommand::Add {
+                    id,
+                    raft_addr,
+                    admin_addr,
+                } => AdminRequest::body(
                     reqwest::Method::POST,
                     "/v1/cluster/members",
                     serde_json::json!({ "id": id, "raft_addr": raft_addr, "admin_addr": admin_addr }),
@@ -321,7 +356,9 @@ fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let listeners = tailsift_coordinator::Listeners::bind(&cfg).await?;
         let shutdown = shutdown_on_signal();
-        tailsift_coordinator::run(cfg, listeners, shutdown).await.context("coordinator failed")
+        tailsift_coordinator::run(cfg, listeners, shutdown)
+            .await
+            .context("coordinator failed")
     })
 }
 
@@ -334,10 +371,18 @@ struct AdminRequest {
 
 impl AdminRequest {
     fn get(path: &str) -> Self {
-        AdminRequest { method: reqwest::Method::GET, path: path.into(), body: None }
+        AdminRequest {
+            method: reqwest::Method::GET,
+            path: path.into(),
+            body: None,
+        }
     }
     fn body(method: reqwest::Method, path: &str, body: serde_json::Value) -> Self {
-        AdminRequest { method, path: path.into(), body: Some(body) }
+        AdminRequest {
+            method,
+            path: path.into(),
+            body: Some(body),
+        }
     }
 }
 
@@ -366,11 +411,18 @@ fn admin_call(base: &str, token: Option<&str>, timeout: std::time::Duration, req
         }
         let resp = r.send().await.with_context(|| format!("{} {url}", req.method))?;
         let mut status = resp.status();
-        let mut text = resp.text().await.with_context(|| format!("reading the answer of {url}"))?;
+        let mut text = resp
+            .text()
+            .await
+            .with_context(|| format!("reading the answer of {url}"))?;
         let mut body: Option<serde_json::Value> = serde_json::from_str(&text).ok();
         // 421: the request must go to the leader, whose admin address is named; follow once.
         if status == reqwest::StatusCode::MISDIRECTED_REQUEST {
-            if let Some(leader) = body.as_ref().and_then(|b| b["leader_admin_addr"].as_str()).map(str::to_string) {
+            if let Some(leader) = body
+                .as_ref()
+                .and_then(|b| b["leader_admin_addr"].as_str())
+                .map(str::to_string)
+            {
                 let url = format!("http://{leader}{}", req.path);
                 let mut r = client.request(req.method.clone(), &url);
                 if let Some(t) = token {
@@ -379,18 +431,31 @@ fn admin_call(base: &str, token: Option<&str>, timeout: std::time::Duration, req
                 if let Some(b) = &req.body {
                     r = r.json(b);
                 }
-                let resp = r.send().await.with_context(|| format!("{} {url} (the leader)", req.method))?;
+                let resp = r
+                    .send()
+                    .await
+                    .with_context(|| format!("{} {url} (the leader)", req.method))?;
                 status = resp.status();
-                text = resp.text().await.with_context(|| format!("reading the answer of {url}"))?;
+                text = resp
+                    .text()
+                    .await
+                    .with_context(|| format!("reading the answer of {url}"))?;
                 body = serde_json::from_str(&text).ok();
             }
         }
-        let pretty = body.as_ref().and_then(|b| serde_json::to_string_pretty(b).ok()).unwrap_or_else(|| text.clone());
+        let pretty = body
+            .as_ref()
+            .and_then(|b| serde_json::to_string_pretty(b).ok())
+            .unwrap_or_else(|| text.clone());
         if status.is_success() {
             println!("{pretty}");
             return Ok(());
         }
-        let message = body.as_ref().and_then(|b| b["error"].as_str()).map(str::to_string).unwrap_or_else(|| text.trim().to_string());
+        let message = body
+            .as_ref()
+            .and_then(|b| b["error"].as_str())
+            .map(str::to_string)
+            .unwrap_or_else(|| text.trim().to_string());
         if body.as_ref().is_some_and(|b| b.get("issues").is_some()) {
             eprintln!("{pretty}");
         }
@@ -418,7 +483,9 @@ fn run_sampler(args: SamplerArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async move {
         let listeners = tailsift_sampler::Listeners::bind(&cfg).await?;
         let shutdown = shutdown_on_signal();
-        tailsift_sampler::run(cfg, listeners, shutdown).await.context("sampler failed")
+        tailsift_sampler::run(cfg, listeners, shutdown)
+            .await
+            .context("sampler failed")
     })
 }
 
@@ -445,7 +512,10 @@ mod tests {
     fn cli_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
-        assert_eq!(parse_member("2=10.0.0.2:9700, 10.0.0.2:9710").unwrap(), r#"{id: 2, raft_addr: "10.0.0.2:9700", admin_addr: "10.0.0.2:9710"}"#);
+        assert_eq!(
+            parse_member("2=10.0.0.2:9700, 10.0.0.2:9710").unwrap(),
+            r#"{id: 2, raft_addr: "10.0.0.2:9700", admin_addr: "10.0.0.2:9710"}"#
+        );
         assert!(parse_member("x=a:1,b:2").is_err());
         assert!(parse_member("1=a:1").is_err());
         assert_eq!(parse_duration("500ms").unwrap(), std::time::Duration::from_millis(500));

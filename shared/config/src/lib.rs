@@ -25,7 +25,11 @@ pub enum ConfigError {
     #[error("{origin}: not valid YAML: {source}")]
     Yaml { origin: String, source: serde_yaml::Error },
     #[error("{origin}: key `{key}`: {reason}")]
-    Key { origin: String, key: String, reason: String },
+    Key {
+        origin: String,
+        key: String,
+        reason: String,
+    },
     #[error("invalid config: key `{key}`: {reason}")]
     Invalid { key: String, reason: String },
 }
@@ -33,7 +37,10 @@ pub enum ConfigError {
 impl ConfigError {
     /// A validation error for `key`.
     pub fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
-        ConfigError::Invalid { key: key.into(), reason: reason.into() }
+        ConfigError::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -61,13 +68,19 @@ impl Sources {
     pub fn from_process(file: Option<&Path>, sets: Vec<(String, String)>) -> Result<Self, ConfigError> {
         let file = match file {
             Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|source| ConfigError::Read { path: p.display().to_string(), source })?;
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
                 Some((p.display().to_string(), text))
             }
             None => None,
         };
-        Ok(Sources { file, env: std::env::vars().collect(), sets })
+        Ok(Sources {
+            file,
+            env: std::env::vars().collect(),
+            sets,
+        })
     }
 
     /// Loads `T`, applying every layer, and validates it.
@@ -83,8 +96,10 @@ impl Sources {
         let mut origin = "defaults".to_string();
         if let Some((name, text)) = &self.file {
             origin = name.clone();
-            let v: Value = serde_yaml::from_str(text)
-                .map_err(|source| ConfigError::Yaml { origin: name.clone(), source })?;
+            let v: Value = serde_yaml::from_str(text).map_err(|source| ConfigError::Yaml {
+                origin: name.clone(),
+                source,
+            })?;
             match v {
                 Value::Null => {}
                 Value::Mapping(_) => root = v,
@@ -102,7 +117,9 @@ impl Sources {
             deserialize::<T>(root.clone(), &origin)?;
         }
         for (var, raw) in &self.env {
-            let Some(rest) = var.strip_prefix(ENV_PREFIX) else { continue };
+            let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
             if !rest.contains("__") {
                 continue;
             }
@@ -123,7 +140,9 @@ impl Sources {
 
 /// Parses `key=value` as given to `--set`.
 pub fn parse_set(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s.split_once('=').ok_or_else(|| format!("expected KEY=VALUE, got `{s}`"))?;
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("expected KEY=VALUE, got `{s}`"))?;
     if k.is_empty() {
         return Err(format!("empty key in `{s}`"));
     }
@@ -145,7 +164,11 @@ fn set_path(root: &mut Value, path: &[String], value: Value, origin: &str) -> Re
     let mut cur = root;
     for (i, seg) in path.iter().enumerate() {
         if seg.is_empty() {
-            return Err(ConfigError::Key { origin: origin.into(), key: path.join("."), reason: "empty path segment".into() });
+            return Err(ConfigError::Key {
+                origin: origin.into(),
+                key: path.join("."),
+                reason: "empty path segment".into(),
+            });
         }
         let map = match cur {
             Value::Mapping(m) => m,
@@ -177,7 +200,11 @@ fn set_path(root: &mut Value, path: &[String], value: Value, origin: &str) -> Re
 fn deserialize<T: DeserializeOwned>(v: Value, origin: &str) -> Result<T, ConfigError> {
     serde_path_to_error::deserialize(v).map_err(|e| {
         let key = e.path().to_string();
-        ConfigError::Key { origin: origin.to_string(), key, reason: e.into_inner().to_string() }
+        ConfigError::Key {
+            origin: origin.to_string(),
+            key,
+            reason: e.into_inner().to_string(),
+        }
     })
 }
 
@@ -197,7 +224,11 @@ mod tests {
     }
     impl Default for Kafka {
         fn default() -> Self {
-            Kafka { brokers: "localhost:9092".into(), partitions: 12, timeout: Duration::from_secs(5) }
+            Kafka {
+                brokers: "localhost:9092".into(),
+                partitions: 12,
+                timeout: Duration::from_secs(5),
+            }
         }
     }
     #[derive(Debug, Deserialize, PartialEq, Default)]
@@ -226,12 +257,19 @@ mod tests {
     fn defaults_file_env_flags_in_order() {
         let c: Cfg = src(None, &[], &[]).load().unwrap();
         assert_eq!(c, Cfg::default());
-        let c: Cfg = src(Some("kafka:\n  brokers: file:1\n  partitions: 3\n"), &[], &[]).load().unwrap();
+        let c: Cfg = src(Some("kafka:\n  brokers: file:1\n  partitions: 3\n"), &[], &[])
+            .load()
+            .unwrap();
         assert_eq!(c.kafka.brokers, "file:1");
         assert_eq!(c.kafka.partitions, 3);
         let c: Cfg = src(
             Some("kafka:\n  brokers: file:1\n  partitions: 3\n"),
-            &[("TAILSIFT_KAFKA__BROKERS", "env:1"), ("TAILSIFT_KAFKA__TIMEOUT", "30s"), ("HOME", "/root"), ("TAILSIFT_LOG_LEVEL", "x")],
+            &[
+                ("TAILSIFT_KAFKA__BROKERS", "env:1"),
+                ("TAILSIFT_KAFKA__TIMEOUT", "30s"),
+                ("HOME", "/root"),
+                ("TAILSIFT_LOG_LEVEL", "x"),
+            ],
             &[],
         )
         .load()
@@ -252,15 +290,33 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_name_the_key() {
-        let e = src(Some("kafka:\n  brokerz: x\n"), &[], &[]).load::<Cfg>().unwrap_err().to_string();
-        assert!(e.contains("test.yaml") && e.contains("kafka") && e.contains("brokerz"), "{e}");
-        let e = src(Some("kafka:\n  partitions: many\n"), &[], &[]).load::<Cfg>().unwrap_err().to_string();
+        let e = src(Some("kafka:\n  brokerz: x\n"), &[], &[])
+            .load::<Cfg>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("test.yaml") && e.contains("kafka") && e.contains("brokerz"),
+            "{e}"
+        );
+        let e = src(Some("kafka:\n  partitions: many\n"), &[], &[])
+            .load::<Cfg>()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("kafka.partitions"), "{e}");
-        let e = src(None, &[("TAILSIFT_KAFKA__NOPE", "1")], &[]).load::<Cfg>().unwrap_err().to_string();
+        let e = src(None, &[("TAILSIFT_KAFKA__NOPE", "1")], &[])
+            .load::<Cfg>()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("TAILSIFT_KAFKA__NOPE") && e.contains("nope"), "{e}");
-        let e = src(None, &[], &[("kafka.partitions", "0")]).load::<Cfg>().unwrap_err().to_string();
+        let e = src(None, &[], &[("kafka.partitions", "0")])
+            .load::<Cfg>()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("kafka.partitions") && e.contains("at least 1"), "{e}");
-        let e = src(None, &[], &[("kafka.brokers.deeper", "0")]).load::<Cfg>().unwrap_err().to_string();
+        let e = src(None, &[], &[("kafka.brokers.deeper", "0")])
+            .load::<Cfg>()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("kafka.brokers"), "{e}");
         let e = src(Some("- a\n- b\n"), &[], &[]).load::<Cfg>().unwrap_err().to_string();
         assert!(e.contains("mapping"), "{e}");

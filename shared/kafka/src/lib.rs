@@ -26,7 +26,11 @@ pub struct Connection {
 
 impl Default for Connection {
     fn default() -> Self {
-        Connection { brokers: "127.0.0.1:9092".into(), client_id: "tailsift".into(), properties: BTreeMap::new() }
+        Connection {
+            brokers: "127.0.0.1:9092".into(),
+            client_id: "tailsift".into(),
+            properties: BTreeMap::new(),
+        }
     }
 }
 
@@ -34,7 +38,8 @@ impl Connection {
     /// A client config with the connection settings applied.
     pub fn client_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", &self.brokers).set("client.id", &self.client_id);
+        c.set("bootstrap.servers", &self.brokers)
+            .set("client.id", &self.client_id);
         for (k, v) in &self.properties {
             c.set(k, v);
         }
@@ -67,7 +72,12 @@ pub struct TopicSpec {
 
 impl Default for TopicSpec {
     fn default() -> Self {
-        TopicSpec { create: true, partitions: 12, replication_factor: 1, configs: BTreeMap::new() }
+        TopicSpec {
+            create: true,
+            partitions: 12,
+            replication_factor: 1,
+            configs: BTreeMap::new(),
+        }
     }
 }
 
@@ -104,7 +114,9 @@ pub async fn ensure_topic(conn: &Connection, topic: &str, spec: &TopicSpec, time
     for (k, v) in &spec.configs {
         new = new.set(k, v);
     }
-    let opts = AdminOptions::new().operation_timeout(Some(timeout)).request_timeout(Some(timeout));
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(timeout))
+        .request_timeout(Some(timeout));
     let results = admin.create_topics([&new], &opts).await?;
     for r in results {
         match r {
@@ -128,7 +140,11 @@ pub async fn topic_partitions(conn: &Connection, topic: &str, timeout: Duration)
 }
 
 /// Blocking: the partition count of `topic` as `client` sees it, `None` when missing.
-pub fn partitions_of<C: ClientContext>(client: &Client<C>, topic: &str, timeout: Duration) -> Result<Option<usize>, Error> {
+pub fn partitions_of<C: ClientContext>(
+    client: &Client<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Option<usize>, Error> {
     let md = client.fetch_metadata(Some(topic), timeout)?;
     match md.topics().iter().find(|t| t.name() == topic) {
         None => Ok(None),

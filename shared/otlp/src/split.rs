@@ -73,7 +73,9 @@ pub struct SplitOptions {
 
 impl Default for SplitOptions {
     fn default() -> Self {
-        SplitOptions { max_record_bytes: 900 * 1024 }
+        SplitOptions {
+            max_record_bytes: 900 * 1024,
+        }
     }
 }
 
@@ -109,8 +111,11 @@ impl SplitOutput {
         if self.rejected.is_empty() {
             return String::new();
         }
-        let parts: Vec<String> =
-            self.rejected.iter().map(|(r, n)| format!("{n} span(s): {}", r.describe())).collect();
+        let parts: Vec<String> = self
+            .rejected
+            .iter()
+            .map(|(r, n)| format!("{n} span(s): {}", r.describe()))
+            .collect();
         let mut msg = format!("rejected {}", parts.join("; "));
         if let Some(first) = &self.first_rejection {
             msg.push_str(&format!(" (first: {first})"));
@@ -183,7 +188,10 @@ pub fn split_by_trace(buf: &[u8], opts: SplitOptions) -> Result<SplitOutput, Spl
             continue;
         }
         if field.wire_type != LEN {
-            return Err(SplitError::NotLengthDelimited { field: field.number, at: offset_of(buf, field.raw) });
+            return Err(SplitError::NotLengthDelimited {
+                field: field.number,
+                at: offset_of(buf, field.raw),
+            });
         }
         let resource_idx = resources.len();
         let mut resource = Envelope::default();
@@ -194,7 +202,10 @@ pub fn split_by_trace(buf: &[u8], opts: SplitOptions) -> Result<SplitOutput, Spl
                 continue;
             }
             if rf.wire_type != LEN {
-                return Err(SplitError::NotLengthDelimited { field: rf.number, at: offset_of(buf, rf.raw) });
+                return Err(SplitError::NotLengthDelimited {
+                    field: rf.number,
+                    at: offset_of(buf, rf.raw),
+                });
             }
             let scope_idx = scopes.len();
             let mut scope = Envelope::default();
@@ -205,16 +216,26 @@ pub fn split_by_trace(buf: &[u8], opts: SplitOptions) -> Result<SplitOutput, Spl
                     continue;
                 }
                 if sf.wire_type != LEN {
-                    return Err(SplitError::NotLengthDelimited { field: sf.number, at: offset_of(buf, sf.raw) });
+                    return Err(SplitError::NotLengthDelimited {
+                        field: sf.number,
+                        at: offset_of(buf, sf.raw),
+                    });
                 }
                 let span_at = offset_of(buf, sf.raw);
                 match span_ids(sf.payload) {
                     Ok(trace_id) => {
                         let slot = *index.entry(trace_id).or_insert_with(|| {
-                            traces.push(TraceSpans { id: trace_id, spans: Vec::new() });
+                            traces.push(TraceSpans {
+                                id: trace_id,
+                                spans: Vec::new(),
+                            });
                             traces.len() - 1
                         });
-                        traces[slot].spans.push(SpanRef { resource: resource_idx, scope: scope_idx, raw: sf.raw });
+                        traces[slot].spans.push(SpanRef {
+                            resource: resource_idx,
+                            scope: scope_idx,
+                            raw: sf.raw,
+                        });
                         out.accepted_spans += 1;
                     }
                     Err(reason) => out.reject(reason, || format!("span at byte {span_at}: {}", reason.describe())),
@@ -231,7 +252,11 @@ pub fn split_by_trace(buf: &[u8], opts: SplitOptions) -> Result<SplitOutput, Spl
         for _ in 0..too_large {
             out.accepted_spans -= 1;
             out.reject(RejectReason::SpanTooLarge, || {
-                format!("a span of trace {} with its resource and scope exceeds {} bytes", hex::encode(trace.id), opts.max_record_bytes)
+                format!(
+                    "a span of trace {} with its resource and scope exceeds {} bytes",
+                    hex::encode(trace.id),
+                    opts.max_record_bytes
+                )
             });
         }
     }
@@ -372,7 +397,10 @@ fn encode(spans: &[SpanRef<'_>], resources: &[Envelope<'_>], scopes: &[Envelope<
             j += 1;
         }
         let rs_len = resources[r].other_len
-            + all[i..j].iter().map(|g| len_field_size(SCOPE_SPANS, scope_len(&scopes[g[0].scope], g))).sum::<usize>();
+            + all[i..j]
+                .iter()
+                .map(|g| len_field_size(SCOPE_SPANS, scope_len(&scopes[g[0].scope], g)))
+                .sum::<usize>();
         put_len_header(&mut out, RESOURCE_SPANS, rs_len);
         for raw in &resources[r].other {
             out.extend_from_slice(raw);

@@ -11,7 +11,12 @@ pub enum WireError {
     #[error("varint longer than 10 bytes at byte {0}")]
     VarintTooLong(usize),
     #[error("field {field} at byte {at} declares {len} bytes but only {left} remain")]
-    Truncated { field: u32, at: usize, len: u64, left: usize },
+    Truncated {
+        field: u32,
+        at: usize,
+        len: u64,
+        left: usize,
+    },
     #[error("field number 0 at byte {0}")]
     FieldZero(usize),
     #[error("unsupported wire type {wire_type} for field {field} at byte {at}")]
@@ -109,15 +114,31 @@ impl<'a> Fields<'a> {
                 let len = read_varint(self.buf, &mut self.pos, self.base)?;
                 let left = self.buf.len() - self.pos;
                 if len > left as u64 {
-                    return Err(WireError::Truncated { field: number, at: self.base + start, len, left });
+                    return Err(WireError::Truncated {
+                        field: number,
+                        at: self.base + start,
+                        len,
+                        left,
+                    });
                 }
                 (self.pos, len as usize)
             }
-            other => return Err(WireError::WireType { field: number, wire_type: other, at: self.base + start }),
+            other => {
+                return Err(WireError::WireType {
+                    field: number,
+                    wire_type: other,
+                    at: self.base + start,
+                })
+            }
         };
         if wire_type != VARINT {
             if len > self.buf.len() - payload_start {
-                return Err(WireError::Truncated { field: number, at: self.base + start, len: len as u64, left });
+                return Err(WireError::Truncated {
+                    field: number,
+                    at: self.base + start,
+                    len: len as u64,
+                    left,
+                });
             }
             self.pos = payload_start + len;
         }
@@ -176,12 +197,30 @@ mod tests {
 
     #[test]
     fn truncated_and_bad_inputs_are_errors() {
-        assert!(matches!(Fields::new(&[0x0a, 0x05, 1]).next(), Some(Err(WireError::Truncated { .. }))));
-        assert!(matches!(Fields::new(&[0x80]).next(), Some(Err(WireError::TruncatedVarint(_)))));
-        assert!(matches!(Fields::new(&[0x00]).next(), Some(Err(WireError::FieldZero(_)))));
-        assert!(matches!(Fields::new(&[0x0b]).next(), Some(Err(WireError::WireType { .. }))));
-        assert!(matches!(Fields::new(&[0x09, 1, 2]).next(), Some(Err(WireError::Truncated { .. }))));
+        assert!(matches!(
+            Fields::new(&[0x0a, 0x05, 1]).next(),
+            Some(Err(WireError::Truncated { .. }))
+        ));
+        assert!(matches!(
+            Fields::new(&[0x80]).next(),
+            Some(Err(WireError::TruncatedVarint(_)))
+        ));
+        assert!(matches!(
+            Fields::new(&[0x00]).next(),
+            Some(Err(WireError::FieldZero(_)))
+        ));
+        assert!(matches!(
+            Fields::new(&[0x0b]).next(),
+            Some(Err(WireError::WireType { .. }))
+        ));
+        assert!(matches!(
+            Fields::new(&[0x09, 1, 2]).next(),
+            Some(Err(WireError::Truncated { .. }))
+        ));
         let long = [0xffu8; 11];
-        assert!(matches!(Fields::new(&long).next(), Some(Err(WireError::VarintTooLong(_)))));
+        assert!(matches!(
+            Fields::new(&long).next(),
+            Some(Err(WireError::VarintTooLong(_)))
+        ));
     }
 }

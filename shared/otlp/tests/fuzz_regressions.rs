@@ -10,13 +10,20 @@ fn unhex(parts: &[&str]) -> Vec<u8> {
 /// The split's contract on any input: no panic; and when the input is a valid
 /// `ExportTraceServiceRequest`, every record is one too, holding exactly one trace.
 fn check(data: &[u8]) {
-    let Ok(out) = split_by_trace(data, SplitOptions { max_record_bytes: 2048 }) else { return };
+    let Ok(out) = split_by_trace(data, SplitOptions { max_record_bytes: 2048 }) else {
+        return;
+    };
     if ExportTraceServiceRequest::decode(data).is_err() {
         return;
     }
     for rec in &out.records {
         let req = ExportTraceServiceRequest::decode(rec.payload.as_slice()).expect("records of a valid request decode");
-        for s in req.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans) {
+        for s in req
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .flat_map(|s| &s.spans)
+        {
             assert_eq!(s.trace_id.as_slice(), rec.trace_id.as_slice());
         }
     }
@@ -36,7 +43,10 @@ fn malformed_resource_bytes_are_copied_not_parsed() {
         "0a001251124f0a100000000000000000000000000000000712080000000000000002220800000000000000014a270a21",
         "6f74656c2e7a69706b696e2e616273656e744669656c642e737461727454696d6512021001",
     ]);
-    assert!(ExportTraceServiceRequest::decode(data.as_slice()).is_err(), "the input itself is not valid protobuf");
+    assert!(
+        ExportTraceServiceRequest::decode(data.as_slice()).is_err(),
+        "the input itself is not valid protobuf"
+    );
     let out = split_by_trace(&data, SplitOptions { max_record_bytes: 2048 }).expect("its spans are well-formed");
     assert_eq!(out.records.len(), 1);
     check(&data);

@@ -250,7 +250,10 @@ mod tests {
     fn tracestate_format() {
         assert_eq!(ot_tracestate(1 << 55, 0x0012_3456_789a_bcde), "th:8;rv:123456789abcde");
         assert_eq!(ot_tracestate(0, 5), "th:0;rv:00000000000005");
-        assert_eq!(parse_ot_tracestate("th:8;rv:123456789abcde"), (Some(1 << 55), Some(0x0012_3456_789a_bcde)));
+        assert_eq!(
+            parse_ot_tracestate("th:8;rv:123456789abcde"),
+            (Some(1 << 55), Some(0x0012_3456_789a_bcde))
+        );
         assert_eq!(adjusted_count(0.25), 4.0);
         assert_eq!(adjusted_count(0.0), 0.0);
     }

@@ -63,7 +63,12 @@ impl Semantics {
 impl PolicyDocument {
     /// A native-semantics document with the given policies and version 0.
     pub fn new(policies: Vec<NamedPolicy>) -> Self {
-        PolicyDocument { version: 0, semantics: Semantics::Native, sample_on_first_match: false, policies }
+        PolicyDocument {
+            version: 0,
+            semantics: Semantics::Native,
+            sample_on_first_match: false,
+            policies,
+        }
     }
 
     /// Parses a native YAML document and validates it.
@@ -134,7 +139,11 @@ pub struct NamedPolicy {
 impl NamedPolicy {
     /// A policy without a filter.
     pub fn new(name: impl Into<String>, kind: PolicyKind) -> Self {
-        NamedPolicy { name: name.into(), filter: None, kind }
+        NamedPolicy {
+            name: name.into(),
+            filter: None,
+            kind,
+        }
     }
 
     /// Adds a `match` filter.
@@ -287,7 +296,9 @@ impl<'de> Deserialize<'de> for StringMatch {
                         other => return Err(de::Error::unknown_field(other, &["regex"])),
                     }
                 }
-                regex.map(StringMatch::Regex).ok_or_else(|| de::Error::missing_field("regex"))
+                regex
+                    .map(StringMatch::Regex)
+                    .ok_or_else(|| de::Error::missing_field("regex"))
             }
         }
         d.deserialize_any(V)
@@ -544,35 +555,95 @@ struct RawPolicy {
     name: String,
     #[serde(rename = "match", default, skip_serializing_if = "Option::is_none")]
     filter: Option<MatchFilter>,
-    #[serde(default, deserialize_with = "present_default", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present_default",
+        skip_serializing_if = "Option::is_none"
+    )]
     always: Option<Empty>,
-    #[serde(default, deserialize_with = "present_default", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present_default",
+        skip_serializing_if = "Option::is_none"
+    )]
     drop: Option<DropPolicy>,
-    #[serde(default, deserialize_with = "present_required", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present_required",
+        skip_serializing_if = "Option::is_none"
+    )]
     status_code: Option<StatusCodePolicy>,
-    #[serde(default, deserialize_with = "present_required", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present_required",
+        skip_serializing_if = "Option::is_none"
+    )]
     latency: Option<LatencyPolicy>,
-    #[serde(default, deserialize_with = "present_required", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present_required",
+        skip_serializing_if = "Option::is_none"
+    )]
     probabilistic: Option<ProbabilisticPolicy>,
-    #[serde(default, deserialize_with = "present_required", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present_required",
+        skip_serializing_if = "Option::is_none"
+    )]
     otel_probabilistic: Option<OtelProbabilisticPolicy>,
-    #[serde(default, deserialize_with = "present_required", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present_required",
+        skip_serializing_if = "Option::is_none"
+    )]
     rate_limiting: Option<RateLimitingPolicy>,
-    #[serde(default, deserialize_with = "present_required", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present_required",
+        skip_serializing_if = "Option::is_none"
+    )]
     string_attribute: Option<StringAttributePolicy>,
-    #[serde(default, deserialize_with = "present_required", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present_required",
+        skip_serializing_if = "Option::is_none"
+    )]
     numeric_attribute: Option<NumericAttributePolicy>,
-    #[serde(default, deserialize_with = "present_required", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present_required",
+        skip_serializing_if = "Option::is_none"
+    )]
     boolean_attribute: Option<BooleanAttributePolicy>,
-    #[serde(default, deserialize_with = "present_default", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present_default",
+        skip_serializing_if = "Option::is_none"
+    )]
     span_count: Option<SpanCountPolicy>,
-    #[serde(default, deserialize_with = "present_required", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present_required",
+        skip_serializing_if = "Option::is_none"
+    )]
     trace_state: Option<TraceStatePolicy>,
-    #[serde(default, deserialize_with = "present_required", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present_required",
+        skip_serializing_if = "Option::is_none"
+    )]
     and: Option<AndPolicy>,
-    #[serde(default, deserialize_with = "present_required", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present_required",
+        skip_serializing_if = "Option::is_none"
+    )]
     not: Option<NotPolicy>,
-    #[serde(default, deserialize_with = "present_required", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present_required",
+        skip_serializing_if = "Option::is_none"
+    )]
     composite: Option<CompositePolicy>,
 }
 
@@ -629,13 +700,24 @@ impl TryFrom<RawPolicy> for NamedPolicy {
         if let Some(v) = raw.composite {
             kinds.push(PolicyKind::Composite(v));
         }
-        let label = if raw.name.is_empty() { String::new() } else { format!("policy \"{}\": ", raw.name) };
+        let label = if raw.name.is_empty() {
+            String::new()
+        } else {
+            format!("policy \"{}\": ", raw.name)
+        };
         if kinds.len() > 1 {
             let names: Vec<&str> = kinds.iter().map(PolicyKind::type_name).collect();
-            return Err(format!("{label}exactly one policy type must be given, found {}", names.join(", ")));
+            return Err(format!(
+                "{label}exactly one policy type must be given, found {}",
+                names.join(", ")
+            ));
         }
         match kinds.pop() {
-            Some(kind) => Ok(NamedPolicy { name: raw.name, filter: raw.filter, kind }),
+            Some(kind) => Ok(NamedPolicy {
+                name: raw.name,
+                filter: raw.filter,
+                kind,
+            }),
             None => Err(format!("{label}missing policy type, expected one of: {POLICY_TYPES}")),
         }
     }
@@ -643,7 +725,11 @@ impl TryFrom<RawPolicy> for NamedPolicy {
 
 impl From<NamedPolicy> for RawPolicy {
     fn from(p: NamedPolicy) -> RawPolicy {
-        let mut raw = RawPolicy { name: p.name, filter: p.filter, ..RawPolicy::default() };
+        let mut raw = RawPolicy {
+            name: p.name,
+            filter: p.filter,
+            ..RawPolicy::default()
+        };
         match p.kind {
             PolicyKind::Always => raw.always = Some(Empty {}),
             PolicyKind::Drop(v) => raw.drop = Some(v),

@@ -35,7 +35,13 @@ pub struct Decision {
 impl Decision {
     /// A "not kept" decision.
     pub fn dropped(policy: Option<String>) -> Self {
-        Decision { keep: false, policy, sampling_probability: 0.0, threshold: None, randomness: None }
+        Decision {
+            keep: false,
+            policy,
+            sampling_probability: 0.0,
+            threshold: None,
+            randomness: None,
+        }
     }
 
     /// `1 / sampling_probability` for kept traces, 0.0 otherwise.
@@ -107,8 +113,16 @@ struct Outcome {
 }
 
 impl Outcome {
-    const SAMPLED: Outcome = Outcome { verdict: Verdict::Sampled, prob: 1.0, threshold: None };
-    const NOT_SAMPLED: Outcome = Outcome { verdict: Verdict::NotSampled, prob: 1.0, threshold: None };
+    const SAMPLED: Outcome = Outcome {
+        verdict: Verdict::Sampled,
+        prob: 1.0,
+        threshold: None,
+    };
+    const NOT_SAMPLED: Outcome = Outcome {
+        verdict: Verdict::NotSampled,
+        prob: 1.0,
+        threshold: None,
+    };
 
     fn from_bool(b: bool) -> Outcome {
         if b {
@@ -119,7 +133,11 @@ impl Outcome {
     }
 
     fn verdict(verdict: Verdict) -> Outcome {
-        Outcome { verdict, prob: 1.0, threshold: None }
+        Outcome {
+            verdict,
+            prob: 1.0,
+            threshold: None,
+        }
     }
 }
 
@@ -308,7 +326,13 @@ impl Bucket {
         let rate_milli = ((per_second * 1000.0).round() as u128).max(1);
         let burst_ns = ((burst_seconds * 1e9).round() as u128).max(1);
         let capacity = burst_ns * rate_milli;
-        Bucket { rate_milli, burst_ns, capacity, tokens: capacity, last_ns: None }
+        Bucket {
+            rate_milli,
+            burst_ns,
+            capacity,
+            tokens: capacity,
+            last_ns: None,
+        }
     }
 
     fn refill(&mut self, now: u64) {
@@ -391,13 +415,21 @@ impl CompositeNode {
             }
             let sub_after = sub.sampled.saturating_add(n);
             let total_after = self.total.saturating_add(n);
-            let within_total = if self.otel { sub_after as f64 } else { total_after as f64 } <= self.max_total;
+            let within_total = if self.otel {
+                sub_after as f64
+            } else {
+                total_after as f64
+            } <= self.max_total;
             if sub_after as f64 <= sub.allocated && within_total {
                 if commit {
                     sub.sampled = sub_after;
                     self.total = total_after;
                 }
-                return Outcome { verdict: Verdict::Sampled, prob: o.prob, threshold: o.threshold };
+                return Outcome {
+                    verdict: Verdict::Sampled,
+                    prob: o.prob,
+                    threshold: o.threshold,
+                };
             }
             // The first matching sub-policy decides, even when over budget.
             return Outcome::NOT_SAMPLED;
@@ -460,14 +492,26 @@ impl Node {
             Node::Latency { min_ns, max_ns } => Outcome::from_bool(cx.duration >= *min_ns && cx.duration <= *max_ns),
             Node::SpanCount { min, max } => Outcome::from_bool(cx.span_count >= *min && cx.span_count <= *max),
             Node::Probabilistic { threshold, prob } => Outcome {
-                verdict: if cx.randomness >= *threshold { Verdict::Sampled } else { Verdict::NotSampled },
+                verdict: if cx.randomness >= *threshold {
+                    Verdict::Sampled
+                } else {
+                    Verdict::NotSampled
+                },
                 prob: *prob,
                 threshold: Some(*threshold),
             },
-            Node::OtelProbabilistic { salted_state, threshold, prob } => {
+            Node::OtelProbabilistic {
+                salted_state,
+                threshold,
+                prob,
+            } => {
                 let h = otel::fnv1a64_continue(*salted_state, &cx.trace.trace_id);
                 Outcome {
-                    verdict: if h <= *threshold { Verdict::Sampled } else { Verdict::NotSampled },
+                    verdict: if h <= *threshold {
+                        Verdict::Sampled
+                    } else {
+                        Verdict::NotSampled
+                    },
                     prob: *prob,
                     threshold: None,
                 }
@@ -499,7 +543,11 @@ impl Node {
                     other => other, // inverted decisions pass through (as in the collector)
                 };
                 let prob = if o.threshold.is_some() { 1.0 - o.prob } else { 1.0 };
-                Outcome { verdict, prob, threshold: None }
+                Outcome {
+                    verdict,
+                    prob,
+                    threshold: None,
+                }
             }
             Node::Composite(c) => c.eval(cx, commit),
         }
@@ -584,7 +632,11 @@ impl Builder {
         for (i, p) in patterns.iter().enumerate() {
             if let Err(e) = regex::Regex::new(p) {
                 ok = false;
-                let at = if index_paths { format!("{path}[{i}]") } else { path.to_string() };
+                let at = if index_paths {
+                    format!("{path}[{i}]")
+                } else {
+                    path.to_string()
+                };
                 self.issue(at, format!("invalid regex: {e}"));
             }
         }
@@ -617,9 +669,19 @@ impl Builder {
         if f.service.is_none() && f.span_name.is_none() && !f.root_only {
             self.issue(path, "must set at least one of service, span_name, root_only");
         }
-        let service = f.service.as_ref().map(|m| self.string_match(m, &format!("{path}.service")));
-        let span_name = f.span_name.as_ref().map(|m| self.string_match(m, &format!("{path}.span_name")));
-        Node::Filter(Box::new(FilterCond { service, span_name, root_only: f.root_only }))
+        let service = f
+            .service
+            .as_ref()
+            .map(|m| self.string_match(m, &format!("{path}.service")));
+        let span_name = f
+            .span_name
+            .as_ref()
+            .map(|m| self.string_match(m, &format!("{path}.span_name")));
+        Node::Filter(Box::new(FilterCond {
+            service,
+            span_name,
+            root_only: f.root_only,
+        }))
     }
 
     fn policy(&mut self, p: &NamedPolicy, path: &str, level: Level) -> Node {
@@ -634,7 +696,10 @@ impl Builder {
     }
 
     fn subs(&mut self, subs: &[NamedPolicy], path: &str) -> Vec<Node> {
-        subs.iter().enumerate().map(|(i, s)| self.policy(s, &format!("{path}[{i}]"), Level::Nested)).collect()
+        subs.iter()
+            .enumerate()
+            .map(|(i, s)| self.policy(s, &format!("{path}[{i}]"), Level::Nested))
+            .collect()
     }
 
     fn kind(&mut self, kind: &PolicyKind, path: &str, level: Level, has_filter: bool) -> Node {
@@ -660,7 +725,11 @@ impl Builder {
             PolicyKind::Latency(l) => {
                 self.needs_duration = true;
                 const MS: u64 = 1_000_000;
-                let upper = if otel { l.upper_threshold_ms.filter(|u| *u != 0) } else { l.upper_threshold_ms };
+                let upper = if otel {
+                    l.upper_threshold_ms.filter(|u| *u != 0)
+                } else {
+                    l.upper_threshold_ms
+                };
                 if let Some(u) = upper {
                     if u < l.threshold_ms {
                         self.issue(
@@ -677,9 +746,10 @@ impl Builder {
                         l.threshold_ms.saturating_add(1).saturating_mul(MS),
                         u.saturating_add(1).saturating_mul(MS).saturating_sub(1),
                     ),
-                    (false, u) => {
-                        (l.threshold_ms.saturating_mul(MS), u.map_or(u64::MAX, |u| u.saturating_mul(MS)))
-                    }
+                    (false, u) => (
+                        l.threshold_ms.saturating_mul(MS),
+                        u.map_or(u64::MAX, |u| u.saturating_mul(MS)),
+                    ),
                 };
                 Node::Latency { min_ns, max_ns }
             }
@@ -692,7 +762,10 @@ impl Builder {
                 }
                 self.needs_randomness = true;
                 let threshold = threshold_for(p.percentage / 100.0);
-                Node::Probabilistic { threshold, prob: probability_for_threshold(threshold) }
+                Node::Probabilistic {
+                    threshold,
+                    prob: probability_for_threshold(threshold),
+                }
             }
             PolicyKind::OtelProbabilistic(p) => {
                 if !valid_percentage(p.sampling_percentage) {
@@ -701,7 +774,11 @@ impl Builder {
                         format!("must be between 0 and 100, got {}", p.sampling_percentage),
                     );
                 }
-                let salt = if p.hash_salt.is_empty() { otel::DEFAULT_HASH_SALT } else { p.hash_salt.as_str() };
+                let salt = if p.hash_salt.is_empty() {
+                    otel::DEFAULT_HASH_SALT
+                } else {
+                    p.hash_salt.as_str()
+                };
                 let ratio = p.sampling_percentage / 100.0;
                 Node::OtelProbabilistic {
                     salted_state: otel::fnv1a64_continue(otel::FNV_OFFSET_BASIS, salt.as_bytes()),
@@ -716,12 +793,18 @@ impl Builder {
                 }
                 let burst = r.burst_seconds.unwrap_or(1.0);
                 if !(burst.is_finite() && burst > 0.0 && burst <= 86_400.0) {
-                    self.issue(format!("{at}.burst_seconds"), format!("must be > 0 and <= 86400, got {burst}"));
+                    self.issue(
+                        format!("{at}.burst_seconds"),
+                        format!("must be > 0 and <= 86400, got {burst}"),
+                    );
                 }
                 let mut bucket = |name: &str, v: Option<f64>| -> Option<Bucket> {
                     let v = v?;
                     if !(v.is_finite() && (0.001..=1e12).contains(&v)) {
-                        self.issue(format!("{at}.{name}"), format!("must be between 0.001 and 1e12, got {v}"));
+                        self.issue(
+                            format!("{at}.{name}"),
+                            format!("must be between 0.001 and 1e12, got {v}"),
+                        );
                         return None;
                     }
                     Some(Bucket::new(v, burst.clamp(1e-9, 86_400.0)))
@@ -797,7 +880,10 @@ impl Builder {
                         self.issue(format!("{path}.span_count.max"), format!("must be >= min ({})", s.min));
                     }
                 }
-                Node::SpanCount { min: s.min, max: s.max.unwrap_or(u64::MAX) }
+                Node::SpanCount {
+                    min: s.min,
+                    max: s.max.unwrap_or(u64::MAX),
+                }
             }
             PolicyKind::TraceState(t) => {
                 let at = format!("{path}.trace_state");
@@ -810,11 +896,19 @@ impl Builder {
                 let key_len = t.key.len();
                 let values = if otel {
                     // Collector: empty values and members over 256 bytes never match.
-                    StrSet::exact(t.values.iter().filter(|v| !v.is_empty() && key_len + v.len() < 256).cloned())
+                    StrSet::exact(
+                        t.values
+                            .iter()
+                            .filter(|v| !v.is_empty() && key_len + v.len() < 256)
+                            .cloned(),
+                    )
                 } else {
                     StrSet::exact(t.values.iter().cloned())
                 };
-                Node::TraceState(Box::new(TraceStateCond { key: t.key.clone().into_boxed_str(), values }))
+                Node::TraceState(Box::new(TraceStateCond {
+                    key: t.key.clone().into_boxed_str(),
+                    values,
+                }))
             }
             PolicyKind::And(a) => {
                 let at = format!("{path}.and.policies");
@@ -823,7 +917,11 @@ impl Builder {
                 }
                 Node::And(self.subs(&a.policies, &at))
             }
-            PolicyKind::Not(n) => Node::Not(Box::new(self.policy(&n.policy, &format!("{path}.not.policy"), Level::Nested))),
+            PolicyKind::Not(n) => Node::Not(Box::new(self.policy(
+                &n.policy,
+                &format!("{path}.not.policy"),
+                Level::Nested,
+            ))),
             PolicyKind::Composite(c) => self.composite(c, &format!("{path}.composite")),
         }
     }
@@ -832,7 +930,10 @@ impl Builder {
         let otel = self.otel();
         let max = c.max_total_spans_per_second;
         if !(max.is_finite() && max > 0.0) {
-            self.issue(format!("{at}.max_total_spans_per_second"), format!("must be > 0, got {max}"));
+            self.issue(
+                format!("{at}.max_total_spans_per_second"),
+                format!("must be > 0, got {max}"),
+            );
         }
         if c.policies.is_empty() {
             self.issue(format!("{at}.policies"), "must not be empty");
@@ -842,7 +943,10 @@ impl Builder {
             if p.name.is_empty() {
                 self.issue(format!("{at}.policies[{i}].name"), "must not be empty");
             } else if !names.insert(p.name.as_str()) {
-                self.issue(format!("{at}.policies[{i}].name"), format!("duplicate name \"{}\"", p.name));
+                self.issue(
+                    format!("{at}.policies[{i}].name"),
+                    format!("duplicate name \"{}\"", p.name),
+                );
             }
         }
         let mut allocated_pct: Vec<Option<f64>> = vec![None; c.policies.len()];
@@ -850,24 +954,38 @@ impl Builder {
         for (k, ra) in c.rate_allocation.iter().enumerate() {
             let ra_at = format!("{at}.rate_allocation[{k}]");
             if !valid_percentage(ra.percent) {
-                self.issue(format!("{ra_at}.percent"), format!("must be between 0 and 100, got {}", ra.percent));
+                self.issue(
+                    format!("{ra_at}.percent"),
+                    format!("must be between 0 and 100, got {}", ra.percent),
+                );
             } else {
                 sum += ra.percent;
             }
             match c.policies.iter().position(|p| p.name == ra.policy) {
-                None => self.issue(format!("{ra_at}.policy"), format!("unknown sub-policy \"{}\"", ra.policy)),
-                Some(j) if allocated_pct[j].is_some() => {
-                    self.issue(format!("{ra_at}.policy"), format!("duplicate allocation for \"{}\"", ra.policy))
-                }
+                None => self.issue(
+                    format!("{ra_at}.policy"),
+                    format!("unknown sub-policy \"{}\"", ra.policy),
+                ),
+                Some(j) if allocated_pct[j].is_some() => self.issue(
+                    format!("{ra_at}.policy"),
+                    format!("duplicate allocation for \"{}\"", ra.policy),
+                ),
                 Some(j) => allocated_pct[j] = Some(ra.percent),
             }
         }
         if sum > 100.0 + 1e-9 {
-            self.issue(format!("{at}.rate_allocation"), format!("percentages sum to {sum}, must be <= 100"));
+            self.issue(
+                format!("{at}.rate_allocation"),
+                format!("percentages sum to {sum}, must be <= 100"),
+            );
         }
         let n = c.policies.len().max(1) as f64;
         let unallocated = allocated_pct.iter().filter(|a| a.is_none()).count();
-        let share_rest = if unallocated > 0 { (100.0 - sum).max(0.0) / unallocated as f64 } else { 0.0 };
+        let share_rest = if unallocated > 0 {
+            (100.0 - sum).max(0.0) / unallocated as f64
+        } else {
+            0.0
+        };
         let subs = c
             .policies
             .iter()
@@ -886,7 +1004,11 @@ impl Builder {
                 } else {
                     allocated_pct[j].unwrap_or(share_rest) / 100.0 * max
                 };
-                CompositeSub { node, allocated, sampled: 0 }
+                CompositeSub {
+                    node,
+                    allocated,
+                    sampled: 0,
+                }
             })
             .collect();
         Node::Composite(Box::new(CompositeNode {
@@ -988,7 +1110,11 @@ impl PolicyEngine {
     pub fn decide(&mut self, trace: &TraceData<'_>, seed: u64, now_unix_nano: u64) -> Decision {
         let cx = Ctx {
             trace,
-            randomness: if self.needs_randomness { consistent::randomness(trace.trace_id, seed) } else { 0 },
+            randomness: if self.needs_randomness {
+                consistent::randomness(trace.trace_id, seed)
+            } else {
+                0
+            },
             now: now_unix_nano,
             duration: if self.needs_duration { trace.duration_nanos() } else { 0 },
             span_count: trace.span_count(),

@@ -15,7 +15,10 @@ pub struct Issue {
 
 impl Issue {
     pub(crate) fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
-        Issue { path: path.into(), message: message.into() }
+        Issue {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -57,7 +60,10 @@ impl PolicyError {
     }
 
     pub(crate) fn parse(path: impl Into<String>, message: impl Into<String>) -> Self {
-        PolicyError::Parse { path: path.into(), message: message.into() }
+        PolicyError::Parse {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 
     pub(crate) fn from_path_error<E: fmt::Display>(err: serde_path_to_error::Error<E>, prefix: &str) -> Self {

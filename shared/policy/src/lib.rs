@@ -278,6 +278,4 @@ pub use document::{
 pub use engine::{stress_decision, Decision, PolicyEngine, STRESS_POLICY};
 pub use error::{Issue, PolicyError};
 pub use model::{AttrValue, Requirements, SpanData, StatusCode, TraceData, SERVICE_NAME_KEY};
-pub use otel::{
-    fnv1a64, otel_probabilistic_keep, otel_probabilistic_threshold, otel_trace_hash, DEFAULT_HASH_SALT,
-};
+pub use otel::{fnv1a64, otel_probabilistic_keep, otel_probabilistic_threshold, otel_trace_hash, DEFAULT_HASH_SALT};

@@ -219,9 +219,21 @@ mod tests {
         let t = TraceData {
             trace_id: [1; 16],
             spans: vec![
-                SpanData { start_unix_nano: 100, end_unix_nano: 150, ..Default::default() },
-                SpanData { start_unix_nano: 120, end_unix_nano: 400, ..Default::default() },
-                SpanData { start_unix_nano: 90, end_unix_nano: 95, ..Default::default() },
+                SpanData {
+                    start_unix_nano: 100,
+                    end_unix_nano: 150,
+                    ..Default::default()
+                },
+                SpanData {
+                    start_unix_nano: 120,
+                    end_unix_nano: 400,
+                    ..Default::default()
+                },
+                SpanData {
+                    start_unix_nano: 90,
+                    end_unix_nano: 95,
+                    ..Default::default()
+                },
             ],
         };
         assert_eq!(t.duration_nanos(), 310);
@@ -241,12 +253,19 @@ mod tests {
     #[test]
     fn service_name_fallback() {
         let res = [("host.name", AttrValue::Str("h1"))];
-        let s = SpanData { service: "checkout", resource_attributes: &res, ..Default::default() };
+        let s = SpanData {
+            service: "checkout",
+            resource_attributes: &res,
+            ..Default::default()
+        };
         assert_eq!(s.resource_attribute("service.name"), Some(AttrValue::Str("checkout")));
         assert_eq!(s.resource_attribute("host.name"), Some(AttrValue::Str("h1")));
         assert_eq!(s.resource_attribute("nope"), None);
         assert!(s.is_root());
-        let child = SpanData { parent_span_id: Some([1; 8]), ..Default::default() };
+        let child = SpanData {
+            parent_span_id: Some([1; 8]),
+            ..Default::default()
+        };
         assert!(!child.is_root());
     }
 }

@@ -37,7 +37,11 @@ pub fn fnv1a64(bytes: &[u8]) -> u64 {
 /// The collector's probabilistic hash: FNV-1a 64 over the salt bytes
 /// followed by the 16 trace-ID bytes (empty salt = [`DEFAULT_HASH_SALT`]).
 pub fn otel_trace_hash(hash_salt: &str, trace_id: [u8; 16]) -> u64 {
-    let salt = if hash_salt.is_empty() { DEFAULT_HASH_SALT } else { hash_salt };
+    let salt = if hash_salt.is_empty() {
+        DEFAULT_HASH_SALT
+    } else {
+        hash_salt
+    };
     fnv1a64_continue(fnv1a64(salt.as_bytes()), &trace_id)
 }
 
@@ -56,7 +60,11 @@ pub fn otel_probabilistic_threshold(ratio: f64) -> u64 {
     let bits = ratio.to_bits();
     let biased = ((bits >> 52) & 0x7ff) as i32;
     let frac = bits & ((1u64 << 52) - 1);
-    let (mant, exp) = if biased == 0 { (frac, -1074) } else { (frac | (1u64 << 52), biased - 1075) };
+    let (mant, exp) = if biased == 0 {
+        (frac, -1074)
+    } else {
+        (frac | (1u64 << 52), biased - 1075)
+    };
     // Exact product (< 2^117), then round to 64 significant bits.
     let product = u128::from(u64::MAX) * u128::from(mant);
     let bit_len = 128 - product.leading_zeros() as i32;
@@ -65,7 +73,11 @@ pub fn otel_probabilistic_threshold(ratio: f64) -> u64 {
         let q = product >> s;
         let rem = product & ((1u128 << s) - 1);
         let half = 1u128 << (s - 1);
-        let q = if rem > half || (rem == half && q & 1 == 1) { q + 1 } else { q };
+        let q = if rem > half || (rem == half && q & 1 == 1) {
+            q + 1
+        } else {
+            q
+        };
         (q, s as i32)
     } else {
         (product, 0)
@@ -311,7 +323,10 @@ fn convert(p: OtelPolicy, path: &str, issues: &mut Vec<Issue>) -> NamedPolicy {
                 }
             }
             if c.status_codes.is_empty() {
-                issues.push(Issue::new(format!("{path}.status_code.status_codes"), "must not be empty"));
+                issues.push(Issue::new(
+                    format!("{path}.status_code.status_codes"),
+                    "must not be empty",
+                ));
                 codes.push(StatusCode::Error); // placeholder, the issue fails the import
             }
             PolicyKind::StatusCode(StatusCodePolicy { codes })
@@ -343,7 +358,10 @@ fn convert(p: OtelPolicy, path: &str, issues: &mut Vec<Issue>) -> NamedPolicy {
         }
         "trace_state" => {
             let c = p.trace_state.unwrap_or_default();
-            PolicyKind::TraceState(TraceStatePolicy { key: c.key, values: c.values })
+            PolicyKind::TraceState(TraceStatePolicy {
+                key: c.key,
+                values: c.values,
+            })
         }
         "boolean_attribute" => {
             let c = p.boolean_attribute.unwrap_or_default();
@@ -365,7 +383,9 @@ fn convert(p: OtelPolicy, path: &str, issues: &mut Vec<Issue>) -> NamedPolicy {
             match c.not_sub_policy {
                 Some(sub) => {
                     let policy = convert(*sub, &format!("{path}.not.not_sub_policy"), issues);
-                    PolicyKind::Not(NotPolicy { policy: Box::new(policy) })
+                    PolicyKind::Not(NotPolicy {
+                        policy: Box::new(policy),
+                    })
                 }
                 None => {
                     issues.push(Issue::new(format!("{path}.not.not_sub_policy"), "must be set"));
@@ -389,7 +409,10 @@ fn convert(p: OtelPolicy, path: &str, issues: &mut Vec<Issue>) -> NamedPolicy {
             let rate_allocation = c
                 .rate_allocation
                 .into_iter()
-                .map(|r| RateAllocation { policy: r.policy, percent: r.percent as f64 })
+                .map(|r| RateAllocation {
+                    policy: r.policy,
+                    percent: r.percent as f64,
+                })
                 .collect();
             PolicyKind::Composite(CompositePolicy {
                 max_total_spans_per_second: c.max_total_spans_per_second as f64,
@@ -420,11 +443,18 @@ fn convert(p: OtelPolicy, path: &str, issues: &mut Vec<Issue>) -> NamedPolicy {
             PolicyKind::Always
         }
     };
-    NamedPolicy { name: p.name, filter: None, kind }
+    NamedPolicy {
+        name: p.name,
+        filter: None,
+        kind,
+    }
 }
 
 fn convert_all(ps: Vec<OtelPolicy>, path: &str, issues: &mut Vec<Issue>) -> Vec<NamedPolicy> {
-    ps.into_iter().enumerate().map(|(i, p)| convert(p, &format!("{path}[{i}]"), issues)).collect()
+    ps.into_iter()
+        .enumerate()
+        .map(|(i, p)| convert(p, &format!("{path}[{i}]"), issues))
+        .collect()
 }
 
 fn get<'v>(map: &'v serde_yaml::Mapping, key: &str) -> Option<&'v Value> {
@@ -491,7 +521,10 @@ impl PolicyDocument {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
             Some(_) => {
-                return Err(PolicyError::parse(format!("{prefix}sample_on_first_match"), "expected a boolean"));
+                return Err(PolicyError::parse(
+                    format!("{prefix}sample_on_first_match"),
+                    "expected a boolean",
+                ));
             }
         };
         let policies_path = format!("{prefix}policies");
@@ -502,7 +535,12 @@ impl PolicyDocument {
         if !issues.is_empty() {
             return Err(PolicyError::Invalid(issues));
         }
-        let doc = PolicyDocument { version: 0, semantics: Semantics::OtelTailSampling, sample_on_first_match, policies };
+        let doc = PolicyDocument {
+            version: 0,
+            semantics: Semantics::OtelTailSampling,
+            sample_on_first_match,
+            policies,
+        };
         doc.validate()?;
         Ok(doc)
     }

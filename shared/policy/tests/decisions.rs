@@ -24,7 +24,13 @@ fn span() -> SpanData<'static> {
 }
 
 fn root(name: &'static str, service: &'static str) -> SpanData<'static> {
-    SpanData { parent_span_id: None, name, service, kind: 2, ..span() }
+    SpanData {
+        parent_span_id: None,
+        name,
+        service,
+        kind: 2,
+        ..span()
+    }
 }
 
 fn with_attr(mut s: SpanData<'static>, key: &'static str, v: AttrValue<'static>) -> SpanData<'static> {
@@ -37,11 +43,17 @@ fn with_status(s: SpanData<'static>, status: StatusCode) -> SpanData<'static> {
 }
 
 fn with_duration(s: SpanData<'static>, ns: u64) -> SpanData<'static> {
-    SpanData { end_unix_nano: s.start_unix_nano + ns, ..s }
+    SpanData {
+        end_unix_nano: s.start_unix_nano + ns,
+        ..s
+    }
 }
 
 fn trace(spans: Vec<SpanData<'static>>) -> TraceData<'static> {
-    TraceData { trace_id: [0x42; 16], spans }
+    TraceData {
+        trace_id: [0x42; 16],
+        spans,
+    }
 }
 
 fn one(s: SpanData<'static>) -> TraceData<'static> {
@@ -65,7 +77,13 @@ fn decide(engine: &mut PolicyEngine, t: &TraceData<'_>) -> Decision {
 }
 
 /// (case name, policies YAML, trace, expected keep, expected reason)
-type Case = (&'static str, &'static str, TraceData<'static>, bool, Option<&'static str>);
+type Case = (
+    &'static str,
+    &'static str,
+    TraceData<'static>,
+    bool,
+    Option<&'static str>,
+);
 
 fn run_native(cases: Vec<Case>) {
     for (name, policies, t, keep, reason) in cases {
@@ -82,102 +100,380 @@ fn leaf_policies_native() {
     let ok = with_status(span(), StatusCode::Ok);
     let cases: Vec<Case> = vec![
         ("always", "  - {name: a, always: {}}", one(span()), true, Some("a")),
-        ("always null body", "  - name: a\n    always:", one(span()), true, Some("a")),
-        ("status error", "  - {name: e, status_code: {codes: [ERROR]}}", trace(vec![ok.clone(), error.clone()]), true, Some("e")),
-        ("status no error", "  - {name: e, status_code: {codes: [ERROR]}}", trace(vec![ok.clone(), span()]), false, None),
-        ("status ok/unset", "  - {name: e, status_code: {codes: [ok, UNSET]}}", one(span()), true, Some("e")),
-        ("status ok only", "  - {name: e, status_code: {codes: [OK]}}", one(error.clone()), false, None),
-        ("latency exact threshold", "  - {name: l, latency: {threshold_ms: 2000}}", one(with_duration(span(), 2000 * MS)), true, Some("l")),
-        ("latency below", "  - {name: l, latency: {threshold_ms: 2000}}", one(with_duration(span(), 2000 * MS - 1)), false, None),
-        ("latency within upper", "  - {name: l, latency: {threshold_ms: 1000, upper_threshold_ms: 3000}}", one(with_duration(span(), 3000 * MS)), true, Some("l")),
-        ("latency above upper", "  - {name: l, latency: {threshold_ms: 1000, upper_threshold_ms: 3000}}", one(with_duration(span(), 3000 * MS + 1)), false, None),
-        ("latency spans whole trace", "  - {name: l, latency: {threshold_ms: 100}}",
-            trace(vec![span(), SpanData { start_unix_nano: T0 + 95 * MS, end_unix_nano: T0 + 100 * MS, ..span() }]), true, Some("l")),
-        ("probabilistic 100", "  - {name: p, probabilistic: {percentage: 100}}", one(span()), true, Some("p")),
-        ("probabilistic 0", "  - {name: p, probabilistic: {percentage: 0}}", one(span()), false, None),
-        ("span_count in range", "  - {name: c, span_count: {min: 2, max: 3}}", trace(vec![span(), span(), span()]), true, Some("c")),
-        ("span_count too many", "  - {name: c, span_count: {min: 2, max: 3}}", trace(vec![span(); 4]), false, None),
-        ("span_count too few", "  - {name: c, span_count: {min: 2}}", one(span()), false, None),
-        ("trace_state match", "  - {name: t, trace_state: {key: vendor, values: [debug, x]}}",
-            one(SpanData { trace_state: "ot=th:8, vendor=debug", ..span() }), true, Some("t")),
-        ("trace_state other value", "  - {name: t, trace_state: {key: vendor, values: [debug]}}",
-            one(SpanData { trace_state: "vendor=prod,debug=vendor", ..span() }), false, None),
-        ("trace_state empty", "  - {name: t, trace_state: {key: vendor, values: [debug]}}", one(span()), false, None),
+        (
+            "always null body",
+            "  - name: a\n    always:",
+            one(span()),
+            true,
+            Some("a"),
+        ),
+        (
+            "status error",
+            "  - {name: e, status_code: {codes: [ERROR]}}",
+            trace(vec![ok.clone(), error.clone()]),
+            true,
+            Some("e"),
+        ),
+        (
+            "status no error",
+            "  - {name: e, status_code: {codes: [ERROR]}}",
+            trace(vec![ok.clone(), span()]),
+            false,
+            None,
+        ),
+        (
+            "status ok/unset",
+            "  - {name: e, status_code: {codes: [ok, UNSET]}}",
+            one(span()),
+            true,
+            Some("e"),
+        ),
+        (
+            "status ok only",
+            "  - {name: e, status_code: {codes: [OK]}}",
+            one(error.clone()),
+            false,
+            None,
+        ),
+        (
+            "latency exact threshold",
+            "  - {name: l, latency: {threshold_ms: 2000}}",
+            one(with_duration(span(), 2000 * MS)),
+            true,
+            Some("l"),
+        ),
+        (
+            "latency below",
+            "  - {name: l, latency: {threshold_ms: 2000}}",
+            one(with_duration(span(), 2000 * MS - 1)),
+            false,
+            None,
+        ),
+        (
+            "latency within upper",
+            "  - {name: l, latency: {threshold_ms: 1000, upper_threshold_ms: 3000}}",
+            one(with_duration(span(), 3000 * MS)),
+            true,
+            Some("l"),
+        ),
+        (
+            "latency above upper",
+            "  - {name: l, latency: {threshold_ms: 1000, upper_threshold_ms: 3000}}",
+            one(with_duration(span(), 3000 * MS + 1)),
+            false,
+            None,
+        ),
+        (
+            "latency spans whole trace",
+            "  - {name: l, latency: {threshold_ms: 100}}",
+            trace(vec![
+                span(),
+                SpanData {
+                    start_unix_nano: T0 + 95 * MS,
+                    end_unix_nano: T0 + 100 * MS,
+                    ..span()
+                },
+            ]),
+            true,
+            Some("l"),
+        ),
+        (
+            "probabilistic 100",
+            "  - {name: p, probabilistic: {percentage: 100}}",
+            one(span()),
+            true,
+            Some("p"),
+        ),
+        (
+            "probabilistic 0",
+            "  - {name: p, probabilistic: {percentage: 0}}",
+            one(span()),
+            false,
+            None,
+        ),
+        (
+            "span_count in range",
+            "  - {name: c, span_count: {min: 2, max: 3}}",
+            trace(vec![span(), span(), span()]),
+            true,
+            Some("c"),
+        ),
+        (
+            "span_count too many",
+            "  - {name: c, span_count: {min: 2, max: 3}}",
+            trace(vec![span(); 4]),
+            false,
+            None,
+        ),
+        (
+            "span_count too few",
+            "  - {name: c, span_count: {min: 2}}",
+            one(span()),
+            false,
+            None,
+        ),
+        (
+            "trace_state match",
+            "  - {name: t, trace_state: {key: vendor, values: [debug, x]}}",
+            one(SpanData {
+                trace_state: "ot=th:8, vendor=debug",
+                ..span()
+            }),
+            true,
+            Some("t"),
+        ),
+        (
+            "trace_state other value",
+            "  - {name: t, trace_state: {key: vendor, values: [debug]}}",
+            one(SpanData {
+                trace_state: "vendor=prod,debug=vendor",
+                ..span()
+            }),
+            false,
+            None,
+        ),
+        (
+            "trace_state empty",
+            "  - {name: t, trace_state: {key: vendor, values: [debug]}}",
+            one(span()),
+            false,
+            None,
+        ),
     ];
     run_native(cases);
 }
 
 #[test]
 fn attribute_policies_native() {
-    static RES_PROD: [(&str, AttrValue<'static>); 2] =
-        [("deployment.environment", AttrValue::Str("prod")), ("replicas", AttrValue::Int(3))];
-    let res_prod = |s: SpanData<'static>| SpanData { resource_attributes: &RES_PROD, ..s };
+    static RES_PROD: [(&str, AttrValue<'static>); 2] = [
+        ("deployment.environment", AttrValue::Str("prod")),
+        ("replicas", AttrValue::Int(3)),
+    ];
+    let res_prod = |s: SpanData<'static>| SpanData {
+        resource_attributes: &RES_PROD,
+        ..s
+    };
     let cases: Vec<Case> = vec![
         // string_attribute
-        ("string exact span", "  - {name: s, string_attribute: {key: http.route, values: [/cart, /pay]}}",
-            one(with_attr(span(), "http.route", AttrValue::Str("/pay"))), true, Some("s")),
-        ("string exact no match", "  - {name: s, string_attribute: {key: http.route, values: [/cart]}}",
-            one(with_attr(span(), "http.route", AttrValue::Str("/cart/1"))), false, None),
-        ("string non-string value", "  - {name: s, string_attribute: {key: k, values: ['1']}}",
-            one(with_attr(span(), "k", AttrValue::Int(1))), false, None),
-        ("string regex unanchored", "  - {name: s, string_attribute: {key: http.route, values: ['/cart/\\d+'], regex: true}}",
-            one(with_attr(span(), "http.route", AttrValue::Str("/api/cart/12"))), true, Some("s")),
-        ("string regex anchored", "  - {name: s, string_attribute: {key: http.route, values: ['^/cart$'], regex: true}}",
-            one(with_attr(span(), "http.route", AttrValue::Str("/cart/12"))), false, None),
-        ("string span scope ignores resource", "  - {name: s, string_attribute: {key: deployment.environment, values: [prod]}}",
-            one(res_prod(span())), false, None),
-        ("string resource scope", "  - {name: s, string_attribute: {key: deployment.environment, values: [prod], scope: resource}}",
-            one(res_prod(span())), true, Some("s")),
-        ("string resource scope ignores span", "  - {name: s, string_attribute: {key: env, values: [prod], scope: resource}}",
-            one(with_attr(span(), "env", AttrValue::Str("prod"))), false, None),
-        ("string any scope (span)", "  - {name: s, string_attribute: {key: env, values: [prod], scope: any}}",
-            one(with_attr(span(), "env", AttrValue::Str("prod"))), true, Some("s")),
-        ("string any scope (resource)", "  - {name: s, string_attribute: {key: deployment.environment, values: [prod], scope: any}}",
-            one(res_prod(span())), true, Some("s")),
-        ("string service.name via service field", "  - {name: s, string_attribute: {key: service.name, values: [checkout], scope: resource}}",
-            one(root("GET /", "checkout")), true, Some("s")),
-        ("string invert, value present", "  - {name: s, string_attribute: {key: env, values: [dev], invert: true}}",
-            one(with_attr(span(), "env", AttrValue::Str("dev"))), false, None),
-        ("string invert, other value", "  - {name: s, string_attribute: {key: env, values: [dev], invert: true}}",
-            one(with_attr(span(), "env", AttrValue::Str("prod"))), true, Some("s")),
-        ("string invert, attribute absent", "  - {name: s, string_attribute: {key: env, values: [dev], invert: true}}",
-            one(span()), true, Some("s")),
-        ("string invert, one of many spans matches", "  - {name: s, string_attribute: {key: env, values: [dev], invert: true}}",
-            trace(vec![span(), with_attr(span(), "env", AttrValue::Str("dev"))]), false, None),
+        (
+            "string exact span",
+            "  - {name: s, string_attribute: {key: http.route, values: [/cart, /pay]}}",
+            one(with_attr(span(), "http.route", AttrValue::Str("/pay"))),
+            true,
+            Some("s"),
+        ),
+        (
+            "string exact no match",
+            "  - {name: s, string_attribute: {key: http.route, values: [/cart]}}",
+            one(with_attr(span(), "http.route", AttrValue::Str("/cart/1"))),
+            false,
+            None,
+        ),
+        (
+            "string non-string value",
+            "  - {name: s, string_attribute: {key: k, values: ['1']}}",
+            one(with_attr(span(), "k", AttrValue::Int(1))),
+            false,
+            None,
+        ),
+        (
+            "string regex unanchored",
+            "  - {name: s, string_attribute: {key: http.route, values: ['/cart/\\d+'], regex: true}}",
+            one(with_attr(span(), "http.route", AttrValue::Str("/api/cart/12"))),
+            true,
+            Some("s"),
+        ),
+        (
+            "string regex anchored",
+            "  - {name: s, string_attribute: {key: http.route, values: ['^/cart$'], regex: true}}",
+            one(with_attr(span(), "http.route", AttrValue::Str("/cart/12"))),
+            false,
+            None,
+        ),
+        (
+            "string span scope ignores resource",
+            "  - {name: s, string_attribute: {key: deployment.environment, values: [prod]}}",
+            one(res_prod(span())),
+            false,
+            None,
+        ),
+        (
+            "string resource scope",
+            "  - {name: s, string_attribute: {key: deployment.environment, values: [prod], scope: resource}}",
+            one(res_prod(span())),
+            true,
+            Some("s"),
+        ),
+        (
+            "string resource scope ignores span",
+            "  - {name: s, string_attribute: {key: env, values: [prod], scope: resource}}",
+            one(with_attr(span(), "env", AttrValue::Str("prod"))),
+            false,
+            None,
+        ),
+        (
+            "string any scope (span)",
+            "  - {name: s, string_attribute: {key: env, values: [prod], scope: any}}",
+            one(with_attr(span(), "env", AttrValue::Str("prod"))),
+            true,
+            Some("s"),
+        ),
+        (
+            "string any scope (resource)",
+            "  - {name: s, string_attribute: {key: deployment.environment, values: [prod], scope: any}}",
+            one(res_prod(span())),
+            true,
+            Some("s"),
+        ),
+        (
+            "string service.name via service field",
+            "  - {name: s, string_attribute: {key: service.name, values: [checkout], scope: resource}}",
+            one(root("GET /", "checkout")),
+            true,
+            Some("s"),
+        ),
+        (
+            "string invert, value present",
+            "  - {name: s, string_attribute: {key: env, values: [dev], invert: true}}",
+            one(with_attr(span(), "env", AttrValue::Str("dev"))),
+            false,
+            None,
+        ),
+        (
+            "string invert, other value",
+            "  - {name: s, string_attribute: {key: env, values: [dev], invert: true}}",
+            one(with_attr(span(), "env", AttrValue::Str("prod"))),
+            true,
+            Some("s"),
+        ),
+        (
+            "string invert, attribute absent",
+            "  - {name: s, string_attribute: {key: env, values: [dev], invert: true}}",
+            one(span()),
+            true,
+            Some("s"),
+        ),
+        (
+            "string invert, one of many spans matches",
+            "  - {name: s, string_attribute: {key: env, values: [dev], invert: true}}",
+            trace(vec![span(), with_attr(span(), "env", AttrValue::Str("dev"))]),
+            false,
+            None,
+        ),
         // numeric_attribute
-        ("numeric int in range", "  - {name: n, numeric_attribute: {key: http.status_code, min: 500, max: 599}}",
-            one(with_attr(span(), "http.status_code", AttrValue::Int(503))), true, Some("n")),
-        ("numeric inclusive bounds", "  - {name: n, numeric_attribute: {key: c, min: 500, max: 599}}",
-            trace(vec![with_attr(span(), "c", AttrValue::Int(599))]), true, Some("n")),
-        ("numeric out of range", "  - {name: n, numeric_attribute: {key: c, min: 500, max: 599}}",
-            one(with_attr(span(), "c", AttrValue::Int(404))), false, None),
-        ("numeric double", "  - {name: n, numeric_attribute: {key: ratio, min: 0.5}}",
-            one(with_attr(span(), "ratio", AttrValue::Double(0.75))), true, Some("n")),
-        ("numeric max only", "  - {name: n, numeric_attribute: {key: ratio, max: 0.5}}",
-            one(with_attr(span(), "ratio", AttrValue::Double(0.75))), false, None),
-        ("numeric string value ignored", "  - {name: n, numeric_attribute: {key: c, min: 0}}",
-            one(with_attr(span(), "c", AttrValue::Str("5"))), false, None),
-        ("numeric resource", "  - {name: n, numeric_attribute: {key: replicas, min: 2, scope: resource}}",
-            one(res_prod(span())), true, Some("n")),
-        ("numeric invert absent", "  - {name: n, numeric_attribute: {key: c, min: 500, invert: true}}",
-            one(span()), true, Some("n")),
-        ("numeric invert in range", "  - {name: n, numeric_attribute: {key: c, min: 500, invert: true}}",
-            one(with_attr(span(), "c", AttrValue::Int(500))), false, None),
+        (
+            "numeric int in range",
+            "  - {name: n, numeric_attribute: {key: http.status_code, min: 500, max: 599}}",
+            one(with_attr(span(), "http.status_code", AttrValue::Int(503))),
+            true,
+            Some("n"),
+        ),
+        (
+            "numeric inclusive bounds",
+            "  - {name: n, numeric_attribute: {key: c, min: 500, max: 599}}",
+            trace(vec![with_attr(span(), "c", AttrValue::Int(599))]),
+            true,
+            Some("n"),
+        ),
+        (
+            "numeric out of range",
+            "  - {name: n, numeric_attribute: {key: c, min: 500, max: 599}}",
+            one(with_attr(span(), "c", AttrValue::Int(404))),
+            false,
+            None,
+        ),
+        (
+            "numeric double",
+            "  - {name: n, numeric_attribute: {key: ratio, min: 0.5}}",
+            one(with_attr(span(), "ratio", AttrValue::Double(0.75))),
+            true,
+            Some("n"),
+        ),
+        (
+            "numeric max only",
+            "  - {name: n, numeric_attribute: {key: ratio, max: 0.5}}",
+            one(with_attr(span(), "ratio", AttrValue::Double(0.75))),
+            false,
+            None,
+        ),
+        (
+            "numeric string value ignored",
+            "  - {name: n, numeric_attribute: {key: c, min: 0}}",
+            one(with_attr(span(), "c", AttrValue::Str("5"))),
+            false,
+            None,
+        ),
+        (
+            "numeric resource",
+            "  - {name: n, numeric_attribute: {key: replicas, min: 2, scope: resource}}",
+            one(res_prod(span())),
+            true,
+            Some("n"),
+        ),
+        (
+            "numeric invert absent",
+            "  - {name: n, numeric_attribute: {key: c, min: 500, invert: true}}",
+            one(span()),
+            true,
+            Some("n"),
+        ),
+        (
+            "numeric invert in range",
+            "  - {name: n, numeric_attribute: {key: c, min: 500, invert: true}}",
+            one(with_attr(span(), "c", AttrValue::Int(500))),
+            false,
+            None,
+        ),
         // boolean_attribute
-        ("bool true", "  - {name: b, boolean_attribute: {key: force, value: true}}",
-            one(with_attr(span(), "force", AttrValue::Bool(true))), true, Some("b")),
-        ("bool wrong value", "  - {name: b, boolean_attribute: {key: force, value: true}}",
-            one(with_attr(span(), "force", AttrValue::Bool(false))), false, None),
-        ("bool false value", "  - {name: b, boolean_attribute: {key: force, value: false}}",
-            one(with_attr(span(), "force", AttrValue::Bool(false))), true, Some("b")),
-        ("bool false, absent", "  - {name: b, boolean_attribute: {key: force, value: false}}",
-            one(span()), false, None),
-        ("bool non-bool", "  - {name: b, boolean_attribute: {key: force, value: false}}",
-            one(with_attr(span(), "force", AttrValue::Str("false"))), false, None),
-        ("bool invert", "  - {name: b, boolean_attribute: {key: synthetic, value: true, invert: true}}",
-            one(with_attr(span(), "synthetic", AttrValue::Bool(true))), false, None),
-        ("bool invert absent", "  - {name: b, boolean_attribute: {key: synthetic, value: true, invert: true}}",
-            one(span()), true, Some("b")),
+        (
+            "bool true",
+            "  - {name: b, boolean_attribute: {key: force, value: true}}",
+            one(with_attr(span(), "force", AttrValue::Bool(true))),
+            true,
+            Some("b"),
+        ),
+        (
+            "bool wrong value",
+            "  - {name: b, boolean_attribute: {key: force, value: true}}",
+            one(with_attr(span(), "force", AttrValue::Bool(false))),
+            false,
+            None,
+        ),
+        (
+            "bool false value",
+            "  - {name: b, boolean_attribute: {key: force, value: false}}",
+            one(with_attr(span(), "force", AttrValue::Bool(false))),
+            true,
+            Some("b"),
+        ),
+        (
+            "bool false, absent",
+            "  - {name: b, boolean_attribute: {key: force, value: false}}",
+            one(span()),
+            false,
+            None,
+        ),
+        (
+            "bool non-bool",
+            "  - {name: b, boolean_attribute: {key: force, value: false}}",
+            one(with_attr(span(), "force", AttrValue::Str("false"))),
+            false,
+            None,
+        ),
+        (
+            "bool invert",
+            "  - {name: b, boolean_attribute: {key: synthetic, value: true, invert: true}}",
+            one(with_attr(span(), "synthetic", AttrValue::Bool(true))),
+            false,
+            None,
+        ),
+        (
+            "bool invert absent",
+            "  - {name: b, boolean_attribute: {key: synthetic, value: true, invert: true}}",
+            one(span()),
+            true,
+            Some("b"),
+        ),
     ];
     run_native(cases);
 }
@@ -185,27 +481,98 @@ fn attribute_policies_native() {
 #[test]
 fn match_filters_native() {
     let checkout = root("GET /cart", "checkout");
-    let child_health = SpanData { name: "GET /health", ..span() };
+    let child_health = SpanData {
+        name: "GET /health",
+        ..span()
+    };
     let cases: Vec<Case> = vec![
-        ("service exact", "  - {name: m, match: {service: checkout}, always: {}}", one(checkout.clone()), true, Some("m")),
-        ("service other", "  - {name: m, match: {service: checkout}, always: {}}", one(root("GET /cart", "cart")), false, None),
-        ("service list", "  - {name: m, match: {service: [cart, checkout]}, always: {}}", one(checkout.clone()), true, Some("m")),
-        ("service regex", "  - {name: m, match: {service: {regex: '^check'}}, always: {}}", one(checkout.clone()), true, Some("m")),
-        ("span name exact", "  - {name: m, match: {span_name: GET /cart}, always: {}}", one(checkout.clone()), true, Some("m")),
-        ("span name + service on same span", "  - {name: m, match: {service: checkout, span_name: work}, always: {}}",
-            trace(vec![checkout.clone(), span()]), false, None),
-        ("span name + service", "  - {name: m, match: {service: svc, span_name: work}, always: {}}",
-            trace(vec![checkout.clone(), span()]), true, Some("m")),
-        ("root only ignores children", "  - {name: m, match: {span_name: GET /health, root_only: true}, always: {}}",
-            trace(vec![checkout.clone(), child_health.clone()]), false, None),
-        ("any span by default", "  - {name: m, match: {span_name: GET /health}, always: {}}",
-            trace(vec![checkout.clone(), child_health.clone()]), true, Some("m")),
-        ("filter combines with policy", "  - {name: m, match: {service: checkout}, status_code: {codes: [ERROR]}}",
-            one(checkout.clone()), false, None),
-        ("filter on nested policy", "  - {name: m, and: {policies: [{match: {service: checkout}, always: {}}, {span_count: {min: 1}}]}}",
-            one(checkout.clone()), true, Some("m")),
-        ("zero parent id is root", "  - {name: m, match: {root_only: true}, always: {}}",
-            one(SpanData { parent_span_id: Some([0; 8]), ..span() }), true, Some("m")),
+        (
+            "service exact",
+            "  - {name: m, match: {service: checkout}, always: {}}",
+            one(checkout.clone()),
+            true,
+            Some("m"),
+        ),
+        (
+            "service other",
+            "  - {name: m, match: {service: checkout}, always: {}}",
+            one(root("GET /cart", "cart")),
+            false,
+            None,
+        ),
+        (
+            "service list",
+            "  - {name: m, match: {service: [cart, checkout]}, always: {}}",
+            one(checkout.clone()),
+            true,
+            Some("m"),
+        ),
+        (
+            "service regex",
+            "  - {name: m, match: {service: {regex: '^check'}}, always: {}}",
+            one(checkout.clone()),
+            true,
+            Some("m"),
+        ),
+        (
+            "span name exact",
+            "  - {name: m, match: {span_name: GET /cart}, always: {}}",
+            one(checkout.clone()),
+            true,
+            Some("m"),
+        ),
+        (
+            "span name + service on same span",
+            "  - {name: m, match: {service: checkout, span_name: work}, always: {}}",
+            trace(vec![checkout.clone(), span()]),
+            false,
+            None,
+        ),
+        (
+            "span name + service",
+            "  - {name: m, match: {service: svc, span_name: work}, always: {}}",
+            trace(vec![checkout.clone(), span()]),
+            true,
+            Some("m"),
+        ),
+        (
+            "root only ignores children",
+            "  - {name: m, match: {span_name: GET /health, root_only: true}, always: {}}",
+            trace(vec![checkout.clone(), child_health.clone()]),
+            false,
+            None,
+        ),
+        (
+            "any span by default",
+            "  - {name: m, match: {span_name: GET /health}, always: {}}",
+            trace(vec![checkout.clone(), child_health.clone()]),
+            true,
+            Some("m"),
+        ),
+        (
+            "filter combines with policy",
+            "  - {name: m, match: {service: checkout}, status_code: {codes: [ERROR]}}",
+            one(checkout.clone()),
+            false,
+            None,
+        ),
+        (
+            "filter on nested policy",
+            "  - {name: m, and: {policies: [{match: {service: checkout}, always: {}}, {span_count: {min: 1}}]}}",
+            one(checkout.clone()),
+            true,
+            Some("m"),
+        ),
+        (
+            "zero parent id is root",
+            "  - {name: m, match: {root_only: true}, always: {}}",
+            one(SpanData {
+                parent_span_id: Some([0; 8]),
+                ..span()
+            }),
+            true,
+            Some("m"),
+        ),
     ];
     run_native(cases);
 }
@@ -261,7 +628,10 @@ fn decision_probability_and_tracestate() {
     // Find traces kept by "half".
     let mut seen_half = 0;
     for i in 0..200u8 {
-        let t = TraceData { trace_id: [i; 16], spans: vec![span()] };
+        let t = TraceData {
+            trace_id: [i; 16],
+            spans: vec![span()],
+        };
         let d = e.decide(&t, 7, T0);
         let r = tailsift_policy::randomness(t.trace_id, 7);
         if d.keep {
@@ -284,7 +654,10 @@ fn decision_probability_and_tracestate() {
     let mut e = native("policies:\n  - {name: both, and: {policies: [{probabilistic: {percentage: 50}}, {probabilistic: {percentage: 20}}]}}");
     let mut kept = 0;
     for i in 0..=255u8 {
-        let t = TraceData { trace_id: [i; 16], spans: vec![span()] };
+        let t = TraceData {
+            trace_id: [i; 16],
+            spans: vec![span()],
+        };
         let d = e.decide(&t, 1, T0);
         assert_eq!(d.keep, tailsift_policy::consistent_keep(t.trace_id, 1, 0.2));
         if d.keep {
@@ -373,7 +746,9 @@ fn rate_limiter_traces_per_second_simulated_time() {
     }
     // Identical replay on a fresh engine: no hidden clock.
     let mut e2 = native("policies:\n  - {name: rl, rate_limiting: {traces_per_second: 10}}");
-    let replay: u32 = (0..10_000u64).filter(|k| e2.decide(&one(span()), 0, T0 + k * MS).keep).count() as u32;
+    let replay: u32 = (0..10_000u64)
+        .filter(|k| e2.decide(&one(span()), 0, T0 + k * MS).keep)
+        .count() as u32;
     assert_eq!(replay, kept_per_second.iter().sum::<u32>());
 }
 
@@ -387,7 +762,7 @@ fn rate_limiter_spans_and_burst() {
     assert!(!e.decide(&one(span()), 0, T0).keep);
     assert!(!e.decide(&one(span()), 0, T0 + 9 * MS).keep); // 0.9 token
     assert!(e.decide(&one(span()), 0, T0 + 10 * MS).keep); // 1 token
-    // A trace larger than the capacity never passes.
+                                                           // A trace larger than the capacity never passes.
     assert!(!e.decide(&trace(vec![span(); 51]), 0, T0 + 100 * SEC).keep);
     assert!(e.decide(&trace(vec![span(); 50]), 0, T0 + 100 * SEC).keep);
     // Time going backwards refills nothing.
@@ -410,7 +785,12 @@ fn rate_limiter_consumes_only_when_it_keeps_native() {
         "policies:\n  - {name: errors, status_code: {codes: [ERROR]}}\n  - {name: rl, rate_limiting: {traces_per_second: 1}}",
     );
     for _ in 0..50 {
-        assert_eq!(decide(&mut e, &one(with_status(span(), StatusCode::Error))).policy.as_deref(), Some("errors"));
+        assert_eq!(
+            decide(&mut e, &one(with_status(span(), StatusCode::Error)))
+                .policy
+                .as_deref(),
+            Some("errors")
+        );
     }
     assert_eq!(decide(&mut e, &one(span())).policy.as_deref(), Some("rl"));
     assert!(!decide(&mut e, &one(span())).keep);
@@ -482,8 +862,17 @@ fn otel_example_file_parses_and_decides() {
     let names: Vec<&str> = e.policy_names().collect();
     assert_eq!(names[0], "errors");
     let req = e.requirements().clone();
-    for k in ["http.response.status_code", "app.force_sample", "tenant.tier", "deployment.environment", "url.path"] {
-        assert!(req.span_attributes.contains(k) && req.resource_attributes.contains(k), "{k}");
+    for k in [
+        "http.response.status_code",
+        "app.force_sample",
+        "tenant.tier",
+        "deployment.environment",
+        "url.path",
+    ] {
+        assert!(
+            req.span_attributes.contains(k) && req.resource_attributes.contains(k),
+            "{k}"
+        );
     }
     assert!(!req.resource_attributes.contains("service.name"));
 
@@ -492,30 +881,105 @@ fn otel_example_file_parses_and_decides() {
         .map(|i| [i; 16])
         .find(|id| !otel_probabilistic_keep("", *id, 5.0))
         .unwrap();
-    let t = |spans: Vec<SpanData<'static>>| TraceData { trace_id: base_id, spans };
+    let t = |spans: Vec<SpanData<'static>>| TraceData {
+        trace_id: base_id,
+        spans,
+    };
     let check = |e: &mut PolicyEngine, name: &str, tr: TraceData<'static>, keep: bool, reason: Option<&str>| {
         let d = e.decide(&tr, 0, T0);
         assert_eq!((d.keep, d.policy.as_deref()), (keep, reason), "{name}: {d:?}");
     };
 
     check(&mut e, "plain", t(vec![span()]), false, None);
-    check(&mut e, "error", t(vec![with_status(span(), StatusCode::Error)]), true, Some("errors"));
-    check(&mut e, "slow 5s", t(vec![with_duration(span(), 5 * SEC)]), true, Some("slow-requests"));
-    check(&mut e, "5xx", t(vec![with_attr(span(), "http.response.status_code", AttrValue::Int(503))]), true, Some("server-errors"));
-    check(&mut e, "force", t(vec![with_attr(span(), "app.force_sample", AttrValue::Bool(true))]), true, Some("force-sample"));
-    check(&mut e, "vip", t(vec![with_attr(span(), "tenant.tier", AttrValue::Str("gold"))]), true, Some("vip-tenants"));
+    check(
+        &mut e,
+        "error",
+        t(vec![with_status(span(), StatusCode::Error)]),
+        true,
+        Some("errors"),
+    );
+    check(
+        &mut e,
+        "slow 5s",
+        t(vec![with_duration(span(), 5 * SEC)]),
+        true,
+        Some("slow-requests"),
+    );
+    check(
+        &mut e,
+        "5xx",
+        t(vec![with_attr(
+            span(),
+            "http.response.status_code",
+            AttrValue::Int(503),
+        )]),
+        true,
+        Some("server-errors"),
+    );
+    check(
+        &mut e,
+        "force",
+        t(vec![with_attr(span(), "app.force_sample", AttrValue::Bool(true))]),
+        true,
+        Some("force-sample"),
+    );
+    check(
+        &mut e,
+        "vip",
+        t(vec![with_attr(span(), "tenant.tier", AttrValue::Str("gold"))]),
+        true,
+        Some("vip-tenants"),
+    );
     check(&mut e, "big", t(vec![span(); 200]), true, Some("big-traces"));
-    check(&mut e, "tracestate", t(vec![SpanData { trace_state: "vendor=debug", ..span() }]), true, Some("flagged-upstream"));
+    check(
+        &mut e,
+        "tracestate",
+        t(vec![SpanData {
+            trace_state: "vendor=debug",
+            ..span()
+        }]),
+        true,
+        Some("flagged-upstream"),
+    );
     // Inverted match vetoes the error keep.
     static DEV: [(&str, AttrValue<'static>); 1] = [("deployment.environment", AttrValue::Str("dev"))];
-    check(&mut e, "dev error", t(vec![SpanData { resource_attributes: &DEV, ..with_status(span(), StatusCode::Error) }]),
-        false, Some("production-only"));
+    check(
+        &mut e,
+        "dev error",
+        t(vec![SpanData {
+            resource_attributes: &DEV,
+            ..with_status(span(), StatusCode::Error)
+        }]),
+        false,
+        Some("production-only"),
+    );
     // Drop beats the error keep.
-    check(&mut e, "health error", t(vec![with_attr(with_status(span(), StatusCode::Error), "url.path", AttrValue::Str("/health"))]),
-        false, Some("internal-noise"));
+    check(
+        &mut e,
+        "health error",
+        t(vec![with_attr(
+            with_status(span(), StatusCode::Error),
+            "url.path",
+            AttrValue::Str("/health"),
+        )]),
+        false,
+        Some("internal-noise"),
+    );
     // Composite budgets on latency (1.5 s: second sub-policy, 2 s: first).
-    check(&mut e, "composite slow", t(vec![with_duration(span(), 1500 * MS)]), true, Some("budgeted-slow"));
-    check(&mut e, "composite very slow", t(vec![with_duration(span(), 2500 * MS)]), true, Some("budgeted-slow"));
+    check(
+        &mut e,
+        "composite slow",
+        t(vec![with_duration(span(), 1500 * MS)]),
+        true,
+        Some("budgeted-slow"),
+    );
+    check(
+        &mut e,
+        "composite very slow",
+        t(vec![with_duration(span(), 2500 * MS)]),
+        true,
+        Some("budgeted-slow"),
+    );
     // payments: and(service.name regex, not synthetic, 25% with its own salt).
     let pay_id = (0u8..=255)
         .map(|i| [i; 16])
@@ -523,7 +987,11 @@ fn otel_example_file_parses_and_decides() {
         .unwrap();
     let pay = |synthetic: bool| TraceData {
         trace_id: pay_id,
-        spans: vec![with_attr(root("POST /pay", "payment-api"), "synthetic", AttrValue::Bool(synthetic))],
+        spans: vec![with_attr(
+            root("POST /pay", "payment-api"),
+            "synthetic",
+            AttrValue::Bool(synthetic),
+        )],
     };
     assert_eq!(e.decide(&pay(false), 0, T0).policy.as_deref(), Some("payments-sample"));
     assert!(!e.decide(&pay(true), 0, T0).keep);
@@ -531,10 +999,35 @@ fn otel_example_file_parses_and_decides() {
         .map(|i| [i; 16])
         .find(|id| !otel_probabilistic_keep("tailsift-example", *id, 25.0) && !otel_probabilistic_keep("", *id, 5.0))
         .unwrap();
-    assert!(!e.decide(&TraceData { trace_id: unlucky, ..pay(false) }, 0, T0).keep);
+    assert!(
+        !e.decide(
+            &TraceData {
+                trace_id: unlucky,
+                ..pay(false)
+            },
+            0,
+            T0
+        )
+        .keep
+    );
     // The 5% baseline (default salt).
-    let lucky = (0u8..=255).map(|i| [i; 16]).find(|id| otel_probabilistic_keep("", *id, 5.0)).unwrap();
-    assert_eq!(e.decide(&TraceData { trace_id: lucky, spans: vec![span()] }, 0, T0).policy.as_deref(), Some("baseline"));
+    let lucky = (0u8..=255)
+        .map(|i| [i; 16])
+        .find(|id| otel_probabilistic_keep("", *id, 5.0))
+        .unwrap();
+    assert_eq!(
+        e.decide(
+            &TraceData {
+                trace_id: lucky,
+                spans: vec![span()]
+            },
+            0,
+            T0
+        )
+        .policy
+        .as_deref(),
+        Some("baseline")
+    );
     // debug sessions: and(bool, rate limit 100 spans/s, burst 200).
     let debug = t(vec![with_attr(span(), "app.debug", AttrValue::Bool(true)); 150]);
     check(&mut e, "debug 1", debug.clone(), true, Some("debug-sessions"));
@@ -548,12 +1041,24 @@ fn otel_probabilistic_matches_collector_hash() {
     assert_eq!(otel_trace_hash("", id), 0xa662_2cfe_5bfb_0e0d);
     assert_eq!(otel_trace_hash("default-hash-seed", id), 0xa662_2cfe_5bfb_0e0d);
     assert_eq!(otel_trace_hash("tailsift-example", [0; 16]), 0x1ffd_0ef7_1d8c_75e2);
-    let cases = [("", id, 65.0, true), ("", id, 64.9, false), ("tailsift-example", [0; 16], 12.5, true), ("tailsift-example", [0; 16], 12.4, false)];
+    let cases = [
+        ("", id, 65.0, true),
+        ("", id, 64.9, false),
+        ("tailsift-example", [0; 16], 12.5, true),
+        ("tailsift-example", [0; 16], 12.4, false),
+    ];
     for (salt, id, pct, keep) in cases {
         assert_eq!(otel_probabilistic_keep(salt, id, pct), keep, "{salt} {pct}");
         let yaml = format!("policies:\n  - {{name: p, type: probabilistic, probabilistic: {{hash_salt: '{salt}', sampling_percentage: {pct}}}}}");
         let mut e = otel(&yaml);
-        let d = e.decide(&TraceData { trace_id: id, spans: vec![span()] }, 12345, T0);
+        let d = e.decide(
+            &TraceData {
+                trace_id: id,
+                spans: vec![span()],
+            },
+            12345,
+            T0,
+        );
         assert_eq!(d.keep, keep, "{yaml}");
         if keep {
             assert!((d.sampling_probability - pct / 100.0).abs() < 1e-12);
@@ -563,7 +1068,10 @@ fn otel_probabilistic_matches_collector_hash() {
     // The seed passed to decide() does not influence the collector hash.
     let mut e = otel("policies: [{name: p, type: probabilistic, probabilistic: {sampling_percentage: 50}}]");
     for i in 0..50u8 {
-        let t = TraceData { trace_id: [i; 16], spans: vec![span()] };
+        let t = TraceData {
+            trace_id: [i; 16],
+            spans: vec![span()],
+        };
         let a = e.decide(&t, 1, T0).keep;
         let b = e.decide(&t, 2, T0).keep;
         assert_eq!(a, b);
@@ -573,10 +1081,19 @@ fn otel_probabilistic_matches_collector_hash() {
 
 #[test]
 fn otel_inverted_decisions() {
-    let dev = one(with_attr(with_status(span(), StatusCode::Error), "env", AttrValue::Str("dev")));
+    let dev = one(with_attr(
+        with_status(span(), StatusCode::Error),
+        "env",
+        AttrValue::Str("dev"),
+    ));
     let prod = one(with_attr(span(), "env", AttrValue::Str("prod")));
-    let prod_err = one(with_attr(with_status(span(), StatusCode::Error), "env", AttrValue::Str("prod")));
-    let invert = "{name: not-dev, type: string_attribute, string_attribute: {key: env, values: [dev], invert_match: true}}";
+    let prod_err = one(with_attr(
+        with_status(span(), StatusCode::Error),
+        "env",
+        AttrValue::Str("prod"),
+    ));
+    let invert =
+        "{name: not-dev, type: string_attribute, string_attribute: {key: env, values: [dev], invert_match: true}}";
     let errors = "{name: errors, type: status_code, status_code: {status_codes: [ERROR]}}";
 
     // InvertNotSampled overrides a Sampled from another policy.
@@ -593,12 +1110,14 @@ fn otel_inverted_decisions() {
     assert!(!decide(&mut e, &dev).keep);
 
     // A non-matching drop policy counts as NotSampled and blocks InvertSampled.
-    let drop = "{name: d, type: drop, drop: {drop_sub_policy: [{name: s, type: span_count, span_count: {min_spans: 100}}]}}";
+    let drop =
+        "{name: d, type: drop, drop: {drop_sub_policy: [{name: s, type: span_count, span_count: {min_spans: 100}}]}}";
     let mut e = otel(&format!("policies: [{invert}, {drop}]"));
     assert!(!decide(&mut e, &prod).keep);
 
     // Inside `and`: InvertSampled passes, InvertNotSampled fails -> NotSampled (no veto).
-    let and = format!("{{name: a, type: and, and: {{and_sub_policy: [{invert}, {{name: all, type: always_sample}}]}}}}");
+    let and =
+        format!("{{name: a, type: and, and: {{and_sub_policy: [{invert}, {{name: all, type: always_sample}}]}}}}");
     let mut e = otel(&format!("policies: [{and}, {errors}]"));
     assert_eq!(decide(&mut e, &prod).policy.as_deref(), Some("a"));
     assert_eq!(decide(&mut e, &dev).policy.as_deref(), Some("errors")); // no veto from inside and
@@ -612,23 +1131,43 @@ fn otel_inverted_decisions() {
     // empty span values never match.
     static RES: [(&str, AttrValue<'static>); 1] = [("k", AttrValue::Int(5))];
     let mut e = otel("policies: [{name: s, type: string_attribute, string_attribute: {key: k, values: ['^$'], enabled_regex_matching: true}}]");
-    assert!(decide(&mut e, &one(SpanData { resource_attributes: &RES, ..span() })).keep);
+    assert!(
+        decide(
+            &mut e,
+            &one(SpanData {
+                resource_attributes: &RES,
+                ..span()
+            })
+        )
+        .keep
+    );
     assert!(!decide(&mut e, &one(with_attr(span(), "k", AttrValue::Str("")))).keep);
     // numeric: collector reads non-int values as 0.
-    let mut e = otel("policies: [{name: n, type: numeric_attribute, numeric_attribute: {key: k, min_value: 0, max_value: 10}}]");
+    let mut e = otel(
+        "policies: [{name: n, type: numeric_attribute, numeric_attribute: {key: k, min_value: 0, max_value: 10}}]",
+    );
     assert!(decide(&mut e, &one(with_attr(span(), "k", AttrValue::Str("x")))).keep);
     assert!(decide(&mut e, &one(with_attr(span(), "k", AttrValue::Int(10)))).keep);
     assert!(!decide(&mut e, &one(with_attr(span(), "k", AttrValue::Int(11)))).keep);
     // boolean invert.
     let mut e = otel("policies: [{name: b, type: boolean_attribute, boolean_attribute: {key: synthetic, value: true, invert_match: true}}]");
     assert!(decide(&mut e, &one(span())).keep);
-    assert_eq!(decide(&mut e, &one(with_attr(span(), "synthetic", AttrValue::Bool(true)))), Decision::dropped(Some("b".into())));
+    assert_eq!(
+        decide(&mut e, &one(with_attr(span(), "synthetic", AttrValue::Bool(true)))),
+        Decision::dropped(Some("b".into()))
+    );
 }
 
 #[test]
 fn otel_latency_and_span_count_semantics() {
     let mut e = otel("policies: [{name: l, type: latency, latency: {threshold_ms: 1000, upper_threshold_ms: 2000}}]");
-    for (dur, keep) in [(1000 * MS, false), (1001 * MS - 1, false), (1001 * MS, true), (2000 * MS + 999_999, true), (2001 * MS, false)] {
+    for (dur, keep) in [
+        (1000 * MS, false),
+        (1001 * MS - 1, false),
+        (1001 * MS, true),
+        (2000 * MS + 999_999, true),
+        (2001 * MS, false),
+    ] {
         assert_eq!(decide(&mut e, &one(with_duration(span(), dur))).keep, keep, "{dur}");
     }
     let mut e = otel("policies: [{name: l, type: latency, latency: {threshold_ms: 1000, upper_threshold_ms: 0}}]");
@@ -732,23 +1271,50 @@ service:
 
 #[test]
 fn otel_errors_have_paths() {
-    let err = |yaml: &str| PolicyDocument::from_otel_tail_sampling_yaml(yaml).unwrap_err().to_string();
-    let e = err("policies: [{name: a, type: always_sample}, {name: b, type: ottl_condition, ottl_condition: {span: ['x']}}]");
-    assert_eq!(e, "policies[1].type: policy type \"ottl_condition\" is not supported by tailsift");
+    let err = |yaml: &str| {
+        PolicyDocument::from_otel_tail_sampling_yaml(yaml)
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err(
+        "policies: [{name: a, type: always_sample}, {name: b, type: ottl_condition, ottl_condition: {span: ['x']}}]",
+    );
+    assert_eq!(
+        e,
+        "policies[1].type: policy type \"ottl_condition\" is not supported by tailsift"
+    );
     let e = err("policies: [{name: a, type: sometimes_sample}]");
-    assert!(e.starts_with("policies[0].type: unknown policy type \"sometimes_sample\""), "{e}");
+    assert!(
+        e.starts_with("policies[0].type: unknown policy type \"sometimes_sample\""),
+        "{e}"
+    );
     let e = err("policies: [{name: a, type: status_code, status_code: {status_codes: [ERROR, FATAL]}}]");
-    assert!(e.starts_with("policies[0].status_code.status_codes[1]: unknown status code \"FATAL\""), "{e}");
+    assert!(
+        e.starts_with("policies[0].status_code.status_codes[1]: unknown status code \"FATAL\""),
+        "{e}"
+    );
     let e = err("policies: [{name: a, type: string_attribute, string_attribute: {key: k, value: v}}]");
-    assert!(e.starts_with("policies[0].string_attribute.value: unknown field `value`"), "{e}");
+    assert!(
+        e.starts_with("policies[0].string_attribute.value: unknown field `value`"),
+        "{e}"
+    );
     let e = err("tail_sampling:\n  policies: [{name: a, type: latency, latency: {threshold_ms: fast}}]");
-    assert!(e.starts_with("tail_sampling.policies[0].latency.threshold_ms: invalid type"), "{e}");
+    assert!(
+        e.starts_with("tail_sampling.policies[0].latency.threshold_ms: invalid type"),
+        "{e}"
+    );
     let e = err("policies: [{name: a, type: probabilistic, probabilistic: {sampling_percentage: 150}}]");
-    assert!(e.starts_with("policies[0].otel_probabilistic.sampling_percentage: must be between 0 and 100"), "{e}");
+    assert!(
+        e.starts_with("policies[0].otel_probabilistic.sampling_percentage: must be between 0 and 100"),
+        "{e}"
+    );
     let e = err("decision_wait: 10s\n");
     assert!(e.contains("no `policies` list found"), "{e}");
     let e = err("policies: [{name: a, type: and, and: {and_sub_policy: [{name: x, type: nope}]}}]");
-    assert!(e.starts_with("policies[0].and.and_sub_policy[0].type: unknown policy type"), "{e}");
+    assert!(
+        e.starts_with("policies[0].and.and_sub_policy[0].type: unknown policy type"),
+        "{e}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -763,7 +1329,10 @@ fn native_example_file() {
     assert!(e.requirements().is_empty());
 
     let health_error = trace(vec![with_status(root("GET /healthz", "api"), StatusCode::Error)]);
-    assert_eq!(decide(&mut e, &health_error), Decision::dropped(Some("health-checks".into())));
+    assert_eq!(
+        decide(&mut e, &health_error),
+        Decision::dropped(Some("health-checks".into()))
+    );
     let err = trace(vec![root("GET /orders", "api"), with_status(span(), StatusCode::Error)]);
     assert_eq!(decide(&mut e, &err).policy.as_deref(), Some("errors"));
     let slow = trace(vec![with_duration(root("GET /orders", "api"), 2500 * MS)]);
@@ -775,8 +1344,14 @@ fn native_example_file() {
     for i in 0..2000u32 {
         let mut id = [0u8; 16];
         id[..4].copy_from_slice(&i.to_be_bytes());
-        let c = TraceData { trace_id: id, spans: vec![root("POST /checkout", "checkout")] };
-        let o = TraceData { trace_id: id, spans: vec![root("GET /orders", "api")] };
+        let c = TraceData {
+            trace_id: id,
+            spans: vec![root("POST /checkout", "checkout")],
+        };
+        let o = TraceData {
+            trace_id: id,
+            spans: vec![root("GET /orders", "api")],
+        };
         // Spread in time so that the 200 traces/s cap does not bind.
         let now = T0 + u64::from(i) * 10 * MS;
         let dc = e.decide(&c, seed, now);
@@ -880,10 +1455,17 @@ fn validation_errors_name_the_path() {
 fn regex_errors_include_regex_message() {
     let err = yaml_err("policies:\n  - {name: a, always: {}}\n  - {name: r, string_attribute: {key: k, values: [ok, '(unclosed'], regex: true}}");
     let s = err.to_string();
-    assert!(s.starts_with("policies[1].string_attribute.values[1]: invalid regex: regex parse error:"), "{s}");
+    assert!(
+        s.starts_with("policies[1].string_attribute.values[1]: invalid regex: regex parse error:"),
+        "{s}"
+    );
     assert!(s.contains("unclosed group"), "{s}");
     let err = yaml_err("policies:\n  - {name: r, match: {span_name: {regex: '[z-a]'}}, always: {}}");
-    assert!(err.to_string().starts_with("policies[0].match.span_name.regex: invalid regex:"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("policies[0].match.span_name.regex: invalid regex:"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -894,22 +1476,54 @@ fn all_issues_are_reported() {
     let paths: Vec<String> = err.issues().into_iter().map(|i| i.path).collect();
     assert_eq!(
         paths,
-        ["policies[0].string_attribute.key", "policies[0].string_attribute.values", "policies[1].name", "policies[1].probabilistic.percentage"]
+        [
+            "policies[0].string_attribute.key",
+            "policies[0].string_attribute.values",
+            "policies[1].name",
+            "policies[1].probabilistic.percentage"
+        ]
     );
 }
 
 #[test]
 fn parse_errors_name_the_path() {
     let cases: Vec<(&str, &str)> = vec![
-        ("policies:\n  - {name: a, sample: {}}", "policies[0].sample: unknown field `sample`, expected one of `name`, `match`, `always`"),
-        ("policies:\n  - {name: a}", "policies[0]: policy \"a\": missing policy type, expected one of: always, drop"),
-        ("policies:\n  - {name: a, always: {}, drop: {}}", "policies[0]: policy \"a\": exactly one policy type must be given, found always, drop"),
-        ("policies:\n  - {name: a, probabilistic: {percentage: lots}}", "policies[0].probabilistic.percentage: invalid type"),
-        ("policies:\n  - {name: a, latency: {}}", "policies[0].latency: missing field `threshold_ms`"),
-        ("policies:\n  - name: a\n    latency:\n", "policies[0].latency: expected the policy settings, found null"),
-        ("policies:\n  - {name: a, status_code: {codes: [FATAL]}}", "policies[0].status_code.codes[0]: unknown status code `FATAL`"),
-        ("policies:\n  - {name: a, string_attribute: {key: k, values: [x], scope: everywhere}}", "policies[0].string_attribute.scope: unknown variant `everywhere`"),
-        ("policies:\n  - {name: a, match: {service: {rgx: x}}, always: {}}", "policies[0].match.service: unknown field `rgx`"),
+        (
+            "policies:\n  - {name: a, sample: {}}",
+            "policies[0].sample: unknown field `sample`, expected one of `name`, `match`, `always`",
+        ),
+        (
+            "policies:\n  - {name: a}",
+            "policies[0]: policy \"a\": missing policy type, expected one of: always, drop",
+        ),
+        (
+            "policies:\n  - {name: a, always: {}, drop: {}}",
+            "policies[0]: policy \"a\": exactly one policy type must be given, found always, drop",
+        ),
+        (
+            "policies:\n  - {name: a, probabilistic: {percentage: lots}}",
+            "policies[0].probabilistic.percentage: invalid type",
+        ),
+        (
+            "policies:\n  - {name: a, latency: {}}",
+            "policies[0].latency: missing field `threshold_ms`",
+        ),
+        (
+            "policies:\n  - name: a\n    latency:\n",
+            "policies[0].latency: expected the policy settings, found null",
+        ),
+        (
+            "policies:\n  - {name: a, status_code: {codes: [FATAL]}}",
+            "policies[0].status_code.codes[0]: unknown status code `FATAL`",
+        ),
+        (
+            "policies:\n  - {name: a, string_attribute: {key: k, values: [x], scope: everywhere}}",
+            "policies[0].string_attribute.scope: unknown variant `everywhere`",
+        ),
+        (
+            "policies:\n  - {name: a, match: {service: {rgx: x}}, always: {}}",
+            "policies[0].match.service: unknown field `rgx`",
+        ),
         ("version: 1\nsemantic: native\npolicies: []", "semantic"),
         ("policies: {name: a}", "policies: invalid type"),
     ];
@@ -917,10 +1531,18 @@ fn parse_errors_name_the_path() {
         let err = yaml_err(yaml);
         let s = err.to_string();
         assert!(matches!(err, PolicyError::Parse { .. }), "{yaml}: {err:?}");
-        assert!(s.starts_with(expected) || (expected == "semantic" && s.contains("unknown field `semantic`")), "{yaml}\n=> {s}");
+        assert!(
+            s.starts_with(expected) || (expected == "semantic" && s.contains("unknown field `semantic`")),
+            "{yaml}\n=> {s}"
+        );
     }
-    let json = PolicyDocument::from_json(r#"{"policies": [{"name": "a", "latency": {"threshold_ms": -5}}]}"#).unwrap_err();
-    assert!(json.to_string().starts_with("policies[0].latency.threshold_ms: invalid value"), "{json}");
+    let json =
+        PolicyDocument::from_json(r#"{"policies": [{"name": "a", "latency": {"threshold_ms": -5}}]}"#).unwrap_err();
+    assert!(
+        json.to_string()
+            .starts_with("policies[0].latency.threshold_ms: invalid value"),
+        "{json}"
+    );
     let ok = PolicyDocument::from_json(r#"{"version": 2, "policies": [{"name": "a", "always": {}}]}"#).unwrap();
     assert_eq!(ok.version, 2);
 }

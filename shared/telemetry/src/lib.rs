@@ -36,8 +36,11 @@ impl std::str::FromStr for LogFormat {
 /// Installs the global `tracing` subscriber. `filter` is an `EnvFilter` directive such as `info`
 /// or `tailsift_ingest=debug,info`. Calling it twice is harmless (the first call wins).
 pub fn init_logging(filter: &str, format: LogFormat) -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| format!("invalid log level `{filter}`: {e}"))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| format!("invalid log level `{filter}`: {e}"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -46,8 +49,9 @@ pub fn init_logging(filter: &str, format: LogFormat) -> Result<(), String> {
 }
 
 /// Histogram buckets for durations in seconds: 100 µs to 60 s.
-pub const SECONDS_BUCKETS: &[f64] =
-    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -108,7 +112,10 @@ struct AdminState {
 /// alive), `GET /readyz` (200 while the service can do its job, 503 with the reason otherwise).
 /// Services may merge their own routes into it.
 pub fn admin_router(readiness: Readiness) -> Router {
-    let state = AdminState { handle: prometheus(), readiness };
+    let state = AdminState {
+        handle: prometheus(),
+        readiness,
+    };
     Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -118,20 +125,32 @@ pub fn admin_router(readiness: Readiness) -> Router {
 
 async fn metrics_handler(State(s): State<AdminState>) -> impl IntoResponse {
     s.handle.run_upkeep();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], s.handle.render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        s.handle.render(),
+    )
 }
 
 async fn ready_handler(State(s): State<AdminState>) -> impl IntoResponse {
     if s.readiness.is_ready() {
         (StatusCode::OK, "ready\n".to_string())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {}\n", s.readiness.reason()))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}\n", s.readiness.reason()),
+        )
     }
 }
 
 /// Serves `router` on `listener` until `shutdown` is cancelled.
-pub async fn serve_http(listener: tokio::net::TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
 }
 
 /// Binds a TCP listener, with an error that names what it was for.

@@ -38,11 +38,18 @@ pub struct TranslateError {
 
 impl TranslateError {
     pub fn new(format: &'static str, message: impl Into<String>) -> Self {
-        TranslateError { format, message: message.into() }
+        TranslateError {
+            format,
+            message: message.into(),
+        }
     }
 }
 
 /// Counts spans of a translated request (for metrics and tests).
 pub fn span_count(req: &ExportTraceServiceRequest) -> usize {
-    req.resource_spans.iter().flat_map(|rs| rs.scope_spans.iter()).map(|ss| ss.spans.len()).sum()
+    req.resource_spans
+        .iter()
+        .flat_map(|rs| rs.scope_spans.iter())
+        .map(|ss| ss.spans.len())
+        .sum()
 }

@@ -12,19 +12,29 @@ pub use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 pub use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 
 pub fn str_value(s: impl Into<String>) -> AnyValue {
-    AnyValue { value: Some(any_value::Value::StringValue(s.into())) }
+    AnyValue {
+        value: Some(any_value::Value::StringValue(s.into())),
+    }
 }
 pub fn int_value(i: i64) -> AnyValue {
-    AnyValue { value: Some(any_value::Value::IntValue(i)) }
+    AnyValue {
+        value: Some(any_value::Value::IntValue(i)),
+    }
 }
 pub fn bool_value(b: bool) -> AnyValue {
-    AnyValue { value: Some(any_value::Value::BoolValue(b)) }
+    AnyValue {
+        value: Some(any_value::Value::BoolValue(b)),
+    }
 }
 pub fn double_value(d: f64) -> AnyValue {
-    AnyValue { value: Some(any_value::Value::DoubleValue(d)) }
+    AnyValue {
+        value: Some(any_value::Value::DoubleValue(d)),
+    }
 }
 pub fn bytes_value(b: Vec<u8>) -> AnyValue {
-    AnyValue { value: Some(any_value::Value::BytesValue(b)) }
+    AnyValue {
+        value: Some(any_value::Value::BytesValue(b)),
+    }
 }
 
 /// Wraps a value.
@@ -33,7 +43,11 @@ pub fn any(v: any_value::Value) -> AnyValue {
 }
 
 pub fn kv(key: impl Into<String>, value: AnyValue) -> KeyValue {
-    KeyValue { key: key.into(), value: Some(value), ..Default::default() }
+    KeyValue {
+        key: key.into(),
+        value: Some(value),
+        ..Default::default()
+    }
 }
 
 /// An attribute list with map semantics (a key set twice keeps its first position and its last
@@ -74,7 +88,10 @@ impl Attrs {
 
     pub fn get(&self, key: &str) -> Option<&any_value::Value> {
         let i = *self.index.get(key)?;
-        self.list[i].as_ref().and_then(|kv| kv.value.as_ref()).and_then(|v| v.value.as_ref())
+        self.list[i]
+            .as_ref()
+            .and_then(|kv| kv.value.as_ref())
+            .and_then(|v| v.value.as_ref())
     }
 
     pub fn get_str(&self, key: &str) -> Option<&str> {
@@ -140,11 +157,17 @@ pub struct Grouper {
 impl Grouper {
     pub fn push(&mut self, resource: Vec<KeyValue>, scope: InstrumentationScope, span: Span) {
         use prost::Message;
-        let rkey = Resource { attributes: resource, ..Default::default() }.encode_to_vec();
+        let rkey = Resource {
+            attributes: resource,
+            ..Default::default()
+        }
+        .encode_to_vec();
         let r = match self.resource_index.get(&rkey) {
             Some(&i) => i,
             None => {
-                let attrs = Resource::decode(rkey.as_slice()).map(|r| r.attributes).unwrap_or_default();
+                let attrs = Resource::decode(rkey.as_slice())
+                    .map(|r| r.attributes)
+                    .unwrap_or_default();
                 self.resources.push((attrs, Vec::new()));
                 self.resource_index.insert(rkey, self.resources.len() - 1);
                 self.resources.len() - 1
@@ -167,7 +190,10 @@ impl Grouper {
                 .resources
                 .into_iter()
                 .map(|(attrs, scopes)| ResourceSpans {
-                    resource: Some(Resource { attributes: attrs, ..Default::default() }),
+                    resource: Some(Resource {
+                        attributes: attrs,
+                        ..Default::default()
+                    }),
                     scope_spans: scopes
                         .into_iter()
                         .map(|(scope, spans)| ScopeSpans {

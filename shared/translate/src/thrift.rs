@@ -174,7 +174,10 @@ impl<'a> BinaryReader<'a> {
 
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.buf.len() - self.pos < n {
-            return err(format!("unexpected end of input at byte {} (wanted {n} more bytes)", self.pos));
+            return err(format!(
+                "unexpected end of input at byte {} (wanted {n} more bytes)",
+                self.pos
+            ));
         }
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -292,12 +295,21 @@ pub struct CompactReader<'a> {
 
 impl<'a> CompactReader<'a> {
     pub fn new(buf: &'a [u8]) -> Self {
-        CompactReader { buf, pos: 0, depth: 0, last_field: vec![0], pending_bool: None }
+        CompactReader {
+            buf,
+            pos: 0,
+            depth: 0,
+            last_field: vec![0],
+            pending_bool: None,
+        }
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if self.buf.len() - self.pos < n {
-            return err(format!("unexpected end of input at byte {} (wanted {n} more bytes)", self.pos));
+            return err(format!(
+                "unexpected end of input at byte {} (wanted {n} more bytes)",
+                self.pos
+            ));
         }
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -403,7 +415,11 @@ impl<'a> Reader<'a> for CompactReader<'a> {
     fn list_begin(&mut self) -> Result<(TType, usize)> {
         let b = self.take(1)?[0];
         let t = Self::ttype(b & 0x0f)?;
-        let n = if b >> 4 == 15 { self.varint()?.min(i64::MAX as u64) as i64 } else { (b >> 4) as i64 };
+        let n = if b >> 4 == 15 {
+            self.varint()?.min(i64::MAX as u64) as i64
+        } else {
+            (b >> 4) as i64
+        };
         Ok((t, check_count(n, self.remaining(), "list")?))
     }
     fn map_begin(&mut self) -> Result<(TType, TType, usize)> {
@@ -418,7 +434,9 @@ impl<'a> Reader<'a> for CompactReader<'a> {
     fn message_begin(&mut self) -> Result<(&'a [u8], u8, i32)> {
         let id = self.take(1)?[0];
         if id != 0x82 {
-            return err(format!("not a compact-protocol message (first byte {id:#04x}, expected 0x82)"));
+            return err(format!(
+                "not a compact-protocol message (first byte {id:#04x}, expected 0x82)"
+            ));
         }
         let vt = self.take(1)?[0];
         if vt & 0x1f != 1 {
@@ -532,7 +550,10 @@ pub struct CompactWriter {
 
 impl Default for CompactWriter {
     fn default() -> Self {
-        CompactWriter { out: Vec::new(), last: vec![0] }
+        CompactWriter {
+            out: Vec::new(),
+            last: vec![0],
+        }
     }
 }
 
@@ -653,7 +674,10 @@ mod tests {
         w.stop();
         w.struct_end();
         let got = read(&w.into_bytes());
-        assert_eq!(got, ["emitBatch/4/7", "1:-5", "2:true", "20:hé", "3:20", "4:1.5", "5:false"]);
+        assert_eq!(
+            got,
+            ["emitBatch/4/7", "1:-5", "2:true", "20:hé", "3:20", "4:1.5", "5:false"]
+        );
     }
 
     fn read_all<'a, R: Reader<'a>>(r: &mut R) -> Vec<String> {

@@ -21,7 +21,11 @@ fn engine(policy: &str, soft: usize, hard: usize) -> (Engine, Instant) {
             hard_limit_bytes: hard,
             stress_probability: 0.0,
         },
-        ActivePolicy { version: doc.version, seed: 1, engine: PolicyEngine::compile(&doc).unwrap() },
+        ActivePolicy {
+            version: doc.version,
+            seed: 1,
+            engine: PolicyEngine::compile(&doc).unwrap(),
+        },
         now,
     );
     (e, now)
@@ -35,11 +39,20 @@ fn record(trace: u8, span: u8, parent: Option<u8>, error: bool) -> Bytes {
         name: format!("span-{span}"),
         start_time_unix_nano: 1_000,
         end_time_unix_nano: 2_000,
-        status: error.then(|| Status { code: status::StatusCode::Error as i32, message: String::new() }),
+        status: error.then(|| Status {
+            code: status::StatusCode::Error as i32,
+            message: String::new(),
+        }),
         ..Default::default()
     };
     ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans { scope_spans: vec![ScopeSpans { spans: vec![s], ..Default::default() }], ..Default::default() }],
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![s],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
     }
     .encode_to_vec()
     .into()
@@ -67,7 +80,11 @@ fn drain(e: &mut Engine) -> (Vec<ExportJob>, Vec<DecisionRecord>) {
 
 fn exported_spans(job: &ExportJob) -> Vec<Span> {
     let req = ExportTraceServiceRequest::decode(job.payload.as_slice()).unwrap();
-    req.resource_spans.into_iter().flat_map(|r| r.scope_spans).flat_map(|s| s.spans).collect()
+    req.resource_spans
+        .into_iter()
+        .flat_map(|r| r.scope_spans)
+        .flat_map(|s| s.spans)
+        .collect()
 }
 
 #[test]
@@ -87,15 +104,26 @@ fn waits_for_root_plus_send_delay_and_holds_offsets_until_exported() {
     assert_eq!(decs.len(), 1, "trace 2 (root at t0, no error) dropped at t0+2s");
     assert!(decs[0].kept.is_none());
     assert!(jobs.is_empty());
-    tick_to(&mut e, t0 + Duration::from_millis(2500), t0 + Duration::from_millis(3100));
+    tick_to(
+        &mut e,
+        t0 + Duration::from_millis(2500),
+        t0 + Duration::from_millis(3100),
+    );
     let (jobs, decs) = drain(&mut e);
     assert_eq!(jobs.len(), 1);
-    assert!(decs.is_empty(), "kept decisions are published after the export is acknowledged");
+    assert!(
+        decs.is_empty(),
+        "kept decisions are published after the export is acknowledged"
+    );
     let spans = exported_spans(&jobs[0]);
     assert_eq!(spans.len(), 2, "whole trace exported");
     let attr = |s: &Span, k: &str| s.attributes.iter().find(|a| a.key == k).cloned();
     assert!(attr(&spans[0], "tailsift.sampling.policy").is_some());
-    assert!(spans[0].trace_state.starts_with("ot=th:0;rv:"), "{}", spans[0].trace_state);
+    assert!(
+        spans[0].trace_state.starts_with("ot=th:0;rv:"),
+        "{}",
+        spans[0].trace_state
+    );
     // Offsets: trace 1 is exporting (pinned at 10) until acknowledged.
     assert_eq!(e.committable(), vec![(0, 10)]);
     e.on_export_done(jobs[0].id);
@@ -148,9 +176,30 @@ fn late_spans_follow_the_decision() {
 fn preloaded_decisions_skip_replayed_records_of_exported_traces() {
     let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
     e.assign(0);
-    let stamp = Arc::new(Stamp { policy: "errors".into(), policy_version: 0, adjusted_count: 1.0, ot: None });
-    e.preload(&DecisionRecord { partition: 0, trace_id: [1; 16], kept: Some(stamp), exported_through: 5 }, t0);
-    e.preload(&DecisionRecord { partition: 0, trace_id: [2; 16], kept: None, exported_through: 6 }, t0);
+    let stamp = Arc::new(Stamp {
+        policy: "errors".into(),
+        policy_version: 0,
+        adjusted_count: 1.0,
+        ot: None,
+    });
+    e.preload(
+        &DecisionRecord {
+            partition: 0,
+            trace_id: [1; 16],
+            kept: Some(stamp),
+            exported_through: 5,
+        },
+        t0,
+    );
+    e.preload(
+        &DecisionRecord {
+            partition: 0,
+            trace_id: [2; 16],
+            kept: None,
+            exported_through: 6,
+        },
+        t0,
+    );
     e.on_record(0, 4, None, record(1, 1, None, true), t0);
     e.on_record(0, 5, None, record(1, 2, Some(1), true), t0);
     e.on_record(0, 6, None, record(2, 1, None, false), t0);
@@ -159,7 +208,11 @@ fn preloaded_decisions_skip_replayed_records_of_exported_traces() {
     assert_eq!(e.stats.replay_skipped_records, 2);
     e.on_record(0, 7, None, record(1, 3, Some(1), false), t0);
     let (jobs, _) = drain(&mut e);
-    assert_eq!(jobs.len(), 1, "a span past exported_through is a late span of a kept trace");
+    assert_eq!(
+        jobs.len(),
+        1,
+        "a span past exported_through is a late span of a kept trace"
+    );
     assert_eq!(e.buffered_traces(), 0);
 }
 
@@ -197,7 +250,13 @@ fn memory_pressure_decides_oldest_first_and_stress_relief_stops_buffering() {
     let (mut e, t0) = engine(ERRORS_ONLY, one * 3, one * 6);
     e.assign(0);
     for t in 1..=5u8 {
-        e.on_record(0, t as i64, None, record(t, 1, Some(9), t == 1), t0 + Duration::from_millis(t as u64));
+        e.on_record(
+            0,
+            t as i64,
+            None,
+            record(t, 1, Some(9), t == 1),
+            t0 + Duration::from_millis(t as u64),
+        );
     }
     assert!(e.buffered_bytes() <= one * 3);
     let (jobs, decs) = drain(&mut e);
@@ -242,7 +301,11 @@ fn revoke_leaves_undecided_traces_to_the_next_owner() {
     e.assign(1);
     e.on_record(0, 5, None, record(1, 1, Some(9), true), t0);
     e.on_record(1, 0, None, record(2, 1, Some(9), true), t0);
-    assert_eq!(e.committable(), vec![(0, 5), (1, 0)], "undecided traces hold the commit");
+    assert_eq!(
+        e.committable(),
+        vec![(0, 5), (1, 0)],
+        "undecided traces hold the commit"
+    );
     e.revoke(0);
     assert_eq!(e.partitions(), vec![1]);
     assert_eq!(e.buffered_traces(), 1);
@@ -255,15 +318,37 @@ fn deadlines_run_on_record_time_while_records_flow() {
     let ts = 1_000_000;
     // A root at record time ts, then (replayed quickly) a child produced 100 ms later.
     e.on_record(0, 0, Some(ts), record(1, 1, None, false), t0);
-    e.on_record(0, 1, Some(ts + 100), record(1, 2, Some(1), true), t0 + Duration::from_millis(10));
+    e.on_record(
+        0,
+        1,
+        Some(ts + 100),
+        record(1, 2, Some(1), true),
+        t0 + Duration::from_millis(10),
+    );
     // Wall time far ahead but records still flowing (< IDLE_GRACE): record time rules.
-    e.on_record(0, 2, Some(ts + 1000), record(2, 1, Some(9), false), t0 + Duration::from_millis(400));
+    e.on_record(
+        0,
+        2,
+        Some(ts + 1000),
+        record(2, 1, Some(9), false),
+        t0 + Duration::from_millis(400),
+    );
     e.on_tick(t0 + Duration::from_millis(450));
     assert_eq!(e.buffered_traces(), 2, "record time is only 1 s past the root: not yet");
-    e.on_record(0, 3, Some(ts + 2100), record(3, 1, Some(9), false), t0 + Duration::from_millis(460));
+    e.on_record(
+        0,
+        3,
+        Some(ts + 2100),
+        record(3, 1, Some(9), false),
+        t0 + Duration::from_millis(460),
+    );
     e.on_tick(t0 + Duration::from_millis(470));
     let (jobs, _) = drain(&mut e);
-    assert_eq!(jobs.len(), 1, "root + send_delay passed on record time: decided, complete");
+    assert_eq!(
+        jobs.len(),
+        1,
+        "root + send_delay passed on record time: decided, complete"
+    );
     assert_eq!(exported_spans(&jobs[0]).len(), 2);
 }
 
@@ -273,11 +358,27 @@ fn policy_swap_applies_between_traces_and_is_stamped() {
     e.assign(0);
     e.on_record(0, 0, None, record(1, 1, None, false), t0);
     let doc = PolicyDocument::from_yaml("version: 7\npolicies:\n  - name: all\n    always: {}\n").unwrap();
-    e.set_policy(ActivePolicy { version: 7, seed: 1, engine: PolicyEngine::compile(&doc).unwrap() });
+    e.set_policy(ActivePolicy {
+        version: 7,
+        seed: 1,
+        engine: PolicyEngine::compile(&doc).unwrap(),
+    });
     e.on_tick(t0 + Duration::from_secs(3));
     let (jobs, _) = drain(&mut e);
     assert_eq!(jobs.len(), 1);
     let spans = exported_spans(&jobs[0]);
-    let v = spans[0].attributes.iter().find(|a| a.key == "tailsift.sampling.policy_version").unwrap();
-    assert_eq!(format!("{:?}", v.value), format!("{:?}", Some(opentelemetry_proto::tonic::common::v1::AnyValue { value: Some(opentelemetry_proto::tonic::common::v1::any_value::Value::IntValue(7)) })));
+    let v = spans[0]
+        .attributes
+        .iter()
+        .find(|a| a.key == "tailsift.sampling.policy_version")
+        .unwrap();
+    assert_eq!(
+        format!("{:?}", v.value),
+        format!(
+            "{:?}",
+            Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                value: Some(opentelemetry_proto::tonic::common::v1::any_value::Value::IntValue(7))
+            })
+        )
+    );
 }

@@ -7,7 +7,13 @@ use prost::Message;
 use crate::ExportTraceServiceRequest;
 
 fn kv(k: &str, v: &str) -> KeyValue {
-    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(v.into())) }), ..Default::default() }
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    }
 }
 
 fn span(trace: u8, span: u8, name: &str) -> Span {
@@ -23,11 +29,18 @@ fn span(trace: u8, span: u8, name: &str) -> Span {
 
 fn resource_spans(service: &str, scopes: Vec<(&str, Vec<Span>)>) -> ResourceSpans {
     ResourceSpans {
-        resource: Some(Resource { attributes: vec![kv("service.name", service)], ..Default::default() }),
+        resource: Some(Resource {
+            attributes: vec![kv("service.name", service)],
+            ..Default::default()
+        }),
         scope_spans: scopes
             .into_iter()
             .map(|(scope, spans)| ScopeSpans {
-                scope: Some(InstrumentationScope { name: scope.into(), version: "1.0".into(), ..Default::default() }),
+                scope: Some(InstrumentationScope {
+                    name: scope.into(),
+                    version: "1.0".into(),
+                    ..Default::default()
+                }),
                 spans,
                 schema_url: "https://opentelemetry.io/schemas/1.21.0".into(),
             })
@@ -43,13 +56,23 @@ fn decode(rec: &TraceRecord) -> ExportTraceServiceRequest {
 fn all_spans(req: &ExportTraceServiceRequest) -> Vec<(String, String, String, Span)> {
     let mut out = Vec::new();
     for rs in &req.resource_spans {
-        let service = match &rs.resource.as_ref().unwrap().attributes[0].value.as_ref().unwrap().value {
+        let service = match &rs.resource.as_ref().unwrap().attributes[0]
+            .value
+            .as_ref()
+            .unwrap()
+            .value
+        {
             Some(any_value::Value::StringValue(s)) => s.clone(),
             _ => panic!(),
         };
         for ss in &rs.scope_spans {
             for s in &ss.spans {
-                out.push((service.clone(), ss.scope.as_ref().unwrap().name.clone(), ss.schema_url.clone(), s.clone()));
+                out.push((
+                    service.clone(),
+                    ss.scope.as_ref().unwrap().name.clone(),
+                    ss.schema_url.clone(),
+                    s.clone(),
+                ));
             }
         }
     }
@@ -60,8 +83,14 @@ fn all_spans(req: &ExportTraceServiceRequest) -> Vec<(String, String, String, Sp
 fn splits_one_record_per_trace_preserving_resource_and_scope() {
     let req = ExportTraceServiceRequest {
         resource_spans: vec![
-            resource_spans("frontend", vec![("lib-a", vec![span(1, 1, "a"), span(2, 2, "b"), span(1, 3, "c")])]),
-            resource_spans("backend", vec![("lib-b", vec![span(2, 4, "d")]), ("lib-c", vec![span(1, 5, "e")])]),
+            resource_spans(
+                "frontend",
+                vec![("lib-a", vec![span(1, 1, "a"), span(2, 2, "b"), span(1, 3, "c")])],
+            ),
+            resource_spans(
+                "backend",
+                vec![("lib-b", vec![span(2, 4, "d")]), ("lib-c", vec![span(1, 5, "e")])],
+            ),
         ],
     };
     let bytes = req.encode_to_vec();
@@ -73,7 +102,10 @@ fn splits_one_record_per_trace_preserving_resource_and_scope() {
     assert_eq!(out.records[1].trace_id, [2; 16]);
 
     let t1 = decode(&out.records[0]);
-    let got: Vec<_> = all_spans(&t1).into_iter().map(|(svc, scope, _, s)| (svc, scope, s.name)).collect();
+    let got: Vec<_> = all_spans(&t1)
+        .into_iter()
+        .map(|(svc, scope, _, s)| (svc, scope, s.name))
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -83,14 +115,26 @@ fn splits_one_record_per_trace_preserving_resource_and_scope() {
         ]
     );
     assert_eq!(t1.resource_spans.len(), 2, "one ResourceSpans per original resource");
-    assert_eq!(t1.resource_spans[0].schema_url, "https://opentelemetry.io/schemas/1.20.0");
-    assert_eq!(t1.resource_spans[0].scope_spans[0].schema_url, "https://opentelemetry.io/schemas/1.21.0");
-    assert_eq!(t1.resource_spans[0].scope_spans[0].scope.as_ref().unwrap().version, "1.0");
+    assert_eq!(
+        t1.resource_spans[0].schema_url,
+        "https://opentelemetry.io/schemas/1.20.0"
+    );
+    assert_eq!(
+        t1.resource_spans[0].scope_spans[0].schema_url,
+        "https://opentelemetry.io/schemas/1.21.0"
+    );
+    assert_eq!(
+        t1.resource_spans[0].scope_spans[0].scope.as_ref().unwrap().version,
+        "1.0"
+    );
     assert_eq!(out.records[0].spans, 3);
 
     let t2 = decode(&out.records[1]);
     let got: Vec<_> = all_spans(&t2).into_iter().map(|(svc, _, _, s)| (svc, s.name)).collect();
-    assert_eq!(got, vec![("frontend".into(), "b".into()), ("backend".into(), "d".into())]);
+    assert_eq!(
+        got,
+        vec![("frontend".into(), "b".into()), ("backend".into(), "d".into())]
+    );
     // Spans come out byte-identical.
     assert_eq!(all_spans(&t2)[0].3, span(2, 2, "b"));
 }
@@ -157,7 +201,16 @@ fn invalid_ids_are_rejected_individually() {
             "svc",
             vec![(
                 "lib",
-                vec![bad_trace_len, zero_trace, span(2, 2, "good"), bad_span_len, zero_span, bad_parent, missing_trace, good_parent],
+                vec![
+                    bad_trace_len,
+                    zero_trace,
+                    span(2, 2, "good"),
+                    bad_span_len,
+                    zero_span,
+                    bad_parent,
+                    missing_trace,
+                    good_parent,
+                ],
             )],
         )],
     };
@@ -183,7 +236,9 @@ fn invalid_ids_are_rejected_individually() {
 
 #[test]
 fn malformed_envelopes_fail_whole_request() {
-    let req = ExportTraceServiceRequest { resource_spans: vec![resource_spans("svc", vec![("lib", vec![span(1, 1, "a")])])] };
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![resource_spans("svc", vec![("lib", vec![span(1, 1, "a")])])],
+    };
     let bytes = req.encode_to_vec();
     for cut in 1..bytes.len() {
         // Every truncation is either an error or (when cut at a field boundary inside nothing) ok;
@@ -193,7 +248,10 @@ fn malformed_envelopes_fail_whole_request() {
     assert!(split_by_trace(&bytes[..bytes.len() - 1], SplitOptions::default()).is_err());
     assert!(split_by_trace(b"\xff\xff\xff", SplitOptions::default()).is_err());
     // resource_spans with a varint wire type
-    assert!(matches!(split_by_trace(&[0x08, 0x01], SplitOptions::default()), Err(SplitError::NotLengthDelimited { .. })));
+    assert!(matches!(
+        split_by_trace(&[0x08, 0x01], SplitOptions::default()),
+        Err(SplitError::NotLengthDelimited { .. })
+    ));
     // empty request: nothing to do
     let out = split_by_trace(&[], SplitOptions::default()).unwrap();
     assert!(out.records.is_empty());
@@ -228,7 +286,9 @@ fn large_traces_are_cut_into_records_under_the_limit() {
             s
         })
         .collect();
-    let req = ExportTraceServiceRequest { resource_spans: vec![resource_spans("svc", vec![("lib", spans)])] };
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![resource_spans("svc", vec![("lib", spans)])],
+    };
     let opts = SplitOptions { max_record_bytes: 1500 };
     let out = split_by_trace(&req.encode_to_vec(), opts).unwrap();
     assert!(out.records.len() > 5);
@@ -236,7 +296,10 @@ fn large_traces_are_cut_into_records_under_the_limit() {
     for rec in &out.records {
         assert!(rec.payload.len() <= 1500, "{}", rec.payload.len());
         let d = decode(rec);
-        assert_eq!(d.resource_spans[0].resource.as_ref().unwrap().attributes[0].key, "service.name");
+        assert_eq!(
+            d.resource_spans[0].resource.as_ref().unwrap().attributes[0].key,
+            "service.name"
+        );
         total += all_spans(&d).len();
     }
     assert_eq!(total, 100);
@@ -244,7 +307,10 @@ fn large_traces_are_cut_into_records_under_the_limit() {
 
     // A span larger than the limit on its own is rejected.
     let huge = ExportTraceServiceRequest {
-        resource_spans: vec![resource_spans("svc", vec![("lib", vec![span(1, 1, &"y".repeat(5000)), span(2, 2, "small")])])],
+        resource_spans: vec![resource_spans(
+            "svc",
+            vec![("lib", vec![span(1, 1, &"y".repeat(5000)), span(2, 2, "small")])],
+        )],
     };
     let out = split_by_trace(&huge.encode_to_vec(), opts).unwrap();
     assert_eq!(out.accepted_spans, 1);
@@ -254,7 +320,8 @@ fn large_traces_are_cut_into_records_under_the_limit() {
 
 #[test]
 fn json_requests_decode_with_hex_ids_and_integer_enums() {
-    let body = br#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"checkout"}}]},
+    let body =
+        br#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"checkout"}}]},
       "scopeSpans":[{"scope":{"name":"manual"},"spans":[
         {"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174","parentSpanId":"eee19b7ec3c1b173",
          "name":"GET /cart","kind":2,"startTimeUnixNano":"1544712660000000000","endTimeUnixNano":"1544712661000000000",

@@ -124,10 +124,20 @@ fn parent_of(span: &JaegerSpan) -> Vec<u8> {
         return span.parent_span_id.clone();
     }
     let same_trace = |r: &&SpanRef| r.trace_id == span.trace_id;
-    if let Some(r) = span.references.iter().filter(same_trace).find(|r| r.ref_type == RefType::ChildOf) {
+    if let Some(r) = span
+        .references
+        .iter()
+        .filter(same_trace)
+        .find(|r| r.ref_type == RefType::ChildOf)
+    {
         return r.span_id.clone();
     }
-    if let Some(r) = span.references.iter().filter(same_trace).find(|r| r.ref_type == RefType::FollowsFrom) {
+    if let Some(r) = span
+        .references
+        .iter()
+        .filter(same_trace)
+        .find(|r| r.ref_type == RefType::FollowsFrom)
+    {
         return r.span_id.clone();
     }
     Vec::new()
@@ -149,7 +159,10 @@ fn resource_attrs(p: Option<&Process>) -> Vec<opentelemetry_proto::tonic::common
     }
     if a.contains("jaeger.version") && !a.contains("opencensus.exporterversion") {
         if let Some(v) = a.remove("jaeger.version") {
-            a.put("opencensus.exporterversion", otlp::str_value(format!("Jaeger-{}", otlp::value_as_string(&v))));
+            a.put(
+                "opencensus.exporterversion",
+                otlp::str_value(format!("Jaeger-{}", otlp::value_as_string(&v))),
+            );
         }
     }
     a.into_vec()
@@ -171,7 +184,11 @@ fn take_status(attrs: &mut Attrs, kind: SpanKind) -> Option<Status> {
     let mut code = StatusCode::Unset;
     let mut message = String::new();
     let mut exists = false;
-    let take_desc = |attrs: &mut Attrs| attrs.remove("otel.status_description").map(|v| otlp::value_as_string(&v));
+    let take_desc = |attrs: &mut Attrs| {
+        attrs
+            .remove("otel.status_description")
+            .map(|v| otlp::value_as_string(&v))
+    };
     if let Some(Value::BoolValue(true)) = attrs.get("error") {
         code = StatusCode::Error;
         attrs.remove("error");
@@ -212,17 +229,34 @@ fn take_status(attrs: &mut Attrs, kind: SpanKind) -> Option<Status> {
             }
         }
     }
-    exists.then_some(Status { code: code as i32, message })
+    exists.then_some(Status {
+        code: code as i32,
+        message,
+    })
 }
 
 fn take_scope(tags: &[Tag]) -> (InstrumentationScope, [&'static str; 2]) {
     let get = |k: &str| {
-        tags.iter().rev().find(|t| t.key == k).and_then(|t| t.any_value().value).map(|v| otlp::value_as_string(&v))
+        tags.iter()
+            .rev()
+            .find(|t| t.key == k)
+            .and_then(|t| t.any_value().value)
+            .map(|v| otlp::value_as_string(&v))
     };
-    for (n, v) in [("otel.scope.name", "otel.scope.version"), ("otel.library.name", "otel.library.version")] {
+    for (n, v) in [
+        ("otel.scope.name", "otel.scope.version"),
+        ("otel.library.name", "otel.library.version"),
+    ] {
         if let Some(name) = get(n) {
             let version = get(v).unwrap_or_default();
-            return (InstrumentationScope { name, version, ..Default::default() }, [n, v]);
+            return (
+                InstrumentationScope {
+                    name,
+                    version,
+                    ..Default::default()
+                },
+                [n, v],
+            );
         }
     }
     (InstrumentationScope::default(), ["", ""])
@@ -259,7 +293,12 @@ fn translate_span(s: &JaegerSpan) -> (InstrumentationScope, Span) {
                 Some(v) => otlp::value_as_string(&v),
                 None => String::new(),
             };
-            Event { time_unix_nano: l.timestamp_nanos, name, attributes: a.into_vec(), dropped_attributes_count: 0 }
+            Event {
+                time_unix_nano: l.timestamp_nanos,
+                name,
+                attributes: a.into_vec(),
+                dropped_attributes_count: 0,
+            }
         })
         .collect();
     let links = s

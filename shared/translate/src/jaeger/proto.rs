@@ -118,7 +118,9 @@ pub struct PbSpan {
 
 fn nanos(t: &Option<Timestamp>) -> u64 {
     match t {
-        Some(t) if t.seconds >= 0 => (t.seconds as u64).saturating_mul(1_000_000_000).saturating_add(t.nanos.max(0) as u64),
+        Some(t) if t.seconds >= 0 => (t.seconds as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(t.nanos.max(0) as u64),
         _ => 0,
     }
 }
@@ -151,7 +153,10 @@ fn tags(kvs: &[KeyValue]) -> Vec<Tag> {
 }
 
 fn process(p: &PbProcess) -> Process {
-    Process { service_name: p.service_name.clone(), tags: tags(&p.tags) }
+    Process {
+        service_name: p.service_name.clone(),
+        tags: tags(&p.tags),
+    }
 }
 
 /// Converts a decoded request to the common Jaeger model.
@@ -171,7 +176,11 @@ pub fn to_model(req: &PostSpansRequest) -> Batch {
                     .references
                     .iter()
                     .map(|r| SpanRef {
-                        ref_type: if r.ref_type == 1 { RefType::FollowsFrom } else { RefType::ChildOf },
+                        ref_type: if r.ref_type == 1 {
+                            RefType::FollowsFrom
+                        } else {
+                            RefType::ChildOf
+                        },
                         trace_id: trace_id(&r.trace_id),
                         span_id: r.span_id.clone(),
                     })
@@ -180,7 +189,14 @@ pub fn to_model(req: &PostSpansRequest) -> Batch {
                 start_nanos: nanos(&s.start_time),
                 duration_nanos: nanos(&s.duration),
                 tags: tags(&s.tags),
-                logs: s.logs.iter().map(|l| Log { timestamp_nanos: nanos(&l.timestamp), fields: tags(&l.fields) }).collect(),
+                logs: s
+                    .logs
+                    .iter()
+                    .map(|l| Log {
+                        timestamp_nanos: nanos(&l.timestamp),
+                        fields: tags(&l.fields),
+                    })
+                    .collect(),
                 process: s.process.as_ref().map(process),
             })
             .collect(),
@@ -196,7 +212,10 @@ pub fn decode_post_spans(data: &[u8]) -> Result<ExportTraceServiceRequest, Trans
 fn pb_kvs(t: &[Tag]) -> Vec<KeyValue> {
     t.iter()
         .map(|t| {
-            let mut kv = KeyValue { key: t.key.clone(), ..Default::default() };
+            let mut kv = KeyValue {
+                key: t.key.clone(),
+                ..Default::default()
+            };
             match &t.value {
                 TagValue::Str(s) => kv.v_str = s.clone(),
                 TagValue::Bool(b) => (kv.v_type, kv.v_bool) = (1, *b),
@@ -210,11 +229,17 @@ fn pb_kvs(t: &[Tag]) -> Vec<KeyValue> {
 }
 
 fn ts(n: u64) -> Option<Timestamp> {
-    Some(Timestamp { seconds: (n / 1_000_000_000) as i64, nanos: (n % 1_000_000_000) as i32 })
+    Some(Timestamp {
+        seconds: (n / 1_000_000_000) as i64,
+        nanos: (n % 1_000_000_000) as i32,
+    })
 }
 
 fn pb_process(p: &Process) -> PbProcess {
-    PbProcess { service_name: p.service_name.clone(), tags: pb_kvs(&p.tags) }
+    PbProcess {
+        service_name: p.service_name.clone(),
+        tags: pb_kvs(&p.tags),
+    }
 }
 
 /// Encodes the model as a `PostSpansRequest` (tests, fuzz seeds, tools).
@@ -237,7 +262,14 @@ pub fn encode_post_spans(b: &Batch) -> Vec<u8> {
                         .collect();
                     // api_v2 has no parent field: the parent is a CHILD_OF reference.
                     if !s.parent_span_id.is_empty() && s.parent_span_id.iter().any(|b| *b != 0) {
-                        refs.insert(0, PbSpanRef { trace_id: s.trace_id.clone(), span_id: s.parent_span_id.clone(), ref_type: 0 });
+                        refs.insert(
+                            0,
+                            PbSpanRef {
+                                trace_id: s.trace_id.clone(),
+                                span_id: s.parent_span_id.clone(),
+                                ref_type: 0,
+                            },
+                        );
                     }
                     PbSpan {
                         trace_id: s.trace_id.clone(),
@@ -248,7 +280,14 @@ pub fn encode_post_spans(b: &Batch) -> Vec<u8> {
                         start_time: ts(s.start_nanos),
                         duration: ts(s.duration_nanos),
                         tags: pb_kvs(&s.tags),
-                        logs: s.logs.iter().map(|l| PbLog { timestamp: ts(l.timestamp_nanos), fields: pb_kvs(&l.fields) }).collect(),
+                        logs: s
+                            .logs
+                            .iter()
+                            .map(|l| PbLog {
+                                timestamp: ts(l.timestamp_nanos),
+                                fields: pb_kvs(&l.fields),
+                            })
+                            .collect(),
                         process: s.process.as_ref().map(pb_process),
                         ..Default::default()
                     }

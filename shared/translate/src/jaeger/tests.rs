@@ -67,13 +67,25 @@ fn golden_batch() -> Batch {
                 parent_span_id: id8(1),
                 operation_name: "SELECT".into(),
                 references: vec![
-                    SpanRef { ref_type: RefType::ChildOf, trace_id: trace.clone(), span_id: id8(1) },
-                    SpanRef { ref_type: RefType::FollowsFrom, trace_id: other_trace.clone(), span_id: id8(9) },
+                    SpanRef {
+                        ref_type: RefType::ChildOf,
+                        trace_id: trace.clone(),
+                        span_id: id8(1),
+                    },
+                    SpanRef {
+                        ref_type: RefType::FollowsFrom,
+                        trace_id: other_trace.clone(),
+                        span_id: id8(9),
+                    },
                 ],
                 flags: 1,
                 start_nanos: T0 + 10_000_000,
                 duration_nanos: 5_000_000,
-                tags: vec![tag("span.kind", s("client")), tag("otel.status_code", s("OK")), tag("db.system", s("postgresql"))],
+                tags: vec![
+                    tag("span.kind", s("client")),
+                    tag("otel.status_code", s("OK")),
+                    tag("db.system", s("postgresql")),
+                ],
                 logs: vec![],
                 process: None,
             },
@@ -111,7 +123,11 @@ fn check_golden(rs: &[ResourceSpans], parent_via_refs_only: bool) {
     assert_eq!(root.end_time_unix_nano, T0 + 250_000_000);
     assert_eq!(root.trace_state, "ot=th:0");
     let st = root.status.as_ref().unwrap();
-    assert_eq!((st.code, st.message.as_str()), (StatusCode::Error as i32, "boom"), "error tag wins; description is the message");
+    assert_eq!(
+        (st.code, st.message.as_str()),
+        (StatusCode::Error as i32, "boom"),
+        "error tag wins; description is the message"
+    );
     assert_eq!(
         root.attributes,
         vec![
@@ -125,19 +141,33 @@ fn check_golden(rs: &[ResourceSpans], parent_via_refs_only: bool) {
     assert_eq!(root.events.len(), 1);
     assert_eq!(root.events[0].name, "exception");
     assert_eq!(root.events[0].time_unix_nano, T0 + 1_000_000);
-    assert_eq!(root.events[0].attributes, vec![kv("exception.message", str_value("boom"))]);
+    assert_eq!(
+        root.events[0].attributes,
+        vec![kv("exception.message", str_value("boom"))]
+    );
     assert!(root.links.is_empty());
 
     let child = &scopes[1].spans[0];
     assert_eq!(child.trace_id, trace);
-    assert_eq!(child.parent_span_id, id8(1), "parent from parentSpanId or the CHILD_OF reference");
+    assert_eq!(
+        child.parent_span_id,
+        id8(1),
+        "parent from parentSpanId or the CHILD_OF reference"
+    );
     assert_eq!(child.kind, SpanKind::Client as i32);
     assert_eq!(child.status.as_ref().unwrap().code, StatusCode::Ok as i32);
     assert_eq!(child.attributes, vec![kv("db.system", str_value("postgresql"))]);
-    assert_eq!(child.links.len(), 1, "the CHILD_OF parent is not a link, FOLLOWS_FROM to another trace is");
+    assert_eq!(
+        child.links.len(),
+        1,
+        "the CHILD_OF parent is not a link, FOLLOWS_FROM to another trace is"
+    );
     assert_eq!(child.links[0].trace_id, crate::otlp::trace_id(0x1111, 0x2222));
     assert_eq!(child.links[0].span_id, id8(9));
-    assert_eq!(child.links[0].attributes, vec![kv("opentracing.ref_type", str_value("follows_from"))]);
+    assert_eq!(
+        child.links[0].attributes,
+        vec![kv("opentracing.ref_type", str_value("follows_from"))]
+    );
     let _ = parent_via_refs_only;
 }
 
@@ -150,8 +180,14 @@ fn thrift_binary_batch_golden() {
 #[test]
 fn agent_compact_and_binary_datagrams_give_the_same_result() {
     let want = decode_thrift_binary_batch(&encode_binary_batch(&golden_batch())).unwrap();
-    assert_eq!(decode_agent_compact(&encode_agent_compact(&golden_batch())).unwrap(), want);
-    assert_eq!(decode_agent_binary(&encode_agent_binary(&golden_batch())).unwrap(), want);
+    assert_eq!(
+        decode_agent_compact(&encode_agent_compact(&golden_batch())).unwrap(),
+        want
+    );
+    assert_eq!(
+        decode_agent_binary(&encode_agent_binary(&golden_batch())).unwrap(),
+        want
+    );
 }
 
 #[test]
@@ -164,16 +200,25 @@ fn api_v2_protobuf_gives_the_same_result() {
 #[test]
 fn span_process_overrides_batch_process_and_groups_resources() {
     let mut b = golden_batch();
-    b.spans[1].process = Some(Process { service_name: "db-proxy".into(), tags: vec![] });
+    b.spans[1].process = Some(Process {
+        service_name: "db-proxy".into(),
+        tags: vec![],
+    });
     let req = decode_post_spans(&proto::encode_post_spans(&b)).unwrap();
     assert_eq!(req.resource_spans.len(), 2);
-    assert_eq!(req.resource_spans[1].resource.as_ref().unwrap().attributes, vec![kv("service.name", str_value("db-proxy"))]);
+    assert_eq!(
+        req.resource_spans[1].resource.as_ref().unwrap().attributes,
+        vec![kv("service.name", str_value("db-proxy"))]
+    );
     assert_eq!(req.resource_spans[1].scope_spans[0].spans[0].name, "SELECT");
 }
 
 fn one(tags: Vec<Tag>) -> Span {
     let b = Batch {
-        process: Some(Process { service_name: "svc".into(), tags: vec![] }),
+        process: Some(Process {
+            service_name: "svc".into(),
+            tags: vec![],
+        }),
         spans: vec![JaegerSpan {
             trace_id: crate::otlp::trace_id(1, 2),
             span_id: id8(3),
@@ -189,11 +234,20 @@ fn one(tags: Vec<Tag>) -> Span {
 #[test]
 fn status_precedence() {
     // otel.status_code with its description.
-    let sp = one(vec![tag("otel.status_code", s("ERROR")), tag("otel.status_description", s("bad"))]);
-    assert_eq!(sp.status.as_ref().map(|s| (s.code, s.message.as_str())), Some((2, "bad")));
+    let sp = one(vec![
+        tag("otel.status_code", s("ERROR")),
+        tag("otel.status_description", s("bad")),
+    ]);
+    assert_eq!(
+        sp.status.as_ref().map(|s| (s.code, s.message.as_str())),
+        Some((2, "bad"))
+    );
     assert!(sp.attributes.is_empty());
     // error=true beats otel.status_code OK, and otel.status_code is still removed.
-    let sp = one(vec![tag("error", TagValue::Bool(true)), tag("otel.status_code", s("OK"))]);
+    let sp = one(vec![
+        tag("error", TagValue::Bool(true)),
+        tag("otel.status_code", s("OK")),
+    ]);
     assert_eq!(sp.status.as_ref().unwrap().code, 2);
     assert!(sp.attributes.is_empty());
     // error=false is only an attribute.
@@ -204,22 +258,43 @@ fn status_precedence() {
     let sp = one(vec![tag("error", s("true"))]);
     assert!(sp.status.is_none());
     // http.status_code: 404 is an error for clients only, 503 for everyone.
-    let sp = one(vec![tag("span.kind", s("client")), tag("http.status_code", TagValue::Long(404))]);
+    let sp = one(vec![
+        tag("span.kind", s("client")),
+        tag("http.status_code", TagValue::Long(404)),
+    ]);
     assert_eq!(sp.status.as_ref().unwrap().code, 2);
     let sp = one(vec![tag("span.kind", s("server")), tag("http.status_code", s("404"))]);
     assert!(sp.status.is_none());
-    let sp = one(vec![tag("span.kind", s("server")), tag("http.status_code", TagValue::Long(503)), tag("http.status_message", s("Service Unavailable"))]);
-    assert_eq!(sp.status.as_ref().map(|s| (s.code, s.message.as_str())), Some((2, "Service Unavailable")));
+    let sp = one(vec![
+        tag("span.kind", s("server")),
+        tag("http.status_code", TagValue::Long(503)),
+        tag("http.status_message", s("Service Unavailable")),
+    ]);
+    assert_eq!(
+        sp.status.as_ref().map(|s| (s.code, s.message.as_str())),
+        Some((2, "Service Unavailable"))
+    );
     assert_eq!(sp.attributes.len(), 2, "http tags stay attributes");
 }
 
 #[test]
 fn kinds_and_128_bit_ids() {
-    for (k, want) in [("client", 3), ("server", 2), ("producer", 4), ("consumer", 5), ("internal", 1), ("weird", 0)] {
+    for (k, want) in [
+        ("client", 3),
+        ("server", 2),
+        ("producer", 4),
+        ("consumer", 5),
+        ("internal", 1),
+        ("weird", 0),
+    ] {
         assert_eq!(one(vec![tag("span.kind", s(k))]).kind, want, "{k}");
     }
     let sp = one(vec![]);
-    assert_eq!(sp.trace_id, [1u64.to_be_bytes(), 2u64.to_be_bytes()].concat(), "128-bit ID: high then low");
+    assert_eq!(
+        sp.trace_id,
+        [1u64.to_be_bytes(), 2u64.to_be_bytes()].concat(),
+        "128-bit ID: high then low"
+    );
     assert!(sp.status.is_none());
 }
 
@@ -232,7 +307,11 @@ fn follows_from_is_the_parent_when_there_is_no_child_of_and_stays_a_link() {
             trace_id: trace.clone(),
             span_id: id8(2),
             operation_name: "consume".into(),
-            references: vec![SpanRef { ref_type: RefType::FollowsFrom, trace_id: trace.clone(), span_id: id8(1) }],
+            references: vec![SpanRef {
+                ref_type: RefType::FollowsFrom,
+                trace_id: trace.clone(),
+                span_id: id8(1),
+            }],
             ..Default::default()
         }],
     };
@@ -252,7 +331,11 @@ fn errors_name_the_problem() {
     let good = encode_agent_binary(&golden_batch());
     let e = decode_agent_binary(&good[..good.len() - 3]).unwrap_err();
     assert!(e.to_string().contains("unexpected end of input"), "{e}");
-    assert!(e.to_string().starts_with("invalid Jaeger agent emitBatch (binary thrift)"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("invalid Jaeger agent emitBatch (binary thrift)"),
+        "{e}"
+    );
     let e = decode_post_spans(&[0x0a, 0xff]).unwrap_err();
     assert!(e.to_string().contains("Jaeger api_v2 PostSpansRequest"), "{e}");
 }
@@ -260,7 +343,10 @@ fn errors_name_the_problem() {
 #[test]
 fn truncations_and_bit_flips_never_panic() {
     let b = golden_batch();
-    let inputs: Vec<(Vec<u8>, fn(&[u8]) -> Result<ExportTraceServiceRequest, crate::TranslateError>)> = vec![
+    let inputs: Vec<(
+        Vec<u8>,
+        fn(&[u8]) -> Result<ExportTraceServiceRequest, crate::TranslateError>,
+    )> = vec![
         (encode_binary_batch(&b), decode_thrift_binary_batch),
         (encode_agent_compact(&b), decode_agent_compact),
         (encode_agent_binary(&b), decode_agent_binary),

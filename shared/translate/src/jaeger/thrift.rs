@@ -63,7 +63,10 @@ fn read_tags<'a, R: Reader<'a>>(r: &mut R) -> thrift::Result<Vec<Tag>> {
 
 fn read_log<'a, R: Reader<'a>>(r: &mut R) -> thrift::Result<Log> {
     r.struct_begin()?;
-    let mut log = Log { timestamp_nanos: 0, fields: Vec::new() };
+    let mut log = Log {
+        timestamp_nanos: 0,
+        fields: Vec::new(),
+    };
     while let Some((t, id)) = r.field_begin()? {
         match (id, t) {
             (1, TType::I64) => log.timestamp_nanos = micros_to_nanos(r.i64()?),
@@ -89,7 +92,11 @@ fn read_ref<'a, R: Reader<'a>>(r: &mut R) -> thrift::Result<SpanRef> {
     }
     r.struct_end();
     Ok(SpanRef {
-        ref_type: if rt == 0 { RefType::ChildOf } else { RefType::FollowsFrom },
+        ref_type: if rt == 0 {
+            RefType::ChildOf
+        } else {
+            RefType::FollowsFrom
+        },
         trace_id: ids(high, low),
         span_id: span.to_be_bytes().to_vec(),
     })
@@ -156,7 +163,10 @@ pub fn read_batch<'a, R: Reader<'a>>(r: &mut R) -> thrift::Result<Batch> {
 
 fn finish<'a, R: Reader<'a>>(r: &R, format: &'static str) -> Result<(), TranslateError> {
     if r.remaining() != 0 {
-        return Err(TranslateError::new(format, format!("{} bytes after the end of the message", r.remaining())));
+        return Err(TranslateError::new(
+            format,
+            format!("{} bytes after the end of the message", r.remaining()),
+        ));
     }
     Ok(())
 }
@@ -177,7 +187,10 @@ pub fn decode_thrift_compact_batch(data: &[u8]) -> Result<ExportTraceServiceRequ
     Ok(super::to_otlp(&[b]))
 }
 
-fn decode_agent<'a, R: Reader<'a>>(mut r: R, format: &'static str) -> Result<ExportTraceServiceRequest, TranslateError> {
+fn decode_agent<'a, R: Reader<'a>>(
+    mut r: R,
+    format: &'static str,
+) -> Result<ExportTraceServiceRequest, TranslateError> {
     let e = |m: String| TranslateError::new(format, m);
     let (name, mtype, _seq) = r.message_begin().map_err(|x| e(x.0))?;
     if mtype != thrift::MSG_ONEWAY && mtype != thrift::MSG_CALL {
@@ -186,7 +199,12 @@ fn decode_agent<'a, R: Reader<'a>>(mut r: R, format: &'static str) -> Result<Exp
     let zipkin = match name {
         b"emitBatch" => false,
         b"emitZipkinBatch" => true,
-        other => return Err(e(format!("unknown method `{}` (expected emitBatch)", String::from_utf8_lossy(other)))),
+        other => {
+            return Err(e(format!(
+                "unknown method `{}` (expected emitBatch)",
+                String::from_utf8_lossy(other)
+            )))
+        }
     };
     // The arguments struct: field 1 is the batch (or the list of Zipkin spans).
     r.struct_begin().map_err(|x| e(x.0))?;
@@ -195,7 +213,9 @@ fn decode_agent<'a, R: Reader<'a>>(mut r: R, format: &'static str) -> Result<Exp
         match (id, t, zipkin) {
             (1, TType::Struct, false) => out = Some(super::to_otlp(&[read_batch(&mut r).map_err(|x| e(x.0))?])),
             (1, TType::List, true) => {
-                let spans = r.list_of(TType::Struct, |r| crate::zipkin::v1_thrift::read_span(r)).map_err(|x| e(x.0))?;
+                let spans = r
+                    .list_of(TType::Struct, |r| crate::zipkin::v1_thrift::read_span(r))
+                    .map_err(|x| e(x.0))?;
                 let v2 = crate::zipkin::v1::convert(spans).map_err(&e)?;
                 out = Some(crate::zipkin::to_otlp(v2));
             }
@@ -223,7 +243,10 @@ fn split_trace(id: &[u8]) -> (i64, i64) {
     let mut b = [0u8; 16];
     let n = id.len().min(16);
     b[16 - n..].copy_from_slice(&id[id.len() - n..]);
-    (i64::from_be_bytes(b[..8].try_into().unwrap()), i64::from_be_bytes(b[8..].try_into().unwrap()))
+    (
+        i64::from_be_bytes(b[..8].try_into().unwrap()),
+        i64::from_be_bytes(b[8..].try_into().unwrap()),
+    )
 }
 
 fn id64(id: &[u8]) -> i64 {
@@ -295,7 +318,11 @@ pub fn write_batch<W: Writer>(w: &mut W, b: &Batch) {
         w.field(TType::I64, 3);
         w.i64(id64(&s.span_id));
         w.field(TType::I64, 4);
-        w.i64(if s.parent_span_id.is_empty() { 0 } else { id64(&s.parent_span_id) });
+        w.i64(if s.parent_span_id.is_empty() {
+            0
+        } else {
+            id64(&s.parent_span_id)
+        });
         w.field(TType::Binary, 5);
         w.string(&s.operation_name);
         if !s.references.is_empty() {

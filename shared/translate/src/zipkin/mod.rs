@@ -170,7 +170,10 @@ fn json_attrs(json: &str) -> Option<Attrs> {
 }
 
 fn event(a: &Annotation) -> Event {
-    let mut e = Event { time_unix_nano: a.timestamp_us.saturating_mul(1000), ..Default::default() };
+    let mut e = Event {
+        time_unix_nano: a.timestamp_us.saturating_mul(1000),
+        ..Default::default()
+    };
     // The OpenTelemetry SDKs' Zipkin exporters (Python, Java, JS) write an event as
     // `{"<name>": {<attributes>}}`.
     if a.value.starts_with('{') {
@@ -215,8 +218,10 @@ fn take_links(tags: &mut Attrs) -> Vec<Link> {
         if parts.len() < 5 {
             continue;
         }
-        let (Some(t), Some(s)) = (parse_hex_id(parts[0], 32).filter(|_| parts[0].len() == 32), parse_hex_id(parts[1], 16).filter(|_| parts[1].len() == 16))
-        else {
+        let (Some(t), Some(s)) = (
+            parse_hex_id(parts[0], 32).filter(|_| parts[0].len() == 32),
+            parse_hex_id(parts[1], 16).filter(|_| parts[1].len() == 16),
+        ) else {
             continue;
         };
         let json = parts[3..parts.len() - 1].join("|");
@@ -235,7 +240,9 @@ fn take_links(tags: &mut Attrs) -> Vec<Link> {
 
 fn ip_string(e: &Endpoint) -> Option<String> {
     // As upstream: IPv6 wins when both are set (it is written last).
-    e.ipv6.map(|ip| ip.to_string()).or_else(|| e.ipv4.map(|ip| ip.to_string()))
+    e.ipv6
+        .map(|ip| ip.to_string())
+        .or_else(|| e.ipv4.map(|ip| ip.to_string()))
 }
 
 /// Translates Zipkin v2 spans to one OTLP request.
@@ -249,11 +256,20 @@ pub fn to_otlp(spans: Vec<ZipkinSpan>) -> ExportTraceServiceRequest {
 
         // Resource: service name and resource-like tags.
         let mut resource = Attrs::new();
-        if let Some(svc) = z.local.as_ref().map(|e| e.service_name.as_str()).filter(|s| !s.is_empty()) {
+        if let Some(svc) = z
+            .local
+            .as_ref()
+            .map(|e| e.service_name.as_str())
+            .filter(|s| !s.is_empty())
+        {
             resource.put("service.name", otlp::str_value(svc));
         }
-        let resource_keys: Vec<String> =
-            z.tags.iter().map(|(k, _)| k.clone()).filter(|k| otlp::is_resource_attribute(k)).collect();
+        let resource_keys: Vec<String> = z
+            .tags
+            .iter()
+            .map(|(k, _)| k.clone())
+            .filter(|k| otlp::is_resource_attribute(k))
+            .collect();
         for k in resource_keys {
             if let Some(v) = tags.remove(&k) {
                 resource.put(&k, otlp::any(v));
@@ -262,7 +278,10 @@ pub fn to_otlp(spans: Vec<ZipkinSpan>) -> ExportTraceServiceRequest {
 
         // Scope.
         let mut scope = InstrumentationScope::default();
-        for (n, ver) in [("otel.scope.name", "otel.scope.version"), ("otel.library.name", "otel.library.version")] {
+        for (n, ver) in [
+            ("otel.scope.name", "otel.scope.version"),
+            ("otel.library.name", "otel.library.version"),
+        ] {
             if let Some(name) = tags.remove(n) {
                 if scope.name.is_empty() {
                     scope.name = otlp::value_as_string(&name);
@@ -272,9 +291,16 @@ pub fn to_otlp(spans: Vec<ZipkinSpan>) -> ExportTraceServiceRequest {
             }
         }
 
-        let trace_state = tags.remove("w3c.tracestate").map(|v| otlp::value_as_string(&v)).unwrap_or_default();
+        let trace_state = tags
+            .remove("w3c.tracestate")
+            .map(|v| otlp::value_as_string(&v))
+            .unwrap_or_default();
         let mut span_id = z.id.clone();
-        let mut parent = if !z.parent_id.is_empty() && z.parent_id != z.id { z.parent_id.clone() } else { Vec::new() };
+        let mut parent = if !z.parent_id.is_empty() && z.parent_id != z.id {
+            z.parent_id.clone()
+        } else {
+            Vec::new()
+        };
         if z.shared && z.kind == Some(Kind::Server) {
             span_id = shared_server_span_id(&z.id);
             parent = z.id.clone();
@@ -295,8 +321,14 @@ pub fn to_otlp(spans: Vec<ZipkinSpan>) -> ExportTraceServiceRequest {
         let mut status: Option<Status> = None;
         if let Some(code) = tags.remove("otel.status_code") {
             let code = status_code_from_str(&otlp::value_as_string(&code)).unwrap_or(StatusCode::Unset);
-            let message = tags.remove("otel.status_description").map(|v| otlp::value_as_string(&v)).unwrap_or_default();
-            status = Some(Status { code: code as i32, message });
+            let message = tags
+                .remove("otel.status_description")
+                .map(|v| otlp::value_as_string(&v))
+                .unwrap_or_default();
+            status = Some(Status {
+                code: code as i32,
+                message,
+            });
         }
         if let Some(err) = tags.get_str("error").map(str::to_string) {
             let st = status.get_or_insert_with(Status::default);

@@ -82,10 +82,17 @@ fn endpoint(e: &Option<PbEndpoint>, i: usize, which: &str) -> Result<Option<Endp
     };
     let ipv6 = match e.ipv6.len() {
         0 => None,
-        16 => Some(Ipv6Addr::from(<[u8; 16]>::try_from(e.ipv6.as_slice()).expect("16 bytes"))),
+        16 => Some(Ipv6Addr::from(
+            <[u8; 16]>::try_from(e.ipv6.as_slice()).expect("16 bytes"),
+        )),
         n => return Err(bad("ipv6", n)),
     };
-    Ok(Some(Endpoint { service_name: e.service_name.clone(), ipv4, ipv6, port: e.port.clamp(0, u16::MAX as i32) as u16 }))
+    Ok(Some(Endpoint {
+        service_name: e.service_name.clone(),
+        ipv4,
+        ipv6,
+        port: e.port.clamp(0, u16::MAX as i32) as u16,
+    }))
 }
 
 /// Decodes a Zipkin proto3 `ListOfSpans`.
@@ -103,7 +110,10 @@ pub fn decode_v2_proto(body: &[u8]) -> Result<ExportTraceServiceRequest, Transla
             return Err(e(format!("id must be 8 bytes, got {}", s.id.len())));
         }
         if !s.parent_id.is_empty() && s.parent_id.len() != 8 {
-            return Err(e(format!("parent_id must be empty or 8 bytes, got {}", s.parent_id.len())));
+            return Err(e(format!(
+                "parent_id must be empty or 8 bytes, got {}",
+                s.parent_id.len()
+            )));
         }
         let kind = match s.kind {
             1 => Some(Kind::Client),
@@ -122,7 +132,14 @@ pub fn decode_v2_proto(body: &[u8]) -> Result<ExportTraceServiceRequest, Transla
             duration_us: s.duration,
             local: endpoint(&s.local_endpoint, i, "local_endpoint")?,
             remote: endpoint(&s.remote_endpoint, i, "remote_endpoint")?,
-            annotations: s.annotations.into_iter().map(|a| Annotation { timestamp_us: a.timestamp, value: a.value }).collect(),
+            annotations: s
+                .annotations
+                .into_iter()
+                .map(|a| Annotation {
+                    timestamp_us: a.timestamp,
+                    value: a.value,
+                })
+                .collect(),
             tags: s.tags.into_iter().collect(),
             debug: s.debug,
             shared: s.shared,
@@ -143,7 +160,11 @@ pub fn encode_v2_proto(spans: &[ZipkinSpan]) -> Vec<u8> {
         spans: spans
             .iter()
             .map(|s| PbSpan {
-                trace_id: if s.trace_id[..8].iter().all(|b| *b == 0) { s.trace_id[8..].to_vec() } else { s.trace_id.clone() },
+                trace_id: if s.trace_id[..8].iter().all(|b| *b == 0) {
+                    s.trace_id[8..].to_vec()
+                } else {
+                    s.trace_id.clone()
+                },
                 parent_id: s.parent_id.clone(),
                 id: s.id.clone(),
                 kind: match s.kind {
@@ -158,7 +179,14 @@ pub fn encode_v2_proto(spans: &[ZipkinSpan]) -> Vec<u8> {
                 duration: s.duration_us,
                 local_endpoint: s.local.as_ref().map(ep),
                 remote_endpoint: s.remote.as_ref().map(ep),
-                annotations: s.annotations.iter().map(|a| PbAnnotation { timestamp: a.timestamp_us, value: a.value.clone() }).collect(),
+                annotations: s
+                    .annotations
+                    .iter()
+                    .map(|a| PbAnnotation {
+                        timestamp: a.timestamp_us,
+                        value: a.value.clone(),
+                    })
+                    .collect(),
                 tags: s.tags.iter().cloned().collect(),
                 debug: s.debug,
                 shared: s.shared,

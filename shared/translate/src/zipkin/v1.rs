@@ -81,12 +81,22 @@ pub fn convert(spans: Vec<V1Span>) -> Result<Vec<ZipkinSpan>, String> {
         };
         let (cs, cr, sr, ss) = (find(&s, "cs"), find(&s, "cr"), find(&s, "sr"), find(&s, "ss"));
         let (ms, mr, ws, wr) = (find(&s, "ms"), find(&s, "mr"), find(&s, "ws"), find(&s, "wr"));
-        let ep = |a: Option<&V1Annotation>, b: Option<&V1Annotation>| a.and_then(|a| a.endpoint.clone()).or_else(|| b.and_then(|b| b.endpoint.clone()));
+        let ep = |a: Option<&V1Annotation>, b: Option<&V1Annotation>| {
+            a.and_then(|a| a.endpoint.clone())
+                .or_else(|| b.and_then(|b| b.endpoint.clone()))
+        };
         // The v1 span's own timestamp and duration win when both are set; otherwise the core
         // annotations give them (Zipkin's `maybeTimestampDuration`).
         let ts_dur = |begin: Option<&V1Annotation>, end: Option<&V1Annotation>| match (s.timestamp_us, s.duration_us) {
             (Some(t), Some(d)) if t != 0 && d != 0 => (t, d),
-            _ => (begin.map(|a| a.timestamp_us).or(s.timestamp_us).unwrap_or(0), if begin.is_some() { dur(begin, end) } else { s.duration_us.unwrap_or(0) }),
+            _ => (
+                begin.map(|a| a.timestamp_us).or(s.timestamp_us).unwrap_or(0),
+                if begin.is_some() {
+                    dur(begin, end)
+                } else {
+                    s.duration_us.unwrap_or(0)
+                },
+            ),
         };
         let has_client = cs.is_some() || cr.is_some();
         let has_server = sr.is_some() || ss.is_some();
@@ -125,7 +135,11 @@ pub fn convert(spans: Vec<V1Span>) -> Result<Vec<ZipkinSpan>, String> {
                 let mut c = base.clone();
                 c.kind = Some(Kind::Consumer);
                 c.local = m.endpoint.clone();
-                (c.timestamp_us, c.duration_us) = if wr.is_some() { ts_dur(wr, Some(m)) } else { ts_dur(Some(m), None) };
+                (c.timestamp_us, c.duration_us) = if wr.is_some() {
+                    ts_dur(wr, Some(m))
+                } else {
+                    ts_dur(Some(m), None)
+                };
                 spans.push(c);
             }
         }
@@ -143,12 +157,23 @@ pub fn convert(spans: Vec<V1Span>) -> Result<Vec<ZipkinSpan>, String> {
                 spans[0].local = Some(e.clone());
                 return 0;
             }
-            spans.iter().position(|x| x.local.as_ref().map(|l| l.service_name == e.service_name).unwrap_or(false)).unwrap_or(0)
+            spans
+                .iter()
+                .position(|x| {
+                    x.local
+                        .as_ref()
+                        .map(|l| l.service_name == e.service_name)
+                        .unwrap_or(false)
+                })
+                .unwrap_or(0)
         };
         // Non-core annotations.
         for a in s.annotations.iter().filter(|a| !is_core(&a.value)) {
             let i = span_for(&mut spans, &a.endpoint);
-            spans[i].annotations.push(Annotation { timestamp_us: a.timestamp_us, value: a.value.clone() });
+            spans[i].annotations.push(Annotation {
+                timestamp_us: a.timestamp_us,
+                value: a.value.clone(),
+            });
         }
         // Binary annotations: address annotations (`ca`, `sa`, `ma`; leniently any value) give
         // remote endpoints, the rest are tags.
@@ -190,7 +215,12 @@ pub fn convert(spans: Vec<V1Span>) -> Result<Vec<ZipkinSpan>, String> {
             if let (Some(mut ca), Some(server)) = (ca, spans.iter_mut().find(|x| x.kind == Some(Kind::Server))) {
                 if server.local.as_ref() != Some(&ca) {
                     // Finagle puts the client's socket with the server's service name in "ca".
-                    if server.local.as_ref().map(|l| l.service_name == ca.service_name).unwrap_or(false) {
+                    if server
+                        .local
+                        .as_ref()
+                        .map(|l| l.service_name == ca.service_name)
+                        .unwrap_or(false)
+                    {
                         ca.service_name.clear();
                     }
                     server.remote = Some(ca);
@@ -200,7 +230,10 @@ pub fn convert(spans: Vec<V1Span>) -> Result<Vec<ZipkinSpan>, String> {
                 client.remote = Some(sa);
             }
             if let Some(ma) = ma {
-                for x in spans.iter_mut().filter(|x| matches!(x.kind, Some(Kind::Producer) | Some(Kind::Consumer))) {
+                for x in spans
+                    .iter_mut()
+                    .filter(|x| matches!(x.kind, Some(Kind::Producer) | Some(Kind::Consumer)))
+                {
                     x.remote = Some(ma.clone());
                 }
             }

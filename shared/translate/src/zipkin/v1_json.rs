@@ -45,8 +45,8 @@ struct JsonSpan {
 
 /// Decodes a Zipkin v1 JSON body.
 pub fn decode_v1_json(body: &[u8]) -> Result<ExportTraceServiceRequest, TranslateError> {
-    let spans: Vec<Option<JsonSpan>> =
-        serde_json::from_slice(body).map_err(|e| TranslateError::new(FORMAT, format!("expected a JSON array of spans: {e}")))?;
+    let spans: Vec<Option<JsonSpan>> = serde_json::from_slice(body)
+        .map_err(|e| TranslateError::new(FORMAT, format!("expected a JSON array of spans: {e}")))?;
     let mut v1s = Vec::with_capacity(spans.len());
     for (i, s) in spans.into_iter().enumerate() {
         let Some(s) = s else { continue };
@@ -60,7 +60,8 @@ pub fn decode_v1_json(body: &[u8]) -> Result<ExportTraceServiceRequest, Translat
             annotations.push(V1Annotation {
                 timestamp_us: micros(&a.timestamp).unwrap_or(0),
                 value: a.value.unwrap_or_default(),
-                endpoint: endpoint(&a.endpoint, i, "annotations.endpoint").map_err(|e| TranslateError::new(FORMAT, e.message))?,
+                endpoint: endpoint(&a.endpoint, i, "annotations.endpoint")
+                    .map_err(|e| TranslateError::new(FORMAT, e.message))?,
             });
         }
         let mut binary_annotations = Vec::new();
@@ -72,7 +73,8 @@ pub fn decode_v1_json(body: &[u8]) -> Result<ExportTraceServiceRequest, Translat
                     Some(v) => BinaryValue::Str(tag_string(&v)),
                     None => BinaryValue::Str(String::new()),
                 },
-                endpoint: endpoint(&b.endpoint, i, "binaryAnnotations.endpoint").map_err(|e| TranslateError::new(FORMAT, e.message))?,
+                endpoint: endpoint(&b.endpoint, i, "binaryAnnotations.endpoint")
+                    .map_err(|e| TranslateError::new(FORMAT, e.message))?,
             });
         }
         v1s.push(V1Span {

@@ -47,7 +47,8 @@ pub(crate) fn base64(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for c in data.chunks(3) {
-        let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        let n =
+            (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
         for i in 0..4 {
             if i <= c.len() {
                 out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
@@ -87,7 +88,11 @@ pub fn read_span<'a, R: Reader<'a>>(r: &mut R) -> thrift::Result<V1Span> {
             (6, TType::List) => {
                 s.annotations = r.list_of(TType::Struct, |r| {
                     r.struct_begin()?;
-                    let mut a = V1Annotation { timestamp_us: 0, value: String::new(), endpoint: None };
+                    let mut a = V1Annotation {
+                        timestamp_us: 0,
+                        value: String::new(),
+                        endpoint: None,
+                    };
                     while let Some((t, id)) = r.field_begin()? {
                         match (id, t) {
                             (1, TType::I64) => a.timestamp_us = r.i64()?.max(0) as u64,
@@ -114,7 +119,11 @@ pub fn read_span<'a, R: Reader<'a>>(r: &mut R) -> thrift::Result<V1Span> {
                         }
                     }
                     r.struct_end();
-                    Ok(V1BinaryAnnotation { key, value: binary_value(&value, atype), endpoint })
+                    Ok(V1BinaryAnnotation {
+                        key,
+                        value: binary_value(&value, atype),
+                        endpoint,
+                    })
                 })?
             }
             (9, TType::Bool) => s.debug = r.bool()?,
@@ -138,9 +147,14 @@ pub fn read_span<'a, R: Reader<'a>>(r: &mut R) -> thrift::Result<V1Span> {
 /// Decodes a Zipkin v1 thrift body (a binary-protocol list of spans).
 pub fn decode_v1_thrift(body: &[u8]) -> Result<ExportTraceServiceRequest, TranslateError> {
     let mut r = BinaryReader::new(body);
-    let spans = r.list_of(TType::Struct, read_span).map_err(|e| TranslateError::new(FORMAT, e.0))?;
+    let spans = r
+        .list_of(TType::Struct, read_span)
+        .map_err(|e| TranslateError::new(FORMAT, e.0))?;
     if r.remaining() != 0 {
-        return Err(TranslateError::new(FORMAT, format!("{} bytes after the list of spans", r.remaining())));
+        return Err(TranslateError::new(
+            FORMAT,
+            format!("{} bytes after the list of spans", r.remaining()),
+        ));
     }
     let v2 = v1::convert(spans).map_err(|m| TranslateError::new(FORMAT, m))?;
     Ok(super::to_otlp(v2))

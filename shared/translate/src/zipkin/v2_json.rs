@@ -47,7 +47,9 @@ struct JsonSpan {
 /// A non-negative integer (floats are truncated), or `None`.
 pub(crate) fn micros(v: &Option<Value>) -> Option<u64> {
     match v {
-        Some(Value::Number(n)) => n.as_u64().or_else(|| n.as_f64().filter(|f| f.is_finite() && *f >= 0.0).map(|f| f as u64)),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| f.is_finite() && *f >= 0.0).map(|f| f as u64)),
         Some(Value::String(s)) => s.parse().ok(),
         _ => None,
     }
@@ -55,7 +57,12 @@ pub(crate) fn micros(v: &Option<Value>) -> Option<u64> {
 
 pub(crate) fn endpoint(e: &Option<JsonEndpoint>, span: usize, which: &str) -> Result<Option<Endpoint>, TranslateError> {
     let Some(e) = e else { return Ok(None) };
-    let bad = |what: &str, v: &str| TranslateError::new(FORMAT, format!("span {span}: {which}.{what} `{v}` is not a valid address"));
+    let bad = |what: &str, v: &str| {
+        TranslateError::new(
+            FORMAT,
+            format!("span {span}: {which}.{what} `{v}` is not a valid address"),
+        )
+    };
     let ipv4 = match e.ipv4.as_deref().filter(|s| !s.is_empty()) {
         Some(s) => Some(s.parse().map_err(|_| bad("ipv4", s))?),
         None => None,
@@ -65,7 +72,12 @@ pub(crate) fn endpoint(e: &Option<JsonEndpoint>, span: usize, which: &str) -> Re
         None => None,
     };
     let port = micros(&e.port).map(|p| p.min(u16::MAX as u64) as u16).unwrap_or(0);
-    Ok(Some(Endpoint { service_name: e.service_name.clone().unwrap_or_default(), ipv4, ipv6, port }))
+    Ok(Some(Endpoint {
+        service_name: e.service_name.clone().unwrap_or_default(),
+        ipv4,
+        ipv6,
+        port,
+    }))
 }
 
 pub(crate) fn tag_string(v: &Value) -> String {
@@ -85,7 +97,8 @@ pub(crate) fn ids(
 ) -> Result<(Vec<u8>, Vec<u8>, Vec<u8>), TranslateError> {
     let e = |m: String| TranslateError::new(format, format!("span {i}: {m}"));
     let trace = trace.ok_or_else(|| e("traceId is required".into()))?;
-    let trace_id = parse_trace_id(trace).ok_or_else(|| e(format!("traceId `{trace}` is not 1 to 32 hex characters")))?;
+    let trace_id =
+        parse_trace_id(trace).ok_or_else(|| e(format!("traceId `{trace}` is not 1 to 32 hex characters")))?;
     let id = id.ok_or_else(|| e("id is required".into()))?;
     let span_id = parse_hex_id(id, 16).ok_or_else(|| e(format!("id `{id}` is not 1 to 16 hex characters")))?;
     let parent = match parent.filter(|p| !p.is_empty()) {
@@ -97,12 +110,18 @@ pub(crate) fn ids(
 
 /// Decodes a Zipkin v2 JSON body.
 pub fn decode_v2_json(body: &[u8]) -> Result<ExportTraceServiceRequest, TranslateError> {
-    let spans: Vec<Option<JsonSpan>> =
-        serde_json::from_slice(body).map_err(|e| TranslateError::new(FORMAT, format!("expected a JSON array of spans: {e}")))?;
+    let spans: Vec<Option<JsonSpan>> = serde_json::from_slice(body)
+        .map_err(|e| TranslateError::new(FORMAT, format!("expected a JSON array of spans: {e}")))?;
     let mut out = Vec::with_capacity(spans.len());
     for (i, s) in spans.into_iter().enumerate() {
         let Some(s) = s else { continue };
-        let (trace_id, id, parent_id) = ids(FORMAT, i, s.trace_id.as_deref(), s.id.as_deref(), s.parent_id.as_deref())?;
+        let (trace_id, id, parent_id) = ids(
+            FORMAT,
+            i,
+            s.trace_id.as_deref(),
+            s.id.as_deref(),
+            s.parent_id.as_deref(),
+        )?;
         let kind = match s.kind.as_deref().map(str::to_ascii_uppercase).as_deref() {
             None | Some("") => None,
             Some("CLIENT") => Some(Kind::Client),
@@ -125,9 +144,20 @@ pub fn decode_v2_json(body: &[u8]) -> Result<ExportTraceServiceRequest, Translat
                 .annotations
                 .unwrap_or_default()
                 .into_iter()
-                .map(|a| Annotation { timestamp_us: micros(&a.timestamp).unwrap_or(0), value: a.value.unwrap_or_default() })
+                .map(|a| Annotation {
+                    timestamp_us: micros(&a.timestamp).unwrap_or(0),
+                    value: a.value.unwrap_or_default(),
+                })
                 .collect(),
-            tags: s.tags.unwrap_or_default().into_iter().map(|(k, v)| { let v = tag_string(&v); (k, v) }).collect(),
+            tags: s
+                .tags
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| {
+                    let v = tag_string(&v);
+                    (k, v)
+                })
+                .collect(),
             debug: s.debug.unwrap_or(false),
             shared: s.shared.unwrap_or(false),
         });
@@ -157,7 +187,11 @@ pub fn encode_v2_json(spans: &[ZipkinSpan]) -> Vec<u8> {
         .iter()
         .map(|s| {
             let mut m = serde_json::Map::new();
-            let t = if s.trace_id[..8].iter().all(|b| *b == 0) { hex::encode(&s.trace_id[8..]) } else { hex::encode(&s.trace_id) };
+            let t = if s.trace_id[..8].iter().all(|b| *b == 0) {
+                hex::encode(&s.trace_id[8..])
+            } else {
+                hex::encode(&s.trace_id)
+            };
             m.insert("traceId".into(), t.into());
             m.insert("id".into(), hex::encode(&s.id).into());
             if !s.parent_id.is_empty() {
@@ -182,11 +216,22 @@ pub fn encode_v2_json(spans: &[ZipkinSpan]) -> Vec<u8> {
             if !s.annotations.is_empty() {
                 m.insert(
                     "annotations".into(),
-                    s.annotations.iter().map(|a| serde_json::json!({"timestamp": a.timestamp_us, "value": a.value})).collect(),
+                    s.annotations
+                        .iter()
+                        .map(|a| serde_json::json!({"timestamp": a.timestamp_us, "value": a.value}))
+                        .collect(),
                 );
             }
             if !s.tags.is_empty() {
-                m.insert("tags".into(), Value::Object(s.tags.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect()));
+                m.insert(
+                    "tags".into(),
+                    Value::Object(
+                        s.tags
+                            .iter()
+                            .map(|(k, v)| (k.clone(), Value::from(v.clone())))
+                            .collect(),
+                    ),
+                );
             }
             if s.debug {
                 m.insert("debug".into(), true.into());

@@ -805,3 +805,40 @@ impl Drop for CoordinatorCluster {
         }
     }
 }
+
+/// A request holding one span of trace `trace_id` (span ID `span_id`, parent `parent` or a root),
+/// timestamped now, with status ERROR when `error`.
+pub fn single_span_request(
+    trace_id: [u8; 16],
+    span_id: [u8; 8],
+    parent: Option<[u8; 8]>,
+    error: bool,
+) -> tailsift_otlp::ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let span = Span {
+        trace_id: trace_id.to_vec(),
+        span_id: span_id.to_vec(),
+        parent_span_id: parent.map(|p| p.to_vec()).unwrap_or_default(),
+        name: "op".into(),
+        start_time_unix_nano: now,
+        end_time_unix_nano: now + 1000,
+        status: error.then(|| Status {
+            code: status::StatusCode::Error as i32,
+            message: String::new(),
+        }),
+        ..Default::default()
+    };
+    tailsift_otlp::ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}

@@ -8,9 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value;
-use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
 use serde_json::json;
 use tailsift_tests::{
     free_port, sampler_sets, workspace_bin, Broker, ChildGuard, CoordinatorCluster, IngestNode, SamplerNode, Sink,
@@ -26,34 +24,6 @@ fn trace_id(tag: u8, i: u8) -> [u8; 16] {
     id[0] = tag;
     id[1] = i;
     id
-}
-
-fn root_span(id: [u8; 16], error: bool) -> ExportTraceServiceRequest {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let s = Span {
-        trace_id: id.to_vec(),
-        span_id: vec![7; 8],
-        name: "op".into(),
-        start_time_unix_nano: now,
-        end_time_unix_nano: now + 1000,
-        status: error.then(|| Status {
-            code: status::StatusCode::Error as i32,
-            message: String::new(),
-        }),
-        ..Default::default()
-    };
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans: vec![s],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
 }
 
 /// The policy version stamped on the exported span of trace `id`, once it has been exported.
@@ -146,7 +116,10 @@ fn sampler(
 
 async fn send(client: &mut TraceServiceClient<Channel>, ids: &[[u8; 16]], error: bool) {
     for id in ids {
-        client.export(root_span(*id, error)).await.expect("ingest accepts");
+        client
+            .export(tailsift_tests::single_span_request(*id, [7; 8], None, error))
+            .await
+            .expect("ingest accepts");
     }
 }
 

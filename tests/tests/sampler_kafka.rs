@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
 use tailsift_loadtest::{RunOptions, TraceRecord};
 use tailsift_tests::{
     free_port, metric_value, sampler_sets, workspace_bin, Broker, ChildGuard, IngestNode, SamplerNode, Sink, Storage,
@@ -66,6 +65,11 @@ async fn wait_and_verify(sink: &Sink, records: &[TraceRecord], timeout: Duration
 }
 
 /// Every expected trace kept and complete, nothing else kept: no loss, no split.
+/// One span of trace `[trace; 16]` with span ID `[span; 8]`.
+fn one_span(trace: u8, span: u8, parent: Option<u8>, error: bool) -> ExportTraceServiceRequest {
+    tailsift_tests::single_span_request([trace; 16], [span; 8], parent.map(|p| [p; 8]), error)
+}
+
 fn verify(sink: &Sink, records: &[TraceRecord]) -> (usize, usize) {
     let want = expected(records);
     let got = sink.traces();
@@ -179,35 +183,6 @@ async fn whole_traces_kept_by_policy_and_stamped() {
     assert!(m.contains("tailsift_sampler_decision_latency_seconds_bucket"));
     sampler.stop().await;
     ingest.stop().await;
-}
-
-fn one_span(trace: u8, span: u8, parent: Option<u8>, error: bool) -> ExportTraceServiceRequest {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    let s = Span {
-        trace_id: vec![trace; 16],
-        span_id: vec![span; 8],
-        parent_span_id: parent.map(|p| vec![p; 8]).unwrap_or_default(),
-        name: "op".into(),
-        start_time_unix_nano: now,
-        end_time_unix_nano: now + 1000,
-        status: error.then(|| Status {
-            code: status::StatusCode::Error as i32,
-            message: String::new(),
-        }),
-        ..Default::default()
-    };
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans: vec![s],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

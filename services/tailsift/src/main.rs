@@ -252,6 +252,15 @@ impl Common {
         );
         Ok(Sources::from_process(self.config.as_deref(), sets)?)
     }
+
+    /// Sets up logging, then loads and validates the role's config from every layer.
+    fn init_and_load<T: serde::de::DeserializeOwned + tailsift_config::Validate>(
+        &self,
+        dedicated: Vec<(&str, Option<&String>)>,
+    ) -> anyhow::Result<T> {
+        tailsift_telemetry::init_logging(&self.log_level, self.log_format).map_err(anyhow::Error::msg)?;
+        Ok(self.sources(dedicated)?.load()?)
+    }
 }
 
 fn main() {
@@ -266,19 +275,14 @@ fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Ingest(args) => {
-            tailsift_telemetry::init_logging(&args.common.log_level, args.common.log_format)
-                .map_err(anyhow::Error::msg)?;
-            let cfg: tailsift_ingest::IngestConfig = args
-                .common
-                .sources(vec![
-                    ("kafka.brokers", args.kafka_brokers.as_ref()),
-                    ("kafka.topic", args.topic.as_ref()),
-                    ("otlp.grpc_listen", args.grpc_listen.as_ref()),
-                    ("otlp.http_listen", args.http_listen.as_ref()),
-                    ("admin.listen", args.admin_listen.as_ref()),
-                    ("zipkin.listen", args.zipkin_listen.as_ref()),
-                ])?
-                .load()?;
+            let cfg: tailsift_ingest::IngestConfig = args.common.init_and_load(vec![
+                ("kafka.brokers", args.kafka_brokers.as_ref()),
+                ("kafka.topic", args.topic.as_ref()),
+                ("otlp.grpc_listen", args.grpc_listen.as_ref()),
+                ("otlp.http_listen", args.http_listen.as_ref()),
+                ("admin.listen", args.admin_listen.as_ref()),
+                ("zipkin.listen", args.zipkin_listen.as_ref()),
+            ])?;
             runtime()?.block_on(async move {
                 let listeners = tailsift_ingest::Listeners::bind(&cfg).await?;
                 let shutdown = shutdown_on_signal();
@@ -341,18 +345,14 @@ fn real_main() -> anyhow::Result<()> {
 }
 
 fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
-    tailsift_telemetry::init_logging(&args.common.log_level, args.common.log_format).map_err(anyhow::Error::msg)?;
     let members = (!args.members.is_empty()).then(|| format!("[{}]", args.members.join(", ")));
-    let cfg: tailsift_coordinator::CoordinatorConfig = args
-        .common
-        .sources(vec![
-            ("data_dir", args.data_dir.as_ref()),
-            ("node_id", args.node_id.as_ref()),
-            ("raft.listen", args.raft_listen.as_ref()),
-            ("admin.listen", args.admin_listen.as_ref()),
-            ("cluster.members", members.as_ref()),
-        ])?
-        .load()?;
+    let cfg: tailsift_coordinator::CoordinatorConfig = args.common.init_and_load(vec![
+        ("data_dir", args.data_dir.as_ref()),
+        ("node_id", args.node_id.as_ref()),
+        ("raft.listen", args.raft_listen.as_ref()),
+        ("admin.listen", args.admin_listen.as_ref()),
+        ("cluster.members", members.as_ref()),
+    ])?;
     runtime()?.block_on(async move {
         let listeners = tailsift_coordinator::Listeners::bind(&cfg).await?;
         let shutdown = shutdown_on_signal();
@@ -464,20 +464,16 @@ fn admin_call(base: &str, token: Option<&str>, timeout: std::time::Duration, req
 }
 
 fn run_sampler(args: SamplerArgs) -> anyhow::Result<()> {
-    tailsift_telemetry::init_logging(&args.common.log_level, args.common.log_format).map_err(anyhow::Error::msg)?;
-    let cfg: tailsift_sampler::SamplerConfig = args
-        .common
-        .sources(vec![
-            ("kafka.brokers", args.kafka_brokers.as_ref()),
-            ("kafka.topic", args.topic.as_ref()),
-            ("kafka.group_id", args.group_id.as_ref()),
-            ("policy.file", args.policy.as_ref()),
-            ("policy.hash_seed", args.hash_seed.as_ref()),
-            ("export.kind", args.export_kind.as_ref()),
-            ("export.endpoint", args.export_endpoint.as_ref()),
-            ("admin.listen", args.admin_listen.as_ref()),
-        ])?
-        .load()?;
+    let cfg: tailsift_sampler::SamplerConfig = args.common.init_and_load(vec![
+        ("kafka.brokers", args.kafka_brokers.as_ref()),
+        ("kafka.topic", args.topic.as_ref()),
+        ("kafka.group_id", args.group_id.as_ref()),
+        ("policy.file", args.policy.as_ref()),
+        ("policy.hash_seed", args.hash_seed.as_ref()),
+        ("export.kind", args.export_kind.as_ref()),
+        ("export.endpoint", args.export_endpoint.as_ref()),
+        ("admin.listen", args.admin_listen.as_ref()),
+    ])?;
     // Fail fast on a bad policy, before touching Kafka.
     tailsift_sampler::load_policy(&cfg.policy)?;
     runtime()?.block_on(async move {

@@ -600,6 +600,11 @@ pub struct CoordinatorCluster {
 }
 
 impl CoordinatorCluster {
+    /// Node `i`'s admin API address.
+    pub fn admin_addr(&self, i: usize) -> std::net::SocketAddr {
+        self.configs[i].admin.listen
+    }
+
     /// Starts `n` coordinators bootstrapped as one cluster (fast Raft timings).
     pub async fn start(n: usize) -> CoordinatorCluster {
         use tailsift_coordinator::config::{Member, Role, Token};

@@ -463,3 +463,334 @@ fn coordinator_subcommand_and_admin_cli() {
     let (ok, out, err) = cli(&url, Some(READ_TOKEN), &["cluster", "status"]);
     assert!(ok && out["members"].as_array().map(Vec::len) == Some(1), "{out} {err}");
 }
+
+/// Polls `GET path` on coordinator `node` until `ok(body)`; returns the body.
+async fn wait_admin(
+    cluster: &CoordinatorCluster,
+    node: usize,
+    path: &str,
+    what: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (st, body) = cluster.request(node, "GET", path, Some(READ_TOKEN), None).await;
+        if st == 200 && ok(&body) {
+            return body;
+        }
+        assert!(Instant::now() < deadline, "{what}: GET {path} answered {st} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn raft_endpoints(cluster: &CoordinatorCluster) -> Vec<String> {
+    let (st, status) = cluster
+        .request(0, "GET", "/v1/cluster/status", Some(READ_TOKEN), None)
+        .await;
+    assert_eq!(st, 200, "{status}");
+    status["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| format!("http://{}", m["raft_addr"].as_str().expect("raft_addr")))
+        .collect()
+}
+
+/// A shadow policy set through the CLI is evaluated by every worker without changing what is
+/// exported, and its per-rule counts come back through the admin API; live settings reach every
+/// worker; both are validated and need the admin role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_policy_and_live_settings_reach_every_worker() {
+    let broker = Broker::start(Storage::Memory);
+    let topic = "c-shadow";
+    let ingest = IngestNode::start(&broker.brokers(), topic, &[]).await;
+    let (sink, sink_endpoint) = Sink::start().await;
+    let cluster = CoordinatorCluster::start(3).await;
+    cluster.wait_for_leader(&[0, 1, 2]).await;
+    let endpoints = raft_endpoints(&cluster).await;
+    let v1 = put_policy(&cluster, 0, ERRORS_ONLY).await;
+    let dir = tempfile::tempdir().unwrap();
+    let states: Vec<PathBuf> = (0..2).map(|i| dir.path().join(format!("worker-{i}.json"))).collect();
+    let a = SamplerNode::start(sampler(
+        "s-a",
+        &broker.brokers(),
+        topic,
+        &sink_endpoint,
+        &endpoints,
+        &states[0],
+    ))
+    .await;
+    let b = SamplerNode::start(sampler(
+        "s-b",
+        &broker.brokers(),
+        topic,
+        &sink_endpoint,
+        &endpoints,
+        &states[1],
+    ))
+    .await;
+    wait_persisted(&states[0], v1).await;
+    wait_persisted(&states[1], v1).await;
+
+    // The shadow keeps everything; the live policy keeps errors only.
+    let admin = format!("http://{}", cluster.admin_addr(1));
+    let shadow_file = dir.path().join("shadow.yaml");
+    std::fs::write(&shadow_file, ALWAYS).unwrap();
+    let invalid = dir.path().join("invalid.yaml");
+    std::fs::write(
+        &invalid,
+        "policies:\n  - name: x\n    probabilistic: { percentage: 200 }\n",
+    )
+    .unwrap();
+    let (ok, _, err) = cli(
+        &admin,
+        Some(READ_TOKEN),
+        &["policy", "shadow", shadow_file.to_str().unwrap()],
+    );
+    assert!(!ok && err.contains("403"), "{err}");
+    let (ok, _, err) = cli(
+        &admin,
+        Some(ADMIN_TOKEN),
+        &["policy", "shadow", invalid.to_str().unwrap()],
+    );
+    assert!(
+        !ok && err.contains("400") && err.contains("policies[0].probabilistic"),
+        "{err}"
+    );
+    let (ok, out, err) = cli(
+        &admin,
+        Some(ADMIN_TOKEN),
+        &["policy", "shadow", shadow_file.to_str().unwrap()],
+    );
+    assert!(ok && out["version"] == v1, "a shadow is not a new version: {out} {err}");
+    let revision = out["shadow_revision"].as_u64().expect("shadow_revision");
+    for node in 0..3 {
+        wait_admin(&cluster, node, "/v1/workers", "both workers apply the shadow", |b| {
+            let ws = b["workers"].as_array().cloned().unwrap_or_default();
+            ["s-a", "s-b"].iter().all(|id| {
+                ws.iter()
+                    .any(|w| w["worker_id"] == *id && w["shadow"]["revision"] == revision)
+            })
+        })
+        .await;
+    }
+
+    let mut client = TraceServiceClient::connect(format!("http://{}", ingest.grpc))
+        .await
+        .unwrap();
+    let errors: Vec<[u8; 16]> = (0..24).map(|i| trace_id(0xe5, i)).collect();
+    let normal: Vec<[u8; 16]> = (0..24).map(|i| trace_id(0xa5, i)).collect();
+    send(&mut client, &normal, false).await;
+    send(&mut client, &errors, true).await;
+    wait_exported(&sink, &errors, "errors with a shadow set").await;
+    sink.wait_quiet(Duration::from_secs(2), Duration::from_secs(30)).await;
+    let kept_normal = normal.iter().filter(|id| sink.traces().contains_key(*id)).count();
+    assert_eq!(kept_normal, 0, "the shadow changed live decisions");
+
+    // Every worker's counts (re-reported every 3 s) add up to what the shadow would keep.
+    let body = wait_admin(&cluster, 2, "/v1/policy/shadow", "shadow counts", |b| {
+        b["total"]["traces"].as_u64() == Some(48)
+    })
+    .await;
+    let t = &body["total"];
+    assert_eq!(
+        (
+            &t["shadow_kept"],
+            &t["live_kept"],
+            &t["both_kept"],
+            &t["only_shadow_kept"]
+        ),
+        (&json!(48), &json!(24), &json!(24), &json!(24)),
+        "{body}"
+    );
+    assert_eq!(t["by_policy"]["everything"], 48, "{body}");
+    assert_eq!(body["shadow"]["document"], ALWAYS);
+    assert_eq!(body["workers"].as_array().map(Vec::len), Some(2), "{body}");
+    let metrics = reqwest::get(format!("http://{}/metrics", a.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        tailsift_tests::metric_value(
+            &metrics,
+            "tailsift_sampler_shadow_decisions_total",
+            &["policy=\"everything\"", "outcome=\"kept\""]
+        ) >= 48.0,
+        "per-rule shadow counts are exported as metrics"
+    );
+    let (ok, out, err) = cli(&admin, Some(READ_TOKEN), &["policy", "shadow"]);
+    assert!(ok && out["total"]["shadow_kept"] == 48, "{out} {err}");
+    let (ok, _, err) = cli(&admin, Some(ADMIN_TOKEN), &["policy", "shadow", "--clear"]);
+    assert!(ok, "{err}");
+    wait_admin(&cluster, 0, "/v1/workers", "both workers drop the shadow", |b| {
+        let ws = b["workers"].as_array().cloned().unwrap_or_default();
+        ws.len() == 2 && ws.iter().all(|w| w["shadow"].is_null())
+    })
+    .await;
+
+    // Live settings: validated by key, admin only, applied and reported by every worker.
+    let settings =
+        json!({ "settings": { "history_limit": 10, "sampler": { "send_delay_ms": 200, "decision_wait_ms": 2000 } } });
+    let (st, body) = cluster
+        .request(1, "PUT", "/v1/settings", Some(READ_TOKEN), Some(settings.clone()))
+        .await;
+    assert_eq!(st, 403, "{body}");
+    let (st, body) = cluster
+        .request(
+            1,
+            "PUT",
+            "/v1/settings",
+            Some(ADMIN_TOKEN),
+            Some(json!({ "settings": { "history_limit": 10, "sampler": { "send_delay_ms": 9000, "decision_wait_ms": 2000 } } })),
+        )
+        .await;
+    assert_eq!(st, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("settings.sampler.send_delay_ms"),
+        "{body}"
+    );
+    let settings_file = dir.path().join("settings.yaml");
+    std::fs::write(
+        &settings_file,
+        "history_limit: 10\nsampler: {send_delay_ms: 200, decision_wait_ms: 2000}\n",
+    )
+    .unwrap();
+    let (ok, out, err) = cli(
+        &admin,
+        Some(ADMIN_TOKEN),
+        &["cluster", "settings", settings_file.to_str().unwrap()],
+    );
+    assert!(ok && out["revision"] == 1, "{out} {err}");
+    wait_admin(&cluster, 1, "/v1/workers", "both workers apply the settings", |b| {
+        let ws = b["workers"].as_array().cloned().unwrap_or_default();
+        ws.len() == 2 && ws.iter().all(|w| w["settings_revision"] == 1)
+    })
+    .await;
+    let (ok, out, err) = cli(&admin, Some(READ_TOKEN), &["cluster", "settings"]);
+    assert!(ok && out["settings"]["sampler"]["send_delay_ms"] == 200, "{out} {err}");
+    // A restarted worker (no coordinator needed) has them from its state file.
+    let stored = tailsift_sampler::coordination::load_state(&states[0]).unwrap().unwrap();
+    assert_eq!(
+        stored.settings.map(|s| (s.revision, s.sampler.send_delay_ms)),
+        Some((1, Some(200)))
+    );
+
+    a.stop().await;
+    b.stop().await;
+    ingest.stop().await;
+}
+
+/// Two workers that each see every trace (separate consumer groups) keep exactly the same
+/// traces under consistent probabilistic sampling, before a seed rotation, between the
+/// rotation and the version it takes effect at, and after it, where the kept set is the one the
+/// new seed gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_rotation_switches_every_worker_at_the_same_version() {
+    const HALF: &str = "policies:\n  - name: half\n    probabilistic: { percentage: 50 }\n";
+    let broker = Broker::start(Storage::Memory);
+    let topic = "c-seed";
+    let ingest = IngestNode::start(&broker.brokers(), topic, &[]).await;
+    let cluster = CoordinatorCluster::start(3).await;
+    cluster.wait_for_leader(&[0, 1, 2]).await;
+    let endpoints = raft_endpoints(&cluster).await;
+    let v1 = put_policy(&cluster, 0, HALF).await;
+    let seed_of = |body: &serde_json::Value| body["seeds"]["current"]["seed"].as_u64().expect("seed");
+    let seed1 = seed_of(&cluster.wait_for_version(0, v1).await);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut sinks = Vec::new();
+    let mut workers = Vec::new();
+    for (i, group) in ["g-seed-1", "g-seed-2"].iter().enumerate() {
+        let (sink, endpoint) = Sink::start().await;
+        let state = dir.path().join(format!("w{i}.json"));
+        let mut sets = sampler(
+            &format!("seed-{i}"),
+            &broker.brokers(),
+            topic,
+            &endpoint,
+            &endpoints,
+            &state,
+        );
+        sets.retain(|(k, _)| k != "kafka.group_id" && k != "kafka.decisions_topic");
+        sets.push(("kafka.group_id".into(), (*group).into()));
+        sets.push(("kafka.decisions_topic".into(), format!("{topic}-{group}-decisions")));
+        workers.push(SamplerNode::start(sets).await);
+        wait_persisted(&state, v1).await;
+        sinks.push(sink);
+    }
+    let mut client = TraceServiceClient::connect(format!("http://{}", ingest.grpc))
+        .await
+        .unwrap();
+
+    // Sends 120 traces tagged `tag`; checks both workers kept the same ones, exactly those the
+    // seed predicts, stamped with `version`.
+    async fn round(
+        client: &mut TraceServiceClient<Channel>,
+        sinks: &[Sink],
+        tag: u8,
+        seed: u64,
+        version: u64,
+    ) -> Vec<[u8; 16]> {
+        let ids: Vec<[u8; 16]> = (0..120).map(|i| trace_id(tag, i)).collect();
+        send(client, &ids, false).await;
+        let predicted: Vec<[u8; 16]> = ids
+            .iter()
+            .copied()
+            .filter(|id| tailsift_policy::consistent_keep(*id, seed, 0.5))
+            .collect();
+        assert!(!predicted.is_empty() && predicted.len() < ids.len());
+        for sink in sinks {
+            let versions = wait_exported(sink, &predicted, "predicted keeps").await;
+            assert!(
+                versions.iter().all(|v| *v == version as i64),
+                "{versions:?} != {version}"
+            );
+        }
+        for sink in sinks {
+            sink.wait_quiet(Duration::from_secs(2), Duration::from_secs(30)).await;
+        }
+        for (i, sink) in sinks.iter().enumerate() {
+            let kept: Vec<[u8; 16]> = ids
+                .iter()
+                .copied()
+                .filter(|id| sink.traces().contains_key(id))
+                .collect();
+            assert_eq!(
+                kept, predicted,
+                "worker {i}, traces {tag:#x}: kept set differs from the seed's"
+            );
+        }
+        predicted
+    }
+
+    round(&mut client, &sinks, 0xb1, seed1, v1).await;
+    // Rotation: scheduled for the next version; until then every worker keeps the old seed.
+    let (st, body) = cluster
+        .request(2, "POST", "/v1/seed/rotate", Some(ADMIN_TOKEN), None)
+        .await;
+    assert_eq!(st, 200, "{body}");
+    let seed2 = body["seeds"]["next"]["seed"].as_u64().expect("next seed");
+    assert_eq!(body["seeds"]["next"]["effective_version"], v1 + 1);
+    let before = round(&mut client, &sinks, 0xb2, seed1, v1).await;
+    let v2 = put_policy(&cluster, 1, HALF).await;
+    assert_eq!(v2, v1 + 1);
+    for i in 0..2 {
+        wait_persisted(&dir.path().join(format!("w{i}.json")), v2).await;
+    }
+    let after = round(&mut client, &sinks, 0xb3, seed2, v2).await;
+    let old_seed_would_keep: Vec<[u8; 16]> = (0..120)
+        .map(|i| trace_id(0xb3, i))
+        .filter(|id| tailsift_policy::consistent_keep(*id, seed1, 0.5))
+        .collect();
+    assert_ne!(after, old_seed_would_keep, "the new seed is in force from {v2}");
+    assert!(!before.is_empty());
+    for w in workers {
+        w.stop().await;
+    }
+    ingest.stop().await;
+}

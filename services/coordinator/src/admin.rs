@@ -7,6 +7,11 @@
 //! | `POST /v1/policy/validate` | same body: validate only |
 //! | `GET /v1/policy/history` | the versions kept for rollback |
 //! | `POST /v1/policy/rollback` | `{"version": N}`: publish version N again as a new version |
+//! | `GET /v1/policy/shadow` | the shadow policy and, per worker and in total, what it would keep (per rule) beside the live policy |
+//! | `PUT /v1/policy/shadow` | same body as `PUT /v1/policy`: validate, then set as the shadow policy (decisions unchanged) |
+//! | `DELETE /v1/policy/shadow` | remove the shadow policy |
+//! | `GET /v1/settings` | the live cluster settings (`history_limit`, `sampler.*`) and their revision |
+//! | `PUT /v1/settings` | replace the live cluster settings; every worker applies `sampler.*` |
 //! | `POST /v1/seed/rotate` | schedule a new random hash seed for the next policy version |
 //! | `GET /v1/cluster/status` | members, leader, term, log, commit and applied indexes |
 //! | `POST /v1/cluster/members` | admin, leader only: add a node as learner, then promote it ([`crate::membership`]) |
@@ -68,6 +73,36 @@ fn table() -> Vec<(&'static str, Method, Access, MethodRouter<AdminState>)> {
         ("/v1/policy/validate", Method::POST, Access::Read, post(validate_policy)),
         ("/v1/policy/history", Method::GET, Access::Read, get(history)),
         ("/v1/policy/rollback", Method::POST, Access::Admin, post(rollback)),
+        (
+            "/v1/policy/shadow",
+            Method::GET,
+            Access::Read,
+            get(crate::live::get_shadow),
+        ),
+        (
+            "/v1/policy/shadow",
+            Method::PUT,
+            Access::Admin,
+            put(crate::live::put_shadow),
+        ),
+        (
+            "/v1/policy/shadow",
+            Method::DELETE,
+            Access::Admin,
+            delete(crate::live::clear_shadow),
+        ),
+        (
+            "/v1/settings",
+            Method::GET,
+            Access::Read,
+            get(crate::live::get_settings),
+        ),
+        (
+            "/v1/settings",
+            Method::PUT,
+            Access::Admin,
+            put(crate::live::put_settings),
+        ),
         ("/v1/seed/rotate", Method::POST, Access::Admin, post(rotate_seed)),
         ("/v1/cluster/status", Method::GET, Access::Read, get(cluster_status)),
         (
@@ -168,14 +203,14 @@ pub(crate) fn authorize<'a>(s: &'a AdminState, headers: &HeaderMap, need: Role) 
     Ok(t)
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 
-fn version_headers(v: &View) -> HeaderMap {
+pub(crate) fn version_headers(v: &View) -> HeaderMap {
     let mut h = HeaderMap::new();
     h.insert(
         "x-tailsift-policy-version",
@@ -188,7 +223,7 @@ fn version_headers(v: &View) -> HeaderMap {
     h
 }
 
-fn reflects(c: &Coordinator, v: &View) -> Value {
+pub(crate) fn reflects(c: &Coordinator, v: &View) -> Value {
     json!({ "node": c.node_id, "applied_index": v.last_applied.map_or(0, |l| l.index) })
 }
 
@@ -216,10 +251,10 @@ async fn get_policy(State(s): State<AdminState>, headers: HeaderMap) -> Response
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct PolicyBody {
-    document: String,
+pub(crate) struct PolicyBody {
+    pub(crate) document: String,
     #[serde(default)]
-    format: PolicyFormat,
+    pub(crate) format: PolicyFormat,
 }
 
 pub(crate) fn parse_body<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T, Reply> {
@@ -227,7 +262,7 @@ pub(crate) fn parse_body<T: for<'de> Deserialize<'de>>(body: &Bytes) -> Result<T
 }
 
 /// Parses and compiles the document; an invalid one is a 400 listing every problem by path.
-fn check(b: &PolicyBody) -> Result<tailsift_policy::PolicyDocument, Reply> {
+pub(crate) fn check(b: &PolicyBody) -> Result<tailsift_policy::PolicyDocument, Reply> {
     b.format.check(&b.document).map_err(|e| {
         let issues: Vec<Value> = e
             .issues()
@@ -251,7 +286,7 @@ fn write_error(e: WriteError) -> Reply {
     }
 }
 
-async fn written(s: &AdminState, cmd: Command) -> Result<Reply, Reply> {
+pub(crate) async fn written(s: &AdminState, cmd: Command) -> Result<Reply, Reply> {
     let (applied, log_index) = s.c.write(cmd).await.map_err(write_error)?;
     let mut h = HeaderMap::new();
     h.insert("x-tailsift-policy-version", HeaderValue::from(applied.policy_version));
@@ -386,6 +421,9 @@ async fn cluster_status(State(s): State<AdminState>, headers: HeaderMap) -> Resp
             "members": members,
             "policy_version": v.registry.policy_version(),
             "seed_epoch": v.registry.seeds.current.epoch,
+            "shadow_revision": v.registry.shadow.as_ref().map(|sh| sh.revision),
+            "settings_revision": v.registry.settings_revision,
+            "workers": s.c.workers.list(),
         });
         Ok((StatusCode::OK, version_headers(&v), Json(body)))
     }.await)

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod config;
 pub mod jaeger_sampling;
+pub mod live;
 pub mod membership;
 pub mod metrics;
 pub mod network;
@@ -84,6 +85,8 @@ pub struct Coordinator {
     pub raft: Raft,
     view: Receiver<Arc<View>>,
     write_timeout: Duration,
+    /// The workers that reported to this node (`ReportApplied`).
+    pub workers: watch::Workers,
 }
 
 impl Coordinator {
@@ -233,6 +236,7 @@ pub async fn run(cfg: CoordinatorConfig, listeners: Listeners, shutdown: Cancell
         raft: raft.clone(),
         view: view.clone(),
         write_timeout: cfg.raft.election_timeout_max * 5,
+        workers: workers.clone(),
     });
     let watcher = tokio::spawn(watch_metrics(coordinator.clone(), readiness.clone(), shutdown.clone()));
     let router = admin::router(coordinator.clone(), cfg.admin.tokens.clone())
@@ -283,6 +287,9 @@ async fn watch_metrics(c: Arc<Coordinator>, readiness: Readiness, shutdown: Canc
                 .set(m.membership_config.membership().voter_ids().count() as f64);
             ::metrics::gauge!(metrics::POLICY_VERSION, "node" => node.clone()).set(v.registry.policy_version() as f64);
             ::metrics::gauge!(metrics::SEED_EPOCH, "node" => node.clone()).set(v.registry.seeds.current.epoch as f64);
+            ::metrics::gauge!(metrics::SHADOW_REVISION, "node" => node.clone()).set(v.registry.shadow_revision as f64);
+            ::metrics::gauge!(metrics::SETTINGS_REVISION, "node" => node.clone())
+                .set(v.registry.settings_revision as f64);
             match m.current_leader {
                 Some(_) => readiness.set(true, "leader known"),
                 None => readiness.set(false, "no raft leader known"),

@@ -56,6 +56,26 @@ pub fn document() -> Value {
                         "format": { "type": "string", "enum": ["yaml", "json", "otel_tail_sampling"], "default": "yaml" },
                     },
                 },
+                "SettingsBody": {
+                    "type": "object", "required": ["settings"], "additionalProperties": false,
+                    "properties": { "settings": {
+                        "type": "object", "required": ["history_limit"], "additionalProperties": false,
+                        "properties": {
+                            "history_limit": { "type": "integer", "minimum": 1, "maximum": 1000, "description": "policy versions kept for rollback (default 20)" },
+                            "sampler": {
+                                "type": "object", "additionalProperties": false,
+                                "description": "applied live by every worker; a key left out keeps each worker's own configuration",
+                                "properties": {
+                                    "decision_wait_ms": { "type": "integer", "minimum": 100, "maximum": 3600000 },
+                                    "send_delay_ms": { "type": "integer", "minimum": 0, "maximum": 600000 },
+                                    "soft_limit_bytes": { "type": "integer", "minimum": 1048576 },
+                                    "hard_limit_bytes": { "type": "integer" },
+                                    "stress_probability": { "type": "number", "minimum": 0, "maximum": 1 },
+                                },
+                            },
+                        },
+                    } },
+                },
                 "NewMember": {
                     "type": "object", "required": ["id", "raft_addr", "admin_addr"], "additionalProperties": false,
                     "properties": {
@@ -99,6 +119,18 @@ pub fn document() -> Value {
                 "post": secured(json!({ "summary": "Publish an earlier version again as a new version",
                     "requestBody": { "required": true, "content": { "application/json": { "schema": { "type": "object", "required": ["version"], "properties": { "version": { "type": "integer" } } } } } },
                     "responses": { "200": ok("published"), "400": err("invalid body"), "404": err("version not kept"), "503": err("no leader reachable") } }), true),
+            },
+            "/v1/policy/shadow": {
+                "get": secured(json!({ "summary": "The shadow policy and what it would keep beside the live one: per worker, in total and per rule", "responses": { "200": ok("shadow, live_version, workers, total") } }), false),
+                "put": secured(json!({ "summary": "Validate and set a candidate policy as shadow (evaluated by every worker, decisions unchanged)", "requestBody": policy_body(), "responses": {
+                    "200": ok("set: shadow_revision, log_index"), "400": err("invalid body or policy (issues: [{path, message}])"), "503": err("no leader reachable") } }), true),
+                "delete": secured(json!({ "summary": "Remove the shadow policy", "responses": { "200": ok("removed"), "503": err("no leader reachable") } }), true),
+            },
+            "/v1/settings": {
+                "get": secured(json!({ "summary": "Live cluster settings and their revision", "responses": { "200": ok("settings, revision") } }), false),
+                "put": secured(json!({ "summary": "Replace the live cluster settings; every worker applies the sampler settings at once",
+                    "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/SettingsBody" } } } },
+                    "responses": { "200": ok("settings, revision, log_index"), "400": err("invalid body or setting (the error names the key)"), "503": err("no leader reachable") } }), true),
             },
             "/v1/seed/rotate": {
                 "post": secured(json!({ "summary": "Schedule a new random hash seed for the next policy version", "responses": { "200": ok("scheduled"), "503": err("no leader reachable") } }), true),

@@ -71,15 +71,102 @@ pub struct Seeds {
 
 /// Settings that can change while the cluster runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ClusterSettings {
-    /// How many policy versions are kept for rollback (including the current one).
+    /// How many policy versions are kept for rollback (including the current one). Default 20.
     pub history_limit: usize,
+    /// Sampler settings applied live by every worker, overriding its local configuration.
+    #[serde(default)]
+    pub sampler: SamplerSettings,
 }
 
 impl Default for ClusterSettings {
     fn default() -> Self {
-        ClusterSettings { history_limit: 20 }
+        ClusterSettings {
+            history_limit: 20,
+            sampler: SamplerSettings::default(),
+        }
     }
+}
+
+/// Sampler settings that are safe to change while workers run. `None` (the default): each worker
+/// keeps the value from its own configuration file.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SamplerSettings {
+    /// `decision.decision_wait`: the longest a trace is buffered after its first span.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision_wait_ms: Option<u64>,
+    /// `decision.send_delay`: the wait after the root span before deciding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send_delay_ms: Option<u64>,
+    /// `memory.soft_limit_bytes`: above it the oldest traces are decided early.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_limit_bytes: Option<u64>,
+    /// `memory.hard_limit_bytes`: above it stress relief decides span by span.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hard_limit_bytes: Option<u64>,
+    /// `memory.stress_probability`: the fraction kept under stress relief, 0 to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stress_probability: Option<f64>,
+}
+
+// `stress_probability` is validated to be a finite number in 0..=1, so equality is total.
+impl Eq for SamplerSettings {}
+
+impl ClusterSettings {
+    /// Checks every value; the error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=1000).contains(&self.history_limit) {
+            return Err(format!("history_limit: must be 1 to 1000, got {}", self.history_limit));
+        }
+        let s = &self.sampler;
+        if let Some(w) = s.decision_wait_ms {
+            if !(100..=3_600_000).contains(&w) {
+                return Err(format!("sampler.decision_wait_ms: must be 100 to 3600000, got {w}"));
+            }
+        }
+        if let Some(d) = s.send_delay_ms {
+            if d > 600_000 {
+                return Err(format!("sampler.send_delay_ms: must be at most 600000, got {d}"));
+            }
+            if let Some(w) = s.decision_wait_ms.filter(|w| d > *w) {
+                return Err(format!(
+                    "sampler.send_delay_ms: {d} exceeds sampler.decision_wait_ms {w}"
+                ));
+            }
+        }
+        if let Some(b) = s.soft_limit_bytes {
+            if b < 1 << 20 {
+                return Err(format!("sampler.soft_limit_bytes: must be at least 1048576, got {b}"));
+            }
+        }
+        if let (Some(soft), Some(hard)) = (s.soft_limit_bytes, s.hard_limit_bytes) {
+            if hard < soft {
+                return Err(format!(
+                    "sampler.hard_limit_bytes: {hard} is below sampler.soft_limit_bytes {soft}"
+                ));
+            }
+        }
+        if let Some(p) = s.stress_probability {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(format!("sampler.stress_probability: must be 0 to 1, got {p}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A candidate policy evaluated by every worker beside the live one, without affecting
+/// decisions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowPolicy {
+    /// Cluster-assigned, +1 each time a shadow is set (0: never).
+    pub revision: u64,
+    pub author: String,
+    pub time_unix_ms: u64,
+    pub format: PolicyFormat,
+    pub document: String,
 }
 
 /// Everything the coordinators replicate.
@@ -89,6 +176,15 @@ pub struct Registry {
     pub history: VecDeque<PolicyVersion>,
     pub seeds: Seeds,
     pub settings: ClusterSettings,
+    /// +1 per settings change: lets watchers tell a new setting from one they have.
+    #[serde(default)]
+    pub settings_revision: u64,
+    /// The shadow policy, if one is set.
+    #[serde(default)]
+    pub shadow: Option<ShadowPolicy>,
+    /// +1 per shadow set or clear.
+    #[serde(default)]
+    pub shadow_revision: u64,
 }
 
 impl Registry {
@@ -144,12 +240,39 @@ impl Registry {
             }
             Command::SetSettings { settings } => {
                 self.settings = *settings;
+                self.settings_revision += 1;
                 self.trim();
-                Ok(Applied {
-                    policy_version: self.policy_version(),
-                    seeds: self.seeds,
-                })
+                Ok(self.unchanged_version())
             }
+            Command::SetShadow {
+                author,
+                time_unix_ms,
+                format,
+                document,
+            } => {
+                self.shadow_revision += 1;
+                self.shadow = Some(ShadowPolicy {
+                    revision: self.shadow_revision,
+                    author: author.clone(),
+                    time_unix_ms: *time_unix_ms,
+                    format: *format,
+                    document: document.clone(),
+                });
+                Ok(self.unchanged_version())
+            }
+            Command::ClearShadow { .. } => {
+                if self.shadow.take().is_some() {
+                    self.shadow_revision += 1;
+                }
+                Ok(self.unchanged_version())
+            }
+        }
+    }
+
+    fn unchanged_version(&self) -> Applied {
+        Applied {
+            policy_version: self.policy_version(),
+            seeds: self.seeds,
         }
     }
 
@@ -218,6 +341,18 @@ pub enum Command {
     SetSettings {
         settings: ClusterSettings,
     },
+    /// Set (or replace) the shadow policy. The document was validated by the node that accepted it.
+    SetShadow {
+        author: String,
+        time_unix_ms: u64,
+        format: PolicyFormat,
+        document: String,
+    },
+    /// Remove the shadow policy.
+    ClearShadow {
+        author: String,
+        time_unix_ms: u64,
+    },
 }
 
 /// What a command did.
@@ -258,7 +393,10 @@ mod tests {
     #[test]
     fn versions_are_monotonic_and_history_is_bounded() {
         let mut r = Registry {
-            settings: ClusterSettings { history_limit: 3 },
+            settings: ClusterSettings {
+                history_limit: 3,
+                ..Default::default()
+            },
             ..Default::default()
         };
         for i in 1..=5 {
@@ -339,5 +477,63 @@ mod tests {
         assert!(PolicyFormat::Yaml
             .check("policies:\n  - name: x\n    always: {}\n")
             .is_ok());
+    }
+
+    #[test]
+    fn shadow_and_settings_change_revisions_not_the_policy_version() {
+        let mut r = Registry::default();
+        r.apply(&put("d1")).unwrap();
+        let set = |doc: &str| Command::SetShadow {
+            author: "a".into(),
+            time_unix_ms: 1,
+            format: PolicyFormat::Yaml,
+            document: doc.into(),
+        };
+        assert_eq!(r.apply(&set("s1")).unwrap().policy_version, 1);
+        assert_eq!((r.shadow_revision, r.shadow.as_ref().unwrap().revision), (1, 1));
+        r.apply(&set("s2")).unwrap();
+        assert_eq!(r.shadow.as_ref().unwrap().document, "s2");
+        let clear = Command::ClearShadow {
+            author: "a".into(),
+            time_unix_ms: 2,
+        };
+        r.apply(&clear).unwrap();
+        assert_eq!((r.shadow.is_none(), r.shadow_revision), (true, 3));
+        r.apply(&clear).unwrap();
+        assert_eq!(r.shadow_revision, 3, "clearing nothing changes nothing");
+        let settings = ClusterSettings {
+            history_limit: 5,
+            sampler: SamplerSettings {
+                send_delay_ms: Some(500),
+                ..Default::default()
+            },
+        };
+        r.apply(&Command::SetSettings { settings }).unwrap();
+        assert_eq!((r.settings, r.settings_revision, r.policy_version()), (settings, 1, 1));
+    }
+
+    #[test]
+    fn settings_validation_names_the_key() {
+        let ok = ClusterSettings::default();
+        ok.validate().unwrap();
+        let bad = |f: fn(&mut ClusterSettings)| {
+            let mut s = ClusterSettings::default();
+            f(&mut s);
+            s.validate().unwrap_err()
+        };
+        assert!(bad(|s| s.history_limit = 0).starts_with("history_limit"));
+        assert!(bad(|s| s.sampler.decision_wait_ms = Some(5)).starts_with("sampler.decision_wait_ms"));
+        assert!(bad(|s| {
+            s.sampler.decision_wait_ms = Some(1000);
+            s.sampler.send_delay_ms = Some(2000)
+        })
+        .starts_with("sampler.send_delay_ms"));
+        assert!(bad(|s| {
+            s.sampler.soft_limit_bytes = Some(1 << 30);
+            s.sampler.hard_limit_bytes = Some(1 << 29)
+        })
+        .starts_with("sampler.hard_limit_bytes"));
+        assert!(bad(|s| s.sampler.stress_probability = Some(1.5)).starts_with("sampler.stress_probability"));
+        assert!(bad(|s| s.sampler.stress_probability = Some(f64::NAN)).starts_with("sampler.stress_probability"));
     }
 }

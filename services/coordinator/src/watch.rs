@@ -39,25 +39,94 @@ const REPORT: &str = "/tailsift.coordinator.v1.Watch/ReportApplied";
 /// Workers remembered per node; the least recently reporting is forgotten beyond this.
 pub const MAX_WORKERS: usize = 10_000;
 
-/// A worker's report of the version it applies.
+/// A worker's report of the version it applies (and, while a shadow policy is set, what the
+/// shadow would have kept).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct AppliedReport {
     #[prost(string, tag = "1")]
     pub worker_id: String,
     #[prost(uint64, tag = "2")]
     pub version: u64,
+    /// The shadow revision the counts below are for (0: no shadow evaluated).
+    #[prost(uint64, tag = "3")]
+    pub shadow_revision: u64,
+    /// Traces decided by the live policy and evaluated by the shadow since it was applied.
+    #[prost(uint64, tag = "4")]
+    pub shadow_traces: u64,
+    /// Of those, how many the shadow would keep.
+    #[prost(uint64, tag = "5")]
+    pub shadow_kept: u64,
+    /// Of those, how many the live policy kept.
+    #[prost(uint64, tag = "6")]
+    pub live_kept: u64,
+    /// Of those, how many both kept.
+    #[prost(uint64, tag = "7")]
+    pub both_kept: u64,
+    /// Shadow keeps by the shadow rule (policy name) that kept.
+    #[prost(message, repeated, tag = "8")]
+    pub shadow_by_policy: Vec<RuleCount>,
+    /// The live settings revision the worker applies.
+    #[prost(uint64, tag = "9")]
+    pub settings_revision: u64,
+}
+
+/// Traces kept by one rule.
+#[derive(Clone, PartialEq, Eq, prost::Message, serde::Serialize)]
+pub struct RuleCount {
+    #[prost(string, tag = "1")]
+    pub policy: String,
+    #[prost(uint64, tag = "2")]
+    pub kept: u64,
 }
 
 /// The (empty) answer to a report.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct ReportAck {}
 
+/// What a shadow policy would have done on one worker.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Default)]
+pub struct ShadowCounts {
+    pub revision: u64,
+    /// Traces evaluated (decided by the live policy while the shadow was applied).
+    pub traces: u64,
+    /// Traces the shadow would keep.
+    pub shadow_kept: u64,
+    /// Traces the live policy kept.
+    pub live_kept: u64,
+    /// Traces both kept.
+    pub both_kept: u64,
+    /// Shadow keeps by rule.
+    pub by_policy: Vec<RuleCount>,
+}
+
 /// What a worker last reported to this node.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct WorkerReport {
     pub worker_id: String,
     pub version: u64,
+    pub settings_revision: u64,
     pub reported_unix_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowCounts>,
+}
+
+impl WorkerReport {
+    fn from_report(r: &AppliedReport, now: u64) -> Self {
+        WorkerReport {
+            worker_id: r.worker_id.clone(),
+            version: r.version,
+            settings_revision: r.settings_revision,
+            reported_unix_ms: now,
+            shadow: (r.shadow_revision > 0).then(|| ShadowCounts {
+                revision: r.shadow_revision,
+                traces: r.shadow_traces,
+                shadow_kept: r.shadow_kept,
+                live_kept: r.live_kept,
+                both_kept: r.both_kept,
+                by_policy: r.shadow_by_policy.clone(),
+            }),
+        }
+    }
 }
 
 /// The workers that reported to this node (in memory, not replicated). Cheap to clone.
@@ -65,19 +134,21 @@ pub struct WorkerReport {
 pub struct Workers(Arc<std::sync::Mutex<std::collections::BTreeMap<String, WorkerReport>>>);
 
 impl Workers {
+    /// Records a worker's version (no shadow counts).
     pub fn record(&self, worker_id: &str, version: u64) {
+        self.record_report(&AppliedReport {
+            worker_id: worker_id.to_string(),
+            version,
+            ..Default::default()
+        });
+    }
+
+    pub fn record_report(&self, r: &AppliedReport) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        g.insert(
-            worker_id.to_string(),
-            WorkerReport {
-                worker_id: worker_id.to_string(),
-                version,
-                reported_unix_ms: now,
-            },
-        );
+        g.insert(r.worker_id.clone(), WorkerReport::from_report(r, now));
         while g.len() > MAX_WORKERS {
             let oldest = g
                 .values()
@@ -88,6 +159,7 @@ impl Workers {
                 None => break,
             };
         }
+        ::metrics::gauge!(crate::metrics::WORKERS_REPORTED).set(g.len() as f64);
     }
 
     /// Every worker, by id.
@@ -127,11 +199,68 @@ pub struct PolicyUpdate {
     /// The Raft log index this node had applied when it sent the update.
     #[prost(uint64, tag = "6")]
     pub applied_index: u64,
+    /// When the version was accepted by the admin API, Unix milliseconds (propagation lag).
+    #[prost(uint64, tag = "7")]
+    pub time_unix_ms: u64,
+    /// The shadow policy's revision (0: never set); changes with every set or clear.
+    #[prost(uint64, tag = "8")]
+    pub shadow_revision: u64,
+    /// The shadow policy's format; empty when no shadow is set.
+    #[prost(string, tag = "9")]
+    pub shadow_format: String,
+    /// The shadow policy document; empty when no shadow is set.
+    #[prost(string, tag = "10")]
+    pub shadow_document: String,
+    /// The cluster settings' revision (0: never set).
+    #[prost(uint64, tag = "11")]
+    pub settings_revision: u64,
+    /// The live sampler settings as JSON (`SamplerSettings`); empty when never set.
+    #[prost(string, tag = "12")]
+    pub settings_json: String,
 }
 
 impl PolicyUpdate {
-    /// The update for the view's current policy, if there is one.
+    /// The update for the view's current state: policy version (0 and an empty document before
+    /// the first one), shadow policy and live settings; `None` while nothing is set.
     pub fn current(view: &View) -> Option<PolicyUpdate> {
+        let r = &view.registry;
+        let mut u = match r.current() {
+            Some(_) => Self::policy(view)?,
+            None if r.shadow_revision == 0 && r.settings_revision == 0 => return None,
+            None => PolicyUpdate {
+                format: format_name(PolicyFormat::Yaml).to_string(),
+                applied_index: view.last_applied.map_or(0, |l| l.index),
+                ..Default::default()
+            },
+        };
+        u.shadow_revision = r.shadow_revision;
+        if let Some(s) = &r.shadow {
+            u.shadow_format = format_name(s.format).to_string();
+            u.shadow_document = s.document.clone();
+        }
+        u.settings_revision = r.settings_revision;
+        if r.settings_revision > 0 {
+            u.settings_json = serde_json::to_string(&r.settings.sampler).unwrap_or_default();
+        }
+        Some(u)
+    }
+
+    /// The live sampler settings carried by this update (`None`: never set).
+    pub fn sampler_settings(&self) -> Result<Option<crate::state::SamplerSettings>, String> {
+        if self.settings_json.is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_str(&self.settings_json)
+            .map(Some)
+            .map_err(|e| format!("settings: {e}"))
+    }
+
+    /// What the watcher compares to tell a new update from one it has.
+    fn revision(&self) -> (u64, u64, u64) {
+        (self.version, self.shadow_revision, self.settings_revision)
+    }
+
+    fn policy(view: &View) -> Option<PolicyUpdate> {
         let p = view.registry.current()?;
         let seeds = &view.registry.seeds;
         // A version always carries the seed epoch in force when it was published: the current one.
@@ -150,6 +279,8 @@ impl PolicyUpdate {
             seed,
             seed_epoch: p.seed_epoch,
             applied_index: view.last_applied.map_or(0, |l| l.index),
+            time_unix_ms: p.time_unix_ms,
+            ..Default::default()
         })
     }
 
@@ -174,22 +305,31 @@ pub fn format_name(f: PolicyFormat) -> &'static str {
 
 type UpdateStream = Pin<Box<dyn Stream<Item = Result<PolicyUpdate, Status>> + Send>>;
 
-/// The updates for a watcher that has `from_version`: the current version if newer, then each
-/// newer version applied.
+/// The updates for a watcher that has policy version `from_version`: first the current state if
+/// its policy version is newer or a shadow policy or live settings are set (the watcher cannot
+/// say which of those it has), then the state again each time the policy version, the shadow
+/// policy or the settings change.
 pub fn updates(view: watch::Receiver<Arc<View>>, from_version: u64) -> impl Stream<Item = PolicyUpdate> + Send {
-    futures::stream::unfold((view, from_version, true), |(mut rx, mut sent, mut first)| async move {
+    let sent = (from_version, 0, 0);
+    futures::stream::unfold((view, sent, true), |(mut rx, mut sent, mut first)| async move {
         loop {
             if !first && rx.changed().await.is_err() {
                 return None;
             }
-            first = false;
             let update = PolicyUpdate::current(&rx.borrow_and_update());
             if let Some(u) = update {
-                if u.version > sent {
-                    sent = u.version;
+                let r = u.revision();
+                let new = if first {
+                    r.0 > sent.0 || r.1 > 0 || r.2 > 0
+                } else {
+                    r.0 >= sent.0 && r != sent
+                };
+                if new {
+                    sent = (r.0.max(sent.0), r.1, r.2);
                     return Some((u, (rx, sent, false)));
                 }
             }
+            first = false;
         }
     })
 }
@@ -227,7 +367,10 @@ impl tonic::server::UnaryService<AppliedReport> for ReportMethod {
             if r.worker_id.is_empty() || r.worker_id.len() > 256 {
                 return Err(Status::invalid_argument("worker_id must be 1 to 256 bytes"));
             }
-            workers.record(&r.worker_id, r.version);
+            if r.shadow_by_policy.len() > 1000 {
+                return Err(Status::invalid_argument("at most 1000 shadow rule counts"));
+            }
+            workers.record_report(&r);
             Ok(Response::new(ReportAck {}))
         })
     }
@@ -344,13 +487,8 @@ pub async fn watch(
         })?
 }
 
-/// Tells the coordinator at `endpoint` which version worker `worker_id` applies.
-pub async fn report_applied(
-    endpoint: &str,
-    worker_id: &str,
-    version: u64,
-    timeout: Duration,
-) -> Result<(), WatchError> {
+/// Tells the coordinator at `endpoint` which version a worker applies (`report`).
+pub async fn report_applied(endpoint: &str, report: AppliedReport, timeout: Duration) -> Result<(), WatchError> {
     let failed = |message: String| WatchError::Failed {
         endpoint: endpoint.to_string(),
         message,
@@ -367,11 +505,7 @@ pub async fn report_applied(
         let mut grpc = tonic::client::Grpc::new(channel);
         grpc.ready().await.map_err(|e| failed(e.to_string()))?;
         let codec = ProstCodec::<AppliedReport, ReportAck>::default();
-        let req = AppliedReport {
-            worker_id: worker_id.to_string(),
-            version,
-        };
-        grpc.unary(Request::new(req), PathAndQuery::from_static(REPORT), codec)
+        grpc.unary(Request::new(report), PathAndQuery::from_static(REPORT), codec)
             .await
             .map(|_| ())
             .map_err(|s| failed(s.to_string()))
@@ -452,6 +586,65 @@ mod tests {
                 .version,
             3
         );
+    }
+
+    #[tokio::test]
+    async fn shadow_and_settings_changes_are_streamed_without_a_new_version() {
+        let mut reg = Registry::default();
+        put(&mut reg, "d1");
+        let (tx, rx) = watch::channel(Arc::new(View {
+            last_applied: None,
+            registry: reg.clone(),
+        }));
+        // A watcher with version 1 and nothing else set gets nothing.
+        let mut s = Box::pin(updates(rx.clone(), 1));
+        assert!(tokio::time::timeout(Duration::from_millis(200), s.next())
+            .await
+            .is_err());
+        reg.apply(&Command::SetShadow {
+            author: "a".into(),
+            time_unix_ms: 1,
+            format: PolicyFormat::Yaml,
+            document: "s1".into(),
+        })
+        .unwrap();
+        tx.send_replace(Arc::new(View {
+            last_applied: None,
+            registry: reg.clone(),
+        }));
+        let u = tokio::time::timeout(Duration::from_secs(5), s.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (
+                u.version,
+                u.shadow_revision,
+                u.shadow_document.as_str(),
+                u.settings_revision
+            ),
+            (1, 1, "s1", 0)
+        );
+        let mut settings = reg.settings;
+        settings.sampler.send_delay_ms = Some(250);
+        reg.apply(&Command::SetSettings { settings }).unwrap();
+        tx.send_replace(Arc::new(View {
+            last_applied: None,
+            registry: reg.clone(),
+        }));
+        let u = tokio::time::timeout(Duration::from_secs(5), s.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(u.settings_revision, 1);
+        assert_eq!(u.sampler_settings().unwrap().unwrap().send_delay_ms, Some(250));
+        // A new watcher (any version) gets the shadow and settings at once.
+        let mut s2 = Box::pin(updates(rx, 1));
+        let u = tokio::time::timeout(Duration::from_secs(5), s2.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((u.shadow_revision, u.settings_revision), (1, 1));
     }
 
     #[test]

@@ -21,8 +21,11 @@ use serde::{Deserialize, Serialize};
 use tailsift_coordinator::watch::PolicyUpdate;
 use tokio_util::sync::CancellationToken;
 
+use tailsift_coordinator::state::SamplerSettings;
+use tailsift_coordinator::watch::{AppliedReport, RuleCount};
+
 use crate::config::CoordinatorConfig;
-use crate::engine::ActivePolicy;
+use crate::engine::{ActivePolicy, Engine, LiveSettings, ShadowPolicy};
 use crate::metrics as m;
 
 /// Why a policy version could not be used.
@@ -34,8 +37,9 @@ pub enum CoordinationError {
     State { path: PathBuf, message: String },
 }
 
-/// A policy version as kept in `coordinator.state_file` (JSON).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A policy version as kept in `coordinator.state_file` (JSON), with the shadow policy and live
+/// settings received with it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoredPolicy {
     pub version: u64,
@@ -44,6 +48,27 @@ pub struct StoredPolicy {
     pub document: String,
     pub seed: u64,
     pub seed_epoch: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<StoredShadow>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<StoredSettings>,
+}
+
+/// The shadow policy as last received.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredShadow {
+    pub revision: u64,
+    pub format: String,
+    pub document: String,
+}
+
+/// The live settings as last received.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredSettings {
+    pub revision: u64,
+    pub sampler: SamplerSettings,
 }
 
 impl From<&PolicyUpdate> for StoredPolicy {
@@ -54,7 +79,40 @@ impl From<&PolicyUpdate> for StoredPolicy {
             document: u.document.clone(),
             seed: u.seed,
             seed_epoch: u.seed_epoch,
+            shadow: None,
+            settings: None,
         }
+    }
+}
+
+impl StoredShadow {
+    pub fn compile(&self) -> Result<ShadowPolicy, CoordinationError> {
+        let invalid = |message: String| CoordinationError::Invalid {
+            version: self.revision,
+            message: format!("shadow: {message}"),
+        };
+        let update = PolicyUpdate {
+            format: self.format.clone(),
+            ..Default::default()
+        };
+        let format = update.policy_format().map_err(invalid)?;
+        let doc = format.check(&self.document).map_err(|e| invalid(e.to_string()))?;
+        let engine = tailsift_policy::PolicyEngine::compile(&doc).map_err(|e| invalid(e.to_string()))?;
+        Ok(ShadowPolicy {
+            revision: self.revision,
+            engine,
+        })
+    }
+}
+
+/// The engine's view of the coordinators' sampler settings.
+pub fn live_settings(s: &SamplerSettings) -> LiveSettings {
+    LiveSettings {
+        decision_wait: s.decision_wait_ms.map(Duration::from_millis),
+        send_delay: s.send_delay_ms.map(Duration::from_millis),
+        soft_limit_bytes: s.soft_limit_bytes.map(|b| b as usize),
+        hard_limit_bytes: s.hard_limit_bytes.map(|b| b as usize),
+        stress_probability: s.stress_probability,
     }
 }
 
@@ -118,7 +176,8 @@ pub fn save_state(path: &Path, p: &StoredPolicy) -> Result<(), CoordinationError
 /// cannot be used.
 pub fn initial(cfg: &CoordinatorConfig) -> Option<ActivePolicy> {
     let path = cfg.state_file.as_ref()?;
-    match load_state(path).and_then(|s| s.map(|s| s.compile()).transpose()) {
+    let stored = load_state(path).map(|s| s.filter(|s| s.version > 0));
+    match stored.and_then(|s| s.map(|s| s.compile()).transpose()) {
         Ok(Some(p)) => {
             tracing::info!(version = p.version, file = %path.display(), "policy version from the state file");
             Some(p)
@@ -131,18 +190,16 @@ pub fn initial(cfg: &CoordinatorConfig) -> Option<ActivePolicy> {
     }
 }
 
-/// Watches the coordinators until `shutdown`; calls `apply` with every new version, in order.
-/// `have` is the version the worker already runs (0: none from a coordinator).
 /// Applied versions are reported again this often, so every coordinator's registry converges
 /// after a lost report or a coordinator restart.
 const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// Reports `version` to every coordinator, in the background (best effort).
-fn report(cfg: &CoordinatorConfig, worker_id: &str, version: u64) {
+/// Reports `report` to every coordinator, in the background (best effort).
+fn report(cfg: &CoordinatorConfig, report: AppliedReport) {
     for endpoint in cfg.endpoints.clone() {
-        let (worker_id, timeout) = (worker_id.to_string(), cfg.connect_timeout);
+        let (report, timeout) = (report.clone(), cfg.connect_timeout);
         tokio::spawn(async move {
-            if let Err(e) = tailsift_coordinator::watch::report_applied(&endpoint, &worker_id, version, timeout).await {
+            if let Err(e) = tailsift_coordinator::watch::report_applied(&endpoint, report, timeout).await {
                 tracing::debug!(error = %e, "applied version not reported");
             }
         });
@@ -162,16 +219,174 @@ pub fn worker_id(cfg: &CoordinatorConfig, admin_port: u16) -> String {
     })
 }
 
-pub async fn run<F: FnMut(ActivePolicy) + Send>(
+/// What this worker has received and applies, persisted in `coordinator.state_file`.
+struct Applied<W> {
     cfg: CoordinatorConfig,
     worker_id: String,
-    mut have: u64,
-    mut apply: F,
+    with_engine: W,
+    stored: StoredPolicy,
+}
+
+impl<W: Fn(&mut dyn FnMut(&mut Engine))> Applied<W> {
+    fn report(&self) {
+        let mut r = AppliedReport {
+            worker_id: self.worker_id.clone(),
+            version: self.stored.version,
+            settings_revision: self.stored.settings.as_ref().map_or(0, |s| s.revision),
+            ..Default::default()
+        };
+        (self.with_engine)(&mut |e: &mut Engine| {
+            if let Some(t) = e.shadow_tally() {
+                r.shadow_revision = t.revision;
+                r.shadow_traces = t.traces;
+                r.shadow_kept = t.shadow_kept;
+                r.live_kept = t.live_kept;
+                r.both_kept = t.both_kept;
+                r.shadow_by_policy = t
+                    .by_policy
+                    .iter()
+                    .map(|(policy, kept)| RuleCount {
+                        policy: policy.clone(),
+                        kept: *kept,
+                    })
+                    .collect();
+            }
+        });
+        if r.version > 0 || r.shadow_revision > 0 || r.settings_revision > 0 {
+            report(&self.cfg, r);
+        }
+    }
+
+    fn persist(&self) {
+        if let Some(path) = &self.cfg.state_file {
+            if let Err(e) = save_state(path, &self.stored) {
+                ::metrics::counter!(m::POLICY_UPDATES, "outcome" => "persist_failed").increment(1);
+                tracing::warn!(error = %e, "applied state not persisted");
+            }
+        }
+    }
+
+    fn apply_shadow(&mut self, shadow: Option<StoredShadow>) -> Result<(), CoordinationError> {
+        let compiled = shadow.as_ref().map(StoredShadow::compile).transpose()?;
+        let mut compiled = Some(compiled);
+        (self.with_engine)(&mut |e: &mut Engine| e.set_shadow(compiled.take().flatten()));
+        self.stored.shadow = shadow;
+        Ok(())
+    }
+
+    fn apply_settings(&mut self, settings: StoredSettings) {
+        let live = live_settings(&settings.sampler);
+        (self.with_engine)(&mut |e: &mut Engine| e.set_live_settings(&live));
+        ::metrics::gauge!(m::SETTINGS_REVISION).set(settings.revision as f64);
+        self.stored.settings = Some(settings);
+    }
+
+    /// Applies what in `update` is new. Returns whether anything changed.
+    fn update(&mut self, update: &PolicyUpdate, endpoint: &str) -> bool {
+        let mut changed = false;
+        if update.version > self.stored.version {
+            let stored = StoredPolicy::from(update);
+            match stored.compile() {
+                Ok(policy) => {
+                    let mut policy = Some(policy);
+                    (self.with_engine)(&mut |e: &mut Engine| {
+                        if let Some(p) = policy.take() {
+                            e.set_policy(p)
+                        }
+                    });
+                    let now_ms = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
+                    if update.time_unix_ms > 0 {
+                        let lag = now_ms.saturating_sub(update.time_unix_ms) as f64 / 1000.0;
+                        ::metrics::histogram!(m::POLICY_PROPAGATION).record(lag);
+                    }
+                    self.stored = StoredPolicy {
+                        shadow: self.stored.shadow.take(),
+                        settings: self.stored.settings.take(),
+                        ..stored
+                    };
+                    ::metrics::counter!(m::POLICY_UPDATES, "outcome" => "applied").increment(1);
+                    changed = true;
+                }
+                Err(e) => {
+                    ::metrics::counter!(m::POLICY_UPDATES, "outcome" => "invalid").increment(1);
+                    tracing::error!(error = %e, %endpoint, "policy version skipped; keeping version {}", self.stored.version);
+                }
+            }
+        }
+        let have_shadow = self.stored.shadow.as_ref().map_or(0, |s| s.revision);
+        if update.shadow_revision != have_shadow {
+            let shadow = (!update.shadow_document.is_empty()).then(|| StoredShadow {
+                revision: update.shadow_revision,
+                format: update.shadow_format.clone(),
+                document: update.shadow_document.clone(),
+            });
+            match self.apply_shadow(shadow) {
+                Ok(()) => changed = true,
+                Err(e) => tracing::error!(error = %e, %endpoint, "shadow policy skipped"),
+            }
+        }
+        let have_settings = self.stored.settings.as_ref().map_or(0, |s| s.revision);
+        if update.settings_revision != have_settings {
+            match update.sampler_settings() {
+                Ok(s) => {
+                    self.apply_settings(StoredSettings {
+                        revision: update.settings_revision,
+                        sampler: s.unwrap_or_default(),
+                    });
+                    changed = true;
+                }
+                Err(e) => tracing::error!(error = %e, %endpoint, "live settings skipped"),
+            }
+        }
+        changed
+    }
+}
+
+/// Watches the coordinators until `shutdown`, applying every new policy version, shadow policy
+/// and live settings through `with_engine` (which runs a closure on the worker's engine).
+/// `have` is the policy version the worker already runs (0: none from a coordinator); the shadow
+/// policy and settings persisted in the state file are applied first.
+pub async fn run<W: Fn(&mut dyn FnMut(&mut Engine)) + Send>(
+    cfg: CoordinatorConfig,
+    worker_id: String,
+    have: u64,
+    with_engine: W,
     shutdown: CancellationToken,
 ) {
     if cfg.endpoints.is_empty() {
         return;
     }
+    let persisted = cfg.state_file.as_deref().and_then(|p| load_state(p).ok().flatten());
+    let mut state = Applied {
+        cfg: cfg.clone(),
+        worker_id,
+        with_engine,
+        stored: StoredPolicy {
+            version: 0,
+            format: "yaml".into(),
+            document: String::new(),
+            seed: 0,
+            seed_epoch: 0,
+            shadow: None,
+            settings: None,
+        },
+    };
+    if let Some(p) = persisted.filter(|p| p.version == have) {
+        state.stored = StoredPolicy {
+            shadow: None,
+            settings: None,
+            ..p.clone()
+        };
+        if let Some(s) = p.settings {
+            state.apply_settings(s);
+        }
+        if let Err(e) = state.apply_shadow(p.shadow) {
+            tracing::warn!(error = %e, "persisted shadow policy not used");
+        }
+    }
+    state.stored.version = have;
     let mut next = 0usize;
     let mut failures_in_round = 0usize;
     loop {
@@ -179,14 +394,12 @@ pub async fn run<F: FnMut(ActivePolicy) + Send>(
         next += 1;
         let stream = tokio::select! {
             _ = shutdown.cancelled() => return,
-            s = tailsift_coordinator::watch::watch(&endpoint, have, cfg.connect_timeout) => s,
+            s = tailsift_coordinator::watch::watch(&endpoint, state.stored.version, cfg.connect_timeout) => s,
         };
         match stream {
             Ok(mut stream) => {
-                tracing::info!(%endpoint, from_version = have, "watching coordinator");
-                if have > 0 {
-                    report(&cfg, &worker_id, have);
-                }
+                tracing::info!(%endpoint, from_version = state.stored.version, "watching coordinator");
+                state.report();
                 ::metrics::gauge!(m::COORDINATOR_CONNECTED).set(1.0);
                 let mut received = false;
                 let mut rereport = tokio::time::interval(REPORT_EVERY);
@@ -198,9 +411,7 @@ pub async fn run<F: FnMut(ActivePolicy) + Send>(
                             return;
                         }
                         _ = rereport.tick() => {
-                            if have > 0 {
-                                report(&cfg, &worker_id, have);
-                            }
+                            state.report();
                             continue;
                         }
                         item = stream.next() => item,
@@ -208,28 +419,9 @@ pub async fn run<F: FnMut(ActivePolicy) + Send>(
                     match item {
                         Some(Ok(update)) => {
                             received = true;
-                            if update.version <= have {
-                                continue;
-                            }
-                            let stored = StoredPolicy::from(&update);
-                            match stored.compile() {
-                                Ok(policy) => {
-                                    apply(policy);
-                                    have = update.version;
-                                    ::metrics::counter!(m::POLICY_UPDATES, "outcome" => "applied").increment(1);
-                                    report(&cfg, &worker_id, have);
-                                    if let Some(path) = &cfg.state_file {
-                                        if let Err(e) = save_state(path, &stored) {
-                                            ::metrics::counter!(m::POLICY_UPDATES, "outcome" => "persist_failed")
-                                                .increment(1);
-                                            tracing::warn!(error = %e, "applied policy version not persisted");
-                                        }
-                                    }
-                                }
-                                Err(e) => {
-                                    ::metrics::counter!(m::POLICY_UPDATES, "outcome" => "invalid").increment(1);
-                                    tracing::error!(error = %e, %endpoint, "policy version skipped; keeping version {have}");
-                                }
+                            if state.update(&update, &endpoint) {
+                                state.report();
+                                state.persist();
                             }
                         }
                         Some(Err(status)) => {
@@ -254,7 +446,7 @@ pub async fn run<F: FnMut(ActivePolicy) + Send>(
         if failures_in_round >= cfg.endpoints.len() {
             failures_in_round = 0;
             tracing::warn!(
-                version = have,
+                version = state.stored.version,
                 "no coordinator reachable; sampling with the version in force"
             );
             tokio::select! {
@@ -286,6 +478,12 @@ mod tests {
             document: "policies:\n  - name: all\n    always: {}\n".into(),
             seed: 5,
             seed_epoch: 1,
+            shadow: Some(StoredShadow {
+                revision: 2,
+                format: "yaml".into(),
+                document: "policies:\n  - name: none\n    always: {}\n".into(),
+            }),
+            settings: None,
         };
         save_state(&path, &p).unwrap();
         assert_eq!(load_state(&path).unwrap(), Some(p.clone()));

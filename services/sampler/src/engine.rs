@@ -51,6 +51,37 @@ pub struct ActivePolicy {
     pub engine: PolicyEngine,
 }
 
+/// A candidate policy evaluated beside the live one on every trace the live policy decides
+/// (stress-relief decisions excepted), with the live policy's hash seed; it never changes a
+/// decision.
+pub struct ShadowPolicy {
+    /// The coordinator's shadow revision.
+    pub revision: u64,
+    pub engine: PolicyEngine,
+}
+
+/// What the shadow policy would have done since it was installed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShadowTally {
+    pub revision: u64,
+    pub traces: u64,
+    pub shadow_kept: u64,
+    pub live_kept: u64,
+    pub both_kept: u64,
+    /// Shadow keeps by the shadow rule that kept.
+    pub by_policy: BTreeMap<String, u64>,
+}
+
+/// Live overrides of the engine's timing and memory settings (`None`: the configured value).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LiveSettings {
+    pub decision_wait: Option<Duration>,
+    pub send_delay: Option<Duration>,
+    pub soft_limit_bytes: Option<usize>,
+    pub hard_limit_bytes: Option<usize>,
+    pub stress_probability: Option<f64>,
+}
+
 /// Why a trace was decided when it was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
@@ -191,7 +222,10 @@ pub struct Stats {
 /// The sampler state machine.
 pub struct Engine {
     cfg: EngineConfig,
+    /// The configuration the engine was created with (live settings override `cfg` from it).
+    configured: EngineConfig,
     policy: ActivePolicy,
+    shadow: Option<(ShadowPolicy, ShadowTally)>,
     partitions: HashMap<i32, Partition>,
     cache: DecisionCache,
     buffered_bytes: usize,
@@ -211,8 +245,10 @@ impl Engine {
         metrics::gauge!(m::POLICY_VERSION).set(policy.version as f64);
         Engine {
             cache: DecisionCache::new(cfg.cache_ttl, cfg.cache_max, now),
+            configured: cfg.clone(),
             cfg,
             policy,
+            shadow: None,
             partitions: HashMap::new(),
             buffered_bytes: 0,
             buffered_traces: 0,
@@ -240,6 +276,48 @@ impl Engine {
 
     pub fn policy_version(&self) -> u64 {
         self.policy.version
+    }
+
+    /// Installs (or with `None` removes) the shadow policy; its tally starts from zero.
+    pub fn set_shadow(&mut self, shadow: Option<ShadowPolicy>) {
+        tracing::info!(revision = shadow.as_ref().map(|s| s.revision), "shadow policy applied");
+        metrics::gauge!(m::SHADOW_REVISION).set(shadow.as_ref().map_or(0.0, |s| s.revision as f64));
+        self.shadow = shadow.map(|s| {
+            let tally = ShadowTally {
+                revision: s.revision,
+                ..Default::default()
+            };
+            (s, tally)
+        });
+    }
+
+    /// What the shadow policy would have kept so far (`None` without a shadow).
+    pub fn shadow_tally(&self) -> Option<&ShadowTally> {
+        self.shadow.as_ref().map(|(_, t)| t)
+    }
+
+    /// Applies live setting overrides on top of the configured values. Deadlines already set
+    /// for buffered traces stay; new ones use the new timing.
+    pub fn set_live_settings(&mut self, s: &LiveSettings) {
+        let c = &self.configured;
+        self.cfg.decision_wait = s.decision_wait.unwrap_or(c.decision_wait);
+        self.cfg.send_delay = s.send_delay.unwrap_or(c.send_delay);
+        self.cfg.soft_limit_bytes = s.soft_limit_bytes.unwrap_or(c.soft_limit_bytes);
+        self.cfg.hard_limit_bytes = s.hard_limit_bytes.unwrap_or(c.hard_limit_bytes);
+        self.cfg.stress_probability = s.stress_probability.unwrap_or(c.stress_probability);
+        tracing::info!(
+            decision_wait = ?self.cfg.decision_wait,
+            send_delay = ?self.cfg.send_delay,
+            soft_limit_bytes = self.cfg.soft_limit_bytes,
+            hard_limit_bytes = self.cfg.hard_limit_bytes,
+            stress_probability = self.cfg.stress_probability,
+            "live settings applied"
+        );
+    }
+
+    /// The timing and memory settings in force.
+    pub fn settings(&self) -> &EngineConfig {
+        &self.cfg
     }
 
     pub fn assign(&mut self, partition: i32) {
@@ -540,6 +618,22 @@ impl Engine {
             let data = trace_data(trace_id, &t.records, &req, &mut res);
             self.policy.engine.decide(&data, self.policy.seed, now_nanos)
         };
+        if let Some((shadow, tally)) = self.shadow.as_mut() {
+            let mut res = Resources::new();
+            let req = shadow.engine.requirements().clone();
+            let data = trace_data(trace_id, &t.records, &req, &mut res);
+            let sd = shadow.engine.decide(&data, self.policy.seed, now_nanos);
+            tally.traces += 1;
+            tally.live_kept += u64::from(decision.keep);
+            let name = sd.policy.clone().unwrap_or_else(|| "none".to_string());
+            let outcome = if sd.keep { "kept" } else { "dropped" };
+            if sd.keep {
+                tally.shadow_kept += 1;
+                tally.both_kept += u64::from(decision.keep);
+                *tally.by_policy.entry(name.clone()).or_default() += 1;
+            }
+            metrics::counter!(m::SHADOW_DECISIONS, "policy" => name, "outcome" => outcome).increment(1);
+        }
         metrics::histogram!(m::DECISION_LATENCY).record(now.duration_since(t.first_seen).as_secs_f64());
         self.apply(
             partition,

@@ -468,12 +468,12 @@ pub async fn run(cfg: SamplerConfig, listeners: Listeners, shutdown: Cancellatio
 
     let coordination = {
         let shared = shared.clone();
-        let apply = move |p: ActivePolicy| shared.engine.lock().unwrap().set_policy(p);
+        let with_engine = move |f: &mut dyn FnMut(&mut Engine)| f(&mut shared.engine.lock().unwrap());
         tokio::spawn(coordination::run(
             cfg.coordinator.clone(),
             worker_id,
             from_version,
-            apply,
+            with_engine,
             shutdown.clone(),
         ))
     };

@@ -28,6 +28,10 @@ pub const RECORDS_NOT_OWNED: &str = "tailsift_sampler_records_not_owned_total";
 pub const DECISIONS_PRELOADED: &str = "tailsift_sampler_decisions_preloaded_total";
 pub const COORDINATOR_CONNECTED: &str = "tailsift_sampler_coordinator_connected";
 pub const POLICY_UPDATES: &str = "tailsift_sampler_policy_updates_total";
+pub const SHADOW_DECISIONS: &str = "tailsift_sampler_shadow_decisions_total";
+pub const SHADOW_REVISION: &str = "tailsift_sampler_shadow_revision";
+pub const SETTINGS_REVISION: &str = "tailsift_sampler_settings_revision";
+pub const POLICY_PROPAGATION: &str = "tailsift_sampler_policy_propagation_seconds";
 
 pub fn describe() {
     describe_counter!(
@@ -121,6 +125,26 @@ pub fn describe() {
         POLICY_UPDATES,
         Unit::Count,
         "Policy versions received from coordinators, by outcome (applied, invalid, persist_failed)."
+    );
+    describe_counter!(
+        SHADOW_DECISIONS,
+        Unit::Count,
+        "Traces the shadow policy evaluated beside the live one, by the shadow rule that decided and what it would do (kept, dropped); decisions are unchanged."
+    );
+    describe_gauge!(
+        SHADOW_REVISION,
+        Unit::Count,
+        "Revision of the shadow policy this worker evaluates (0: none)."
+    );
+    describe_gauge!(
+        SETTINGS_REVISION,
+        Unit::Count,
+        "Revision of the live cluster settings this worker applies (0: none from a coordinator)."
+    );
+    describe_histogram!(
+        POLICY_PROPAGATION,
+        Unit::Seconds,
+        "From a policy version's acceptance by the coordinator admin API to its application on this worker (wall clocks of both)."
     );
     describe_counter!(
         DECISIONS_PRELOADED,

@@ -127,6 +127,19 @@ enum PolicyCommand {
         #[arg(value_name = "VERSION")]
         target: u64,
     },
+    /// Shadow policy: with FILE, validate it and set it as the shadow evaluated beside the live
+    /// policy (PUT /v1/policy/shadow); with --clear, remove it (DELETE); with neither, print it
+    /// and what it would keep, per worker and per rule (GET).
+    Shadow {
+        /// Candidate policy document.
+        file: Option<PathBuf>,
+        /// yaml, json or otel_tail_sampling. [default: json for *.json, yaml otherwise]
+        #[arg(long, requires = "file")]
+        format: Option<String>,
+        /// Remove the shadow policy.
+        #[arg(long, conflicts_with = "file")]
+        clear: bool,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -166,6 +179,9 @@ enum ClusterCommand {
         #[arg(value_name = "ID")]
         node: u64,
     },
+    /// Live cluster settings: print them (GET /v1/settings), or with FILE (YAML or JSON, e.g.
+    /// `{history_limit: 20, sampler: {send_delay_ms: 1000}}`) replace them (PUT /v1/settings).
+    Settings { file: Option<PathBuf> },
 }
 
 #[derive(Args, Debug)]
@@ -306,6 +322,23 @@ fn real_main() -> anyhow::Result<()> {
                     "/v1/policy/rollback",
                     serde_json::json!({ "version": target }),
                 ),
+                PolicyCommand::Shadow {
+                    file: Some(file),
+                    format,
+                    ..
+                } => {
+                    let f = PolicyFile {
+                        file: file.clone(),
+                        format: format.clone(),
+                    };
+                    AdminRequest::body(reqwest::Method::PUT, "/v1/policy/shadow", policy_body(&f)?)
+                }
+                PolicyCommand::Shadow { clear: true, .. } => AdminRequest {
+                    method: reqwest::Method::DELETE,
+                    path: "/v1/policy/shadow".into(),
+                    body: None,
+                },
+                PolicyCommand::Shadow { .. } => AdminRequest::get("/v1/policy/shadow"),
             };
             admin_call(&a.admin, a.token.as_deref(), a.timeout, req)
         }
@@ -338,6 +371,17 @@ fn real_main() -> anyhow::Result<()> {
                     path: format!("/v1/cluster/members/{node}"),
                     body: None,
                 },
+                ClusterCommand::Settings { file: None } => AdminRequest::get("/v1/settings"),
+                ClusterCommand::Settings { file: Some(f) } => {
+                    let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+                    let settings: serde_json::Value =
+                        serde_yaml::from_str(&text).with_context(|| format!("parsing {}", f.display()))?;
+                    AdminRequest::body(
+                        reqwest::Method::PUT,
+                        "/v1/settings",
+                        serde_json::json!({ "settings": settings }),
+                    )
+                }
             };
             admin_call(&a.admin, a.token.as_deref(), a.timeout, req)
         }

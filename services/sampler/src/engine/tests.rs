@@ -382,3 +382,61 @@ fn policy_swap_applies_between_traces_and_is_stamped() {
         )
     );
 }
+
+#[test]
+fn shadow_policy_is_tallied_per_rule_and_never_changes_decisions() {
+    let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
+    e.assign(0);
+    let shadow = PolicyDocument::from_yaml("policies:\n  - name: everything\n    always: {}\n").unwrap();
+    e.set_shadow(Some(ShadowPolicy {
+        revision: 4,
+        engine: PolicyEngine::compile(&shadow).unwrap(),
+    }));
+    // Trace 1 has an error (kept by both), traces 2 and 3 do not (shadow-only keeps).
+    e.on_record(0, 0, None, record(1, 1, None, true), t0);
+    e.on_record(0, 1, None, record(2, 1, None, false), t0);
+    e.on_record(0, 2, None, record(3, 1, None, false), t0);
+    tick_to(&mut e, t0, t0 + Duration::from_secs(3));
+    let (jobs, decs) = drain(&mut e);
+    assert_eq!(jobs.len(), 1, "the live policy alone decides what is exported");
+    assert_eq!(decs.len(), 2);
+    let t = e.shadow_tally().unwrap().clone();
+    assert_eq!(
+        (t.revision, t.traces, t.shadow_kept, t.live_kept, t.both_kept),
+        (4, 3, 3, 1, 1)
+    );
+    assert_eq!(t.by_policy.get("everything"), Some(&3));
+    // A new shadow starts from zero; removing it stops the tally.
+    e.set_shadow(Some(ShadowPolicy {
+        revision: 5,
+        engine: PolicyEngine::compile(&shadow).unwrap(),
+    }));
+    assert_eq!(e.shadow_tally().unwrap().traces, 0);
+    e.set_shadow(None);
+    assert!(e.shadow_tally().is_none());
+}
+
+#[test]
+fn live_settings_override_and_restore_the_configured_timing() {
+    let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
+    e.assign(0);
+    e.set_live_settings(&LiveSettings {
+        send_delay: Some(Duration::from_millis(200)),
+        soft_limit_bytes: Some(1 << 25),
+        ..Default::default()
+    });
+    assert_eq!(e.settings().send_delay, Duration::from_millis(200));
+    assert_eq!(e.settings().soft_limit_bytes, 1 << 25);
+    assert_eq!(
+        e.settings().decision_wait,
+        Duration::from_secs(30),
+        "unset keys keep the configured value"
+    );
+    e.on_record(0, 0, None, record(1, 1, None, true), t0);
+    tick_to(&mut e, t0, t0 + Duration::from_millis(500));
+    let (jobs, _) = drain(&mut e);
+    assert_eq!(jobs.len(), 1, "decided 200 ms after the root, not 2 s");
+    e.set_live_settings(&LiveSettings::default());
+    assert_eq!(e.settings().send_delay, Duration::from_secs(2));
+    assert_eq!(e.settings().soft_limit_bytes, 1 << 30);
+}

@@ -470,3 +470,53 @@ async fn otlp_http_exporter_delivers_kept_traces() {
     sampler.stop().await;
     ingest.stop().await;
 }
+
+/// Rate limits are for the whole cluster: two workers sharing the topic's partitions keep the
+/// configured budget together, not twice it (each enforces its share of the partitions).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_are_cluster_wide_across_workers() {
+    let broker = Broker::start(Storage::Memory);
+    let topic = "s-budget";
+    let ingest = IngestNode::start(&broker.brokers(), topic, &[]).await;
+    let (sink, endpoint) = Sink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // 0.01 traces/s with 1000 s of burst: 10 traces for the whole cluster, nearly no refill.
+    let policy = dir.path().join("budget.yaml");
+    std::fs::write(
+        &policy,
+        "policies:\n  - name: budget\n    rate_limiting: { traces_per_second: 0.01, burst_seconds: 1000 }\n",
+    )
+    .unwrap();
+    let sets = || {
+        let mut s = sampler_sets(&broker.brokers(), topic, "g-budget", &endpoint);
+        s.push(("policy.file".into(), policy.display().to_string()));
+        s
+    };
+    let s1 = SamplerNode::start(sets()).await;
+    let s2 = SamplerNode::start(sets()).await;
+    // Let the group settle so that both workers own partitions before traces arrive.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut client = TraceServiceClient::connect(format!("http://{}", ingest.grpc))
+        .await
+        .unwrap();
+    for i in 0..120u32 {
+        let mut id = [0x5au8; 16];
+        id[..4].copy_from_slice(&i.to_be_bytes());
+        client
+            .export(tailsift_tests::single_span_request(id, [7; 8], None, false))
+            .await
+            .expect("ingest accepts");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while sink.traces().is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sink.wait_quiet(Duration::from_secs(3), Duration::from_secs(60)).await;
+    let kept = sink.traces().len();
+    // Per-worker budgets (`budget_scope: worker`) keep 20 here (10 on each worker); shares of
+    // the partitions round down.
+    assert!((5..=10).contains(&kept), "kept {kept} traces; the cluster budget is 10");
+    s1.stop().await;
+    s2.stop().await;
+    ingest.stop().await;
+}

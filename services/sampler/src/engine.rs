@@ -226,6 +226,8 @@ pub struct Engine {
     configured: EngineConfig,
     policy: ActivePolicy,
     shadow: Option<(ShadowPolicy, ShadowTally)>,
+    /// Partitions of the spans topic, when known (budget share).
+    total_partitions: Option<usize>,
     partitions: HashMap<i32, Partition>,
     cache: DecisionCache,
     buffered_bytes: usize,
@@ -249,6 +251,7 @@ impl Engine {
             cfg,
             policy,
             shadow: None,
+            total_partitions: None,
             partitions: HashMap::new(),
             buffered_bytes: 0,
             buffered_traces: 0,
@@ -272,6 +275,7 @@ impl Engine {
         );
         metrics::gauge!(m::POLICY_VERSION).set(policy.version as f64);
         self.policy = policy;
+        self.rebudget();
     }
 
     pub fn policy_version(&self) -> u64 {
@@ -289,6 +293,7 @@ impl Engine {
             };
             (s, tally)
         });
+        self.rebudget();
     }
 
     /// What the shadow policy would have kept so far (`None` without a shadow).
@@ -322,12 +327,38 @@ impl Engine {
 
     pub fn assign(&mut self, partition: i32) {
         self.partitions.entry(partition).or_default();
+        self.rebudget();
+    }
+
+    /// The number of partitions of the spans topic: with it, the policy's cluster-wide budgets
+    /// (rate limits, composite totals) are scaled to this worker's share of the partitions.
+    pub fn set_total_partitions(&mut self, n: usize) {
+        self.total_partitions = Some(n);
+        self.rebudget();
+    }
+
+    /// The fraction of the cluster's traffic this worker decides: partitions owned / total.
+    pub fn budget_share(&self) -> f64 {
+        match self.total_partitions {
+            Some(n) if n > 0 => (self.partitions.len() as f64 / n as f64).min(1.0),
+            _ => 1.0,
+        }
+    }
+
+    fn rebudget(&mut self) {
+        let share = self.budget_share();
+        self.policy.engine.set_budget_share(share);
+        if let Some((s, _)) = self.shadow.as_mut() {
+            s.engine.set_budget_share(share);
+        }
+        metrics::gauge!(m::BUDGET_SHARE).set(share);
     }
 
     /// Records before `offset` on `partition` were handled by a previous owner (its committed
     /// offset): they are ignored if the consumer delivers them.
     pub fn resume_from(&mut self, partition: i32, offset: i64) {
         self.partitions.entry(partition).or_default().resume_from = offset;
+        self.rebudget();
     }
 
     pub fn partitions(&self) -> Vec<i32> {
@@ -588,6 +619,7 @@ impl Engine {
             Output::Export(j) => j.partition != partition,
             Output::Decision(_) => true,
         });
+        self.rebudget();
     }
 
     /// An export was acknowledged by the backend.

@@ -424,7 +424,7 @@ pub async fn run(cfg: SamplerConfig, listeners: Listeners, shutdown: Cancellatio
     };
     let from_version = initial_policy.as_ref().map_or(0, |p| p.version);
     let d = &cfg.decision;
-    let engine = Engine::new(
+    let mut engine = Engine::new(
         EngineConfig {
             send_delay: d.send_delay,
             decision_wait: d.decision_wait,
@@ -443,6 +443,7 @@ pub async fn run(cfg: SamplerConfig, listeners: Listeners, shutdown: Cancellatio
         }),
         Instant::now(),
     );
+    engine.set_total_partitions(partitions as usize);
     let (export_tx, export_rx) = mpsc::channel(cfg.export.queue_traces);
     let exporter = export::Exporter::new(&cfg.export, &cfg.kafka).map_err(Error::Export)?;
     let decisions: FutureProducer = cfg

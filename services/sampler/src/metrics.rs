@@ -28,6 +28,7 @@ pub const RECORDS_NOT_OWNED: &str = "tailsift_sampler_records_not_owned_total";
 pub const DECISIONS_PRELOADED: &str = "tailsift_sampler_decisions_preloaded_total";
 pub const COORDINATOR_CONNECTED: &str = "tailsift_sampler_coordinator_connected";
 pub const POLICY_UPDATES: &str = "tailsift_sampler_policy_updates_total";
+pub const BUDGET_SHARE: &str = "tailsift_sampler_budget_share_ratio";
 pub const SHADOW_DECISIONS: &str = "tailsift_sampler_shadow_decisions_total";
 pub const SHADOW_REVISION: &str = "tailsift_sampler_shadow_revision";
 pub const SETTINGS_REVISION: &str = "tailsift_sampler_settings_revision";
@@ -125,6 +126,11 @@ pub fn describe() {
         POLICY_UPDATES,
         Unit::Count,
         "Policy versions received from coordinators, by outcome (applied, invalid, persist_failed)."
+    );
+    describe_gauge!(
+        BUDGET_SHARE,
+        Unit::Count,
+        "Share of the cluster-wide rate limits and composite budgets this worker enforces (partitions owned / partitions)."
     );
     describe_counter!(
         SHADOW_DECISIONS,

@@ -14,6 +14,7 @@ use crate::model::StatusCode;
 /// ```yaml
 /// version: 3                 # optional, default 0
 /// semantics: native          # optional: native (default) | otel_tail_sampling
+/// budget_scope: cluster      # optional: cluster (default) | worker
 /// policies:
 ///   - name: errors
 ///     status_code: { codes: [ERROR] }
@@ -32,8 +33,34 @@ pub struct PolicyDocument {
     /// semantics (which are always first-match).
     #[serde(default, skip_serializing_if = "is_false")]
     pub sample_on_first_match: bool,
+    /// Whether rate limits and composite budgets are for the whole cluster
+    /// (each worker enforces its share) or for each worker.
+    #[serde(default, skip_serializing_if = "BudgetScope::is_cluster")]
+    pub budget_scope: BudgetScope,
     /// The policies, in evaluation order. Top-level names are unique.
     pub policies: Vec<NamedPolicy>,
+}
+
+/// What `rate_limiting` budgets and `composite` `max_total_spans_per_second`
+/// limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetScope {
+    /// The whole cluster: a worker that owns `k` of the `n` partitions of
+    /// the spans topic enforces `k / n` of each budget (traces are spread
+    /// over partitions by trace ID), so the cluster keeps the configured
+    /// rate however many workers run. See `PolicyEngine::set_budget_share`.
+    #[default]
+    Cluster,
+    /// Each worker enforces the whole budget (the OpenTelemetry Collector's
+    /// per-instance behaviour): the cluster keeps up to workers x budget.
+    Worker,
+}
+
+impl BudgetScope {
+    fn is_cluster(&self) -> bool {
+        *self == BudgetScope::Cluster
+    }
 }
 
 fn is_false(b: &bool) -> bool {
@@ -67,6 +94,7 @@ impl PolicyDocument {
             version: 0,
             semantics: Semantics::Native,
             sample_on_first_match: false,
+            budget_scope: BudgetScope::Cluster,
             policies,
         }
     }

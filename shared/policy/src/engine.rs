@@ -6,7 +6,8 @@ use regex::RegexSet;
 
 use crate::consistent::{self, probability_for_threshold, threshold_for};
 use crate::document::{
-    AttributeScope, CompositePolicy, MatchFilter, NamedPolicy, PolicyDocument, PolicyKind, Semantics, StringMatch,
+    AttributeScope, BudgetScope, CompositePolicy, MatchFilter, NamedPolicy, PolicyDocument, PolicyKind, Semantics,
+    StringMatch,
 };
 use crate::error::{Issue, PolicyError};
 use crate::model::{AttrValue, Requirements, SpanData, TraceData, SERVICE_NAME_KEY};
@@ -314,6 +315,8 @@ const PICO: u128 = 1_000_000_000_000;
 
 #[derive(Debug, Clone)]
 struct Bucket {
+    /// The configured budget per second, before the worker's share.
+    per_second: f64,
     rate_milli: u128,
     burst_ns: u128,
     capacity: u128,
@@ -327,12 +330,21 @@ impl Bucket {
         let burst_ns = ((burst_seconds * 1e9).round() as u128).max(1);
         let capacity = burst_ns * rate_milli;
         Bucket {
+            per_second,
             rate_milli,
             burst_ns,
             capacity,
             tokens: capacity,
             last_ns: None,
         }
+    }
+
+    /// Enforces `share` of the configured rate from now on (tokens beyond
+    /// the new capacity are dropped).
+    fn set_share(&mut self, share: f64) {
+        self.rate_milli = ((self.per_second * share * 1000.0).round() as u128).max(1);
+        self.capacity = self.burst_ns * self.rate_milli;
+        self.tokens = self.tokens.min(self.capacity);
     }
 
     fn refill(&mut self, now: u64) {
@@ -384,6 +396,8 @@ impl RateLimiter {
 #[derive(Debug, Clone)]
 struct CompositeSub {
     node: Node,
+    /// The configured allocation, before the worker's share.
+    configured: f64,
     allocated: f64,
     sampled: u64,
 }
@@ -391,6 +405,8 @@ struct CompositeSub {
 #[derive(Debug, Clone)]
 struct CompositeNode {
     subs: Vec<CompositeSub>,
+    /// The configured total, before the worker's share.
+    configured_total: f64,
     max_total: f64,
     otel: bool,
     second: Option<u64>,
@@ -470,6 +486,27 @@ enum Node {
 }
 
 impl Node {
+    /// Scales every budget in this node to `share` of its configured value.
+    fn set_share(&mut self, share: f64) {
+        match self {
+            Node::RateLimit(rl) => {
+                for b in [&mut rl.spans, &mut rl.traces].into_iter().flatten() {
+                    b.set_share(share);
+                }
+            }
+            Node::Composite(c) => {
+                c.max_total = c.configured_total * share;
+                for sub in &mut c.subs {
+                    sub.allocated = sub.configured * share;
+                    sub.node.set_share(share);
+                }
+            }
+            Node::And(children) => children.iter_mut().for_each(|c| c.set_share(share)),
+            Node::Not(n) => n.set_share(share),
+            _ => {}
+        }
+    }
+
     fn is_stateful(&self) -> bool {
         match self {
             Node::RateLimit(_) | Node::Composite(_) => true,
@@ -573,6 +610,8 @@ struct CompiledPolicy {
 pub struct PolicyEngine {
     version: u64,
     semantics: Semantics,
+    budget_scope: BudgetScope,
+    budget_share: f64,
     sample_on_first_match: bool,
     policies: Vec<CompiledPolicy>,
     drop_order: Vec<usize>,
@@ -1006,14 +1045,17 @@ impl Builder {
                 };
                 CompositeSub {
                     node,
+                    configured: allocated,
                     allocated,
                     sampled: 0,
                 }
             })
             .collect();
+        let max_total = if otel { max.trunc() } else { max };
         Node::Composite(Box::new(CompositeNode {
             subs,
-            max_total: if otel { max.trunc() } else { max },
+            configured_total: max_total,
+            max_total,
             otel,
             second: None,
             total: 0,
@@ -1066,6 +1108,8 @@ impl PolicyEngine {
         Ok(PolicyEngine {
             version: doc.version,
             semantics: doc.semantics,
+            budget_scope: doc.budget_scope,
+            budget_share: 1.0,
             sample_on_first_match: doc.sample_on_first_match,
             policies,
             drop_order,
@@ -1090,6 +1134,31 @@ impl PolicyEngine {
     /// The document's `version`.
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// Sets the fraction of the cluster's traffic this worker decides
+    /// (`partitions owned / partitions`, clamped to 0..=1). With
+    /// `budget_scope: cluster` every rate limit and composite budget is
+    /// scaled to that share, so all workers together keep the configured
+    /// rate; with `budget_scope: worker` it is ignored.
+    pub fn set_budget_share(&mut self, share: f64) {
+        let share = if share.is_finite() { share.clamp(0.0, 1.0) } else { 1.0 };
+        let share = match self.budget_scope {
+            BudgetScope::Cluster => share,
+            BudgetScope::Worker => 1.0,
+        };
+        if share == self.budget_share {
+            return;
+        }
+        self.budget_share = share;
+        for p in &mut self.policies {
+            p.node.set_share(share);
+        }
+    }
+
+    /// The budget share in force (1.0 unless set).
+    pub fn budget_share(&self) -> f64 {
+        self.budget_share
     }
 
     /// The document's semantics.

@@ -111,6 +111,12 @@
 //! passes only if every configured bucket has enough (a trace larger than
 //! the span capacity never passes).
 //!
+//! **Budget scope.** With `budget_scope: cluster` (the default) the rates
+//! of rate limiters and composite budgets are for the whole cluster: the
+//! sampler calls [`PolicyEngine::set_budget_share`] with the fraction of the
+//! spans topic's partitions it owns, and every budget is scaled to it.
+//! `budget_scope: worker` keeps every budget whole on every worker.
+//!
 //! **Composite** (as in the OTel collector): the total span budget per
 //! second of `now_unix_nano / 1e9` is divided among the ordered
 //! sub-policies by `rate_allocation` percentages (sum <= 100; sub-policies
@@ -270,8 +276,8 @@ pub use consistent::{
     probability_for_threshold, randomness, siphash24, threshold_for, MAX_THRESHOLD,
 };
 pub use document::{
-    AndPolicy, AttributeScope, BooleanAttributePolicy, CompositePolicy, DropPolicy, LatencyPolicy, MatchFilter,
-    NamedPolicy, NotPolicy, NumericAttributePolicy, OtelProbabilisticPolicy, PolicyDocument, PolicyKind,
+    AndPolicy, AttributeScope, BooleanAttributePolicy, BudgetScope, CompositePolicy, DropPolicy, LatencyPolicy,
+    MatchFilter, NamedPolicy, NotPolicy, NumericAttributePolicy, OtelProbabilisticPolicy, PolicyDocument, PolicyKind,
     ProbabilisticPolicy, RateAllocation, RateLimitingPolicy, Semantics, SpanCountPolicy, StatusCodePolicy,
     StringAttributePolicy, StringMatch, TraceStatePolicy,
 };

@@ -539,6 +539,7 @@ impl PolicyDocument {
             version: 0,
             semantics: Semantics::OtelTailSampling,
             sample_on_first_match,
+            budget_scope: crate::document::BudgetScope::Cluster,
             policies,
         };
         doc.validate()?;

@@ -752,6 +752,47 @@ fn rate_limiter_traces_per_second_simulated_time() {
     assert_eq!(replay, kept_per_second.iter().sum::<u32>());
 }
 
+/// Kept traces over 10 s at 1000 traces/s (one per ms), after the initial burst.
+fn kept_after_first_second(e: &mut tailsift_policy::PolicyEngine) -> u32 {
+    (0..10_000u64)
+        .filter(|k| e.decide(&one(span()), 0, T0 + k * MS).keep && *k >= 1000)
+        .count() as u32
+}
+
+#[test]
+fn cluster_budgets_are_split_by_the_worker_share() {
+    // Cluster scope (the default): a worker owning a quarter of the partitions keeps a quarter.
+    let doc = "policies:\n  - {name: rl, rate_limiting: {traces_per_second: 40}}";
+    let mut e = native(doc);
+    e.set_budget_share(0.25);
+    assert_eq!(kept_after_first_second(&mut e), 90, "10/s for 9 s");
+    // Four workers with a quarter each keep the configured 40/s together.
+    let total: u32 = (0..4)
+        .map(|_| {
+            let mut w = native(doc);
+            w.set_budget_share(0.25);
+            kept_after_first_second(&mut w)
+        })
+        .sum();
+    assert_eq!(total, 360);
+    // Share back to 1 (the worker now owns every partition): the whole budget.
+    let mut e = native(doc);
+    e.set_budget_share(0.5);
+    e.set_budget_share(1.0);
+    assert_eq!(kept_after_first_second(&mut e), 360);
+    // Composite budgets scale too.
+    let mut c = native(
+        "policies:\n  - name: c\n    composite:\n      max_total_spans_per_second: 100\n      policies:\n        - {name: all, always: {}}\n",
+    );
+    c.set_budget_share(0.1);
+    assert_eq!(kept_after_first_second(&mut c), 90);
+    // Worker scope: every worker enforces the whole budget, whatever its share.
+    let mut w = native(&format!("budget_scope: worker\n{doc}"));
+    w.set_budget_share(0.25);
+    assert_eq!(w.budget_share(), 1.0);
+    assert_eq!(kept_after_first_second(&mut w), 360);
+}
+
 #[test]
 fn rate_limiter_spans_and_burst() {
     let mut e = native("policies:\n  - {name: rl, rate_limiting: {spans_per_second: 100, burst_seconds: 0.5}}");

@@ -440,3 +440,35 @@ fn live_settings_override_and_restore_the_configured_timing() {
     assert_eq!(e.settings().send_delay, Duration::from_secs(2));
     assert_eq!(e.settings().soft_limit_bytes, 1 << 30);
 }
+
+#[test]
+fn cluster_rate_limits_follow_the_partitions_owned() {
+    let (mut e, t0) = engine(
+        "policies:\n  - name: rl\n    rate_limiting: { traces_per_second: 100 }\n",
+        1 << 30,
+        1 << 30,
+    );
+    assert_eq!(e.budget_share(), 1.0, "unknown partition count: the whole budget");
+    e.set_total_partitions(4);
+    e.assign(0);
+    assert_eq!(e.budget_share(), 0.25);
+    e.assign(1);
+    assert_eq!(e.budget_share(), 0.5);
+    e.revoke(1);
+    assert_eq!(e.budget_share(), 0.25);
+    // A new policy version gets the share too: 25 of the 100 traces per second (the bucket
+    // starts full with one second of budget).
+    let doc =
+        PolicyDocument::from_yaml("policies:\n  - name: rl\n    rate_limiting: { traces_per_second: 100 }\n").unwrap();
+    e.set_policy(ActivePolicy {
+        version: 2,
+        seed: 1,
+        engine: PolicyEngine::compile(&doc).unwrap(),
+    });
+    for i in 0..60u8 {
+        e.on_record(0, i64::from(i), None, record(i, 1, None, false), t0);
+    }
+    tick_to(&mut e, t0, t0 + Duration::from_secs(3));
+    let (jobs, _) = drain(&mut e);
+    assert_eq!(jobs.len(), 25);
+}

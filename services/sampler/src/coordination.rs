@@ -87,22 +87,25 @@ impl From<&PolicyUpdate> for StoredPolicy {
 
 impl StoredShadow {
     pub fn compile(&self) -> Result<ShadowPolicy, CoordinationError> {
-        let invalid = |message: String| CoordinationError::Invalid {
+        let engine = compile_document(&self.format, &self.document).map_err(|message| CoordinationError::Invalid {
             version: self.revision,
             message: format!("shadow: {message}"),
-        };
-        let update = PolicyUpdate {
-            format: self.format.clone(),
-            ..Default::default()
-        };
-        let format = update.policy_format().map_err(invalid)?;
-        let doc = format.check(&self.document).map_err(|e| invalid(e.to_string()))?;
-        let engine = tailsift_policy::PolicyEngine::compile(&doc).map_err(|e| invalid(e.to_string()))?;
+        })?;
         Ok(ShadowPolicy {
             revision: self.revision,
             engine,
         })
     }
+}
+
+/// Parses, validates and compiles a document stored by the coordinators in `format`.
+fn compile_document(format: &str, document: &str) -> Result<tailsift_policy::PolicyEngine, String> {
+    let update = PolicyUpdate {
+        format: format.to_string(),
+        ..Default::default()
+    };
+    let doc = update.policy_format()?.check(document).map_err(|e| e.to_string())?;
+    tailsift_policy::PolicyEngine::compile(&doc).map_err(|e| e.to_string())
 }
 
 /// The engine's view of the coordinators' sampler settings.
@@ -119,17 +122,10 @@ pub fn live_settings(s: &SamplerSettings) -> LiveSettings {
 impl StoredPolicy {
     /// Parses, validates and compiles the document.
     pub fn compile(&self) -> Result<ActivePolicy, CoordinationError> {
-        let invalid = |message: String| CoordinationError::Invalid {
+        let engine = compile_document(&self.format, &self.document).map_err(|message| CoordinationError::Invalid {
             version: self.version,
             message,
-        };
-        let update = PolicyUpdate {
-            format: self.format.clone(),
-            ..Default::default()
-        };
-        let format = update.policy_format().map_err(invalid)?;
-        let doc = format.check(&self.document).map_err(|e| invalid(e.to_string()))?;
-        let engine = tailsift_policy::PolicyEngine::compile(&doc).map_err(|e| invalid(e.to_string()))?;
+        })?;
         Ok(ActivePolicy {
             version: self.version,
             seed: self.seed,

@@ -131,16 +131,7 @@ async fn policy_versions_reach_every_worker_and_survive_coordinator_loss() {
     let (sink, sink_endpoint) = Sink::start().await;
     let mut cluster = CoordinatorCluster::start(3).await;
     cluster.wait_for_leader(&[0, 1, 2]).await;
-    let (st, status) = cluster
-        .request(0, "GET", "/v1/cluster/status", Some(READ_TOKEN), None)
-        .await;
-    assert_eq!(st, 200, "{status}");
-    let mut endpoints: Vec<String> = status["members"]
-        .as_array()
-        .expect("members")
-        .iter()
-        .map(|m| format!("http://{}", m["raft_addr"].as_str().expect("raft_addr")))
-        .collect();
+    let mut endpoints = raft_endpoints(&cluster).await;
     assert_eq!(endpoints.len(), 3);
 
     let v1 = put_policy(&cluster, 1, ERRORS_ONLY).await;

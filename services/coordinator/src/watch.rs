@@ -530,6 +530,13 @@ mod tests {
         .unwrap();
     }
 
+    fn publish(tx: &watch::Sender<Arc<View>>, reg: &Registry) {
+        tx.send_replace(Arc::new(View {
+            last_applied: None,
+            registry: reg.clone(),
+        }));
+    }
+
     #[tokio::test]
     async fn sends_the_current_version_then_each_newer_one() {
         let mut reg = Registry::default();
@@ -550,15 +557,9 @@ mod tests {
             seed: 77,
         })
         .unwrap();
-        tx.send_replace(Arc::new(View {
-            last_applied: None,
-            registry: reg.clone(),
-        }));
+        publish(&tx, &reg);
         put(&mut reg, "d2");
-        tx.send_replace(Arc::new(View {
-            last_applied: None,
-            registry: reg.clone(),
-        }));
+        publish(&tx, &reg);
         let second = tokio::time::timeout(Duration::from_secs(5), s.next())
             .await
             .unwrap()
@@ -574,10 +575,7 @@ mod tests {
             .await
             .is_err());
         put(&mut reg, "d3");
-        tx.send_replace(Arc::new(View {
-            last_applied: None,
-            registry: reg,
-        }));
+        publish(&tx, &reg);
         assert_eq!(
             tokio::time::timeout(Duration::from_secs(5), s2.next())
                 .await
@@ -608,10 +606,7 @@ mod tests {
             document: "s1".into(),
         })
         .unwrap();
-        tx.send_replace(Arc::new(View {
-            last_applied: None,
-            registry: reg.clone(),
-        }));
+        publish(&tx, &reg);
         let u = tokio::time::timeout(Duration::from_secs(5), s.next())
             .await
             .unwrap()
@@ -628,10 +623,7 @@ mod tests {
         let mut settings = reg.settings;
         settings.sampler.send_delay_ms = Some(250);
         reg.apply(&Command::SetSettings { settings }).unwrap();
-        tx.send_replace(Arc::new(View {
-            last_applied: None,
-            registry: reg.clone(),
-        }));
+        publish(&tx, &reg);
         let u = tokio::time::timeout(Duration::from_secs(5), s.next())
             .await
             .unwrap()

@@ -16,6 +16,8 @@ pub const POLICY_VERSION: &str = "tailsift_coordinator_policy_version";
 pub const SEED_EPOCH: &str = "tailsift_coordinator_seed_epoch";
 pub const ADMIN_REQUESTS: &str = "tailsift_coordinator_admin_requests_total";
 pub const FORWARDED_WRITES: &str = "tailsift_coordinator_forwarded_writes_total";
+pub const WATCHERS_CONNECTED: &str = "tailsift_coordinator_watchers_connected";
+pub const WORKERS_REPORTED: &str = "tailsift_coordinator_workers_reported";
 
 pub fn describe() {
     describe_gauge!(TERM, Unit::Count, "Current Raft term of this coordinator");
@@ -61,5 +63,15 @@ pub fn describe() {
         FORWARDED_WRITES,
         Unit::Count,
         "Writes received by a follower and forwarded to the leader"
+    );
+    describe_gauge!(
+        WATCHERS_CONNECTED,
+        Unit::Count,
+        "Policy Watch streams open on this coordinator"
+    );
+    describe_gauge!(
+        WORKERS_REPORTED,
+        Unit::Count,
+        "Sampling workers known to this coordinator (reported their applied version; GET /v1/workers)"
     );
 }

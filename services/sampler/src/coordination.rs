@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use tailsift_coordinator::grpc::ClientOptions;
 use tailsift_coordinator::watch::PolicyUpdate;
 use tokio_util::sync::CancellationToken;
 
@@ -138,11 +139,13 @@ pub fn initial(cfg: &CoordinatorConfig) -> Option<ActivePolicy> {
 const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Reports `version` to every coordinator, in the background (best effort).
-fn report(cfg: &CoordinatorConfig, worker_id: &str, version: u64) {
+fn report(cfg: &CoordinatorConfig, options: &ClientOptions, worker_id: &str, version: u64) {
     for endpoint in cfg.endpoints.clone() {
-        let (worker_id, timeout) = (worker_id.to_string(), cfg.connect_timeout);
+        let (worker_id, timeout, options) = (worker_id.to_string(), cfg.connect_timeout, options.clone());
         tokio::spawn(async move {
-            if let Err(e) = tailsift_coordinator::watch::report_applied(&endpoint, &worker_id, version, timeout).await {
+            if let Err(e) =
+                tailsift_coordinator::watch::report_applied(&endpoint, &options, &worker_id, version, timeout).await
+            {
                 tracing::debug!(error = %e, "applied version not reported");
             }
         });
@@ -172,6 +175,14 @@ pub async fn run<F: FnMut(ActivePolicy) + Send>(
     if cfg.endpoints.is_empty() {
         return;
     }
+    // Validated with the config; only a CA file changed since could fail here.
+    let options = match cfg.client_options() {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!(error = %e, "coordinator client options; not watching the coordinators");
+            return;
+        }
+    };
     let mut next = 0usize;
     let mut failures_in_round = 0usize;
     loop {
@@ -179,13 +190,13 @@ pub async fn run<F: FnMut(ActivePolicy) + Send>(
         next += 1;
         let stream = tokio::select! {
             _ = shutdown.cancelled() => return,
-            s = tailsift_coordinator::watch::watch(&endpoint, have, cfg.connect_timeout) => s,
+            s = tailsift_coordinator::watch::watch(&endpoint, &options, have, cfg.connect_timeout) => s,
         };
         match stream {
             Ok(mut stream) => {
                 tracing::info!(%endpoint, from_version = have, "watching coordinator");
                 if have > 0 {
-                    report(&cfg, &worker_id, have);
+                    report(&cfg, &options, &worker_id, have);
                 }
                 ::metrics::gauge!(m::COORDINATOR_CONNECTED).set(1.0);
                 let mut received = false;
@@ -199,7 +210,7 @@ pub async fn run<F: FnMut(ActivePolicy) + Send>(
                         }
                         _ = rereport.tick() => {
                             if have > 0 {
-                                report(&cfg, &worker_id, have);
+                                report(&cfg, &options, &worker_id, have);
                             }
                             continue;
                         }
@@ -217,7 +228,7 @@ pub async fn run<F: FnMut(ActivePolicy) + Send>(
                                     apply(policy);
                                     have = update.version;
                                     ::metrics::counter!(m::POLICY_UPDATES, "outcome" => "applied").increment(1);
-                                    report(&cfg, &worker_id, have);
+                                    report(&cfg, &options, &worker_id, have);
                                     if let Some(path) = &cfg.state_file {
                                         if let Err(e) = save_state(path, &stored) {
                                             ::metrics::counter!(m::POLICY_UPDATES, "outcome" => "persist_failed")

@@ -952,6 +952,51 @@ async fn tls_on_both_ports_raft_watch_http_and_cli() {
     assert_eq!(st, 200, "{body}");
     assert_eq!(body["workers"][0]["worker_id"], "w-tls", "{body}");
 
+    // A sampler's coordinator watch, configured as an operator would (https endpoints, the CA
+    // file, the token from the environment), applies the current version and reports it.
+    let endpoints: Vec<String> = (0..3).map(|i| c.grpc_url(i)).collect();
+    let cfg: tailsift_sampler::SamplerConfig = tailsift_config::Sources {
+        env: vec![("TAILSIFT_COORDINATOR__TOKEN".into(), READ_TOKEN.into())],
+        sets: vec![
+            ("coordinator.endpoints".into(), format!("[{}]", endpoints.join(", "))),
+            ("coordinator.tls.ca_file".into(), pki.ca_file.display().to_string()),
+            ("coordinator.connect_timeout".into(), "1s".into()),
+            ("coordinator.retry_interval".into(), "200ms".into()),
+        ],
+        ..Default::default()
+    }
+    .load()
+    .expect("sampler config");
+    let (tx, mut applied) = tokio::sync::mpsc::unbounded_channel();
+    let stop_sampler = CancellationToken::new();
+    let sampler = tokio::spawn(tailsift_sampler::coordination::run(
+        cfg.coordinator,
+        "w-sampler".into(),
+        0,
+        move |p| {
+            let _ = tx.send(p.version);
+        },
+        stop_sampler.clone(),
+    ));
+    let v = tokio::time::timeout(Duration::from_secs(15), applied.recv())
+        .await
+        .expect("the sampler applied a version in time");
+    assert_eq!(v, Some(2));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, body) = c.request(leader, "GET", "/v1/workers", Some(READ_TOKEN), None).await;
+        if body["workers"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|w| w["worker_id"] == "w-sampler" && w["version"] == 2))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the sampler's report never arrived: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop_sampler.cancel();
+    sampler.await.unwrap();
+
     // Plaintext to the TLS gRPC port fails; so does TLS without the CA (untrusted certificate).
     let plain = c.grpc_url(follower).replace("https://", "http://");
     assert!(open_watch(&plain, &options(None, Some(READ_TOKEN))).await.is_err());

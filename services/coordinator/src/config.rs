@@ -291,4 +291,54 @@ mod tests {
         let e = load("raft:\n  election_timeout_max: 500ms\n").unwrap_err().to_string();
         assert!(e.contains("raft.election_timeout_max"), "{e}");
     }
+
+    #[test]
+    fn tls_and_cluster_token_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p.display().to_string()
+        };
+        let a = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let b = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let cert = write("a.pem", &a.cert.pem());
+        let key = write("a.key", &a.signing_key.serialize_pem());
+        let other_key = write("b.key", &b.signing_key.serialize_pem());
+        let missing = dir.path().join("nothing.pem").display().to_string();
+
+        let c = load(&format!(
+            "admin:\n  tls: {{cert_file: {cert}, key_file: {key}}}\nraft:\n  cluster_token: 0123456789abcdef\n  tls: {{cert_file: {cert}, key_file: {key}, ca_file: {cert}}}\n"
+        ))
+        .unwrap();
+        assert!(c.admin.tls.is_some() && c.raft.tls.is_some());
+        let d = load("").unwrap();
+        assert!(d.admin.tls.is_none() && d.raft.tls.is_none() && d.raft.cluster_token.is_none());
+
+        let err = |yaml: String| load(&yaml).unwrap_err().to_string();
+        let e = err(format!("admin:\n  tls: {{cert_file: {missing}, key_file: {key}}}\n"));
+        assert!(e.contains("admin.tls.cert_file") && e.contains("cannot read"), "{e}");
+        let e = err(format!("admin:\n  tls: {{cert_file: {key}, key_file: {key}}}\n"));
+        assert!(e.contains("admin.tls.cert_file"), "{e}");
+        let e = err(format!("admin:\n  tls: {{cert_file: {cert}, key_file: {cert}}}\n"));
+        assert!(e.contains("admin.tls.key_file"), "{e}");
+        let e = err(format!("admin:\n  tls: {{cert_file: {cert}, key_file: {other_key}}}\n"));
+        assert!(e.contains("admin.tls.key_file"), "a key of another certificate: {e}");
+        let e = err(format!(
+            "admin:\n  tls: {{cert_file: {cert}, key_file: {key}, ca_file: {cert}}}\n"
+        ));
+        assert!(e.contains("ca_file"), "{e}");
+        let e = err(format!("raft:\n  tls: {{cert_file: {cert}, key_file: {key}}}\n"));
+        assert!(e.contains("ca_file"), "{e}");
+        let e = err(format!(
+            "raft:\n  tls: {{cert_file: {cert}, key_file: {key}, ca_file: {key}}}\n"
+        ));
+        assert!(e.contains("raft.tls.ca_file"), "{e}");
+        let e = err(format!(
+            "raft:\n  tls: {{cert_file: {missing}, key_file: {key}, ca_file: {cert}}}\n"
+        ));
+        assert!(e.contains("raft.tls.cert_file"), "{e}");
+        let e = err("raft:\n  cluster_token: short\n".into());
+        assert!(e.contains("raft.cluster_token"), "{e}");
+    }
 }

@@ -423,3 +423,52 @@ impl Validate for SamplerConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod coordinator_tls_tests {
+    use tailsift_config::Sources;
+
+    fn load(sets: &[(&str, &str)]) -> Result<crate::SamplerConfig, tailsift_config::ConfigError> {
+        Sources {
+            sets: sets.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: vec![("TAILSIFT_COORDINATOR__TOKEN".into(), "reader-token-0123456789".into())],
+            ..Default::default()
+        }
+        .load()
+    }
+
+    #[test]
+    fn https_endpoints_need_a_readable_ca_and_the_token_comes_from_the_environment() {
+        let c = load(&[("coordinator.endpoints", "[http://c1:9700]")]).unwrap();
+        assert_eq!(c.coordinator.token.as_deref(), Some("reader-token-0123456789"));
+        let e = load(&[("coordinator.endpoints", "[http://c1:9700, https://c2:9700]")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("coordinator.tls.ca_file") && e.contains("endpoints[1]"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("ca.pem").display().to_string();
+        let e = load(&[
+            ("coordinator.endpoints", "[https://c2:9700]"),
+            ("coordinator.tls.ca_file", missing.as_str()),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("coordinator.tls.ca_file") && e.contains("cannot read"),
+            "{e}"
+        );
+        std::fs::write(dir.path().join("ca.pem"), "not a certificate").unwrap();
+        let e = load(&[
+            ("coordinator.endpoints", "[https://c2:9700]"),
+            ("coordinator.tls.ca_file", missing.as_str()),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("coordinator.tls.ca_file"), "{e}");
+        let e = load(&[("coordinator.tls.ca_fil", "x")]).unwrap_err().to_string();
+        assert!(e.contains("ca_fil"), "{e}");
+    }
+}

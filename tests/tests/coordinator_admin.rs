@@ -1084,6 +1084,15 @@ async fn tls_on_both_ports_raft_watch_http_and_cli() {
     let expect: BTreeSet<u64> = (1..=3).filter(|id| *id != follower as u64 + 1).collect();
     assert_eq!(voters(&m), expect, "{m}");
     assert_eq!(voters(&status(&c, leader).await), expect);
+
+    // A stopped node releases its TLS ports and comes back on them (from its data directory).
     drop(w);
+    let other = (0..3).find(|i| *i != leader && *i != follower).unwrap();
+    c.stop(other).await;
+    c.restart(other).await;
+    let now = c.wait_for_leader(&[leader, other]).await;
+    let (st, body) = put(&c, other, POLICY_A).await;
+    assert_eq!(st, 200, "{body}");
+    c.wait_for_version(now, 3).await;
     c.stop_all().await;
 }

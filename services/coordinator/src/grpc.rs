@@ -152,19 +152,19 @@ where
             };
             return Box::pin(async move { Ok(Status::unauthenticated(msg).into_http()) });
         }
-        let method = req
-            .uri()
-            .path()
-            .strip_prefix('/')
-            .and_then(|p| p.strip_prefix(crate::watch::SERVICE))
-            .unwrap_or("")
-            .to_string();
+        // What to count once the service has answered (only the Watch service has workers).
+        let path = req.uri().path();
+        let after = match &self.workers {
+            Some(_) if path.ends_with("/Watch") => After::Stream,
+            Some(w) if path.ends_with("/ReportApplied") => After::Workers(w.clone()),
+            _ => After::Nothing,
+        };
         let fut = self.inner.call(req);
-        let (node, workers) = (self.node.clone(), self.workers.clone());
+        let node = self.node.clone();
         Box::pin(async move {
             let resp = fut.await?;
-            match (method.as_str(), workers) {
-                ("/Watch", Some(_)) => {
+            match after {
+                After::Stream => {
                     // Counted until the response stream is dropped: it ended, or the client left.
                     let held =
                         Held::new(::metrics::gauge!(crate::metrics::WATCHERS_CONNECTED, "node" => node.to_string()));
@@ -175,14 +175,22 @@ where
                     });
                     Ok(http::Response::from_parts(parts, tonic::body::Body::new(body)))
                 }
-                ("/ReportApplied", Some(w)) => {
+                After::Workers(w) => {
                     ::metrics::gauge!(crate::metrics::WORKERS_REPORTED, "node" => node.to_string()).set(w.len() as f64);
                     Ok(resp)
                 }
-                _ => Ok(resp),
+                After::Nothing => Ok(resp),
             }
         })
     }
+}
+
+enum After {
+    Nothing,
+    /// A Watch stream: counted in `watchers_connected` while open.
+    Stream,
+    /// A report: `workers_reported` is refreshed.
+    Workers(Workers),
 }
 
 /// How a client reaches `raft.listen`: the CA certificates an `https://` endpoint is verified

@@ -12,6 +12,8 @@
 //! reachable coordinator. While no coordinator is reachable the worker keeps sampling with the
 //! version it has. After each applied version and on each new watch, the worker reports the
 //! version it runs to every coordinator (`ReportApplied`, best effort; `GET /v1/workers`).
+//! Every call carries `coordinator.token`; `https://` endpoints are verified against
+//! `coordinator.tls.ca_file`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

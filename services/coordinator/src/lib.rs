@@ -196,6 +196,12 @@ pub async fn run(cfg: CoordinatorConfig, listeners: Listeners, shutdown: Cancell
     let peers = grpc::ClientOptions::new(ca, r.cluster_token.as_deref())
         .map_err(|e| tailsift_config::ConfigError::invalid("raft.cluster_token", e))?;
     let admin_tls = cfg.admin.tls.as_ref().map(tls::admin_server_config).transpose()?;
+    if r.cluster_token.is_none() {
+        tracing::warn!(
+            listen = %r.listen,
+            "raft.cluster_token is not set: Raft RPCs are not authenticated; keep raft.listen on a private network"
+        );
+    }
     let mut server = tonic::transport::Server::builder();
     if let Some(t) = &r.tls {
         server = server.tls_config(tls::raft_server_tls(t)?)?;

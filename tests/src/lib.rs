@@ -584,6 +584,52 @@ impl SamplerNode {
 pub const ADMIN_TOKEN: &str = "admin-token-0123456789";
 /// Read-only token of the test coordinator clusters (name `viewer`).
 pub const READ_TOKEN: &str = "reader-token-0123456789";
+/// `raft.cluster_token` of the test coordinator clusters.
+pub const CLUSTER_TOKEN: &str = "cluster-token-0123456789";
+
+/// A CA and a certificate for `127.0.0.1` and `localhost` signed by it, generated at test time
+/// (rcgen), as PEM files in a temporary directory.
+pub struct TestPki {
+    pub ca_file: PathBuf,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// The CA certificate, PEM.
+    pub ca_pem: Vec<u8>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestPki {
+    pub fn generate() -> TestPki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, "tailsift test CA");
+        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().expect("server key");
+        let mut params =
+            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).expect("server params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "tailsift test server");
+        let cert = params.signed_by(&key, &issuer).expect("server certificate");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |name: &str, pem: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, pem).expect("write PEM");
+            p
+        };
+        TestPki {
+            ca_file: write("ca.pem", &ca_cert.pem()),
+            cert_file: write("server.pem", &cert.pem()),
+            key_file: write("server.key", &key.serialize_pem()),
+            ca_pem: ca_cert.pem().into_bytes(),
+            _dir: dir,
+        }
+    }
+}
 
 struct CoordinatorRun {
     shutdown: CancellationToken,
@@ -597,6 +643,7 @@ pub struct CoordinatorCluster {
     runs: Vec<Option<CoordinatorRun>>,
     _dirs: Vec<tempfile::TempDir>,
     http: reqwest::Client,
+    scheme: &'static str,
 }
 
 impl CoordinatorCluster {
@@ -605,8 +652,15 @@ impl CoordinatorCluster {
         self.configs[i].admin.listen
     }
 
-    /// Starts `n` coordinators bootstrapped as one cluster (fast Raft timings).
+    /// Starts `n` coordinators bootstrapped as one cluster (fast Raft timings), with
+    /// `raft.cluster_token` [`CLUSTER_TOKEN`], over plaintext.
     pub async fn start(n: usize) -> CoordinatorCluster {
+        Self::start_with(n, None).await
+    }
+
+    /// Like [`start`](Self::start), with TLS on both ports (`admin.tls`, `raft.tls`) when `pki`
+    /// is given; the cluster's HTTP client then trusts its CA.
+    pub async fn start_with(n: usize, pki: Option<&TestPki>) -> CoordinatorCluster {
         use tailsift_coordinator::config::{Member, Role, Token};
         let mut raft = Vec::new();
         let mut admin = Vec::new();
@@ -647,15 +701,32 @@ impl CoordinatorCluster {
                 c.cluster.members = members.clone();
                 c.admin.listen = admin[i].local_addr().unwrap();
                 c.admin.tokens = tokens.clone();
+                c.raft.cluster_token = Some(CLUSTER_TOKEN.into());
+                if let Some(p) = pki {
+                    c.raft.tls = Some(tailsift_coordinator::config::RaftTls {
+                        cert_file: p.cert_file.clone(),
+                        key_file: p.key_file.clone(),
+                        ca_file: p.ca_file.clone(),
+                    });
+                    c.admin.tls = Some(tailsift_coordinator::config::AdminTls {
+                        cert_file: p.cert_file.clone(),
+                        key_file: p.key_file.clone(),
+                    });
+                }
                 tailsift_config::Validate::validate(&c).expect("valid coordinator config");
                 c
             })
             .collect();
+        let mut http = reqwest::Client::builder();
+        if let Some(p) = pki {
+            http = http.add_root_certificate(reqwest::Certificate::from_pem(&p.ca_pem).expect("CA PEM"));
+        }
         let mut cluster = CoordinatorCluster {
             configs,
             runs: Vec::new(),
             _dirs: dirs,
-            http: reqwest::Client::new(),
+            http: http.build().expect("HTTP client"),
+            scheme: if pki.is_some() { "https" } else { "http" },
         };
         for (i, (r, a)) in raft.into_iter().zip(admin).enumerate() {
             let run = cluster.spawn(i, tailsift_coordinator::Listeners { raft: r, admin: a });
@@ -726,6 +797,16 @@ impl CoordinatorCluster {
         }
     }
 
+    /// Node `i`'s admin API base URL (`http://` or `https://`).
+    pub fn admin_url(&self, i: usize) -> String {
+        format!("{}://{}", self.scheme, self.configs[i].admin.listen)
+    }
+
+    /// Node `i`'s gRPC (Raft and Watch) URL, as samplers configure it in `coordinator.endpoints`.
+    pub fn grpc_url(&self, i: usize) -> String {
+        format!("{}://{}", self.scheme, self.configs[i].raft.listen)
+    }
+
     /// Sends a request to node `i`'s admin API; returns the status and the JSON body.
     pub async fn request(
         &self,
@@ -735,7 +816,7 @@ impl CoordinatorCluster {
         token: Option<&str>,
         body: Option<serde_json::Value>,
     ) -> (u16, serde_json::Value) {
-        let url = format!("http://{}{}", self.configs[i].admin.listen, path);
+        let url = format!("{}{}", self.admin_url(i), path);
         let mut r = self
             .http
             .request(method.parse().expect("method"), url)

@@ -1,7 +1,8 @@
 //! Coordinator admin API beyond policies (in-process, ports bound to 0, data in temp dirs):
 //! runtime membership changes (3 -> 4 -> 3 with writes throughout), a minority that cannot
 //! commit, the OpenAPI document against the served routes, the Jaeger remote sampling endpoint
-//! and the coordinator metrics.
+//! and the coordinator metrics; tokens on the Watch and Raft gRPC services; TLS on both ports
+//! (certificates generated at test time) with the watch client, the HTTP client and the CLI.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tailsift_coordinator::config::{Role, Token};
-use tailsift_tests::{CoordinatorCluster, ADMIN_TOKEN, READ_TOKEN};
+use tailsift_tests::{CoordinatorCluster, ADMIN_TOKEN, CLUSTER_TOKEN, READ_TOKEN};
 use tokio_util::sync::CancellationToken;
 
 /// The tests share one process-wide metrics recorder (gauges are labelled by node id, which
@@ -81,6 +82,7 @@ async fn start_extra(id: u64) -> Extra {
     c.raft.election_timeout_min = Duration::from_millis(500);
     c.raft.election_timeout_max = Duration::from_millis(1000);
     c.raft.snapshot_after_entries = 3;
+    c.raft.cluster_token = Some(CLUSTER_TOKEN.into());
     c.admin.listen = admin.local_addr().unwrap();
     c.admin.tokens = vec![
         Token {
@@ -714,5 +716,424 @@ async fn a_real_jaeger_remote_sampler_client_applies_the_strategies() {
         let got = frac(svc, span);
         assert!((got - want).abs() < tol, "{svc} {span}: kept {got}, want {want}: {r}");
     }
+    c.stop_all().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// gRPC authentication and TLS
+
+use tailsift_coordinator::grpc::ClientOptions;
+use tailsift_coordinator::watch::{AppliedReport, PolicyUpdate, ReportAck, WatchRequest};
+use tonic::codegen::http::uri::PathAndQuery;
+
+fn options(ca: Option<&[u8]>, token: Option<&str>) -> ClientOptions {
+    ClientOptions::new(ca.map(|c| c.to_vec()), token).unwrap()
+}
+
+/// Opens a Watch stream from version 0 (raw gRPC, so the status code can be checked).
+async fn open_watch(url: &str, o: &ClientOptions) -> Result<tonic::Streaming<PolicyUpdate>, tonic::Status> {
+    let ch = o
+        .endpoint(url)
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("connect: {e:?}")))?;
+    let mut g = tonic::client::Grpc::new(ch);
+    g.ready().await.map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let codec = tonic_prost::ProstCodec::<WatchRequest, PolicyUpdate>::default();
+    let path = PathAndQuery::from_static("/tailsift.coordinator.v1.Watch/Watch");
+    g.server_streaming(o.request(WatchRequest { from_version: 0 }), path, codec)
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// A sampler engine with the built-in default policy (version 0), for the watch client.
+fn test_engine() -> tailsift_sampler::engine::Engine {
+    let cfg = tailsift_sampler::SamplerConfig::default();
+    let (doc, engine) = tailsift_sampler::load_policy(&cfg.policy).expect("default policy");
+    let d = &cfg.decision;
+    tailsift_sampler::engine::Engine::new(
+        tailsift_sampler::engine::EngineConfig {
+            send_delay: d.send_delay,
+            decision_wait: d.decision_wait,
+            max_spans_per_trace: d.max_spans_per_trace,
+            max_trace_bytes: d.max_trace_bytes,
+            cache_ttl: d.cache_ttl,
+            cache_max: d.cache_max,
+            soft_limit_bytes: cfg.memory.soft_limit_bytes,
+            hard_limit_bytes: cfg.memory.hard_limit_bytes,
+            stress_probability: cfg.memory.stress_probability,
+        },
+        tailsift_sampler::engine::ActivePolicy {
+            version: doc.version,
+            seed: 0,
+            engine,
+        },
+        Instant::now(),
+    )
+}
+
+/// `ReportApplied(worker_id, version)`; the status code of the answer.
+async fn report(url: &str, o: &ClientOptions, worker_id: &str, version: u64) -> tonic::Code {
+    let ch = o.endpoint(url).unwrap().connect().await.expect("connect");
+    let mut g = tonic::client::Grpc::new(ch);
+    g.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<AppliedReport, ReportAck>::default();
+    let path = PathAndQuery::from_static("/tailsift.coordinator.v1.Watch/ReportApplied");
+    let req = AppliedReport {
+        worker_id: worker_id.into(),
+        version,
+        ..Default::default()
+    };
+    match g.unary(o.request(req), path, codec).await {
+        Ok(_) => tonic::Code::Ok,
+        Err(s) => s.code(),
+    }
+}
+
+/// A Raft `Vote` with an empty (undecodable) body: UNAUTHENTICATED before decoding without the
+/// cluster token, INVALID_ARGUMENT (the body) with it.
+async fn raft_vote_code(url: &str, o: &ClientOptions) -> tonic::Code {
+    use tailsift_coordinator::network::RaftMessage;
+    let ch = o.endpoint(url).unwrap().connect().await.expect("connect");
+    let mut g = tonic::client::Grpc::new(ch);
+    g.ready().await.unwrap();
+    let codec = tonic_prost::ProstCodec::<RaftMessage, RaftMessage>::default();
+    let path = PathAndQuery::from_static("/tailsift.coordinator.v1.Raft/Vote");
+    match g.unary(o.request(RaftMessage { data: Vec::new() }), path, codec).await {
+        Ok(_) => tonic::Code::Ok,
+        Err(s) => s.code(),
+    }
+}
+
+/// Waits (10 s) until node `node`'s `/metrics` has `metric{node="N"} value`.
+async fn wait_metric(c: &CoordinatorCluster, i: usize, metric: &str, value: f64) {
+    let want = format!("{metric}{{node=\"{}\"}} ", i + 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (st, m) = c.request(i, "GET", "/metrics", None, None).await;
+        assert_eq!(st, 200);
+        let m = m.as_str().unwrap().to_string();
+        let got = m
+            .lines()
+            .find_map(|l| l.strip_prefix(want.as_str()))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        if got == Some(value) {
+            assert!(m.contains(&format!("# HELP {metric} ")), "{metric} has no description");
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{want}: {got:?}, want {value}\n{}",
+            m.lines().filter(|l| l.contains(metric)).collect::<Vec<_>>().join("\n")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_and_report_need_a_token_and_raft_needs_the_cluster_token() {
+    let _serial = SERIAL.lock().await;
+    let mut c = CoordinatorCluster::start(1).await;
+    c.wait_for_leader(&[0]).await;
+    assert_eq!(put(&c, 0, POLICY_A).await.0, 200);
+    let url = c.grpc_url(0);
+    wait_metric(&c, 0, "tailsift_coordinator_watchers_connected", 0.0).await;
+    wait_metric(&c, 0, "tailsift_coordinator_workers_reported", 0.0).await;
+
+    // Watch: no token, an unknown token and the cluster token are refused; any admin token works.
+    for token in [None, Some("not-a-token-0123456789"), Some(CLUSTER_TOKEN)] {
+        let e = open_watch(&url, &options(None, token)).await.err().expect("refused");
+        assert_eq!(e.code(), tonic::Code::Unauthenticated, "{token:?}: {e}");
+    }
+    let mut w = open_watch(&url, &options(None, Some(READ_TOKEN))).await.expect("watch");
+    let first = tokio::time::timeout(Duration::from_secs(10), w.message())
+        .await
+        .expect("an update in time")
+        .expect("stream ok")
+        .expect("an update");
+    assert_eq!(first.version, 1);
+    assert!(first.document.contains("errors"), "{first:?}");
+    wait_metric(&c, 0, "tailsift_coordinator_watchers_connected", 1.0).await;
+    let w2 = open_watch(&url, &options(None, Some(ADMIN_TOKEN)))
+        .await
+        .expect("watch");
+    wait_metric(&c, 0, "tailsift_coordinator_watchers_connected", 2.0).await;
+    // The library client the samplers use sends the token too.
+    let mut w3 = tailsift_coordinator::watch::watch(&url, &options(None, Some(READ_TOKEN)), 0, Duration::from_secs(5))
+        .await
+        .expect("library watch");
+    assert_eq!(w3.message().await.unwrap().unwrap().version, 1);
+    let e = tailsift_coordinator::watch::watch(&url, &options(None, None), 0, Duration::from_secs(5))
+        .await
+        .err()
+        .expect("refused");
+    assert!(e.to_string().contains("bearer token"), "{e}");
+    wait_metric(&c, 0, "tailsift_coordinator_watchers_connected", 3.0).await;
+    // A client that goes away stops counting.
+    drop(w);
+    drop(w2);
+    drop(w3);
+    wait_metric(&c, 0, "tailsift_coordinator_watchers_connected", 0.0).await;
+
+    // ReportApplied: refused without a token (nothing recorded), recorded with one.
+    assert_eq!(
+        report(&url, &options(None, None), "w-x", 1).await,
+        tonic::Code::Unauthenticated
+    );
+    let (st, body) = c.request(0, "GET", "/v1/workers", Some(READ_TOKEN), None).await;
+    assert_eq!((st, body["workers"].as_array().map(Vec::len)), (200, Some(0)), "{body}");
+    assert_eq!(
+        report(&url, &options(None, Some(READ_TOKEN)), "w-1", 1).await,
+        tonic::Code::Ok
+    );
+    tailsift_coordinator::watch::report_applied(
+        &url,
+        &options(None, Some(ADMIN_TOKEN)),
+        AppliedReport {
+            worker_id: "w-2".into(),
+            version: 1,
+            ..Default::default()
+        },
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("library report");
+    let (st, body) = c.request(0, "GET", "/v1/workers", Some(READ_TOKEN), None).await;
+    assert_eq!(st, 200, "{body}");
+    let ids: Vec<&str> = body["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["worker_id"].as_str())
+        .collect();
+    assert_eq!(ids, ["w-1", "w-2"]);
+    wait_metric(&c, 0, "tailsift_coordinator_workers_reported", 2.0).await;
+
+    // Raft: only the cluster token gets through (to the body check).
+    assert_eq!(
+        raft_vote_code(&url, &options(None, None)).await,
+        tonic::Code::Unauthenticated
+    );
+    assert_eq!(
+        raft_vote_code(&url, &options(None, Some(ADMIN_TOKEN))).await,
+        tonic::Code::Unauthenticated
+    );
+    assert_eq!(
+        raft_vote_code(&url, &options(None, Some(CLUSTER_TOKEN))).await,
+        tonic::Code::InvalidArgument
+    );
+    c.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_on_both_ports_raft_watch_http_and_cli() {
+    let _serial = SERIAL.lock().await;
+    let pki = tailsift_tests::TestPki::generate();
+    let mut c = CoordinatorCluster::start_with(3, Some(&pki)).await;
+    assert!(c.admin_url(0).starts_with("https://"));
+    // A leader is elected and agreed on over TLS Raft (and read over HTTPS).
+    let leader = c.wait_for_leader(&[0, 1, 2]).await;
+    let follower = (leader + 1) % 3;
+    // A write to a follower is forwarded to the leader over TLS and replicated to every node.
+    let (st, body) = put(&c, follower, POLICY_A).await;
+    assert_eq!(st, 200, "{body}");
+    for i in 0..3 {
+        c.wait_for_version(i, 1).await;
+    }
+
+    // A watch over TLS, verified against the CA, with a token, receives the version.
+    let ca = Some(pki.ca_pem.as_slice());
+    let mut w = tailsift_coordinator::watch::watch(
+        &c.grpc_url(follower),
+        &options(ca, Some(READ_TOKEN)),
+        0,
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("watch over TLS");
+    let u = tokio::time::timeout(Duration::from_secs(10), w.message())
+        .await
+        .expect("an update in time")
+        .expect("stream ok")
+        .expect("an update");
+    assert_eq!(u.version, 1);
+    wait_metric(&c, follower, "tailsift_coordinator_watchers_connected", 1.0).await;
+    // A later version arrives on the same stream.
+    let (st, body) = put(&c, leader, "policies:\n  - name: all\n    always: {}\n").await;
+    assert_eq!(st, 200, "{body}");
+    let u = tokio::time::timeout(Duration::from_secs(10), w.message())
+        .await
+        .expect("an update in time")
+        .expect("stream ok")
+        .expect("an update");
+    assert_eq!(u.version, 2);
+    tailsift_coordinator::watch::report_applied(
+        &c.grpc_url(follower),
+        &options(ca, Some(READ_TOKEN)),
+        AppliedReport {
+            worker_id: "w-tls".into(),
+            version: 2,
+            ..Default::default()
+        },
+        Duration::from_secs(5),
+    )
+    .await
+    .expect("report over TLS");
+    let (st, body) = c.request(follower, "GET", "/v1/workers", Some(READ_TOKEN), None).await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["workers"][0]["worker_id"], "w-tls", "{body}");
+
+    // A sampler's coordinator watch, configured as an operator would (https endpoints, the CA
+    // file, the token from the environment), applies the current version and reports it.
+    let endpoints: Vec<String> = (0..3).map(|i| c.grpc_url(i)).collect();
+    let cfg: tailsift_sampler::SamplerConfig = tailsift_config::Sources {
+        env: vec![("TAILSIFT_COORDINATOR__TOKEN".into(), READ_TOKEN.into())],
+        sets: vec![
+            ("coordinator.endpoints".into(), format!("[{}]", endpoints.join(", "))),
+            ("coordinator.tls.ca_file".into(), pki.ca_file.display().to_string()),
+            ("coordinator.connect_timeout".into(), "1s".into()),
+            ("coordinator.retry_interval".into(), "200ms".into()),
+        ],
+        ..Default::default()
+    }
+    .load()
+    .expect("sampler config");
+    let (tx, mut applied) = tokio::sync::mpsc::unbounded_channel();
+    let stop_sampler = CancellationToken::new();
+    let engine = std::sync::Mutex::new(test_engine());
+    let sampler = tokio::spawn(tailsift_sampler::coordination::run(
+        cfg.coordinator,
+        "w-sampler".into(),
+        0,
+        move |f: &mut dyn FnMut(&mut tailsift_sampler::engine::Engine)| {
+            let mut e = engine.lock().unwrap();
+            f(&mut e);
+            let _ = tx.send(e.policy_version());
+        },
+        stop_sampler.clone(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let v = tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), applied.recv())
+            .await
+            .expect("the sampler applied a version in time");
+        if v == Some(2) {
+            break;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, body) = c.request(leader, "GET", "/v1/workers", Some(READ_TOKEN), None).await;
+        if body["workers"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|w| w["worker_id"] == "w-sampler" && w["version"] == 2))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the sampler's report never arrived: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop_sampler.cancel();
+    sampler.await.unwrap();
+
+    // Plaintext to the TLS gRPC port fails; so does TLS without the CA (untrusted certificate).
+    let plain = c.grpc_url(follower).replace("https://", "http://");
+    assert!(open_watch(&plain, &options(None, Some(READ_TOKEN))).await.is_err());
+    let e = open_watch(&c.grpc_url(follower), &options(None, Some(READ_TOKEN)))
+        .await
+        .err()
+        .expect("an unverified certificate is refused");
+    assert_eq!(e.code(), tonic::Code::Unavailable, "{e}");
+    // Without a token, TLS alone is not enough.
+    let e = open_watch(&c.grpc_url(follower), &options(ca, None))
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e}");
+
+    // Plain HTTP to the HTTPS admin port gets no answer; HTTPS without the CA is refused.
+    let admin = c.admin_url(follower);
+    let plain = admin.replace("https://", "http://");
+    let r = reqwest::Client::new()
+        .get(format!("{plain}/v1/policy"))
+        .bearer_auth(READ_TOKEN)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(r.is_err(), "plain HTTP answered: {r:?}");
+    let r = reqwest::Client::new()
+        .get(format!("{admin}/v1/policy"))
+        .bearer_auth(READ_TOKEN)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(r.is_err(), "an untrusted certificate was accepted: {r:?}");
+    // The public routes are served over HTTPS too.
+    let (st, m) = c.request(follower, "GET", "/metrics", None, None).await;
+    assert_eq!(st, 200);
+    assert!(m.as_str().unwrap().contains("tailsift_coordinator_raft_term"));
+
+    // The CLI over HTTPS with --ca-file; without it the certificate is not trusted.
+    let cli = |args: Vec<String>| async move {
+        let out = tokio::process::Command::new(tailsift_tests::workspace_bin("tailsift"))
+            .args(&args)
+            .env_remove("TAILSIFT_ADMIN_URL")
+            .env_remove("TAILSIFT_CA_FILE")
+            .env("TAILSIFT_TOKEN", ADMIN_TOKEN)
+            .kill_on_drop(true)
+            .output()
+            .await
+            .expect("run tailsift");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let ca_file = pki.ca_file.display().to_string();
+    let (ok, out, err) = cli(vec![
+        "policy".into(),
+        "get".into(),
+        "--admin".into(),
+        admin.clone(),
+        "--ca-file".into(),
+        ca_file.clone(),
+    ])
+    .await;
+    assert!(ok, "{err}");
+    let p: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(p["version"], 2, "{p}");
+    let (ok, _, err) = cli(vec!["cluster".into(), "status".into(), "--admin".into(), admin.clone()]).await;
+    assert!(!ok, "trusted without --ca-file");
+    assert!(err.contains(&admin), "{err}");
+    // A membership change sent to a follower is answered 421 naming the leader's admin address;
+    // the CLI follows it with the scheme it was given (https).
+    let (ok, out, err) = cli(vec![
+        "cluster".into(),
+        "remove".into(),
+        (follower + 1).to_string(),
+        "--admin".into(),
+        admin.clone(),
+        "--ca-file".into(),
+        ca_file,
+    ])
+    .await;
+    assert!(ok, "{err}");
+    let m: Value = serde_json::from_str(&out).unwrap();
+    let expect: BTreeSet<u64> = (1..=3).filter(|id| *id != follower as u64 + 1).collect();
+    assert_eq!(voters(&m), expect, "{m}");
+    assert_eq!(voters(&status(&c, leader).await), expect);
+
+    // A stopped node releases its TLS ports and comes back on them (from its data directory).
+    drop(w);
+    let other = (0..3).find(|i| *i != leader && *i != follower).unwrap();
+    c.stop(other).await;
+    c.restart(other).await;
+    let now = c.wait_for_leader(&[leader, other]).await;
+    let (st, body) = put(&c, other, POLICY_A).await;
+    assert_eq!(st, 200, "{body}");
+    c.wait_for_version(now, 3).await;
     c.stop_all().await;
 }

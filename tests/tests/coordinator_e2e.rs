@@ -111,6 +111,7 @@ fn sampler(
     sets.push(("coordinator.state_file".into(), state.display().to_string()));
     sets.push(("coordinator.retry_interval".into(), "200ms".into()));
     sets.push(("coordinator.connect_timeout".into(), "500ms".into()));
+    sets.push(("coordinator.token".into(), READ_TOKEN.into()));
     sets
 }
 

@@ -16,6 +16,7 @@
 //! | `GET /v1/cluster/status` | members, leader, term, log, commit and applied indexes |
 //! | `POST /v1/cluster/members` | admin, leader only: add a node as learner, then promote it ([`crate::membership`]) |
 //! | `DELETE /v1/cluster/members/{id}` | admin, leader only: remove a member |
+//! | `GET /v1/workers` | the sampling workers that reported their applied version to this node ([`crate::workers`]) |
 //!
 //! Unauthenticated on the same port: `GET /openapi.json` (this API as OpenAPI 3,
 //! [`crate::openapi`]), `GET /api/sampling?service=NAME` and `GET /sampling?service=NAME` (Jaeger remote sampling,
@@ -39,7 +40,6 @@ use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use subtle::ConstantTimeEq;
 
 use crate::config::{Role, Token};
 use crate::state::{Command, CommandError, PolicyFormat, PolicyVersion};
@@ -117,6 +117,7 @@ fn table() -> Vec<(&'static str, Method, Access, MethodRouter<AdminState>)> {
             Access::Admin,
             delete(crate::membership::remove_member),
         ),
+        ("/v1/workers", Method::GET, Access::Read, get(crate::workers::list)),
         ("/openapi.json", Method::GET, Access::Public, get(crate::openapi::serve)),
         (
             "/api/sampling",
@@ -171,21 +172,7 @@ pub(crate) fn done(route: &'static str, r: Result<Reply, Reply>) -> Response {
 
 /// Checks the bearer token in constant time (per configured token) and the role.
 pub(crate) fn authorize<'a>(s: &'a AdminState, headers: &HeaderMap, need: Role) -> Result<&'a Token, Reply> {
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .unwrap_or("");
-    let mut found = None;
-    for t in s.tokens.iter() {
-        // Compare against every token (no early exit) so timing does not tell which matched.
-        let eq: bool = given.as_bytes().ct_eq(t.token.as_bytes()).into();
-        if eq && !given.is_empty() {
-            found = Some(t);
-        }
-    }
-    let Some(t) = found else {
+    let Some(t) = crate::grpc::find_token(&s.tokens, crate::grpc::bearer(headers)) else {
         let mut h = HeaderMap::new();
         h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         return Err((

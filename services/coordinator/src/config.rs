@@ -49,6 +49,39 @@ pub struct RaftConfig {
     pub election_timeout_max: Duration,
     /// Take a snapshot (and purge the log before it) after this many entries. Default `1000`.
     pub snapshot_after_entries: u64,
+    /// Shared secret of the coordinators: sent by every node on its Raft RPCs
+    /// (`authorization: Bearer <cluster_token>`), and required on incoming Raft RPCs when set
+    /// (16 UNAUTHENTICATED otherwise). Every member must have the same value. Default none: Raft
+    /// RPCs are not authenticated, so `raft.listen` must then only be reachable on a private
+    /// network (the Watch service on the same port always needs an `admin.tokens` token).
+    pub cluster_token: Option<String>,
+    /// TLS for the gRPC port (Raft and Watch) and for this node's Raft client. Default none
+    /// (plaintext HTTP/2).
+    pub tls: Option<RaftTls>,
+}
+
+/// TLS of `raft.listen`. With it, this node serves Raft and Watch over TLS only and dials the
+/// other coordinators with `https://` (every member must then serve TLS).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftTls {
+    /// PEM certificate chain served on `raft.listen`; its names must cover the host part of this
+    /// node's `raft_addr` (and of the sampler's `coordinator.endpoints`).
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `cert_file`.
+    pub key_file: PathBuf,
+    /// PEM CA certificate(s) that the other coordinators' certificates are verified against.
+    pub ca_file: PathBuf,
+}
+
+/// TLS of `admin.listen`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTls {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `cert_file`.
+    pub key_file: PathBuf,
 }
 
 impl Default for RaftConfig {
@@ -59,6 +92,8 @@ impl Default for RaftConfig {
             election_timeout_min: Duration::from_secs(1),
             election_timeout_max: Duration::from_secs(2),
             snapshot_after_entries: 1000,
+            cluster_token: None,
+            tls: None,
         }
     }
 }
@@ -91,8 +126,11 @@ pub struct AdminConfig {
     /// Admin API, `/metrics`, `/healthz`, `/readyz`. Default `0.0.0.0:9710`.
     pub listen: SocketAddr,
     /// Bearer tokens. Every `/v1` route needs one; writes need role `admin`. Default none (then
-    /// every `/v1` request is refused with 401).
+    /// every `/v1` request is refused with 401). The same tokens (any role) authorize the
+    /// policy Watch service on `raft.listen`.
     pub tokens: Vec<Token>,
+    /// Serve the admin port over TLS (HTTPS) with this certificate. Default none (plain HTTP).
+    pub tls: Option<AdminTls>,
 }
 
 impl Default for AdminConfig {
@@ -100,6 +138,7 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: "0.0.0.0:9710".parse().unwrap(),
             tokens: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -155,6 +194,21 @@ impl Validate for CoordinatorConfig {
                 "raft.snapshot_after_entries",
                 "must be at least 1",
             ));
+        }
+        if let Some(t) = &r.cluster_token {
+            if t.len() < 16 {
+                return Err(ConfigError::invalid(
+                    "raft.cluster_token",
+                    "must be at least 16 characters",
+                ));
+            }
+        }
+        if let Some(t) = &r.tls {
+            crate::tls::check_server_files("raft.tls", &t.cert_file, &t.key_file)?;
+            crate::tls::read_ca("raft.tls.ca_file", &t.ca_file)?;
+        }
+        if let Some(t) = &self.admin.tls {
+            crate::tls::check_server_files("admin.tls", &t.cert_file, &t.key_file)?;
         }
         let mut ids = BTreeSet::new();
         for (i, m) in self.cluster.members.iter().enumerate() {
@@ -236,5 +290,55 @@ mod tests {
         assert!(e.contains("cluster.members[1].id"), "{e}");
         let e = load("raft:\n  election_timeout_max: 500ms\n").unwrap_err().to_string();
         assert!(e.contains("raft.election_timeout_max"), "{e}");
+    }
+
+    #[test]
+    fn tls_and_cluster_token_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p.display().to_string()
+        };
+        let a = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let b = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let cert = write("a.pem", &a.cert.pem());
+        let key = write("a.key", &a.signing_key.serialize_pem());
+        let other_key = write("b.key", &b.signing_key.serialize_pem());
+        let missing = dir.path().join("nothing.pem").display().to_string();
+
+        let c = load(&format!(
+            "admin:\n  tls: {{cert_file: {cert}, key_file: {key}}}\nraft:\n  cluster_token: 0123456789abcdef\n  tls: {{cert_file: {cert}, key_file: {key}, ca_file: {cert}}}\n"
+        ))
+        .unwrap();
+        assert!(c.admin.tls.is_some() && c.raft.tls.is_some());
+        let d = load("").unwrap();
+        assert!(d.admin.tls.is_none() && d.raft.tls.is_none() && d.raft.cluster_token.is_none());
+
+        let err = |yaml: String| load(&yaml).unwrap_err().to_string();
+        let e = err(format!("admin:\n  tls: {{cert_file: {missing}, key_file: {key}}}\n"));
+        assert!(e.contains("admin.tls.cert_file") && e.contains("cannot read"), "{e}");
+        let e = err(format!("admin:\n  tls: {{cert_file: {key}, key_file: {key}}}\n"));
+        assert!(e.contains("admin.tls.cert_file"), "{e}");
+        let e = err(format!("admin:\n  tls: {{cert_file: {cert}, key_file: {cert}}}\n"));
+        assert!(e.contains("admin.tls.key_file"), "{e}");
+        let e = err(format!("admin:\n  tls: {{cert_file: {cert}, key_file: {other_key}}}\n"));
+        assert!(e.contains("admin.tls.key_file"), "a key of another certificate: {e}");
+        let e = err(format!(
+            "admin:\n  tls: {{cert_file: {cert}, key_file: {key}, ca_file: {cert}}}\n"
+        ));
+        assert!(e.contains("ca_file"), "{e}");
+        let e = err(format!("raft:\n  tls: {{cert_file: {cert}, key_file: {key}}}\n"));
+        assert!(e.contains("ca_file"), "{e}");
+        let e = err(format!(
+            "raft:\n  tls: {{cert_file: {cert}, key_file: {key}, ca_file: {key}}}\n"
+        ));
+        assert!(e.contains("raft.tls.ca_file"), "{e}");
+        let e = err(format!(
+            "raft:\n  tls: {{cert_file: {missing}, key_file: {key}, ca_file: {cert}}}\n"
+        ));
+        assert!(e.contains("raft.tls.cert_file"), "{e}");
+        let e = err("raft:\n  cluster_token: short\n".into());
+        assert!(e.contains("raft.cluster_token"), "{e}");
     }
 }

@@ -8,9 +8,12 @@
 //!   leader over the same service.
 //! * The admin API ([`admin`]) validates policies with the policy crate before anything is
 //!   proposed, so an invalid document never reaches the log.
+//! * Both ports can be served over TLS (`admin.tls`, `raft.tls`, [`tls`]); the Watch service
+//!   needs an admin token and the Raft service the cluster token when one is set ([`grpc`]).
 
 pub mod admin;
 pub mod config;
+pub mod grpc;
 pub mod jaeger_sampling;
 pub mod live;
 pub mod membership;
@@ -19,6 +22,7 @@ pub mod network;
 pub mod openapi;
 pub mod state;
 pub mod store;
+pub mod tls;
 pub mod types;
 pub mod watch;
 pub mod workers;
@@ -51,6 +55,8 @@ pub enum Error {
     Grpc(#[from] tonic::transport::Error),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Config(#[from] tailsift_config::ConfigError),
 }
 
 /// Why a write did not happen.
@@ -85,7 +91,9 @@ pub struct Coordinator {
     pub raft: Raft,
     view: Receiver<Arc<View>>,
     write_timeout: Duration,
-    /// The workers that reported to this node (`ReportApplied`).
+    /// How this node dials the other coordinators (TLS, cluster token).
+    peers: grpc::ClientOptions,
+    /// The workers that reported to this node (`GET /v1/workers`).
     pub workers: watch::Workers,
 }
 
@@ -125,7 +133,7 @@ impl Coordinator {
             let last = if let Some((id, node)) = leader {
                 ::metrics::counter!(metrics::FORWARDED_WRITES, "node" => self.node_id.to_string()).increment(1);
                 let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-                match Peer::new(&node.raft_addr) {
+                match Peer::new(&node.raft_addr, &self.peers) {
                     Ok(peer) => match peer.forward(&cmd, remaining.max(Duration::from_millis(100))).await {
                         Ok(ForwardReply::Applied { log_index, result }) => {
                             return result.map(|a| (a, log_index)).map_err(WriteError::Rejected)
@@ -181,16 +189,43 @@ pub async fn run(cfg: CoordinatorConfig, listeners: Listeners, shutdown: Cancell
     }
     .validate()
     .map_err(|e| Error::Raft(e.to_string()))?;
-    let raft = Raft::new(cfg.node_id, Arc::new(raft_config), Network::default(), log, sm)
+    let ca = r
+        .tls
+        .as_ref()
+        .map(|t| tls::read_ca("raft.tls.ca_file", &t.ca_file))
+        .transpose()?;
+    let peers = grpc::ClientOptions::new(ca, r.cluster_token.as_deref())
+        .map_err(|e| tailsift_config::ConfigError::invalid("raft.cluster_token", e))?;
+    let admin_tls = cfg.admin.tls.as_ref().map(tls::admin_server_config).transpose()?;
+    if r.cluster_token.is_none() {
+        tracing::warn!(
+            listen = %r.listen,
+            "raft.cluster_token is not set: Raft RPCs are not authenticated; keep raft.listen on a private network"
+        );
+    }
+    let mut server = tonic::transport::Server::builder();
+    if let Some(t) = &r.tls {
+        server = server.tls_config(tls::raft_server_tls(t)?)?;
+    }
+    let raft = Raft::new(cfg.node_id, Arc::new(raft_config), Network::new(peers.clone()), log, sm)
         .await
         .map_err(|e| Error::Raft(e.to_string()))?;
 
     let sd = shutdown.clone();
     let workers = watch::Workers::default();
     let grpc = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(RaftService::new(raft.clone()))
-            .add_service(watch::WatchService::with_workers(view.clone(), workers.clone()))
+        server
+            .add_service(grpc::Guarded::raft(
+                RaftService::new(raft.clone()),
+                r.cluster_token.clone(),
+                cfg.node_id,
+            ))
+            .add_service(grpc::Guarded::watch(
+                watch::WatchService::with_workers(view.clone(), workers.clone()),
+                cfg.admin.tokens.clone(),
+                cfg.node_id,
+                workers.clone(),
+            ))
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listeners.raft),
                 async move { sd.cancelled().await },
@@ -236,17 +271,28 @@ pub async fn run(cfg: CoordinatorConfig, listeners: Listeners, shutdown: Cancell
         raft: raft.clone(),
         view: view.clone(),
         write_timeout: cfg.raft.election_timeout_max * 5,
-        workers: workers.clone(),
+        peers,
+        workers,
     });
     let watcher = tokio::spawn(watch_metrics(coordinator.clone(), readiness.clone(), shutdown.clone()));
-    let router = admin::router(coordinator.clone(), cfg.admin.tokens.clone())
-        .merge(workers::router(cfg.node_id, workers, cfg.admin.tokens.clone()))
-        .merge(tailsift_telemetry::admin_router(readiness));
-    let admin = tokio::spawn(tailsift_telemetry::serve_http(
-        listeners.admin,
-        router,
-        shutdown.clone(),
-    ));
+    let router =
+        admin::router(coordinator.clone(), cfg.admin.tokens.clone()).merge(tailsift_telemetry::admin_router(readiness));
+    let admin = match admin_tls {
+        None => tokio::spawn(tailsift_telemetry::serve_http(
+            listeners.admin,
+            router,
+            shutdown.clone(),
+        )),
+        Some(tls_config) => {
+            let listener = tls::TlsListener::new(listeners.admin, tls_config)?;
+            let sd = shutdown.clone();
+            tokio::spawn(async move {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(async move { sd.cancelled().await })
+                    .await
+            })
+        }
+    };
 
     shutdown.cancelled().await;
     tracing::info!(node = cfg.node_id, "coordinator shutting down");

@@ -16,9 +16,10 @@ pub const POLICY_VERSION: &str = "tailsift_coordinator_policy_version";
 pub const SEED_EPOCH: &str = "tailsift_coordinator_seed_epoch";
 pub const ADMIN_REQUESTS: &str = "tailsift_coordinator_admin_requests_total";
 pub const FORWARDED_WRITES: &str = "tailsift_coordinator_forwarded_writes_total";
-pub const WORKERS_REPORTED: &str = "tailsift_coordinator_workers_reported";
 pub const SHADOW_REVISION: &str = "tailsift_coordinator_shadow_revision";
 pub const SETTINGS_REVISION: &str = "tailsift_coordinator_settings_revision";
+pub const WATCHERS_CONNECTED: &str = "tailsift_coordinator_watchers_connected";
+pub const WORKERS_REPORTED: &str = "tailsift_coordinator_workers_reported";
 
 pub fn describe() {
     describe_gauge!(TERM, Unit::Count, "Current Raft term of this coordinator");
@@ -61,11 +62,6 @@ pub fn describe() {
     describe_gauge!(SEED_EPOCH, Unit::Count, "Epoch of the hash seed currently in force");
     describe_counter!(ADMIN_REQUESTS, Unit::Count, "Admin API requests by route and status");
     describe_gauge!(
-        WORKERS_REPORTED,
-        Unit::Count,
-        "Sampling workers whose applied policy version this coordinator knows (GET /v1/workers)"
-    );
-    describe_gauge!(
         SHADOW_REVISION,
         Unit::Count,
         "Revision of the shadow policy in this coordinator's applied state (0: never set)"
@@ -79,5 +75,15 @@ pub fn describe() {
         FORWARDED_WRITES,
         Unit::Count,
         "Writes received by a follower and forwarded to the leader"
+    );
+    describe_gauge!(
+        WATCHERS_CONNECTED,
+        Unit::Count,
+        "Policy Watch streams open on this coordinator"
+    );
+    describe_gauge!(
+        WORKERS_REPORTED,
+        Unit::Count,
+        "Sampling workers known to this coordinator (reported their applied version; GET /v1/workers)"
     );
 }

@@ -2,6 +2,10 @@
 //! written by hand with prost messages. Each method carries an openraft request or response as
 //! JSON in a `bytes` field, so the wire format follows openraft's own serde types exactly.
 //! `Forward` lets a follower hand a client write to the leader.
+//!
+//! Peers are dialed with [`ClientOptions`]: `https://` and the `raft.tls.ca_file` CA when
+//! `raft.tls` is set, and `raft.cluster_token` on every call when set (checked by
+//! [`crate::grpc::Guarded`] on the receiving side).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,10 +23,11 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 use tonic_prost::ProstCodec;
 
+use crate::grpc::ClientOptions;
 use crate::state::{Command, CommandResult};
 use crate::types::{Node, NodeId, Raft, TypeConfig};
 
@@ -167,15 +172,21 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for RaftService {
 #[derive(Clone)]
 pub struct Peer {
     channel: Channel,
+    options: ClientOptions,
 }
 
 impl Peer {
-    pub fn new(addr: &str) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::from_shared(format!("http://{addr}"))?
+    /// `addr` is a member's `raft_addr` (`host:port`).
+    pub fn new(addr: &str, options: &ClientOptions) -> Result<Self, tonic::transport::Error> {
+        let channel = options
+            .endpoint(&options.url(addr))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
             .connect_lazy();
-        Ok(Peer { channel })
+        Ok(Peer {
+            channel,
+            options: options.clone(),
+        })
     }
 
     async fn call<Req: Serialize, Resp: DeserializeOwned>(
@@ -190,7 +201,7 @@ impl Peer {
             grpc.ready().await.map_err(|e| RpcFailure::Unreachable(e.to_string()))?;
             let codec = ProstCodec::<RaftMessage, RaftMessage>::default();
             let resp = grpc
-                .unary(Request::new(msg), PathAndQuery::from_static(path), codec)
+                .unary(self.options.request(msg), PathAndQuery::from_static(path), codec)
                 .await
                 .map_err(|s| {
                     if matches!(
@@ -233,7 +244,15 @@ fn rpc_error<E: std::error::Error>(f: RpcFailure) -> RPCError<NodeId, Node, E> {
 /// Creates [`Connection`]s for openraft.
 #[derive(Clone, Default)]
 pub struct Network {
-    _private: Arc<()>,
+    options: Arc<ClientOptions>,
+}
+
+impl Network {
+    pub fn new(options: ClientOptions) -> Self {
+        Network {
+            options: Arc::new(options),
+        }
+    }
 }
 
 /// Openraft's client to one peer.
@@ -269,7 +288,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &Node) -> Connection {
         Connection {
             target,
-            peer: Peer::new(&node.raft_addr).map_err(|e| format!("{}: {e}", node.raft_addr)),
+            peer: Peer::new(&node.raft_addr, &self.options).map_err(|e| format!("{}: {e}", node.raft_addr)),
         }
     }
 }

@@ -150,6 +150,10 @@ pub fn document() -> Value {
                     "responses": { "200": ok("the new membership"), "400": err("id not an integer"), "404": err("not a member"),
                         "409": err("last voter, or the change was refused"), "421": err("not the leader"), "503": err("not committed in time (no majority)") } }), true),
             },
+            "/v1/workers": {
+                "get": secured(json!({ "summary": "The sampling workers that reported the policy version they apply to this coordinator (its memory, not replicated)",
+                    "responses": { "200": ok("node, and workers: [{worker_id, version, reported_unix_ms}]") } }), false),
+            },
             "/api/sampling": {
                 "get": public(json!({ "summary": "Jaeger remote sampling strategy for a service, derived from the current policy (unauthenticated, like Jaeger's endpoint)",
                     "parameters": [{ "name": "service", "in": "query", "required": true, "schema": { "type": "string" } }],

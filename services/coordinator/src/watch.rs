@@ -25,10 +25,10 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use tokio::sync::watch;
 use tonic::codegen::http::uri::PathAndQuery;
-use tonic::transport::Endpoint;
 use tonic::{Request, Response, Status};
 use tonic_prost::ProstCodec;
 
+use crate::grpc::ClientOptions;
 use crate::state::PolicyFormat;
 use crate::store::View;
 
@@ -159,7 +159,15 @@ impl Workers {
                 None => break,
             };
         }
-        ::metrics::gauge!(crate::metrics::WORKERS_REPORTED).set(g.len() as f64);
+    }
+
+    /// How many workers are remembered.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Every worker, by id.
@@ -441,13 +449,16 @@ pub enum WatchError {
     Failed { endpoint: String, message: String },
 }
 
-/// Connects to `endpoint` (`http://host:port`, a coordinator's `raft.listen`) and starts a watch.
+/// Connects to `endpoint` (`http://host:port` or `https://host:port`, a coordinator's
+/// `raft.listen`) and starts a watch, authenticated with `options`' token.
 pub async fn watch(
     endpoint: &str,
+    options: &ClientOptions,
     from_version: u64,
     connect_timeout: Duration,
 ) -> Result<tonic::Streaming<PolicyUpdate>, WatchError> {
-    let ep = Endpoint::from_shared(endpoint.to_string())
+    let ep = options
+        .endpoint(endpoint)
         .map_err(|source| WatchError::Endpoint {
             endpoint: endpoint.to_string(),
             source,
@@ -468,7 +479,7 @@ pub async fn watch(
         })?;
         let codec = ProstCodec::<WatchRequest, PolicyUpdate>::default();
         grpc.server_streaming(
-            Request::new(WatchRequest { from_version }),
+            options.request(WatchRequest { from_version }),
             PathAndQuery::from_static(WATCH),
             codec,
         )
@@ -488,12 +499,18 @@ pub async fn watch(
 }
 
 /// Tells the coordinator at `endpoint` which version a worker applies (`report`).
-pub async fn report_applied(endpoint: &str, report: AppliedReport, timeout: Duration) -> Result<(), WatchError> {
+pub async fn report_applied(
+    endpoint: &str,
+    options: &ClientOptions,
+    report: AppliedReport,
+    timeout: Duration,
+) -> Result<(), WatchError> {
     let failed = |message: String| WatchError::Failed {
         endpoint: endpoint.to_string(),
         message,
     };
-    let ep = Endpoint::from_shared(endpoint.to_string())
+    let ep = options
+        .endpoint(endpoint)
         .map_err(|source| WatchError::Endpoint {
             endpoint: endpoint.to_string(),
             source,
@@ -505,7 +522,7 @@ pub async fn report_applied(endpoint: &str, report: AppliedReport, timeout: Dura
         let mut grpc = tonic::client::Grpc::new(channel);
         grpc.ready().await.map_err(|e| failed(e.to_string()))?;
         let codec = ProstCodec::<AppliedReport, ReportAck>::default();
-        grpc.unary(Request::new(report), PathAndQuery::from_static(REPORT), codec)
+        grpc.unary(options.request(report), PathAndQuery::from_static(REPORT), codec)
             .await
             .map(|_| ())
             .map_err(|s| failed(s.to_string()))

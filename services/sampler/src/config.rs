@@ -239,9 +239,17 @@ impl Default for PolicyConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CoordinatorConfig {
-    /// Coordinators' gRPC addresses (their `raft.listen`), `http://host:port`. The worker watches
-    /// one and moves to the next when it fails. Default none (policy from `policy` only).
+    /// Coordinators' gRPC addresses (their `raft.listen`), `http://host:port`, or
+    /// `https://host:port` for coordinators with `raft.tls` (then `tls.ca_file` is needed). The
+    /// worker watches one and moves to the next when it fails. Default none (policy from `policy`
+    /// only).
     pub endpoints: Vec<String>,
+    /// Bearer token for the coordinators' Watch service: any token of their `admin.tokens`
+    /// (a `read_only` one is enough). Also `TAILSIFT_COORDINATOR__TOKEN`. Default none (the
+    /// coordinators refuse the watch with UNAUTHENTICATED).
+    pub token: Option<String>,
+    /// TLS for `https://` endpoints. Default none.
+    pub tls: Option<CoordinatorTls>,
     /// Where the last applied version is kept, so a restart applies it with no coordinator
     /// reachable. Default none (a restart uses `policy` until a coordinator answers).
     pub state_file: Option<std::path::PathBuf>,
@@ -260,11 +268,34 @@ impl Default for CoordinatorConfig {
     fn default() -> Self {
         CoordinatorConfig {
             endpoints: Vec::new(),
+            token: None,
+            tls: None,
             state_file: None,
             worker_id: None,
             connect_timeout: Duration::from_secs(2),
             retry_interval: Duration::from_secs(1),
         }
+    }
+}
+
+/// How `https://` coordinator endpoints are verified.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorTls {
+    /// PEM CA certificate(s) the coordinators' `raft.tls` certificates are verified against.
+    pub ca_file: std::path::PathBuf,
+}
+
+impl CoordinatorConfig {
+    /// The gRPC client options (CA, token) of the coordinator watch.
+    pub fn client_options(&self) -> Result<tailsift_coordinator::grpc::ClientOptions, ConfigError> {
+        let ca = self
+            .tls
+            .as_ref()
+            .map(|t| tailsift_coordinator::tls::read_ca("coordinator.tls.ca_file", &t.ca_file))
+            .transpose()?;
+        tailsift_coordinator::grpc::ClientOptions::new(ca, self.token.as_deref())
+            .map_err(|e| ConfigError::invalid("coordinator.token", e))
     }
 }
 
@@ -371,6 +402,18 @@ impl Validate for SamplerConfig {
         if c.worker_id.as_ref().is_some_and(|w| w.is_empty() || w.len() > 256) {
             return Err(ConfigError::invalid("coordinator.worker_id", "must be 1 to 256 bytes"));
         }
+        if c.tls.is_none() {
+            if let Some(i) = c.endpoints.iter().position(|e| e.starts_with("https://")) {
+                return Err(ConfigError::invalid(
+                    "coordinator.tls.ca_file",
+                    format!("is required for the https endpoint coordinator.endpoints[{i}]"),
+                ));
+            }
+        }
+        if c.token.as_deref().is_some_and(str::is_empty) {
+            return Err(ConfigError::invalid("coordinator.token", "must not be empty"));
+        }
+        c.client_options()?;
         if c.connect_timeout.is_zero() {
             return Err(ConfigError::invalid("coordinator.connect_timeout", "must be positive"));
         }
@@ -378,5 +421,54 @@ impl Validate for SamplerConfig {
             return Err(ConfigError::invalid("coordinator.retry_interval", "must be positive"));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod coordinator_tls_tests {
+    use tailsift_config::Sources;
+
+    fn load(sets: &[(&str, &str)]) -> Result<crate::SamplerConfig, tailsift_config::ConfigError> {
+        Sources {
+            sets: sets.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: vec![("TAILSIFT_COORDINATOR__TOKEN".into(), "reader-token-0123456789".into())],
+            ..Default::default()
+        }
+        .load()
+    }
+
+    #[test]
+    fn https_endpoints_need_a_readable_ca_and_the_token_comes_from_the_environment() {
+        let c = load(&[("coordinator.endpoints", "[http://c1:9700]")]).unwrap();
+        assert_eq!(c.coordinator.token.as_deref(), Some("reader-token-0123456789"));
+        let e = load(&[("coordinator.endpoints", "[http://c1:9700, https://c2:9700]")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("coordinator.tls.ca_file") && e.contains("endpoints[1]"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("ca.pem").display().to_string();
+        let e = load(&[
+            ("coordinator.endpoints", "[https://c2:9700]"),
+            ("coordinator.tls.ca_file", missing.as_str()),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("coordinator.tls.ca_file") && e.contains("cannot read"),
+            "{e}"
+        );
+        std::fs::write(dir.path().join("ca.pem"), "not a certificate").unwrap();
+        let e = load(&[
+            ("coordinator.endpoints", "[https://c2:9700]"),
+            ("coordinator.tls.ca_file", missing.as_str()),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("coordinator.tls.ca_file"), "{e}");
+        let e = load(&[("coordinator.tls.ca_fil", "x")]).unwrap_err().to_string();
+        assert!(e.contains("ca_fil"), "{e}");
     }
 }

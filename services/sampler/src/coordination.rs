@@ -12,12 +12,15 @@
 //! reachable coordinator. While no coordinator is reachable the worker keeps sampling with the
 //! version it has. After each applied version and on each new watch, the worker reports the
 //! version it runs to every coordinator (`ReportApplied`, best effort; `GET /v1/workers`).
+//! Every call carries `coordinator.token`; `https://` endpoints are verified against
+//! `coordinator.tls.ca_file`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use tailsift_coordinator::grpc::ClientOptions;
 use tailsift_coordinator::watch::PolicyUpdate;
 use tokio_util::sync::CancellationToken;
 
@@ -191,11 +194,11 @@ pub fn initial(cfg: &CoordinatorConfig) -> Option<ActivePolicy> {
 const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Reports `report` to every coordinator, in the background (best effort).
-fn report(cfg: &CoordinatorConfig, report: AppliedReport) {
+fn report(cfg: &CoordinatorConfig, options: &ClientOptions, report: AppliedReport) {
     for endpoint in cfg.endpoints.clone() {
-        let (report, timeout) = (report.clone(), cfg.connect_timeout);
+        let (report, timeout, options) = (report.clone(), cfg.connect_timeout, options.clone());
         tokio::spawn(async move {
-            if let Err(e) = tailsift_coordinator::watch::report_applied(&endpoint, report, timeout).await {
+            if let Err(e) = tailsift_coordinator::watch::report_applied(&endpoint, &options, report, timeout).await {
                 tracing::debug!(error = %e, "applied version not reported");
             }
         });
@@ -218,6 +221,7 @@ pub fn worker_id(cfg: &CoordinatorConfig, admin_port: u16) -> String {
 /// What this worker has received and applies, persisted in `coordinator.state_file`.
 struct Applied<W> {
     cfg: CoordinatorConfig,
+    options: ClientOptions,
     worker_id: String,
     with_engine: W,
     stored: StoredPolicy,
@@ -249,7 +253,7 @@ impl<W: Fn(&mut dyn FnMut(&mut Engine))> Applied<W> {
             }
         });
         if r.version > 0 || r.shadow_revision > 0 || r.settings_revision > 0 {
-            report(&self.cfg, r);
+            report(&self.cfg, &self.options, r);
         }
     }
 
@@ -354,9 +358,18 @@ pub async fn run<W: Fn(&mut dyn FnMut(&mut Engine)) + Send>(
     if cfg.endpoints.is_empty() {
         return;
     }
+    // Validated with the config; only a CA file changed since could fail here.
+    let options = match cfg.client_options() {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!(error = %e, "coordinator client options; not watching the coordinators");
+            return;
+        }
+    };
     let persisted = cfg.state_file.as_deref().and_then(|p| load_state(p).ok().flatten());
     let mut state = Applied {
         cfg: cfg.clone(),
+        options: options.clone(),
         worker_id,
         with_engine,
         stored: StoredPolicy {
@@ -390,7 +403,7 @@ pub async fn run<W: Fn(&mut dyn FnMut(&mut Engine)) + Send>(
         next += 1;
         let stream = tokio::select! {
             _ = shutdown.cancelled() => return,
-            s = tailsift_coordinator::watch::watch(&endpoint, state.stored.version, cfg.connect_timeout) => s,
+            s = tailsift_coordinator::watch::watch(&endpoint, &options, state.stored.version, cfg.connect_timeout) => s,
         };
         match stream {
             Ok(mut stream) => {

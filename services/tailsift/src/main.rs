@@ -79,7 +79,8 @@ fn parse_member(s: &str) -> Result<String, String> {
 /// Connection to a coordinator's admin API, then the command.
 #[derive(Args, Debug)]
 struct AdminCommand<C: Subcommand> {
-    /// Admin API base URL of any coordinator (writes are forwarded to the leader).
+    /// Admin API base URL of any coordinator (writes are forwarded to the leader); https:// for
+    /// coordinators with admin.tls.
     #[arg(
         long,
         env = "TAILSIFT_ADMIN_URL",
@@ -90,6 +91,9 @@ struct AdminCommand<C: Subcommand> {
     /// Bearer token (role admin for writes, read_only is enough for reads).
     #[arg(long, env = "TAILSIFT_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
+    /// PEM CA certificate to verify an https:// admin API with, in addition to the system's roots.
+    #[arg(long, env = "TAILSIFT_CA_FILE", global = true)]
+    ca_file: Option<PathBuf>,
     /// Request timeout.
     #[arg(long, default_value = "30s", value_parser = parse_duration, global = true)]
     timeout: std::time::Duration,
@@ -340,13 +344,11 @@ fn real_main() -> anyhow::Result<()> {
                 },
                 PolicyCommand::Shadow { .. } => AdminRequest::get("/v1/policy/shadow"),
             };
-            admin_call(&a.admin, a.token.as_deref(), a.timeout, req)
+            admin_call(&a.conn(), req)
         }
         Command::Seed(a) => match a.command {
             SeedCommand::Rotate => admin_call(
-                &a.admin,
-                a.token.as_deref(),
-                a.timeout,
+                &a.conn(),
                 AdminRequest {
                     method: reqwest::Method::POST,
                     path: "/v1/seed/rotate".into(),
@@ -383,7 +385,7 @@ fn real_main() -> anyhow::Result<()> {
                     )
                 }
             };
-            admin_call(&a.admin, a.token.as_deref(), a.timeout, req)
+            admin_call(&a.conn(), req)
         }
     }
 }
@@ -404,6 +406,25 @@ fn run_coordinator(args: CoordinatorArgs) -> anyhow::Result<()> {
             .await
             .context("coordinator failed")
     })
+}
+
+/// Where and how the admin API is called.
+struct AdminConn<'a> {
+    base: &'a str,
+    token: Option<&'a str>,
+    ca_file: Option<&'a std::path::Path>,
+    timeout: std::time::Duration,
+}
+
+impl<C: Subcommand> AdminCommand<C> {
+    fn conn(&self) -> AdminConn<'_> {
+        AdminConn {
+            base: &self.admin,
+            token: self.token.as_deref(),
+            ca_file: self.ca_file.as_deref(),
+            timeout: self.timeout,
+        }
+    }
 }
 
 /// One admin API request.
@@ -442,10 +463,22 @@ fn policy_body(f: &PolicyFile) -> anyhow::Result<serde_json::Value> {
 
 /// Sends the request, prints the JSON answer on stdout; an error status is an error carrying
 /// the server's message (and the answer is printed on stderr).
-fn admin_call(base: &str, token: Option<&str>, timeout: std::time::Duration, req: AdminRequest) -> anyhow::Result<()> {
+fn admin_call(conn: &AdminConn<'_>, req: AdminRequest) -> anyhow::Result<()> {
+    let (base, token) = (conn.base, conn.token);
     let url = format!("{}{}", base.trim_end_matches('/'), req.path);
+    let mut builder = reqwest::Client::builder().timeout(conn.timeout);
+    if let Some(path) = conn.ca_file {
+        let pem = std::fs::read(path).with_context(|| format!("reading --ca-file {}", path.display()))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("--ca-file {}: not PEM certificates", path.display()))?
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    // The leader is reached with the scheme the user gave (its admin port has the same TLS).
+    let scheme = if base.starts_with("https://") { "https" } else { "http" };
     runtime()?.block_on(async move {
-        let client = reqwest::Client::builder().timeout(timeout).build()?;
+        let client = builder.build()?;
         let mut r = client.request(req.method.clone(), &url);
         if let Some(t) = token {
             r = r.bearer_auth(t);
@@ -467,7 +500,7 @@ fn admin_call(base: &str, token: Option<&str>, timeout: std::time::Duration, req
                 .and_then(|b| b["leader_admin_addr"].as_str())
                 .map(str::to_string)
             {
-                let url = format!("http://{leader}{}", req.path);
+                let url = format!("{scheme}://{leader}{}", req.path);
                 let mut r = client.request(req.method.clone(), &url);
                 if let Some(t) = token {
                     r = r.bearer_auth(t);

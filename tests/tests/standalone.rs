@@ -1,0 +1,313 @@
+//! `tailsift standalone`, end to end and in process (no broker): traces sent over OTLP/gRPC and
+//! Zipkin go through the in-process log to the sampler; kept traces come out as OTLP/JSON lines,
+//! whole and stamped with the policy that kept them; boring traces are dropped per policy; a policy
+//! PUT on the admin API changes the decisions of the running sampler.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use opentelemetry_proto::tonic::common::v1::any_value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use serde_json::json;
+use tailsift_tests::{metric_value, single_span_request};
+use tokio_util::sync::CancellationToken;
+
+const ERRORS_ONLY: &str = "policies:\n  - name: errors\n    status_code: { codes: [ERROR] }\n";
+
+fn trace_id(tag: u8, i: u8) -> [u8; 16] {
+    let mut id = [0x42u8; 16];
+    id[0] = tag;
+    id[1] = i;
+    id
+}
+
+fn span_id(trace: u8, i: u8, n: u8) -> [u8; 8] {
+    [trace, i, n, 1, 2, 3, 4, 5]
+}
+
+/// Every span written to `path` so far, by hex trace ID, and the number of lines.
+fn read_output(path: &Path) -> (HashMap<String, Vec<Span>>, usize) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut by_trace: HashMap<String, Vec<Span>> = HashMap::new();
+    let mut lines = 0;
+    for line in text.lines() {
+        lines += 1;
+        let req = tailsift_otlp::json::decode_json(line.as_bytes()).expect("every line is an OTLP/JSON request");
+        let mut ids = HashSet::new();
+        for rs in req.resource_spans {
+            for ss in rs.scope_spans {
+                for s in ss.spans {
+                    ids.insert(hex::encode(&s.trace_id));
+                    by_trace.entry(hex::encode(&s.trace_id)).or_default().push(s);
+                }
+            }
+        }
+        assert_eq!(ids.len(), 1, "one trace per line: {line}");
+    }
+    (by_trace, lines)
+}
+
+fn attr<'a>(span: &'a Span, key: &str) -> Option<&'a any_value::Value> {
+    span.attributes
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| a.value.as_ref())
+        .and_then(|v| v.value.as_ref())
+}
+
+/// Waits (bounded) until every trace of `ids` has `spans` spans in the output; returns the output.
+async fn wait_output(path: &Path, ids: &[[u8; 16]], spans: usize, what: &str) -> HashMap<String, Vec<Span>> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (out, _) = read_output(path);
+        let missing: Vec<String> = ids
+            .iter()
+            .map(hex::encode)
+            .filter(|id| out.get(id).map_or(0, Vec::len) < spans)
+            .collect();
+        if missing.is_empty() {
+            return out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {} traces never written whole: {missing:?}",
+            missing.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Sends three-span traces over OTLP/gRPC: the two children in one request, the root in another.
+async fn send_traces(client: &mut TraceServiceClient<tonic::transport::Channel>, ids: &[[u8; 16]], error: bool) {
+    for id in ids {
+        let (t, i) = (id[0], id[1]);
+        let root = span_id(t, i, 0);
+        let mut children = single_span_request(*id, span_id(t, i, 1), Some(root), false);
+        let second = single_span_request(*id, span_id(t, i, 2), Some(root), error);
+        children.resource_spans.extend(second.resource_spans);
+        client.export(children).await.expect("children accepted");
+        client
+            .export(single_span_request(*id, root, None, false))
+            .await
+            .expect("root accepted");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn standalone_keeps_errors_whole_drops_the_rest_and_follows_policy_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("errors.yaml");
+    std::fs::write(&policy, ERRORS_ONLY).unwrap();
+    let output = dir.path().join("kept.jsonl");
+    let local = "127.0.0.1:0";
+    let sets: Vec<(String, String)> = [
+        ("standalone.data_dir", dir.path().join("data").display().to_string()),
+        ("export.output", output.display().to_string()),
+        ("policy.file", policy.display().to_string()),
+        ("decision.send_delay", "300ms".into()),
+        ("decision.decision_wait", "5s".into()),
+        ("decision.tick", "50ms".into()),
+        ("otlp.grpc_listen", local.into()),
+        ("otlp.http_listen", local.into()),
+        ("zipkin.listen", local.into()),
+        ("admin.listen", local.into()),
+        ("jaeger.http_listen", local.into()),
+        ("jaeger.grpc_listen", local.into()),
+        ("jaeger.compact_udp_listen", local.into()),
+        ("jaeger.binary_udp_listen", local.into()),
+        ("coordinator.raft_listen", local.into()),
+        ("coordinator.admin_listen", local.into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let cfg: tailsift_standalone::StandaloneConfig = tailsift_config::Sources {
+        sets,
+        ..Default::default()
+    }
+    .load()
+    .expect("test config is valid");
+    let token = tailsift_standalone::admin_token(&cfg.standalone).unwrap();
+    let listeners = tailsift_standalone::Listeners::bind(&cfg).await.unwrap();
+    let (grpc, _, metrics_addr) = listeners.ingest.addrs().unwrap();
+    let zipkin = listeners.ingest.receiver_addrs().unwrap().zipkin.expect("zipkin on");
+    let admin = listeners.admin_url().unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(tailsift_standalone::run(cfg, listeners, shutdown.clone()));
+
+    // The configured policy becomes version 1 on the coordinator.
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = http.get(format!("{admin}/v1/policy")).bearer_auth(&token).send().await;
+        if let Ok(r) = got {
+            if r.status().is_success() {
+                let v: serde_json::Value = r.json().await.unwrap();
+                if v["version"] == 1 {
+                    assert_eq!(v["policy"]["document"], ERRORS_ONLY);
+                    break;
+                }
+            }
+        }
+        assert!(Instant::now() < deadline, "policy version 1 never published");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let unauthenticated = http.get(format!("{admin}/v1/policy")).send().await.unwrap();
+    assert_eq!(unauthenticated.status(), 401, "the admin API keeps auth on");
+
+    // Errors and boring traces over OTLP/gRPC, one error and one boring trace over Zipkin.
+    let mut client = TraceServiceClient::connect(format!("http://{grpc}")).await.unwrap();
+    let errors: Vec<[u8; 16]> = (0..8).map(|i| trace_id(0xe1, i)).collect();
+    let boring: Vec<[u8; 16]> = (0..8).map(|i| trace_id(0xb1, i)).collect();
+    send_traces(&mut client, &errors, true).await;
+    send_traces(&mut client, &boring, false).await;
+    let zipkin_error = "5a000000000000000000000000000001";
+    let zipkin_boring = "5a000000000000000000000000000002";
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let zipkin_span = |trace: &str, id: &str, parent: Option<&str>, tags: serde_json::Value| {
+        let mut s = json!({
+            "traceId": trace, "id": id, "name": "GET /cart", "kind": "SERVER",
+            "timestamp": now_us, "duration": 1500,
+            "localEndpoint": { "serviceName": "zipkin-frontend" }, "tags": tags,
+        });
+        if let Some(p) = parent {
+            s["parentId"] = json!(p);
+        }
+        s
+    };
+    let spans = json!([
+        zipkin_span(zipkin_error, "00000000000000a1", None, json!({})),
+        zipkin_span(
+            zipkin_error,
+            "00000000000000a2",
+            Some("00000000000000a1"),
+            json!({ "error": "timeout" })
+        ),
+        zipkin_span(zipkin_boring, "00000000000000b1", None, json!({})),
+    ]);
+    let r = http
+        .post(format!("http://{zipkin}/api/v2/spans"))
+        .json(&spans)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
+
+    // Every error trace comes out whole, stamped with the policy that kept it and its version.
+    let out = wait_output(&output, &errors, 3, "OTLP error traces").await;
+    let zipkin_id: [u8; 16] = hex::decode(zipkin_error).unwrap().try_into().unwrap();
+    let out_z = wait_output(&output, &[zipkin_id], 2, "Zipkin error trace").await;
+    for id in errors.iter().map(hex::encode) {
+        let spans = &out[&id];
+        let ids: HashSet<&[u8]> = spans.iter().map(|s| s.span_id.as_slice()).collect();
+        assert_eq!(ids.len(), 3, "trace {id}: every span once: {spans:?}");
+        for s in spans {
+            assert_eq!(
+                attr(s, "tailsift.sampling.policy"),
+                Some(&any_value::Value::StringValue("errors".into())),
+                "trace {id}: the reason is stamped"
+            );
+            assert_eq!(
+                attr(s, "tailsift.sampling.policy_version"),
+                Some(&any_value::Value::IntValue(1))
+            );
+        }
+    }
+    assert!(out_z[zipkin_error]
+        .iter()
+        .all(|s| attr(s, "tailsift.sampling.policy") == Some(&any_value::Value::StringValue("errors".into()))));
+
+    // The boring traces were decided (dropped), and none of them was written.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let m = http
+            .get(format!("http://{metrics_addr}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let dropped = metric_value(&m, "tailsift_sampler_decisions_total", &["outcome=\"dropped\""]);
+        if dropped >= (boring.len() + 1) as f64 {
+            // One registry: the ingest node's metrics are on the same port.
+            assert!(
+                metric_value(&m, "tailsift_ingest_records_produced_total", &[]) >= 33.0,
+                "{m}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "boring traces never decided: {m}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (out, lines_before) = read_output(&output);
+    for id in boring.iter().map(hex::encode).chain([zipkin_boring.to_string()]) {
+        assert!(!out.contains_key(&id), "boring trace {id} was kept");
+    }
+    assert_eq!(out.len(), errors.len() + 1, "only the error traces were written");
+
+    // A new policy through the admin API: keep everything. The running sampler switches to it.
+    let put = http
+        .put(format!("{admin}/v1/policy"))
+        .bearer_auth(&token)
+        .json(&json!({ "format": "yaml", "document": "policies:\n  - name: everything\n    always: {}\n" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200, "{}", put.text().await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let workers: serde_json::Value = http
+            .get(format!("{admin}/v1/workers"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let applied = workers["workers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|w| w["worker_id"] == "standalone" && w["version"] == 2);
+        if applied {
+            break;
+        }
+        assert!(Instant::now() < deadline, "version 2 never applied: {workers}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let boring_after: Vec<[u8; 16]> = (0..5).map(|i| trace_id(0xb2, i)).collect();
+    send_traces(&mut client, &boring_after, false).await;
+    let out = wait_output(&output, &boring_after, 3, "boring traces under the new policy").await;
+    for id in boring_after.iter().map(hex::encode) {
+        for s in &out[&id] {
+            assert_eq!(
+                attr(s, "tailsift.sampling.policy"),
+                Some(&any_value::Value::StringValue("everything".into()))
+            );
+            assert_eq!(
+                attr(s, "tailsift.sampling.policy_version"),
+                Some(&any_value::Value::IntValue(2))
+            );
+        }
+    }
+    let (_, lines_after) = read_output(&output);
+    assert_eq!(
+        lines_after,
+        lines_before + boring_after.len(),
+        "one line per kept trace"
+    );
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("standalone stops")
+        .expect("task")
+        .expect("standalone exits cleanly");
+}

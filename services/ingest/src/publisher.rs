@@ -263,3 +263,42 @@ fn classify(e: &KafkaError) -> PublishError {
         _ => PublishError::Delivery(e.to_string()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: u8, bytes: usize) -> TraceRecord {
+        TraceRecord {
+            trace_id: [n; 16],
+            payload: vec![n; bytes],
+            spans: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn in_process_log_takes_records_by_key_and_a_full_log_is_a_full_queue() {
+        let per_record = 1000 + 32 + tailsift_kafka::memlog::RECORD_OVERHEAD;
+        let log = Arc::new(MemLog::new(3, per_record * 3));
+        let p = Publisher::in_process(log.clone(), 1 << 20);
+        p.publish(vec![record(1, 1000), record(2, 1000)]).await.unwrap();
+        for n in [1u8, 2] {
+            let key = record_key(&[n; 16]);
+            let part = tailsift_otlp::fnv1a_partition(&key, 3);
+            let recs = log.read(part, 0, 10);
+            assert!(
+                recs.iter()
+                    .any(|r| r.key[..] == key[..] && r.value[..] == [n; 1000][..]),
+                "record {n} keyed by its hex trace ID on partition {part}"
+            );
+        }
+        // Room for one more record only: the request fails retryably, as with a full Kafka queue.
+        assert_eq!(
+            p.publish(vec![record(3, 1000), record(4, 1000)]).await,
+            Err(PublishError::QueueFull)
+        );
+        assert_eq!(p.queued(), 0);
+        p.close(Duration::from_secs(1));
+        assert_eq!(p.publish(vec![record(5, 10)]).await, Err(PublishError::ShuttingDown));
+    }
+}

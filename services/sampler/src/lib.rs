@@ -768,7 +768,7 @@ pub async fn run_on(
         Transport::InProcess(log) => {
             let source = Arc::new(LogSource::assign_all(log, &shared));
             readiness.set(true, "ok");
-            tracing::info!(export = ?cfg.export.kind, endpoint = %cfg.export.endpoint, "sampler consuming the in-process log");
+            tracing::info!(export = ?cfg.export.kind, endpoint = %cfg.export.endpoint, output = %cfg.export.output, "sampler consuming the in-process log");
             consume(source, &shared, &cfg, &readiness, &shutdown).await;
         }
     }

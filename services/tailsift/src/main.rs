@@ -524,7 +524,11 @@ fn run_sampler(args: SamplerArgs) -> anyhow::Result<()> {
     })
 }
 
-fn run_standalone(args: StandaloneArgs) -> anyhow::Result<()> {
+fn run_standalone(mut args: StandaloneArgs) -> anyhow::Result<()> {
+    // One process, one log: the Raft library's per-step info lines would drown the rest.
+    if args.common.log_level == "info" {
+        args.common.log_level = "info,openraft=warn".into();
+    }
     let cfg: tailsift_standalone::StandaloneConfig = args.common.init_and_load(vec![
         ("standalone.data_dir", args.data_dir.as_ref()),
         ("export.output", args.output.as_ref()),

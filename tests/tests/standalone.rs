@@ -311,3 +311,131 @@ async fn standalone_keeps_errors_whole_drops_the_rest_and_follows_policy_changes
         .expect("task")
         .expect("standalone exits cleanly");
 }
+
+/// Waits (bounded) for a line of `lines` mentioning `needle`; returns it.
+async fn wait_line(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        while let Ok(line) = lines.try_recv() {
+            if line.contains(needle) {
+                return line;
+            }
+        }
+        assert!(Instant::now() < deadline, "no output line mentions {needle}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_prints_kept_traces_on_stdout_and_follows_policy_apply() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    use tailsift_tests::{free_port, workspace_bin, ChildGuard};
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (grpc, metrics, coordinator) = (free_port(), free_port(), free_port());
+    let child = Command::new(workspace_bin("tailsift"))
+        .arg("standalone")
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--grpc-listen", &format!("127.0.0.1:{grpc}")])
+        .args(["--admin-listen", &format!("127.0.0.1:{metrics}")])
+        .args(["--coordinator-listen", &format!("127.0.0.1:{coordinator}")])
+        .args(["--http-listen", "127.0.0.1:0", "--zipkin-listen", "127.0.0.1:0"])
+        .args([
+            "--set",
+            "coordinator.raft_listen=127.0.0.1:0",
+            "--set",
+            "jaeger.enabled=false",
+        ])
+        .args(["--set", "decision.send_delay=200ms", "--policy"])
+        .arg({
+            let p = dir.path().join("errors.yaml");
+            std::fs::write(&p, ERRORS_ONLY).unwrap();
+            p
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = ChildGuard(Some(child));
+    let stdout = guard.0.as_mut().unwrap().stdout.take().unwrap();
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !reqwest::get(format!("http://127.0.0.1:{metrics}/readyz"))
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "standalone never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let mut client = TraceServiceClient::connect(format!("http://127.0.0.1:{grpc}"))
+        .await
+        .unwrap();
+    let error = trace_id(0xe3, 1);
+    send_traces(&mut client, &[error], true).await;
+    let line = wait_line(&lines, &hex::encode(error)).await;
+    assert!(
+        line.contains(r#""tailsift.sampling.policy","value":{"stringValue":"errors"}"#),
+        "{line}"
+    );
+
+    // The admin CLI, with the generated token, against standalone's coordinator.
+    let policy = dir.path().join("everything.yaml");
+    std::fs::write(&policy, "policies:\n  - name: everything\n    always: {}\n").unwrap();
+    let token = std::fs::read_to_string(data.join("admin-token")).unwrap();
+    let apply = Command::new(workspace_bin("tailsift"))
+        .args(["policy", "apply"])
+        .arg(&policy)
+        .args(["--admin", &format!("http://127.0.0.1:{coordinator}")])
+        .env("TAILSIFT_TOKEN", token.trim())
+        .output()
+        .unwrap();
+    assert!(apply.status.success(), "{}", String::from_utf8_lossy(&apply.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&apply.stdout).unwrap();
+    let version = answer["version"].as_i64().unwrap();
+    assert!(version >= 1, "{answer}");
+    // Boring traces are kept once the sampler runs the new version.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut i = 0u8;
+    let line = loop {
+        i += 1;
+        let boring = trace_id(0xb3, i);
+        send_traces(&mut client, &[boring], false).await;
+        let needle = hex::encode(boring);
+        if let Ok(line) = tokio::time::timeout(Duration::from_secs(2), wait_line(&lines, &needle)).await {
+            break line;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "boring traces never kept after `policy apply`"
+        );
+    };
+    assert!(line.contains(r#""stringValue":"everything""#), "{line}");
+    assert!(
+        line.contains(&format!(
+            r#""tailsift.sampling.policy_version","value":{{"intValue":"{version}"}}"#
+        )),
+        "{line}"
+    );
+
+    let pid = guard.0.as_ref().unwrap().id();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = guard.0.take().unwrap().wait_with_output().unwrap();
+    let logs = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "exit 0 after SIGTERM; logs:\n{logs}");
+    assert!(logs.contains("admin_token"), "the token is printed at start:\n{logs}");
+}

@@ -19,6 +19,8 @@ pub mod engine;
 pub mod export;
 pub mod extract;
 pub mod metrics;
+#[cfg(test)]
+mod source_tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;

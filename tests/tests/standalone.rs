@@ -95,16 +95,14 @@ async fn send_traces(client: &mut TraceServiceClient<tonic::transport::Channel>,
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn standalone_keeps_errors_whole_drops_the_rest_and_follows_policy_changes() {
-    let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("errors.yaml");
+/// Standalone's config for a test in `dir`: every listener on a free loopback port, the
+/// errors-only policy, short decision delays, plus `extra` settings.
+fn test_config(dir: &Path, extra: &[(&str, String)]) -> tailsift_standalone::StandaloneConfig {
+    let policy = dir.join("errors.yaml");
     std::fs::write(&policy, ERRORS_ONLY).unwrap();
-    let output = dir.path().join("kept.jsonl");
     let local = "127.0.0.1:0";
-    let sets: Vec<(String, String)> = [
-        ("standalone.data_dir", dir.path().join("data").display().to_string()),
-        ("export.output", output.display().to_string()),
+    let mut sets: Vec<(String, String)> = [
+        ("standalone.data_dir", dir.join("data").display().to_string()),
         ("policy.file", policy.display().to_string()),
         ("decision.send_delay", "300ms".into()),
         ("decision.decision_wait", "5s".into()),
@@ -123,12 +121,20 @@ async fn standalone_keeps_errors_whole_drops_the_rest_and_follows_policy_changes
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let cfg: tailsift_standalone::StandaloneConfig = tailsift_config::Sources {
+    sets.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    tailsift_config::Sources {
         sets,
         ..Default::default()
     }
     .load()
-    .expect("test config is valid");
+    .expect("test config is valid")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn standalone_keeps_errors_whole_drops_the_rest_and_follows_policy_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("kept.jsonl");
+    let cfg = test_config(dir.path(), &[("export.output", output.display().to_string())]);
     let token = tailsift_standalone::admin_token(&cfg.standalone).unwrap();
     let listeners = tailsift_standalone::Listeners::bind(&cfg).await.unwrap();
     let (grpc, _, metrics_addr) = listeners.ingest.addrs().unwrap();
@@ -438,4 +444,51 @@ async fn the_binary_prints_kept_traces_on_stdout_and_follows_policy_apply() {
     let logs = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "exit 0 after SIGTERM; logs:\n{logs}");
     assert!(logs.contains("admin_token"), "the token is printed at start:\n{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_otlp_endpoint_kept_traces_go_there_instead() {
+    let (sink, endpoint) = tailsift_tests::Sink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("kept.jsonl");
+    let cfg = test_config(
+        dir.path(),
+        &[
+            ("export.endpoint", endpoint),
+            ("export.output", output.display().to_string()),
+        ],
+    );
+    let listeners = tailsift_standalone::Listeners::bind(&cfg).await.unwrap();
+    let (grpc, _, _) = listeners.ingest.addrs().unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(tailsift_standalone::run(cfg, listeners, shutdown.clone()));
+
+    let mut client = TraceServiceClient::connect(format!("http://{grpc}")).await.unwrap();
+    let errors: Vec<[u8; 16]> = (0..3).map(|i| trace_id(0xe4, i)).collect();
+    let boring: Vec<[u8; 16]> = (0..3).map(|i| trace_id(0xb4, i)).collect();
+    send_traces(&mut client, &boring, false).await;
+    send_traces(&mut client, &errors, true).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !errors
+        .iter()
+        .all(|id| sink.traces().get(id).is_some_and(|s| s.len() == 3))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "error traces never reached the OTLP endpoint whole"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Errors only: the boring traces (sent first) are dropped, never exported.
+    let traces = sink.traces();
+    assert_eq!(traces.len(), errors.len(), "only the error traces were exported");
+    assert!(boring.iter().all(|id| !traces.contains_key(id)));
+    assert!(!output.exists(), "no JSON lines when an endpoint is configured");
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("standalone stops")
+        .expect("task")
+        .expect("standalone exits cleanly");
 }

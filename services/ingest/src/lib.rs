@@ -7,6 +7,10 @@
 //! keyed by the hex trace ID, to the spans topic. A request is acknowledged only after Kafka
 //! acknowledged all of its records; when Kafka cannot take more, clients get OTLP's retryable
 //! errors (gRPC `UNAVAILABLE`, HTTP 503 with `Retry-After`).
+//!
+//! `tailsift standalone` runs the same node on an in-process log instead of Kafka
+//! ([`run_on`] with [`Transport::InProcess`]): same keys, partitioner, limits and answers, a full
+//! log being answered like a full producer queue.
 
 pub mod config;
 pub mod grpc;

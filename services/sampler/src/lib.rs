@@ -106,6 +106,9 @@ impl Listeners {
     }
 }
 
+/// Commits `(partition, next offset to read)` pairs, waiting for the acknowledgement.
+type CommitOffsets<'a> = dyn Fn(&[(i32, i64)]) -> Result<(), String> + 'a;
+
 struct Shared {
     engine: Mutex<Engine>,
     export_tx: mpsc::Sender<engine::ExportJob>,
@@ -153,7 +156,7 @@ impl Shared {
     /// Graceful handover of `partitions`: wait for their kept traces' exports, publish every
     /// decision, commit the lowest offset still needed, forget the partitions. Blocking; bounded by
     /// the handover timeout (then the commit stays lower: nothing is lost, at worst re-exported).
-    fn handover(&self, commit: &dyn Fn(&[(i32, i64)]) -> Result<(), String>, partitions: &[i32]) {
+    fn handover(&self, commit: &CommitOffsets<'_>, partitions: &[i32]) {
         let owned: Vec<i32> = {
             let e = self.engine.lock().unwrap();
             let mine = e.partitions();

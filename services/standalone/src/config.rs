@@ -43,7 +43,7 @@ pub struct StandaloneConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
-    /// The coordinator's Raft state, the admin token file and the sampler's last applied policy.
+    /// The coordinator's Raft state and the admin token file.
     /// Default `.tailsift/standalone`.
     pub data_dir: PathBuf,
     /// Partitions of the in-process log (traces are spread over them by trace ID, as over the
@@ -157,7 +157,9 @@ impl StandaloneConfig {
             policy: self.policy.clone(),
             coordinator: sampler::CoordinatorConfig {
                 endpoints: vec![coordinator.to_string()],
-                state_file: Some(self.standalone.data_dir.join("sampler-policy.json")),
+                // The coordinator lives and dies with this process: its current version is the
+                // one to apply at start, no copy of an older one.
+                state_file: None,
                 worker_id: Some("standalone".into()),
                 ..Default::default()
             },
@@ -240,10 +242,7 @@ mod tests {
         assert_eq!(s.export.kind, sampler::ExportKind::JsonLines);
         assert_eq!(s.export.output, "-");
         assert_eq!(s.coordinator.endpoints, vec!["http://127.0.0.1:9700".to_string()]);
-        assert_eq!(
-            s.coordinator.state_file,
-            Some(PathBuf::from(".tailsift/standalone/sampler-policy.json"))
-        );
+        assert_eq!(s.coordinator.state_file, None);
 
         let c = load(
             "export:\n  endpoint: http://jaeger:4318\n  kind: otlp_http\n",

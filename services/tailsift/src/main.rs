@@ -49,7 +49,7 @@ enum Command {
 struct StandaloneArgs {
     #[command(flatten)]
     common: Common,
-    /// Coordinator state, admin token, applied policy (standalone.data_dir). [default: .tailsift/standalone]
+    /// Coordinator state and admin token (standalone.data_dir). [default: .tailsift/standalone]
     #[arg(long)]
     data_dir: Option<String>,
     /// Kept traces as OTLP/JSON lines: `-` (stdout) or a file (export.output). [default: -]

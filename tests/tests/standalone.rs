@@ -14,6 +14,10 @@ use serde_json::json;
 use tailsift_tests::{metric_value, single_span_request};
 use tokio_util::sync::CancellationToken;
 
+/// The in-process tests share one metrics registry: they run one at a time, so each can read the
+/// decision counters as its own.
+static IN_PROCESS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const ERRORS_ONLY: &str = "policies:\n  - name: errors\n    status_code: { codes: [ERROR] }\n";
 
 fn trace_id(tag: u8, i: u8) -> [u8; 16] {
@@ -132,6 +136,7 @@ fn test_config(dir: &Path, extra: &[(&str, String)]) -> tailsift_standalone::Sta
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn standalone_keeps_errors_whole_drops_the_rest_and_follows_policy_changes() {
+    let _serial = IN_PROCESS.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("kept.jsonl");
     let cfg = test_config(dir.path(), &[("export.output", output.display().to_string())]);
@@ -142,9 +147,21 @@ async fn standalone_keeps_errors_whole_drops_the_rest_and_follows_policy_changes
     let admin = listeners.admin_url().unwrap();
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(tailsift_standalone::run(cfg, listeners, shutdown.clone()));
+    let http = reqwest::Client::new();
+    let dropped = || async {
+        let m = http
+            .get(format!("http://{metrics_addr}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let n = metric_value(&m, "tailsift_sampler_decisions_total", &["outcome=\"dropped\""]);
+        (n, m)
+    };
 
     // The configured policy becomes version 1 on the coordinator.
-    let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let got = http.get(format!("{admin}/v1/policy")).bearer_auth(&token).send().await;
@@ -164,6 +181,7 @@ async fn standalone_keeps_errors_whole_drops_the_rest_and_follows_policy_changes
     assert_eq!(unauthenticated.status(), 401, "the admin API keeps auth on");
 
     // Errors and boring traces over OTLP/gRPC, one error and one boring trace over Zipkin.
+    let dropped_before = dropped().await.0;
     let mut client = TraceServiceClient::connect(format!("http://{grpc}")).await.unwrap();
     let errors: Vec<[u8; 16]> = (0..8).map(|i| trace_id(0xe1, i)).collect();
     let boring: Vec<[u8; 16]> = (0..8).map(|i| trace_id(0xb1, i)).collect();
@@ -231,16 +249,8 @@ async fn standalone_keeps_errors_whole_drops_the_rest_and_follows_policy_changes
     // The boring traces were decided (dropped), and none of them was written.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let m = http
-            .get(format!("http://{metrics_addr}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let dropped = metric_value(&m, "tailsift_sampler_decisions_total", &["outcome=\"dropped\""]);
-        if dropped >= (boring.len() + 1) as f64 {
+        let (n, m) = dropped().await;
+        if n - dropped_before >= (boring.len() + 1) as f64 {
             // One registry: the ingest node's metrics are on the same port.
             assert!(
                 metric_value(&m, "tailsift_ingest_records_produced_total", &[]) >= 33.0,
@@ -448,6 +458,7 @@ async fn the_binary_prints_kept_traces_on_stdout_and_follows_policy_apply() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_an_otlp_endpoint_kept_traces_go_there_instead() {
+    let _serial = IN_PROCESS.lock().await;
     let (sink, endpoint) = tailsift_tests::Sink::start().await;
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("kept.jsonl");

@@ -212,7 +212,10 @@ pub async fn run(cfg: StandaloneConfig, listeners: Listeners, shutdown: Cancella
         metrics = %format!("http://{}/metrics", reachable(metrics)),
         admin_api = %admin_url,
         admin_token = %token,
-        token_file = %token_path(&data_dir).display(),
+        token_from = %match cfg.standalone.admin_token {
+            Some(_) => "standalone.admin_token".to_string(),
+            None => token_path(&data_dir).display().to_string(),
+        },
         kept_traces = %kept_to,
         "standalone: all roles running (TAILSIFT_TOKEN=<admin_token> tailsift policy get)"
     );

@@ -444,6 +444,10 @@ async fn the_binary_prints_kept_traces_on_stdout_and_follows_policy_apply() {
         "{line}"
     );
 
+    // A trace sent just before SIGTERM is still decided and written: the receivers stop first,
+    // the sampler a grace period later.
+    let last = trace_id(0xe3, 2);
+    send_traces(&mut client, &[last], true).await;
     let pid = guard.0.as_ref().unwrap().id();
     assert!(Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -454,6 +458,11 @@ async fn the_binary_prints_kept_traces_on_stdout_and_follows_policy_apply() {
     let logs = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "exit 0 after SIGTERM; logs:\n{logs}");
     assert!(logs.contains("admin_token"), "the token is printed at start:\n{logs}");
+    let rest: Vec<String> = lines.iter().collect();
+    assert!(
+        rest.iter().any(|l| l.contains(&hex::encode(last))),
+        "the last trace was written before exit; logs:\n{logs}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

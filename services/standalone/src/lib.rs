@@ -12,7 +12,9 @@
 //!   decisions live. At the first start the configured policy is published as version 1.
 //! * `/metrics` on `admin.listen` shows every role's metrics.
 //!
-//! The log lives in memory: traces not yet decided when the process stops are not kept.
+//! On shutdown the receivers stop first; the sampler keeps deciding for `decision.send_delay` plus
+//! a second, so traces whose root span arrived are still decided and written, then the sampler
+//! and the coordinator stop. The log lives in memory: traces still undecided then are not kept.
 
 pub mod config;
 
@@ -124,13 +126,17 @@ pub fn token_path(data_dir: &Path) -> PathBuf {
     data_dir.join("admin-token")
 }
 
-/// Runs every role until `shutdown` is cancelled, then stops them (ingest drains its requests,
-/// the sampler exports what it decided) and returns.
+/// Runs every role until `shutdown` is cancelled, then stops them (ingest drains its requests;
+/// the sampler decides what it can for `decision.send_delay` + 1 s and exports what it decided)
+/// and returns.
 pub async fn run(cfg: StandaloneConfig, listeners: Listeners, shutdown: CancellationToken) -> Result<(), Error> {
     // Fail fast on a bad policy file, before anything listens.
     tailsift_sampler::load_policy(&cfg.policy)?;
-    // A role that fails stops the others (the process is useless without any of them).
+    // A role that fails stops the others (the process is useless without any of them). The
+    // receivers stop first; the sampler and the coordinator a grace period later.
     let shutdown = shutdown.child_token();
+    let late_stop = CancellationToken::new();
+    let grace = cfg.decision.send_delay + Duration::from_secs(1);
     let data_dir = cfg.standalone.data_dir.clone();
     std::fs::create_dir_all(&data_dir)?;
     let token = admin_token(&cfg.standalone)?;
@@ -177,7 +183,7 @@ pub async fn run(cfg: StandaloneConfig, listeners: Listeners, shutdown: Cancella
 
     let coordinator = supervised(
         &shutdown,
-        tailsift_coordinator::run(coordinator_cfg, listeners.coordinator, shutdown.clone()),
+        tailsift_coordinator::run(coordinator_cfg, listeners.coordinator, late_stop.clone()),
     );
     let sampler = supervised(
         &shutdown,
@@ -185,9 +191,21 @@ pub async fn run(cfg: StandaloneConfig, listeners: Listeners, shutdown: Cancella
             sampler_cfg,
             tailsift_sampler::Transport::InProcess(log.clone()),
             listeners.sampler,
-            shutdown.clone(),
+            late_stop.clone(),
         ),
     );
+    let drain = tokio::spawn({
+        let (shutdown, late_stop) = (shutdown.clone(), late_stop.clone());
+        async move {
+            shutdown.cancelled().await;
+            tracing::info!(
+                ?grace,
+                "receivers stopping; deciding what was received before stopping the sampler"
+            );
+            tokio::time::sleep(grace).await;
+            late_stop.cancel();
+        }
+    });
     let ingest = supervised(
         &shutdown,
         tailsift_ingest::run_on(
@@ -224,6 +242,7 @@ pub async fn run(cfg: StandaloneConfig, listeners: Listeners, shutdown: Cancella
     let sampler = sampler.await;
     let coordinator = coordinator.await;
     let _ = first_policy.await;
+    let _ = drain.await;
     let join = |role: &'static str| {
         move |e: tokio::task::JoinError| Error::Join {
             role,

@@ -7,6 +7,10 @@
 //! keyed by the hex trace ID, to the spans topic. A request is acknowledged only after Kafka
 //! acknowledged all of its records; when Kafka cannot take more, clients get OTLP's retryable
 //! errors (gRPC `UNAVAILABLE`, HTTP 503 with `Retry-After`).
+//!
+//! `tailsift standalone` runs the same node on an in-process log instead of Kafka
+//! ([`run_on`] with [`Transport::InProcess`]): same keys, partitioner, limits and answers, a full
+//! log being answered like a full producer queue.
 
 pub mod config;
 pub mod grpc;
@@ -24,7 +28,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::producer::Producer;
+use rdkafka::producer::{FutureProducer, Producer};
+use tailsift_kafka::memlog::MemLog;
 use tailsift_telemetry::Readiness;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -143,31 +148,56 @@ fn bind_udp(
     Ok(Some(sock))
 }
 
+/// Where an ingest node writes its records.
+#[derive(Clone)]
+pub enum Transport {
+    /// The spans topic of the Kafka cluster in `kafka.*`.
+    Kafka,
+    /// The in-process log of `tailsift standalone` (same keys, partitioner, limits and answers;
+    /// of `kafka.*` only `max_record_bytes` is used).
+    InProcess(Arc<MemLog>),
+}
+
 /// Runs an ingest node until `shutdown` is cancelled, then stops accepting, lets in-flight
 /// requests finish, flushes the producer and returns.
 pub async fn run(cfg: IngestConfig, listeners: Listeners, shutdown: CancellationToken) -> Result<(), Error> {
+    run_on(cfg, Transport::Kafka, listeners, shutdown).await
+}
+
+/// [`run`], writing to `transport`.
+pub async fn run_on(
+    cfg: IngestConfig,
+    transport: Transport,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     tailsift_telemetry::prometheus();
     metrics::describe();
     let (grpc_addr, http_addr, admin_addr) = listeners.addrs()?;
     let receivers = listeners.receiver_addrs()?;
     let readiness = Readiness::new();
     let kafka_up = Arc::new(AtomicBool::new(false));
-    let publisher = Arc::new(Publisher::new(
-        &cfg.kafka,
-        cfg.limits.max_in_flight_bytes,
-        kafka_up.clone(),
-    )?);
+    let publisher = Arc::new(match &transport {
+        Transport::Kafka => Publisher::new(&cfg.kafka, cfg.limits.max_in_flight_bytes, kafka_up.clone())?,
+        Transport::InProcess(log) => Publisher::in_process(log.clone(), cfg.limits.max_in_flight_bytes),
+    });
     let pipeline = Arc::new(Pipeline::new(publisher.clone(), cfg.kafka.max_record_bytes));
 
     // Kafka probe: drives readiness, creates the topic when missing, fails requests fast while
-    // the cluster is unreachable.
-    let probe = tokio::spawn(probe_loop(
-        cfg.clone(),
-        publisher.clone(),
-        kafka_up,
-        readiness.clone(),
-        shutdown.clone(),
-    ));
+    // the cluster is unreachable. The in-process log is always there.
+    let probe = match publisher.producer() {
+        Some(producer) => Some(tokio::spawn(probe_loop(
+            cfg.clone(),
+            producer.clone(),
+            kafka_up,
+            readiness.clone(),
+            shutdown.clone(),
+        ))),
+        None => {
+            readiness.set(true, "ok");
+            None
+        }
+    };
 
     let admin = tokio::spawn(tailsift_telemetry::serve_http(
         listeners.admin,
@@ -251,7 +281,14 @@ pub async fn run(cfg: IngestConfig, listeners: Listeners, shutdown: Cancellation
         jaeger_compact_udp = ?receivers.jaeger_compact_udp, jaeger_binary_udp = ?receivers.jaeger_binary_udp,
         "Zipkin and Jaeger receivers listening"
     );
-    tracing::info!(%grpc_addr, %http_addr, %admin_addr, topic = %cfg.kafka.topic, brokers = %cfg.kafka.brokers, "ingest node listening");
+    match &transport {
+        Transport::Kafka => {
+            tracing::info!(%grpc_addr, %http_addr, %admin_addr, topic = %cfg.kafka.topic, brokers = %cfg.kafka.brokers, "ingest node listening")
+        }
+        Transport::InProcess(log) => {
+            tracing::info!(%grpc_addr, %http_addr, %admin_addr, partitions = log.partitions(), "ingest node listening (in-process log)")
+        }
+    }
 
     shutdown.cancelled().await;
     tracing::info!("ingest node stopping: draining requests");
@@ -261,12 +298,14 @@ pub async fn run(cfg: IngestConfig, listeners: Listeners, shutdown: Cancellation
     for t in extra {
         extra_results.push(t.await);
     }
-    let _ = probe.await;
+    if let Some(probe) = probe {
+        let _ = probe.await;
+    }
     let flush = publisher.clone();
     let timeout = cfg.kafka.delivery_timeout;
     tokio::task::spawn_blocking(move || flush.close(timeout)).await.ok();
     let _ = admin.await;
-    tracing::info!(queued = publisher.producer().in_flight_count(), "ingest node stopped");
+    tracing::info!(queued = publisher.queued(), "ingest node stopped");
     g.map_err(join_err)??;
     h.map_err(join_err)??;
     for r in extra_results {
@@ -281,7 +320,7 @@ fn join_err(e: tokio::task::JoinError) -> Error {
 
 async fn probe_loop(
     cfg: IngestConfig,
-    publisher: Arc<Publisher>,
+    producer: FutureProducer,
     kafka_up: Arc<AtomicBool>,
     readiness: Readiness,
     shutdown: CancellationToken,
@@ -290,11 +329,10 @@ async fn probe_loop(
     let timeout = cfg.kafka.probe_interval.max(Duration::from_secs(1));
     let mut last: Option<bool> = None;
     loop {
-        let p = publisher.clone();
+        let p = producer.clone();
         let t = topic.clone();
         let probe = tokio::task::spawn_blocking(move || {
             let md = p
-                .producer()
                 .client()
                 .fetch_metadata(Some(&t), timeout)
                 .map_err(|e| e.to_string())?;
@@ -324,7 +362,7 @@ async fn probe_loop(
         let up = status.is_ok();
         kafka_up.store(up, Ordering::Release);
         ::metrics::gauge!(metrics::KAFKA_READY).set(if up { 1.0 } else { 0.0 });
-        ::metrics::gauge!(metrics::PRODUCER_QUEUE).set(publisher.producer().in_flight_count() as f64);
+        ::metrics::gauge!(metrics::PRODUCER_QUEUE).set(producer.in_flight_count() as f64);
         match &status {
             Ok(()) => readiness.set(true, "ok"),
             Err(e) => readiness.set(false, e),

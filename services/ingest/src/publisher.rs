@@ -1,4 +1,5 @@
-//! Publishing split requests to Kafka, acknowledging only what Kafka acknowledged.
+//! Publishing split requests to Kafka (or, in `tailsift standalone`, to the in-process log),
+//! acknowledging only what was acknowledged.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -8,6 +9,7 @@ use futures::future::join_all;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
+use tailsift_kafka::memlog::{LogError, MemLog};
 use tailsift_otlp::{record_key, TraceRecord};
 use tokio::sync::Semaphore;
 
@@ -41,9 +43,17 @@ impl PublishError {
     }
 }
 
-/// Owns the Kafka producer and the in-flight byte budget.
+/// Where records go.
+enum Transport {
+    Kafka(FutureProducer),
+    /// The in-process log of `tailsift standalone`: same keys, partitioner and answers; a full log
+    /// is answered like a full producer queue.
+    InProcess(Arc<MemLog>),
+}
+
+/// Owns the Kafka producer (or the in-process log) and the in-flight byte budget.
 pub struct Publisher {
-    producer: FutureProducer,
+    transport: Transport,
     topic: String,
     budget: Arc<Semaphore>,
     max_in_flight: usize,
@@ -79,7 +89,7 @@ impl Publisher {
         }
         let producer: FutureProducer = c.create()?;
         Ok(Publisher {
-            producer,
+            transport: Transport::Kafka(producer),
             topic: cfg.topic.clone(),
             budget: Arc::new(Semaphore::new(max_in_flight_bytes)),
             max_in_flight: max_in_flight_bytes,
@@ -88,8 +98,30 @@ impl Publisher {
         })
     }
 
-    pub fn producer(&self) -> &FutureProducer {
-        &self.producer
+    /// A publisher appending to the in-process log `log` instead of Kafka.
+    pub fn in_process(log: Arc<MemLog>, max_in_flight_bytes: usize) -> Self {
+        Publisher {
+            transport: Transport::InProcess(log),
+            topic: String::new(),
+            budget: Arc::new(Semaphore::new(max_in_flight_bytes)),
+            max_in_flight: max_in_flight_bytes,
+            kafka_up: Arc::new(AtomicBool::new(true)),
+            closing: AtomicBool::new(false),
+        }
+    }
+
+    /// The Kafka producer; `None` with the in-process log.
+    pub fn producer(&self) -> Option<&FutureProducer> {
+        match &self.transport {
+            Transport::Kafka(p) => Some(p),
+            Transport::InProcess(_) => None,
+        }
+    }
+
+    /// Records queued and not yet acknowledged (always 0 with the in-process log, which appends
+    /// synchronously).
+    pub fn queued(&self) -> i32 {
+        self.producer().map_or(0, |p| p.in_flight_count())
     }
 
     /// Writes every record and returns once Kafka acknowledged all of them. On error some
@@ -123,12 +155,16 @@ impl Publisher {
         let _in_flight = GaugeGuard(bytes as f64);
 
         let started = Instant::now();
+        let producer = match &self.transport {
+            Transport::Kafka(p) => p,
+            Transport::InProcess(log) => return append_in_process(log, records, started),
+        };
         let mut pending = Vec::with_capacity(records.len());
         let mut enqueue_error = None;
         for rec in &records {
             let key = record_key(&rec.trace_id);
             let fr = FutureRecord::to(&self.topic).key(&key[..]).payload(&rec.payload[..]);
-            match self.producer.send_result(fr) {
+            match producer.send_result(fr) {
                 Ok(delivery) => pending.push((delivery, rec.payload.len())),
                 Err((e, _)) => {
                     enqueue_error = Some(classify(&e));
@@ -136,7 +172,7 @@ impl Publisher {
                 }
             }
         }
-        metrics::gauge!(m::PRODUCER_QUEUE).set(self.producer.in_flight_count() as f64);
+        metrics::gauge!(m::PRODUCER_QUEUE).set(producer.in_flight_count() as f64);
         let mut first_error = enqueue_error;
         let (mut ok_records, mut ok_bytes) = (0u64, 0u64);
         for (res, len) in join_all(pending.into_iter().map(|(d, len)| async move { (d.await, len) })).await {
@@ -155,7 +191,7 @@ impl Publisher {
         }
         metrics::counter!(m::RECORDS_PRODUCED).increment(ok_records);
         metrics::counter!(m::BYTES_PRODUCED).increment(ok_bytes);
-        metrics::gauge!(m::PRODUCER_QUEUE).set(self.producer.in_flight_count() as f64);
+        metrics::gauge!(m::PRODUCER_QUEUE).set(producer.in_flight_count() as f64);
         match first_error {
             Some(e) => Err(e),
             None => {
@@ -168,10 +204,44 @@ impl Publisher {
     /// Stops taking new requests and waits for queued records (at most `timeout`).
     pub fn close(&self, timeout: Duration) {
         self.closing.store(true, Ordering::Release);
-        if let Err(e) = self.producer.flush(Timeout::After(timeout)) {
-            tracing::warn!(error = %e, queued = self.producer.in_flight_count(), "producer flush did not complete");
+        if let Some(producer) = self.producer() {
+            if let Err(e) = producer.flush(Timeout::After(timeout)) {
+                tracing::warn!(error = %e, queued = producer.in_flight_count(), "producer flush did not complete");
+            }
         }
     }
+}
+
+/// Appends every record to the in-process log, in order; stops at the first refused one (the log
+/// is full: retryable, as a full producer queue). What was appended stays (at-least-once, as with
+/// Kafka).
+fn append_in_process(log: &MemLog, records: Vec<TraceRecord>, started: Instant) -> Result<(), PublishError> {
+    let (mut ok_records, mut ok_bytes) = (0u64, 0u64);
+    let mut result = Ok(());
+    for rec in records {
+        let key = record_key(&rec.trace_id);
+        let len = rec.payload.len() as u64;
+        match log.append(&key, rec.payload.into()) {
+            Ok(_) => {
+                ok_records += 1;
+                ok_bytes += len;
+            }
+            Err(LogError::Full { .. }) => {
+                result = Err(PublishError::QueueFull);
+                break;
+            }
+            Err(e @ LogError::UnknownPartition(_)) => {
+                result = Err(PublishError::Delivery(e.to_string()));
+                break;
+            }
+        }
+    }
+    metrics::counter!(m::RECORDS_PRODUCED).increment(ok_records);
+    metrics::counter!(m::BYTES_PRODUCED).increment(ok_bytes);
+    if result.is_ok() {
+        metrics::histogram!(m::PRODUCE_DURATION).record(started.elapsed().as_secs_f64());
+    }
+    result
 }
 
 struct GaugeGuard(f64);
@@ -191,5 +261,44 @@ fn classify(e: &KafkaError) -> PublishError {
             | RDKafkaErrorCode::BrokerTransportFailure,
         ) => PublishError::BrokerDown(e.to_string()),
         _ => PublishError::Delivery(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(n: u8, bytes: usize) -> TraceRecord {
+        TraceRecord {
+            trace_id: [n; 16],
+            payload: vec![n; bytes],
+            spans: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn in_process_log_takes_records_by_key_and_a_full_log_is_a_full_queue() {
+        let per_record = 1000 + 32 + tailsift_kafka::memlog::RECORD_OVERHEAD;
+        let log = Arc::new(MemLog::new(3, per_record * 3));
+        let p = Publisher::in_process(log.clone(), 1 << 20);
+        p.publish(vec![record(1, 1000), record(2, 1000)]).await.unwrap();
+        for n in [1u8, 2] {
+            let key = record_key(&[n; 16]);
+            let part = tailsift_otlp::fnv1a_partition(&key, 3);
+            let recs = log.read(part, 0, 10);
+            assert!(
+                recs.iter()
+                    .any(|r| r.key[..] == key[..] && r.value[..] == [n; 1000][..]),
+                "record {n} keyed by its hex trace ID on partition {part}"
+            );
+        }
+        // Room for one more record only: the request fails retryably, as with a full Kafka queue.
+        assert_eq!(
+            p.publish(vec![record(3, 1000), record(4, 1000)]).await,
+            Err(PublishError::QueueFull)
+        );
+        assert_eq!(p.queued(), 0);
+        p.close(Duration::from_secs(1));
+        assert_eq!(p.publish(vec![record(5, 10)]).await, Err(PublishError::ShuttingDown));
     }
 }

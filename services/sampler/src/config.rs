@@ -158,13 +158,15 @@ pub enum ExportKind {
     OtlpGrpc,
     OtlpHttp,
     Kafka,
+    /// One OTLP/JSON `ExportTraceServiceRequest` per line, to `export.output` (`-`: stdout).
+    JsonLines,
 }
 
 /// Where kept traces go.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExportConfig {
-    /// `otlp_grpc`, `otlp_http` or `kafka`. Default `otlp_grpc`.
+    /// `otlp_grpc`, `otlp_http`, `kafka` or `json_lines`. Default `otlp_grpc`.
     pub kind: ExportKind,
     /// OTLP endpoint: `http://host:4317` for gRPC, `http://host:4318` for HTTP (`/v1/traces` is
     /// appended). Default `http://127.0.0.1:4317`.
@@ -192,6 +194,8 @@ pub struct ExportConfig {
     /// With `kind: kafka`: the topic for kept traces (same record format as the spans topic).
     /// Default `tailsift-sampled`.
     pub kafka_topic: String,
+    /// With `kind: json_lines`: the file kept traces are appended to, `-` for stdout. Default `-`.
+    pub output: String,
 }
 
 impl Default for ExportConfig {
@@ -208,6 +212,7 @@ impl Default for ExportConfig {
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
             kafka_topic: "tailsift-sampled".into(),
+            output: "-".into(),
         }
     }
 }
@@ -366,10 +371,17 @@ impl Validate for SamplerConfig {
             ));
         }
         let e = &self.export;
-        if !e.endpoint.starts_with("http://") && !e.endpoint.starts_with("https://") && e.kind != ExportKind::Kafka {
+        let needs_endpoint = matches!(e.kind, ExportKind::OtlpGrpc | ExportKind::OtlpHttp);
+        if !e.endpoint.starts_with("http://") && !e.endpoint.starts_with("https://") && needs_endpoint {
             return Err(ConfigError::invalid(
                 "export.endpoint",
                 "must start with http:// or https://",
+            ));
+        }
+        if e.kind == ExportKind::JsonLines && e.output.is_empty() {
+            return Err(ConfigError::invalid(
+                "export.output",
+                "must be `-` (stdout) or a file path",
             ));
         }
         if e.batch_spans == 0 || e.queue_traces == 0 {

@@ -1,8 +1,10 @@
-//! Exporting kept traces: OTLP/gRPC, OTLP/HTTP, or a Kafka topic. Batches whole traces, retries
+//! Exporting kept traces: OTLP/gRPC, OTLP/HTTP, a Kafka topic, or OTLP/JSON lines on stdout or in
+//! a file (`tailsift standalone`'s default). Batches whole traces, retries
 //! with exponential backoff until the backend accepts (nothing is dropped on transient errors),
 //! and reports every acknowledged job back to the engine, which only then lets offsets advance.
 
 use std::io::Write;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::{Buf, BufMut, Bytes};
@@ -43,6 +45,12 @@ pub enum Exporter {
     Kafka {
         producer: FutureProducer,
         topic: String,
+    },
+    /// One OTLP/JSON `ExportTraceServiceRequest` per line ([`json_line`]) per exported job (a kept
+    /// trace, or late spans of one), on stdout or appended to a file.
+    JsonLines {
+        out: Arc<Mutex<Box<dyn Write + Send>>>,
+        name: String,
     },
 }
 
@@ -94,6 +102,31 @@ impl Exporter {
                 Ok(Exporter::Kafka {
                     producer,
                     topic: cfg.kafka_topic.clone(),
+                })
+            }
+            ExportKind::JsonLines => {
+                let out: Box<dyn Write + Send> = if cfg.output == "-" {
+                    Box::new(std::io::stdout())
+                } else {
+                    let path = std::path::Path::new(&cfg.output);
+                    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                        std::fs::create_dir_all(dir).map_err(|e| format!("export.output {}: {e}", dir.display()))?;
+                    }
+                    let file = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .map_err(|e| format!("export.output {}: {e}", path.display()))?;
+                    Box::new(std::io::BufWriter::new(file))
+                };
+                let name = if cfg.output == "-" {
+                    "stdout".into()
+                } else {
+                    cfg.output.clone()
+                };
+                Ok(Exporter::JsonLines {
+                    out: Arc::new(Mutex::new(out)),
+                    name,
                 })
             }
         }
@@ -186,8 +219,29 @@ impl Exporter {
                 }
                 Ok(())
             }
+            Exporter::JsonLines { out, name } => {
+                let mut text = Vec::new();
+                for j in jobs {
+                    text.extend(json_line(&j.payload).map_err(ExportError::Rejected)?);
+                }
+                let mut w = out.lock().unwrap();
+                w.write_all(&text)
+                    .and_then(|()| w.flush())
+                    .map_err(|e| ExportError::Retryable(format!("writing {name}: {e}")))
+            }
         }
     }
+}
+
+/// An encoded `ExportTraceServiceRequest` as one line of OTLP/JSON (the protobuf JSON mapping with
+/// OTLP's rules: lowerCamelCase keys, hex trace and span IDs, enums as integers), ending in `\n`.
+pub fn json_line(payload: &[u8]) -> Result<Vec<u8>, String> {
+    use prost::Message;
+    let req = tailsift_otlp::ExportTraceServiceRequest::decode(payload)
+        .map_err(|e| format!("kept spans do not decode: {e}"))?;
+    let mut line = tailsift_otlp::json::encode_json(&req);
+    line.push(b'\n');
+    Ok(line)
 }
 
 /// Sends raw protobuf bytes, ignores the response body.
@@ -285,5 +339,136 @@ pub async fn run_exporter(
         for j in batch.drain(..) {
             let _ = done.send(j.id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry_proto::tonic::common::v1::{any_value, AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{status, ResourceSpans, ScopeSpans, Span, Status};
+    use prost::Message;
+
+    fn kv(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(value.into())),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn request(trace_id: [u8; 16], span_id: [u8; 8]) -> tailsift_otlp::ExportTraceServiceRequest {
+        tailsift_otlp::ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", "checkout")],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![Span {
+                        trace_id: trace_id.to_vec(),
+                        span_id: span_id.to_vec(),
+                        name: "POST /pay".into(),
+                        kind: 2,
+                        start_time_unix_nano: 1_700_000_000_000_000_000,
+                        end_time_unix_nano: 1_700_000_000_500_000_000,
+                        attributes: vec![kv("tailsift.sampling.policy", "errors")],
+                        status: Some(Status {
+                            code: status::StatusCode::Error as i32,
+                            message: "card declined".into(),
+                        }),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn json_lines_follow_the_otlp_json_mapping() {
+        let trace_id = [
+            0x5b, 0x8e, 0xff, 0xf7, 0x98, 3, 0x81, 3, 0xd2, 0x69, 0xb6, 0x33, 0x81, 0x3f, 0xc6, 0x0c,
+        ];
+        let req = request(trace_id, [1, 2, 3, 4, 5, 6, 7, 8]);
+        let line = json_line(&req.encode_to_vec()).unwrap();
+        assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1, "exactly one line");
+        assert_eq!(line.last(), Some(&b'\n'));
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        let rs = &v["resourceSpans"][0];
+        assert_eq!(rs["resource"]["attributes"][0]["key"], "service.name");
+        assert_eq!(rs["resource"]["attributes"][0]["value"]["stringValue"], "checkout");
+        let span = &rs["scopeSpans"][0]["spans"][0];
+        assert_eq!(span["traceId"], "5b8efff798038103d269b633813fc60c", "{span}");
+        assert_eq!(span["spanId"], "0102030405060708");
+        assert_eq!(span["kind"], 2, "enums are integers");
+        assert_eq!(span["status"]["code"], 2);
+        assert_eq!(span["status"]["message"], "card declined");
+        assert_eq!(span["attributes"][0]["key"], "tailsift.sampling.policy");
+        assert_eq!(span["attributes"][0]["value"]["stringValue"], "errors");
+        assert_eq!(
+            span["startTimeUnixNano"], "1700000000000000000",
+            "64-bit integers as strings"
+        );
+        // What the OTLP/HTTP JSON receivers (ours included) read back is the same request.
+        assert_eq!(tailsift_otlp::json::decode_json(&line).unwrap(), req);
+        assert!(json_line(b"\xff\xff\xff").is_err(), "not protobuf");
+    }
+
+    #[tokio::test]
+    async fn the_json_lines_exporter_appends_one_line_per_job_to_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out/kept.jsonl");
+        let cfg = ExportConfig {
+            kind: ExportKind::JsonLines,
+            output: path.display().to_string(),
+            ..Default::default()
+        };
+        let mut exporter = Exporter::new(&cfg, &crate::config::KafkaConfig::default()).unwrap();
+        let job = |n: u8| {
+            let trace_id = [n; 16];
+            ExportJob {
+                id: u64::from(n),
+                partition: 0,
+                trace_id,
+                // Two records of one trace, concatenated (a protobuf merge), as the engine sends.
+                payload: [
+                    request(trace_id, [n, 1, 0, 0, 0, 0, 0, 1]),
+                    request(trace_id, [n, 2, 0, 0, 0, 0, 0, 2]),
+                ]
+                .iter()
+                .flat_map(|r| r.encode_to_vec())
+                .collect(),
+                spans: 2,
+            }
+        };
+        exporter.send(&[job(1), job(2)]).await.unwrap();
+        exporter.send(&[job(3)]).await.unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        for (line, n) in lines.iter().zip([1u8, 2, 3]) {
+            let req = tailsift_otlp::json::decode_json(line.as_bytes()).unwrap();
+            let spans: Vec<&Span> = req
+                .resource_spans
+                .iter()
+                .flat_map(|rs| &rs.scope_spans)
+                .flat_map(|ss| &ss.spans)
+                .collect();
+            assert_eq!(spans.len(), 2, "the whole trace on one line");
+            assert!(spans.iter().all(|s| s.trace_id == vec![n; 16]));
+        }
+        let bad = ExportConfig {
+            output: dir.path().join("out").display().to_string(),
+            ..cfg
+        };
+        assert!(
+            Exporter::new(&bad, &crate::config::KafkaConfig::default()).is_err(),
+            "a directory is not a file"
+        );
     }
 }

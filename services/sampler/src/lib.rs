@@ -5,6 +5,10 @@
 //! ([`export`]), and commits offsets only up to the lowest offset still needed. Decisions are
 //! also written to a decisions topic, so whoever owns a partition next skips traces already
 //! exported and routes late spans by the earlier decision.
+//!
+//! The run loop (`consume`) reads through [`RecordSource`]: a Kafka consumer group, or (in
+//! `tailsift standalone`) the in-process log of [`tailsift_kafka::memlog`], which has the same
+//! offsets, keys and partitioning and commits the same way, but no decisions topic.
 
 pub mod annotate;
 pub mod cache;
@@ -15,8 +19,12 @@ pub mod engine;
 pub mod export;
 pub mod extract;
 pub mod metrics;
+#[cfg(test)]
+mod source_tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +34,7 @@ use rdkafka::consumer::{
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use tailsift_kafka::memlog::{LogRecord, MemLog};
 use tailsift_policy::{PolicyDocument, PolicyEngine};
 use tailsift_telemetry::Readiness;
 use tokio::net::TcpListener;
@@ -97,10 +106,14 @@ impl Listeners {
     }
 }
 
+/// Commits `(partition, next offset to read)` pairs, waiting for the acknowledgement.
+type CommitOffsets<'a> = dyn Fn(&[(i32, i64)]) -> Result<(), String> + 'a;
+
 struct Shared {
     engine: Mutex<Engine>,
     export_tx: mpsc::Sender<engine::ExportJob>,
-    decisions: FutureProducer,
+    /// The decisions topic's producer; `None` on the in-process log (no decisions topic).
+    decisions: Option<FutureProducer>,
     decisions_topic: String,
     spans_topic: String,
     decisions_replay: i64,
@@ -124,13 +137,14 @@ impl Shared {
                     Err(mpsc::error::TrySendError::Closed(_)) => return false,
                 },
                 Output::Decision(d) => {
+                    let Some(producer) = &self.decisions else { continue };
                     let key = tailsift_otlp::record_key(&d.trace_id);
                     let value = decisions::encode(&d);
                     let rec = FutureRecord::to(&self.decisions_topic)
                         .partition(d.partition)
                         .key(&key[..])
                         .payload(&value);
-                    if let Err((e, _)) = self.decisions.send_result(rec) {
+                    if let Err((e, _)) = producer.send_result(rec) {
                         tracing::debug!(error = %e, "decision record not queued (only duplicate avoidance is affected)");
                     }
                 }
@@ -142,7 +156,7 @@ impl Shared {
     /// Graceful handover of `partitions`: wait for their kept traces' exports, publish every
     /// decision, commit the lowest offset still needed, forget the partitions. Blocking; bounded by
     /// the handover timeout (then the commit stays lower: nothing is lost, at worst re-exported).
-    fn handover(&self, commit: &dyn Fn(&TopicPartitionList) -> rdkafka::error::KafkaResult<()>, partitions: &[i32]) {
+    fn handover(&self, commit: &CommitOffsets<'_>, partitions: &[i32]) {
         let owned: Vec<i32> = {
             let e = self.engine.lock().unwrap();
             let mine = e.partitions();
@@ -169,17 +183,13 @@ impl Shared {
         let complete = tokio::runtime::Handle::try_current()
             .map(|_| tokio::task::block_in_place(wait))
             .unwrap_or_else(|_| wait());
-        if let Err(e) = self.decisions.flush(Duration::from_secs(5)) {
+        if let Some(Err(e)) = self.decisions.as_ref().map(|d| d.flush(Duration::from_secs(5))) {
             tracing::warn!(error = %e, "decision records not flushed before handover");
         }
         let mut e = self.engine.lock().unwrap();
         let offsets: Vec<(i32, i64)> = e.committable().into_iter().filter(|(p, _)| owned.contains(p)).collect();
-        let mut tpl = TopicPartitionList::new();
-        for (p, o) in &offsets {
-            let _ = tpl.add_partition_offset(&self.spans_topic, *p, Offset::Offset(*o));
-        }
-        if tpl.count() > 0 {
-            if let Err(err) = commit(&tpl) {
+        if !offsets.is_empty() {
+            if let Err(err) = commit(&offsets) {
                 tracing::warn!(error = %err, "commit at handover failed; the next owner replays from the previous commit");
             }
         }
@@ -194,7 +204,7 @@ impl Shared {
     /// topic has been quiet for a moment (the high watermark some brokers report is not
     /// reliable), bounded by a deadline.
     fn preload(&self, partitions: &[i32]) {
-        if partitions.is_empty() {
+        if partitions.is_empty() || self.decisions.is_none() {
             return;
         }
         let started = Instant::now();
@@ -329,8 +339,10 @@ impl ConsumerContext for Ctx {
         if let Rebalance::Revoke(tpl) = rebalance {
             let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
             tracing::info!(partitions = ?parts, "partitions revoked");
-            self.shared
-                .handover(&|tpl| consumer.commit(tpl, CommitMode::Sync), &parts);
+            self.shared.handover(
+                &|offsets| kafka_commit(consumer, &self.shared.spans_topic, offsets, CommitMode::Sync),
+                &parts,
+            );
         }
     }
 
@@ -349,6 +361,24 @@ impl ConsumerContext for Ctx {
             ::metrics::gauge!(crate::metrics::PARTITIONS_OWNED).set(n as f64);
         }
     }
+}
+
+/// Commits `offsets` (partition, next offset to read) of `topic` on a Kafka consumer.
+fn kafka_commit(
+    consumer: &impl Consumer<Ctx>,
+    topic: &str,
+    offsets: &[(i32, i64)],
+    mode: CommitMode,
+) -> Result<(), String> {
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in offsets {
+        let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*o));
+    }
+    if tpl.count() == 0 {
+        return Ok(());
+    }
+    tracing::debug!(offsets = ?tpl.to_topic_map(), "committing");
+    consumer.commit(&tpl, mode).map_err(|e| e.to_string())
 }
 
 /// Waits until the spans topic exists; returns its partition count.
@@ -371,9 +401,221 @@ async fn wait_for_topic(
     }
 }
 
-/// Runs a sampler until `shutdown` is cancelled; then hands its partitions over gracefully
-/// (decides buffered traces, exports them, commits) and returns.
+/// Where a sampler reads the spans log.
+#[derive(Clone)]
+pub enum Transport {
+    /// The spans topic `kafka.topic`, in the consumer group `kafka.group_id`, with the decisions
+    /// topic.
+    Kafka,
+    /// The in-process log of `tailsift standalone`: this sampler owns every partition and commits
+    /// to the log; no decisions topic (late spans still follow the in-memory decision cache).
+    InProcess(Arc<MemLog>),
+}
+
+/// One record of the spans log, as the run loop sees it.
+pub struct SourceRecord {
+    pub partition: i32,
+    pub offset: i64,
+    /// The producer's timestamp (milliseconds since the epoch), when the record has one.
+    pub timestamp_ms: Option<i64>,
+    /// The hex trace ID.
+    pub key: bytes::Bytes,
+    /// An encoded `ExportTraceServiceRequest` of one trace.
+    pub value: bytes::Bytes,
+}
+
+/// What the run loop needs from the spans log: records in offset order per partition, commits
+/// of "next offset to read" per partition, pausing, and lag. Partition ownership changes are the
+/// source's business (the Kafka consumer's rebalance callbacks, or the in-process log assigning
+/// everything at start); they go through `Engine::resume_from`, `Engine::assign` and
+/// the graceful handover either way.
+pub trait RecordSource: Send + Sync + 'static {
+    /// The next record of an assigned, unpaused partition; errors are logged and retried.
+    fn recv(&self) -> impl Future<Output = Result<SourceRecord, String>> + Send;
+    /// Commits `(partition, next offset to read)` pairs; `sync` waits for the acknowledgement.
+    fn commit(&self, offsets: &[(i32, i64)], sync: bool) -> Result<(), String>;
+    /// Stops (`true`) or resumes delivery from every assigned partition.
+    fn pause(&self, paused: bool) -> Result<(), String>;
+    /// Updates the consumer lag gauges (possibly in the background).
+    fn report_lag(self: Arc<Self>);
+}
+
+/// The Kafka consumer group.
+struct KafkaSource {
+    consumer: StreamConsumer<Ctx>,
+    topic: String,
+}
+
+impl RecordSource for KafkaSource {
+    async fn recv(&self) -> Result<SourceRecord, String> {
+        let m = self.consumer.recv().await.map_err(|e| e.to_string())?;
+        Ok(SourceRecord {
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp_ms: m.timestamp().to_millis(),
+            key: bytes::Bytes::copy_from_slice(m.key().unwrap_or_default()),
+            value: bytes::Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+        })
+    }
+
+    fn commit(&self, offsets: &[(i32, i64)], sync: bool) -> Result<(), String> {
+        let mode = if sync { CommitMode::Sync } else { CommitMode::Async };
+        kafka_commit(&self.consumer, &self.topic, offsets, mode)
+    }
+
+    fn pause(&self, paused: bool) -> Result<(), String> {
+        let assignment = self.consumer.assignment().map_err(|e| e.to_string())?;
+        if paused {
+            self.consumer.pause(&assignment)
+        } else {
+            self.consumer.resume(&assignment)
+        }
+        .map_err(|e| e.to_string())
+    }
+
+    fn report_lag(self: Arc<Self>) {
+        tokio::task::spawn_blocking(move || {
+            let Ok(positions) = self.consumer.position() else {
+                return;
+            };
+            for e in positions.elements() {
+                if let (Offset::Offset(pos), Ok((_, high))) = (
+                    e.offset(),
+                    self.consumer
+                        .fetch_watermarks(&self.topic, e.partition(), Duration::from_secs(2)),
+                ) {
+                    ::metrics::gauge!(crate::metrics::CONSUMER_LAG, "partition" => e.partition().to_string())
+                        .set((high - pos).max(0) as f64);
+                }
+            }
+        });
+    }
+}
+
+/// The in-process log: every partition is assigned to this sampler at start.
+struct LogSource {
+    log: Arc<MemLog>,
+    cursor: Mutex<LogCursor>,
+    paused: AtomicBool,
+    appended: tokio::sync::Mutex<tokio::sync::watch::Receiver<u64>>,
+}
+
+struct LogCursor {
+    /// Next offset to read, per partition.
+    next: Vec<i64>,
+    /// Read from the log, not yet delivered.
+    ready: VecDeque<LogRecord>,
+}
+
+/// Records read from one partition at a time, so partitions take turns.
+const LOG_READ_BATCH: usize = 64;
+
+impl LogSource {
+    /// Assigns every partition, each resumed from its committed offset (as a Kafka assignment).
+    fn assign_all(log: Arc<MemLog>, shared: &Shared) -> LogSource {
+        let partitions = log.partitions();
+        let mut next = Vec::with_capacity(partitions as usize);
+        {
+            let mut e = shared.engine.lock().unwrap();
+            for p in 0..partitions {
+                let committed = log.committed(p);
+                if let Some(o) = committed {
+                    e.resume_from(p, o);
+                }
+                e.assign(p);
+                next.push(committed.unwrap_or(0));
+            }
+        }
+        ::metrics::gauge!(crate::metrics::PARTITIONS_OWNED).set(partitions as f64);
+        tracing::info!(partitions, "every partition of the in-process log assigned");
+        LogSource {
+            appended: tokio::sync::Mutex::new(log.subscribe()),
+            log,
+            cursor: Mutex::new(LogCursor {
+                next,
+                ready: VecDeque::new(),
+            }),
+            paused: AtomicBool::new(false),
+        }
+    }
+
+    fn next_ready(&self) -> Option<LogRecord> {
+        let mut c = self.cursor.lock().unwrap();
+        if c.ready.is_empty() {
+            for p in 0..c.next.len() {
+                let batch = self.log.read(p as i32, c.next[p], LOG_READ_BATCH);
+                if let Some(last) = batch.last() {
+                    c.next[p] = last.offset + 1;
+                }
+                c.ready.extend(batch);
+            }
+        }
+        c.ready.pop_front()
+    }
+}
+
+impl RecordSource for LogSource {
+    async fn recv(&self) -> Result<SourceRecord, String> {
+        let mut appended = self.appended.lock().await;
+        loop {
+            if !self.paused.load(Ordering::Acquire) {
+                if let Some(r) = self.next_ready() {
+                    return Ok(SourceRecord {
+                        partition: r.partition,
+                        offset: r.offset,
+                        timestamp_ms: Some(r.timestamp_ms),
+                        key: r.key,
+                        value: r.value,
+                    });
+                }
+            }
+            // Checked after the read: an append in between is seen as a change.
+            appended
+                .changed()
+                .await
+                .map_err(|_| "the in-process log was dropped".to_string())?;
+        }
+    }
+
+    fn commit(&self, offsets: &[(i32, i64)], _sync: bool) -> Result<(), String> {
+        for (p, o) in offsets {
+            self.log
+                .commit(*p, *o)
+                .ok_or_else(|| format!("partition {p} does not exist"))?;
+        }
+        Ok(())
+    }
+
+    fn pause(&self, paused: bool) -> Result<(), String> {
+        self.paused.store(paused, Ordering::Release);
+        Ok(())
+    }
+
+    fn report_lag(self: Arc<Self>) {
+        let c = self.cursor.lock().unwrap();
+        for (p, next) in c.next.iter().enumerate() {
+            let undelivered = c.ready.iter().filter(|r| r.partition == p as i32).count() as i64;
+            if let Some((_, end)) = self.log.watermarks(p as i32) {
+                ::metrics::gauge!(crate::metrics::CONSUMER_LAG, "partition" => p.to_string())
+                    .set((end - next + undelivered).max(0) as f64);
+            }
+        }
+    }
+}
+
+/// Runs a sampler on Kafka until `shutdown` is cancelled; then hands its partitions over
+/// gracefully (decides buffered traces, exports them, commits) and returns.
 pub async fn run(cfg: SamplerConfig, listeners: Listeners, shutdown: CancellationToken) -> Result<(), Error> {
+    run_on(cfg, Transport::Kafka, listeners, shutdown).await
+}
+
+/// [`run`], reading `transport`.
+pub async fn run_on(
+    cfg: SamplerConfig,
+    transport: Transport,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     tailsift_telemetry::prometheus();
     metrics::describe();
     let readiness = Readiness::new();
@@ -391,30 +633,46 @@ pub async fn run(cfg: SamplerConfig, listeners: Listeners, shutdown: Cancellatio
         "policy loaded"
     );
 
-    let Some(partitions) = wait_for_topic(&cfg, &readiness, &shutdown).await? else {
-        let _ = admin.await;
-        return Ok(());
+    // The decisions producer (Kafka only) and the partition count (budget shares).
+    let (decisions, total_partitions) = match &transport {
+        Transport::Kafka => {
+            let Some(partitions) = wait_for_topic(&cfg, &readiness, &shutdown).await? else {
+                let _ = admin.await;
+                return Ok(());
+            };
+            let spec = tailsift_kafka::TopicSpec {
+                partitions: partitions as i32,
+                ..Default::default()
+            };
+            tailsift_kafka::ensure_topic(
+                &cfg.kafka.connection(),
+                &cfg.kafka.decisions_topic,
+                &spec,
+                Duration::from_secs(10),
+            )
+            .await?;
+            if cfg.export.kind == config::ExportKind::Kafka {
+                tailsift_kafka::ensure_topic(
+                    &cfg.kafka.connection(),
+                    &cfg.export.kafka_topic,
+                    &spec,
+                    Duration::from_secs(10),
+                )
+                .await?;
+            }
+            let decisions: FutureProducer = cfg
+                .kafka
+                .connection()
+                .client_config()
+                .set("acks", "all")
+                .set("linger.ms", "20")
+                .set("compression.type", "lz4")
+                .set("message.timeout.ms", "30000")
+                .create()?;
+            (Some(decisions), partitions as usize)
+        }
+        Transport::InProcess(log) => (None, log.partitions() as usize),
     };
-    let spec = tailsift_kafka::TopicSpec {
-        partitions: partitions as i32,
-        ..Default::default()
-    };
-    tailsift_kafka::ensure_topic(
-        &cfg.kafka.connection(),
-        &cfg.kafka.decisions_topic,
-        &spec,
-        Duration::from_secs(10),
-    )
-    .await?;
-    if cfg.export.kind == config::ExportKind::Kafka {
-        tailsift_kafka::ensure_topic(
-            &cfg.kafka.connection(),
-            &cfg.export.kafka_topic,
-            &spec,
-            Duration::from_secs(10),
-        )
-        .await?;
-    }
 
     // With coordinators configured, the version persisted by an earlier run wins over the file.
     let initial_policy = if cfg.coordinator.endpoints.is_empty() {
@@ -443,18 +701,9 @@ pub async fn run(cfg: SamplerConfig, listeners: Listeners, shutdown: Cancellatio
         }),
         Instant::now(),
     );
-    engine.set_total_partitions(partitions as usize);
+    engine.set_total_partitions(total_partitions);
     let (export_tx, export_rx) = mpsc::channel(cfg.export.queue_traces);
     let exporter = export::Exporter::new(&cfg.export, &cfg.kafka).map_err(Error::Export)?;
-    let decisions: FutureProducer = cfg
-        .kafka
-        .connection()
-        .client_config()
-        .set("acks", "all")
-        .set("linger.ms", "20")
-        .set("compression.type", "lz4")
-        .set("message.timeout.ms", "30000")
-        .create()?;
     let shared = Arc::new(Shared {
         engine: Mutex::new(engine),
         export_tx,
@@ -498,23 +747,58 @@ pub async fn run(cfg: SamplerConfig, listeners: Listeners, shutdown: Cancellatio
         })
     };
 
-    let mut cc = cfg.kafka.connection().client_config();
-    cc.set("group.id", &cfg.kafka.group_id)
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000")
-        .set("max.poll.interval.ms", "300000");
-    for (k, v) in &cfg.kafka.properties {
-        cc.set(k, v);
+    match transport {
+        Transport::Kafka => {
+            let mut cc = cfg.kafka.connection().client_config();
+            cc.set("group.id", &cfg.kafka.group_id)
+                .set("partition.assignment.strategy", "cooperative-sticky")
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false")
+                .set("auto.offset.reset", "earliest")
+                .set("session.timeout.ms", "10000")
+                .set("heartbeat.interval.ms", "1000")
+                .set("max.poll.interval.ms", "300000");
+            for (k, v) in &cfg.kafka.properties {
+                cc.set(k, v);
+            }
+            let consumer: StreamConsumer<Ctx> = cc.create_with_context(Ctx { shared: shared.clone() })?;
+            consumer.subscribe(&[&cfg.kafka.topic])?;
+            readiness.set(true, "ok");
+            tracing::info!(topic = %cfg.kafka.topic, group = %cfg.kafka.group_id, export = ?cfg.export.kind, endpoint = %cfg.export.endpoint, "sampler consuming");
+            let source = Arc::new(KafkaSource {
+                consumer,
+                topic: cfg.kafka.topic.clone(),
+            });
+            consume(source.clone(), &shared, &cfg, &readiness, &shutdown).await;
+            source.consumer.unsubscribe();
+        }
+        Transport::InProcess(log) => {
+            let source = Arc::new(LogSource::assign_all(log, &shared));
+            readiness.set(true, "ok");
+            tracing::info!(export = ?cfg.export.kind, endpoint = %cfg.export.endpoint, output = %cfg.export.output, "sampler consuming the in-process log");
+            consume(source, &shared, &cfg, &readiness, &shutdown).await;
+        }
     }
-    let consumer: Arc<StreamConsumer<Ctx>> = Arc::new(cc.create_with_context(Ctx { shared: shared.clone() })?);
-    consumer.subscribe(&[&cfg.kafka.topic])?;
-    readiness.set(true, "ok");
-    tracing::info!(topic = %cfg.kafka.topic, group = %cfg.kafka.group_id, export = ?cfg.export.kind, endpoint = %cfg.export.endpoint, "sampler consuming");
 
+    let _ = coordination.await;
+    export_shutdown.cancel();
+    let _ = exporter_task.await;
+    acker.abort();
+    let _ = admin.await;
+    tracing::info!("sampler stopped");
+    Ok(())
+}
+
+/// The run loop, over any [`RecordSource`]: records into the engine, decision ticks, outputs to
+/// the exporter (pausing the source while the export queue is full), periodic commits of the
+/// committable offsets and lag; on `shutdown`, the graceful handover of every partition.
+async fn consume<S: RecordSource>(
+    source: Arc<S>,
+    shared: &Arc<Shared>,
+    cfg: &SamplerConfig,
+    readiness: &Readiness,
+    shutdown: &CancellationToken,
+) {
     let mut tick = tokio::time::interval(cfg.decision.tick);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut commit_tick = tokio::time::interval(cfg.kafka.commit_interval);
@@ -533,18 +817,18 @@ pub async fn run(cfg: SamplerConfig, listeners: Listeners, shutdown: Cancellatio
                 e.on_tick(Instant::now());
                 let drained = shared.drain(&mut e);
                 drop(e);
-                set_paused(&consumer, &mut paused, !drained);
+                set_paused(&*source, &mut paused, !drained);
             }
             _ = commit_tick.tick() => {
-                commit(&consumer, &shared, &cfg.kafka.topic, &mut last_committed);
+                commit(&*source, shared, &mut last_committed);
                 if lag_at.elapsed() >= Duration::from_secs(5) {
                     lag_at = Instant::now();
-                    report_lag(consumer.clone(), cfg.kafka.topic.clone());
+                    source.clone().report_lag();
                 }
             }
-            msg = consumer.recv() => match msg {
+            msg = source.recv() => match msg {
                 Ok(m) => {
-                    let (p, off) = (m.partition(), m.offset());
+                    let (p, off) = (m.partition, m.offset);
                     if !processed_through.contains_key(&p) {
                         tracing::debug!(partition = p, offset = off, "first record of partition");
                     }
@@ -554,13 +838,11 @@ pub async fn run(cfg: SamplerConfig, listeners: Listeners, shutdown: Cancellatio
                     } else {
                         *seen = off;
                     }
-                    let payload = bytes::Bytes::copy_from_slice(m.payload().unwrap_or_default());
-                    let ts = m.timestamp().to_millis();
                     let mut e = shared.engine.lock().unwrap();
-                    e.on_record(p, off, ts, payload, Instant::now());
+                    e.on_record(p, off, m.timestamp_ms, m.value, Instant::now());
                     let drained = shared.drain(&mut e);
                     drop(e);
-                    set_paused(&consumer, &mut paused, !drained);
+                    set_paused(&*source, &mut paused, !drained);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "consumer error");
@@ -573,77 +855,42 @@ pub async fn run(cfg: SamplerConfig, listeners: Listeners, shutdown: Cancellatio
     tracing::info!("sampler stopping: handing partitions over");
     readiness.set(false, "shutting down");
     let parts = shared.engine.lock().unwrap().partitions();
-    {
-        let c = consumer.clone();
-        let s = shared.clone();
-        // The handover blocks; run it where blocking is fine.
-        tokio::task::spawn_blocking(move || s.handover(&|tpl| c.commit(tpl, CommitMode::Sync), &parts))
-            .await
-            .ok();
-    }
-    consumer.unsubscribe();
-    let _ = coordination.await;
-    export_shutdown.cancel();
-    let _ = exporter_task.await;
-    acker.abort();
-    drop(consumer);
-    let _ = admin.await;
-    tracing::info!("sampler stopped");
-    Ok(())
+    let s = shared.clone();
+    // The handover blocks; run it where blocking is fine.
+    tokio::task::spawn_blocking(move || s.handover(&|offsets| source.commit(offsets, true), &parts))
+        .await
+        .ok();
 }
 
-fn set_paused(consumer: &StreamConsumer<Ctx>, paused: &mut bool, want: bool) {
+fn set_paused<S: RecordSource>(source: &S, paused: &mut bool, want: bool) {
     if *paused == want {
         return;
     }
-    if let Ok(assignment) = consumer.assignment() {
-        let r = if want {
-            consumer.pause(&assignment)
+    if source.pause(want).is_ok() {
+        *paused = want;
+        ::metrics::gauge!(crate::metrics::PAUSED).set(if want { 1.0 } else { 0.0 });
+        if want {
+            tracing::warn!("export queue full: consumption paused");
         } else {
-            consumer.resume(&assignment)
-        };
-        if r.is_ok() {
-            *paused = want;
-            ::metrics::gauge!(crate::metrics::PAUSED).set(if want { 1.0 } else { 0.0 });
-            if want {
-                tracing::warn!("export queue full: consumption paused");
-            } else {
-                tracing::info!("export queue drained: consumption resumed");
-            }
+            tracing::info!("export queue drained: consumption resumed");
         }
     }
 }
 
-fn commit(consumer: &StreamConsumer<Ctx>, shared: &Shared, topic: &str, last: &mut HashMap<i32, i64>) {
+fn commit<S: RecordSource>(source: &S, shared: &Shared, last: &mut HashMap<i32, i64>) {
     let offsets = shared.engine.lock().unwrap().committable();
-    let mut tpl = TopicPartitionList::new();
+    let mut fresh = Vec::new();
     for (p, o) in offsets {
         if last.get(&p).is_some_and(|l| *l >= o) {
             continue;
         }
-        let _ = tpl.add_partition_offset(topic, p, Offset::Offset(o));
+        fresh.push((p, o));
         last.insert(p, o);
         ::metrics::gauge!(crate::metrics::COMMITTED_OFFSET, "partition" => p.to_string()).set(o as f64);
     }
-    if tpl.count() > 0 {
-        tracing::debug!(offsets = ?tpl.to_topic_map(), "committing");
-        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+    if !fresh.is_empty() {
+        if let Err(e) = source.commit(&fresh, false) {
             tracing::warn!(error = %e, "offset commit failed");
         }
     }
-}
-
-fn report_lag(consumer: Arc<StreamConsumer<Ctx>>, topic: String) {
-    tokio::task::spawn_blocking(move || {
-        let Ok(positions) = consumer.position() else { return };
-        for e in positions.elements() {
-            if let (Offset::Offset(pos), Ok((_, high))) = (
-                e.offset(),
-                consumer.fetch_watermarks(&topic, e.partition(), Duration::from_secs(2)),
-            ) {
-                ::metrics::gauge!(crate::metrics::CONSUMER_LAG, "partition" => e.partition().to_string())
-                    .set((high - pos).max(0) as f64);
-            }
-        }
-    });
 }

@@ -22,6 +22,11 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run every role in one process, no external service: ingest (OTLP :4317/:4318, Zipkin
+    /// :9411, Jaeger) on an in-process log, a sampler, a single-node coordinator with the admin API
+    /// (127.0.0.1:9710; token printed at start, kept in <data dir>/admin-token), metrics (:9464).
+    /// Kept traces go to --export-endpoint, or as OTLP/JSON lines to --output (stdout).
+    Standalone(StandaloneArgs),
     /// Run an ingest node: OTLP/gRPC (:4317), OTLP/HTTP (:4318), Zipkin (:9411) and Jaeger (UDP
     /// :6831/:6832, HTTP :14268, gRPC :14250) in, Kafka out, one record per trace keyed by trace ID.
     Ingest(IngestArgs),
@@ -38,6 +43,39 @@ enum Command {
     Seed(AdminCommand<SeedCommand>),
     /// Coordinator cluster state through the admin API.
     Cluster(AdminCommand<ClusterCommand>),
+}
+
+#[derive(Args, Debug)]
+struct StandaloneArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Coordinator state and admin token (standalone.data_dir). [default: .tailsift/standalone]
+    #[arg(long)]
+    data_dir: Option<String>,
+    /// Kept traces as OTLP/JSON lines: `-` (stdout) or a file (export.output). [default: -]
+    #[arg(long)]
+    output: Option<String>,
+    /// OTLP endpoint for kept traces instead of JSON lines (export.endpoint). [default: none]
+    #[arg(long)]
+    export_endpoint: Option<String>,
+    /// Policy published as the first version (policy.file). [default: errors, slow > 1s, 10% of the rest]
+    #[arg(long)]
+    policy: Option<String>,
+    /// OTLP/gRPC listen address (otlp.grpc_listen). [default: 0.0.0.0:4317]
+    #[arg(long)]
+    grpc_listen: Option<String>,
+    /// OTLP/HTTP listen address (otlp.http_listen). [default: 0.0.0.0:4318]
+    #[arg(long)]
+    http_listen: Option<String>,
+    /// Zipkin listen address (zipkin.listen). [default: 0.0.0.0:9411]
+    #[arg(long)]
+    zipkin_listen: Option<String>,
+    /// /metrics, /healthz, /readyz listen address (admin.listen). [default: 0.0.0.0:9464]
+    #[arg(long)]
+    admin_listen: Option<String>,
+    /// Admin API listen address (coordinator.admin_listen). [default: 127.0.0.1:9710]
+    #[arg(long)]
+    coordinator_listen: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -312,6 +350,7 @@ fn real_main() -> anyhow::Result<()> {
             })
         }
         Command::Sampler(args) => run_sampler(args),
+        Command::Standalone(args) => run_standalone(args),
         Command::Coordinator(args) => run_coordinator(args),
         Command::Policy(a) => {
             let req = match &a.command {
@@ -559,6 +598,30 @@ fn run_sampler(args: SamplerArgs) -> anyhow::Result<()> {
         tailsift_sampler::run(cfg, listeners, shutdown)
             .await
             .context("sampler failed")
+    })
+}
+
+fn run_standalone(mut args: StandaloneArgs) -> anyhow::Result<()> {
+    // One process, one log: the Raft library's per-step info lines would drown the rest.
+    if args.common.log_level == "info" {
+        args.common.log_level = "info,openraft=warn".into();
+    }
+    let cfg: tailsift_standalone::StandaloneConfig = args.common.init_and_load(vec![
+        ("standalone.data_dir", args.data_dir.as_ref()),
+        ("export.output", args.output.as_ref()),
+        ("export.endpoint", args.export_endpoint.as_ref()),
+        ("policy.file", args.policy.as_ref()),
+        ("otlp.grpc_listen", args.grpc_listen.as_ref()),
+        ("otlp.http_listen", args.http_listen.as_ref()),
+        ("zipkin.listen", args.zipkin_listen.as_ref()),
+        ("admin.listen", args.admin_listen.as_ref()),
+        ("coordinator.admin_listen", args.coordinator_listen.as_ref()),
+    ])?;
+    runtime()?.block_on(async move {
+        let listeners = tailsift_standalone::Listeners::bind(&cfg).await?;
+        tailsift_standalone::run(cfg, listeners, shutdown_on_signal())
+            .await
+            .context("standalone failed")
     })
 }
 

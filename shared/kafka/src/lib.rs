@@ -1,5 +1,8 @@
 //! Kafka plumbing shared by Tailsift roles: connection settings, topic creation and metadata
-//! probes (used by `/readyz`).
+//! probes (used by `/readyz`), and [`memlog`], the in-process partitioned log that stands in for
+//! the spans topic in `tailsift standalone`.
+
+pub mod memlog;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

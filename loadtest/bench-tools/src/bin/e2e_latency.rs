@@ -27,7 +27,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message as _;
 use tailsift_bench_tools::summary_json;
 use tailsift_loadtest::{
-    now_unix_nanos, parse_duration, Batcher, BatchOptions, Generator, Protocol, RetryPolicy, Sender, SenderConfig,
+    now_unix_nanos, parse_duration, BatchOptions, Batcher, Generator, Protocol, RetryPolicy, Sender, SenderConfig,
     TraceShape,
 };
 use tokio::sync::Semaphore;
@@ -98,7 +98,12 @@ async fn receive(State(sink): State<Shared>, headers: HeaderMap, body: Bytes) ->
     let mut s = sink.lock().expect("sink lock");
     s.requests += 1;
     s.last_activity = Some(now);
-    for span in req.resource_spans.iter().flat_map(|rs| &rs.scope_spans).flat_map(|ss| &ss.spans) {
+    for span in req
+        .resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans)
+    {
         s.spans += 1;
         if let Ok(id) = <[u8; 16]>::try_from(span.trace_id.as_slice()) {
             s.first_arrival.entry(id).or_insert(now);

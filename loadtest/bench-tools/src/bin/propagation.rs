@@ -119,7 +119,11 @@ async fn main() -> anyhow::Result<()> {
             }
             if Instant::now() >= deadline {
                 timeouts += 1;
-                eprintln!("write {i} (version {version}): not applied by {} samplers within {:?}", pending.len(), cli.timeout);
+                eprintln!(
+                    "write {i} (version {version}): not applied by {} samplers within {:?}",
+                    pending.len(),
+                    cli.timeout
+                );
                 break;
             }
             let polls = pending.iter().map(|&k| {
@@ -155,8 +159,15 @@ async fn main() -> anyhow::Result<()> {
             Ok(r) => r.json().await.unwrap_or_default(),
             Err(e) => serde_json::json!({ "error": e.to_string() }),
         };
-        let list = answer.get("workers").and_then(|w| w.as_array()).cloned().unwrap_or_default();
-        let at_last = list.iter().filter(|w| w["version"].as_u64() == Some(last_version)).count();
+        let list = answer
+            .get("workers")
+            .and_then(|w| w.as_array())
+            .cloned()
+            .unwrap_or_default();
+        let at_last = list
+            .iter()
+            .filter(|w| w["version"].as_u64() == Some(last_version))
+            .count();
         workers.push(serde_json::json!({ "admin": admin, "workers": list.len(), "at_last_version": at_last }));
     }
     let out = serde_json::json!({

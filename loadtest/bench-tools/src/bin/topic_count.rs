@@ -143,7 +143,10 @@ fn count(cli: &Cli, deadline: Instant) -> anyhow::Result<serde_json::Value> {
             }
         }
         if Instant::now() >= deadline {
-            bail!("timed out with {records} records, {spans} spans read (expected {:?} spans)", cli.expect_spans);
+            bail!(
+                "timed out with {records} records, {spans} spans read (expected {:?} spans)",
+                cli.expect_spans
+            );
         }
         // Read what is there, then check the ends again.
         while let Some(m) = consumer.poll(Duration::from_millis(300)) {
@@ -198,13 +201,25 @@ mod tests {
             resource_spans: vec![
                 ResourceSpans {
                     scope_spans: vec![
-                        ScopeSpans { spans: vec![span(1), span(2)], ..Default::default() },
-                        ScopeSpans { spans: vec![span(3)], ..Default::default() },
+                        ScopeSpans {
+                            spans: vec![span(1), span(2)],
+                            ..Default::default()
+                        },
+                        ScopeSpans {
+                            spans: vec![span(3)],
+                            ..Default::default()
+                        },
                     ],
                     schema_url: "x".into(),
                     ..Default::default()
                 },
-                ResourceSpans { scope_spans: vec![ScopeSpans { spans: vec![span(4)], ..Default::default() }], ..Default::default() },
+                ResourceSpans {
+                    scope_spans: vec![ScopeSpans {
+                        spans: vec![span(4)],
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                },
             ],
         };
         assert_eq!(count_spans(&req.encode_to_vec()), Some(4));

@@ -757,7 +757,10 @@ pub async fn run_on(
                 .set("auto.offset.reset", "earliest")
                 .set("session.timeout.ms", "10000")
                 .set("heartbeat.interval.ms", "1000")
-                .set("max.poll.interval.ms", "300000");
+                .set("max.poll.interval.ms", "300000")
+                // librdkafka's 500 ms default adds up to that much to every decision's latency on
+                // a quiet partition (docs/benchmarks.md); 100 ms costs a few idle fetches a second.
+                .set("fetch.wait.max.ms", "100");
             for (k, v) in &cfg.kafka.properties {
                 cc.set(k, v);
             }

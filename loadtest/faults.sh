@@ -202,26 +202,28 @@ s_leader_kill() {
   $CLUSTER signal "coordinator-$l" KILL
   local others=() i
   for i in 1 2 3; do [[ $i != "$l" ]] && others+=("$i"); done
+  # One poller: both survivors name the same leader (not the killed one), and it says so itself.
   local new="" elected=""
-  while python3 -c "import sys,time; sys.exit(0 if time.time() - $t0 < 30 else 1)"; do
-    new="$(python3 - "$ADMIN_TOKEN" "$(eval echo \$COORD_ADMIN_${others[0]})" "$(eval echo \$COORD_ADMIN_${others[1]})" <<'EOF'
-import json, sys, urllib.request
-tok, urls = sys.argv[1], sys.argv[2:]
-seen = []
-for u in urls:
+  read -r new elected < <(python3 - "$t0" "$ADMIN_TOKEN" "$l" "$(eval echo \$COORD_ADMIN_${others[0]})" "$(eval echo \$COORD_ADMIN_${others[1]})" <<'EOF'
+import json, sys, time, urllib.request
+t0, tok, killed, urls = float(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+def status(u):
     try:
         r = urllib.request.Request(u + "/v1/cluster/status", headers={"Authorization": "Bearer " + tok})
-        s = json.load(urllib.request.urlopen(r, timeout=1))
-        seen.append((s.get("leader"), s.get("term"), s.get("state")))
+        return json.load(urllib.request.urlopen(r, timeout=0.5))
     except Exception:
-        seen.append(None)
-if all(seen) and seen[0][0] and seen[0][:2] == seen[1][:2] and "Leader" in (seen[0][2], seen[1][2]):
-    print(seen[0][0])
+        return None
+while time.time() - t0 < 30:
+    s = [status(u) for u in urls]
+    if all(s) and s[0]["leader"] and s[0]["leader"] != killed and (s[0]["leader"], s[0]["term"]) == (s[1]["leader"], s[1]["term"]) \
+            and "Leader" in (s[0]["state"], s[1]["state"]):
+        print(s[0]["leader"], "%.2f" % (time.time() - t0))
+        sys.exit(0)
+    time.sleep(0.02)
+print("none", "")
 EOF
-)"
-    if [[ -n "$new" && "$new" != "$l" ]]; then elected="$(python3 -c "import time; print('%.2f' % (time.time() - $t0))")"; break; fi
-    sleep 0.05
-  done
+)
+  [[ "$new" == none ]] && new=""
   local w0 version wt
   w0="$(date +%s.%N)"
   version="$(apply_policy "$(eval echo \$COORD_ADMIN_${others[0]})" "failover-$(date +%s)")"
@@ -261,11 +263,26 @@ s_broker_outage() {
     if curl -sf -m 1 "$INGEST_ADMIN_1/readyz" >/dev/null && curl -sf -m 1 "$INGEST_ADMIN_2/readyz" >/dev/null; then ready=$((SECONDS - t0)); break; fi
     sleep 0.2
   done
+  # As an orchestrator would (liveness probe on /healthz): replace a sampler that stopped
+  # answering after the outage (tansu's group coordinator can leave a member wedged).
+  local replaced=0 n fails
+  sleep 20  # a wedged member shows after its session timeout
+  for n in 1 2 3; do
+    fails=0
+    for ((i = 0; i < 10; i++)); do
+      curl -sf -m 2 "$(eval echo \$SAMPLER_ADMIN_$n)/healthz" >/dev/null && break
+      fails=$((fails + 1)); sleep 1
+    done
+    if [[ $fails -ge 10 ]]; then
+      say "sampler-$n fails its liveness probe: replacing it"
+      $CLUSTER signal "sampler-$n" KILL; $CLUSTER start-proc "sampler-$n" >/dev/null; replaced=$((replaced + 1))
+    fi
+  done
   wait_load broker-outage; local load="$LOAD"
   local err1 unav1; err1="$(ingest_sum tailsift_ingest_produce_errors_total)"; unav1="$(ingest_sum tailsift_ingest_requests_total 'outcome="unavailable"')"
   local v; v="$(verify broker-outage)"; local rc=$?
   local recovered=$((SECONDS - t0))
-  figure broker-outage "ingest answered $((unav1 - unav0)) requests UNAVAILABLE ($((err1 - err0)) retryable produce errors); ingest ready ${ready:-never}s after the broker came back; every acknowledged kept trace verified ${recovered}s after; $load; $v"
+  figure broker-outage "ingest answered $((unav1 - unav0)) requests UNAVAILABLE ($((err1 - err0)) retryable produce errors); ingest ready ${ready:-never}s after the broker came back; $replaced samplers replaced after failing their liveness probe; every acknowledged kept trace verified ${recovered}s after; $load; $v"
   [[ $((unav1 - unav0)) -gt 0 ]] || fail broker-outage "no retryable answers seen"
   [[ $rc -eq 0 ]] || fail broker-outage "$v"
 }
@@ -276,20 +293,22 @@ s_backend_outage() {
   sleep 15
   say "verifier (export backend) down for 30 s"
   "$BIN/tailsift-verify" down --url "$VERIFY_URL" >/dev/null
-  local t0=$SECONDS peak_queue=0 paused=0 q p retries0 retries1
-  retries0="$(samplers_sum tailsift_sampler_export_requests_total)"
+  local t0=$SECONDS peak_queue=0 paused=0 peak_lag=0 q p lag retries0 retries1
+  retries0="$(samplers_sum tailsift_sampler_export_requests_total 'outcome="retry"')"
   while (( SECONDS - t0 < 30 )); do
     q="$(samplers_sum tailsift_sampler_export_queue_traces)"; p="$(samplers_sum tailsift_sampler_consumption_paused)"
+    lag="$(samplers_sum tailsift_sampler_consumer_lag_records)"
     peak_queue="$(python3 -c "print(int(max($peak_queue, $q)))")"; paused="$(python3 -c "print(int(max($paused, $p)))")"
+    peak_lag="$(python3 -c "print(int(max($peak_lag, $lag)))")"
     sleep 1
   done
-  retries1="$(samplers_sum tailsift_sampler_export_requests_total)"
+  retries1="$(samplers_sum tailsift_sampler_export_requests_total 'outcome="retry"')"
   local refused; refused="$(curl -sf "$VERIFY_URL/control/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["refused_requests"])')"
   "$BIN/tailsift-verify" up --url "$VERIFY_URL" >/dev/null
   wait_load backend-outage; local load="$LOAD"
   local v; v="$(verify backend-outage)"; local rc=$?
-  figure backend-outage "during the outage: peak export queue $peak_queue traces, samplers paused consumption: $paused of 3, $refused export requests refused by the backend, $(python3 -c "print(int($retries1 - $retries0))") export attempts; $load; $v"
-  [[ "$peak_queue" -gt 0 || "$paused" -gt 0 ]] || fail backend-outage "no backpressure visible"
+  figure backend-outage "during the outage: samplers paused consumption: $paused of 3, peak consumer lag $peak_lag records, $refused export requests refused by the backend, $(python3 -c "print(int($retries1 - $retries0))") export attempts retried; $load; $v"
+  [[ "$paused" -gt 0 ]] || fail backend-outage "no sampler paused consumption (backpressure not visible)"
   [[ $rc -eq 0 ]] || fail backend-outage "$v"
 }
 

@@ -93,9 +93,7 @@ pub fn read_manifest(path: &Path) -> anyhow::Result<Vec<ManifestEntry>> {
         if line.trim().is_empty() {
             continue;
         }
-        out.push(
-            serde_json::from_str(&line).map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), n + 1))?,
-        );
+        out.push(serde_json::from_str(&line).map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), n + 1))?);
     }
     Ok(out)
 }
@@ -277,7 +275,10 @@ impl Recorder {
         use axum::routing::{get, post};
         axum::Router::new()
             .route("/v1/traces", post(http_export))
-            .route("/control/stats", get(|s: axum::extract::State<Recorder>| async move { axum::Json(s.stats()) }))
+            .route(
+                "/control/stats",
+                get(|s: axum::extract::State<Recorder>| async move { axum::Json(s.stats()) }),
+            )
             .route(
                 "/control/down",
                 post(|s: axum::extract::State<Recorder>| async move {
@@ -352,7 +353,9 @@ impl TraceService for Recorder {
         if self.record(request.get_ref()) {
             Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
         } else {
-            Err(tonic::Status::unavailable("verifier is down (simulated backend outage)"))
+            Err(tonic::Status::unavailable(
+                "verifier is down (simulated backend outage)",
+            ))
         }
     }
 }
@@ -369,7 +372,10 @@ async fn http_export(
         .is_some_and(|v| v.eq_ignore_ascii_case("gzip"));
     let raw = if gzip {
         let mut out = Vec::new();
-        if flate2::read::GzDecoder::new(body.as_ref()).read_to_end(&mut out).is_err() {
+        if flate2::read::GzDecoder::new(body.as_ref())
+            .read_to_end(&mut out)
+            .is_err()
+        {
             return (StatusCode::BAD_REQUEST, b"bad gzip".to_vec());
         }
         out
@@ -401,9 +407,8 @@ async fn http_check(
 ) -> Result<axum::Json<Report>, (axum::http::StatusCode, String)> {
     let mut manifest = Vec::new();
     for m in &req.manifests {
-        manifest.extend(
-            read_manifest(Path::new(m)).map_err(|e| (axum::http::StatusCode::BAD_REQUEST, format!("{e:#}")))?,
-        );
+        manifest
+            .extend(read_manifest(Path::new(m)).map_err(|e| (axum::http::StatusCode::BAD_REQUEST, format!("{e:#}")))?);
     }
     Ok(axum::Json(rec.check(&manifest, &req.expect)))
 }
@@ -543,7 +548,8 @@ pub fn check(manifest: &[ManifestEntry], snap: &Snapshot, expect: &Expectations)
             if must {
                 r.lost += 1;
                 if r.examples.len() < 20 {
-                    r.examples.push(format!("lost:{} ({} spans, error {})", e.trace_id, e.spans, e.is_error));
+                    r.examples
+                        .push(format!("lost:{} ({} spans, error {})", e.trace_id, e.spans, e.is_error));
                 }
             }
             continue;
@@ -569,7 +575,13 @@ pub fn check(manifest: &[ManifestEntry], snap: &Snapshot, expect: &Expectations)
             if r.examples.len() < 20 {
                 let stamps: Vec<String> = groups
                     .iter()
-                    .map(|(d, n)| format!("{}x{}", snap.decisions.get(*d as usize).map(String::as_str).unwrap_or("?"), n))
+                    .map(|(d, n)| {
+                        format!(
+                            "{}x{}",
+                            snap.decisions.get(*d as usize).map(String::as_str).unwrap_or("?"),
+                            n
+                        )
+                    })
                     .collect();
                 r.examples.push(format!(
                     "split:{} got {} of {} spans, decisions {:?}",
@@ -584,12 +596,20 @@ pub fn check(manifest: &[ManifestEntry], snap: &Snapshot, expect: &Expectations)
         }
     }
     r.unknown_traces = snap.traces.keys().filter(|id| !seen.contains_key(*id)).count() as u64;
-    r.split_ratio = if r.kept == 0 { 0.0 } else { r.split as f64 / r.kept as f64 };
+    r.split_ratio = if r.kept == 0 {
+        0.0
+    } else {
+        r.split as f64 / r.kept as f64
+    };
     let n = r.other_traces as f64;
     let p = expect.probability;
     r.other_fraction = if n == 0.0 { 0.0 } else { r.other_kept as f64 / n };
     let sd = (n * p * (1.0 - p)).sqrt();
-    r.z = if sd > 0.0 { (r.other_kept as f64 - n * p) / sd } else { 0.0 };
+    r.z = if sd > 0.0 {
+        (r.other_kept as f64 - n * p) / sd
+    } else {
+        0.0
+    };
     let fraction_ok = !expect.check_fraction || r.z.abs() <= expect.sigma;
     r.pass = r.lost == 0 && r.split == 0 && fraction_ok;
     r

@@ -193,7 +193,12 @@ async fn main_inner(cli: Cli) -> anyhow::Result<ExitCode> {
             let body = CheckRequest {
                 manifests: manifest
                     .iter()
-                    .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()).display().to_string())
+                    .map(|p| {
+                        std::path::absolute(p)
+                            .unwrap_or_else(|_| p.clone())
+                            .display()
+                            .to_string()
+                    })
                     .collect(),
                 expect: Expectations {
                     probability,
@@ -211,7 +216,11 @@ async fn main_inner(cli: Cli) -> anyhow::Result<ExitCode> {
             for e in &report.examples {
                 eprintln!("  {e}");
             }
-            Ok(if report.pass { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if report.pass {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Down(t) => control(&client, "down", &t).await,
         Command::Up(t) => control(&client, "up", &t).await,

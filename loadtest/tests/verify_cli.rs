@@ -107,6 +107,34 @@ fn manifest_and_verifier_cli() {
     assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL"));
 
+    // OTLP/HTTP (protobuf, gzip) is recorded the same way.
+    let http_manifest = dir.path().join("http.jsonl");
+    let hm = http_manifest.to_str().unwrap();
+    let out = run(
+        loadgen,
+        &[
+            "--endpoint",
+            &url,
+            "--protocol",
+            "http-proto",
+            "--gzip",
+            "--total-spans",
+            "500",
+            "--rate",
+            "0",
+            "--quiet",
+            "--manifest",
+            hm,
+        ],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(
+        verify,
+        &["check", "--url", &url, "--manifest", hm, "--probability", "1", "--json"],
+    );
+    let report: Report = serde_json::from_slice(&out.stdout).expect("JSON report");
+    assert!(report.pass && report.spans_kept == 500, "{report:?}");
+
     // A backend outage: requests fail (one attempt), the manifest says which traces.
     assert!(run(verify, &["down", "--url", &url]).status.success());
     let out = run(

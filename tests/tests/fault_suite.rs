@@ -25,6 +25,10 @@ use tailsift_tests::{
     ADMIN_TOKEN, READ_TOKEN,
 };
 
+/// In-process nodes share one metrics registry (a sampler's `tailsift_sampler_policy_version` is
+/// process-wide), so the scenarios of this file run one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 const POLICY: &str = "policies:\n  - name: errors\n    status_code: { codes: [ERROR] }\n  - name: slow\n    latency: { threshold_ms: 1000 }\n  - name: baseline\n    probabilistic: { percentage: 10 }\n";
 
 /// The same policy with a distinct name for the probabilistic rule (a new version, same keeps).
@@ -169,6 +173,7 @@ async fn prom_query(base: &str, query: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn steady_state_policy_changes_and_prometheus_under_load() {
+    let _serial = SERIAL.lock().await;
     let broker = Broker::start(Storage::Memory);
     let topic = "f-suite";
     let ingest_a = IngestNode::start(&broker.brokers(), topic, &[]).await;
@@ -507,6 +512,7 @@ async fn wait_applied(samplers: &[SamplerNode], version: u64) {
 /// kept trace lost or split). The failover time is printed, not asserted (loaded CI machines).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_of_the_coordinator_leader_under_load() {
+    let _serial = SERIAL.lock().await;
     let broker = Broker::start(Storage::Memory);
     let topic = "f-leader";
     let ingest = IngestNode::start(&broker.brokers(), topic, &[]).await;

@@ -9,9 +9,12 @@
 //!   trace's spans over several requests ([`batches`], [`Batcher`]);
 //! - [`sender`]: OTLP/gRPC and OTLP/HTTP (protobuf or JSON, optional gzip) with response
 //!   classification and retries ([`Sender`]);
-//! - [`runner`]: a rate-controlled, concurrent load run returning a [`Summary`] ([`run`]).
+//! - [`runner`]: a rate-controlled, concurrent load run returning a [`Summary`] ([`run`]);
+//! - [`verify`]: an OTLP backend that records what samplers export and checks it against the
+//!   manifest of what was sent (`tailsift-verify`).
 //!
-//! The `tailsift-loadgen` binary wraps [`run`] in a command line.
+//! The `tailsift-loadgen` binary wraps [`run`] in a command line (`--manifest FILE` writes what
+//! was sent, for `tailsift-verify`).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -35,6 +38,7 @@ pub mod batch;
 pub mod generator;
 pub mod runner;
 pub mod sender;
+pub mod verify;
 
 use std::time::Duration;
 

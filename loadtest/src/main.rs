@@ -117,6 +117,12 @@ struct Cli {
     #[arg(long, value_name = "PATH")]
     trace_log: Option<PathBuf>,
 
+    /// Write the manifest of what was sent to this file at the end, one JSON line per trace:
+    /// trace_id, spans, is_error, is_slow, duration_ns and acked (false when a request carrying
+    /// spans of the trace was not accepted in the end). `tailsift-verify check` reads it.
+    #[arg(long, value_name = "PATH")]
+    manifest: Option<PathBuf>,
+
     /// No progress lines on stderr.
     #[arg(long)]
     quiet: bool,
@@ -169,7 +175,7 @@ impl Cli {
             },
             timeout: self.timeout,
             progress: !self.quiet,
-            record_traces: self.trace_log.is_some(),
+            record_traces: self.trace_log.is_some() || self.manifest.is_some(),
             cancel: Some(cancel),
         }
     }
@@ -180,6 +186,18 @@ fn write_trace_log(path: &PathBuf, summary: &Summary) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::new(file);
     for record in &summary.trace_records {
         serde_json::to_writer(&mut out, record)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn write_manifest(path: &PathBuf, summary: &Summary) -> anyhow::Result<()> {
+    let file = std::fs::File::create(path)?;
+    let mut out = std::io::BufWriter::new(file);
+    for record in &summary.trace_records {
+        let acked = !summary.unacked_traces.contains(&record.trace_id);
+        serde_json::to_writer(&mut out, &tailsift_loadtest::verify::ManifestEntry::new(record, acked))?;
         out.write_all(b"\n")?;
     }
     out.flush()?;
@@ -231,6 +249,12 @@ async fn main() -> ExitCode {
     }
     if let Some(path) = &cli.trace_log {
         if let Err(e) = write_trace_log(path, &summary) {
+            eprintln!("tailsift-loadgen: cannot write {}: {e:#}", path.display());
+            return ExitCode::from(2);
+        }
+    }
+    if let Some(path) = &cli.manifest {
+        if let Err(e) = write_manifest(path, &summary) {
             eprintln!("tailsift-loadgen: cannot write {}: {e:#}", path.display());
             return ExitCode::from(2);
         }

@@ -155,6 +155,10 @@ pub struct Summary {
     /// [`RunOptions::record_traces`] is set (not part of the JSON form).
     #[serde(skip)]
     pub trace_records: Vec<TraceRecord>,
+    /// Trace IDs with spans in a request that was not fully accepted (failed or rejected), when
+    /// [`RunOptions::record_traces`] is set (not part of the JSON form).
+    #[serde(skip)]
+    pub unacked_traces: std::collections::HashSet<[u8; 16]>,
 }
 
 fn secs_f64<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -383,6 +387,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Summary> {
     let mut pacer = Pacer::new(opts.rate);
     let (mut traces, mut error_traces, mut slow_traces) = (0u64, 0u64, 0u64);
     let mut trace_records = Vec::new();
+    let unacked = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
 
     for batch in batcher {
         for record in &batch.new_traces {
@@ -403,9 +408,16 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Summary> {
         stats.in_flight.fetch_add(1, Ordering::Relaxed);
         let sender = sender.clone();
         let stats = stats.clone();
+        let unacked = opts.record_traces.then(|| unacked.clone());
         tasks.spawn(async move {
             let report = sender.send(&batch.request).await;
             stats.record(&report);
+            if let Some(unacked) = unacked {
+                if report.delivery != Delivery::Accepted || report.failed_spans > 0 || report.rejected_spans > 0 {
+                    let mut set = unacked.lock().unwrap_or_else(|e| e.into_inner());
+                    set.extend(trace_ids(&batch.request));
+                }
+            }
             stats.in_flight.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
@@ -429,6 +441,7 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Summary> {
     }
 
     let spans_sent = Stats::get(&stats.spans_sent);
+    let unacked_traces = std::mem::take(&mut *unacked.lock().unwrap_or_else(|e| e.into_inner()));
     let last_error = stats.last_error.lock().ok().and_then(|l| l.clone());
     Ok(Summary {
         protocol: opts.protocol,
@@ -450,7 +463,21 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Summary> {
         achieved_spans_per_sec: spans_sent as f64 / elapsed.as_secs_f64().max(1e-9),
         last_error,
         trace_records,
+        unacked_traces,
     })
+}
+
+/// The distinct trace IDs of a request's spans.
+fn trace_ids(
+    request: &opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+) -> std::collections::HashSet<[u8; 16]> {
+    request
+        .resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans)
+        .filter_map(|s| <[u8; 16]>::try_from(s.trace_id.as_slice()).ok())
+        .collect()
 }
 
 #[cfg(test)]

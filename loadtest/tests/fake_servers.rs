@@ -239,6 +239,8 @@ async fn grpc_unavailable_is_retried_until_accepted() {
     .expect("run");
     check_delivered(&summary, &fake, 1500);
     assert_eq!(summary.spans_accepted, 1500);
+    // Retried until accepted: every trace counts as acknowledged in the manifest.
+    assert!(summary.unacked_traces.is_empty(), "{:?}", summary.unacked_traces);
     assert!(summary.requests_retried > 0, "{summary}");
     assert!(summary.retry_attempts >= 3, "{summary}");
     assert_eq!(
@@ -347,6 +349,10 @@ async fn exhausted_retries_fail_the_run() {
     assert_eq!(summary.spans_failed, 200);
     assert_eq!(summary.retry_attempts, summary.requests);
     assert!(summary.last_error.is_some());
+    // Nothing was acknowledged: the manifest marks every trace as not acked.
+    assert_eq!(summary.unacked_traces.len() as u64, summary.traces);
+    let recorded: HashSet<[u8; 16]> = summary.trace_records.iter().map(|r| r.trace_id).collect();
+    assert_eq!(recorded, summary.unacked_traces);
 }
 
 #[tokio::test]

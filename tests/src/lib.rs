@@ -647,6 +647,23 @@ pub struct CoordinatorCluster {
 }
 
 impl CoordinatorCluster {
+    /// Publishes a YAML policy through node `i`'s admin API (admin token); returns its version.
+    pub async fn put_policy(&self, i: usize, doc: &str) -> u64 {
+        let (st, body) = self
+            .request(
+                i,
+                "PUT",
+                "/v1/policy",
+                Some(ADMIN_TOKEN),
+                Some(serde_json::json!({ "document": doc, "format": "yaml" })),
+            )
+            .await;
+        assert_eq!(st, 200, "{body}");
+        body["version"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no version in {body}"))
+    }
+
     /// Node `i`'s admin API address.
     pub fn admin_addr(&self, i: usize) -> std::net::SocketAddr {
         self.configs[i].admin.listen

@@ -752,19 +752,8 @@ async fn open_watch(url: &str, o: &ClientOptions) -> Result<tonic::Streaming<Pol
 fn test_engine() -> tailsift_sampler::engine::Engine {
     let cfg = tailsift_sampler::SamplerConfig::default();
     let (doc, engine) = tailsift_sampler::load_policy(&cfg.policy).expect("default policy");
-    let d = &cfg.decision;
     tailsift_sampler::engine::Engine::new(
-        tailsift_sampler::engine::EngineConfig {
-            send_delay: d.send_delay,
-            decision_wait: d.decision_wait,
-            max_spans_per_trace: d.max_spans_per_trace,
-            max_trace_bytes: d.max_trace_bytes,
-            cache_ttl: d.cache_ttl,
-            cache_max: d.cache_max,
-            soft_limit_bytes: cfg.memory.soft_limit_bytes,
-            hard_limit_bytes: cfg.memory.hard_limit_bytes,
-            stress_probability: cfg.memory.stress_probability,
-        },
+        tailsift_sampler::engine::EngineConfig::from_config(&cfg.decision, &cfg.memory),
         tailsift_sampler::engine::ActivePolicy {
             version: doc.version,
             seed: 0,

@@ -80,23 +80,6 @@ async fn wait_persisted(path: &Path, version: u64) {
     }
 }
 
-async fn put_policy(cluster: &CoordinatorCluster, node: usize, doc: &str) -> u64 {
-    let (st, body) = cluster
-        .request(
-            node,
-            "PUT",
-            "/v1/policy",
-            Some(ADMIN_TOKEN),
-            Some(json!({ "document": doc, "format": "yaml" })),
-        )
-        .await;
-    assert_eq!(st, 200, "{body}");
-    body["version"]
-        .as_u64()
-        .or_else(|| body["policy_version"].as_u64())
-        .unwrap_or_else(|| panic!("no version in {body}"))
-}
-
 fn sampler(
     id: &str,
     brokers: &str,
@@ -135,7 +118,7 @@ async fn policy_versions_reach_every_worker_and_survive_coordinator_loss() {
     let mut endpoints = raft_endpoints(&cluster).await;
     assert_eq!(endpoints.len(), 3);
 
-    let v1 = put_policy(&cluster, 1, ERRORS_ONLY).await;
+    let v1 = cluster.put_policy(1, ERRORS_ONLY).await;
     for i in 0..3 {
         cluster.wait_for_version(i, v1).await;
     }
@@ -185,7 +168,7 @@ async fn policy_versions_reach_every_worker_and_survive_coordinator_loss() {
     // fail over. Version 2 (always) is written through another node: every worker switches.
     cluster.stop(0).await;
     cluster.wait_for_leader(&[1, 2]).await;
-    let v2 = put_policy(&cluster, 2, ALWAYS).await;
+    let v2 = cluster.put_policy(2, ALWAYS).await;
     assert!(v2 > v1);
     wait_persisted(&states[0], v2).await;
     wait_persisted(&states[1], v2).await;
@@ -500,7 +483,7 @@ async fn shadow_policy_and_live_settings_reach_every_worker() {
     let cluster = CoordinatorCluster::start(3).await;
     cluster.wait_for_leader(&[0, 1, 2]).await;
     let endpoints = raft_endpoints(&cluster).await;
-    let v1 = put_policy(&cluster, 0, ERRORS_ONLY).await;
+    let v1 = cluster.put_policy(0, ERRORS_ONLY).await;
     let dir = tempfile::tempdir().unwrap();
     let states: Vec<PathBuf> = (0..2).map(|i| dir.path().join(format!("worker-{i}.json"))).collect();
     let a = SamplerNode::start(sampler(
@@ -690,7 +673,7 @@ async fn seed_rotation_switches_every_worker_at_the_same_version() {
     let cluster = CoordinatorCluster::start(3).await;
     cluster.wait_for_leader(&[0, 1, 2]).await;
     let endpoints = raft_endpoints(&cluster).await;
-    let v1 = put_policy(&cluster, 0, HALF).await;
+    let v1 = cluster.put_policy(0, HALF).await;
     let seed_of = |body: &serde_json::Value| body["seeds"]["current"]["seed"].as_u64().expect("seed");
     let seed1 = seed_of(&cluster.wait_for_version(0, v1).await);
 
@@ -769,7 +752,7 @@ async fn seed_rotation_switches_every_worker_at_the_same_version() {
     let seed2 = body["seeds"]["next"]["seed"].as_u64().expect("next seed");
     assert_eq!(body["seeds"]["next"]["effective_version"], v1 + 1);
     let before = round(&mut client, &sinks, 0xb2, seed1, v1).await;
-    let v2 = put_policy(&cluster, 1, HALF).await;
+    let v2 = cluster.put_policy(1, HALF).await;
     assert_eq!(v2, v1 + 1);
     for i in 0..2 {
         wait_persisted(&dir.path().join(format!("w{i}.json")), v2).await;

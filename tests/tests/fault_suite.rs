@@ -49,22 +49,6 @@ fn tool(name: &str) -> String {
     panic!("`{name}` not found: install Debian's prometheus package (`bash tests/run.sh` does: apt-get install -y prometheus)");
 }
 
-async fn put_policy(cluster: &CoordinatorCluster, node: usize, doc: &str) -> u64 {
-    let (st, body) = cluster
-        .request(
-            node,
-            "PUT",
-            "/v1/policy",
-            Some(ADMIN_TOKEN),
-            Some(json!({ "document": doc, "format": "yaml" })),
-        )
-        .await;
-    assert_eq!(st, 200, "{body}");
-    body["version"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no version in {body}"))
-}
-
 async fn load(endpoint: String, total_spans: u64, seed: u64) -> Vec<ManifestEntry> {
     let mut opts = RunOptions {
         endpoint: Some(endpoint),
@@ -196,7 +180,7 @@ async fn steady_state_policy_changes_and_prometheus_under_load() {
         .iter()
         .map(|m| m["admin_addr"].as_str().unwrap().to_string())
         .collect();
-    let v1 = put_policy(&cluster, 0, POLICY).await;
+    let v1 = cluster.put_policy(0, POLICY).await;
 
     let dir = tempfile::tempdir().unwrap();
     let mut samplers = Vec::new();
@@ -241,7 +225,7 @@ async fn steady_state_policy_changes_and_prometheus_under_load() {
     let mut delays = Vec::new();
     for k in 0..4 {
         let t0 = Instant::now();
-        let v = put_policy(&cluster, k % 3, &policy_version_doc(k)).await;
+        let v = cluster.put_policy(k % 3, &policy_version_doc(k)).await;
         let mut pending: Vec<_> = samplers.iter().map(|s| s.admin).collect();
         let deadline = Instant::now() + Duration::from_secs(60);
         while !pending.is_empty() {

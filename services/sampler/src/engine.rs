@@ -44,6 +44,23 @@ pub struct EngineConfig {
     pub stress_probability: f64,
 }
 
+impl EngineConfig {
+    /// The engine settings of a worker's `decision` and `memory` configuration sections.
+    pub fn from_config(d: &crate::config::DecisionConfig, m: &crate::config::MemoryConfig) -> Self {
+        EngineConfig {
+            send_delay: d.send_delay,
+            decision_wait: d.decision_wait,
+            max_spans_per_trace: d.max_spans_per_trace,
+            max_trace_bytes: d.max_trace_bytes,
+            cache_ttl: d.cache_ttl,
+            cache_max: d.cache_max,
+            soft_limit_bytes: m.soft_limit_bytes,
+            hard_limit_bytes: m.hard_limit_bytes,
+            stress_probability: m.stress_probability,
+        }
+    }
+}
+
 /// A compiled policy with its version and the hash seed in force.
 pub struct ActivePolicy {
     pub version: u64,

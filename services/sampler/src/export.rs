@@ -307,7 +307,7 @@ pub async fn run_exporter(
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
-        metrics::gauge!(m::EXPORT_QUEUE).set(rx.len() as f64);
+        metrics::gauge!(m::EXPORT_QUEUE).set((rx.len() + batch.len()) as f64);
         let spans: usize = batch.iter().map(|j| j.spans).sum();
         let mut backoff = cfg.initial_backoff;
         loop {
@@ -328,6 +328,8 @@ pub async fn run_exporter(
                 Err(ExportError::Retryable(e)) => {
                     tracing::warn!(error = %e, retry_in = ?backoff, "export failed, retrying");
                     metrics::counter!(m::EXPORT_REQUESTS, "outcome" => "retry").increment(1);
+                    // The queue grows behind a failing backend: keep the gauge current.
+                    metrics::gauge!(m::EXPORT_QUEUE).set((rx.len() + batch.len()) as f64);
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(backoff) => {}

@@ -223,15 +223,25 @@ impl Shared {
             }
         };
         let mut tpl = TopicPartitionList::new();
+        // Partitions whose reported high watermark is above the start: read at least that far,
+        // however slow the first fetches are (right after a broker restart they can take
+        // seconds, and giving up early would lose decisions and split traces).
+        let mut expected: HashMap<i32, i64> = HashMap::new();
         for &p in partitions {
             let start = match consumer.fetch_watermarks(&self.decisions_topic, p, Duration::from_secs(5)) {
-                Ok((low, high)) => low.max(high - self.decisions_replay - self.resume_lookback),
+                Ok((low, high)) => {
+                    let start = low.max(high - self.decisions_replay - self.resume_lookback).max(0);
+                    if high > start {
+                        expected.insert(p, high);
+                    }
+                    start
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, partition = p, "cannot read decisions watermarks");
                     continue;
                 }
             };
-            let _ = tpl.add_partition_offset(&self.decisions_topic, p, Offset::Offset(start.max(0)));
+            let _ = tpl.add_partition_offset(&self.decisions_topic, p, Offset::Offset(start));
         }
         if tpl.count() == 0 || consumer.assign(&tpl).is_err() {
             return;
@@ -239,10 +249,15 @@ impl Shared {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut last_message = Instant::now();
         let mut records = Vec::new();
-        while Instant::now() < deadline && last_message.elapsed() < Duration::from_millis(500) {
+        // Then until the topic has been quiet for a moment: the reported watermark can lag.
+        while Instant::now() < deadline && (!expected.is_empty() || last_message.elapsed() < Duration::from_millis(500))
+        {
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
                     last_message = Instant::now();
+                    if expected.get(&m.partition()).is_some_and(|high| m.offset() + 1 >= *high) {
+                        expected.remove(&m.partition());
+                    }
                     if let Some(d) = decisions::decode(
                         m.partition(),
                         m.key().unwrap_or_default(),
@@ -264,6 +279,9 @@ impl Shared {
             e.preload(d, now);
         }
         ::metrics::counter!(crate::metrics::DECISIONS_PRELOADED).increment(records.len() as u64);
+        if !expected.is_empty() {
+            tracing::warn!(partitions = ?expected.keys().collect::<Vec<_>>(), "decisions not read up to the high watermark in time; late spans of their traces may be decided again");
+        }
         tracing::info!(partitions = ?partitions, decisions = records.len(), took = ?started.elapsed(), "decisions preloaded");
     }
 }
@@ -681,19 +699,8 @@ pub async fn run_on(
         coordination::initial(&cfg.coordinator)
     };
     let from_version = initial_policy.as_ref().map_or(0, |p| p.version);
-    let d = &cfg.decision;
     let mut engine = Engine::new(
-        EngineConfig {
-            send_delay: d.send_delay,
-            decision_wait: d.decision_wait,
-            max_spans_per_trace: d.max_spans_per_trace,
-            max_trace_bytes: d.max_trace_bytes,
-            cache_ttl: d.cache_ttl,
-            cache_max: d.cache_max,
-            soft_limit_bytes: cfg.memory.soft_limit_bytes,
-            hard_limit_bytes: cfg.memory.hard_limit_bytes,
-            stress_probability: cfg.memory.stress_probability,
-        },
+        EngineConfig::from_config(&cfg.decision, &cfg.memory),
         initial_policy.unwrap_or(ActivePolicy {
             version: doc.version,
             seed: cfg.policy.hash_seed,

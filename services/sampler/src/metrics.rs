@@ -84,7 +84,11 @@ pub fn describe() {
         Unit::Count,
         "Export requests by outcome (ok, retry, rejected)."
     );
-    describe_gauge!(EXPORT_QUEUE, Unit::Count, "Kept traces waiting for export.");
+    describe_gauge!(
+        EXPORT_QUEUE,
+        Unit::Count,
+        "Kept traces waiting for export, including the batch being sent or retried."
+    );
     describe_histogram!(
         EXPORT_DURATION,
         Unit::Seconds,

@@ -5,20 +5,8 @@ use super::*;
 
 fn shared() -> Arc<Shared> {
     let (_, policy) = load_policy(&config::PolicyConfig::default()).unwrap();
-    let d = config::DecisionConfig::default();
-    let m = config::MemoryConfig::default();
     let engine = Engine::new(
-        EngineConfig {
-            send_delay: d.send_delay,
-            decision_wait: d.decision_wait,
-            max_spans_per_trace: d.max_spans_per_trace,
-            max_trace_bytes: d.max_trace_bytes,
-            cache_ttl: d.cache_ttl,
-            cache_max: d.cache_max,
-            soft_limit_bytes: m.soft_limit_bytes,
-            hard_limit_bytes: m.hard_limit_bytes,
-            stress_probability: m.stress_probability,
-        },
+        EngineConfig::from_config(&config::DecisionConfig::default(), &config::MemoryConfig::default()),
         ActivePolicy {
             version: 0,
             seed: 0,

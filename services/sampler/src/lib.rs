@@ -249,9 +249,14 @@ impl Shared {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut last_message = Instant::now();
         let mut records = Vec::new();
-        // Then until the topic has been quiet for a moment: the reported watermark can lag.
-        while Instant::now() < deadline && (!expected.is_empty() || last_message.elapsed() < Duration::from_millis(500))
-        {
+        // Then until the topic has been quiet for a moment: the reported watermark can lag. Short
+        // of the watermark, quiet means much longer (but not forever: tansu skips the rest of a
+        // batch when a fetch starts inside it, so the last records may never come).
+        while Instant::now() < deadline {
+            let quiet = if expected.is_empty() { 500 } else { 5_000 };
+            if last_message.elapsed() >= Duration::from_millis(quiet) {
+                break;
+            }
             match consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
                     last_message = Instant::now();

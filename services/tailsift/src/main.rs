@@ -244,16 +244,32 @@ struct Common {
     sets: Vec<(String, String)>,
 }
 
+/// The Kafka flags of the roles that use the spans topic.
 #[derive(Args, Debug)]
-struct IngestArgs {
-    #[command(flatten)]
-    common: Common,
+struct KafkaArgs {
     /// Kafka bootstrap brokers (kafka.brokers). [default: 127.0.0.1:9092]
     #[arg(long)]
     kafka_brokers: Option<String>,
     /// Spans topic (kafka.topic). [default: tailsift-spans]
     #[arg(long)]
     topic: Option<String>,
+}
+
+impl KafkaArgs {
+    fn dedicated(&self) -> [(&'static str, Option<&String>); 2] {
+        [
+            ("kafka.brokers", self.kafka_brokers.as_ref()),
+            ("kafka.topic", self.topic.as_ref()),
+        ]
+    }
+}
+
+#[derive(Args, Debug)]
+struct IngestArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(flatten)]
+    kafka: KafkaArgs,
     /// OTLP/gRPC listen address (otlp.grpc_listen). [default: 0.0.0.0:4317]
     #[arg(long)]
     grpc_listen: Option<String>,
@@ -272,12 +288,8 @@ struct IngestArgs {
 struct SamplerArgs {
     #[command(flatten)]
     common: Common,
-    /// Kafka bootstrap brokers (kafka.brokers). [default: 127.0.0.1:9092]
-    #[arg(long)]
-    kafka_brokers: Option<String>,
-    /// Spans topic (kafka.topic). [default: tailsift-spans]
-    #[arg(long)]
-    topic: Option<String>,
+    #[command(flatten)]
+    kafka: KafkaArgs,
     /// Consumer group shared by all samplers (kafka.group_id). [default: tailsift-samplers]
     #[arg(long)]
     group_id: Option<String>,
@@ -333,14 +345,14 @@ fn real_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Ingest(args) => {
-            let cfg: tailsift_ingest::IngestConfig = args.common.init_and_load(vec![
-                ("kafka.brokers", args.kafka_brokers.as_ref()),
-                ("kafka.topic", args.topic.as_ref()),
+            let mut dedicated = args.kafka.dedicated().to_vec();
+            dedicated.extend([
                 ("otlp.grpc_listen", args.grpc_listen.as_ref()),
                 ("otlp.http_listen", args.http_listen.as_ref()),
                 ("admin.listen", args.admin_listen.as_ref()),
                 ("zipkin.listen", args.zipkin_listen.as_ref()),
-            ])?;
+            ]);
+            let cfg: tailsift_ingest::IngestConfig = args.common.init_and_load(dedicated)?;
             runtime()?.block_on(async move {
                 let listeners = tailsift_ingest::Listeners::bind(&cfg).await?;
                 let shutdown = shutdown_on_signal();
@@ -580,16 +592,16 @@ fn admin_call(conn: &AdminConn<'_>, req: AdminRequest) -> anyhow::Result<()> {
 }
 
 fn run_sampler(args: SamplerArgs) -> anyhow::Result<()> {
-    let cfg: tailsift_sampler::SamplerConfig = args.common.init_and_load(vec![
-        ("kafka.brokers", args.kafka_brokers.as_ref()),
-        ("kafka.topic", args.topic.as_ref()),
+    let mut dedicated = args.kafka.dedicated().to_vec();
+    dedicated.extend([
         ("kafka.group_id", args.group_id.as_ref()),
         ("policy.file", args.policy.as_ref()),
         ("policy.hash_seed", args.hash_seed.as_ref()),
         ("export.kind", args.export_kind.as_ref()),
         ("export.endpoint", args.export_endpoint.as_ref()),
         ("admin.listen", args.admin_listen.as_ref()),
-    ])?;
+    ]);
+    let cfg: tailsift_sampler::SamplerConfig = args.common.init_and_load(dedicated)?;
     // Fail fast on a bad policy, before touching Kafka.
     tailsift_sampler::load_policy(&cfg.policy)?;
     runtime()?.block_on(async move {

@@ -155,6 +155,8 @@ pub async fn run(cfg: StandaloneConfig, listeners: Listeners, shutdown: Cancella
             heartbeat_interval: Duration::from_millis(100),
             election_timeout_min: Duration::from_millis(300),
             election_timeout_max: Duration::from_millis(600),
+            // No peers, but the Raft port is open on loopback: authenticate it too.
+            cluster_token: Some(hex::encode(rand::random::<[u8; 16]>())),
             ..Default::default()
         },
         cluster: tailsift_coordinator::config::ClusterConfig {

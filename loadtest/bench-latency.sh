@@ -13,7 +13,7 @@
 # Usage: bash loadtest/bench-latency.sh [DURATION] [RATE] [SEND_DELAYS] [SAMPLER_CONFIG]
 #        (defaults 30s 2000 "2s 500ms" none; 2s is the default send_delay; SAMPLER_CONFIG: a sampler
 #        YAML config file for every run, e.g. to shorten export.batch_timeout or set librdkafka
-#        kafka.properties, whose dotted keys only a file can set)
+#        kafka.properties, also settable as --set 'kafka.properties[KEY]=VALUE')
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-30s}"

@@ -73,6 +73,17 @@ fn config_errors_name_the_key_and_source() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("kafka.idempotence"), "{err}");
+
+    let out = Command::new(workspace_bin("tailsift"))
+        .args(["sampler", "--set", "kafka.properties[fetch.wait.max.ms=20"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("kafka.properties[fetch.wait.max.ms") && err.contains("brackets"),
+        "{err}"
+    );
 }
 
 fn one_trace() -> (Vec<u8>, ExportTraceServiceRequest) {

@@ -129,12 +129,41 @@ impl Sources {
             deserialize::<T>(root.clone(), &origin)?;
         }
         for (key, raw) in &self.sets {
-            let path: Vec<String> = key.split('.').map(str::to_string).collect();
             let origin = format!("flag `--set {key}=...`");
-            set_path(&mut root, &path, parse_scalar(raw), &origin)?;
+            let (path, entry) = split_key(key).map_err(|reason| ConfigError::Key {
+                origin: origin.clone(),
+                key: key.clone(),
+                reason,
+            })?;
+            // A `[map key]` names an entry of a string map (librdkafka properties, headers):
+            // its value is taken as written.
+            let value = if entry {
+                Value::String(raw.clone())
+            } else {
+                parse_scalar(raw)
+            };
+            set_path(&mut root, &path, value, &origin)?;
             deserialize::<T>(root.clone(), &origin)?;
         }
         deserialize(root, &origin)
+    }
+}
+
+/// Splits a `--set` key on `.`; a last segment in brackets is taken whole, so map entries whose
+/// keys contain dots can be set: `kafka.properties[fetch.wait.max.ms]`. Returns the path and
+/// whether it ends in such an entry.
+fn split_key(key: &str) -> Result<(Vec<String>, bool), String> {
+    match key.split_once('[') {
+        None => Ok((key.split('.').map(str::to_string).collect(), false)),
+        Some((section, rest)) => {
+            let entry = rest
+                .strip_suffix(']')
+                .filter(|e| !e.is_empty() && !e.contains(['[', ']']))
+                .ok_or_else(|| "expected `section.map[entry key]` with the brackets last".to_string())?;
+            let mut path: Vec<String> = section.split('.').map(str::to_string).collect();
+            path.push(entry.to_string());
+            Ok((path, true))
+        }
     }
 }
 
@@ -322,6 +351,46 @@ mod tests {
         assert!(e.contains("mapping"), "{e}");
         let e = src(Some("kafka: [\n"), &[], &[]).load::<Cfg>().unwrap_err().to_string();
         assert!(e.contains("not valid YAML"), "{e}");
+    }
+
+    #[test]
+    fn bracketed_keys_set_map_entries_whose_keys_have_dots() {
+        #[derive(Debug, Default, serde::Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        struct Kafka {
+            properties: std::collections::BTreeMap<String, String>,
+        }
+        #[derive(Debug, Default, serde::Deserialize)]
+        #[serde(default, deny_unknown_fields)]
+        struct Root {
+            kafka: Kafka,
+        }
+        let load = |sets: Vec<(String, String)>| {
+            Sources {
+                sets,
+                ..Default::default()
+            }
+            .load_unvalidated::<Root>()
+        };
+        let r = load(vec![
+            ("kafka.properties[fetch.wait.max.ms]".into(), "20".into()),
+            ("kafka.properties[client.rack]".into(), "eu-1a".into()),
+        ])
+        .unwrap();
+        assert_eq!(
+            r.kafka.properties.get("fetch.wait.max.ms").map(String::as_str),
+            Some("20")
+        );
+        assert_eq!(r.kafka.properties.get("client.rack").map(String::as_str), Some("eu-1a"));
+        for bad in [
+            "kafka.properties[a]b",
+            "kafka.properties[]",
+            "kafka.properties[a",
+            "k[a][b]",
+        ] {
+            let e = load(vec![(bad.into(), "1".into())]).unwrap_err().to_string();
+            assert!(e.contains(bad), "{e}");
+        }
     }
 
     #[test]

@@ -646,6 +646,11 @@ async fn shadow_policy_and_live_settings_reach_every_worker() {
         ws.len() == 2 && ws.iter().all(|w| w["settings_revision"] == 1)
     })
     .await;
+    // Reads reflect this node's applied state: wait until it has the write (made through it).
+    wait_admin(&cluster, 1, "/v1/settings", "node 1 applies the settings", |b| {
+        b["revision"] == 1
+    })
+    .await;
     let (ok, out, err) = cli(&admin, Some(READ_TOKEN), &["cluster", "settings"]);
     assert!(ok && out["settings"]["sampler"]["send_delay_ms"] == 200, "{out} {err}");
     // A restarted worker (no coordinator needed) has them from its state file.

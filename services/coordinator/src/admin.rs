@@ -280,7 +280,13 @@ pub(crate) async fn written(s: &AdminState, cmd: Command) -> Result<Reply, Reply
     Ok((
         StatusCode::OK,
         h,
-        Json(json!({ "version": applied.policy_version, "seeds": applied.seeds, "log_index": log_index })),
+        Json(json!({
+            "version": applied.policy_version,
+            "seeds": applied.seeds,
+            "shadow_revision": applied.shadow_revision,
+            "settings_revision": applied.settings_revision,
+            "log_index": log_index,
+        })),
     ))
 }
 

@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::admin::{
     authorize, check, done, error, now_ms, parse_body, reflects, version_headers, written, AdminState, PolicyBody,
@@ -86,9 +86,7 @@ pub(crate) async fn put_shadow(State(s): State<AdminState>, headers: HeaderMap, 
                 format: b.format,
                 document: b.document,
             };
-            let (status, h, Json(mut out)) = written(&s, cmd).await?;
-            out["shadow_revision"] = json!(s.c.view().registry.shadow_revision);
-            Ok((status, h, Json(out)))
+            written(&s, cmd).await
         }
         .await,
     )
@@ -143,10 +141,10 @@ pub(crate) async fn put_settings(State(s): State<AdminState>, headers: HeaderMap
             b.settings
                 .validate()
                 .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid settings: settings.{e}")))?;
+            // What was written and its revision (this node may not have applied it yet).
             let (status, h, Json(mut out)) = written(&s, Command::SetSettings { settings: b.settings }).await?;
-            let v = s.c.view();
-            out["settings"] = json!(v.registry.settings);
-            out["revision"] = Value::from(v.registry.settings_revision);
+            out["settings"] = json!(b.settings);
+            out["revision"] = out["settings_revision"].clone();
             Ok((status, h, Json(out)))
         }
         .await,

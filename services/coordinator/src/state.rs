@@ -233,16 +233,13 @@ impl Registry {
                     effective_version: v + 1,
                 };
                 self.seeds.next = Some(next);
-                Ok(Applied {
-                    policy_version: v,
-                    seeds: self.seeds,
-                })
+                Ok(self.applied())
             }
             Command::SetSettings { settings } => {
                 self.settings = *settings;
                 self.settings_revision += 1;
                 self.trim();
-                Ok(self.unchanged_version())
+                Ok(self.applied())
             }
             Command::SetShadow {
                 author,
@@ -258,21 +255,23 @@ impl Registry {
                     format: *format,
                     document: document.clone(),
                 });
-                Ok(self.unchanged_version())
+                Ok(self.applied())
             }
             Command::ClearShadow { .. } => {
                 if self.shadow.take().is_some() {
                     self.shadow_revision += 1;
                 }
-                Ok(self.unchanged_version())
+                Ok(self.applied())
             }
         }
     }
 
-    fn unchanged_version(&self) -> Applied {
+    fn applied(&self) -> Applied {
         Applied {
             policy_version: self.policy_version(),
             seeds: self.seeds,
+            shadow_revision: self.shadow_revision,
+            settings_revision: self.settings_revision,
         }
     }
 
@@ -301,10 +300,7 @@ impl Registry {
             seed_epoch: self.seeds.current.epoch,
         });
         self.trim();
-        Applied {
-            policy_version: version,
-            seeds: self.seeds,
-        }
+        self.applied()
     }
 
     fn trim(&mut self) {
@@ -361,6 +357,12 @@ pub struct Applied {
     /// The policy version after the command.
     pub policy_version: u64,
     pub seeds: Seeds,
+    /// The shadow policy revision after the command.
+    #[serde(default)]
+    pub shadow_revision: u64,
+    /// The cluster settings revision after the command.
+    #[serde(default)]
+    pub settings_revision: u64,
 }
 
 /// Why a command did not change anything.

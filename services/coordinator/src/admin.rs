@@ -294,19 +294,32 @@ async fn put_policy(State(s): State<AdminState>, headers: HeaderMap, body: Bytes
     done(
         "/v1/policy",
         async {
-            let t = authorize(&s, &headers, Role::Admin)?;
-            let b: PolicyBody = parse_body(&body)?;
-            check(&b)?;
-            let cmd = Command::PutPolicy {
-                author: t.name.clone(),
-                time_unix_ms: now_ms(),
-                format: b.format,
-                document: b.document,
-            };
-            written(&s, cmd).await
+            put_document(&s, &headers, &body, |author, time_unix_ms, format, document| {
+                Command::PutPolicy {
+                    author,
+                    time_unix_ms,
+                    format,
+                    document,
+                }
+            })
+            .await
         }
         .await,
     )
+}
+
+/// A write of a policy document (live or shadow): admin token, body, validation, then `make`'s
+/// command with the token's name and the time.
+pub(crate) async fn put_document(
+    s: &AdminState,
+    headers: &HeaderMap,
+    body: &Bytes,
+    make: fn(String, u64, PolicyFormat, String) -> Command,
+) -> Result<Reply, Reply> {
+    let t = authorize(s, headers, Role::Admin)?;
+    let b: PolicyBody = parse_body(body)?;
+    check(&b)?;
+    written(s, make(t.name.clone(), now_ms(), b.format, b.document)).await
 }
 
 async fn validate_policy(State(s): State<AdminState>, headers: HeaderMap, body: Bytes) -> Response {

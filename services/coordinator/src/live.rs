@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::admin::{
-    authorize, check, done, error, now_ms, parse_body, reflects, version_headers, written, AdminState, PolicyBody,
+    authorize, done, error, now_ms, parse_body, put_document, reflects, version_headers, written, AdminState,
 };
 use crate::config::Role;
 use crate::state::{ClusterSettings, Command};
@@ -77,16 +77,15 @@ pub(crate) async fn put_shadow(State(s): State<AdminState>, headers: HeaderMap, 
     done(
         "/v1/policy/shadow",
         async {
-            let t = authorize(&s, &headers, Role::Admin)?;
-            let b: PolicyBody = parse_body(&body)?;
-            check(&b)?;
-            let cmd = Command::SetShadow {
-                author: t.name.clone(),
-                time_unix_ms: now_ms(),
-                format: b.format,
-                document: b.document,
-            };
-            written(&s, cmd).await
+            put_document(&s, &headers, &body, |author, time_unix_ms, format, document| {
+                Command::SetShadow {
+                    author,
+                    time_unix_ms,
+                    format,
+                    document,
+                }
+            })
+            .await
         }
         .await,
     )

@@ -547,6 +547,13 @@ mod tests {
         .unwrap();
     }
 
+    fn channel(reg: &Registry) -> (watch::Sender<Arc<View>>, watch::Receiver<Arc<View>>) {
+        watch::channel(Arc::new(View {
+            last_applied: None,
+            registry: reg.clone(),
+        }))
+    }
+
     fn publish(tx: &watch::Sender<Arc<View>>, reg: &Registry) {
         tx.send_replace(Arc::new(View {
             last_applied: None,
@@ -558,10 +565,7 @@ mod tests {
     async fn sends_the_current_version_then_each_newer_one() {
         let mut reg = Registry::default();
         put(&mut reg, "d1");
-        let (tx, rx) = watch::channel(Arc::new(View {
-            last_applied: None,
-            registry: reg.clone(),
-        }));
+        let (tx, rx) = channel(&reg);
         let mut s = Box::pin(updates(rx.clone(), 0));
         let first = s.next().await.unwrap();
         assert_eq!(
@@ -607,10 +611,7 @@ mod tests {
     async fn shadow_and_settings_changes_are_streamed_without_a_new_version() {
         let mut reg = Registry::default();
         put(&mut reg, "d1");
-        let (tx, rx) = watch::channel(Arc::new(View {
-            last_applied: None,
-            registry: reg.clone(),
-        }));
+        let (tx, rx) = channel(&reg);
         // A watcher with version 1 and nothing else set gets nothing.
         let mut s = Box::pin(updates(rx.clone(), 1));
         assert!(tokio::time::timeout(Duration::from_millis(200), s.next())

@@ -100,10 +100,16 @@ pub struct DecisionConfig {
     /// Longest wait after the first span. Default `30s`.
     #[serde(with = "humantime_serde")]
     pub decision_wait: Duration,
-    /// A trace with more spans is decided at once; later spans are late spans. Default `10000`.
-    pub max_spans_per_trace: usize,
+    /// A trace with more spans is decided at once on what has arrived; later spans follow that
+    /// decision as late spans. Default `10000`. (`max_spans_per_trace` is accepted too.)
+    #[serde(alias = "max_spans_per_trace")]
+    pub max_trace_spans: usize,
     /// Same, in encoded bytes. Default `16777216` (16 MiB).
     pub max_trace_bytes: usize,
+    /// Record timestamps later than the worker's wall clock + this are clamped to it (counted in
+    /// `tailsift_sampler_clock_skewed_records_total`). Default `30s`.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
     /// How long decisions are remembered for late spans. Default `5m`.
     #[serde(with = "humantime_serde")]
     pub cache_ttl: Duration,
@@ -119,8 +125,9 @@ impl Default for DecisionConfig {
         DecisionConfig {
             send_delay: Duration::from_secs(2),
             decision_wait: Duration::from_secs(30),
-            max_spans_per_trace: 10_000,
+            max_trace_spans: 10_000,
             max_trace_bytes: 16 << 20,
+            max_clock_skew: Duration::from_secs(30),
             cache_ttl: Duration::from_secs(300),
             cache_max: 1_000_000,
             tick: Duration::from_millis(100),
@@ -348,11 +355,14 @@ impl Validate for SamplerConfig {
                 "must be at most decision.decision_wait, which must be positive",
             ));
         }
-        if d.max_spans_per_trace == 0 || d.max_trace_bytes == 0 || d.cache_max == 0 {
-            return Err(ConfigError::invalid(
-                "decision.max_spans_per_trace",
-                "limits must be positive",
-            ));
+        for (key, value) in [
+            ("decision.max_trace_spans", d.max_trace_spans),
+            ("decision.max_trace_bytes", d.max_trace_bytes),
+            ("decision.cache_max", d.cache_max),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::invalid(key, "must be positive"));
+            }
         }
         if d.tick.is_zero() {
             return Err(ConfigError::invalid("decision.tick", "must be positive"));

@@ -2,11 +2,24 @@
 //! cache, memory limits and the offset watermark. Synchronous and free of I/O: the run loop
 //! feeds it records, ticks and export acknowledgements, and carries out what it emits.
 //!
-//! Time: each partition has its own clock, the newest record timestamp consumed from it (the
-//! ingest node's produce time), which follows wall time once the partition has been idle for
-//! [`IDLE_GRACE`]. Deadlines (`send_delay`, `decision_wait`) are measured on that clock, so a worker
-//! that lags behind or replays after a crash never decides a trace before the spans produced with
-//! it have been consumed.
+//! Time: each partition has its own clock, an estimate of when the records being consumed were
+//! produced. Deadlines (`send_delay`, `decision_wait`) are measured on it, so a worker that lags
+//! behind or replays after a crash never decides a trace before the spans produced with it have
+//! been consumed. Record timestamps come from other processes and are not trusted blindly:
+//! - a timestamp beyond wall clock + `max_clock_skew` is clamped to it (and counted); zero,
+//!   negative and absent timestamps carry no information;
+//! - the clock moves to the median of the last three timestamps, so one skewed record (ahead or
+//!   behind) moves nothing, and never past the worker's wall clock (nobody consumes records
+//!   produced in the future);
+//! - when record timestamps have not moved the clock for [`IDLE_GRACE`] (an idle partition, or
+//!   records without usable timestamps) it advances at wall-clock rate, so decisions never stop;
+//!   not while consumption is paused or the worker itself stalled (records may be waiting).
+//!
+//! A trace's deadline is the partition clock when its first span was consumed (or the record's own
+//! timestamp, if later and not beyond the wall clock) plus the wait, so a skewed timestamp on its
+//! own record cannot shorten it. A backstop decides every trace at the latest its wait +
+//! `max_clock_skew` of the engine's running time after its first span (or root) was consumed,
+//! whatever the clocks say; time while consumption is paused or the worker stalled does not count.
 //!
 //! Offsets: a partition's committable offset is the lowest offset still needed, i.e. the first
 //! record of the oldest undecided trace, or of a kept trace (or late span) whose export is not yet
@@ -27,7 +40,7 @@ use crate::metrics as m;
 
 pub type TraceId = [u8; 16];
 
-/// A partition with no record for this long runs on wall time.
+/// A partition whose clock no record moved for this long advances at wall-clock rate.
 pub const IDLE_GRACE: Duration = Duration::from_millis(500);
 
 /// Timing and memory settings of the engine.
@@ -35,8 +48,10 @@ pub const IDLE_GRACE: Duration = Duration::from_millis(500);
 pub struct EngineConfig {
     pub send_delay: Duration,
     pub decision_wait: Duration,
-    pub max_spans_per_trace: usize,
+    pub max_trace_spans: usize,
     pub max_trace_bytes: usize,
+    /// Record timestamps beyond wall clock + this are clamped.
+    pub max_clock_skew: Duration,
     pub cache_ttl: Duration,
     pub cache_max: usize,
     pub soft_limit_bytes: usize,
@@ -50,8 +65,9 @@ impl EngineConfig {
         EngineConfig {
             send_delay: d.send_delay,
             decision_wait: d.decision_wait,
-            max_spans_per_trace: d.max_spans_per_trace,
+            max_trace_spans: d.max_trace_spans,
             max_trace_bytes: d.max_trace_bytes,
+            max_clock_skew: d.max_clock_skew,
             cache_ttl: d.cache_ttl,
             cache_max: d.cache_max,
             soft_limit_bytes: m.soft_limit_bytes,
@@ -162,6 +178,9 @@ struct TraceBuf {
     first_seen: Instant,
     /// Partition-clock milliseconds.
     deadline: i64,
+    /// Engine active-time milliseconds ([`Engine::active_ms`]): decided by then whatever the
+    /// partition clock says.
+    backstop: i64,
     root_seen: bool,
     spans: usize,
     bytes: usize,
@@ -182,25 +201,94 @@ struct Partition {
     /// Offsets pinned by unacknowledged exports (multiset).
     pinned: BTreeMap<i64, u32>,
     timers: BinaryHeap<Reverse<(i64, TraceId)>>,
+    /// Backstops of undecided traces, on the engine's active time.
+    backstops: BinaryHeap<Reverse<(i64, TraceId)>>,
     /// The offset after the last record consumed; `None` before the first.
     next_offset: Option<i64>,
     bytes: usize,
-    /// Newest record timestamp (ms since the epoch).
-    stream_ms: i64,
-    last_record_at: Option<Instant>,
+    clock: PartitionClock,
     /// Records below this offset are ignored (see [`Engine::resume_from`]).
     resume_from: i64,
 }
 
-impl Partition {
-    /// The partition clock: record time while records flow, wall time once idle.
-    fn clock(&self, now: Instant, wall_ms: i64) -> i64 {
-        match self.last_record_at {
-            Some(t) if now.saturating_duration_since(t) < IDLE_GRACE => self.stream_ms,
-            _ => self.stream_ms.max(wall_ms),
+/// A partition's clock (see the module documentation).
+#[derive(Default)]
+struct PartitionClock {
+    /// Milliseconds since the epoch; `None` before the first record.
+    ms: Option<i64>,
+    /// `ms` is the wall clock at the first record, not yet corrected by record timestamps (three
+    /// are needed): the first median replaces it even when lower (a replay of old records).
+    provisional: bool,
+    /// When `ms` last moved (or time stopped counting, see [`PartitionClock::restart_grace`]).
+    moved_at: Option<Instant>,
+    /// The last two usable record timestamps, newest last.
+    recent: [Option<i64>; 2],
+}
+
+impl PartitionClock {
+    /// The clock now; the wall clock until it is known.
+    fn now(&self, wall_ms: i64) -> i64 {
+        self.ms.unwrap_or(wall_ms)
+    }
+
+    /// Takes a record and its (sanitized) timestamp into account. Returns how far the clock moved
+    /// back (when record time replaced the provisional wall-clock start), or 0.
+    fn on_record(&mut self, ts: Option<i64>, wall_ms: i64, now: Instant) -> i64 {
+        if self.ms.is_none() {
+            self.ms = Some(wall_ms);
+            self.moved_at = Some(now);
+            self.provisional = true;
+        }
+        let Some(ts) = ts else { return 0 };
+        let [a, b] = self.recent;
+        self.recent = [b, Some(ts)];
+        if let (Some(a), Some(b)) = (a, b) {
+            let mut v = [a, b, ts];
+            v.sort_unstable();
+            let median = v[1].min(wall_ms);
+            if self.provisional {
+                self.provisional = false;
+                let back = self.ms.unwrap_or(median).saturating_sub(median).max(0);
+                self.ms = Some(median);
+                self.moved_at = Some(now);
+                return back;
+            }
+            self.advance_to(median, now);
+        }
+        0
+    }
+
+    fn advance_to(&mut self, ms: i64, now: Instant) {
+        if self.ms.is_none_or(|c| ms > c) {
+            self.ms = Some(ms);
+            self.moved_at = Some(now);
         }
     }
 
+    /// Advances at wall-clock rate when no record moved the clock for [`IDLE_GRACE`].
+    fn follow_wall(&mut self, now: Instant, wall_ms: i64) {
+        let (Some(ms), Some(at)) = (self.ms, self.moved_at) else {
+            return;
+        };
+        let idle = now.saturating_duration_since(at);
+        if idle >= IDLE_GRACE {
+            let step = i64::try_from(idle.as_millis()).unwrap_or(i64::MAX);
+            self.advance_to(ms.saturating_add(step).min(wall_ms), now);
+            // Also when capped by the wall clock: time from here on counts afresh.
+            self.moved_at = Some(now);
+        }
+    }
+
+    /// Forgets elapsed time: the worker stalled or consumption was paused, so records may be
+    /// waiting to be consumed.
+    fn restart_grace(&mut self, now: Instant) {
+        if self.moved_at.is_some() {
+            self.moved_at = Some(now);
+        }
+    }
+}
+
+impl Partition {
     fn watermark(&self) -> Option<i64> {
         let next = self.next_offset?;
         let a = self.by_offset.keys().next().copied().unwrap_or(next);
@@ -234,6 +322,7 @@ pub struct Stats {
     pub replay_skipped_records: u64,
     pub duplicate_records: u64,
     pub stress_decisions: u64,
+    pub clock_skewed_records: u64,
 }
 
 /// The sampler state machine.
@@ -255,7 +344,13 @@ pub struct Engine {
     out: VecDeque<Output>,
     /// Maps `Instant`s to wall-clock milliseconds.
     base: (Instant, i64),
-    last_tick: Option<Instant>,
+    /// The last tick.
+    last_step: Option<Instant>,
+    /// Consumption is paused (export backpressure): partition clocks do not follow the wall clock.
+    paused: bool,
+    /// Milliseconds the engine has been running and consuming: ticks no further apart than
+    /// [`IDLE_GRACE`], not paused. Backstops run on it, so no timestamp can stop a decision.
+    active_ms: i64,
     pub stats: Stats,
 }
 
@@ -277,7 +372,9 @@ impl Engine {
             pending: HashMap::new(),
             out: VecDeque::new(),
             base: (now, wall_ms_now()),
-            last_tick: None,
+            last_step: None,
+            paused: false,
+            active_ms: 0,
             stats: Stats::default(),
         }
     }
@@ -392,6 +489,17 @@ impl Engine {
         }
     }
 
+    /// The run loop paused (`true`) or resumed consumption. While paused, records may be waiting
+    /// in Kafka, so no partition counts as idle and the clocks only follow record time.
+    pub fn set_paused(&mut self, paused: bool, now: Instant) {
+        if self.paused != paused {
+            self.paused = paused;
+            for part in self.partitions.values_mut() {
+                part.clock.restart_grace(now);
+            }
+        }
+    }
+
     /// Takes the next thing to do.
     pub fn pop_output(&mut self) -> Option<Output> {
         self.out.pop_front()
@@ -438,7 +546,26 @@ impl Engine {
     }
 
     fn wall_ms(&self, now: Instant) -> i64 {
-        self.base.1 + now.saturating_duration_since(self.base.0).as_millis() as i64
+        self.base
+            .1
+            .saturating_add(millis(now.saturating_duration_since(self.base.0)))
+    }
+
+    /// Notes a tick at `now`. A long gap since the previous tick means the worker itself stalled
+    /// (a slow machine, a long callback): records may be waiting in the client, so no partition
+    /// counts as idle yet, and the gap is not active time.
+    fn observe(&mut self, now: Instant) {
+        if let Some(t) = self.last_step {
+            let gap = now.saturating_duration_since(t);
+            if gap > IDLE_GRACE {
+                for part in self.partitions.values_mut() {
+                    part.clock.restart_grace(now);
+                }
+            } else if !self.paused {
+                self.active_ms = self.active_ms.saturating_add(millis(gap));
+            }
+        }
+        self.last_step = Some(now);
     }
 
     /// Consumes one record. `timestamp_ms` is the record's (producer) timestamp; `None` uses
@@ -456,9 +583,21 @@ impl Engine {
         if offset < part.resume_from {
             return;
         }
-        part.stream_ms = part.stream_ms.max(timestamp_ms.unwrap_or(wall));
-        part.last_record_at = Some(now);
-        let clock = part.stream_ms;
+        let ts = sanitize_timestamp(timestamp_ms, wall, self.cfg.max_clock_skew, partition);
+        if timestamp_ms.is_some_and(|t| t > 0) && ts != timestamp_ms {
+            self.stats.clock_skewed_records += 1;
+        }
+        let shift = part.clock.on_record(ts, wall, now);
+        if shift > 0 {
+            // Deadlines set on the provisional (wall) clock move to the record clock.
+            for t in part.traces.values_mut() {
+                t.deadline = t.deadline.saturating_sub(shift);
+            }
+            part.timers = part.traces.iter().map(|(id, t)| Reverse((t.deadline, *id))).collect();
+        }
+        // A trace's own timestamp may only make its deadlines later (it is unconfirmed).
+        let clock = part.clock.now(wall).max(ts.map_or(i64::MIN, |t| t.min(wall)));
+        let active = self.active_ms;
         part.next_offset = Some(part.next_offset.map_or(offset + 1, |n| n.max(offset + 1)));
         self.stats.records += 1;
         metrics::counter!(m::RECORDS_CONSUMED).increment(1);
@@ -508,27 +647,33 @@ impl Engine {
                 t.span_ids.extend(scan.span_ids.iter().copied());
                 if scan.has_root && !t.root_seen {
                     t.root_seen = true;
-                    let d = clock + self.cfg.send_delay.as_millis() as i64;
+                    let d = clock.saturating_add(millis(self.cfg.send_delay));
                     if d < t.deadline {
                         t.deadline = d;
                         part.timers.push(Reverse((d, trace_id)));
                     }
+                    let b = active.saturating_add(millis(self.cfg.send_delay + self.cfg.max_clock_skew));
+                    if b < t.backstop {
+                        t.backstop = b;
+                        part.backstops.push(Reverse((b, trace_id)));
+                    }
                 }
-                t.spans > self.cfg.max_spans_per_trace || t.bytes > self.cfg.max_trace_bytes
+                t.spans > self.cfg.max_trace_spans || t.bytes > self.cfg.max_trace_bytes
             }
             None if self.stress => {
                 self.stress_decide(partition, trace_id, payload, spans, offset, now);
                 return;
             }
             None => {
-                let deadline = clock
-                    + if scan.has_root {
-                        self.cfg.send_delay
-                    } else {
-                        self.cfg.decision_wait
-                    }
-                    .as_millis() as i64;
+                let wait = if scan.has_root {
+                    self.cfg.send_delay
+                } else {
+                    self.cfg.decision_wait
+                };
+                let deadline = clock.saturating_add(millis(wait));
                 part.timers.push(Reverse((deadline, trace_id)));
+                let backstop = active.saturating_add(millis(wait + self.cfg.max_clock_skew));
+                part.backstops.push(Reverse((backstop, trace_id)));
                 part.by_offset.insert(offset, trace_id);
                 part.traces.insert(
                     trace_id,
@@ -538,6 +683,7 @@ impl Engine {
                         last_offset: offset,
                         first_seen: now,
                         deadline,
+                        backstop,
                         root_seen: scan.has_root,
                         spans,
                         bytes: len,
@@ -545,7 +691,7 @@ impl Engine {
                     },
                 );
                 self.buffered_traces += 1;
-                spans > self.cfg.max_spans_per_trace || len > self.cfg.max_trace_bytes
+                spans > self.cfg.max_trace_spans || len > self.cfg.max_trace_bytes
             }
         };
         part.bytes += len;
@@ -582,22 +728,16 @@ impl Engine {
     /// Decides every trace whose timer expired; leaves stress relief when pressure is gone.
     pub fn on_tick(&mut self, now: Instant) {
         let wall = self.wall_ms(now);
-        // A late tick means the worker itself stalled (a rebalance callback, a slow machine):
-        // records may be waiting in the client, so no partition counts as idle yet.
-        if self
-            .last_tick
-            .is_some_and(|t| now.saturating_duration_since(t) > IDLE_GRACE)
-        {
-            for part in self.partitions.values_mut() {
-                if part.last_record_at.is_some() {
-                    part.last_record_at = Some(now);
-                }
-            }
-        }
-        self.last_tick = Some(now);
+        self.observe(now);
         let parts: Vec<i32> = self.partitions.keys().copied().collect();
         for p in parts {
-            let clock = self.partitions[&p].clock(now, wall);
+            let clock = {
+                let part = self.partitions.get_mut(&p).expect("listed");
+                if !self.paused {
+                    part.clock.follow_wall(now, wall);
+                }
+                part.clock.now(wall)
+            };
             loop {
                 let part = self.partitions.get_mut(&p).expect("listed");
                 let Some(Reverse((at, tid))) = part.timers.peek().copied() else {
@@ -610,6 +750,23 @@ impl Engine {
                 let due = part.traces.get(&tid).is_some_and(|t| t.deadline <= clock);
                 if due {
                     let root = part.traces[&tid].root_seen;
+                    self.decide(p, tid, if root { Trigger::Root } else { Trigger::Timeout }, now);
+                }
+            }
+            let active = self.active_ms;
+            loop {
+                let part = self.partitions.get_mut(&p).expect("listed");
+                let Some(Reverse((at, tid))) = part.backstops.peek().copied() else {
+                    break;
+                };
+                if at > active {
+                    break;
+                }
+                part.backstops.pop();
+                if let Some(t) = part.traces.get(&tid).filter(|t| t.backstop <= active) {
+                    let root = t.root_seen;
+                    metrics::counter!(m::CLOCK_BACKSTOPS).increment(1);
+                    tracing::debug!(trace = %hex::encode(tid), partition = p, "decided by the real-time backstop (the partition clock lags)");
                     self.decide(p, tid, if root { Trigger::Root } else { Trigger::Timeout }, now);
                 }
             }
@@ -818,17 +975,39 @@ impl Engine {
     }
 }
 
+/// A record timestamp the clock may use: `None` for absent, zero or negative timestamps; clamped
+/// to `wall_ms + max_skew` (and counted) when beyond it.
+fn sanitize_timestamp(ts: Option<i64>, wall_ms: i64, max_skew: Duration, partition: i32) -> Option<i64> {
+    let ts = ts.filter(|t| *t > 0)?;
+    let limit = wall_ms.saturating_add(millis(max_skew));
+    if ts > limit {
+        metrics::counter!(m::CLOCK_SKEWED_RECORDS, "partition" => partition.to_string()).increment(1);
+        tracing::debug!(
+            partition,
+            timestamp_ms = ts,
+            limit,
+            "record timestamp ahead of the wall clock, clamped"
+        );
+        return Some(limit);
+    }
+    Some(ts)
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 fn wall_ms_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
+        .map(|d| millis(d))
         .unwrap_or(0)
 }
 
 fn unix_nanos() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }
 

@@ -28,9 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol, StreamConsumer,
-};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
@@ -120,6 +118,8 @@ struct Shared {
     conn: tailsift_kafka::Connection,
     handover_timeout: Duration,
     resume_lookback: i64,
+    /// A rebalance callback is running on the consumer's thread (no records are delivered).
+    rebalancing: AtomicBool,
 }
 
 impl Shared {
@@ -303,6 +303,14 @@ impl ConsumerContext for Ctx {
     /// around brokers (tansu 0.6) whose fetch skips the rest of a record batch when asked for an
     /// offset in its middle.
     fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        self.shared.rebalancing.store(true, Ordering::Release);
+        self.rebalance_now(consumer, err, tpl);
+        self.shared.rebalancing.store(false, Ordering::Release);
+    }
+}
+
+impl Ctx {
+    fn rebalance_now(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
         let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
@@ -461,29 +469,90 @@ pub trait RecordSource: Send + Sync + 'static {
     fn pause(&self, paused: bool) -> Result<(), String>;
     /// Updates the consumer lag gauges (possibly in the background).
     fn report_lag(self: Arc<Self>);
+    /// Stops delivering records before the final handover (may block; called off the runtime).
+    fn stop(&self) {}
 }
 
-/// The Kafka consumer group.
+/// The Kafka consumer group, polled by a thread of its own: librdkafka runs the rebalance
+/// callbacks (the graceful handover, which waits for exports, and the decisions preload, which
+/// reads a topic) on the thread that polls, and they may block for seconds; on a dedicated
+/// thread they never park a tokio worker. Records reach the run loop through a bounded channel.
 struct KafkaSource {
-    consumer: StreamConsumer<Ctx>,
+    consumer: Arc<BaseConsumer<Ctx>>,
     topic: String,
+    records: tokio::sync::Mutex<mpsc::Receiver<Result<SourceRecord, String>>>,
+    stop: Arc<AtomicBool>,
+    poller: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Records polled ahead of the run loop.
+const POLLED_AHEAD: usize = 256;
+
+impl KafkaSource {
+    fn start(consumer: BaseConsumer<Ctx>, topic: String) -> std::io::Result<KafkaSource> {
+        let consumer = Arc::new(consumer);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel(POLLED_AHEAD);
+        let poller = {
+            let (consumer, stop) = (consumer.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("tailsift-consumer".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Acquire) {
+                        let item = match consumer.poll(Duration::from_millis(100)) {
+                            None => continue,
+                            Some(Ok(m)) => Ok(SourceRecord {
+                                partition: m.partition(),
+                                offset: m.offset(),
+                                timestamp_ms: m.timestamp().to_millis(),
+                                key: bytes::Bytes::copy_from_slice(m.key().unwrap_or_default()),
+                                value: bytes::Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+                            }),
+                            Some(Err(e)) => Err(e.to_string()),
+                        };
+                        // Fails once the run loop has stopped and closed the channel.
+                        if tx.blocking_send(item).is_err() {
+                            break;
+                        }
+                    }
+                })?
+        };
+        Ok(KafkaSource {
+            consumer,
+            topic,
+            records: tokio::sync::Mutex::new(rx),
+            stop,
+            poller: Mutex::new(Some(poller)),
+        })
+    }
+
+    /// Stops the polling thread and waits for it (blocking: call off the runtime).
+    fn stop_polling(&self) {
+        self.stop.store(true, Ordering::Release);
+        if let Ok(mut rx) = self.records.try_lock() {
+            rx.close();
+        }
+        if let Some(t) = self.poller.lock().unwrap().take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl RecordSource for KafkaSource {
     async fn recv(&self) -> Result<SourceRecord, String> {
-        let m = self.consumer.recv().await.map_err(|e| e.to_string())?;
-        Ok(SourceRecord {
-            partition: m.partition(),
-            offset: m.offset(),
-            timestamp_ms: m.timestamp().to_millis(),
-            key: bytes::Bytes::copy_from_slice(m.key().unwrap_or_default()),
-            value: bytes::Bytes::copy_from_slice(m.payload().unwrap_or_default()),
-        })
+        match self.records.lock().await.recv().await {
+            Some(r) => r,
+            None => std::future::pending().await,
+        }
     }
 
     fn commit(&self, offsets: &[(i32, i64)], sync: bool) -> Result<(), String> {
         let mode = if sync { CommitMode::Sync } else { CommitMode::Async };
-        kafka_commit(&self.consumer, &self.topic, offsets, mode)
+        kafka_commit(&*self.consumer, &self.topic, offsets, mode)
+    }
+
+    fn stop(&self) {
+        self.stop_polling();
     }
 
     fn pause(&self, paused: bool) -> Result<(), String> {
@@ -726,6 +795,7 @@ pub async fn run_on(
         conn: cfg.kafka.connection(),
         handover_timeout: cfg.export.timeout * 3,
         resume_lookback: cfg.kafka.resume_lookback_records,
+        rebalancing: AtomicBool::new(false),
     });
 
     let coordination = {
@@ -776,16 +846,18 @@ pub async fn run_on(
             for (k, v) in &cfg.kafka.properties {
                 cc.set(k, v);
             }
-            let consumer: StreamConsumer<Ctx> = cc.create_with_context(Ctx { shared: shared.clone() })?;
+            let consumer: BaseConsumer<Ctx> = cc.create_with_context(Ctx { shared: shared.clone() })?;
             consumer.subscribe(&[&cfg.kafka.topic])?;
             readiness.set(true, "ok");
             tracing::info!(topic = %cfg.kafka.topic, group = %cfg.kafka.group_id, export = ?cfg.export.kind, endpoint = %cfg.export.endpoint, "sampler consuming");
-            let source = Arc::new(KafkaSource {
-                consumer,
-                topic: cfg.kafka.topic.clone(),
-            });
+            let source = Arc::new(KafkaSource::start(consumer, cfg.kafka.topic.clone())?);
             consume(source.clone(), &shared, &cfg, &readiness, &shutdown).await;
-            source.consumer.unsubscribe();
+            // Leaving the group may wait for the broker: off the runtime.
+            let _ = tokio::task::spawn_blocking(move || {
+                source.consumer.unsubscribe();
+                drop(source);
+            })
+            .await;
         }
         Transport::InProcess(log) => {
             let source = Arc::new(LogSource::assign_all(log, &shared));
@@ -831,8 +903,7 @@ async fn consume<S: RecordSource>(
                 let mut e = shared.engine.lock().unwrap();
                 e.on_tick(Instant::now());
                 let drained = shared.drain(&mut e);
-                drop(e);
-                set_paused(&*source, &mut paused, !drained);
+                set_paused(&*source, shared, &mut e, &mut paused, !drained);
             }
             _ = commit_tick.tick() => {
                 commit(&*source, shared, &mut last_committed);
@@ -856,8 +927,7 @@ async fn consume<S: RecordSource>(
                     let mut e = shared.engine.lock().unwrap();
                     e.on_record(p, off, m.timestamp_ms, m.value, Instant::now());
                     let drained = shared.drain(&mut e);
-                    drop(e);
-                    set_paused(&*source, &mut paused, !drained);
+                    set_paused(&*source, shared, &mut e, &mut paused, !drained);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "consumer error");
@@ -872,12 +942,18 @@ async fn consume<S: RecordSource>(
     let parts = shared.engine.lock().unwrap().partitions();
     let s = shared.clone();
     // The handover blocks; run it where blocking is fine.
-    tokio::task::spawn_blocking(move || s.handover(&|offsets| source.commit(offsets, true), &parts))
-        .await
-        .ok();
+    tokio::task::spawn_blocking(move || {
+        source.stop();
+        s.handover(&|offsets| source.commit(offsets, true), &parts)
+    })
+    .await
+    .ok();
 }
 
-fn set_paused<S: RecordSource>(source: &S, paused: &mut bool, want: bool) {
+/// Pauses or resumes the source. The engine is told too, and while a rebalance callback runs:
+/// either way records may be waiting, so no partition's clock follows the wall clock.
+fn set_paused<S: RecordSource>(source: &S, shared: &Shared, engine: &mut Engine, paused: &mut bool, want: bool) {
+    engine.set_paused(want || shared.rebalancing.load(Ordering::Acquire), Instant::now());
     if *paused == want {
         return;
     }

@@ -6,6 +6,8 @@ use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 pub const RECORDS_CONSUMED: &str = "tailsift_sampler_records_consumed_total";
 pub const SPANS_CONSUMED: &str = "tailsift_sampler_spans_consumed_total";
 pub const RECORDS_INVALID: &str = "tailsift_sampler_records_invalid_total";
+pub const CLOCK_SKEWED_RECORDS: &str = "tailsift_sampler_clock_skewed_records_total";
+pub const CLOCK_BACKSTOPS: &str = "tailsift_sampler_clock_backstop_decisions_total";
 pub const TRACES_BUFFERED: &str = "tailsift_sampler_traces_buffered";
 pub const BYTES_BUFFERED: &str = "tailsift_sampler_buffered_bytes";
 pub const DECISIONS: &str = "tailsift_sampler_decisions_total";
@@ -45,6 +47,16 @@ pub fn describe() {
         RECORDS_INVALID,
         Unit::Count,
         "Records without a readable trace ID (skipped)."
+    );
+    describe_counter!(
+        CLOCK_SKEWED_RECORDS,
+        Unit::Count,
+        "Records whose timestamp was beyond the wall clock + decision.max_clock_skew (clamped), by partition."
+    );
+    describe_counter!(
+        CLOCK_BACKSTOPS,
+        Unit::Count,
+        "Traces decided by the real-time backstop (decision wait + decision.max_clock_skew of running time) because their partition's record clock lagged."
     );
     describe_gauge!(TRACES_BUFFERED, Unit::Count, "Traces buffered, waiting for a decision.");
     describe_gauge!(BYTES_BUFFERED, Unit::Bytes, "Encoded span bytes buffered.");

@@ -25,6 +25,7 @@ fn shared() -> Arc<Shared> {
         conn: Default::default(),
         handover_timeout: Duration::from_secs(1),
         resume_lookback: 0,
+        rebalancing: Default::default(),
     })
 }
 

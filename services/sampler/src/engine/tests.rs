@@ -13,8 +13,9 @@ fn engine(policy: &str, soft: usize, hard: usize) -> (Engine, Instant) {
         EngineConfig {
             send_delay: Duration::from_secs(2),
             decision_wait: Duration::from_secs(30),
-            max_spans_per_trace: 100,
+            max_trace_spans: 100,
             max_trace_bytes: 1 << 20,
+            max_clock_skew: Duration::from_secs(30),
             cache_ttl: Duration::from_secs(300),
             cache_max: 10_000,
             soft_limit_bytes: soft,
@@ -287,9 +288,15 @@ fn a_stalled_worker_does_not_mistake_its_own_stall_for_idleness() {
     // The worker stalls for 5 s (records pile up in the client), then ticks.
     e.on_tick(t0 + Duration::from_secs(5));
     assert_eq!(e.buffered_traces(), 1, "not decided on wall time right after a stall");
-    // Genuinely idle afterwards: wall time takes over.
-    e.on_tick(t0 + Duration::from_millis(5400));
-    e.on_tick(t0 + Duration::from_millis(5800));
+    // Genuinely idle afterwards: the clock follows the wall clock from the end of the stall, so
+    // the root's send_delay (2 s) passes about 2 s later, not at once.
+    tick_to(&mut e, t0 + Duration::from_secs(5), t0 + Duration::from_millis(6800));
+    assert_eq!(e.buffered_traces(), 1, "the stall did not count as time");
+    tick_to(
+        &mut e,
+        t0 + Duration::from_millis(6800),
+        t0 + Duration::from_millis(7700),
+    );
     assert_eq!(e.buffered_traces(), 0);
 }
 
@@ -316,11 +323,15 @@ fn deadlines_run_on_record_time_while_records_flow() {
     let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
     e.assign(0);
     let ts = 1_000_000;
+    // Three records of other traces start the clock (a median of three timestamps).
+    for i in 0..3u8 {
+        e.on_record(0, 100 + i64::from(i), Some(ts), record(10 + i, 1, Some(9), false), t0);
+    }
     // A root at record time ts, then (replayed quickly) a child produced 100 ms later.
-    e.on_record(0, 0, Some(ts), record(1, 1, None, false), t0);
+    e.on_record(0, 200, Some(ts), record(1, 1, None, false), t0);
     e.on_record(
         0,
-        1,
+        201,
         Some(ts + 100),
         record(1, 2, Some(1), true),
         t0 + Duration::from_millis(10),
@@ -328,20 +339,23 @@ fn deadlines_run_on_record_time_while_records_flow() {
     // Wall time far ahead but records still flowing (< IDLE_GRACE): record time rules.
     e.on_record(
         0,
-        2,
+        202,
         Some(ts + 1000),
         record(2, 1, Some(9), false),
         t0 + Duration::from_millis(400),
     );
     e.on_tick(t0 + Duration::from_millis(450));
-    assert_eq!(e.buffered_traces(), 2, "record time is only 1 s past the root: not yet");
-    e.on_record(
-        0,
-        3,
-        Some(ts + 2100),
-        record(3, 1, Some(9), false),
-        t0 + Duration::from_millis(460),
-    );
+    assert_eq!(e.buffered_traces(), 5, "record time is only 1 s past the root: not yet");
+    // Two records 2.1 s past the root: the median of the last three moves the clock there.
+    for (offset, trace) in [(203, 3), (204, 4)] {
+        e.on_record(
+            0,
+            offset,
+            Some(ts + 2100),
+            record(trace, 1, Some(9), false),
+            t0 + Duration::from_millis(460),
+        );
+    }
     e.on_tick(t0 + Duration::from_millis(470));
     let (jobs, _) = drain(&mut e);
     assert_eq!(
@@ -471,4 +485,167 @@ fn cluster_rate_limits_follow_the_partitions_owned() {
     tick_to(&mut e, t0, t0 + Duration::from_secs(3));
     let (jobs, _) = drain(&mut e);
     assert_eq!(jobs.len(), 25);
+}
+
+/// Feeds `trace`'s record at `at` with the engine's own wall clock as its timestamp (an honest
+/// producer), plus `skew_ms`.
+fn honest(e: &mut Engine, offset: i64, rec: Bytes, at: Instant, skew_ms: i64) {
+    let ts = e.wall_ms(at) + skew_ms;
+    e.on_record(0, offset, Some(ts), rec, at);
+}
+
+#[test]
+fn one_record_from_a_clock_an_hour_ahead_moves_no_deadline() {
+    let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
+    e.assign(0);
+    let ms = Duration::from_millis;
+    // Honest traffic; trace 1's root (the error) will arrive 3 s after its first span.
+    honest(&mut e, 0, record(1, 2, Some(1), false), t0, 0);
+    honest(&mut e, 1, record(2, 1, Some(9), false), t0, 0);
+    honest(&mut e, 2, record(3, 1, Some(9), false), t0 + ms(10), 0);
+    // Another producer, its clock an hour ahead, writes one record.
+    honest(&mut e, 3, record(4, 1, Some(9), false), t0 + ms(100), 3_600_000);
+    assert_eq!(e.stats.clock_skewed_records, 1, "clamped and counted");
+    let mut offset = 4;
+    let mut t = t0 + ms(100);
+    while t < t0 + ms(3000) {
+        t += ms(100);
+        honest(
+            &mut e,
+            offset,
+            record(50 + (offset % 100) as u8, 1, Some(9), false),
+            t,
+            0,
+        );
+        offset += 1;
+        e.on_tick(t);
+    }
+    assert!(
+        drain(&mut e).0.is_empty(),
+        "nothing decided early: trace 1 still waits for its root"
+    );
+    honest(&mut e, offset, record(1, 1, None, true), t, 0);
+    tick_to(&mut e, t, t + ms(2200));
+    let (jobs, _) = drain(&mut e);
+    assert_eq!(jobs.len(), 1, "root + send_delay: trace 1 kept");
+    assert_eq!(exported_spans(&jobs[0]).len(), 2, "complete, with its erroring root");
+    // And the partition keeps deciding: every trace is decided within decision_wait of real time.
+    tick_to(&mut e, t + ms(2200), t0 + Duration::from_secs(34));
+    assert_eq!(e.buffered_traces(), 0, "no trace left undecided");
+}
+
+#[test]
+fn zero_huge_and_year_2100_timestamps_neither_rush_nor_stop_decisions() {
+    const YEAR_2100_MS: i64 = 4_102_444_800_000;
+    for bad in [
+        Some(0),
+        Some(-1),
+        Some(i64::MIN),
+        Some(i64::MAX),
+        Some(YEAR_2100_MS),
+        None,
+    ] {
+        let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
+        e.assign(0);
+        // Trace 1: an erroring child, no root: decided at decision_wait (30 s).
+        e.on_record(0, 0, bad, record(1, 2, Some(1), true), t0);
+        let mut t = t0;
+        let mut offset = 1;
+        // Records with the same timestamp keep flowing for 40 s.
+        while t < t0 + Duration::from_secs(40) {
+            t += Duration::from_millis(100);
+            e.on_record(0, offset, bad, record(2 + (offset % 200) as u8, 1, Some(9), false), t);
+            offset += 1;
+            e.on_tick(t);
+            let decided = !drain(&mut e).0.is_empty();
+            let elapsed = t - t0;
+            assert!(
+                !decided || elapsed >= Duration::from_secs(30),
+                "{bad:?}: decided after {elapsed:?}, before decision_wait"
+            );
+            if decided {
+                assert!(
+                    elapsed <= Duration::from_millis(31_000),
+                    "{bad:?}: decided late, after {elapsed:?}"
+                );
+                break;
+            }
+            assert!(
+                elapsed < Duration::from_millis(31_000),
+                "{bad:?}: not decided after {elapsed:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_producer_an_hour_behind_does_not_rush_decisions_on_an_idle_partition() {
+    let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
+    e.assign(0);
+    for i in 0..3 {
+        honest(&mut e, i, record(1 + i as u8, 2, Some(1), true), t0, -3_600_000);
+    }
+    tick_to(&mut e, t0, t0 + Duration::from_millis(29_800));
+    assert_eq!(e.buffered_traces(), 3, "not before decision_wait of real time");
+    tick_to(
+        &mut e,
+        t0 + Duration::from_millis(29_800),
+        t0 + Duration::from_millis(31_000),
+    );
+    assert_eq!(e.buffered_traces(), 0, "and not stopped either");
+}
+
+#[test]
+fn paused_consumption_stops_the_clock_from_following_the_wall() {
+    let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
+    e.assign(0);
+    for i in 0..3 {
+        honest(&mut e, i, record(1 + i as u8, 2, Some(1), true), t0, 0);
+    }
+    e.set_paused(true, t0);
+    tick_to(&mut e, t0, t0 + Duration::from_secs(60));
+    assert_eq!(
+        e.buffered_traces(),
+        3,
+        "records may be waiting while paused: nothing decided"
+    );
+    e.set_paused(false, t0 + Duration::from_secs(60));
+    // Resumed: the backlog (produced during the pause) arrives and moves the clock.
+    let t = t0 + Duration::from_millis(60_100);
+    for i in 3..6 {
+        let ts = e.wall_ms(t0) + 31_000;
+        e.on_record(0, i, Some(ts), record(10 + i as u8, 1, Some(9), false), t);
+    }
+    e.on_tick(t);
+    assert_eq!(e.buffered_traces(), 3, "the three traces of the backlog are buffered");
+    assert_eq!(drain(&mut e).0.len(), 3, "the first three decided on record time");
+}
+
+#[test]
+fn a_crawling_record_clock_is_overridden_by_the_real_time_backstop() {
+    let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
+    e.assign(0);
+    let base = e.wall_ms(t0);
+    // Timestamps advance 1 ms per record while records arrive every 100 ms: the record clock
+    // crawls at 1% of real time and would take 50 minutes to reach decision_wait.
+    let mut t = t0;
+    let mut offset = 0;
+    e.on_tick(t);
+    while t < t0 + Duration::from_secs(62) && e.stats.kept_traces == 0 {
+        let rec = if offset == 0 {
+            record(1, 1, Some(200), true)
+        } else {
+            record(3 + (offset % 200) as u8, 1 + (offset / 200) as u8, Some(200), false)
+        };
+        e.on_record(0, offset, Some(base + offset), rec, t);
+        offset += 1;
+        t += Duration::from_millis(100);
+        e.on_tick(t);
+    }
+    assert!(e.stats.kept_traces > 0, "decided by the backstop");
+    let elapsed = t - t0;
+    assert!(
+        elapsed >= Duration::from_secs(60) && elapsed <= Duration::from_millis(60_300),
+        "at decision_wait + max_clock_skew of running time, not {elapsed:?}"
+    );
 }

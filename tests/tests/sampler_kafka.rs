@@ -520,3 +520,104 @@ async fn rate_limits_are_cluster_wide_across_workers() {
     s2.stop().await;
     ingest.stop().await;
 }
+
+/// Another producer of the spans topic, its clock an hour ahead, writes one record per partition
+/// while 100 error traces are in flight (their erroring roots arrive 2 s later): every one of them
+/// is kept complete, and traces sent afterwards are decided as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_an_hour_ahead_rushes_and_stalls_no_decision() {
+    use prost::Message as _;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let broker = Broker::start(Storage::Memory);
+    let topic = "s-skew";
+    let ingest = IngestNode::start(&broker.brokers(), topic, &[]).await;
+    let (sink, endpoint) = Sink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("errors.yaml");
+    std::fs::write(
+        &policy,
+        "policies:\n  - name: errors\n    status_code: { codes: [ERROR] }\n",
+    )
+    .unwrap();
+    let mut sets = sampler_sets(&broker.brokers(), topic, "g-skew", &endpoint);
+    sets.push(("policy.file".into(), policy.display().to_string()));
+    let sampler = SamplerNode::start(sets).await;
+    let mut client = TraceServiceClient::connect(format!("http://{}", ingest.grpc))
+        .await
+        .unwrap();
+    // Let the sampler join and the partitions' clocks start on honest traffic.
+    for t in 0xc0..0xd0u8 {
+        client.export(one_span(t, 1, None, false)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // 100 traces in flight: a child span first (no error).
+    for t in 1..=100u8 {
+        client.export(one_span(t, 2, Some(1), false)).await.unwrap();
+    }
+    // The skewed producer: one record per partition, timestamp an hour ahead.
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker.brokers())
+        .create()
+        .unwrap();
+    let ahead = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        + 3_600_000;
+    for p in 0..4u8 {
+        let trace = 0xf0 + p;
+        let value = one_span(trace, 1, None, true).encode_to_vec();
+        let key = hex::encode([trace; 16]);
+        producer
+            .send(
+                FutureRecord::to(topic)
+                    .partition(i32::from(p))
+                    .key(&key)
+                    .payload(&value)
+                    .timestamp(ahead),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    // Their erroring roots 2 s later (decision_wait is 4 s, send_delay 500 ms in tests).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for t in 1..=100u8 {
+        client.export(one_span(t, 1, None, true)).await.unwrap();
+    }
+    // And 20 new error traces after the skew.
+    for t in 0x70..0x84u8 {
+        client.export(one_span(t, 1, None, true)).await.unwrap();
+    }
+    let want: Vec<u8> = (1..=100).chain(0x70..0x84).chain(0xf0..0xf4).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = sink.traces();
+        let missing: Vec<u8> = want.iter().copied().filter(|t| !got.contains_key(&[*t; 16])).collect();
+        if missing.is_empty() {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            let m = sampler.metrics().await;
+            let m: Vec<&str> = m
+                .lines()
+                .filter(|l| l.starts_with("tailsift_sampler") && !l.contains("_bucket"))
+                .collect();
+            panic!("error traces never delivered: {missing:x?}\n{}", m.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    sink.wait_quiet(Duration::from_secs(2), Duration::from_secs(20)).await;
+    let got = sink.traces();
+    let split: Vec<u8> = (1..=100u8).filter(|t| got[&[*t; 16]].len() != 2).collect();
+    assert!(split.is_empty(), "kept without their root or child: {split:x?}");
+    assert_eq!(sink.duplicates(), 0);
+    let m = sampler.metrics().await;
+    assert!(
+        metric_value(&m, "tailsift_sampler_clock_skewed_records_total", &[]) >= 4.0,
+        "skewed records counted"
+    );
+    sampler.stop().await;
+    ingest.stop().await;
+}

@@ -53,6 +53,12 @@ pub enum Error {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("kafka: {0}")]
     KafkaSetup(#[from] tailsift_kafka::Error),
+    #[error("kafka: topic {topic} (created with kafka.topic_spec, replication_factor {replication_factor}): {source}")]
+    CreateTopic {
+        topic: String,
+        replication_factor: i32,
+        source: tailsift_kafka::Error,
+    },
     #[error("exporter: {0}")]
     Export(String),
     #[error("{0}")]
@@ -626,6 +632,20 @@ impl RecordSource for LogSource {
     }
 }
 
+/// Creates `topic` unless it exists, with `kafka.topic_spec` and `partitions` (the spans topic's
+/// count), as every topic a sampler creates is.
+pub async fn create_topic(kafka: &config::KafkaConfig, topic: &str, partitions: i32) -> Result<(), Error> {
+    let spec = kafka.created_topic_spec(partitions);
+    tailsift_kafka::ensure_topic(&kafka.connection(), topic, &spec, Duration::from_secs(10))
+        .await
+        .map(drop)
+        .map_err(|source| Error::CreateTopic {
+            topic: topic.to_string(),
+            replication_factor: spec.replication_factor,
+            source,
+        })
+}
+
 /// Runs a sampler on Kafka until `shutdown` is cancelled; then hands its partitions over
 /// gracefully (decides buffered traces, exports them, commits) and returns.
 pub async fn run(cfg: SamplerConfig, listeners: Listeners, shutdown: CancellationToken) -> Result<(), Error> {
@@ -663,25 +683,9 @@ pub async fn run_on(
                 let _ = admin.await;
                 return Ok(());
             };
-            let spec = tailsift_kafka::TopicSpec {
-                partitions: partitions as i32,
-                ..Default::default()
-            };
-            tailsift_kafka::ensure_topic(
-                &cfg.kafka.connection(),
-                &cfg.kafka.decisions_topic,
-                &spec,
-                Duration::from_secs(10),
-            )
-            .await?;
+            create_topic(&cfg.kafka, &cfg.kafka.decisions_topic, partitions as i32).await?;
             if cfg.export.kind == config::ExportKind::Kafka {
-                tailsift_kafka::ensure_topic(
-                    &cfg.kafka.connection(),
-                    &cfg.export.kafka_topic,
-                    &spec,
-                    Duration::from_secs(10),
-                )
-                .await?;
+                create_topic(&cfg.kafka, &cfg.export.kafka_topic, partitions as i32).await?;
             }
             let decisions: FutureProducer = cfg
                 .kafka

@@ -236,7 +236,7 @@ pub(crate) async fn serve_agent_path(s: State<AdminState>, q: Query<SamplingQuer
     answer(s, q, "/sampling").await
 }
 
-fn bad_request(message: &'static str) -> (StatusCode, Response) {
+fn bad_request(message: String) -> (StatusCode, Response) {
     (
         StatusCode::BAD_REQUEST,
         ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response(),
@@ -246,9 +246,9 @@ fn bad_request(message: &'static str) -> (StatusCode, Response) {
 async fn answer(State(s): State<AdminState>, Query(q): Query<SamplingQuery>, route: &'static str) -> Response {
     let service = q.service.unwrap_or_default();
     let (status, resp) = if service.is_empty() {
-        bad_request("'service' parameter must be provided\n")
+        bad_request("'service' parameter must be provided\n".into())
     } else if service.len() > MAX_SERVICE_LEN {
-        bad_request("'service' parameter is longer than 512 bytes\n")
+        bad_request(format!("'service' parameter is longer than {MAX_SERVICE_LEN} bytes\n"))
     } else {
         let body = s.sampling.answer(&s.c.view(), &service);
         (

@@ -641,7 +641,8 @@ impl RecordSource for LogSource {
 }
 
 /// Creates `topic` unless it exists, with `kafka.topic_spec` and `partitions` (the spans topic's
-/// count), as every topic a sampler creates is.
+/// count), as every topic a sampler creates is (a dead-letter topic too).
+///
 /// A replication factor above the brokers the cluster reports is refused here, with the key,
 /// as Apache Kafka does (some brokers, e.g. tansu, would accept it).
 pub async fn create_topic(kafka: &config::KafkaConfig, topic: &str, partitions: i32) -> Result<(), Error> {

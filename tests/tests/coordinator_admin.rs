@@ -614,6 +614,107 @@ async fn jaeger_remote_sampling_follows_the_policy_and_metrics_are_exported() {
     c.stop_all().await;
 }
 
+/// Jaeger sampling is public and polled by every SDK: a flood of it (loopback, bounded) must not
+/// hold back policy writes, and every answer given after a write returned reflects that write.
+/// Each flooding client also checks it never sees an older version after a newer one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_jaeger_sampling_requests_does_not_hold_back_policy_writes() {
+    let _serial = SERIAL.lock().await;
+    let mut c = CoordinatorCluster::start(1).await;
+    c.wait_for_leader(&[0]).await;
+    let doc = |pct: u32| format!("policies:\n  - name: rest\n    probabilistic: {{ percentage: {pct} }}\n");
+    let (st, body) = put(&c, 0, &doc(10)).await;
+    assert_eq!(st, 200, "{body}");
+
+    // Too long a service name (untrusted input) is refused.
+    let long = "s".repeat(tailsift_coordinator::jaeger_sampling::MAX_SERVICE_LEN + 1);
+    let (st, s) = c
+        .request(0, "GET", &format!("/api/sampling?service={long}"), None, None)
+        .await;
+    assert_eq!(st, 400, "{s}");
+
+    let compiles = || async {
+        let (_, m) = c.request(0, "GET", "/metrics", None, None).await;
+        let m = m.as_str().unwrap().to_string();
+        tailsift_tests::metric_value(
+            &m,
+            "tailsift_coordinator_sampling_cache_compiles_total",
+            &["node=\"1\""],
+        )
+    };
+    let compiles_before = compiles().await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let http = reqwest::Client::new();
+    let url = c.admin_url(0);
+    let mut flood = Vec::new();
+    for t in 0..24 {
+        let (stop, http, url) = (stop.clone(), http.clone(), url.clone());
+        flood.push(tokio::spawn(async move {
+            let (mut last, mut n) = (0.0f64, 0u64);
+            // Bounded: until the writes are done, at most 5000 requests per client.
+            while !stop.load(Ordering::Relaxed) && n < 5000 {
+                // Repeated names and ever new ones (the cache must stay bounded).
+                let service = if n % 2 == 0 {
+                    format!("svc-{}", t % 4)
+                } else {
+                    format!("new-{t}-{n}")
+                };
+                let path = if n % 3 == 0 { "sampling" } else { "api/sampling" };
+                let r = http
+                    .get(format!("{url}/{path}?service={service}"))
+                    .timeout(Duration::from_secs(30))
+                    .send()
+                    .await
+                    .expect("sampling request");
+                assert_eq!(r.status(), 200);
+                let v: Value = r.json().await.unwrap();
+                let rate = v["probabilisticSampling"]["samplingRate"].as_f64().unwrap();
+                assert!(rate >= last, "client {t}: rate {rate} after {last}: an older version");
+                last = rate;
+                n += 1;
+            }
+            n
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for pct in [20, 30, 40, 50, 60] {
+        let started = Instant::now();
+        let (st, body) = put(&c, 0, &doc(pct)).await;
+        assert_eq!(st, 200, "{body}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "write took {:?}",
+            started.elapsed()
+        );
+        for path in ["/api/sampling?service=svc-0", "/sampling?service=after-write"] {
+            let (st, s) = c.request(0, "GET", path, None, None).await;
+            assert_eq!(st, 200, "{s}");
+            assert_eq!(
+                s["probabilisticSampling"]["samplingRate"].as_f64(),
+                Some(pct as f64 / 100.0),
+                "{path} after version {}",
+                body["version"]
+            );
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for f in flood {
+        total += f.await.expect("flooding client");
+    }
+    assert!(total > 0);
+    // One compile per version, plus at most one per client and version for a request that
+    // raced a write (answered from its older view): never one per request.
+    let compiled = compiles().await - compiles_before;
+    eprintln!("{total} sampling requests during 5 writes, {compiled} policy compiles");
+    assert!(
+        (1.0..=6.0 + 24.0 * 5.0).contains(&compiled),
+        "{compiled} compiles for 6 versions and {total} requests"
+    );
+    c.stop_all().await;
+}
+
 /// Pinned versions of the real client (npm), installed once into ~/.cache/tailsift.
 const NODE_PACKAGES: &[&str] = &[
     "@opentelemetry/sampler-jaeger-remote@0.222.0",

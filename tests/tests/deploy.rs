@@ -1,6 +1,7 @@
 //! Static checks of `deploy/docker/Dockerfile` and `deploy/kubernetes/` (no Docker engine or
 //! Kubernetes cluster runs here): every manifest parses and is complete, every embedded Tailsift
-//! configuration loads and validates with the real config types, every container runs a real
+//! configuration loads and validates with the real config types (and creates its topics with
+//! replication factor 3 and `min.insync.replicas` 2), every container runs a real
 //! subcommand, every Service and probe names a port its pods declare, the coordinator members
 //! match the StatefulSet, and the image exposes the ports the configs listen on.
 
@@ -128,6 +129,21 @@ fn embedded_configs_load_with_the_real_config_types() {
         vec![],
     );
     assert_eq!(ingest.kafka.topic, sampler.kafka.topic, "one spans topic");
+    // A multi-broker Kafka: every topic Tailsift creates survives one broker down.
+    for (role, spec) in [
+        ("ingest", ingest.kafka.topic_spec.clone()),
+        ("sampler", sampler.kafka.created_topic_spec(1)),
+    ] {
+        assert_eq!(
+            spec.replication_factor, 3,
+            "{role}: kafka.topic_spec.replication_factor"
+        );
+        assert_eq!(
+            spec.configs.get("min.insync.replicas").map(String::as_str),
+            Some("2"),
+            "{role}: kafka.topic_spec.configs"
+        );
+    }
     assert_eq!(sampler.coordinator.token.as_deref(), Some(sampler_token.as_str()));
     assert!(
         coordinator.admin.tokens.iter().any(|t| t.token == sampler_token),

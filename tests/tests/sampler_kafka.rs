@@ -619,5 +619,82 @@ async fn a_producer_an_hour_ahead_rushes_and_stalls_no_decision() {
         "skewed records counted"
     );
     sampler.stop().await;
+
+/// Topic-level configs of `topic`, as the broker describes them.
+async fn topic_configs(brokers: &str, topic: &str) -> HashMap<String, String> {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let res = admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &opts)
+        .await
+        .expect("describe configs");
+    let r = res.into_iter().next().expect("one resource").expect("topic described");
+    r.entries.into_iter().filter_map(|e| Some((e.name, e.value?))).collect()
+}
+
+/// The topics a sampler creates (decisions, kafka export) take `kafka.topic_spec` (its topic
+/// configs) and the spans topic's partition count; a replication factor above the brokers (one
+/// tansu broker, which would accept it) stops the sampler at once with an error naming the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_the_sampler_creates_take_the_configured_topic_spec() {
+    let broker = Broker::start(Storage::Memory);
+    let topic = "s-topic-spec";
+    let ingest = IngestNode::start(&broker.brokers(), topic, &[("kafka.topic_spec.partitions", "3")]).await;
+    let mut sets = sampler_sets(&broker.brokers(), topic, "g-topic-spec", "http://unused:1");
+    sets.push(("export.kind".into(), "kafka".into()));
+    sets.push(("export.kafka_topic".into(), format!("{topic}-sampled")));
+    sets.push(("kafka.topic_spec.replication_factor".into(), "1".into()));
+    sets.push(("kafka.topic_spec.configs[retention.ms]".into(), "3600000".into()));
+    sets.push(("kafka.topic_spec.configs[min.insync.replicas]".into(), "1".into()));
+    let sampler = SamplerNode::start(sets).await;
+    for created in [format!("{topic}-decisions"), format!("{topic}-sampled")] {
+        assert_eq!(
+            tailsift_tests::partition_count(&broker.brokers(), &created),
+            3,
+            "{created}"
+        );
+        let configs = topic_configs(&broker.brokers(), &created).await;
+        assert_eq!(
+            configs.get("retention.ms").map(String::as_str),
+            Some("3600000"),
+            "{created}: {configs:?}"
+        );
+        assert_eq!(
+            configs.get("min.insync.replicas").map(String::as_str),
+            Some("1"),
+            "{created}: {configs:?}"
+        );
+    }
+    sampler.stop().await;
+
+    let mut sets = sampler_sets(&broker.brokers(), topic, "g-topic-spec-rf", "http://unused:1");
+    sets.push(("kafka.decisions_topic".into(), format!("{topic}-rf3-decisions")));
+    sets.push(("kafka.topic_spec.replication_factor".into(), "3".into()));
+    sets.push(("admin.listen".into(), "127.0.0.1:0".into()));
+    let cfg: tailsift_sampler::SamplerConfig = tailsift_config::Sources {
+        sets,
+        ..Default::default()
+    }
+    .load()
+    .unwrap();
+    let listeners = tailsift_sampler::Listeners::bind(&cfg).await.unwrap();
+    let run = tailsift_sampler::run(cfg, listeners, tokio_util::sync::CancellationToken::new());
+    let e = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the sampler stops instead of hanging")
+        .expect_err("replication factor 3 on one broker")
+        .to_string();
+    assert!(
+        e.contains("kafka.topic_spec.replication_factor 3") && e.contains(&format!("{topic}-rf3-decisions")),
+        "{e}"
+    );
+    assert_eq!(
+        tailsift_tests::partition_count(&broker.brokers(), &format!("{topic}-rf3-decisions")),
+        0
+    );
     ingest.stop().await;
 }

@@ -50,6 +50,7 @@ use crate::{Coordinator, WriteError};
 pub(crate) struct AdminState {
     pub(crate) c: Arc<Coordinator>,
     tokens: Arc<Vec<Token>>,
+    pub(crate) sampling: Arc<crate::jaeger_sampling::SamplingCache>,
 }
 
 /// Who may call a route.
@@ -142,6 +143,7 @@ pub fn served_routes() -> Vec<(&'static str, Method, Access)> {
 /// The admin routes (see the module documentation).
 pub fn router(c: Arc<Coordinator>, tokens: Vec<Token>) -> Router {
     let state = AdminState {
+        sampling: Arc::new(crate::jaeger_sampling::SamplingCache::new(c.node_id.to_string())),
         c,
         tokens: Arc::new(tokens),
     };

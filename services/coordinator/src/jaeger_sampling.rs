@@ -22,23 +22,125 @@
 //!   `defaultSamplingProbability` is the service's rate and `defaultLowerBoundTracesPerSecond` is
 //!   0. `operationSampling` is only present when there is at least one per-operation entry.
 //!
-//! `service` missing or empty → 400 with a plain-text message, as Jaeger answers.
+//! `service` missing or empty, or longer than [`MAX_SERVICE_LEN`] bytes → 400 with a plain-text
+//! message, as Jaeger answers.
+//!
+//! The endpoint is public and polled by every SDK, so answers come from a [`SamplingCache`]: the
+//! policy document is parsed and compiled once per policy version, and the answers of that version
+//! are kept per service name (at most [`MAX_CACHED_SERVICES`]; names beyond are answered from the
+//! cached document without being stored). A new version replaces the whole cache.
 //!
 //! The same answer is served at `GET /sampling?service=NAME`, the Jaeger agent's path (`:5778/sampling`),
 //! which is what clients configured with only a host and port ask for (OpenTelemetry JS
 //! `JaegerRemoteSampler`, Go `jaegerremote`'s default URL).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use dashmap::DashMap;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tailsift_policy::{MatchFilter, NamedPolicy, PolicyDocument, PolicyKind, StringMatch};
 
 use crate::admin::AdminState;
+use crate::store::View;
 
 /// Rate of the default strategy (no applying policy): keep everything at the head.
 pub const DEFAULT_SAMPLING_RATE: f64 = 1.0;
+
+/// Longest `service` name answered, in bytes; a longer one is a 400.
+pub const MAX_SERVICE_LEN: usize = 512;
+
+/// Most answers cached per policy version (service names come from untrusted query strings).
+pub const MAX_CACHED_SERVICES: usize = 4096;
+
+/// The parsed document and the serialized answers of one policy version.
+struct Versioned {
+    version: u64,
+    doc: OnceLock<Option<PolicyDocument>>,
+    answers: DashMap<String, Bytes>,
+}
+
+impl Versioned {
+    fn new(version: u64) -> Arc<Self> {
+        Arc::new(Versioned {
+            version,
+            doc: OnceLock::new(),
+            answers: DashMap::new(),
+        })
+    }
+}
+
+/// Jaeger sampling answers of the newest policy version this node has seen (see the module
+/// documentation). Shared by all requests of one admin router.
+pub struct SamplingCache {
+    node: String,
+    current: RwLock<Arc<Versioned>>,
+    compiles: AtomicU64,
+}
+
+impl SamplingCache {
+    pub fn new(node: impl Into<String>) -> Self {
+        SamplingCache {
+            node: node.into(),
+            current: RwLock::new(Versioned::new(0)),
+            compiles: AtomicU64::new(0),
+        }
+    }
+
+    /// How many times a policy document was parsed and compiled (once per version seen).
+    pub fn compiles(&self) -> u64 {
+        self.compiles.load(Ordering::Relaxed)
+    }
+
+    /// The JSON answer for `service` under the policy of `view`.
+    pub fn answer(&self, view: &View, service: &str) -> Bytes {
+        let slot = self.slot(view.registry.policy_version());
+        if let Some(a) = slot.answers.get(service) {
+            ::metrics::counter!(crate::metrics::SAMPLING_CACHE_LOOKUPS, "node" => self.node.clone(), "result" => "hit")
+                .increment(1);
+            return a.clone();
+        }
+        ::metrics::counter!(crate::metrics::SAMPLING_CACHE_LOOKUPS, "node" => self.node.clone(), "result" => "miss")
+            .increment(1);
+        let doc = slot.doc.get_or_init(|| {
+            self.compiles.fetch_add(1, Ordering::Relaxed);
+            ::metrics::counter!(crate::metrics::SAMPLING_CACHE_COMPILES, "node" => self.node.clone()).increment(1);
+            // The stored document was validated before it was committed; re-parsing cannot fail
+            // unless the policy crate changed, in which case the default strategy is served.
+            view.registry.current().and_then(|p| p.format.check(&p.document).ok())
+        });
+        let body = Bytes::from(serde_json::to_vec(&strategy(doc.as_ref(), service)).unwrap_or_default());
+        if slot.answers.len() < MAX_CACHED_SERVICES {
+            slot.answers.insert(service.to_owned(), body.clone());
+        }
+        body
+    }
+
+    /// The cache of `version`: the current one, a new one replacing an older current one, or,
+    /// for a view older than the current one (a request racing an apply), a throwaway one.
+    fn slot(&self, version: u64) -> Arc<Versioned> {
+        {
+            let cur = self.current.read().unwrap_or_else(|p| p.into_inner());
+            if cur.version == version {
+                return cur.clone();
+            }
+        }
+        let mut cur = self.current.write().unwrap_or_else(|p| p.into_inner());
+        if cur.version == version {
+            cur.clone()
+        } else if cur.version > version {
+            Versioned::new(version)
+        } else {
+            *cur = Versioned::new(version);
+            cur.clone()
+        }
+    }
+}
 
 #[derive(Deserialize)]
 pub(crate) struct SamplingQuery {
@@ -127,37 +229,31 @@ pub fn strategy(doc: Option<&PolicyDocument>, service: &str) -> Value {
 }
 
 pub(crate) async fn serve(s: State<AdminState>, q: Query<SamplingQuery>) -> Response {
-    answer(s, q, "/api/sampling", |v| v).await
+    answer(s, q, "/api/sampling").await
 }
 
 pub(crate) async fn serve_agent_path(s: State<AdminState>, q: Query<SamplingQuery>) -> Response {
-    answer(s, q, "/sampling", |v| v).await
+    answer(s, q, "/sampling").await
 }
 
-async fn answer(
-    State(s): State<AdminState>,
-    Query(q): Query<SamplingQuery>,
-    route: &'static str,
-    form: fn(Value) -> Value,
-) -> Response {
+fn bad_request(message: String) -> (StatusCode, Response) {
+    (
+        StatusCode::BAD_REQUEST,
+        ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response(),
+    )
+}
+
+async fn answer(State(s): State<AdminState>, Query(q): Query<SamplingQuery>, route: &'static str) -> Response {
     let service = q.service.unwrap_or_default();
     let (status, resp) = if service.is_empty() {
-        (
-            StatusCode::BAD_REQUEST,
-            (
-                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                "'service' parameter must be provided\n",
-            )
-                .into_response(),
-        )
+        bad_request("'service' parameter must be provided\n".into())
+    } else if service.len() > MAX_SERVICE_LEN {
+        bad_request(format!("'service' parameter is longer than {MAX_SERVICE_LEN} bytes\n"))
     } else {
-        let v = s.c.view();
-        // The stored document was validated before it was committed; re-parsing cannot fail
-        // unless the policy crate changed, in which case the default strategy is served.
-        let doc = v.registry.current().and_then(|p| p.format.check(&p.document).ok());
+        let body = s.sampling.answer(&s.c.view(), &service);
         (
             StatusCode::OK,
-            axum::Json(form(strategy(doc.as_ref(), &service))).into_response(),
+            ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         )
     };
     ::metrics::counter!(crate::metrics::ADMIN_REQUESTS, "route" => route, "status" => status.as_u16().to_string())
@@ -168,6 +264,63 @@ async fn answer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::{Command, PolicyFormat, Registry};
+
+    fn put(r: &mut Registry, yaml: &str) -> View {
+        r.apply(&Command::PutPolicy {
+            author: "t".into(),
+            time_unix_ms: 0,
+            format: PolicyFormat::Yaml,
+            document: yaml.into(),
+        })
+        .unwrap();
+        View {
+            last_applied: None,
+            registry: r.clone(),
+        }
+    }
+
+    fn rate_of(b: &Bytes) -> Value {
+        serde_json::from_slice::<Value>(b).unwrap()["probabilisticSampling"]["samplingRate"].clone()
+    }
+
+    #[test]
+    fn answers_are_compiled_once_per_version_and_the_cache_is_bounded() {
+        let cache = SamplingCache::new("1");
+        let mut r = Registry::default();
+        assert_eq!(rate_of(&cache.answer(&View::default(), "a")), 1.0);
+        assert_eq!(cache.compiles(), 1);
+
+        let v1 = put(
+            &mut r,
+            "policies:\n  - name: p\n    probabilistic: { percentage: 20 }\n",
+        );
+        assert_eq!(rate_of(&cache.answer(&v1, "a")), 0.2);
+        assert_eq!(rate_of(&cache.answer(&v1, "a")), 0.2);
+        assert_eq!(rate_of(&cache.answer(&v1, "b")), 0.2);
+        assert_eq!(cache.compiles(), 2, "one compile for version 1, whatever the requests");
+
+        // Untrusted names: the answers of one version stay bounded, and are still right.
+        for i in 0..MAX_CACHED_SERVICES + 10 {
+            cache.answer(&v1, &format!("svc-{i}"));
+        }
+        assert_eq!(cache.current.read().unwrap().answers.len(), MAX_CACHED_SERVICES);
+        assert_eq!(rate_of(&cache.answer(&v1, "not-cached")), 0.2);
+        assert_eq!(cache.compiles(), 2);
+
+        // A new version replaces the cache; a request still holding the older view is answered
+        // from that view, without evicting the new version.
+        let v2 = put(
+            &mut r,
+            "policies:\n  - name: p\n    probabilistic: { percentage: 30 }\n",
+        );
+        assert_eq!(rate_of(&cache.answer(&v2, "a")), 0.3);
+        assert_eq!(rate_of(&cache.answer(&v1, "a")), 0.2);
+        assert_eq!(rate_of(&cache.answer(&v2, "a")), 0.3);
+        assert_eq!(cache.compiles(), 4);
+        assert_eq!(cache.current.read().unwrap().version, 2);
+        assert_eq!(cache.current.read().unwrap().answers.len(), 1);
+    }
 
     fn doc(yaml: &str) -> PolicyDocument {
         crate::state::PolicyFormat::Yaml.check(yaml).unwrap()

@@ -1,6 +1,6 @@
 //! Every metric the coordinator exports. Labels are bounded: `node` (the coordinator's id, so
 //! several nodes can share one process in tests), `route` (the admin API's route templates),
-//! `status` (HTTP status codes).
+//! `status` (HTTP status codes), `result` (`hit`, `miss`).
 
 use metrics::{describe_counter, describe_gauge, Unit};
 
@@ -20,6 +20,8 @@ pub const SHADOW_REVISION: &str = "tailsift_coordinator_shadow_revision";
 pub const SETTINGS_REVISION: &str = "tailsift_coordinator_settings_revision";
 pub const WATCHERS_CONNECTED: &str = "tailsift_coordinator_watchers_connected";
 pub const WORKERS_REPORTED: &str = "tailsift_coordinator_workers_reported";
+pub const SAMPLING_CACHE_LOOKUPS: &str = "tailsift_coordinator_sampling_cache_lookups_total";
+pub const SAMPLING_CACHE_COMPILES: &str = "tailsift_coordinator_sampling_cache_compiles_total";
 
 pub fn describe() {
     describe_gauge!(TERM, Unit::Count, "Current Raft term of this coordinator");
@@ -85,5 +87,15 @@ pub fn describe() {
         WORKERS_REPORTED,
         Unit::Count,
         "Sampling workers known to this coordinator (reported their applied version; GET /v1/workers)"
+    );
+    describe_counter!(
+        SAMPLING_CACHE_LOOKUPS,
+        Unit::Count,
+        "Jaeger sampling answers by result: hit (cached for the policy version) or miss"
+    );
+    describe_counter!(
+        SAMPLING_CACHE_COMPILES,
+        Unit::Count,
+        "Policy documents parsed and compiled for Jaeger sampling answers (once per policy version)"
     );
 }

@@ -156,15 +156,15 @@ pub fn document() -> Value {
             },
             "/api/sampling": {
                 "get": public(json!({ "summary": "Jaeger remote sampling strategy for a service, derived from the current policy (unauthenticated, like Jaeger's endpoint)",
-                    "parameters": [{ "name": "service", "in": "query", "required": true, "schema": { "type": "string" } }],
+                    "parameters": [{ "name": "service", "in": "query", "required": true, "schema": { "type": "string", "minLength": 1, "maxLength": crate::jaeger_sampling::MAX_SERVICE_LEN } }],
                     "responses": { "200": { "description": "strategy", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/JaegerStrategy" } } } },
-                        "400": { "description": "service missing", "content": { "text/plain": {} } } } })),
+                        "400": { "description": "service missing, or longer than 512 bytes", "content": { "text/plain": {} } } } })),
             },
             "/sampling": {
                 "get": public(json!({ "summary": "The same as /api/sampling, at the Jaeger agent's path (unauthenticated)",
-                    "parameters": [{ "name": "service", "in": "query", "required": true, "schema": { "type": "string" } }],
+                    "parameters": [{ "name": "service", "in": "query", "required": true, "schema": { "type": "string", "minLength": 1, "maxLength": crate::jaeger_sampling::MAX_SERVICE_LEN } }],
                     "responses": { "200": { "description": "strategy", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/JaegerStrategy" } } } },
-                        "400": { "description": "service missing", "content": { "text/plain": {} } } } })),
+                        "400": { "description": "service missing, or longer than 512 bytes", "content": { "text/plain": {} } } } })),
             },
             "/openapi.json": {
                 "get": public(json!({ "summary": "This document", "responses": { "200": ok("OpenAPI 3 document") } })),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tailsift_config::{ConfigError, Validate};
-use tailsift_kafka::Connection;
+use tailsift_kafka::{Connection, TopicSpec};
 
 /// `tailsift sampler` configuration.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -62,6 +62,29 @@ pub struct KafkaConfig {
     pub resume_lookback_records: i64,
     /// Extra librdkafka properties, applied last.
     pub properties: std::collections::BTreeMap<String, String>,
+    /// How the topics this sampler creates (the decisions topic, the `kafka` export topic) are
+    /// created when missing; their partition count is the spans topic's.
+    pub topic_spec: CreatedTopicSpec,
+}
+
+/// Settings of the topics a sampler creates (`kafka.topic_spec`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CreatedTopicSpec {
+    /// Replication factor. Default `1`; use 3 on a production cluster (with `configs`
+    /// `min.insync.replicas: "2"`).
+    pub replication_factor: i32,
+    /// Topic-level configs (e.g. `min.insync.replicas`, `retention.ms`). Default none.
+    pub configs: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for CreatedTopicSpec {
+    fn default() -> Self {
+        CreatedTopicSpec {
+            replication_factor: 1,
+            configs: Default::default(),
+        }
+    }
 }
 
 impl Default for KafkaConfig {
@@ -76,6 +99,7 @@ impl Default for KafkaConfig {
             commit_interval: Duration::from_secs(1),
             resume_lookback_records: 0,
             properties: Default::default(),
+            topic_spec: CreatedTopicSpec::default(),
         }
     }
 }
@@ -86,6 +110,17 @@ impl KafkaConfig {
             brokers: self.brokers.clone(),
             client_id: self.client_id.clone(),
             properties: self.properties.clone(),
+        }
+    }
+
+    /// The spec of a topic this sampler creates, with `partitions` (the spans topic's count).
+    /// Every topic a sampler creates uses it.
+    pub fn created_topic_spec(&self, partitions: i32) -> TopicSpec {
+        TopicSpec {
+            create: true,
+            partitions,
+            replication_factor: self.topic_spec.replication_factor,
+            configs: self.topic_spec.configs.clone(),
         }
     }
 }
@@ -348,6 +383,18 @@ impl Validate for SamplerConfig {
         if k.decisions_replay < 0 {
             return Err(ConfigError::invalid("kafka.decisions_replay", "must not be negative"));
         }
+        if k.topic_spec.replication_factor < 1 {
+            return Err(ConfigError::invalid(
+                "kafka.topic_spec.replication_factor",
+                "must be at least 1",
+            ));
+        }
+        if k.topic_spec.configs.keys().any(|c| c.trim().is_empty()) {
+            return Err(ConfigError::invalid(
+                "kafka.topic_spec.configs",
+                "topic config names must not be empty",
+            ));
+        }
         let d = &self.decision;
         if d.decision_wait.is_zero() || d.send_delay > d.decision_wait {
             return Err(ConfigError::invalid(
@@ -492,5 +539,49 @@ mod coordinator_tls_tests {
         assert!(e.contains("coordinator.tls.ca_file"), "{e}");
         let e = load(&[("coordinator.tls.ca_fil", "x")]).unwrap_err().to_string();
         assert!(e.contains("ca_fil"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod topic_spec_tests {
+    use tailsift_config::Sources;
+
+    fn load(yaml: &str) -> Result<crate::SamplerConfig, tailsift_config::ConfigError> {
+        Sources {
+            file: Some(("sampler.yaml".into(), yaml.into())),
+            ..Default::default()
+        }
+        .load()
+    }
+
+    #[test]
+    fn created_topics_take_the_replication_factor_and_configs() {
+        let c = load("").unwrap();
+        let spec = c.kafka.created_topic_spec(6);
+        assert_eq!((spec.partitions, spec.replication_factor), (6, 1));
+        assert!(spec.configs.is_empty() && spec.create);
+
+        let c = load("kafka:\n  topic_spec:\n    replication_factor: 3\n    configs: {min.insync.replicas: \"2\", retention.ms: \"3600000\"}\n").unwrap();
+        let spec = c.kafka.created_topic_spec(12);
+        assert_eq!((spec.partitions, spec.replication_factor), (12, 3));
+        assert_eq!(spec.configs["min.insync.replicas"], "2");
+        assert_eq!(spec.configs["retention.ms"], "3600000");
+
+        for (yaml, key) in [
+            (
+                "kafka: {topic_spec: {replication_factor: 0}}",
+                "kafka.topic_spec.replication_factor",
+            ),
+            (
+                "kafka: {topic_spec: {replication_factor: -1}}",
+                "kafka.topic_spec.replication_factor",
+            ),
+            ("kafka: {topic_spec: {configs: {'': x}}}", "kafka.topic_spec.configs"),
+            // The partition count is the spans topic's, not a setting.
+            ("kafka: {topic_spec: {partitions: 3}}", "partitions"),
+        ] {
+            let e = load(yaml).unwrap_err().to_string();
+            assert!(e.contains(key), "{yaml}: {e}");
+        }
     }
 }

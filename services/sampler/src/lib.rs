@@ -51,6 +51,20 @@ pub enum Error {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("kafka: {0}")]
     KafkaSetup(#[from] tailsift_kafka::Error),
+    #[error(
+        "kafka: cannot create topic {topic}: kafka.topic_spec.replication_factor {replication_factor} is more than the {brokers} broker(s) of the cluster"
+    )]
+    ReplicationFactor {
+        topic: String,
+        replication_factor: i32,
+        brokers: usize,
+    },
+    #[error("kafka: topic {topic} (created with kafka.topic_spec, replication_factor {replication_factor}): {source}")]
+    CreateTopic {
+        topic: String,
+        replication_factor: i32,
+        source: tailsift_kafka::Error,
+    },
     #[error("exporter: {0}")]
     Export(String),
     #[error("{0}")]
@@ -695,6 +709,61 @@ impl RecordSource for LogSource {
     }
 }
 
+/// Creates `topic` unless it exists, with `kafka.topic_spec` and `partitions` (the spans topic's
+/// count), as every topic a sampler creates is (a dead-letter topic too).
+///
+/// A replication factor above the brokers the cluster reports is refused here, with the key,
+/// as Apache Kafka does (some brokers, e.g. tansu, would accept it).
+pub async fn create_topic(kafka: &config::KafkaConfig, topic: &str, partitions: i32) -> Result<(), Error> {
+    let spec = kafka.created_topic_spec(partitions);
+    let conn = kafka.connection();
+    let timeout = Duration::from_secs(10);
+    let failed = |source| Error::CreateTopic {
+        topic: topic.to_string(),
+        replication_factor: spec.replication_factor,
+        source,
+    };
+    if tailsift_kafka::topic_partitions(&conn, topic, timeout)
+        .await
+        .map_err(failed)?
+        .is_some()
+    {
+        return Ok(());
+    }
+    if spec.replication_factor > 1 {
+        let brokers = broker_count(&conn, &kafka.topic, timeout).await.map_err(failed)?;
+        if spec.replication_factor as usize > brokers {
+            return Err(Error::ReplicationFactor {
+                topic: topic.to_string(),
+                replication_factor: spec.replication_factor,
+                brokers,
+            });
+        }
+    }
+    tailsift_kafka::ensure_topic(&conn, topic, &spec, timeout)
+        .await
+        .map(drop)
+        .map_err(failed)
+}
+
+/// The brokers in the cluster's metadata (asked about the existing `topic`).
+async fn broker_count(
+    conn: &tailsift_kafka::Connection,
+    topic: &str,
+    timeout: Duration,
+) -> Result<usize, tailsift_kafka::Error> {
+    let client: BaseConsumer = conn.client_config().create()?;
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        client
+            .fetch_metadata(Some(&topic), timeout)
+            .map(|md| md.brokers().len())
+    })
+    .await
+    .map_err(|e| tailsift_kafka::Error::Metadata(e.to_string()))?
+    .map_err(Into::into)
+}
+
 /// Runs a sampler on Kafka until `shutdown` is cancelled; then hands its partitions over
 /// gracefully (decides buffered traces, exports them, commits) and returns.
 pub async fn run(cfg: SamplerConfig, listeners: Listeners, shutdown: CancellationToken) -> Result<(), Error> {
@@ -732,25 +801,9 @@ pub async fn run_on(
                 let _ = admin.await;
                 return Ok(());
             };
-            let spec = tailsift_kafka::TopicSpec {
-                partitions: partitions as i32,
-                ..Default::default()
-            };
-            tailsift_kafka::ensure_topic(
-                &cfg.kafka.connection(),
-                &cfg.kafka.decisions_topic,
-                &spec,
-                Duration::from_secs(10),
-            )
-            .await?;
+            create_topic(&cfg.kafka, &cfg.kafka.decisions_topic, partitions as i32).await?;
             if cfg.export.kind == config::ExportKind::Kafka {
-                tailsift_kafka::ensure_topic(
-                    &cfg.kafka.connection(),
-                    &cfg.export.kafka_topic,
-                    &spec,
-                    Duration::from_secs(10),
-                )
-                .await?;
+                create_topic(&cfg.kafka, &cfg.export.kafka_topic, partitions as i32).await?;
             }
             let decisions: FutureProducer = cfg
                 .kafka

@@ -619,6 +619,8 @@ async fn a_producer_an_hour_ahead_rushes_and_stalls_no_decision() {
         "skewed records counted"
     );
     sampler.stop().await;
+    ingest.stop().await;
+}
 
 /// Topic-level configs of `topic`, as the broker describes them.
 async fn topic_configs(brokers: &str, topic: &str) -> HashMap<String, String> {

@@ -5,7 +5,7 @@
 # and prints its figure ("FIGURE <scenario>: ...", also appended to $OUT/results.txt).
 #
 #   bash loadtest/faults.sh                       # all scenarios, in order
-#   bash loadtest/faults.sh steady prometheus     # some (names or numbers 1-8)
+#   bash loadtest/faults.sh steady prometheus     # some (names or numbers)
 #
 # Scenarios:
 #   1 steady          the properties: error and slow traces kept whole, p within 5 sigma, no split
@@ -16,6 +16,8 @@
 #   6 backend-outage  the export backend (verifier) down for 30 s: nothing lost, backpressure in the metrics
 #   7 policy-change   policy versions published under load: every sampler applies each, p50/p99 propagation
 #   8 prometheus      Prometheus scrapes every node (targets API, a query); promtool check metrics on each /metrics
+#   9 skewed-producer another producer writes records dated an hour ahead and in the year 2100 to every
+#                     partition under load: must-keep traces all kept whole, decisions never stop
 #
 # Environment: RATE (spans/s per load generator, default 1000), OUT (results folder, default
 # .tailsift/cluster/faults), TAILSIFT_CLUSTER_* as for cluster.sh. Exit status 1 if a scenario failed.
@@ -380,14 +382,37 @@ s_prometheus() {
   [[ $lint_ok -eq $lint_total ]] || fail prometheus "promtool:$problems"
 }
 
-ALL=(steady sampler-kill scale leader-kill broker-outage backend-outage policy-change prometheus)
+s_skewed_producer() {
+  [[ "${TAILSIFT_CLUSTER_NO_BUILD:-0}" == 1 ]] || cargo build --release --locked -q -p tailsift-bench-tools >&2
+  fresh skewed-producer
+  local before; before="$(samplers_sum tailsift_sampler_clock_skewed_records_total)"
+  local decided_before; decided_before="$(samplers_sum tailsift_sampler_decisions_total)"
+  start_load skewed-producer 60
+  sleep 20
+  say "a producer whose clock is an hour ahead writes one record to every partition"
+  "$BIN/tailsift-skewed-producer" --brokers "$BROKERS" --ahead-secs 3600 >>"$OUT/skewed-producer.out" 2>&1 \
+    || fail skewed-producer "tailsift-skewed-producer failed (see $OUT/skewed-producer.out)"
+  sleep 10
+  say "and one dated in the year 2100"
+  "$BIN/tailsift-skewed-producer" --brokers "$BROKERS" --timestamp-ms 4102444800000 >>"$OUT/skewed-producer.out" 2>&1 \
+    || fail skewed-producer "tailsift-skewed-producer failed (see $OUT/skewed-producer.out)"
+  wait_load skewed-producer; local load="$LOAD"
+  local v; v="$(verify skewed-producer)"; local rc=$?
+  local after; after="$(samplers_sum tailsift_sampler_clock_skewed_records_total)"
+  local decided; decided="$(samplers_sum tailsift_sampler_decisions_total)"
+  local lost split; lost="$(report_field skewed-producer lost)"; split="$(report_field skewed-producer split)"
+  figure skewed-producer "$load; $v; skewed records clamped by the samplers: $(python3 -c "print(int($after - $before))"); traces decided during the scenario: $(python3 -c "print(int($decided - $decided_before))")"
+  [[ $rc -eq 0 && "$lost" == 0 && "$split" == 0 ]] || fail skewed-producer "lost $lost split $split"
+}
+
+ALL=(steady sampler-kill scale leader-kill broker-outage backend-outage policy-change prometheus skewed-producer)
 [[ $# -eq 0 ]] && set -- "${ALL[@]}"
 for s in "$@"; do
-  [[ "$s" =~ ^[1-8]$ ]] && s="${ALL[$((s - 1))]}"
+  [[ "$s" =~ ^[1-9]$ ]] && s="${ALL[$((s - 1))]}"
   case "$s" in
     steady) s_steady ;; sampler-kill) s_sampler_kill ;; scale) s_scale ;; leader-kill) s_leader_kill ;;
     broker-outage) s_broker_outage ;; backend-outage) s_backend_outage ;; policy-change) s_policy_change ;;
-    prometheus) s_prometheus ;;
+    prometheus) s_prometheus ;; skewed-producer) s_skewed_producer ;;
     *) echo "unknown scenario $s (${ALL[*]})" >&2; exit 2 ;;
   esac
 done

@@ -522,8 +522,9 @@ async fn rate_limits_are_cluster_wide_across_workers() {
 }
 
 /// Another producer of the spans topic, its clock an hour ahead, writes one record per partition
-/// while 100 error traces are in flight (their erroring roots arrive 2 s later): every one of them
-/// is kept complete, and traces sent afterwards are decided as usual.
+/// (and one more dated in the year 2100) while 100 error traces are in flight (their erroring roots
+/// arrive 2 s later): every one of them is kept complete, and traces sent afterwards are decided as
+/// usual. Span times of 0, u64::MAX and the year 2100 go through the whole path too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_producer_an_hour_ahead_rushes_and_stalls_no_decision() {
     use prost::Message as _;
@@ -536,7 +537,7 @@ async fn a_producer_an_hour_ahead_rushes_and_stalls_no_decision() {
     let policy = dir.path().join("errors.yaml");
     std::fs::write(
         &policy,
-        "policies:\n  - name: errors\n    status_code: { codes: [ERROR] }\n",
+        "policies:\n  - name: errors\n    status_code: { codes: [ERROR] }\n  - name: slow\n    latency: { threshold_ms: 1000 }\n",
     )
     .unwrap();
     let mut sets = sampler_sets(&broker.brokers(), topic, "g-skew", &endpoint);
@@ -565,17 +566,23 @@ async fn a_producer_an_hour_ahead_rushes_and_stalls_no_decision() {
         .unwrap()
         .as_millis() as i64
         + 3_600_000;
-    for p in 0..4u8 {
-        let trace = 0xf0 + p;
+    const YEAR_2100_MS: i64 = 4_102_444_800_000;
+    for (trace, p, ts) in [
+        (0xf0, 0, ahead),
+        (0xf1, 1, ahead),
+        (0xf2, 2, ahead),
+        (0xf3, 3, ahead),
+        (0xf4, 0, YEAR_2100_MS),
+    ] {
         let value = one_span(trace, 1, None, true).encode_to_vec();
         let key = hex::encode([trace; 16]);
         producer
             .send(
                 FutureRecord::to(topic)
-                    .partition(i32::from(p))
+                    .partition(p)
                     .key(&key)
                     .payload(&value)
-                    .timestamp(ahead),
+                    .timestamp(ts),
                 Duration::from_secs(10),
             )
             .await
@@ -590,7 +597,26 @@ async fn a_producer_an_hour_ahead_rushes_and_stalls_no_decision() {
     for t in 0x70..0x84u8 {
         client.export(one_span(t, 1, None, true)).await.unwrap();
     }
-    let want: Vec<u8> = (1..=100).chain(0x70..0x84).chain(0xf0..0xf4).collect();
+    // Extreme span times: (trace, start, end, error, kept)
+    const YEAR_2100_NS: u64 = 4_102_444_800_000_000_000;
+    let extremes = [
+        (0x90u8, 0, u64::MAX, false, true), // "slow": the longest duration there is
+        (0x91, u64::MAX, 0, false, false),  // ends before it starts: duration 0
+        (0x92, YEAR_2100_NS, YEAR_2100_NS + 2_000_000_000, false, true), // 2 s long, in 2100
+        (0x93, u64::MAX, u64::MAX, true, true), // an error at the end of time
+    ];
+    for (t, start, end, error, _) in extremes {
+        let mut req = one_span(t, 1, None, error);
+        let span = &mut req.resource_spans[0].scope_spans[0].spans[0];
+        span.start_time_unix_nano = start;
+        span.end_time_unix_nano = end;
+        client.export(req).await.unwrap();
+    }
+    let want: Vec<u8> = (1..=100)
+        .chain(0x70..0x84)
+        .chain(0xf0..0xf5)
+        .chain(extremes.iter().filter(|e| e.4).map(|e| e.0))
+        .collect();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let got = sink.traces();
@@ -612,10 +638,20 @@ async fn a_producer_an_hour_ahead_rushes_and_stalls_no_decision() {
     let got = sink.traces();
     let split: Vec<u8> = (1..=100u8).filter(|t| got[&[*t; 16]].len() != 2).collect();
     assert!(split.is_empty(), "kept without their root or child: {split:x?}");
+    assert!(
+        !got.contains_key(&[0x91; 16]),
+        "a span ending before it starts is not slow"
+    );
+    let t90 = &got[&[0x90; 16]][&vec![1u8; 8]];
+    assert_eq!(
+        (t90.start_time_unix_nano, t90.end_time_unix_nano),
+        (0, u64::MAX),
+        "times exported unchanged"
+    );
     assert_eq!(sink.duplicates(), 0);
     let m = sampler.metrics().await;
     assert!(
-        metric_value(&m, "tailsift_sampler_clock_skewed_records_total", &[]) >= 4.0,
+        metric_value(&m, "tailsift_sampler_clock_skewed_records_total", &[]) >= 5.0,
         "skewed records counted"
     );
     sampler.stop().await;

@@ -186,6 +186,11 @@ pub(crate) fn admit(
         deadline: Box::pin(tokio::time::sleep(adm.read_timeout)),
         timeout: adm.read_timeout,
         failed: false,
+        max: adm.max_request_bytes,
+        prefix: Vec::new(),
+        received: 0,
+        reserved: 0,
+        charged: 0,
     };
     Ok((
         ticket,
@@ -230,9 +235,12 @@ pub(crate) async fn charge_decoded<T>(request: &Request<T>, len: usize, protocol
     Ok(())
 }
 
-/// A request body charged to the budget frame by frame, with a deadline for the whole body. Its
-/// errors are `tonic::Status`es, which tonic answers as they are (it finds a `Status` in an error's
-/// source chain).
+/// A request body charged to the budget as it arrives, with a deadline for the whole body. The
+/// gRPC message length in the 5-byte frame prefix is reserved as soon as the prefix arrives (tonic
+/// reserves a buffer of that size then; lengths over `limits.max_request_bytes` are refused by
+/// tonic with `OUT_OF_RANGE`), like a `Content-Length`; bytes beyond it are charged as they come.
+/// Its errors are `tonic::Status`es, which tonic answers as they are (it finds a `Status` in an
+/// error's source chain).
 struct MeteredBody {
     inner: tonic::body::Body,
     lease: SharedLease,
@@ -240,6 +248,30 @@ struct MeteredBody {
     deadline: Pin<Box<tokio::time::Sleep>>,
     timeout: std::time::Duration,
     failed: bool,
+    max: usize,
+    /// The first bytes of the body, until the 5-byte message prefix is complete.
+    prefix: Vec<u8>,
+    received: usize,
+    reserved: usize,
+    charged: usize,
+}
+
+impl MeteredBody {
+    /// Bytes to charge after `data` arrived.
+    fn account(&mut self, data: &[u8]) -> usize {
+        if self.prefix.len() < 5 {
+            let need = 5 - self.prefix.len();
+            self.prefix.extend_from_slice(&data[..need.min(data.len())]);
+            if self.prefix.len() == 5 {
+                let declared = u32::from_be_bytes([self.prefix[1], self.prefix[2], self.prefix[3], self.prefix[4]]);
+                self.reserved = 5 + (declared as usize).min(self.max);
+            }
+        }
+        self.received += data.len();
+        let want = self.received.max(self.reserved).saturating_sub(self.charged);
+        self.charged += want;
+        want
+    }
 }
 
 impl http_body::Body for MeteredBody {
@@ -257,8 +289,9 @@ impl http_body::Body for MeteredBody {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
+                    let n = this.account(data);
                     let charged = match this.lease.try_lock() {
-                        Ok(mut l) => l.charge(data.len()),
+                        Ok(mut l) => l.charge(n),
                         Err(_) => Ok(()),
                     };
                     if let Err(e) = charged {

@@ -16,7 +16,10 @@
 #   6 backend-outage  the export backend (verifier) down for 30 s: nothing lost, backpressure in the metrics
 #   7 policy-change   policy versions published under load: every sampler applies each, p50/p99 propagation
 #   8 prometheus      Prometheus scrapes every node (targets API, a query); promtool check metrics on each /metrics
-#   9 skewed-producer another producer writes records dated an hour ahead and in the year 2100 to every
+#   9 ingest-flood    64 concurrent 16 MiB OTLP/HTTP requests against ingest-1 for 30 s under normal load:
+#                     refusals are 503 with Retry-After, ingest-1's RSS stays within 2 x its budget + 256 MiB,
+#                     0 kept traces lost or split
+#  10 skewed-producer another producer writes records dated an hour ahead and in the year 2100 to every
 #                     partition under load: must-keep traces all kept whole, decisions never stop
 #
 # Environment: RATE (spans/s per load generator, default 1000), OUT (results folder, default
@@ -382,6 +385,77 @@ s_prometheus() {
   [[ $lint_ok -eq $lint_total ]] || fail prometheus "promtool:$problems"
 }
 
+s_ingest_flood() {
+  fresh ingest-flood
+  local pid; pid="$($CLUSTER pid ingest-1)"
+  [[ -n "$pid" ]] || { fail ingest-flood "ingest-1 has no pid"; return; }
+  # The budget ingest-1 runs with (limits.max_in_flight_bytes; 256 MiB unless configured).
+  local budget="${FLOOD_BUDGET_BYTES:-268435456}"
+  local http_url="http://127.0.0.1:$(( ${INGEST_1##*:} + 1 ))/v1/traces"  # OTLP/HTTP = gRPC port + 1
+  local err0; err0="$(ingest_sum tailsift_ingest_produce_errors_total 'kind="memory_limit"')"
+  start_load ingest-flood 60
+  sleep 10
+  say "flooding ingest-1 with ${FLOOD_CONCURRENCY:-64} concurrent 16 MiB requests for ${FLOOD_SECS:-30} s"
+  # Each body is one unknown protobuf field of ~16 MiB: valid OTLP that carries no span, so the
+  # flood costs the node its full size in transit without adding traces to the verification.
+  python3 - "$http_url" "$pid" "${FLOOD_CONCURRENCY:-64}" "${FLOOD_SECS:-30}" >"$OUT/ingest-flood.flood" <<'EOF2'
+import http.client, sys, threading, time, urllib.parse
+url, pid, conc, secs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+u = urllib.parse.urlparse(url)
+n = 16 * 1024 * 1024 - 16
+def varint(v):
+    out = bytearray()
+    while True:
+        b = v & 0x7F; v >>= 7
+        out.append(b | (0x80 if v else 0))
+        if not v: return bytes(out)
+body = b"\x7a" + varint(n) + b"\0" * n
+def rss():
+    try:
+        for line in open("/proc/%d/status" % pid):
+            if line.startswith("VmRSS:"): return int(line.split()[1]) * 1024
+    except Exception:
+        return 0
+counts, lock, stop = {}, threading.Lock(), time.time() + secs
+def worker():
+    while time.time() < stop:
+        k = "error"
+        try:
+            c = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+            c.request("POST", u.path, body=body, headers={"Content-Type": "application/x-protobuf"})
+            r = c.getresponse(); r.read()
+            k = str(r.status) + ("+retry-after" if r.status == 503 and r.getheader("Retry-After") else "")
+            c.close()
+        except Exception:
+            pass
+        with lock: counts[k] = counts.get(k, 0) + 1
+before, peak = rss(), 0
+ts = [threading.Thread(target=worker, daemon=True) for _ in range(conc)]
+for t in ts: t.start()
+while any(t.is_alive() for t in ts):
+    peak = max(peak, rss()); time.sleep(0.2)
+print("%d flood requests: %s; ingest-1 RSS %d MiB before, peak %d MiB (growth %d MiB)" % (
+    sum(counts.values()), ", ".join("%s %d" % kv for kv in sorted(counts.items())),
+    before >> 20, peak >> 20, (peak - before) >> 20))
+print("GROWTH %d" % (peak - before))
+print("REFUSED %d" % counts.get("503+retry-after", 0))
+print("BARE503 %d" % counts.get("503", 0))
+EOF2
+  wait_load ingest-flood; local load="$LOAD"
+  local err1; err1="$(ingest_sum tailsift_ingest_produce_errors_total 'kind="memory_limit"')"
+  local v; v="$(verify ingest-flood)"; local rc=$?
+  local lost split; lost="$(report_field ingest-flood lost)"; split="$(report_field ingest-flood split)"
+  local growth refused bare
+  growth="$(awk '$1 == "GROWTH" { print $2 }' "$OUT/ingest-flood.flood")"
+  refused="$(awk '$1 == "REFUSED" { print $2 }' "$OUT/ingest-flood.flood")"
+  bare="$(awk '$1 == "BARE503" { print $2 }' "$OUT/ingest-flood.flood")"
+  figure ingest-flood "$(head -1 "$OUT/ingest-flood.flood"); $((err1 - err0)) memory_limit refusals counted; $load; $v"
+  [[ "${refused:-0}" -gt 0 ]] || fail ingest-flood "no request refused with 503 and Retry-After"
+  [[ "${bare:-0}" == 0 ]] || fail ingest-flood "$bare 503 answers without Retry-After"
+  [[ "${growth:-0}" -lt $((2 * budget + 268435456)) ]] || fail ingest-flood "ingest-1 RSS grew ${growth} bytes"
+  [[ $rc -eq 0 && "$lost" == 0 && "$split" == 0 ]] || fail ingest-flood "lost $lost split $split, verify rc $rc"
+}
+
 s_skewed_producer() {
   [[ "${TAILSIFT_CLUSTER_NO_BUILD:-0}" == 1 ]] || cargo build --release --locked -q -p tailsift-bench-tools >&2
   fresh skewed-producer
@@ -405,14 +479,14 @@ s_skewed_producer() {
   [[ $rc -eq 0 && "$lost" == 0 && "$split" == 0 ]] || fail skewed-producer "lost $lost split $split"
 }
 
-ALL=(steady sampler-kill scale leader-kill broker-outage backend-outage policy-change prometheus skewed-producer)
+ALL=(steady sampler-kill scale leader-kill broker-outage backend-outage policy-change prometheus ingest-flood skewed-producer)
 [[ $# -eq 0 ]] && set -- "${ALL[@]}"
 for s in "$@"; do
-  [[ "$s" =~ ^[1-9]$ ]] && s="${ALL[$((s - 1))]}"
+  [[ "$s" =~ ^[0-9]+$ ]] && s="${ALL[$((s - 1))]}"
   case "$s" in
     steady) s_steady ;; sampler-kill) s_sampler_kill ;; scale) s_scale ;; leader-kill) s_leader_kill ;;
     broker-outage) s_broker_outage ;; backend-outage) s_backend_outage ;; policy-change) s_policy_change ;;
-    prometheus) s_prometheus ;; skewed-producer) s_skewed_producer ;;
+    prometheus) s_prometheus ;; ingest-flood) s_ingest_flood ;; skewed-producer) s_skewed_producer ;;
     *) echo "unknown scenario $s (${ALL[*]})" >&2; exit 2 ;;
   esac
 done

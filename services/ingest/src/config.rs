@@ -235,12 +235,28 @@ impl Default for KafkaConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// Largest accepted request body, after decompression, for both gRPC and HTTP. Default
-    /// `16777216` (16 MiB).
+    /// Largest accepted request body, after decompression, for both gRPC and HTTP; a larger
+    /// `Content-Length` is refused (413) before the body is read. Default `16777216` (16 MiB).
     pub max_request_bytes: usize,
-    /// Bytes of records accepted but not yet acknowledged by Kafka, across all requests. Past it
-    /// clients get a retryable error. Default `268435456` (256 MiB).
+    /// The node's in-flight byte budget, across all requests: request bodies from their first
+    /// byte read (the `Content-Length` is reserved up front), decompressed and converted bodies,
+    /// and records until Kafka acknowledged them, each held until its request is answered. A
+    /// request the budget cannot take gets a retryable error (HTTP 503 with `Retry-After`, gRPC
+    /// `UNAVAILABLE`). Default `268435456` (256 MiB).
     pub max_in_flight_bytes: usize,
+    /// Requests in progress at once across every HTTP and gRPC receiver; one more gets a
+    /// retryable error at once (never queued). Default `512`.
+    pub max_concurrent_requests: usize,
+    /// Time allowed for a request's headers, then for its whole body (HTTP/1: 408 and the
+    /// connection closed; gRPC: `DEADLINE_EXCEEDED`); also how long an idle HTTP/1 keep-alive
+    /// connection stays open, and how long an HTTP/2 keepalive PING may go unanswered. Default
+    /// `30s`.
+    #[serde(with = "humantime_serde")]
+    pub read_timeout: Duration,
+    /// Silence after which a gRPC (HTTP/2) connection is sent a keepalive PING, and after which
+    /// TCP keepalive probes start on every receiver connection. Default `60s`.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
     /// `Retry-After` sent with HTTP 503 answers. Default `1s`.
     #[serde(with = "humantime_serde")]
     pub retry_after: Duration,
@@ -251,6 +267,9 @@ impl Default for Limits {
         Limits {
             max_request_bytes: 16 << 20,
             max_in_flight_bytes: 256 << 20,
+            max_concurrent_requests: 512,
+            read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
             retry_after: Duration::from_secs(1),
         }
     }
@@ -334,6 +353,18 @@ impl Validate for IngestConfig {
                 "must be below 4 GiB",
             ));
         }
+        if !(1..=1_000_000).contains(&l.max_concurrent_requests) {
+            return Err(ConfigError::invalid(
+                "limits.max_concurrent_requests",
+                "must be between 1 and 1000000",
+            ));
+        }
+        if l.read_timeout < Duration::from_millis(100) {
+            return Err(ConfigError::invalid("limits.read_timeout", "must be at least 100ms"));
+        }
+        if l.idle_timeout < Duration::from_secs(1) {
+            return Err(ConfigError::invalid("limits.idle_timeout", "must be at least 1s"));
+        }
         Ok(())
     }
 }
@@ -374,6 +405,10 @@ mod tests {
         assert_eq!(c.jaeger.grpc_listen.map(|a| a.port()), Some(14250));
         assert_eq!(c.jaeger.udp_receive_buffer_bytes, 8 << 20);
         assert_eq!(c.jaeger.udp_max_datagram_bytes, 65_000);
+        assert_eq!(c.limits.max_concurrent_requests, 512);
+        assert_eq!(c.limits.max_in_flight_bytes, 256 << 20);
+        assert_eq!(c.limits.read_timeout, Duration::from_secs(30));
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(60));
     }
 
     #[test]
@@ -391,7 +426,7 @@ mod tests {
         let c = load(
             "otlp: {grpc_listen: '127.0.0.1:1', http_listen: '127.0.0.1:2'}\nadmin: {listen: '127.0.0.1:3'}\n\
              kafka:\n  brokers: a:1,b:2\n  topic: spans\n  compression: zstd\n  linger: 20ms\n  properties: {security.protocol: plaintext}\n  topic_spec: {partitions: 4}\n\
-             limits: {max_request_bytes: 2048, max_in_flight_bytes: 4096, retry_after: 2s}\n",
+             limits: {max_request_bytes: 2048, max_in_flight_bytes: 4096, retry_after: 2s, max_concurrent_requests: 8, read_timeout: 5s, idle_timeout: 2m}\n",
         )
         .unwrap();
         assert_eq!(c.kafka.brokers, "a:1,b:2");
@@ -400,6 +435,9 @@ mod tests {
         assert_eq!(c.kafka.linger, Duration::from_millis(20));
         assert_eq!(c.kafka.topic_spec.partitions, 4);
         assert_eq!(c.limits.retry_after, Duration::from_secs(2));
+        assert_eq!(c.limits.max_concurrent_requests, 8);
+        assert_eq!(c.limits.read_timeout, Duration::from_secs(5));
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(120));
     }
 
     #[test]
@@ -415,6 +453,10 @@ mod tests {
                 "limits.max_in_flight_bytes",
             ),
             ("kafka: {compression: brotli}", "kafka.compression"),
+            ("limits: {max_concurrent_requests: 0}", "limits.max_concurrent_requests"),
+            ("limits: {read_timeout: 1ms}", "limits.read_timeout"),
+            ("limits: {idle_timeout: 10ms}", "limits.idle_timeout"),
+            ("limits: {read_timeout: soon}", "limits.read_timeout"),
             ("kafka: {acks: 2}", "kafka.acks"),
             ("otlp: {grpc_listen: nowhere}", "otlp.grpc_listen"),
             ("otlp: {grpc_port: 1}", "otlp"),

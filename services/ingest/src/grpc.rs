@@ -70,15 +70,12 @@ impl<R: Message> Encoder for ResponseEncoder<R> {
 #[derive(Clone)]
 pub struct OtlpGrpc {
     pipeline: Arc<Pipeline>,
-    max_request_bytes: usize,
+    admission: Arc<crate::admission::Admission>,
 }
 
 impl OtlpGrpc {
-    pub fn new(pipeline: Arc<Pipeline>, max_request_bytes: usize) -> Self {
-        OtlpGrpc {
-            pipeline,
-            max_request_bytes,
-        }
+    pub fn new(pipeline: Arc<Pipeline>, admission: Arc<crate::admission::Admission>) -> Self {
+        OtlpGrpc { pipeline, admission }
     }
 }
 
@@ -95,8 +92,22 @@ impl tonic::server::UnaryService<Bytes> for Export {
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let pipeline = self.0.clone();
         Box::pin(async move {
+            charge_decoded(&request, request.get_ref().len(), Protocol::OtlpGrpc).await?;
+            let lease = request.extensions().get::<SharedLease>().cloned();
             let body = request.into_inner();
-            match pipeline.export(Protocol::OtlpGrpc, &body).await {
+            let mut own;
+            let mut guard;
+            let lease = match &lease {
+                Some(l) => {
+                    guard = l.lock().await;
+                    &mut *guard
+                }
+                None => {
+                    own = pipeline.lease();
+                    &mut own
+                }
+            };
+            match pipeline.export(Protocol::OtlpGrpc, &body, lease).await {
                 Ok(a) => {
                     let partial_success = (a.rejected_spans > 0).then(|| ExportTracePartialSuccess {
                         rejected_spans: a.rejected_spans as i64,
@@ -128,13 +139,185 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for OtlpGrpc {
             return Box::pin(async move { Ok(Status::unimplemented(format!("unknown method {path}")).into_http()) });
         }
         let pipeline = self.pipeline.clone();
-        let max = self.max_request_bytes;
+        let max = self.admission.max_request_bytes;
+        let (ticket, req) = match admit(&self.admission, Protocol::OtlpGrpc, req) {
+            Ok(x) => x,
+            Err(refused) => return Box::pin(async move { Ok(refused) }),
+        };
         Box::pin(async move {
+            let _ticket = ticket;
             let mut grpc = tonic::server::Grpc::new(RawRequestCodec::<ExportTraceServiceResponse>::default())
                 .accept_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Gzip)
                 .apply_max_message_size_config(Some(max), None);
             Ok(grpc.unary(Export(pipeline), req).await)
         })
+    }
+}
+
+/// The lease of a gRPC request, shared by its [`MeteredBody`] (charging frames as they arrive)
+/// and the service (charging the decompressed message and the records). Never contended: tonic
+/// reads the whole message before the service runs.
+pub(crate) type SharedLease = Arc<tokio::sync::Mutex<crate::admission::Lease>>;
+
+/// Admission for a gRPC request (see [`crate::admission`]): takes a concurrency slot, or answers
+/// `UNAVAILABLE` at once; wraps the body so every frame is charged to the budget as it arrives
+/// and the whole message must arrive within `limits.read_timeout`. The returned slot must be
+/// held until the request is answered; the lease travels in the request's extensions.
+pub(crate) fn admit(
+    adm: &crate::admission::Admission,
+    protocol: Protocol,
+    req: http::Request<tonic::body::Body>,
+) -> Result<(crate::admission::Ticket, http::Request<tonic::body::Body>), http::Response<tonic::body::Body>> {
+    let mut ticket = match adm.enter() {
+        Ok(t) => t,
+        Err(r) => return Err(refused_status(protocol, &r).into_http()),
+    };
+    let lease: SharedLease = Arc::new(tokio::sync::Mutex::new(std::mem::replace(
+        &mut ticket.lease,
+        adm.budget.lease(),
+    )));
+    let (mut parts, body) = req.into_parts();
+    parts.extensions.insert(lease.clone());
+    let metered = MeteredBody {
+        inner: body,
+        lease,
+        protocol,
+        deadline: Box::pin(tokio::time::sleep(adm.read_timeout)),
+        timeout: adm.read_timeout,
+        failed: false,
+        max: adm.max_request_bytes,
+        prefix: Vec::new(),
+        received: 0,
+        reserved: 0,
+        charged: 0,
+    };
+    Ok((
+        ticket,
+        http::Request::from_parts(parts, tonic::body::Body::new(metered)),
+    ))
+}
+
+/// Counts a refusal and gives its gRPC status: `UNAVAILABLE` (concurrency, memory) or
+/// `DEADLINE_EXCEEDED` (read timeout), both retryable for OTLP clients.
+pub(crate) fn refused_status(protocol: Protocol, r: &crate::admission::Refused) -> Status {
+    use crate::admission::Refused;
+    r.count();
+    let outcome = match r {
+        Refused::ReadTimeout(_) => "timeout",
+        _ => "unavailable",
+    };
+    metrics::counter!(crate::metrics::REQUESTS, "protocol" => protocol.as_str(), "outcome" => outcome).increment(1);
+    match r {
+        Refused::ReadTimeout(_) => Status::deadline_exceeded(r.to_string()),
+        _ => Status::unavailable(r.to_string()),
+    }
+}
+
+/// Charges the decompressed message of a compressed request (tonic decompressed it, at most
+/// `limits.max_request_bytes`) to the request's lease.
+pub(crate) async fn charge_decoded<T>(request: &Request<T>, len: usize, protocol: Protocol) -> Result<(), Status> {
+    let compressed = request
+        .metadata()
+        .get("grpc-encoding")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|e| e != "identity");
+    let Some(lease) = request.extensions().get::<SharedLease>() else {
+        return Ok(());
+    };
+    if compressed {
+        lease
+            .lock()
+            .await
+            .charge(len)
+            .map_err(|e| refused_status(protocol, &e.into()))?;
+    }
+    Ok(())
+}
+
+/// A request body charged to the budget as it arrives, with a deadline for the whole body. The
+/// gRPC message length in the 5-byte frame prefix is reserved as soon as the prefix arrives (tonic
+/// reserves a buffer of that size then; lengths over `limits.max_request_bytes` are refused by
+/// tonic with `OUT_OF_RANGE`), like a `Content-Length`; bytes beyond it are charged as they come.
+/// Its errors are `tonic::Status`es, which tonic answers as they are (it finds a `Status` in an
+/// error's source chain).
+struct MeteredBody {
+    inner: tonic::body::Body,
+    lease: SharedLease,
+    protocol: Protocol,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timeout: std::time::Duration,
+    failed: bool,
+    max: usize,
+    /// The first bytes of the body, until the 5-byte message prefix is complete.
+    prefix: Vec<u8>,
+    received: usize,
+    reserved: usize,
+    charged: usize,
+}
+
+impl MeteredBody {
+    /// Bytes to charge after `data` arrived.
+    fn account(&mut self, data: &[u8]) -> usize {
+        if self.prefix.len() < 5 {
+            let need = 5 - self.prefix.len();
+            self.prefix.extend_from_slice(&data[..need.min(data.len())]);
+            if self.prefix.len() == 5 {
+                let declared = u32::from_be_bytes([self.prefix[1], self.prefix[2], self.prefix[3], self.prefix[4]]);
+                self.reserved = 5 + (declared as usize).min(self.max);
+            }
+        }
+        self.received += data.len();
+        let want = self.received.max(self.reserved).saturating_sub(self.charged);
+        self.charged += want;
+        want
+    }
+}
+
+impl http_body::Body for MeteredBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        if self.failed {
+            return Poll::Ready(None);
+        }
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = this.account(data);
+                    let charged = match this.lease.try_lock() {
+                        Ok(mut l) => l.charge(n),
+                        Err(_) => Ok(()),
+                    };
+                    if let Err(e) = charged {
+                        this.failed = true;
+                        return Poll::Ready(Some(Err(refused_status(this.protocol, &e.into()))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(other) => Poll::Ready(other),
+            Poll::Pending => {
+                if this.deadline.as_mut().poll(cx).is_ready() {
+                    this.failed = true;
+                    let r = crate::admission::Refused::ReadTimeout(this.timeout);
+                    return Poll::Ready(Some(Err(refused_status(this.protocol, &r))));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -6,9 +6,7 @@
 //! `google.rpc.Status` for bad input; 413 for bodies over the limit; 415 for unsupported content
 //! types or encodings; 503 with `Retry-After` when Kafka cannot take the data.
 
-use std::io::Read;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
@@ -19,25 +17,22 @@ use axum::Router;
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTracePartialSuccess, ExportTraceServiceResponse};
 use prost::Message;
 
+use crate::admission::{Admission, Refused};
+use crate::body::BodyError;
 use crate::pipeline::{IngestError, Pipeline, Protocol};
 
 #[derive(Clone)]
 struct HttpState {
     pipeline: Arc<Pipeline>,
-    max_request_bytes: usize,
-    retry_after: Duration,
+    admission: Arc<Admission>,
 }
 
 /// The OTLP/HTTP router.
-pub fn router(pipeline: Arc<Pipeline>, max_request_bytes: usize, retry_after: Duration) -> Router {
+pub fn router(pipeline: Arc<Pipeline>, admission: Arc<Admission>) -> Router {
     Router::new()
         .route("/v1/traces", post(export))
         .layer(DefaultBodyLimit::disable())
-        .with_state(HttpState {
-            pipeline,
-            max_request_bytes,
-            retry_after,
-        })
+        .with_state(HttpState { pipeline, admission })
 }
 
 /// `google.rpc.Status`, the OTLP/HTTP error body.
@@ -57,6 +52,7 @@ enum Encoding {
 
 /// gRPC status codes used in error bodies.
 const INVALID_ARGUMENT: i32 = 3;
+const DEADLINE_EXCEEDED: i32 = 4;
 const RESOURCE_EXHAUSTED: i32 = 8;
 const UNAVAILABLE: i32 = 14;
 
@@ -108,53 +104,44 @@ async fn export(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> 
     };
     let too_large = |what: &str| {
         count_request(protocol, "too_large");
-        let msg = format!("{what} exceeds the limit of {} bytes", st.max_request_bytes);
+        let msg = format!("{what} exceeds the limit of {} bytes", st.admission.max_request_bytes);
         error(enc, StatusCode::PAYLOAD_TOO_LARGE, RESOURCE_EXHAUSTED, msg)
     };
-    let raw: Bytes = match axum::body::to_bytes(body, st.max_request_bytes).await {
-        Ok(b) => b,
-        Err(e) => {
-            // `to_bytes` fails on the limit or on a broken connection.
-            if is_length_limit(&e) {
-                return too_large("request body");
-            }
-            count_request(protocol, "invalid");
-            return error(
-                enc,
-                StatusCode::BAD_REQUEST,
-                INVALID_ARGUMENT,
-                format!("reading request body: {e}"),
-            );
-        }
+    let refused = |r: Refused| {
+        r.count();
+        refused_response(protocol, &r, st.admission.retry_after, |status, code, msg| {
+            error(enc, status, code, msg)
+        })
     };
-    let body: Bytes = if gzip {
-        match gunzip_limited(&raw, st.max_request_bytes) {
-            Ok(Some(b)) => b.into(),
-            Ok(None) => return too_large("decompressed request body"),
-            Err(e) => {
-                count_request(protocol, "invalid");
-                return error(
-                    enc,
-                    StatusCode::BAD_REQUEST,
-                    INVALID_ARGUMENT,
-                    format!("invalid gzip body: {e}"),
-                );
-            }
+    let mut ticket = match st.admission.enter() {
+        Ok(t) => t,
+        Err(r) => return refused(r),
+    };
+    let body = match crate::body::read(&st.admission, &mut ticket.lease, &headers, body, gzip).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge(what)) => return too_large(what),
+        Err(BodyError::Refused(r)) => return refused(r),
+        Err(BodyError::Invalid(msg)) => {
+            count_request(protocol, "invalid");
+            return error(enc, StatusCode::BAD_REQUEST, INVALID_ARGUMENT, msg);
         }
-    } else {
-        raw
     };
     let pb: Bytes = match enc {
         Encoding::Protobuf => body,
         Encoding::Json => match tailsift_otlp::json::json_to_protobuf(&body) {
-            Ok(pb) => pb.into(),
+            Ok(pb) => {
+                if let Err(e) = ticket.lease.charge(pb.len()) {
+                    return refused(e.into());
+                }
+                pb.into()
+            }
             Err(e) => {
                 count_request(protocol, "invalid");
                 return error(enc, StatusCode::BAD_REQUEST, INVALID_ARGUMENT, e.to_string());
             }
         },
     };
-    match st.pipeline.export(protocol, &pb).await {
+    match st.pipeline.export(protocol, &pb, &mut ticket.lease).await {
         Ok(a) => {
             let resp = ExportTraceServiceResponse {
                 partial_success: (a.rejected_spans > 0).then(|| ExportTracePartialSuccess {
@@ -180,7 +167,7 @@ async fn export(State(st): State<HttpState>, headers: HeaderMap, body: Body) -> 
         Err(IngestError::Invalid(msg)) => error(enc, StatusCode::BAD_REQUEST, INVALID_ARGUMENT, msg),
         Err(IngestError::Unavailable(e)) => {
             let mut r = error(enc, StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE, e.to_string());
-            let secs = st.retry_after.as_secs().max(1);
+            let secs = st.admission.retry_after.as_secs().max(1);
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
             r
         }
@@ -191,46 +178,30 @@ fn count_request(protocol: Protocol, outcome: &'static str) {
     metrics::counter!(crate::metrics::REQUESTS, "protocol" => protocol.as_str(), "outcome" => outcome).increment(1);
 }
 
-pub(crate) fn is_length_limit(e: &axum::Error) -> bool {
-    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = src {
-        if err.is::<http_body_util::LengthLimitError>() {
-            return true;
+/// The answer to a request refused by admission control: 503 with `Retry-After` (concurrency or
+/// memory), 408 closing the connection (read timeout). Counted in
+/// `tailsift_ingest_requests_total{outcome="unavailable"|"timeout"}`; `make` builds the body in
+/// the receiver's style from (status, gRPC code, message).
+pub(crate) fn refused_response(
+    protocol: Protocol,
+    r: &Refused,
+    retry_after: std::time::Duration,
+    make: impl FnOnce(StatusCode, i32, String) -> Response,
+) -> Response {
+    match r {
+        Refused::ReadTimeout(_) => {
+            count_request(protocol, "timeout");
+            let mut resp = make(StatusCode::REQUEST_TIMEOUT, DEADLINE_EXCEEDED, r.to_string());
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            resp
         }
-        src = err.source();
-    }
-    false
-}
-
-/// Decompresses `data`, refusing to produce more than `limit` bytes (`Ok(None)` then): a small
-/// gzip bomb must not exhaust memory.
-pub(crate) fn gunzip_limited(data: &[u8], limit: usize) -> std::io::Result<Option<Vec<u8>>> {
-    let mut out = Vec::with_capacity((data.len() * 4).min(limit));
-    let mut dec = flate2::read::MultiGzDecoder::new(data).take(limit as u64 + 1);
-    dec.read_to_end(&mut out)?;
-    if out.len() > limit {
-        return Ok(None);
-    }
-    Ok(Some(out))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io::Write;
-
-    fn gz(data: &[u8]) -> Vec<u8> {
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        e.write_all(data).unwrap();
-        e.finish().unwrap()
-    }
-
-    #[test]
-    fn gunzip_respects_the_limit() {
-        let data = vec![b'a'; 10_000];
-        let z = gz(&data);
-        assert_eq!(gunzip_limited(&z, 10_000).unwrap().unwrap(), data);
-        assert!(gunzip_limited(&z, 9_999).unwrap().is_none());
-        assert!(gunzip_limited(b"not gzip", 100).is_err());
+        Refused::Concurrency(_) | Refused::Memory(_) => {
+            count_request(protocol, "unavailable");
+            let mut resp = make(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE, r.to_string());
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after.as_secs().max(1)));
+            resp
+        }
     }
 }

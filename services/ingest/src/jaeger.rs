@@ -7,7 +7,6 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
@@ -21,20 +20,17 @@ use tailsift_translate::jaeger::proto::PostSpansResponse;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Status};
 
-use crate::grpc::RawRequestCodec;
+use crate::admission::Admission;
+use crate::grpc::{admit, charge_decoded, RawRequestCodec, SharedLease};
 use crate::pipeline::{IngestError, Pipeline, Protocol};
 use crate::receive::{receive, Decode, ReceiverState};
 
 /// The Jaeger collector HTTP router.
-pub fn http_router(pipeline: Arc<Pipeline>, max_request_bytes: usize, retry_after: Duration) -> Router {
+pub fn http_router(pipeline: Arc<Pipeline>, admission: Arc<Admission>) -> Router {
     Router::new()
         .route("/api/traces", post(traces))
         .layer(DefaultBodyLimit::disable())
-        .with_state(ReceiverState {
-            pipeline,
-            max_request_bytes,
-            retry_after,
-        })
+        .with_state(ReceiverState { pipeline, admission })
 }
 
 async fn traces(State(st): State<ReceiverState>, headers: HeaderMap, body: Body) -> Response {
@@ -67,15 +63,12 @@ const POST_SPANS_PATH: &str = "/jaeger.api_v2.CollectorService/PostSpans";
 #[derive(Clone)]
 pub struct JaegerGrpc {
     pipeline: Arc<Pipeline>,
-    max_request_bytes: usize,
+    admission: Arc<Admission>,
 }
 
 impl JaegerGrpc {
-    pub fn new(pipeline: Arc<Pipeline>, max_request_bytes: usize) -> Self {
-        JaegerGrpc {
-            pipeline,
-            max_request_bytes,
-        }
+    pub fn new(pipeline: Arc<Pipeline>, admission: Arc<Admission>) -> Self {
+        JaegerGrpc { pipeline, admission }
     }
 }
 
@@ -92,9 +85,23 @@ impl tonic::server::UnaryService<Bytes> for PostSpans {
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let pipeline = self.0.clone();
         Box::pin(async move {
+            charge_decoded(&request, request.get_ref().len(), Protocol::JaegerGrpc).await?;
+            let lease = request.extensions().get::<SharedLease>().cloned();
             let body = request.into_inner();
+            let mut own;
+            let mut guard;
+            let lease = match &lease {
+                Some(l) => {
+                    guard = l.lock().await;
+                    &mut *guard
+                }
+                None => {
+                    own = pipeline.lease();
+                    &mut own
+                }
+            };
             match pipeline
-                .export_translated(Protocol::JaegerGrpc, jaeger::decode_post_spans(&body))
+                .export_translated(Protocol::JaegerGrpc, jaeger::decode_post_spans(&body), lease)
                 .await
             {
                 Ok(_) => Ok(tonic::Response::new(PostSpansResponse {})),
@@ -120,8 +127,13 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for JaegerGrpc {
             return Box::pin(async move { Ok(Status::unimplemented(format!("unknown method {path}")).into_http()) });
         }
         let pipeline = self.pipeline.clone();
-        let max = self.max_request_bytes;
+        let max = self.admission.max_request_bytes;
+        let (ticket, req) = match admit(&self.admission, Protocol::JaegerGrpc, req) {
+            Ok(x) => x,
+            Err(refused) => return Box::pin(async move { Ok(refused) }),
+        };
         Box::pin(async move {
+            let _ticket = ticket;
             let mut grpc = tonic::server::Grpc::new(RawRequestCodec::<PostSpansResponse>::default())
                 .accept_compressed(CompressionEncoding::Gzip)
                 .send_compressed(CompressionEncoding::Gzip)

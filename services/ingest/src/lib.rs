@@ -12,6 +12,8 @@
 //! ([`run_on`] with [`Transport::InProcess`]): same keys, partitioner, limits and answers, a full
 //! log being answered like a full producer queue.
 
+pub mod admission;
+mod body;
 pub mod config;
 pub mod grpc;
 pub mod http;
@@ -20,6 +22,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod publisher;
 mod receive;
+pub mod server;
 pub mod udp;
 pub mod zipkin;
 
@@ -177,10 +180,22 @@ pub async fn run_on(
     let receivers = listeners.receiver_addrs()?;
     let readiness = Readiness::new();
     let kafka_up = Arc::new(AtomicBool::new(false));
+    let budget = admission::Budget::new(cfg.limits.max_in_flight_bytes);
     let publisher = Arc::new(match &transport {
-        Transport::Kafka => Publisher::new(&cfg.kafka, cfg.limits.max_in_flight_bytes, kafka_up.clone())?,
-        Transport::InProcess(log) => Publisher::in_process(log.clone(), cfg.limits.max_in_flight_bytes),
+        Transport::Kafka => Publisher::new(&cfg.kafka, budget.clone(), kafka_up.clone())?,
+        Transport::InProcess(log) => Publisher::in_process(log.clone(), budget.clone()),
     });
+    let admission = admission::Admission::new(
+        budget,
+        cfg.limits.max_concurrent_requests,
+        cfg.limits.max_request_bytes,
+        cfg.limits.read_timeout,
+        cfg.limits.retry_after,
+    );
+    let timeouts = server::Timeouts {
+        read: cfg.limits.read_timeout,
+        idle: cfg.limits.idle_timeout,
+    };
     let pipeline = Arc::new(Pipeline::new(publisher.clone(), cfg.kafka.max_record_bytes));
 
     // Kafka probe: drives readiness, creates the topic when missing, fails requests fast while
@@ -204,47 +219,46 @@ pub async fn run_on(
         tailsift_telemetry::admin_router(readiness.clone()),
         shutdown.clone(),
     ));
-    let http = tokio::spawn(tailsift_telemetry::serve_http(
+    let http = tokio::spawn(server::serve_http(
         listeners.http,
-        http::router(pipeline.clone(), cfg.limits.max_request_bytes, cfg.limits.retry_after),
+        http::router(pipeline.clone(), admission.clone()),
+        timeouts,
         shutdown.clone(),
     ));
-    let grpc_svc = grpc::OtlpGrpc::new(pipeline.clone(), cfg.limits.max_request_bytes);
+    let grpc_svc = grpc::OtlpGrpc::new(pipeline.clone(), admission.clone());
     let grpc_shutdown = shutdown.clone();
+    let (mut grpc_server, grpc_incoming) = server::grpc_server(listeners.grpc, timeouts);
     let grpc = tokio::spawn(
-        tonic::transport::Server::builder()
+        grpc_server
             .add_service(grpc_svc)
-            .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listeners.grpc),
-                async move { grpc_shutdown.cancelled().await },
-            ),
+            .serve_with_incoming_shutdown(grpc_incoming, async move { grpc_shutdown.cancelled().await }),
     );
     // Zipkin and Jaeger receivers: translated to OTLP, then the same path.
     let mut extra: Vec<tokio::task::JoinHandle<Result<(), Error>>> = Vec::new();
-    let (max_req, retry_after) = (cfg.limits.max_request_bytes, cfg.limits.retry_after);
     if let Some(l) = listeners.zipkin {
-        let f = tailsift_telemetry::serve_http(
+        let f = server::serve_http(
             l,
-            zipkin::router(pipeline.clone(), max_req, retry_after),
+            zipkin::router(pipeline.clone(), admission.clone()),
+            timeouts,
             shutdown.clone(),
         );
         extra.push(tokio::spawn(async move { f.await.map_err(Error::from) }));
     }
     if let Some(l) = listeners.jaeger_http {
-        let f = tailsift_telemetry::serve_http(
+        let f = server::serve_http(
             l,
-            jaeger::http_router(pipeline.clone(), max_req, retry_after),
+            jaeger::http_router(pipeline.clone(), admission.clone()),
+            timeouts,
             shutdown.clone(),
         );
         extra.push(tokio::spawn(async move { f.await.map_err(Error::from) }));
     }
     if let Some(l) = listeners.jaeger_grpc {
         let sd = shutdown.clone();
-        let f = tonic::transport::Server::builder()
-            .add_service(jaeger::JaegerGrpc::new(pipeline.clone(), max_req))
-            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(l), async move {
-                sd.cancelled().await
-            });
+        let (mut srv, incoming) = server::grpc_server(l, timeouts);
+        let f = srv
+            .add_service(jaeger::JaegerGrpc::new(pipeline.clone(), admission.clone()))
+            .serve_with_incoming_shutdown(incoming, async move { sd.cancelled().await });
         extra.push(tokio::spawn(async move { f.await.map_err(Error::from) }));
     }
     let (max_dgram, max_in_flight) = (cfg.jaeger.udp_max_datagram_bytes, cfg.jaeger.udp_max_in_flight);

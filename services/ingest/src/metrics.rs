@@ -19,7 +19,7 @@ pub const UDP_DROPPED: &str = "tailsift_ingest_udp_datagrams_dropped_total";
 
 /// Registers descriptions with the global recorder. Idempotent.
 pub fn describe() {
-    describe_counter!(REQUESTS, Unit::Count, "Export requests received, by protocol and outcome (accepted, partial, invalid, too_large, unsupported, unavailable).");
+    describe_counter!(REQUESTS, Unit::Count, "Export requests received, by protocol and outcome (accepted, partial, invalid, too_large, unsupported, unavailable, timeout: body not received within limits.read_timeout).");
     describe_counter!(
         SPANS_RECEIVED,
         Unit::Count,
@@ -40,7 +40,7 @@ pub fn describe() {
         Unit::Bytes,
         "Payload bytes of Kafka records acknowledged by the brokers."
     );
-    describe_counter!(PRODUCE_ERRORS, Unit::Count, "Requests answered with a retryable error because Kafka could not take them, by kind (queue_full, in_flight_limit, broker_down, delivery).");
+    describe_counter!(PRODUCE_ERRORS, Unit::Count, "Requests answered with a retryable error, by kind: Kafka could not take them (queue_full, in_flight_limit: the byte budget could not take the records, broker_down, delivery, shutting_down), or admission control refused them (concurrency_limit: limits.max_concurrent_requests reached, memory_limit: the byte budget could not take the body, read_timeout: body not received within limits.read_timeout).");
     describe_gauge!(
         PRODUCER_QUEUE,
         Unit::Count,
@@ -49,7 +49,7 @@ pub fn describe() {
     describe_gauge!(
         IN_FLIGHT_BYTES,
         Unit::Bytes,
-        "Bytes of records accepted from clients and not yet acknowledged by Kafka."
+        "Bytes charged to the in-flight byte budget (limits.max_in_flight_bytes): request bodies being read or held, decompressed and converted bodies, and records not yet acknowledged by Kafka, until their requests are answered."
     );
     describe_histogram!(
         PRODUCE_DURATION,

@@ -6,6 +6,7 @@ use prost::Message;
 use tailsift_otlp::{split_by_trace, ExportTraceServiceRequest, SplitOptions};
 use tailsift_translate::TranslateError;
 
+use crate::admission::Lease;
 use crate::metrics as m;
 use crate::publisher::{PublishError, Publisher};
 
@@ -69,6 +70,12 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
+    /// An empty lease on the node's in-flight byte budget (for requests that did not go through
+    /// [`crate::admission::Admission`], e.g. UDP datagrams).
+    pub fn lease(&self) -> Lease {
+        self.publisher.budget().lease()
+    }
+
     pub fn new(publisher: Arc<Publisher>, max_record_bytes: usize) -> Self {
         Pipeline {
             publisher,
@@ -76,10 +83,11 @@ impl Pipeline {
         }
     }
 
-    /// Ingests one encoded `ExportTraceServiceRequest`.
-    pub async fn export(&self, protocol: Protocol, body: &[u8]) -> Result<Accepted, IngestError> {
+    /// Ingests one encoded `ExportTraceServiceRequest`; the records are charged to `lease` (the
+    /// request's share of the in-flight byte budget) while they are written.
+    pub async fn export(&self, protocol: Protocol, body: &[u8], lease: &mut Lease) -> Result<Accepted, IngestError> {
         let proto = protocol.as_str();
-        let result = self.export_inner(protocol, body).await;
+        let result = self.export_inner(protocol, body, lease).await;
         let outcome = match &result {
             Ok(a) if a.rejected_spans > 0 => "partial",
             Ok(_) => "accepted",
@@ -96,9 +104,21 @@ impl Pipeline {
         &self,
         protocol: Protocol,
         decoded: Result<ExportTraceServiceRequest, TranslateError>,
+        lease: &mut Lease,
     ) -> Result<Accepted, IngestError> {
         match decoded {
-            Ok(req) => self.export(protocol, &req.encode_to_vec()).await,
+            Ok(req) => {
+                let pb = req.encode_to_vec();
+                drop(req);
+                if let Err(e) = lease.charge(pb.len()) {
+                    let e = PublishError::InFlightLimit(e.max);
+                    metrics::counter!(m::PRODUCE_ERRORS, "kind" => e.kind()).increment(1);
+                    metrics::counter!(m::REQUESTS, "protocol" => protocol.as_str(), "outcome" => "unavailable")
+                        .increment(1);
+                    return Err(IngestError::Unavailable(e));
+                }
+                self.export(protocol, &pb, lease).await
+            }
             Err(e) => {
                 metrics::counter!(m::REQUESTS, "protocol" => protocol.as_str(), "outcome" => "invalid").increment(1);
                 Err(IngestError::Invalid(e.to_string()))
@@ -106,7 +126,7 @@ impl Pipeline {
         }
     }
 
-    async fn export_inner(&self, protocol: Protocol, body: &[u8]) -> Result<Accepted, IngestError> {
+    async fn export_inner(&self, protocol: Protocol, body: &[u8], lease: &mut Lease) -> Result<Accepted, IngestError> {
         let proto = protocol.as_str();
         let out = split_by_trace(body, self.split).map_err(|e| IngestError::Invalid(e.to_string()))?;
         let rejected = out.rejected_spans();
@@ -125,7 +145,7 @@ impl Pipeline {
             rejected_spans: rejected,
             error_message: out.error_message(),
         };
-        self.publisher.publish(out.records).await?;
+        self.publisher.publish(out.records, lease).await?;
         Ok(accepted)
     }
 }

@@ -11,8 +11,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use tailsift_kafka::memlog::{LogError, MemLog};
 use tailsift_otlp::{record_key, TraceRecord};
-use tokio::sync::Semaphore;
 
+use crate::admission::{Budget, Lease};
 use crate::config::{Acks, KafkaConfig};
 use crate::metrics as m;
 
@@ -32,7 +32,7 @@ pub enum PublishError {
 }
 
 impl PublishError {
-    fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             PublishError::BrokerDown(_) => "broker_down",
             PublishError::QueueFull => "queue_full",
@@ -51,18 +51,18 @@ enum Transport {
     InProcess(Arc<MemLog>),
 }
 
-/// Owns the Kafka producer (or the in-process log) and the in-flight byte budget.
+/// Owns the Kafka producer (or the in-process log); charges records to the node's in-flight byte
+/// budget (shared with the receivers, see [`crate::admission`]).
 pub struct Publisher {
     transport: Transport,
     topic: String,
-    budget: Arc<Semaphore>,
-    max_in_flight: usize,
+    budget: Arc<Budget>,
     kafka_up: Arc<AtomicBool>,
     closing: AtomicBool,
 }
 
 impl Publisher {
-    pub fn new(cfg: &KafkaConfig, max_in_flight_bytes: usize, kafka_up: Arc<AtomicBool>) -> Result<Self, KafkaError> {
+    pub fn new(cfg: &KafkaConfig, budget: Arc<Budget>, kafka_up: Arc<AtomicBool>) -> Result<Self, KafkaError> {
         let mut c = cfg.connection().client_config();
         c.set(
             "acks",
@@ -91,23 +91,26 @@ impl Publisher {
         Ok(Publisher {
             transport: Transport::Kafka(producer),
             topic: cfg.topic.clone(),
-            budget: Arc::new(Semaphore::new(max_in_flight_bytes)),
-            max_in_flight: max_in_flight_bytes,
+            budget,
             kafka_up,
             closing: AtomicBool::new(false),
         })
     }
 
     /// A publisher appending to the in-process log `log` instead of Kafka.
-    pub fn in_process(log: Arc<MemLog>, max_in_flight_bytes: usize) -> Self {
+    pub fn in_process(log: Arc<MemLog>, budget: Arc<Budget>) -> Self {
         Publisher {
             transport: Transport::InProcess(log),
             topic: String::new(),
-            budget: Arc::new(Semaphore::new(max_in_flight_bytes)),
-            max_in_flight: max_in_flight_bytes,
+            budget,
             kafka_up: Arc::new(AtomicBool::new(true)),
             closing: AtomicBool::new(false),
         }
+    }
+
+    /// The in-flight byte budget.
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.budget
     }
 
     /// The Kafka producer; `None` with the in-process log.
@@ -126,16 +129,17 @@ impl Publisher {
 
     /// Writes every record and returns once Kafka acknowledged all of them. On error some
     /// records may have been written (the client retries; Kafka holds duplicates then, which the
-    /// samplers tolerate), but nothing is reported as written that was not.
-    pub async fn publish(&self, records: Vec<TraceRecord>) -> Result<(), PublishError> {
-        let result = self.publish_inner(records).await;
+    /// samplers tolerate), but nothing is reported as written that was not. The records are
+    /// charged to `lease` (released when the caller drops it, after answering).
+    pub async fn publish(&self, records: Vec<TraceRecord>, lease: &mut Lease) -> Result<(), PublishError> {
+        let result = self.publish_inner(records, lease).await;
         if let Err(e) = &result {
             metrics::counter!(m::PRODUCE_ERRORS, "kind" => e.kind()).increment(1);
         }
         result
     }
 
-    async fn publish_inner(&self, records: Vec<TraceRecord>) -> Result<(), PublishError> {
+    async fn publish_inner(&self, records: Vec<TraceRecord>, lease: &mut Lease) -> Result<(), PublishError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -146,13 +150,7 @@ impl Publisher {
             return Err(PublishError::BrokerDown("metadata probe failing".into()));
         }
         let bytes: usize = records.iter().map(|r| r.payload.len() + 32).sum();
-        let permits = u32::try_from(bytes.min(self.max_in_flight)).unwrap_or(u32::MAX);
-        let _permit = self
-            .budget
-            .try_acquire_many(permits)
-            .map_err(|_| PublishError::InFlightLimit(self.max_in_flight))?;
-        metrics::gauge!(m::IN_FLIGHT_BYTES).increment(bytes as f64);
-        let _in_flight = GaugeGuard(bytes as f64);
+        lease.charge(bytes).map_err(|e| PublishError::InFlightLimit(e.max))?;
 
         let started = Instant::now();
         let producer = match &self.transport {
@@ -244,14 +242,6 @@ fn append_in_process(log: &MemLog, records: Vec<TraceRecord>, started: Instant) 
     result
 }
 
-struct GaugeGuard(f64);
-
-impl Drop for GaugeGuard {
-    fn drop(&mut self) {
-        metrics::gauge!(m::IN_FLIGHT_BYTES).decrement(self.0);
-    }
-}
-
 fn classify(e: &KafkaError) -> PublishError {
     match e.rdkafka_error_code() {
         Some(RDKafkaErrorCode::QueueFull) => PublishError::QueueFull,
@@ -280,8 +270,10 @@ mod tests {
     async fn in_process_log_takes_records_by_key_and_a_full_log_is_a_full_queue() {
         let per_record = 1000 + 32 + tailsift_kafka::memlog::RECORD_OVERHEAD;
         let log = Arc::new(MemLog::new(3, per_record * 3));
-        let p = Publisher::in_process(log.clone(), 1 << 20);
-        p.publish(vec![record(1, 1000), record(2, 1000)]).await.unwrap();
+        let p = Publisher::in_process(log.clone(), Budget::new(1 << 20));
+        p.publish(vec![record(1, 1000), record(2, 1000)], &mut p.budget().lease())
+            .await
+            .unwrap();
         for n in [1u8, 2] {
             let key = record_key(&[n; 16]);
             let part = tailsift_otlp::fnv1a_partition(&key, 3);
@@ -294,11 +286,15 @@ mod tests {
         }
         // Room for one more record only: the request fails retryably, as with a full Kafka queue.
         assert_eq!(
-            p.publish(vec![record(3, 1000), record(4, 1000)]).await,
+            p.publish(vec![record(3, 1000), record(4, 1000)], &mut p.budget().lease())
+                .await,
             Err(PublishError::QueueFull)
         );
         assert_eq!(p.queued(), 0);
         p.close(Duration::from_secs(1));
-        assert_eq!(p.publish(vec![record(5, 10)]).await, Err(PublishError::ShuttingDown));
+        assert_eq!(
+            p.publish(vec![record(5, 10)], &mut p.budget().lease()).await,
+            Err(PublishError::ShuttingDown)
+        );
     }
 }

@@ -4,14 +4,15 @@
 //! 413; 415; 503 with `Retry-After` when Kafka cannot take the data).
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tailsift_otlp::ExportTraceServiceRequest;
 use tailsift_translate::TranslateError;
 
+use crate::admission::Admission;
+use crate::body::BodyError;
 use crate::pipeline::{IngestError, Pipeline, Protocol};
 
 pub(crate) type Decode = fn(&[u8]) -> Result<ExportTraceServiceRequest, TranslateError>;
@@ -19,8 +20,7 @@ pub(crate) type Decode = fn(&[u8]) -> Result<ExportTraceServiceRequest, Translat
 #[derive(Clone)]
 pub(crate) struct ReceiverState {
     pub pipeline: Arc<Pipeline>,
-    pub max_request_bytes: usize,
-    pub retry_after: Duration,
+    pub admission: Arc<Admission>,
 }
 
 fn count(protocol: Protocol, outcome: &'static str) {
@@ -78,32 +78,33 @@ pub(crate) async fn receive(
         count(protocol, "too_large");
         text(
             StatusCode::PAYLOAD_TOO_LARGE,
-            format!("{what} exceeds the limit of {} bytes", st.max_request_bytes),
+            format!("{what} exceeds the limit of {} bytes", st.admission.max_request_bytes),
         )
     };
-    let raw: Bytes = match axum::body::to_bytes(body, st.max_request_bytes).await {
+    let refused = |r: crate::admission::Refused| {
+        r.count();
+        crate::http::refused_response(protocol, &r, st.admission.retry_after, |status, _, msg| {
+            text(status, msg)
+        })
+    };
+    let mut ticket = match st.admission.enter() {
+        Ok(t) => t,
+        Err(r) => return refused(r),
+    };
+    let body = match crate::body::read(&st.admission, &mut ticket.lease, headers, body, gzip).await {
         Ok(b) => b,
-        Err(e) => {
-            if crate::http::is_length_limit(&e) {
-                return too_large("request body");
-            }
+        Err(BodyError::TooLarge(what)) => return too_large(what),
+        Err(BodyError::Refused(r)) => return refused(r),
+        Err(BodyError::Invalid(msg)) => {
             count(protocol, "invalid");
-            return text(StatusCode::BAD_REQUEST, format!("reading request body: {e}"));
+            return text(StatusCode::BAD_REQUEST, msg);
         }
     };
-    let body: Bytes = if gzip {
-        match crate::http::gunzip_limited(&raw, st.max_request_bytes) {
-            Ok(Some(b)) => b.into(),
-            Ok(None) => return too_large("decompressed request body"),
-            Err(e) => {
-                count(protocol, "invalid");
-                return text(StatusCode::BAD_REQUEST, format!("invalid gzip body: {e}"));
-            }
-        }
-    } else {
-        raw
-    };
-    match st.pipeline.export_translated(protocol, decode(&body)).await {
+    match st
+        .pipeline
+        .export_translated(protocol, decode(&body), &mut ticket.lease)
+        .await
+    {
         Ok(a) => {
             if a.rejected_spans > 0 {
                 tracing::debug!(protocol = protocol.as_str(), rejected = a.rejected_spans, reasons = %a.error_message, "some spans rejected");
@@ -113,8 +114,10 @@ pub(crate) async fn receive(
         Err(IngestError::Invalid(msg)) => text(StatusCode::BAD_REQUEST, msg),
         Err(IngestError::Unavailable(e)) => {
             let mut r = text(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(st.retry_after.as_secs().max(1)));
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(st.admission.retry_after.as_secs().max(1)),
+            );
             r
         }
     }

@@ -98,7 +98,8 @@ pub async fn serve(
             let _permit = permit;
             let decoded = decode(&data);
             let malformed = decoded.is_err();
-            match pipeline.export_translated(protocol, decoded).await {
+            let mut lease = pipeline.lease();
+            match pipeline.export_translated(protocol, decoded, &mut lease).await {
                 Ok(_) => {}
                 Err(IngestError::Invalid(msg)) => {
                     dropped(protocol, if malformed { "malformed" } else { "invalid" });

@@ -3,7 +3,6 @@
 //! `application/x-thrift`), optionally gzip-compressed. Answers 202 like a Zipkin server.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, State};
@@ -13,20 +12,17 @@ use axum::routing::post;
 use axum::Router;
 use tailsift_translate::zipkin;
 
+use crate::admission::Admission;
 use crate::pipeline::{Pipeline, Protocol};
 use crate::receive::{receive, Decode, ReceiverState};
 
 /// The Zipkin router.
-pub fn router(pipeline: Arc<Pipeline>, max_request_bytes: usize, retry_after: Duration) -> Router {
+pub fn router(pipeline: Arc<Pipeline>, admission: Arc<Admission>) -> Router {
     Router::new()
         .route("/api/v2/spans", post(v2))
         .route("/api/v1/spans", post(v1))
         .layer(DefaultBodyLimit::disable())
-        .with_state(ReceiverState {
-            pipeline,
-            max_request_bytes,
-            retry_after,
-        })
+        .with_state(ReceiverState { pipeline, admission })
 }
 
 async fn v2(State(st): State<ReceiverState>, headers: HeaderMap, body: Body) -> Response {

@@ -2,6 +2,7 @@
 //! offsets, delivery in offset order, pausing, waking on appends, commits that trim the log.
 
 use super::*;
+use tailsift_kafka::memlog::MemLog;
 
 fn shared() -> Arc<Shared> {
     let (_, policy) = load_policy(&config::PolicyConfig::default()).unwrap();

@@ -683,6 +683,9 @@ pub async fn run_on(
                 )
                 .await?;
             }
+            if let Some(topic) = &cfg.export.dead_letter_topic {
+                tailsift_kafka::ensure_topic(&cfg.kafka.connection(), topic, &spec, Duration::from_secs(10)).await?;
+            }
             let decisions: FutureProducer = cfg
                 .kafka
                 .connection()

@@ -19,7 +19,7 @@ pub mod classify;
 pub mod dead_letter;
 pub mod pieces;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -410,11 +410,71 @@ impl Decoder for RawDec {
     }
 }
 
+/// The requests of one batch still to deliver, and the acknowledgements they owe: a job is
+/// reported on `done` once all its pieces are delivered, dead-lettered or dropped.
+struct Batch {
+    requests: VecDeque<Vec<Piece>>,
+    unsendable: Vec<pieces::Unsendable>,
+    /// Pieces not yet done, per job.
+    pending: HashMap<u64, usize>,
+    done: mpsc::UnboundedSender<u64>,
+}
+
+impl Batch {
+    fn new(done: mpsc::UnboundedSender<u64>) -> Self {
+        Batch {
+            requests: VecDeque::new(),
+            unsendable: Vec::new(),
+            pending: HashMap::new(),
+            done,
+        }
+    }
+
+    /// Cuts `job` into pieces; returns them (to be packed) and keeps what can never be sent.
+    fn add(&mut self, job: ExportJob, piece_limit: usize) -> Vec<Piece> {
+        let id = job.id;
+        let split = pieces::split_job(job, piece_limit);
+        if split.pieces.len() > 1 {
+            metrics::counter!(m::EXPORT_SPLIT_TRACES).increment(1);
+            tracing::debug!(trace = %hex::encode(split.pieces[0].trace_id), pieces = split.pieces.len(),
+                "trace larger than export.max_request_bytes: sent in several requests");
+        }
+        self.pending.insert(id, split.pieces.len() + split.unsendable.len());
+        self.unsendable.extend(split.unsendable);
+        split.pieces
+    }
+
+    /// One piece of `job` is done.
+    fn settle(&mut self, job: u64) {
+        let left = self.pending.get_mut(&job).expect("every piece's job is pending");
+        *left -= 1;
+        if *left == 0 {
+            self.pending.remove(&job);
+            let _ = self.done.send(job);
+        }
+    }
+
+    /// Settles the pieces of `before` that are no longer in `after` (delivered).
+    fn settle_delivered(&mut self, before: &[u64], after: &[Piece]) {
+        let mut left: Vec<u64> = after.iter().map(|p| p.job).collect();
+        for job in before {
+            match left.iter().position(|j| j == job) {
+                Some(i) => {
+                    left.swap_remove(i);
+                }
+                None => self.settle(*job),
+            }
+        }
+    }
+}
+
 /// Delivers requests: retries, isolation of refused pieces, the poison/outage probe, and the
 /// dead-letter path.
 struct Delivery<'a> {
     exporter: &'a mut Exporter,
     cfg: &'a ExportConfig,
+    rx: &'a mut mpsc::Receiver<ExportJob>,
+    piece_limit: usize,
     shutdown: &'a CancellationToken,
 }
 
@@ -425,37 +485,59 @@ enum Settled {
 }
 
 impl Delivery<'_> {
-    /// Delivers `request` until each of its pieces is delivered, dead-lettered or dropped. `None`
-    /// when `shutdown` interrupted it (then nothing of it is acknowledged).
-    async fn deliver(&mut self, request: Vec<Piece>) -> Option<()> {
-        let mut todo = vec![request];
-        while let Some(mut request) = todo.pop() {
-            match self.until_settled(&mut request).await? {
-                Settled::Delivered => {}
-                Settled::Refused(reason, error) if request.len() > 1 => {
-                    // Isolate the offender: retry every piece on its own, so the good traces
-                    // of this request are still delivered.
-                    tracing::warn!(pieces = request.len(), reason = reason.as_str(), %error,
-                        "export request refused; retrying its traces one by one");
-                    todo.extend(request.into_iter().rev().map(|p| vec![p]));
+    /// Delivers every request of `batch`, and dead-letters what cannot be sent. `None` when
+    /// `shutdown` interrupted it (then what is not done is not acknowledged).
+    async fn deliver_batch(&mut self, batch: &mut Batch) -> Option<()> {
+        loop {
+            if let Some(u) = batch.unsendable.pop() {
+                self.exporter
+                    .dead_letter
+                    .refuse(&u.piece, u.reason, &u.message, self.shutdown)
+                    .await?;
+                batch.settle(u.piece.job);
+            } else if let Some(request) = batch.requests.pop_front() {
+                self.deliver(request, batch).await?;
+            } else {
+                return Some(());
+            }
+        }
+    }
+
+    /// Sends `request`; what is refused for good is isolated (a request of several pieces: each
+    /// piece goes back to the front of the batch as a request of its own, so the good traces are
+    /// still delivered) or dead-lettered (a single piece).
+    async fn deliver(&mut self, mut request: Vec<Piece>, batch: &mut Batch) -> Option<()> {
+        let jobs: Vec<u64> = request.iter().map(|p| p.job).collect();
+        let settled = self.until_settled(&mut request, batch).await;
+        batch.settle_delivered(&jobs, &request);
+        match settled? {
+            Settled::Delivered => {}
+            Settled::Refused(reason, error) if request.len() > 1 => {
+                tracing::warn!(pieces = request.len(), reason = reason.as_str(), %error,
+                    "export request refused; retrying its traces one by one");
+                for piece in request.into_iter().rev() {
+                    batch.requests.push_front(vec![piece]);
                 }
-                Settled::Refused(reason, error) => {
-                    let piece = request.pop().expect("a request holds a piece");
-                    self.exporter
-                        .dead_letter
-                        .refuse(&piece, reason, &error, self.shutdown)
-                        .await?;
-                }
+            }
+            Settled::Refused(reason, error) => {
+                let piece = request.pop().expect("a request holds a piece");
+                self.exporter
+                    .dead_letter
+                    .refuse(&piece, reason, &error, self.shutdown)
+                    .await?;
+                batch.settle(piece.job);
             }
         }
         Some(())
     }
 
     /// Sends `request` until it is accepted or refused for good. Retryable failures back off
-    /// (honouring the server's delay); after `max_retry_time` of them the backend is probed: if it
-    /// accepts other data this request is poison (refused, `retries_exhausted`); if not, it is an
-    /// outage and retrying goes on. On return `request` holds what was not delivered.
-    async fn until_settled(&mut self, request: &mut Vec<Piece>) -> Option<Settled> {
+    /// (honouring the server's delay). After `max_retry_time` of them, a request of several
+    /// pieces is refused as `retries_exhausted` (so its pieces are retried one by one); for a
+    /// single piece the backend is probed ([`Delivery::probe`]): if it accepts other data this
+    /// piece is poison (refused, `retries_exhausted`); if not, it is an outage and retrying goes
+    /// on. On return `request` holds what was not delivered.
+    async fn until_settled(&mut self, request: &mut Vec<Piece>, batch: &mut Batch) -> Option<Settled> {
         let mut backoff = self.cfg.initial_backoff;
         let mut failing_since: Option<Instant> = None;
         let mut attempts = 0u64;
@@ -476,10 +558,11 @@ impl Delivery<'_> {
                         metrics::counter!(m::EXPORT_SPANS, "outcome" => "partially_rejected")
                             .increment(accepted.rejected_spans);
                     }
+                    request.clear();
                     return Some(Settled::Delivered);
                 }
                 Err(_) if request.iter().map(|p| p.spans).sum::<usize>() < spans => {
-                    // The Kafka exporter keeps only the pieces it could not write.
+                    // The Kafka exporter keeps only the pieces it could not write: go on with those.
                     let written = spans - request.iter().map(|p| p.spans).sum::<usize>();
                     metrics::counter!(m::EXPORT_SPANS, "outcome" => "ok").increment(written as u64);
                     continue;
@@ -490,17 +573,22 @@ impl Delivery<'_> {
                 }
                 Err(ExportError::Retryable { message, retry_after }) => {
                     metrics::counter!(m::EXPORT_REQUESTS, "outcome" => "retry").increment(1);
+                    // The queue grows behind a failing backend: keep the gauge current.
+                    metrics::gauge!(m::EXPORT_QUEUE).set((self.rx.len() + batch.pending.len()) as f64);
                     attempts += 1;
                     let since = *failing_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= self.cfg.max_retry_time {
-                        match self.exporter.probe().await {
+                        let error = format!("retryable failures for {:?}: {message}", since.elapsed());
+                        if request.len() > 1 {
+                            return Some(Settled::Refused(Refusal::RetriesExhausted, error));
+                        }
+                        match self.probe(batch).await? {
                             Ok(()) => {
                                 metrics::counter!(m::EXPORT_PROBES, "outcome" => "backend_up").increment(1);
-                                let error = format!(
-                                    "retryable failures for {:?}, while the backend accepts other data: {message}",
-                                    since.elapsed()
-                                );
-                                return Some(Settled::Refused(Refusal::RetriesExhausted, error));
+                                return Some(Settled::Refused(
+                                    Refusal::RetriesExhausted,
+                                    format!("{error} (while the backend accepts other data)"),
+                                ));
                             }
                             Err(e) => {
                                 metrics::counter!(m::EXPORT_PROBES, "outcome" => "outage").increment(1);
@@ -524,6 +612,41 @@ impl Delivery<'_> {
             }
         }
     }
+
+    /// Does the backend accept other data? Sends one other piece alone: the next of this batch,
+    /// else of the next job waiting in the queue; delivered, it is acknowledged like any other.
+    /// With nothing else to send, an empty `ExportTraceServiceRequest` (for Kafka: the topic's
+    /// metadata). `None` on shutdown.
+    async fn probe(&mut self, batch: &mut Batch) -> Option<Result<(), ExportError>> {
+        if batch.requests.is_empty() {
+            if let Ok(job) = self.rx.try_recv() {
+                let pieces = batch.add(job, self.piece_limit);
+                batch.requests.extend(pieces.into_iter().map(|p| vec![p]));
+            }
+        }
+        let Some(next) = batch.requests.front_mut() else {
+            return Some(self.exporter.probe().await);
+        };
+        let mut probe = vec![next.remove(0)];
+        if next.is_empty() {
+            batch.requests.pop_front();
+        }
+        let job = probe[0].job;
+        let spans = probe[0].spans;
+        match self.exporter.send(&mut probe).await {
+            Ok(_) => {
+                metrics::counter!(m::EXPORT_REQUESTS, "outcome" => "ok").increment(1);
+                metrics::counter!(m::EXPORT_SPANS, "outcome" => "ok").increment(spans as u64);
+                batch.settle(job);
+                Some(Ok(()))
+            }
+            Err(e) => {
+                // Not delivered: it is sent again in its turn.
+                batch.requests.push_front(probe);
+                Some(Err(e))
+            }
+        }
+    }
 }
 
 /// The export task: batches jobs from `rx`, cuts and packs them into requests, delivers them, and
@@ -537,73 +660,38 @@ pub async fn run_exporter(
     shutdown: CancellationToken,
 ) {
     let piece_limit = exporter.piece_limit(&cfg);
-    let mut batch: Vec<ExportJob> = Vec::new();
+    let mut jobs: Vec<ExportJob> = Vec::new();
     loop {
         // Fill a batch: wait for the first job, then up to batch_timeout for more, while it is
         // under both the span and the byte limit.
-        if batch.is_empty() {
-            tokio::select! {
-                biased;
-                j = rx.recv() => match j { Some(j) => batch.push(j), None => return },
-                _ = shutdown.cancelled() => return,
-            }
+        tokio::select! {
+            biased;
+            j = rx.recv() => match j { Some(j) => jobs.push(j), None => return },
+            _ = shutdown.cancelled() => return,
         }
         let deadline = tokio::time::Instant::now() + cfg.batch_timeout;
-        while batch.iter().map(|j| j.spans).sum::<usize>() < cfg.batch_spans
-            && batch.iter().map(|j| j.payload.len()).sum::<usize>() < cfg.max_request_bytes
+        while jobs.iter().map(|j| j.spans).sum::<usize>() < cfg.batch_spans
+            && jobs.iter().map(|j| j.payload.len()).sum::<usize>() < cfg.max_request_bytes
         {
             tokio::select! {
-                j = rx.recv() => match j { Some(j) => batch.push(j), None => break },
+                j = rx.recv() => match j { Some(j) => jobs.push(j), None => break },
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
-        metrics::gauge!(m::EXPORT_QUEUE).set((rx.len() + batch.len()) as f64);
+        metrics::gauge!(m::EXPORT_QUEUE).set((rx.len() + jobs.len()) as f64);
 
-        // Cut into pieces; a job is done when its last piece is.
-        let mut pending: HashMap<u64, usize> = HashMap::new();
-        let mut pieces = Vec::new();
-        let mut unsendable = Vec::new();
-        for job in batch.drain(..) {
-            let id = job.id;
-            let split = pieces::split_job(job, piece_limit);
-            if split.pieces.len() > 1 {
-                metrics::counter!(m::EXPORT_SPLIT_TRACES).increment(1);
-                tracing::debug!(trace = %hex::encode(split.pieces[0].trace_id), pieces = split.pieces.len(), "trace larger than export.max_request_bytes: sent in several requests");
-            }
-            pending.insert(id, split.pieces.len() + split.unsendable.len());
-            pieces.extend(split.pieces);
-            unsendable.extend(split.unsendable);
-        }
-        let mut settle = |job: u64| {
-            let left = pending.get_mut(&job).expect("every piece's job is pending");
-            *left -= 1;
-            if *left == 0 {
-                let _ = done.send(job);
-            }
-        };
-        for u in unsendable {
-            let job = u.piece.job;
-            if exporter
-                .dead_letter
-                .refuse(&u.piece, u.reason, &u.message, &shutdown)
-                .await
-                .is_none()
-            {
-                return;
-            }
-            settle(job);
-        }
+        let mut batch = Batch::new(done.clone());
+        let pieces: Vec<Piece> = jobs.drain(..).flat_map(|j| batch.add(j, piece_limit)).collect();
+        batch.requests = pieces::pack(pieces, cfg.max_request_bytes, cfg.batch_spans).into();
         let mut delivery = Delivery {
             exporter: &mut exporter,
             cfg: &cfg,
+            rx: &mut rx,
+            piece_limit,
             shutdown: &shutdown,
         };
-        for request in pieces::pack(pieces, cfg.max_request_bytes, cfg.batch_spans) {
-            let jobs: Vec<u64> = request.iter().map(|p| p.job).collect();
-            if delivery.deliver(request).await.is_none() {
-                return;
-            }
-            jobs.into_iter().for_each(&mut settle);
+        if delivery.deliver_batch(&mut batch).await.is_none() {
+            return;
         }
     }
 }

@@ -19,11 +19,13 @@ use tokio_util::sync::CancellationToken;
 use super::*;
 
 /// Refuses (INVALID_ARGUMENT) any request holding a span named `poison`, fails (UNAVAILABLE) any
-/// holding one named `flaky`, fails everything while `down`; records every span it accepts.
+/// holding one named `flaky`, fails everything while `down` and every non-empty request while
+/// `data_down` (a front that answers empty requests itself); records every span it accepts.
 #[derive(Clone, Default)]
 struct Backend {
     spans: Arc<Mutex<HashMap<Vec<u8>, u32>>>,
     down: Arc<AtomicBool>,
+    data_down: Arc<AtomicBool>,
     refused: Arc<AtomicU64>,
 }
 
@@ -43,6 +45,9 @@ impl TraceService for Backend {
             .flat_map(|rs| rs.scope_spans)
             .flat_map(|ss| ss.spans)
             .collect();
+        if self.data_down.load(Ordering::SeqCst) && !spans.is_empty() {
+            return Err(tonic::Status::unavailable("no data accepted"));
+        }
         if spans.iter().any(|s| s.name == "poison") {
             self.refused.fetch_add(1, Ordering::SeqCst);
             return Err(tonic::Status::invalid_argument("poison span"));
@@ -189,18 +194,44 @@ async fn a_refused_trace_is_isolated_and_the_rest_of_its_batch_is_delivered() {
 }
 
 #[tokio::test]
-async fn a_trace_failing_retryably_while_the_backend_works_is_given_up_after_max_retry_time() {
+async fn a_trace_failing_retryably_while_the_backend_takes_other_data_is_given_up_after_max_retry_time() {
     let backend = Backend::default();
     let endpoint = start(backend.clone(), 4 << 20).await;
-    let (mut done, shutdown) = run(config(endpoint), vec![job(1, &["a"], 10), job(2, &["flaky"], 10)]);
+    let jobs = vec![job(1, &["a"], 10), job(2, &["flaky"], 10), job(3, &["c"], 10)];
+    let (mut done, shutdown) = run(config(endpoint), jobs);
     let started = std::time::Instant::now();
-    assert_eq!(acks(&mut done, 2, Duration::from_secs(10)).await, vec![1, 2]);
+    assert_eq!(acks(&mut done, 3, Duration::from_secs(10)).await, vec![1, 2, 3]);
     assert!(
-        started.elapsed() >= Duration::from_millis(400),
-        "retried for max_retry_time first"
+        started.elapsed() >= Duration::from_millis(800),
+        "retried for max_retry_time as a batch, then alone"
     );
     let spans = backend.spans.lock().unwrap().clone();
-    assert_eq!(spans.keys().cloned().collect::<Vec<_>>(), vec![span_id(1, 0)]);
+    let mut got: Vec<Vec<u8>> = spans.keys().cloned().collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![span_id(1, 0), span_id(3, 0)],
+        "the others delivered (one as the probe)"
+    );
+    assert!(spans.values().all(|n| *n == 1), "nothing twice: {spans:?}");
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn an_outage_behind_a_front_that_accepts_empty_requests_drops_nothing() {
+    let backend = Backend::default();
+    backend.data_down.store(true, Ordering::SeqCst);
+    let endpoint = start(backend.clone(), 4 << 20).await;
+    let (mut done, shutdown) = run(config(endpoint), vec![job(1, &["a"], 10), job(2, &["b"], 10)]);
+    assert!(
+        acks(&mut done, 1, Duration::from_millis(2000)).await.is_empty(),
+        "the probe sends real data, which fails too: an outage, nothing given up"
+    );
+    backend.data_down.store(false, Ordering::SeqCst);
+    assert_eq!(acks(&mut done, 2, Duration::from_secs(10)).await, vec![1, 2]);
+    let spans = backend.spans.lock().unwrap().clone();
+    assert_eq!(spans.len(), 2, "both delivered after the outage");
+    assert!(spans.values().all(|n| *n == 1));
     shutdown.cancel();
 }
 

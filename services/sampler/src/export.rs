@@ -439,7 +439,13 @@ impl Batch {
             tracing::debug!(trace = %hex::encode(split.pieces[0].trace_id), pieces = split.pieces.len(),
                 "trace larger than export.max_request_bytes: sent in several requests");
         }
-        self.pending.insert(id, split.pieces.len() + split.unsendable.len());
+        let parts = split.pieces.len() + split.unsendable.len();
+        if parts == 0 {
+            // Nothing to send (no spans): done at once, so offsets are never held by it.
+            let _ = self.done.send(id);
+        } else {
+            self.pending.insert(id, parts);
+        }
         self.unsendable.extend(split.unsendable);
         split.pieces
     }
@@ -836,6 +842,34 @@ mod tests {
 
 #[cfg(test)]
 mod delivery_tests;
+
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn pieces_are_cut_to_the_request_limit_and_for_kafka_to_the_record_limit() {
+        let kafka = KafkaConfig::default();
+        let limit = |kind: ExportKind, request: usize, record: usize| {
+            let cfg = ExportConfig {
+                kind,
+                max_request_bytes: request,
+                kafka_max_record_bytes: record,
+                output: std::env::temp_dir()
+                    .join("tailsift-limit-test.jsonl")
+                    .display()
+                    .to_string(),
+                ..Default::default()
+            };
+            Exporter::new(&cfg, &kafka).unwrap().piece_limit(&cfg)
+        };
+        assert_eq!(limit(ExportKind::OtlpGrpc, 3 << 20, 900_000), 3 << 20);
+        assert_eq!(limit(ExportKind::OtlpHttp, 3 << 20, 900_000), 3 << 20);
+        assert_eq!(limit(ExportKind::Kafka, 3 << 20, 900_000), 900_000);
+        assert_eq!(limit(ExportKind::Kafka, 500_000, 900_000), 500_000);
+        assert_eq!(limit(ExportKind::JsonLines, 3 << 20, 900_000), usize::MAX);
+    }
+}
 
 #[cfg(test)]
 mod config_tests {

@@ -319,7 +319,11 @@ async fn grpc_export(
                 message,
             })
         }
-        Err(s) => Err(classify::classify_grpc(s.code(), s.message(), s.details())),
+        Err(s) => {
+            // A status the client's transport made itself carries the underlying error.
+            let local = std::error::Error::source(&s).is_some();
+            Err(classify::classify_grpc(s.code(), s.message(), s.details(), local))
+        }
     }
 }
 

@@ -114,10 +114,15 @@ pub fn retry_info(details: &[u8]) -> Option<Duration> {
 
 /// Classifies a gRPC error status. Retryable: CANCELLED, DEADLINE_EXCEEDED, ABORTED,
 /// OUT_OF_RANGE, UNAVAILABLE, DATA_LOSS, and RESOURCE_EXHAUSTED when the details carry a
-/// `RetryInfo` (whose delay is then honoured). Every other code is permanent.
-pub fn classify_grpc(code: tonic::Code, message: &str, details: &[u8]) -> ExportError {
+/// `RetryInfo` (whose delay is then honoured). Every other code is permanent, unless `local`: the
+/// status was made by the client's own transport (connection reset, protocol error; tonic then
+/// says UNKNOWN or INTERNAL), not answered by the server: a network error, retryable.
+pub fn classify_grpc(code: tonic::Code, message: &str, details: &[u8], local: bool) -> ExportError {
     use tonic::Code;
     let text = format!("{code:?}: {message}");
+    if local {
+        return ExportError::retryable(format!("{text} (transport)"));
+    }
     match code {
         Code::Cancelled
         | Code::DeadlineExceeded
@@ -277,7 +282,7 @@ mod tests {
             Code::Unauthenticated,
         ];
         for code in all {
-            let e = classify_grpc(code, "m", &[]);
+            let e = classify_grpc(code, "m", &[], false);
             assert_eq!(is_retryable(&e), retryable.contains(&code), "{code:?}: {e}");
             if let ExportError::Refused { reason, message } = &e {
                 let want = if code == Code::ResourceExhausted {
@@ -288,6 +293,11 @@ mod tests {
                 assert_eq!(*reason, want, "{code:?}");
                 assert!(message.contains('m'));
             }
+            // The same code made by the client's transport (no answer from the server): retried.
+            assert!(
+                is_retryable(&classify_grpc(code, "transport error", &[], true)),
+                "{code:?}"
+            );
         }
     }
 
@@ -297,6 +307,7 @@ mod tests {
             Code::ResourceExhausted,
             "quota",
             &details_with_retry_info(Some((2, 500_000_000))),
+            false,
         );
         assert_eq!(
             e,
@@ -305,7 +316,7 @@ mod tests {
                 retry_after: Some(Duration::from_millis(2500)),
             }
         );
-        let e = classify_grpc(Code::ResourceExhausted, "quota", &details_with_retry_info(None));
+        let e = classify_grpc(Code::ResourceExhausted, "quota", &details_with_retry_info(None), false);
         assert!(matches!(e, ExportError::Retryable { retry_after: Some(d), .. } if d.is_zero()));
         // Details without a RetryInfo, or not a google.rpc.Status at all: permanent.
         let other = RpcStatus {
@@ -318,7 +329,7 @@ mod tests {
         }
         .encode_to_vec();
         for details in [&other[..], &[][..], &[0xff, 0xff][..]] {
-            let e = classify_grpc(Code::ResourceExhausted, "too big", details);
+            let e = classify_grpc(Code::ResourceExhausted, "too big", details, false);
             assert!(
                 matches!(
                     e,
@@ -331,7 +342,7 @@ mod tests {
             );
         }
         // A RetryInfo on an always-retryable code is honoured too.
-        let e = classify_grpc(Code::Unavailable, "x", &details_with_retry_info(Some((7, 0))));
+        let e = classify_grpc(Code::Unavailable, "x", &details_with_retry_info(Some((7, 0))), false);
         assert!(matches!(e, ExportError::Retryable { retry_after: Some(d), .. } if d == Duration::from_secs(7)));
         assert_eq!(
             retry_info(&details_with_retry_info(Some((-3, -1)))),

@@ -592,7 +592,7 @@ impl Delivery<'_> {
                         if request.len() > 1 {
                             return Some(Settled::Refused(Refusal::RetriesExhausted, error));
                         }
-                        match self.probe(batch).await? {
+                        match self.probe(batch).await {
                             Ok(()) => {
                                 metrics::counter!(m::EXPORT_PROBES, "outcome" => "backend_up").increment(1);
                                 return Some(Settled::Refused(
@@ -626,8 +626,8 @@ impl Delivery<'_> {
     /// Does the backend accept other data? Sends one other piece alone: the next of this batch,
     /// else of the next job waiting in the queue; delivered, it is acknowledged like any other.
     /// With nothing else to send, an empty `ExportTraceServiceRequest` (for Kafka: the topic's
-    /// metadata). `None` on shutdown.
-    async fn probe(&mut self, batch: &mut Batch) -> Option<Result<(), ExportError>> {
+    /// metadata).
+    async fn probe(&mut self, batch: &mut Batch) -> Result<(), ExportError> {
         if batch.requests.is_empty() {
             if let Ok(job) = self.rx.try_recv() {
                 let pieces = batch.add(job, self.piece_limit);
@@ -635,7 +635,7 @@ impl Delivery<'_> {
             }
         }
         let Some(next) = batch.requests.front_mut() else {
-            return Some(self.exporter.probe().await);
+            return self.exporter.probe().await;
         };
         let mut probe = vec![next.remove(0)];
         if next.is_empty() {
@@ -648,12 +648,12 @@ impl Delivery<'_> {
                 metrics::counter!(m::EXPORT_REQUESTS, "outcome" => "ok").increment(1);
                 metrics::counter!(m::EXPORT_SPANS, "outcome" => "ok").increment(spans as u64);
                 batch.settle(job);
-                Some(Ok(()))
+                Ok(())
             }
             Err(e) => {
                 // Not delivered: it is sent again in its turn.
                 batch.requests.push_front(probe);
-                Some(Err(e))
+                Err(e)
             }
         }
     }

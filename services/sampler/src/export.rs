@@ -610,7 +610,7 @@ impl Delivery<'_> {
                     }
                     let cap = self.cfg.max_backoff.max(SERVER_DELAY_CAP);
                     let delay = retry_after.map_or(backoff, |d| d.min(cap));
-                    if attempts == 1 || attempts % 10 == 0 {
+                    if attempts == 1 || attempts.is_multiple_of(10) {
                         tracing::warn!(error = %message, attempts, retry_in = ?delay, "export failed, retrying");
                     }
                     tokio::select! {

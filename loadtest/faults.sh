@@ -21,6 +21,8 @@
 #                     0 kept traces lost or split
 #  10 skewed-producer another producer writes records dated an hour ahead and in the year 2100 to every
 #                     partition under load: must-keep traces all kept whole, decisions never stop
+#  11 oversized       a 20,000-span (~8 MB) error trace, then 200 error traces, to a backend with a 4 MiB
+#                     message limit: every span delivered (the big trace in several requests), none refused
 #
 # Environment: RATE (spans/s per load generator, default 1000), OUT (results folder, default
 # .tailsift/cluster/faults), TAILSIFT_CLUSTER_* as for cluster.sh. Exit status 1 if a scenario failed.
@@ -479,7 +481,66 @@ s_skewed_producer() {
   [[ $rc -eq 0 && "$lost" == 0 && "$split" == 0 ]] || fail skewed-producer "lost $lost split $split"
 }
 
-ALL=(steady sampler-kill scale leader-kill broker-outage backend-outage policy-change prometheus ingest-flood skewed-producer)
+s_oversized() {
+  fresh oversized
+  # The verifier plays a backend with the usual 4 MiB gRPC message limit (RESOURCE_EXHAUSTED above).
+  curl -sf -X POST "$VERIFY_URL/control/limit?max_message_bytes=4194304" >/dev/null || { fail oversized "verifier has no /control/limit"; return; }
+  local split0 dead0; split0="$(samplers_sum tailsift_sampler_export_split_traces_total)"
+  dead0="$(samplers_sum tailsift_sampler_export_dead_letter_spans_total)"
+  local http="${INGEST_1%:*}:$(( ${INGEST_1##*:} + 1 ))"  # the ingest's OTLP/HTTP port
+  local sent
+  sent="$(python3 - "$http" "$OUT/oversized-1.manifest.jsonl" <<'EOF'
+import json, os, sys, time, urllib.request
+url, manifest = sys.argv[1] + "/v1/traces", sys.argv[2]
+def post(spans):
+    body = json.dumps({"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "oversized"}}]},
+                                          "scopeSpans": [{"spans": spans}]}]}).encode()
+    for attempt in range(50):
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, body, {"Content-Type": "application/json"}), timeout=30).read()
+            return len(body)
+        except Exception as e:
+            time.sleep(0.5)
+    raise SystemExit("ingest refused a request 50 times: %s" % e)
+def span(tid, i, name, filler):
+    now = time.time_ns()
+    s = {"traceId": tid, "spanId": "%016x" % (i + 1), "name": name, "kind": 2,
+         "startTimeUnixNano": str(now), "endTimeUnixNano": str(now + 1000000),
+         "attributes": [{"key": "filler", "value": {"stringValue": "x" * filler}}]}
+    if i == 0:
+        s["status"] = {"code": 2}
+    else:
+        s["parentSpanId"] = "%016x" % 1
+    return s
+entries, total = [], 0
+big = os.urandom(16).hex()
+for chunk in range(20):
+    total += post([span(big, i, "big", 340) for i in range(chunk * 1000, (chunk + 1) * 1000)])
+entries.append(big)
+for n in range(200):
+    tid = os.urandom(16).hex()
+    post([span(tid, i, "ordinary", 50) for i in range(3)])
+    entries.append(tid)
+with open(manifest, "w") as f:
+    for k, tid in enumerate(entries):
+        f.write(json.dumps({"trace_id": tid, "spans": 20000 if k == 0 else 3, "is_error": True, "is_slow": False,
+                            "duration_ns": 1000000, "acked": True}) + "\n")
+print("%.1f" % (total / 1e6))
+EOF
+)" || { fail oversized "sending the traces failed"; return; }
+  : >"$OUT/oversized-2.manifest.jsonl"  # verify() reads two manifests; all traffic is in the first
+  local v; v="$(verify oversized --no-fraction)"; local rc=$?
+  local refused; refused="$(curl -sf "$VERIFY_URL/control/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["oversized_requests"])')"
+  local split dead; split="$(python3 -c "print(int($(samplers_sum tailsift_sampler_export_split_traces_total) - $split0))")"
+  dead="$(python3 -c "print(int($(samplers_sum tailsift_sampler_export_dead_letter_spans_total) - $dead0))")"
+  curl -sf -X POST "$VERIFY_URL/control/limit?max_message_bytes=0" >/dev/null
+  local lost splitt; lost="$(report_field oversized lost)"; splitt="$(report_field oversized split)"
+  figure oversized "one error trace of 20,000 spans (${sent} MB of OTLP/JSON) then 200 error traces, backend limit 4 MiB: delivered $(report_field oversized must_keep_complete) of $(report_field oversized must_keep) traces whole, lost $lost, split $splitt; $refused requests refused as too large; samplers cut $split traces into several requests; $dead spans dead-lettered or dropped; $v"
+  [[ $rc -eq 0 && "$lost" == 0 && "$splitt" == 0 ]] || fail oversized "$v"
+  [[ "$refused" == 0 && "$dead" == 0 ]] || fail oversized "$refused requests refused, $dead spans dead-lettered or dropped"
+}
+
+ALL=(steady sampler-kill scale leader-kill broker-outage backend-outage policy-change prometheus ingest-flood skewed-producer oversized)
 [[ $# -eq 0 ]] && set -- "${ALL[@]}"
 for s in "$@"; do
   [[ "$s" =~ ^[0-9]+$ ]] && s="${ALL[$((s - 1))]}"
@@ -487,6 +548,7 @@ for s in "$@"; do
     steady) s_steady ;; sampler-kill) s_sampler_kill ;; scale) s_scale ;; leader-kill) s_leader_kill ;;
     broker-outage) s_broker_outage ;; backend-outage) s_backend_outage ;; policy-change) s_policy_change ;;
     prometheus) s_prometheus ;; ingest-flood) s_ingest_flood ;; skewed-producer) s_skewed_producer ;;
+    oversized) s_oversized ;;
     *) echo "unknown scenario $s (${ALL[*]})" >&2; exit 2 ;;
   esac
 done

@@ -26,7 +26,9 @@
 //!
 //! The control API on the HTTP port (used by `tailsift-verify` and the fault scripts):
 //! `GET /control/stats`, `POST /control/down`, `POST /control/up`, `POST /control/reset`,
-//! `POST /control/check` (body: [`CheckRequest`], manifests read from this machine's disk).
+//! `POST /control/limit?max_message_bytes=N` (refuse larger requests as a backend with that
+//! message limit does; 0 or a reset: no limit), `POST /control/check` (body: [`CheckRequest`],
+//! manifests read from this machine's disk).
 
 use std::collections::HashMap;
 use std::io::{BufRead, Read};
@@ -144,6 +146,12 @@ pub struct Stats {
     pub traces: u64,
     /// Whether the recorder is playing an outage.
     pub down: bool,
+    /// Export requests refused (RESOURCE_EXHAUSTED / 413) for exceeding `max_message_bytes`.
+    #[serde(default)]
+    pub oversized_requests: u64,
+    /// The message size limit played (`POST /control/limit?max_message_bytes=N`); 0: none (64 MiB).
+    #[serde(default)]
+    pub max_message_bytes: u64,
 }
 
 /// A snapshot of everything received.
@@ -162,6 +170,8 @@ pub struct Recorder {
     requests: Arc<AtomicU64>,
     refused: Arc<AtomicU64>,
     spans: Arc<AtomicU64>,
+    max_message_bytes: Arc<AtomicU64>,
+    oversized: Arc<AtomicU64>,
 }
 
 fn stamp_of(span: &opentelemetry_proto::tonic::trace::v1::Span) -> String {
@@ -225,6 +235,22 @@ impl Recorder {
         true
     }
 
+    /// Plays a backend's message size limit (0: none): larger requests are refused, as a gRPC
+    /// server with `max_decoding_message_size` (RESOURCE_EXHAUSTED) or an HTTP server (413) does.
+    pub fn set_max_message_bytes(&self, max: u64) {
+        self.max_message_bytes.store(max, Ordering::SeqCst);
+    }
+
+    /// Whether `request` exceeds the limit played (then counted as oversized).
+    pub fn oversized(&self, request: &ExportTraceServiceRequest) -> bool {
+        let max = self.max_message_bytes.load(Ordering::SeqCst);
+        let over = max > 0 && request.encoded_len() as u64 > max;
+        if over {
+            self.oversized.fetch_add(1, Ordering::Relaxed);
+        }
+        over
+    }
+
     /// Plays an outage (`true`) or ends it.
     pub fn set_down(&self, down: bool) {
         self.down.store(down, Ordering::SeqCst);
@@ -237,6 +263,8 @@ impl Recorder {
         self.requests.store(0, Ordering::SeqCst);
         self.refused.store(0, Ordering::SeqCst);
         self.spans.store(0, Ordering::SeqCst);
+        self.oversized.store(0, Ordering::SeqCst);
+        self.max_message_bytes.store(0, Ordering::SeqCst);
     }
 
     pub fn stats(&self) -> Stats {
@@ -247,6 +275,8 @@ impl Recorder {
             spans: self.spans.load(Ordering::Relaxed),
             traces,
             down: self.down.load(Ordering::SeqCst),
+            oversized_requests: self.oversized.load(Ordering::Relaxed),
+            max_message_bytes: self.max_message_bytes.load(Ordering::SeqCst),
         }
     }
 
@@ -300,6 +330,15 @@ impl Recorder {
                     axum::Json(s.stats())
                 }),
             )
+            .route(
+                "/control/limit",
+                post(
+                    |s: axum::extract::State<Recorder>, q: axum::extract::Query<HashMap<String, u64>>| async move {
+                        s.set_max_message_bytes(q.get("max_message_bytes").copied().unwrap_or(0));
+                        axum::Json(s.stats())
+                    },
+                ),
+            )
             .route("/control/check", post(http_check))
             .layer(axum::extract::DefaultBodyLimit::max(64 << 20))
             .with_state(self.clone())
@@ -350,6 +389,13 @@ impl TraceService for Recorder {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        if self.oversized(request.get_ref()) {
+            return Err(tonic::Status::resource_exhausted(format!(
+                "message of {} bytes exceeds the limit of {} bytes",
+                request.get_ref().encoded_len(),
+                self.max_message_bytes.load(Ordering::SeqCst)
+            )));
+        }
         if self.record(request.get_ref()) {
             Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
         } else {
@@ -385,6 +431,9 @@ async fn http_export(
     let Ok(req) = ExportTraceServiceRequest::decode(raw.as_slice()) else {
         return (StatusCode::BAD_REQUEST, b"not an ExportTraceServiceRequest".to_vec());
     };
+    if rec.oversized(&req) {
+        return (StatusCode::PAYLOAD_TOO_LARGE, b"message too large".to_vec());
+    }
     if rec.record(&req) {
         (StatusCode::OK, ExportTraceServiceResponse::default().encode_to_vec())
     } else {
@@ -715,8 +764,16 @@ mod tests {
         assert!(!rec.record(&request(vec![span(7, 1, 1)])));
         assert_eq!(rec.stats().refused_requests, 1);
         rec.set_down(false);
+        // A message size limit: larger requests refused, and counted.
+        let req = request(vec![span(8, 1, 1)]);
+        rec.set_max_message_bytes(req.encoded_len() as u64 - 1);
+        assert!(rec.oversized(&req));
+        rec.set_max_message_bytes(req.encoded_len() as u64);
+        assert!(!rec.oversized(&req));
+        assert_eq!(rec.stats().oversized_requests, 1);
         rec.reset();
         assert_eq!(rec.stats().spans, 0);
+        assert_eq!((rec.stats().oversized_requests, rec.stats().max_message_bytes), (0, 0));
     }
 
     #[test]

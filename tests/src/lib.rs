@@ -156,6 +156,8 @@ pub struct Record {
     pub offset: i64,
     pub key: Vec<u8>,
     pub payload: Vec<u8>,
+    /// Record headers (name, value), in order.
+    pub headers: Vec<(String, Vec<u8>)>,
 }
 
 /// Reads every record of `topic` from the beginning of every partition, until `want` records were
@@ -192,6 +194,15 @@ pub fn read_topic(brokers: &str, topic: &str, want: usize, timeout: Duration) ->
                 offset: m.offset(),
                 key: m.key().unwrap_or_default().to_vec(),
                 payload: m.payload().unwrap_or_default().to_vec(),
+                headers: m
+                    .headers()
+                    .map(|h| {
+                        use rdkafka::message::Headers;
+                        h.iter()
+                            .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             }),
             Some(Err(e)) => eprintln!("read_topic: {e}"),
             None => {}
@@ -357,7 +368,8 @@ impl Drop for ChildGuard {
 }
 
 /// An OTLP/gRPC sink standing in for Jaeger or Tempo: records every span it receives, counts
-/// duplicates, and can be switched "down" (answers UNAVAILABLE).
+/// duplicates, can be switched "down" (answers UNAVAILABLE), and can refuse for good
+/// (INVALID_ARGUMENT) every request holding a span of a given name ([`Sink::refuse_span_name`]).
 #[derive(Clone, Default)]
 pub struct Sink {
     inner: std::sync::Arc<SinkInner>,
@@ -370,6 +382,8 @@ struct SinkInner {
     duplicate_ids: std::sync::Mutex<Vec<([u8; 16], Vec<u8>)>>,
     requests: std::sync::atomic::AtomicU64,
     down: std::sync::atomic::AtomicBool,
+    refuse_name: std::sync::Mutex<Option<String>>,
+    refused: std::sync::atomic::AtomicU64,
 }
 
 #[tonic::async_trait]
@@ -385,9 +399,23 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
         if self.inner.down.load(Ordering::SeqCst) {
             return Err(tonic::Status::unavailable("sink is down"));
         }
+        let request = request.into_inner();
+        if let Some(name) = self.inner.refuse_name.lock().unwrap().as_deref() {
+            let spans = request
+                .resource_spans
+                .iter()
+                .flat_map(|rs| &rs.scope_spans)
+                .flat_map(|ss| &ss.spans);
+            if spans.clone().any(|s| s.name == name) {
+                self.inner.refused.fetch_add(1, Ordering::SeqCst);
+                return Err(tonic::Status::invalid_argument(format!(
+                    "spans named {name} are refused"
+                )));
+            }
+        }
         self.inner.requests.fetch_add(1, Ordering::SeqCst);
         let mut map = self.inner.spans.lock().unwrap();
-        for rs in request.into_inner().resource_spans {
+        for rs in request.resource_spans {
             for ss in rs.scope_spans {
                 for s in ss.spans {
                     let Ok(tid) = <[u8; 16]>::try_from(s.trace_id.as_slice()) else {
@@ -408,6 +436,13 @@ impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::Tra
 impl Sink {
     /// Starts the sink on a free port; returns it and its endpoint (`http://127.0.0.1:PORT`).
     pub async fn start() -> (Sink, String) {
+        Sink::start_with_limit(64 << 20).await
+    }
+
+    /// Like [`Sink::start`], with the gRPC server's maximum decoded (decompressed) message size
+    /// set to `max_message_bytes`: larger requests are refused by the server itself (gzip:
+    /// RESOURCE_EXHAUSTED; plain: OUT_OF_RANGE), as real backends do (4 MiB is usual).
+    pub async fn start_with_limit(max_message_bytes: usize) -> (Sink, String) {
         let sink = Sink::default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -415,7 +450,7 @@ impl Sink {
             sink.clone(),
         )
         .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
-        .max_decoding_message_size(64 << 20);
+        .max_decoding_message_size(max_message_bytes);
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(svc)
@@ -460,6 +495,21 @@ impl Sink {
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
         format!("http://{addr}")
+    }
+
+    /// From now on, refuse for good (INVALID_ARGUMENT) every request holding a span named `name`.
+    pub fn refuse_span_name(&self, name: &str) {
+        *self.inner.refuse_name.lock().unwrap() = Some(name.to_string());
+    }
+
+    /// Requests refused by [`Sink::refuse_span_name`].
+    pub fn refused(&self) -> u64 {
+        self.inner.refused.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Requests accepted.
+    pub fn requests(&self) -> u64 {
+        self.inner.requests.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn set_down(&self, down: bool) {

@@ -227,15 +227,32 @@ pub struct ExportConfig {
     pub batch_timeout: Duration,
     /// Traces waiting for export; when full, consumption pauses. Default `10000`.
     pub queue_traces: usize,
-    /// Retry backoff, doubling up to the max; retries never stop (nothing is dropped). Defaults
-    /// `100ms` and `10s`.
+    /// Retry backoff on retryable failures, doubling up to the max. Defaults `100ms` and `10s`.
     #[serde(with = "humantime_serde")]
     pub initial_backoff: Duration,
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
+    /// Largest encoded (uncompressed) export request. Traces are packed whole while they fit; a
+    /// larger trace is sent in several requests. Keep it under the backend's message limit (gRPC
+    /// servers usually accept 4 MiB). Default `3145728` (3 MiB).
+    pub max_request_bytes: usize,
+    /// After retryable failures of one request for this long, the backend is probed: if it
+    /// accepts other data the request is poison and goes to the dead-letter path (reason
+    /// `retries_exhausted`); if it accepts nothing it is an outage and retries go on (nothing is
+    /// dropped). Default `5m`.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_time: Duration,
+    /// Kafka topic for spans the backend refuses for good (same record format as the spans topic,
+    /// with `tailsift.dead_letter.reason` and `tailsift.dead_letter.error` headers). Created at
+    /// start like the decisions topic. Default none: refused spans are dropped (and counted).
+    pub dead_letter_topic: Option<String>,
     /// With `kind: kafka`: the topic for kept traces (same record format as the spans topic).
     /// Default `tailsift-sampled`.
     pub kafka_topic: String,
+    /// Largest record written to `kafka_topic` and to `dead_letter_topic` (a trace is split into
+    /// several records with the same key); the producers' `message.max.bytes` is set above it.
+    /// Default `900000`, as the ingest's `kafka.max_record_bytes`.
+    pub kafka_max_record_bytes: usize,
     /// With `kind: json_lines`: the file kept traces are appended to, `-` for stdout. Default `-`.
     pub output: String,
 }
@@ -253,7 +270,11 @@ impl Default for ExportConfig {
             queue_traces: 10_000,
             initial_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
+            max_request_bytes: 3 << 20,
+            max_retry_time: Duration::from_secs(300),
+            dead_letter_topic: None,
             kafka_topic: "tailsift-sampled".into(),
+            kafka_max_record_bytes: 900_000,
             output: "-".into(),
         }
     }
@@ -458,6 +479,31 @@ impl Validate for SamplerConfig {
                 "export.max_backoff",
                 "must be at least export.initial_backoff, which must be positive",
             ));
+        }
+        if e.max_request_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "export.max_request_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if e.kafka_max_record_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "export.kafka_max_record_bytes",
+                "must be at least 1024",
+            ));
+        }
+        if e.max_retry_time.is_zero() {
+            return Err(ConfigError::invalid("export.max_retry_time", "must be positive"));
+        }
+        if let Some(t) = &e.dead_letter_topic {
+            let taken =
+                [&k.topic, &k.decisions_topic].contains(&t) || (e.kind == ExportKind::Kafka && t == &e.kafka_topic);
+            if t.is_empty() || taken {
+                return Err(ConfigError::invalid(
+                    "export.dead_letter_topic",
+                    "must be a topic of its own (not the spans, decisions or export topic)",
+                ));
+            }
         }
         let c = &self.coordinator;
         for (i, ep) in c.endpoints.iter().enumerate() {

@@ -238,6 +238,9 @@ pub async fn run_on(
             if cfg.export.kind == config::ExportKind::Kafka {
                 create_topic(&cfg.kafka, &cfg.export.kafka_topic, partitions as i32).await?;
             }
+            if let Some(topic) = &cfg.export.dead_letter_topic {
+                create_topic(&cfg.kafka, topic, partitions as i32).await?;
+            }
             let decisions: FutureProducer = cfg
                 .kafka
                 .connection()

@@ -1,5 +1,6 @@
 //! Every metric the sampler exports. Labels are bounded: `policy` (names in the policy
-//! document), `outcome`, `trigger`, `partition` (the topic's partitions), `kind`.
+//! document), `outcome`, `trigger`, `partition` (the topic's partitions), `kind`, `reason` and
+//! `destination` (fixed sets, see each metric).
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 
@@ -20,6 +21,9 @@ pub const EXPORT_SPANS: &str = "tailsift_sampler_export_spans_total";
 pub const EXPORT_REQUESTS: &str = "tailsift_sampler_export_requests_total";
 pub const EXPORT_QUEUE: &str = "tailsift_sampler_export_queue_traces";
 pub const EXPORT_DURATION: &str = "tailsift_sampler_export_duration_seconds";
+pub const EXPORT_DEAD_LETTER_SPANS: &str = "tailsift_sampler_export_dead_letter_spans_total";
+pub const EXPORT_SPLIT_TRACES: &str = "tailsift_sampler_export_split_traces_total";
+pub const EXPORT_PROBES: &str = "tailsift_sampler_export_probes_total";
 pub const CONSUMER_LAG: &str = "tailsift_sampler_consumer_lag_records";
 pub const COMMITTED_OFFSET: &str = "tailsift_sampler_committed_offset";
 pub const STRESS_RELIEF: &str = "tailsift_sampler_stress_relief_active";
@@ -89,12 +93,27 @@ pub fn describe() {
     describe_counter!(
         EXPORT_SPANS,
         Unit::Count,
-        "Spans of kept traces handed to the backend, by outcome (ok, rejected)."
+        "Spans of kept traces handed to the backend, by outcome (ok: accepted; rejected: refused for good, see export_dead_letter_spans_total; partially_rejected: accepted requests whose partial_success rejected them)."
     );
     describe_counter!(
         EXPORT_REQUESTS,
         Unit::Count,
-        "Export requests by outcome (ok, retry, rejected)."
+        "Export requests by outcome (ok, retry: failed retryably, rejected: refused for good)."
+    );
+    describe_counter!(
+        EXPORT_DEAD_LETTER_SPANS,
+        Unit::Count,
+        "Spans refused for good, by reason (rejected, too_large, retries_exhausted, malformed) and destination (dead_letter: written to export.dead_letter_topic; dropped)."
+    );
+    describe_counter!(
+        EXPORT_SPLIT_TRACES,
+        Unit::Count,
+        "Kept traces (or late spans of one) larger than export.max_request_bytes, sent in several requests."
+    );
+    describe_counter!(
+        EXPORT_PROBES,
+        Unit::Count,
+        "Backend probes after export.max_retry_time of retryable failures, by outcome (backend_up: the request is poison and dead-lettered; outage: retries go on)."
     );
     describe_gauge!(
         EXPORT_QUEUE,

@@ -129,7 +129,6 @@ fn shutdown_on_signal() -> CancellationToken {
 #[cfg(test)]
 mod tests {
     use crate::cli::*;
-    use clap::Parser as _;
 
     #[test]
     fn cli_definition_is_consistent() {

@@ -429,12 +429,15 @@ async fn openapi_document_matches_the_served_routes_and_their_auth() {
     let (st, doc) = c.request(0, "GET", "/openapi.json", None, None).await;
     assert_eq!(st, 200, "{doc}");
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{doc}");
-    assert_eq!(doc, tailsift_coordinator::openapi::document());
+    assert_eq!(
+        doc,
+        serde_json::to_value(tailsift_coordinator::admin::document()).unwrap()
+    );
 
     // Everything the router serves is documented with the same access, and nothing else is.
     let mut served: BTreeSet<(String, String)> = BTreeSet::new();
     for (path, method, access) in tailsift_coordinator::admin::served_routes() {
-        let op = &doc["paths"][path][method.as_str().to_lowercase()];
+        let op = &doc["paths"][&path][method.as_str().to_lowercase()];
         assert!(op.is_object(), "{method} {path} is served but not documented");
         let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
         use tailsift_coordinator::admin::Access;
@@ -445,7 +448,7 @@ async fn openapi_document_matches_the_served_routes_and_their_auth() {
         }
         served.insert((path.to_string(), method.to_string()));
     }
-    for p in tailsift_coordinator::openapi::TELEMETRY_ROUTES {
+    for p in tailsift_coordinator::admin::openapi::TELEMETRY_ROUTES {
         served.insert((p.to_string(), "GET".into()));
     }
     assert_eq!(documented_ops(&doc), served);
@@ -490,6 +493,187 @@ async fn openapi_document_matches_the_served_routes_and_their_auth() {
     // And a path that is not documented is not served.
     let (st, _) = c.request(0, "GET", "/v1/nothing-here", Some(ADMIN_TOKEN), None).await;
     assert_eq!(st, 404);
+    c.stop_all().await;
+}
+
+/// Checks `v` against an OpenAPI 3.1 (JSON Schema) `schema` of `doc`: `$ref`, `oneOf`/`anyOf`/
+/// `allOf`, `type` (one or a list), `enum`, `required`, `properties`, `additionalProperties`,
+/// `items`. Returns where it does not hold.
+fn conforms(doc: &Value, schema: &Value, v: &Value, at: &str) -> Result<(), String> {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.strip_prefix("#/components/schemas/").expect("a component reference");
+        let target = &doc["components"]["schemas"][name];
+        assert!(target.is_object(), "{at}: dangling reference {r}");
+        return conforms(doc, target, v, &format!("{at}<{name}>"));
+    }
+    for key in ["oneOf", "anyOf"] {
+        if let Some(alts) = schema[key].as_array() {
+            if !alts.iter().any(|s| conforms(doc, s, v, at).is_ok()) {
+                return Err(format!(
+                    "{at}: {v} matches none of {key} {}",
+                    Value::Array(alts.clone())
+                ));
+            }
+        }
+    }
+    if let Some(all) = schema["allOf"].as_array() {
+        for s in all {
+            conforms(doc, s, v, at)?;
+        }
+    }
+    let types: Vec<&str> = match &schema["type"] {
+        Value::String(t) => vec![t.as_str()],
+        Value::Array(ts) => ts.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    };
+    let is = |t: &str| match t {
+        "null" => v.is_null(),
+        "object" => v.is_object(),
+        "array" => v.is_array(),
+        "string" => v.is_string(),
+        "integer" => v.is_i64() || v.is_u64(),
+        "number" => v.is_number(),
+        "boolean" => v.is_boolean(),
+        other => panic!("{at}: unknown type {other}"),
+    };
+    if !types.is_empty() && !types.iter().any(|t| is(t)) {
+        return Err(format!("{at}: {v} is not {types:?}"));
+    }
+    if let Some(e) = schema["enum"].as_array() {
+        if !e.contains(v) {
+            return Err(format!("{at}: {v} is not one of {e:?}"));
+        }
+    }
+    if let Some(o) = v.as_object() {
+        for r in schema["required"].as_array().into_iter().flatten() {
+            let r = r.as_str().unwrap();
+            if !o.contains_key(r) {
+                return Err(format!("{at}: required property `{r}` missing in {v}"));
+            }
+        }
+        for (k, x) in o {
+            if let Some(ps) = schema["properties"].get(k) {
+                conforms(doc, ps, x, &format!("{at}.{k}"))?;
+            } else if schema["additionalProperties"].is_object() {
+                conforms(doc, &schema["additionalProperties"], x, &format!("{at}.{k}"))?;
+            }
+        }
+    }
+    if let (Some(a), Some(items)) = (v.as_array(), schema.get("items")) {
+        for (i, x) in a.iter().enumerate() {
+            conforms(doc, items, x, &format!("{at}[{i}]"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Calls every route of the admin route table on a live node, with the token its access needs,
+/// and checks each JSON answer against the schema the OpenAPI document declares for its status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_with_the_schema_its_openapi_document_declares() {
+    use tailsift_coordinator::admin::Access;
+    let _serial = SERIAL.lock().await;
+    let mut c = CoordinatorCluster::start(1).await;
+    c.wait_for_leader(&[0]).await;
+    let (_, doc) = c.request(0, "GET", "/openapi.json", None, None).await;
+    let policy = json!({ "document": "policies:\n  - name: all\n    probabilistic: { percentage: 50 }\n" });
+    let settings = json!({ "settings": { "history_limit": 20, "sampler": { "send_delay_ms": 1000 } } });
+    let new_member = json!({ "id": 1, "raft_addr": "127.0.0.1:1", "admin_addr": "127.0.0.1:2" });
+    // (method, path template, URL, body, expected status), in an order where each succeeds.
+    let calls: Vec<(&str, &str, &str, Option<Value>, u16)> = vec![
+        ("PUT", "/v1/policy", "/v1/policy", Some(policy.clone()), 200),
+        ("GET", "/v1/policy", "/v1/policy", None, 200),
+        (
+            "POST",
+            "/v1/policy/validate",
+            "/v1/policy/validate",
+            Some(policy.clone()),
+            200,
+        ),
+        (
+            "POST",
+            "/v1/policy/rollback",
+            "/v1/policy/rollback",
+            Some(json!({ "version": 1 })),
+            200,
+        ),
+        ("GET", "/v1/policy/history", "/v1/policy/history", None, 200),
+        (
+            "PUT",
+            "/v1/policy/shadow",
+            "/v1/policy/shadow",
+            Some(policy.clone()),
+            200,
+        ),
+        ("GET", "/v1/policy/shadow", "/v1/policy/shadow", None, 200),
+        ("DELETE", "/v1/policy/shadow", "/v1/policy/shadow", None, 200),
+        ("PUT", "/v1/settings", "/v1/settings", Some(settings), 200),
+        ("GET", "/v1/settings", "/v1/settings", None, 200),
+        ("POST", "/v1/seed/rotate", "/v1/seed/rotate", None, 200),
+        ("GET", "/v1/cluster/status", "/v1/cluster/status", None, 200),
+        // A single node cannot grow or shrink here: their documented errors.
+        (
+            "POST",
+            "/v1/cluster/members",
+            "/v1/cluster/members",
+            Some(new_member),
+            409,
+        ),
+        (
+            "DELETE",
+            "/v1/cluster/members/{id}",
+            "/v1/cluster/members/99",
+            None,
+            404,
+        ),
+        ("GET", "/v1/workers", "/v1/workers", None, 200),
+        ("GET", "/openapi.json", "/openapi.json", None, 200),
+        ("GET", "/api/sampling", "/api/sampling?service=checkout", None, 200),
+        ("GET", "/sampling", "/sampling?service=checkout", None, 200),
+        // Error answers: invalid policy, unknown version, no token, read-only token on a write.
+        (
+            "PUT",
+            "/v1/policy",
+            "/v1/policy",
+            Some(json!({ "document": "policies: [{name: x}]" })),
+            400,
+        ),
+        (
+            "POST",
+            "/v1/policy/rollback",
+            "/v1/policy/rollback",
+            Some(json!({ "version": 999 })),
+            404,
+        ),
+        ("GET", "/v1/policy", "/v1/policy", None, 401),
+        ("DELETE", "/v1/policy/shadow", "/v1/policy/shadow", None, 403),
+    ];
+    let table: std::collections::BTreeMap<(String, String), Access> = tailsift_coordinator::admin::served_routes()
+        .into_iter()
+        .map(|(p, m, a)| ((p, m.to_string()), a))
+        .collect();
+    let mut called = BTreeSet::new();
+    for (method, path, url, body, expect) in calls {
+        let access = table[&(path.to_string(), method.to_string())];
+        let token = match (access, expect) {
+            (_, 401) | (Access::Public, _) => None,
+            (_, 403) | (Access::Read, _) => Some(READ_TOKEN),
+            (Access::Admin, _) => Some(ADMIN_TOKEN),
+        };
+        let (st, answer) = c.request(0, method, url, token, body).await;
+        assert_eq!(st, expect, "{method} {url}: {answer}");
+        let response = &doc["paths"][path][method.to_lowercase()]["responses"][st.to_string()];
+        let schema = &response["content"]["application/json"]["schema"];
+        assert!(
+            schema.is_object(),
+            "{method} {path}: no JSON schema documented for {st}: {response}"
+        );
+        if let Err(e) = conforms(&doc, schema, &answer, &format!("{method} {path} {st}")) {
+            panic!("{e}");
+        }
+        called.insert((path.to_string(), method.to_string()));
+    }
+    assert_eq!(called, table.keys().cloned().collect(), "every table route is called");
     c.stop_all().await;
 }
 
@@ -627,7 +811,7 @@ async fn a_flood_of_jaeger_sampling_requests_does_not_hold_back_policy_writes() 
     assert_eq!(st, 200, "{body}");
 
     // Too long a service name (untrusted input) is refused.
-    let long = "s".repeat(tailsift_coordinator::jaeger_sampling::MAX_SERVICE_LEN + 1);
+    let long = "s".repeat(tailsift_coordinator::admin::sampling::MAX_SERVICE_LEN + 1);
     let (st, s) = c
         .request(0, "GET", &format!("/api/sampling?service={long}"), None, None)
         .await;

@@ -14,18 +14,13 @@
 pub mod admin;
 pub mod config;
 pub mod grpc;
-pub mod jaeger_sampling;
-pub mod live;
-pub mod membership;
 pub mod metrics;
 pub mod network;
-pub mod openapi;
 pub mod state;
 pub mod store;
 pub mod tls;
 pub mod types;
 pub mod watch;
-pub mod workers;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -326,7 +321,7 @@ async fn watch_metrics(c: Arc<Coordinator>, readiness: Readiness, shutdown: Canc
                 .set(m.last_log_index.unwrap_or(0) as f64);
             ::metrics::gauge!(metrics::APPLIED_INDEX, "node" => node.clone())
                 .set(m.last_applied.map_or(0, |l| l.index) as f64);
-            ::metrics::gauge!(metrics::COMMIT_INDEX, "node" => node.clone()).set(membership::commit_index(&m) as f64);
+            ::metrics::gauge!(metrics::COMMIT_INDEX, "node" => node.clone()).set(commit_index(&m) as f64);
             ::metrics::gauge!(metrics::LEARNERS, "node" => node.clone())
                 .set(m.membership_config.membership().learner_ids().count() as f64);
             ::metrics::gauge!(metrics::MEMBERS, "node" => node.clone())
@@ -346,5 +341,37 @@ async fn watch_metrics(c: Arc<Coordinator>, readiness: Readiness, shutdown: Canc
             r = rm.changed() => if r.is_err() { return },
             r = view.changed() => if r.is_err() { return },
         }
+    }
+}
+
+/// The commit index as far as this node can tell. openraft 0.9 does not report it, so on the
+/// leader it is computed from the replication progress (the highest index matched by a majority
+/// of every configuration of a joint membership, the leader counting its own log); on other nodes
+/// it is the applied index, which trails the commit index by the entries still being applied.
+pub fn commit_index(m: &openraft::RaftMetrics<NodeId, Node>) -> u64 {
+    let applied = m.last_applied.map_or(0, |l| l.index);
+    let Some(repl) = m.replication.as_ref() else {
+        return applied;
+    };
+    let matched = |id: &NodeId| -> u64 {
+        match repl.get(id) {
+            Some(l) => l.map_or(0, |l| l.index),
+            None if *id == m.id => m.last_log_index.unwrap_or(0),
+            None => 0,
+        }
+    };
+    let mut commit = u64::MAX;
+    for config in m.membership_config.membership().get_joint_config() {
+        if config.is_empty() {
+            continue;
+        }
+        let mut idx: Vec<u64> = config.iter().map(matched).collect();
+        idx.sort_unstable_by(|a, b| b.cmp(a));
+        commit = commit.min(idx[idx.len() / 2]);
+    }
+    if commit == u64::MAX {
+        applied
+    } else {
+        commit.max(applied)
     }
 }

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use serde::{Deserialize, Serialize};
 
 /// How a stored policy document is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PolicyFormat {
     /// Native YAML (JSON is YAML too, but `json` gives JSON error positions).
@@ -34,7 +34,7 @@ impl PolicyFormat {
 }
 
 /// One version of the policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PolicyVersion {
     /// Cluster-assigned, strictly increasing from 1.
     pub version: u64,
@@ -53,7 +53,7 @@ pub struct PolicyVersion {
 }
 
 /// A hash seed and the policy version from which it is used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 pub struct SeedEpoch {
     /// 0 for the initial seed, +1 per rotation.
     pub epoch: u64,
@@ -63,14 +63,14 @@ pub struct SeedEpoch {
 }
 
 /// Current seed and, after a rotation, the next one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 pub struct Seeds {
     pub current: SeedEpoch,
     pub next: Option<SeedEpoch>,
 }
 
 /// Settings that can change while the cluster runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSettings {
     /// How many policy versions are kept for rollback (including the current one). Default 20.
@@ -91,7 +91,7 @@ impl Default for ClusterSettings {
 
 /// Sampler settings that are safe to change while workers run. `None` (the default): each worker
 /// keeps the value from its own configuration file.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SamplerSettings {
     /// `decision.decision_wait`: the longest a trace is buffered after its first span.
@@ -159,7 +159,7 @@ impl ClusterSettings {
 
 /// A candidate policy evaluated by every worker beside the live one, without affecting
 /// decisions.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ShadowPolicy {
     /// Cluster-assigned, +1 each time a shadow is set (0: never).
     pub revision: u64,

@@ -17,8 +17,9 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Parser;
+use tailsift_admin_client::{AdminClient, ClientOptions, PolicyDocument};
 use tailsift_bench_tools::{ms, summary_json};
 use tailsift_loadtest::parse_duration;
 use tokio::time::Instant;
@@ -88,23 +89,20 @@ async fn main() -> anyhow::Result<()> {
     let mut per_sampler: Vec<Vec<Duration>> = vec![Vec::new(); cli.sampler.len()];
     let mut timeouts = 0usize;
     let mut last_version = 0u64;
+    let admins = cli
+        .admin
+        .iter()
+        .map(|a| {
+            let mut o = ClientOptions::new(a.clone()).token(cli.token.clone());
+            o.timeout = Duration::from_secs(10);
+            AdminClient::new(&o)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     for i in 0..cli.writes {
-        let admin = &cli.admin[i % cli.admin.len()];
-        let body = serde_json::json!({ "document": policy_document(i), "format": "yaml" });
+        let admin = &admins[i % admins.len()];
         let t0 = Instant::now();
-        let resp = client
-            .put(format!("{admin}/v1/policy"))
-            .bearer_auth(&cli.token)
-            .json(&body)
-            .send()
-            .await
-            .with_context(|| format!("PUT {admin}/v1/policy"))?;
+        let answer = admin.put_policy(&PolicyDocument::yaml(policy_document(i))).await?;
         let t_ack = t0.elapsed();
-        let status = resp.status();
-        let answer: serde_json::Value = resp.json().await.unwrap_or_default();
-        if !status.is_success() {
-            bail!("PUT {admin}/v1/policy: {status}: {answer}");
-        }
         let version = answer["version"]
             .as_u64()
             .with_context(|| format!("no version in {answer}"))?;
@@ -149,14 +147,9 @@ async fn main() -> anyhow::Result<()> {
     }
     // Convergence as the coordinators see it (GET /v1/workers).
     let mut workers = Vec::new();
-    for admin in &cli.admin {
-        let answer: serde_json::Value = match client
-            .get(format!("{admin}/v1/workers"))
-            .bearer_auth(&cli.token)
-            .send()
-            .await
-        {
-            Ok(r) => r.json().await.unwrap_or_default(),
+    for (admin, c) in cli.admin.iter().zip(&admins) {
+        let answer: serde_json::Value = match c.workers().await {
+            Ok(a) => a,
             Err(e) => serde_json::json!({ "error": e.to_string() }),
         };
         let list = answer

@@ -23,7 +23,7 @@
 //!   0. `operationSampling` is only present when there is at least one per-operation entry.
 //!
 //! `service` missing or empty, or longer than [`MAX_SERVICE_LEN`] bytes → 400 with a plain-text
-//! message, as Jaeger answers.
+//! message, as Jaeger answers. The answer's types ([`JaegerStrategy`]) are in the OpenAPI document.
 //!
 //! The endpoint is public and polled by every SDK, so answers come from a [`SamplingCache`]: the
 //! policy document is parsed and compiled once per policy version, and the answers of that version
@@ -39,14 +39,14 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use dashmap::DashMap;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use tailsift_policy::{MatchFilter, NamedPolicy, PolicyDocument, PolicyKind, StringMatch};
+use utoipa::{IntoParams, ToSchema};
 
-use crate::admin::AdminState;
+use super::{AdminError, AdminState};
 use crate::store::View;
 
 /// Rate of the default strategy (no applying policy): keep everything at the head.
@@ -142,10 +142,66 @@ impl SamplingCache {
     }
 }
 
-#[derive(Deserialize)]
-pub(crate) struct SamplingQuery {
+/// `?service=NAME`.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SamplingQuery {
+    /// The service name (1 to 512 bytes).
     #[serde(default)]
+    #[param(required = true, min_length = 1, max_length = 512)]
     service: Option<String>,
+}
+
+/// A sampling rate, 0 to 1.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbabilisticSampling {
+    pub sampling_rate: f64,
+}
+
+/// A rate limit.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitingSampling {
+    pub max_traces_per_second: i64,
+}
+
+/// The rate of one operation (span name).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationStrategy {
+    pub operation: String,
+    pub probabilistic_sampling: ProbabilisticSampling,
+}
+
+/// Per-operation rates.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationSampling {
+    pub default_sampling_probability: f64,
+    pub default_lower_bound_traces_per_second: f64,
+    pub per_operation_strategies: Vec<OperationStrategy>,
+}
+
+/// `PROBABILISTIC` or `RATE_LIMITING`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StrategyType {
+    Probabilistic,
+    RateLimiting,
+}
+
+/// A Jaeger sampling strategy (the JSON of Jaeger's `SamplingStrategyResponse`).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JaegerStrategy {
+    pub strategy_type: StrategyType,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub probabilistic_sampling: Option<ProbabilisticSampling>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limiting_sampling: Option<RateLimitingSampling>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operation_sampling: Option<OperationSampling>,
 }
 
 fn matches(m: &StringMatch, name: &str) -> Option<bool> {
@@ -172,7 +228,7 @@ fn rate(p: &NamedPolicy) -> Option<f64> {
 }
 
 /// The Jaeger strategy for `service` under `doc` (`None`: no policy published yet).
-pub fn strategy(doc: Option<&PolicyDocument>, service: &str) -> Value {
+pub fn strategy(doc: Option<&PolicyDocument>, service: &str) -> JaegerStrategy {
     let policies: &[NamedPolicy] = doc.map_or(&[], |d| d.policies.as_slice());
     let applying = || policies.iter().filter(|p| applies(p.filter.as_ref(), service));
     let span_filter = |p: &NamedPolicy| p.filter.as_ref().and_then(|f| f.span_name.clone());
@@ -185,10 +241,14 @@ pub fn strategy(doc: Option<&PolicyDocument>, service: &str) -> Value {
         }
         if let PolicyKind::RateLimiting(rl) = &p.kind {
             if let Some(tps) = rl.traces_per_second {
-                return json!({
-                    "strategyType": "RATE_LIMITING",
-                    "rateLimitingSampling": { "maxTracesPerSecond": (tps.floor() as i64).max(1) },
-                });
+                return JaegerStrategy {
+                    strategy_type: StrategyType::RateLimiting,
+                    probabilistic_sampling: None,
+                    rate_limiting_sampling: Some(RateLimitingSampling {
+                        max_traces_per_second: (tps.floor() as i64).max(1),
+                    }),
+                    operation_sampling: None,
+                };
             }
         }
     }
@@ -210,61 +270,67 @@ pub fn strategy(doc: Option<&PolicyDocument>, service: &str) -> Value {
             }
         }
     }
-    let mut out = json!({
-        "strategyType": "PROBABILISTIC",
-        "probabilisticSampling": { "samplingRate": default },
-    });
-    if !ops.is_empty() {
-        let per: Vec<Value> = ops
-            .into_iter()
-            .map(|(op, r)| json!({ "operation": op, "probabilisticSampling": { "samplingRate": r } }))
-            .collect();
-        out["operationSampling"] = json!({
-            "defaultSamplingProbability": default,
-            "defaultLowerBoundTracesPerSecond": 0.0,
-            "perOperationStrategies": per,
-        });
+    JaegerStrategy {
+        strategy_type: StrategyType::Probabilistic,
+        probabilistic_sampling: Some(ProbabilisticSampling { sampling_rate: default }),
+        rate_limiting_sampling: None,
+        operation_sampling: (!ops.is_empty()).then(|| OperationSampling {
+            default_sampling_probability: default,
+            default_lower_bound_traces_per_second: 0.0,
+            per_operation_strategies: ops
+                .into_iter()
+                .map(|(operation, r)| OperationStrategy {
+                    operation,
+                    probabilistic_sampling: ProbabilisticSampling { sampling_rate: r },
+                })
+                .collect(),
+        }),
     }
-    out
 }
 
-pub(crate) async fn serve(s: State<AdminState>, q: Query<SamplingQuery>) -> Response {
-    answer(s, q, "/api/sampling").await
+#[utoipa::path(get, path = "/api/sampling", operation_id = "jaeger_sampling",
+    summary = "Jaeger remote sampling strategy for a service, derived from the current policy (unauthenticated, like Jaeger's endpoint)",
+    params(SamplingQuery),
+    responses((status = 200, description = "strategy", body = JaegerStrategy),
+        (status = 400, description = "service missing, or longer than 512 bytes", content_type = "text/plain", body = String)))]
+pub async fn serve(s: State<AdminState>, q: Query<SamplingQuery>) -> Result<Response, AdminError> {
+    answer(s, q)
 }
 
-pub(crate) async fn serve_agent_path(s: State<AdminState>, q: Query<SamplingQuery>) -> Response {
-    answer(s, q, "/sampling").await
+#[utoipa::path(get, path = "/sampling", operation_id = "jaeger_sampling_agent_path", summary = "The same as /api/sampling, at the Jaeger agent's path (unauthenticated)",
+    params(SamplingQuery),
+    responses((status = 200, description = "strategy", body = JaegerStrategy),
+        (status = 400, description = "service missing, or longer than 512 bytes", content_type = "text/plain", body = String)))]
+pub async fn serve_agent_path(s: State<AdminState>, q: Query<SamplingQuery>) -> Result<Response, AdminError> {
+    answer(s, q)
 }
 
-fn bad_request(message: String) -> (StatusCode, Response) {
-    (
-        StatusCode::BAD_REQUEST,
-        ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], message).into_response(),
-    )
-}
-
-async fn answer(State(s): State<AdminState>, Query(q): Query<SamplingQuery>, route: &'static str) -> Response {
+fn answer(State(s): State<AdminState>, Query(q): Query<SamplingQuery>) -> Result<Response, AdminError> {
     let service = q.service.unwrap_or_default();
-    let (status, resp) = if service.is_empty() {
-        bad_request("'service' parameter must be provided\n".into())
-    } else if service.len() > MAX_SERVICE_LEN {
-        bad_request(format!("'service' parameter is longer than {MAX_SERVICE_LEN} bytes\n"))
-    } else {
-        let body = s.sampling.answer(&s.c.view(), &service);
-        (
-            StatusCode::OK,
-            ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        )
-    };
-    ::metrics::counter!(crate::metrics::ADMIN_REQUESTS, "route" => route, "status" => status.as_u16().to_string())
-        .increment(1);
-    (status, resp).into_response()
+    if service.is_empty() {
+        return Err(AdminError::PlainBadRequest(
+            "'service' parameter must be provided\n".into(),
+        ));
+    }
+    if service.len() > MAX_SERVICE_LEN {
+        return Err(AdminError::PlainBadRequest(format!(
+            "'service' parameter is longer than {MAX_SERVICE_LEN} bytes\n"
+        )));
+    }
+    let body = s.sampling.answer(&s.c.view(), &service);
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::state::{Command, PolicyFormat, Registry};
+    use serde_json::{json, Value};
+
+    /// The answer as JSON, as served.
+    fn strategy(doc: Option<&PolicyDocument>, service: &str) -> Value {
+        serde_json::to_value(super::strategy(doc, service)).unwrap()
+    }
 
     fn put(r: &mut Registry, yaml: &str) -> View {
         r.apply(&Command::PutPolicy {

@@ -1,0 +1,127 @@
+//! The shadow policy (`/v1/policy/shadow`): a candidate evaluated by every worker beside the live
+//! policy, on the same traces, without affecting decisions. Replicated through Raft and streamed
+//! to every worker by [`crate::watch`]; workers report what it would keep (in total and per rule)
+//! with their applied-version reports, and `GET /v1/policy/shadow` adds them up. Counts restart
+//! when a new shadow revision is set.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::{Extension, Json};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::{
+    now_ms, version_headers, write, AdminState, Answer, Body, Caller, ErrorBody, PolicyBody, Reflects, ShadowCounts,
+    Written,
+};
+use crate::state::{Command, ShadowPolicy};
+
+/// One worker's counts for the current shadow revision.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ShadowWorker {
+    pub worker_id: String,
+    pub version: u64,
+    pub reported_unix_ms: u64,
+    pub counts: ShadowCounts,
+}
+
+/// The counts of every worker added up.
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct ShadowTotal {
+    pub traces: u64,
+    pub shadow_kept: u64,
+    pub live_kept: u64,
+    pub both_kept: u64,
+    pub only_shadow_kept: u64,
+    pub only_live_kept: u64,
+    /// Shadow keeps by rule name.
+    pub by_policy: BTreeMap<String, u64>,
+}
+
+/// `GET /v1/policy/shadow`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ShadowStatus {
+    /// `null` when no shadow policy is set.
+    pub shadow: Option<ShadowPolicy>,
+    pub live_version: u64,
+    pub workers: Vec<ShadowWorker>,
+    pub total: ShadowTotal,
+    pub reflects: Reflects,
+}
+
+#[utoipa::path(get, path = "/v1/policy/shadow",
+    summary = "The shadow policy and what it would keep beside the live one: per worker, in total and per rule",
+    responses((status = 200, description = "shadow, live_version, workers, total", body = ShadowStatus)))]
+pub async fn get_shadow(State(s): State<AdminState>) -> Answer<ShadowStatus> {
+    let v = s.c.view();
+    let shadow = v.registry.shadow.clone();
+    let revision = shadow.as_ref().map_or(0, |sh| sh.revision);
+    let mut workers = Vec::new();
+    let mut total = ShadowTotal::default();
+    for w in s.c.workers.list() {
+        let Some(c) = w.shadow.as_ref().filter(|c| revision > 0 && c.revision == revision) else {
+            continue;
+        };
+        total.traces += c.traces;
+        total.shadow_kept += c.shadow_kept;
+        total.live_kept += c.live_kept;
+        total.both_kept += c.both_kept;
+        for r in &c.by_policy {
+            *total.by_policy.entry(r.policy.clone()).or_default() += r.kept;
+        }
+        workers.push(ShadowWorker {
+            worker_id: w.worker_id.clone(),
+            version: w.version,
+            reported_unix_ms: w.reported_unix_ms,
+            counts: ShadowCounts::from(c),
+        });
+    }
+    total.only_shadow_kept = total.shadow_kept - total.both_kept.min(total.shadow_kept);
+    total.only_live_kept = total.live_kept - total.both_kept.min(total.live_kept);
+    let body = ShadowStatus {
+        shadow,
+        live_version: v.registry.policy_version(),
+        workers,
+        total,
+        reflects: Reflects::of(&s.c, &v),
+    };
+    Ok((version_headers(&v), Json(body)))
+}
+
+#[utoipa::path(put, path = "/v1/policy/shadow",
+    summary = "Validate and set a candidate policy as shadow (evaluated by every worker, decisions unchanged)",
+    request_body = PolicyBody,
+    responses((status = 200, description = "set: shadow_revision, log_index", body = Written),
+        (status = 400, description = "invalid body or policy (issues: [{path, message}])", body = ErrorBody),
+        (status = 503, description = "no leader reachable", body = ErrorBody)))]
+pub async fn put_shadow(
+    State(s): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Body(b): Body<PolicyBody>,
+) -> Answer<Written> {
+    b.check()?;
+    let (h, w) = write(
+        &s,
+        Command::SetShadow {
+            author: caller.name,
+            time_unix_ms: now_ms(),
+            format: b.format,
+            document: b.document,
+        },
+    )
+    .await?;
+    Ok((h, Json(w)))
+}
+
+#[utoipa::path(delete, path = "/v1/policy/shadow", summary = "Remove the shadow policy",
+    responses((status = 200, description = "removed", body = Written),
+        (status = 503, description = "no leader reachable", body = ErrorBody)))]
+pub async fn clear_shadow(State(s): State<AdminState>, Extension(caller): Extension<Caller>) -> Answer<Written> {
+    let cmd = Command::ClearShadow {
+        author: caller.name,
+        time_unix_ms: now_ms(),
+    };
+    let (h, w) = write(&s, cmd).await?;
+    Ok((h, Json(w)))
+}

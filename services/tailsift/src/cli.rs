@@ -1,0 +1,332 @@
+//! The command line: every subcommand and flag (clap), and how flags become config sources.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use tailsift_config::{parse_set, Sources};
+use tailsift_telemetry::LogFormat;
+
+/// Tailsift: a distributed tail-sampling cluster for distributed tracing.
+///
+/// Configuration precedence, lowest to highest: built-in defaults, the YAML file given with
+/// --config, TAILSIFT_<SECTION>__<KEY> environment variables (e.g. TAILSIFT_KAFKA__BROKERS), and
+/// flags (--set section.key=value and the dedicated flags). Unknown keys are errors.
+#[derive(Parser, Debug)]
+#[command(name = "tailsift", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run every role in one process, no external service: ingest (OTLP :4317/:4318, Zipkin
+    /// :9411, Jaeger) on an in-process log, a sampler, a single-node coordinator with the admin API
+    /// (127.0.0.1:9710; token printed at start, kept in <data dir>/admin-token), metrics (:9464).
+    /// Kept traces go to --export-endpoint, or as OTLP/JSON lines to --output (stdout).
+    Standalone(StandaloneArgs),
+    /// Run an ingest node: OTLP/gRPC (:4317), OTLP/HTTP (:4318), Zipkin (:9411) and Jaeger (UDP
+    /// :6831/:6832, HTTP :14268, gRPC :14250) in, Kafka out, one record per trace keyed by trace ID.
+    Ingest(IngestArgs),
+    /// Run a sampling worker: consume the spans topic in a consumer group, buffer whole traces,
+    /// decide by policy, export kept traces (OTLP or Kafka), commit only past decided traces.
+    Sampler(SamplerArgs),
+    /// Run a coordinator node: Raft-replicated policy versions and hash seeds (on disk in
+    /// --data-dir), the policy Watch stream for samplers and Raft on --raft-listen, the
+    /// authenticated admin API on --admin-listen.
+    Coordinator(CoordinatorArgs),
+    /// Read, validate, publish and roll back the sampling policy through the admin API.
+    Policy(AdminCommand<PolicyCommand>),
+    /// Hash seed operations through the admin API.
+    Seed(AdminCommand<SeedCommand>),
+    /// Coordinator cluster state through the admin API.
+    Cluster(AdminCommand<ClusterCommand>),
+}
+
+#[derive(Args, Debug)]
+pub struct StandaloneArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Coordinator state and admin token (standalone.data_dir). [default: .tailsift/standalone]
+    #[arg(long)]
+    pub data_dir: Option<String>,
+    /// Kept traces as OTLP/JSON lines: `-` (stdout) or a file (export.output). [default: -]
+    #[arg(long)]
+    pub output: Option<String>,
+    /// OTLP endpoint for kept traces instead of JSON lines (export.endpoint). [default: none]
+    #[arg(long)]
+    pub export_endpoint: Option<String>,
+    /// Policy published as the first version (policy.file). [default: errors, slow > 1s, 10% of the rest]
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// OTLP/gRPC listen address (otlp.grpc_listen). [default: 0.0.0.0:4317]
+    #[arg(long)]
+    pub grpc_listen: Option<String>,
+    /// OTLP/HTTP listen address (otlp.http_listen). [default: 0.0.0.0:4318]
+    #[arg(long)]
+    pub http_listen: Option<String>,
+    /// Zipkin listen address (zipkin.listen). [default: 0.0.0.0:9411]
+    #[arg(long)]
+    pub zipkin_listen: Option<String>,
+    /// /metrics, /healthz, /readyz listen address (admin.listen). [default: 0.0.0.0:9464]
+    #[arg(long)]
+    pub admin_listen: Option<String>,
+    /// Admin API listen address (coordinator.admin_listen). [default: 127.0.0.1:9710]
+    #[arg(long)]
+    pub coordinator_listen: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct CoordinatorArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Raft log, vote and snapshots (data_dir). [default: ./tailsift-coordinator]
+    #[arg(long)]
+    pub data_dir: Option<String>,
+    /// This node's id, never reused (node_id). [default: 1]
+    #[arg(long)]
+    pub node_id: Option<String>,
+    /// Raft and policy Watch gRPC listen address (raft.listen). [default: 0.0.0.0:9700]
+    #[arg(long)]
+    pub raft_listen: Option<String>,
+    /// Admin API, /metrics, /healthz, /readyz listen address (admin.listen). [default: 0.0.0.0:9710]
+    #[arg(long)]
+    pub admin_listen: Option<String>,
+    /// A member of the initial cluster, `ID=RAFT_HOST:PORT,ADMIN_HOST:PORT`; repeat for each
+    /// (cluster.members, used only to bootstrap an empty data directory). [default: none]
+    #[arg(long = "member", value_name = "ID=RAFT_ADDR,ADMIN_ADDR", value_parser = parse_member)]
+    pub members: Vec<String>,
+}
+
+/// One `--member` flag as a YAML flow mapping.
+pub fn parse_member(s: &str) -> Result<String, String> {
+    let bad = || format!("expected ID=RAFT_HOST:PORT,ADMIN_HOST:PORT, got `{s}`");
+    let (id, addrs) = s.split_once('=').ok_or_else(bad)?;
+    let id: u64 = id.trim().parse().map_err(|_| bad())?;
+    let (raft, admin) = addrs.split_once(',').ok_or_else(bad)?;
+    let q = |v: &str| serde_json::to_string(v.trim()).unwrap_or_default();
+    Ok(format!(
+        "{{id: {id}, raft_addr: {}, admin_addr: {}}}",
+        q(raft),
+        q(admin)
+    ))
+}
+
+/// Connection to a coordinator's admin API, then the command.
+#[derive(Args, Debug)]
+pub struct AdminCommand<C: Subcommand> {
+    /// Admin API base URL of any coordinator (writes are forwarded to the leader); https:// for
+    /// coordinators with admin.tls.
+    #[arg(
+        long,
+        env = "TAILSIFT_ADMIN_URL",
+        default_value = "http://127.0.0.1:9710",
+        global = true
+    )]
+    pub admin: String,
+    /// Bearer token (role admin for writes, read_only is enough for reads).
+    #[arg(long, env = "TAILSIFT_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// PEM CA certificate to verify an https:// admin API with, in addition to the system's roots.
+    #[arg(long, env = "TAILSIFT_CA_FILE", global = true)]
+    pub ca_file: Option<PathBuf>,
+    /// Request timeout.
+    #[arg(long, default_value = "30s", value_parser = parse_duration, global = true)]
+    pub timeout: std::time::Duration,
+    #[command(subcommand)]
+    pub command: C,
+}
+
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration such as 30s"))?;
+    match unit {
+        "ms" => Ok(std::time::Duration::from_millis(n)),
+        "s" | "" => Ok(std::time::Duration::from_secs(n)),
+        "m" => Ok(std::time::Duration::from_secs(n * 60)),
+        _ => Err(format!("`{s}` is not a duration such as 30s, 500ms or 2m")),
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PolicyCommand {
+    /// Print the current policy version (GET /v1/policy).
+    Get,
+    /// Validate FILE and publish it as a new version (PUT /v1/policy).
+    Apply(PolicyFile),
+    /// Validate FILE without publishing (POST /v1/policy/validate).
+    Validate(PolicyFile),
+    /// Print the versions kept for rollback (GET /v1/policy/history).
+    History,
+    /// Publish an earlier VERSION again as a new version (POST /v1/policy/rollback).
+    Rollback {
+        /// The version to publish again (see `policy history`).
+        #[arg(value_name = "VERSION")]
+        target: u64,
+    },
+    /// Shadow policy: with FILE, validate it and set it as the shadow evaluated beside the live
+    /// policy (PUT /v1/policy/shadow); with --clear, remove it (DELETE); with neither, print it
+    /// and what it would keep, per worker and per rule (GET).
+    Shadow {
+        /// Candidate policy document.
+        file: Option<PathBuf>,
+        /// yaml, json or otel_tail_sampling. [default: json for *.json, yaml otherwise]
+        #[arg(long, requires = "file")]
+        format: Option<String>,
+        /// Remove the shadow policy.
+        #[arg(long, conflicts_with = "file")]
+        clear: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct PolicyFile {
+    /// Policy document.
+    pub file: PathBuf,
+    /// yaml, json or otel_tail_sampling (an OpenTelemetry Collector tail_sampling config).
+    /// [default: json for *.json, yaml otherwise]
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SeedCommand {
+    /// Schedule a new random hash seed, in force from the next policy version (POST /v1/seed/rotate).
+    Rotate,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Members, leader, term, log and applied indexes (GET /v1/cluster/status).
+    Status,
+    /// Add a coordinator: it catches up as a learner, then becomes a voter (POST /v1/cluster/members).
+    Add {
+        /// The new node's id (its node_id; never reused).
+        #[arg(long)]
+        id: u64,
+        /// Its Raft gRPC address, host:port.
+        #[arg(long)]
+        raft_addr: String,
+        /// Its admin HTTP address, host:port.
+        #[arg(long)]
+        admin_addr: String,
+    },
+    /// Remove a coordinator from the membership (DELETE /v1/cluster/members/ID).
+    Remove {
+        #[arg(value_name = "ID")]
+        node: u64,
+    },
+    /// Live cluster settings: print them (GET /v1/settings), or with FILE (YAML or JSON, e.g.
+    /// `{history_limit: 20, sampler: {send_delay_ms: 1000}}`) replace them (PUT /v1/settings).
+    Settings { file: Option<PathBuf> },
+}
+
+#[derive(Args, Debug)]
+pub struct Common {
+    /// YAML config file (none: built-in defaults).
+    #[arg(long, env = "TAILSIFT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log filter: a level (error, warn, info, debug, trace) or per-module directives such as
+    /// `tailsift_ingest=debug,info`.
+    #[arg(long, env = "TAILSIFT_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Log format: text or json.
+    #[arg(long, env = "TAILSIFT_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+    /// Override any config key, e.g. `--set kafka.compression=zstd`; repeatable; wins over the
+    /// file and the environment.
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = parse_set)]
+    pub sets: Vec<(String, String)>,
+}
+
+/// The Kafka flags of the roles that use the spans topic.
+#[derive(Args, Debug)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap brokers (kafka.brokers). [default: 127.0.0.1:9092]
+    #[arg(long)]
+    pub kafka_brokers: Option<String>,
+    /// Spans topic (kafka.topic). [default: tailsift-spans]
+    #[arg(long)]
+    pub topic: Option<String>,
+}
+
+impl KafkaArgs {
+    pub fn dedicated(&self) -> [(&'static str, Option<&String>); 2] {
+        [
+            ("kafka.brokers", self.kafka_brokers.as_ref()),
+            ("kafka.topic", self.topic.as_ref()),
+        ]
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct IngestArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// OTLP/gRPC listen address (otlp.grpc_listen). [default: 0.0.0.0:4317]
+    #[arg(long)]
+    pub grpc_listen: Option<String>,
+    /// OTLP/HTTP listen address (otlp.http_listen). [default: 0.0.0.0:4318]
+    #[arg(long)]
+    pub http_listen: Option<String>,
+    /// Admin listen address for /metrics, /healthz, /readyz (admin.listen). [default: 0.0.0.0:9464]
+    #[arg(long)]
+    pub admin_listen: Option<String>,
+    /// Zipkin listen address, /api/v2/spans and /api/v1/spans (zipkin.listen). [default: 0.0.0.0:9411]
+    #[arg(long)]
+    pub zipkin_listen: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct SamplerArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Consumer group shared by all samplers (kafka.group_id). [default: tailsift-samplers]
+    #[arg(long)]
+    pub group_id: Option<String>,
+    /// Policy file (policy.file): native YAML/JSON, or an OpenTelemetry Collector tail_sampling
+    /// config with --set policy.format=otel. [default: keep errors, slow > 1s, 10% of the rest]
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// Cluster-wide hash seed for consistent probabilistic sampling (policy.hash_seed). [default: 0]
+    #[arg(long)]
+    pub hash_seed: Option<String>,
+    /// Exporter: otlp_grpc, otlp_http or kafka (export.kind). [default: otlp_grpc]
+    #[arg(long)]
+    pub export_kind: Option<String>,
+    /// OTLP endpoint for kept traces (export.endpoint). [default: http://127.0.0.1:4317]
+    #[arg(long)]
+    pub export_endpoint: Option<String>,
+    /// Admin listen address for /metrics, /healthz, /readyz (admin.listen). [default: 0.0.0.0:9465]
+    #[arg(long)]
+    pub admin_listen: Option<String>,
+}
+
+impl Common {
+    pub fn sources(&self, dedicated: Vec<(&str, Option<&String>)>) -> anyhow::Result<Sources> {
+        let mut sets: Vec<(String, String)> = self.sets.clone();
+        // Dedicated flags are the most specific: they win over --set.
+        sets.extend(
+            dedicated
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k.to_string(), v.clone()))),
+        );
+        Ok(Sources::from_process(self.config.as_deref(), sets)?)
+    }
+
+    /// Sets up logging, then loads and validates the role's config from every layer.
+    pub fn init_and_load<T: serde::de::DeserializeOwned + tailsift_config::Validate>(
+        &self,
+        dedicated: Vec<(&str, Option<&String>)>,
+    ) -> anyhow::Result<T> {
+        tailsift_telemetry::init_logging(&self.log_level, self.log_format).map_err(anyhow::Error::msg)?;
+        Ok(self.sources(dedicated)?.load()?)
+    }
+}

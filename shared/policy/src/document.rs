@@ -99,28 +99,6 @@ impl PolicyDocument {
         }
     }
 
-    /// Parses a native YAML document and validates it.
-    ///
-    /// Errors carry the path of the problem (`policies[1].latency: missing
-    /// field `threshold_ms` at line 4 column 5`).
-    pub fn from_yaml(text: &str) -> Result<Self, PolicyError> {
-        let de = serde_yaml::Deserializer::from_str(text);
-        let doc: PolicyDocument =
-            serde_path_to_error::deserialize(de).map_err(|e| PolicyError::from_path_error(e, ""))?;
-        doc.validate()?;
-        Ok(doc)
-    }
-
-    /// Parses a native JSON document and validates it.
-    pub fn from_json(text: &str) -> Result<Self, PolicyError> {
-        let mut de = serde_json::Deserializer::from_str(text);
-        let doc: PolicyDocument =
-            serde_path_to_error::deserialize(&mut de).map_err(|e| PolicyError::from_path_error(e, ""))?;
-        de.end().map_err(|e| PolicyError::parse(".", e.to_string()))?;
-        doc.validate()?;
-        Ok(doc)
-    }
-
     /// Serializes to native YAML (round-trips through [`Self::from_yaml`]).
     pub fn to_yaml(&self) -> Result<String, PolicyError> {
         serde_yaml::to_string(self).map_err(|e| PolicyError::parse(".", e.to_string()))
@@ -129,12 +107,6 @@ impl PolicyDocument {
     /// Serializes to native JSON (round-trips through [`Self::from_json`]).
     pub fn to_json(&self) -> Result<String, PolicyError> {
         serde_json::to_string_pretty(self).map_err(|e| PolicyError::parse(".", e.to_string()))
-    }
-
-    /// Checks everything that compilation checks (names, ranges, regexes,
-    /// allocations, nesting) and reports every problem with its path.
-    pub fn validate(&self) -> Result<(), PolicyError> {
-        crate::engine::PolicyEngine::compile(self).map(|_| ())
     }
 }
 

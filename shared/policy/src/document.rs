@@ -650,10 +650,20 @@ struct RawPolicy {
 const POLICY_TYPES: &str = "always, drop, status_code, latency, probabilistic, otel_probabilistic, \
 rate_limiting, string_attribute, numeric_attribute, boolean_attribute, span_count, trace_state, and, not, composite";
 
-impl TryFrom<RawPolicy> for NamedPolicy {
-    type Error = String;
+/// Why a policy entry does not have exactly one type (a serde error message,
+/// located by `serde_path_to_error`). `label` is `policy "name": ` or empty.
+#[derive(Debug, thiserror::Error)]
+enum PolicyTypeError {
+    #[error("{label}exactly one policy type must be given, found {found}")]
+    Several { label: String, found: String },
+    #[error("{label}missing policy type, expected one of: {POLICY_TYPES}")]
+    Missing { label: String },
+}
 
-    fn try_from(raw: RawPolicy) -> Result<Self, String> {
+impl TryFrom<RawPolicy> for NamedPolicy {
+    type Error = PolicyTypeError;
+
+    fn try_from(raw: RawPolicy) -> Result<Self, PolicyTypeError> {
         let mut kinds: Vec<PolicyKind> = Vec::with_capacity(1);
         if raw.always.is_some() {
             kinds.push(PolicyKind::Always);
@@ -707,10 +717,10 @@ impl TryFrom<RawPolicy> for NamedPolicy {
         };
         if kinds.len() > 1 {
             let names: Vec<&str> = kinds.iter().map(PolicyKind::type_name).collect();
-            return Err(format!(
-                "{label}exactly one policy type must be given, found {}",
-                names.join(", ")
-            ));
+            return Err(PolicyTypeError::Several {
+                label,
+                found: names.join(", "),
+            });
         }
         match kinds.pop() {
             Some(kind) => Ok(NamedPolicy {
@@ -718,7 +728,7 @@ impl TryFrom<RawPolicy> for NamedPolicy {
                 filter: raw.filter,
                 kind,
             }),
-            None => Err(format!("{label}missing policy type, expected one of: {POLICY_TYPES}")),
+            None => Err(PolicyTypeError::Missing { label }),
         }
     }
 }

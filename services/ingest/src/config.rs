@@ -289,8 +289,8 @@ impl KafkaConfig {
 impl Validate for IngestConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         let k = &self.kafka;
-        k.connection().validate("kafka").map_err(|e| split_err(&e))?;
-        k.topic_spec.validate("kafka.topic_spec").map_err(|e| split_err(&e))?;
+        k.connection().validate("kafka").map_err(kafka_err)?;
+        k.topic_spec.validate("kafka.topic_spec").map_err(kafka_err)?;
         if k.topic.is_empty() {
             return Err(ConfigError::invalid("kafka.topic", "must not be empty"));
         }
@@ -369,8 +369,8 @@ impl Validate for IngestConfig {
     }
 }
 
-fn split_err(e: &str) -> ConfigError {
-    let (key, reason) = e.split_once(": ").unwrap_or((e, "invalid"));
+fn kafka_err(e: tailsift_kafka::SettingsError) -> ConfigError {
+    let tailsift_kafka::SettingsError::Invalid { key, reason } = e;
     ConfigError::invalid(key, reason)
 }
 

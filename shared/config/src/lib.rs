@@ -133,7 +133,7 @@ impl Sources {
             let (path, entry) = split_key(key).map_err(|reason| ConfigError::Key {
                 origin: origin.clone(),
                 key: key.clone(),
-                reason,
+                reason: reason.to_string(),
             })?;
             // A `[map key]` names an entry of a string map (librdkafka properties, headers):
             // its value is taken as written.
@@ -152,14 +152,14 @@ impl Sources {
 /// Splits a `--set` key on `.`; a last segment in brackets is taken whole, so map entries whose
 /// keys contain dots can be set: `kafka.properties[fetch.wait.max.ms]`. Returns the path and
 /// whether it ends in such an entry.
-fn split_key(key: &str) -> Result<(Vec<String>, bool), String> {
+fn split_key(key: &str) -> Result<(Vec<String>, bool), &'static str> {
     match key.split_once('[') {
         None => Ok((key.split('.').map(str::to_string).collect(), false)),
         Some((section, rest)) => {
             let entry = rest
                 .strip_suffix(']')
                 .filter(|e| !e.is_empty() && !e.contains(['[', ']']))
-                .ok_or_else(|| "expected `section.map[entry key]` with the brackets last".to_string())?;
+                .ok_or("expected `section.map[entry key]` with the brackets last")?;
             let mut path: Vec<String> = section.split('.').map(str::to_string).collect();
             path.push(entry.to_string());
             Ok((path, true))
@@ -167,13 +167,22 @@ fn split_key(key: &str) -> Result<(Vec<String>, bool), String> {
     }
 }
 
+/// Why a `--set` argument is not `KEY=VALUE`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SetArgError {
+    /// No `=` in the argument.
+    #[error("expected KEY=VALUE, got `{0}`")]
+    NoEquals(String),
+    /// Nothing before the `=`.
+    #[error("empty key in `{0}`")]
+    EmptyKey(String),
+}
+
 /// Parses `key=value` as given to `--set`.
-pub fn parse_set(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s
-        .split_once('=')
-        .ok_or_else(|| format!("expected KEY=VALUE, got `{s}`"))?;
+pub fn parse_set(s: &str) -> Result<(String, String), SetArgError> {
+    let (k, v) = s.split_once('=').ok_or_else(|| SetArgError::NoEquals(s.to_string()))?;
     if k.is_empty() {
-        return Err(format!("empty key in `{s}`"));
+        return Err(SetArgError::EmptyKey(s.to_string()));
     }
     Ok((k.trim().to_string(), v.to_string()))
 }
@@ -396,8 +405,11 @@ mod tests {
     #[test]
     fn parse_set_splits_on_first_equals() {
         assert_eq!(parse_set("a.b=c=d").unwrap(), ("a.b".to_string(), "c=d".to_string()));
-        assert!(parse_set("nothing").is_err());
-        assert!(parse_set("=x").is_err());
+        assert_eq!(
+            parse_set("nothing").unwrap_err().to_string(),
+            "expected KEY=VALUE, got `nothing`"
+        );
+        assert_eq!(parse_set("=x").unwrap_err().to_string(), "empty key in `=x`");
     }
 
     #[test]

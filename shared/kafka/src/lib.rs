@@ -50,9 +50,12 @@ impl Connection {
     }
 
     /// Checks the settings; `prefix` is the config path of this section, e.g. `kafka`.
-    pub fn validate(&self, prefix: &str) -> Result<(), String> {
+    pub fn validate(&self, prefix: &str) -> Result<(), SettingsError> {
         if self.brokers.split(',').all(|b| b.trim().is_empty()) {
-            return Err(format!("{prefix}.brokers: must name at least one broker"));
+            return Err(SettingsError::invalid(
+                format!("{prefix}.brokers"),
+                "must name at least one broker",
+            ));
         }
         Ok(())
     }
@@ -85,14 +88,39 @@ impl Default for TopicSpec {
 }
 
 impl TopicSpec {
-    pub fn validate(&self, prefix: &str) -> Result<(), String> {
+    /// Checks the settings; `prefix` is the config path of this section, e.g. `kafka.topic_spec`.
+    pub fn validate(&self, prefix: &str) -> Result<(), SettingsError> {
         if self.partitions < 1 {
-            return Err(format!("{prefix}.partitions: must be at least 1"));
+            return Err(SettingsError::invalid(
+                format!("{prefix}.partitions"),
+                "must be at least 1",
+            ));
         }
         if self.replication_factor < 1 {
-            return Err(format!("{prefix}.replication_factor: must be at least 1"));
+            return Err(SettingsError::invalid(
+                format!("{prefix}.replication_factor"),
+                "must be at least 1",
+            ));
         }
         Ok(())
+    }
+}
+
+/// A Kafka setting that fails validation, displayed as `key: reason`
+/// (`kafka.brokers: must name at least one broker`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    /// The setting at config path `key` is invalid.
+    #[error("{key}: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+impl SettingsError {
+    fn invalid(key: String, reason: &str) -> Self {
+        SettingsError::Invalid {
+            key,
+            reason: reason.to_string(),
+        }
     }
 }
 

@@ -99,28 +99,6 @@ impl PolicyDocument {
         }
     }
 
-    /// Parses a native YAML document and validates it.
-    ///
-    /// Errors carry the path of the problem (`policies[1].latency: missing
-    /// field `threshold_ms` at line 4 column 5`).
-    pub fn from_yaml(text: &str) -> Result<Self, PolicyError> {
-        let de = serde_yaml::Deserializer::from_str(text);
-        let doc: PolicyDocument =
-            serde_path_to_error::deserialize(de).map_err(|e| PolicyError::from_path_error(e, ""))?;
-        doc.validate()?;
-        Ok(doc)
-    }
-
-    /// Parses a native JSON document and validates it.
-    pub fn from_json(text: &str) -> Result<Self, PolicyError> {
-        let mut de = serde_json::Deserializer::from_str(text);
-        let doc: PolicyDocument =
-            serde_path_to_error::deserialize(&mut de).map_err(|e| PolicyError::from_path_error(e, ""))?;
-        de.end().map_err(|e| PolicyError::parse(".", e.to_string()))?;
-        doc.validate()?;
-        Ok(doc)
-    }
-
     /// Serializes to native YAML (round-trips through [`Self::from_yaml`]).
     pub fn to_yaml(&self) -> Result<String, PolicyError> {
         serde_yaml::to_string(self).map_err(|e| PolicyError::parse(".", e.to_string()))
@@ -129,12 +107,6 @@ impl PolicyDocument {
     /// Serializes to native JSON (round-trips through [`Self::from_json`]).
     pub fn to_json(&self) -> Result<String, PolicyError> {
         serde_json::to_string_pretty(self).map_err(|e| PolicyError::parse(".", e.to_string()))
-    }
-
-    /// Checks everything that compilation checks (names, ranges, regexes,
-    /// allocations, nesting) and reports every problem with its path.
-    pub fn validate(&self) -> Result<(), PolicyError> {
-        crate::engine::PolicyEngine::compile(self).map(|_| ())
     }
 }
 
@@ -678,10 +650,20 @@ struct RawPolicy {
 const POLICY_TYPES: &str = "always, drop, status_code, latency, probabilistic, otel_probabilistic, \
 rate_limiting, string_attribute, numeric_attribute, boolean_attribute, span_count, trace_state, and, not, composite";
 
-impl TryFrom<RawPolicy> for NamedPolicy {
-    type Error = String;
+/// Why a policy entry does not have exactly one type (a serde error message,
+/// located by `serde_path_to_error`). `label` is `policy "name": ` or empty.
+#[derive(Debug, thiserror::Error)]
+enum PolicyTypeError {
+    #[error("{label}exactly one policy type must be given, found {found}")]
+    Several { label: String, found: String },
+    #[error("{label}missing policy type, expected one of: {POLICY_TYPES}")]
+    Missing { label: String },
+}
 
-    fn try_from(raw: RawPolicy) -> Result<Self, String> {
+impl TryFrom<RawPolicy> for NamedPolicy {
+    type Error = PolicyTypeError;
+
+    fn try_from(raw: RawPolicy) -> Result<Self, PolicyTypeError> {
         let mut kinds: Vec<PolicyKind> = Vec::with_capacity(1);
         if raw.always.is_some() {
             kinds.push(PolicyKind::Always);
@@ -735,10 +717,10 @@ impl TryFrom<RawPolicy> for NamedPolicy {
         };
         if kinds.len() > 1 {
             let names: Vec<&str> = kinds.iter().map(PolicyKind::type_name).collect();
-            return Err(format!(
-                "{label}exactly one policy type must be given, found {}",
-                names.join(", ")
-            ));
+            return Err(PolicyTypeError::Several {
+                label,
+                found: names.join(", "),
+            });
         }
         match kinds.pop() {
             Some(kind) => Ok(NamedPolicy {
@@ -746,7 +728,7 @@ impl TryFrom<RawPolicy> for NamedPolicy {
                 filter: raw.filter,
                 kind,
             }),
-            None => Err(format!("{label}missing policy type, expected one of: {POLICY_TYPES}")),
+            None => Err(PolicyTypeError::Missing { label }),
         }
     }
 }

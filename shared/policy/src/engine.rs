@@ -11,7 +11,7 @@ use crate::document::{
 };
 use crate::error::{Issue, PolicyError};
 use crate::model::{AttrValue, Requirements, SpanData, TraceData, SERVICE_NAME_KEY};
-use crate::otel;
+use crate::otel_hash;
 
 /// The outcome of [`PolicyEngine::decide`] for one trace.
 #[derive(Debug, Clone, PartialEq)]
@@ -542,7 +542,7 @@ impl Node {
                 threshold,
                 prob,
             } => {
-                let h = otel::fnv1a64_continue(*salted_state, &cx.trace.trace_id);
+                let h = otel_hash::fnv1a64_continue(*salted_state, &cx.trace.trace_id);
                 Outcome {
                     verdict: if h <= *threshold {
                         Verdict::Sampled
@@ -814,14 +814,14 @@ impl Builder {
                     );
                 }
                 let salt = if p.hash_salt.is_empty() {
-                    otel::DEFAULT_HASH_SALT
+                    otel_hash::DEFAULT_HASH_SALT
                 } else {
                     p.hash_salt.as_str()
                 };
                 let ratio = p.sampling_percentage / 100.0;
                 Node::OtelProbabilistic {
-                    salted_state: otel::fnv1a64_continue(otel::FNV_OFFSET_BASIS, salt.as_bytes()),
-                    threshold: otel::otel_probabilistic_threshold(ratio),
+                    salted_state: otel_hash::fnv1a64_continue(otel_hash::FNV_OFFSET_BASIS, salt.as_bytes()),
+                    threshold: otel_hash::otel_probabilistic_threshold(ratio),
                     prob: ratio.clamp(0.0, 1.0),
                 }
             }

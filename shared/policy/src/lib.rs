@@ -264,12 +264,20 @@
 
 #![warn(missing_docs)]
 
+// Module layering (no cycles; checked by the workspace's module-cycle test):
+// `model`, `error`, `consistent` (SipHash consistent sampling) and
+// `otel_hash` (the collector's FNV hash) depend on nothing else here;
+// `document` (the policy document model) on `model` and `error`;
+// `engine` and `otel_import` (the collector `tail_sampling` importer) on the
+// document model; `load` (parse + validate entry points) on all three.
 mod consistent;
 mod document;
 mod engine;
 mod error;
+mod load;
 mod model;
-mod otel;
+mod otel_hash;
+mod otel_import;
 
 pub use consistent::{
     adjusted_count, consistent_keep, decode_threshold, encode_threshold, ot_tracestate, parse_ot_tracestate,
@@ -284,4 +292,6 @@ pub use document::{
 pub use engine::{stress_decision, Decision, PolicyEngine, STRESS_POLICY};
 pub use error::{Issue, PolicyError};
 pub use model::{AttrValue, Requirements, SpanData, StatusCode, TraceData, SERVICE_NAME_KEY};
-pub use otel::{fnv1a64, otel_probabilistic_keep, otel_probabilistic_threshold, otel_trace_hash, DEFAULT_HASH_SALT};
+pub use otel_hash::{
+    fnv1a64, otel_probabilistic_keep, otel_probabilistic_threshold, otel_trace_hash, DEFAULT_HASH_SALT,
+};

@@ -22,22 +22,38 @@ pub enum LogFormat {
     Json,
 }
 
+/// Why logging could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum LoggingError {
+    /// `--log-format` is neither `text` nor `json`.
+    #[error("unknown log format `{0}` (expected text or json)")]
+    UnknownFormat(String),
+    /// The log level is not a valid `EnvFilter` directive.
+    #[error("invalid log level `{filter}`: {source}")]
+    InvalidLevel {
+        filter: String,
+        source: tracing_subscriber::filter::ParseError,
+    },
+}
+
 impl std::str::FromStr for LogFormat {
-    type Err = String;
+    type Err = LoggingError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "text" => Ok(LogFormat::Text),
             "json" => Ok(LogFormat::Json),
-            other => Err(format!("unknown log format `{other}` (expected text or json)")),
+            other => Err(LoggingError::UnknownFormat(other.to_string())),
         }
     }
 }
 
 /// Installs the global `tracing` subscriber. `filter` is an `EnvFilter` directive such as `info`
 /// or `tailsift_ingest=debug,info`. Calling it twice is harmless (the first call wins).
-pub fn init_logging(filter: &str, format: LogFormat) -> Result<(), String> {
-    let filter =
-        tracing_subscriber::EnvFilter::try_new(filter).map_err(|e| format!("invalid log level `{filter}`: {e}"))?;
+pub fn init_logging(filter: &str, format: LogFormat) -> Result<(), LoggingError> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).map_err(|source| LoggingError::InvalidLevel {
+        filter: filter.to_string(),
+        source,
+    })?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -179,5 +195,21 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
         _ = term => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logging_errors_keep_their_messages() {
+        let e = "xml".parse::<LogFormat>().unwrap_err();
+        assert_eq!(e.to_string(), "unknown log format `xml` (expected text or json)");
+        assert_eq!("json".parse::<LogFormat>().unwrap(), LogFormat::Json);
+        // An invalid filter fails before anything is installed.
+        let e = init_logging("info,=[", LogFormat::Text).unwrap_err();
+        assert!(matches!(e, LoggingError::InvalidLevel { .. }));
+        assert!(e.to_string().starts_with("invalid log level `info,=[`: "), "{e}");
     }
 }

@@ -216,7 +216,7 @@ fn decode_agent<'a, R: Reader<'a>>(
                 let spans = r
                     .list_of(TType::Struct, |r| crate::zipkin::v1_thrift::read_span(r))
                     .map_err(|x| e(x.0))?;
-                let v2 = crate::zipkin::v1::convert(spans).map_err(&e)?;
+                let v2 = crate::zipkin::v1::convert(spans);
                 out = Some(crate::zipkin::to_otlp(v2));
             }
             _ => r.skip(t).map_err(|x| e(x.0))?,

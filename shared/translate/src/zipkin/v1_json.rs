@@ -89,6 +89,6 @@ pub fn decode_v1_json(body: &[u8]) -> Result<ExportTraceServiceRequest, Translat
             debug: s.debug.unwrap_or(false),
         });
     }
-    let v2 = v1::convert(v1s).map_err(|m| TranslateError::new(FORMAT, m))?;
+    let v2 = v1::convert(v1s);
     Ok(super::to_otlp(v2))
 }

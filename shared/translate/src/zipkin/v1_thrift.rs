@@ -156,7 +156,7 @@ pub fn decode_v1_thrift(body: &[u8]) -> Result<ExportTraceServiceRequest, Transl
             format!("{} bytes after the list of spans", r.remaining()),
         ));
     }
-    let v2 = v1::convert(spans).map_err(|m| TranslateError::new(FORMAT, m))?;
+    let v2 = v1::convert(spans);
     Ok(super::to_otlp(v2))
 }
 

@@ -1,5 +1,6 @@
 //! Coordinator configuration. Every field has a documented default.
 
+pub use crate::tls::{AdminTls, RaftTls};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,30 +59,6 @@ pub struct RaftConfig {
     /// TLS for the gRPC port (Raft and Watch) and for this node's Raft client. Default none
     /// (plaintext HTTP/2).
     pub tls: Option<RaftTls>,
-}
-
-/// TLS of `raft.listen`. With it, this node serves Raft and Watch over TLS only and dials the
-/// other coordinators with `https://` (every member must then serve TLS).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RaftTls {
-    /// PEM certificate chain served on `raft.listen`; its names must cover the host part of this
-    /// node's `raft_addr` (and of the sampler's `coordinator.endpoints`).
-    pub cert_file: PathBuf,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `cert_file`.
-    pub key_file: PathBuf,
-    /// PEM CA certificate(s) that the other coordinators' certificates are verified against.
-    pub ca_file: PathBuf,
-}
-
-/// TLS of `admin.listen`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AdminTls {
-    /// PEM certificate chain.
-    pub cert_file: PathBuf,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `cert_file`.
-    pub key_file: PathBuf,
 }
 
 impl Default for RaftConfig {

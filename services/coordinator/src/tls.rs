@@ -7,7 +7,9 @@
 //! config key before anything is bound.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,8 +20,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
-
-use crate::config::{AdminTls, RaftTls};
 
 /// A handshake that takes longer than this is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -169,4 +169,27 @@ impl axum::serve::Listener for TlsListener {
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
         Ok(self.local)
     }
+}
+/// TLS of `raft.listen`. With it, this node serves Raft and Watch over TLS only and dials the
+/// other coordinators with `https://` (every member must then serve TLS).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftTls {
+    /// PEM certificate chain served on `raft.listen`; its names must cover the host part of this
+    /// node's `raft_addr` (and of the sampler's `coordinator.endpoints`).
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `cert_file`.
+    pub key_file: PathBuf,
+    /// PEM CA certificate(s) that the other coordinators' certificates are verified against.
+    pub ca_file: PathBuf,
+}
+
+/// TLS of `admin.listen`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminTls {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `cert_file`.
+    pub key_file: PathBuf,
 }

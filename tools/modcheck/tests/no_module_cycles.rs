@@ -11,19 +11,9 @@ use std::path::Path;
 const ALLOWED: &[(&str, &[&str], &[&str])] = &[
     // (crate target, parent module path ([] = top level), modules)
     //
-    // Coordinator admin API: the route modules use `admin`'s helpers and
-    // state while `admin` wires their handlers (admin routes rework).
-    (
-        "tailsift-coordinator",
-        &[],
-        &["admin", "jaeger_sampling", "live", "membership", "openapi", "workers"],
-    ),
     // Coordinator gRPC: grpc.rs uses watch::Workers, watch.rs uses grpc::ClientOptions
     // (gRPC/proto rework).
     ("tailsift-coordinator", &[], &["grpc", "watch"]),
-    // Coordinator config validation calls tls::check_server_files/read_ca while tls.rs
-    // reads config::{AdminTls, RaftTls}.
-    ("tailsift-coordinator", &[], &["config", "tls"]),
 ];
 
 #[test]

@@ -1,4 +1,5 @@
-//! Tailsift load generator: realistic traces sent over OTLP/gRPC or OTLP/HTTP.
+//! The load generator and the verifier (`tailsift-loadgen`, `tailsift-verify`) used by benchmarks
+//! and the fault suite.
 //!
 //! The pieces, usable on their own:
 //!

@@ -1,3 +1,5 @@
+//! The end-to-end test harness: a real broker (tansu) on a free port, in-process nodes on port 0.
+//!
 //! Harness for Tailsift's end-to-end tests: a real Kafka-protocol broker (tansu) started as a
 //! child process on a free loopback port, in-process service nodes bound to port 0, and helpers
 //! to read topics back.

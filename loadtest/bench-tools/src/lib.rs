@@ -1,4 +1,5 @@
-//! Shared helpers of the benchmark tools (`loadtest/bench-*.sh`).
+//! Measuring tools for the benchmark and fault scripts (topic counter, latency, propagation, skewed
+//! producer).
 
 use std::time::Duration;
 

@@ -1,3 +1,6 @@
+//! The Raft group that replicates policy, seeds and settings, its Watch stream and its admin HTTP
+//! API.
+//!
 //! The Tailsift coordinator: a Raft group (openraft) replicating the sampling policy (versioned,
 //! with history for rollback), the hash seeds (current and next, with the policy version at which
 //! the next one takes effect) and cluster settings; and an authenticated admin HTTP/JSON API.

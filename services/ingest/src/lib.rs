@@ -1,4 +1,5 @@
-//! The Tailsift ingest node.
+//! The ingest node: receivers, admission limits, split, publish, acknowledge only what Kafka
+//! acknowledged.
 //!
 //! Receives spans over OTLP/gRPC and OTLP/HTTP, Zipkin (HTTP: v2 JSON and proto3, v1 JSON and
 //! thrift) and Jaeger (agent UDP compact and binary thrift, collector HTTP thrift and gRPC),

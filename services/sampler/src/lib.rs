@@ -1,4 +1,5 @@
-//! The Tailsift sampling worker.
+//! The sampling worker: consume, buffer whole traces, decide, export, commit only past decided
+//! traces.
 //!
 //! Consumes the spans topic in a consumer group (cooperative-sticky), buffers whole traces per
 //! partition ([`engine`]), decides them with the policy crate, exports kept traces

@@ -1,4 +1,4 @@
-//! `tailsift standalone`: every role in one process, no external service.
+//! Every role in one process on an in-process log, to try Tailsift with nothing else running.
 //!
 //! * The ingest node ([`tailsift_ingest::run_on`]) with all its receivers (OTLP gRPC/HTTP,
 //!   Zipkin, Jaeger) writes to an in-process partitioned log ([`tailsift_kafka::memlog`]) instead

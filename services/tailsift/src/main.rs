@@ -1,3 +1,6 @@
+//! The one binary: parses flags and calls the libraries, one subcommand per role, plus the admin
+//! CLI.
+//!
 //! `tailsift`: one binary, one subcommand per role. Flags are defined in [`cli`]; the roles are
 //! libraries (`tailsift-ingest`, `-sampler`, `-coordinator`, `-standalone`) and the admin
 //! subcommands call the admin API through `tailsift-admin-client` ([`admin`]).

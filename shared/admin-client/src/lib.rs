@@ -1,3 +1,5 @@
+//! A typed client of the coordinator admin API with leader following, for the CLI, tests and tools.
+//!
 //! Client of the Tailsift coordinator admin API (see `docs/coordinator-admin.md`): one typed
 //! method per operation, a bearer token, an optional CA file for `https://` coordinators, a
 //! request timeout, and leader forwarding: membership changes answered `421 Misdirected Request`

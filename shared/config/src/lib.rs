@@ -1,4 +1,5 @@
-//! Configuration loading shared by every Tailsift role.
+//! Layered configuration (defaults, YAML file, `TAILSIFT_*` environment, `--set` flags) with errors
+//! that name the key.
 //!
 //! Precedence, lowest to highest:
 //! 1. the defaults of the config struct (`#[serde(default)]` everywhere, documented on each field);

@@ -1,3 +1,6 @@
+//! Kafka connection settings, topic creation and probes, and the in-process partitioned log of
+//! `tailsift standalone`.
+//!
 //! Kafka plumbing shared by Tailsift roles: connection settings, topic creation and metadata
 //! probes (used by `/readyz`), and [`memlog`], the in-process partitioned log that stands in for
 //! the spans topic in `tailsift standalone`.

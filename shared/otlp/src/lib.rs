@@ -1,4 +1,5 @@
-//! OTLP trace helpers shared by every Tailsift service.
+//! OTLP helpers: the wire-level splitter that cuts a request into one record per trace without
+//! decoding spans, the record key, OTLP/JSON.
 //!
 //! The hot path never builds owned span structs: [`split::split_by_trace`] walks the protobuf wire
 //! format of an `ExportTraceServiceRequest`, reads only the span's `trace_id`, `span_id` and

@@ -1,4 +1,5 @@
-//! # tailsift-policy
+//! Pure, synchronous policy evaluation: native and OTel `tail_sampling` documents, compiled once,
+//! decided per trace.
 //!
 //! Pure, synchronous tail-sampling policy evaluation: no I/O, no async, no
 //! clock reads (the current time is passed in). A sampling worker buffers a

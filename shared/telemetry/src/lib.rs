@@ -1,4 +1,5 @@
-//! Logging, Prometheus metrics and the admin HTTP endpoints shared by every Tailsift role.
+//! Logging, the Prometheus recorder and the `/metrics`, `/healthz`, `/readyz` admin endpoints every
+//! role serves.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

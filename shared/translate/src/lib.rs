@@ -1,4 +1,4 @@
-//! Decoders and translators from the span formats real deployments send, to OTLP.
+//! Pure decoders from Zipkin (JSON, proto3, thrift) and Jaeger (thrift, protobuf) to OTLP.
 //!
 //! Pure functions, no I/O. Every decoder takes the bytes of one request (an HTTP body, a gRPC
 //! message, a UDP datagram) and returns an OTLP `ExportTraceServiceRequest`, or a

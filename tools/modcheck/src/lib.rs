@@ -1,4 +1,4 @@
-//! # tailsift-modcheck
+//! A dependency-free check that lists module cycles in every crate.
 //!
 //! Finds module cycles inside each crate of the workspace, without any
 //! dependency: a small tokenizer reads the Rust sources and records which

@@ -21,7 +21,7 @@ use crate::decisions;
 use crate::engine::{self, Engine, Output};
 
 /// Commits `(partition, next offset to read)` pairs, waiting for the acknowledgement.
-pub(crate) type CommitOffsets<'a> = dyn Fn(&[(i32, i64)]) -> Result<(), String> + 'a;
+pub(crate) type CommitOffsets<'a> = dyn Fn(&[(i32, i64)]) -> Result<(), crate::source::SourceError> + 'a;
 
 pub(crate) struct Shared {
     pub(crate) engine: Mutex<Engine>,

@@ -10,7 +10,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
-use super::{RecordSource, SourceRecord};
+use super::{RecordSource, SourceError, SourceRecord};
 use crate::shared::Shared;
 
 pub(crate) struct Ctx {
@@ -122,7 +122,7 @@ fn kafka_commit(
     topic: &str,
     offsets: &[(i32, i64)],
     mode: CommitMode,
-) -> Result<(), String> {
+) -> Result<(), SourceError> {
     let mut tpl = TopicPartitionList::new();
     for (p, o) in offsets {
         let _ = tpl.add_partition_offset(topic, *p, Offset::Offset(*o));
@@ -131,7 +131,7 @@ fn kafka_commit(
         return Ok(());
     }
     tracing::debug!(offsets = ?tpl.to_topic_map(), "committing");
-    consumer.commit(&tpl, mode).map_err(|e| e.to_string())
+    Ok(consumer.commit(&tpl, mode)?)
 }
 
 /// The Kafka consumer group, polled by a thread of its own: librdkafka runs the rebalance
@@ -141,7 +141,7 @@ fn kafka_commit(
 pub(crate) struct KafkaSource {
     pub(crate) consumer: Arc<BaseConsumer<Ctx>>,
     topic: String,
-    records: tokio::sync::Mutex<mpsc::Receiver<Result<SourceRecord, String>>>,
+    records: tokio::sync::Mutex<mpsc::Receiver<Result<SourceRecord, SourceError>>>,
     stop: Arc<AtomicBool>,
     poller: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -169,7 +169,7 @@ impl KafkaSource {
                                 key: bytes::Bytes::copy_from_slice(m.key().unwrap_or_default()),
                                 value: bytes::Bytes::copy_from_slice(m.payload().unwrap_or_default()),
                             }),
-                            Some(Err(e)) => Err(e.to_string()),
+                            Some(Err(e)) => Err(SourceError::Kafka(e)),
                         };
                         // Fails once the run loop has stopped and closed the channel.
                         if tx.blocking_send(item).is_err() {
@@ -200,14 +200,14 @@ impl KafkaSource {
 }
 
 impl RecordSource for KafkaSource {
-    async fn recv(&self) -> Result<SourceRecord, String> {
+    async fn recv(&self) -> Result<SourceRecord, SourceError> {
         match self.records.lock().await.recv().await {
             Some(r) => r,
             None => std::future::pending().await,
         }
     }
 
-    fn commit(&self, offsets: &[(i32, i64)], sync: bool) -> Result<(), String> {
+    fn commit(&self, offsets: &[(i32, i64)], sync: bool) -> Result<(), SourceError> {
         let mode = if sync { CommitMode::Sync } else { CommitMode::Async };
         kafka_commit(&*self.consumer, &self.topic, offsets, mode)
     }
@@ -216,14 +216,14 @@ impl RecordSource for KafkaSource {
         self.stop_polling();
     }
 
-    fn pause(&self, paused: bool) -> Result<(), String> {
-        let assignment = self.consumer.assignment().map_err(|e| e.to_string())?;
+    fn pause(&self, paused: bool) -> Result<(), SourceError> {
+        let assignment = self.consumer.assignment()?;
         if paused {
-            self.consumer.pause(&assignment)
+            self.consumer.pause(&assignment)?;
         } else {
-            self.consumer.resume(&assignment)
+            self.consumer.resume(&assignment)?;
         }
-        .map_err(|e| e.to_string())
+        Ok(())
     }
 
     fn report_lag(self: Arc<Self>) {

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use tailsift_kafka::memlog::{LogRecord, MemLog};
 
-use super::{RecordSource, SourceRecord};
+use super::{RecordSource, SourceError, SourceRecord};
 use crate::shared::Shared;
 
 /// The in-process log: every partition is assigned to this sampler at start.
@@ -72,7 +72,7 @@ impl LogSource {
 }
 
 impl RecordSource for LogSource {
-    async fn recv(&self) -> Result<SourceRecord, String> {
+    async fn recv(&self) -> Result<SourceRecord, SourceError> {
         let mut appended = self.appended.lock().await;
         loop {
             if !self.paused.load(Ordering::Acquire) {
@@ -87,23 +87,18 @@ impl RecordSource for LogSource {
                 }
             }
             // Checked after the read: an append in between is seen as a change.
-            appended
-                .changed()
-                .await
-                .map_err(|_| "the in-process log was dropped".to_string())?;
+            appended.changed().await.map_err(|_| SourceError::LogClosed)?;
         }
     }
 
-    fn commit(&self, offsets: &[(i32, i64)], _sync: bool) -> Result<(), String> {
+    fn commit(&self, offsets: &[(i32, i64)], _sync: bool) -> Result<(), SourceError> {
         for (p, o) in offsets {
-            self.log
-                .commit(*p, *o)
-                .ok_or_else(|| format!("partition {p} does not exist"))?;
+            self.log.commit(*p, *o).ok_or(SourceError::NoSuchPartition(*p))?;
         }
         Ok(())
     }
 
-    fn pause(&self, paused: bool) -> Result<(), String> {
+    fn pause(&self, paused: bool) -> Result<(), SourceError> {
         self.paused.store(paused, Ordering::Release);
         Ok(())
     }

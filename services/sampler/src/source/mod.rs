@@ -9,6 +9,17 @@ use std::sync::Arc;
 
 use tailsift_kafka::memlog::MemLog;
 
+/// Why a source could not deliver, commit or pause.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("partition {0} does not exist")]
+    NoSuchPartition(i32),
+    #[error("the in-process log was dropped")]
+    LogClosed,
+}
+
 /// Where a sampler reads the spans log.
 #[derive(Clone)]
 pub enum Transport {
@@ -39,11 +50,11 @@ pub struct SourceRecord {
 /// the graceful handover either way.
 pub trait RecordSource: Send + Sync + 'static {
     /// The next record of an assigned, unpaused partition; errors are logged and retried.
-    fn recv(&self) -> impl Future<Output = Result<SourceRecord, String>> + Send;
+    fn recv(&self) -> impl Future<Output = Result<SourceRecord, SourceError>> + Send;
     /// Commits `(partition, next offset to read)` pairs; `sync` waits for the acknowledgement.
-    fn commit(&self, offsets: &[(i32, i64)], sync: bool) -> Result<(), String>;
+    fn commit(&self, offsets: &[(i32, i64)], sync: bool) -> Result<(), SourceError>;
     /// Stops (`true`) or resumes delivery from every assigned partition.
-    fn pause(&self, paused: bool) -> Result<(), String>;
+    fn pause(&self, paused: bool) -> Result<(), SourceError>;
     /// Updates the consumer lag gauges (possibly in the background).
     fn report_lag(self: Arc<Self>);
     /// Stops delivering records before the final handover (may block; called off the runtime).

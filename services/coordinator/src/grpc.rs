@@ -12,8 +12,8 @@
 //! Tokens are compared in constant time against every candidate. A missing or wrong token is
 //! answered with 16 UNAUTHENTICATED before the request reaches the service.
 //!
-//! Client side, [`ClientOptions`] carries the CA to verify an `https://` endpoint with and the
-//! token to send.
+//! Client side, [`ClientOptions`] (from `tailsift-proto`) carries the CA to verify an `https://`
+//! endpoint with and the token to send.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -24,9 +24,7 @@ use std::task::{Context, Poll};
 use http::{header, HeaderMap};
 use http_body_util::BodyExt;
 use subtle::ConstantTimeEq;
-use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
-use tonic::{Request, Status};
+use tonic::Status;
 
 use crate::config::Token;
 use crate::watch::Workers;
@@ -193,65 +191,6 @@ enum After {
     Workers(Workers),
 }
 
-/// How a client reaches `raft.listen`: the CA certificates an `https://` endpoint is verified
-/// against, and the bearer token sent with every call. Cheap to clone.
-#[derive(Clone, Default)]
-pub struct ClientOptions {
-    ca_pem: Option<Arc<Vec<u8>>>,
-    token: Option<MetadataValue<Ascii>>,
-}
-
-impl std::fmt::Debug for ClientOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientOptions")
-            .field("tls", &self.ca_pem.is_some())
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
-}
-
-impl ClientOptions {
-    /// `ca_pem`: PEM CA certificates (for `https://` endpoints); `token`: sent as
-    /// `authorization: Bearer <token>` (visible ASCII).
-    pub fn new(ca_pem: Option<Vec<u8>>, token: Option<&str>) -> Result<Self, String> {
-        let token = token
-            .map(|t| {
-                MetadataValue::try_from(format!("Bearer {t}"))
-                    .map_err(|_| "the token must be visible ASCII characters".to_string())
-            })
-            .transpose()?;
-        Ok(ClientOptions {
-            ca_pem: ca_pem.map(Arc::new),
-            token,
-        })
-    }
-
-    /// `https://host:port` when a CA is configured, else `http://host:port`: how coordinators
-    /// dial each other's `raft_addr`.
-    pub fn url(&self, host_port: &str) -> String {
-        let scheme = if self.ca_pem.is_some() { "https" } else { "http" };
-        format!("{scheme}://{host_port}")
-    }
-
-    /// An endpoint for `url`, with TLS (verified against the CA) when it is `https://`.
-    pub fn endpoint(&self, url: &str) -> Result<Endpoint, tonic::transport::Error> {
-        let ep = Endpoint::from_shared(url.to_string())?;
-        if !url.starts_with("https://") {
-            return Ok(ep);
-        }
-        let mut tls = ClientTlsConfig::new();
-        if let Some(ca) = &self.ca_pem {
-            tls = tls.ca_certificate(Certificate::from_pem(ca.as_slice()));
-        }
-        ep.tls_config(tls)
-    }
-
-    /// A request carrying the token.
-    pub fn request<T>(&self, message: T) -> Request<T> {
-        let mut r = Request::new(message);
-        if let Some(t) = &self.token {
-            r.metadata_mut().insert("authorization", t.clone());
-        }
-        r
-    }
-}
+/// How a client reaches `raft.listen` (CA, bearer token); lives in `tailsift-proto` with the
+/// other client code.
+pub use tailsift_proto::client::{ClientOptions, InvalidToken};

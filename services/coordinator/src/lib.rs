@@ -7,7 +7,8 @@
 //!
 //! * Raft log, vote and snapshots are kept on disk in `data_dir` ([`store`]); a node restarted
 //!   with its data directory rejoins from it and never bootstraps again.
-//! * Raft RPCs travel over gRPC ([`network`]); writes sent to a follower are forwarded to the
+//! * Raft RPCs travel over gRPC ([`network`]; the services and messages are defined in `proto/`
+//!   and generated into `tailsift-proto`); writes sent to a follower are forwarded to the
 //!   leader over the same service.
 //! * The admin API ([`admin`]) validates policies with the policy crate before anything is
 //!   proposed, so an invalid document never reaches the log.
@@ -193,7 +194,7 @@ pub async fn run(cfg: CoordinatorConfig, listeners: Listeners, shutdown: Cancell
         .map(|t| tls::read_ca("raft.tls.ca_file", &t.ca_file))
         .transpose()?;
     let peers = grpc::ClientOptions::new(ca, r.cluster_token.as_deref())
-        .map_err(|e| tailsift_config::ConfigError::invalid("raft.cluster_token", e))?;
+        .map_err(|e| tailsift_config::ConfigError::invalid("raft.cluster_token", e.to_string()))?;
     let admin_tls = cfg.admin.tls.as_ref().map(tls::admin_server_config).transpose()?;
     if r.cluster_token.is_none() {
         tracing::warn!(
@@ -214,12 +215,12 @@ pub async fn run(cfg: CoordinatorConfig, listeners: Listeners, shutdown: Cancell
     let grpc = tokio::spawn(
         server
             .add_service(grpc::Guarded::raft(
-                RaftService::new(raft.clone()),
+                RaftService::new(raft.clone()).server(),
                 r.cluster_token.clone(),
                 cfg.node_id,
             ))
             .add_service(grpc::Guarded::watch(
-                watch::WatchService::with_workers(view.clone(), workers.clone()),
+                watch::server(watch::WatchService::with_workers(view.clone(), workers.clone())),
                 cfg.admin.tokens.clone(),
                 cfg.node_id,
                 workers.clone(),

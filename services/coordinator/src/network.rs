@@ -1,17 +1,14 @@
-//! Raft RPCs over gRPC: service `tailsift.coordinator.v1.Raft` (see `proto/coordinator.proto`),
-//! written by hand with prost messages. Each method carries an openraft request or response as
-//! JSON in a `bytes` field, so the wire format follows openraft's own serde types exactly.
+//! Raft RPCs over gRPC: service `tailsift.coordinator.v1.Raft`, defined in
+//! `proto/tailsift/coordinator/v1/raft.proto` and generated into `tailsift-proto`. Each method
+//! carries an openraft request or response as JSON in a `bytes` field, so the wire format follows
+//! openraft's own serde types exactly.
 //! `Forward` lets a follower hand a client write to the leader.
 //!
 //! Peers are dialed with [`ClientOptions`]: `https://` and the `raft.tls.ca_file` CA when
 //! `raft.tls` is set, and `raft.cluster_token` on every call when set (checked by
 //! [`crate::grpc::Guarded`] on the receiving side).
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
@@ -22,27 +19,27 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tonic::codegen::http::uri::PathAndQuery;
+use tailsift_proto::v1::raft_client::RaftClient;
+use tailsift_proto::v1::raft_server::RaftServer;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
-use tonic_prost::ProstCodec;
 
 use crate::grpc::ClientOptions;
 use crate::state::{Command, CommandResult};
 use crate::types::{Node, NodeId, Raft, TypeConfig};
 
 /// The single message type of the Raft service: a JSON-encoded openraft value.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct RaftMessage {
-    #[prost(bytes = "vec", tag = "1")]
-    pub data: Vec<u8>,
-}
+pub use tailsift_proto::v1::RaftMessage;
+pub use tailsift_proto::RAFT_SERVICE as SERVICE;
 
-pub const SERVICE: &str = "tailsift.coordinator.v1.Raft";
-const APPEND: &str = "/tailsift.coordinator.v1.Raft/AppendEntries";
-const VOTE: &str = "/tailsift.coordinator.v1.Raft/Vote";
-const SNAPSHOT: &str = "/tailsift.coordinator.v1.Raft/InstallSnapshot";
-const FORWARD: &str = "/tailsift.coordinator.v1.Raft/Forward";
+/// The methods of the service.
+#[derive(Debug, Clone, Copy)]
+enum Method {
+    Append,
+    Vote,
+    Snapshot,
+    Forward,
+}
 
 /// The leader's answer to a forwarded write.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,7 +63,7 @@ fn decode<T: DeserializeOwned>(m: &RaftMessage) -> Result<T, Status> {
 // ---------------------------------------------------------------------------------------------
 // Server
 
-/// The tonic service. Cheap to clone.
+/// The server side of the service (the generated trait). Cheap to clone.
 #[derive(Clone)]
 pub struct RaftService {
     raft: Raft,
@@ -76,42 +73,45 @@ impl RaftService {
     pub fn new(raft: Raft) -> Self {
         RaftService { raft }
     }
+
+    /// The gRPC server as mounted on `raft.listen`: messages of up to 64 MiB both ways.
+    pub fn server(self) -> RaftServer<RaftService> {
+        RaftServer::new(self)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
 }
 
-impl tonic::server::NamedService for RaftService {
-    const NAME: &'static str = SERVICE;
-}
+#[tonic::async_trait]
+impl tailsift_proto::v1::raft_server::Raft for RaftService {
+    async fn append_entries(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let m = request.into_inner();
+        let r = self
+            .raft
+            .append_entries(decode::<AppendEntriesRequest<TypeConfig>>(&m)?)
+            .await;
+        Ok(Response::new(encode(&r)?))
+    }
 
-struct Method {
-    raft: Raft,
-    path: &'static str,
-}
+    async fn vote(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let m = request.into_inner();
+        let r = self.raft.vote(decode::<VoteRequest<NodeId>>(&m)?).await;
+        Ok(Response::new(encode(&r)?))
+    }
 
-impl tonic::server::UnaryService<RaftMessage> for Method {
-    type Response = RaftMessage;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<RaftMessage>, Status>> + Send>>;
+    async fn install_snapshot(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let m = request.into_inner();
+        let r = self
+            .raft
+            .install_snapshot(decode::<InstallSnapshotRequest<TypeConfig>>(&m)?)
+            .await;
+        Ok(Response::new(encode(&r)?))
+    }
 
-    fn call(&mut self, request: Request<RaftMessage>) -> Self::Future {
-        let raft = self.raft.clone();
-        let path = self.path;
-        Box::pin(async move {
-            let m = request.into_inner();
-            let reply = match path {
-                APPEND => encode(
-                    &raft
-                        .append_entries(decode::<AppendEntriesRequest<TypeConfig>>(&m)?)
-                        .await,
-                )?,
-                VOTE => encode(&raft.vote(decode::<VoteRequest<NodeId>>(&m)?).await)?,
-                SNAPSHOT => encode(
-                    &raft
-                        .install_snapshot(decode::<InstallSnapshotRequest<TypeConfig>>(&m)?)
-                        .await,
-                )?,
-                _ => encode(&forwarded_write(&raft, decode::<Command>(&m)?).await)?,
-            };
-            Ok(Response::new(reply))
-        })
+    async fn forward(&self, request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let m = request.into_inner();
+        let r = forwarded_write(&self.raft, decode::<Command>(&m)?).await;
+        Ok(Response::new(encode(&r)?))
     }
 }
 
@@ -131,37 +131,6 @@ async fn forwarded_write(raft: &Raft, cmd: Command) -> ForwardReply {
             leader: f.leader_id.zip(f.leader_node),
         },
         Err(e) => ForwardReply::Failed { message: e.to_string() },
-    }
-}
-
-type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-impl tower_service::Service<http::Request<tonic::body::Body>> for RaftService {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        let path = match req.uri().path() {
-            APPEND => APPEND,
-            VOTE => VOTE,
-            SNAPSHOT => SNAPSHOT,
-            FORWARD => FORWARD,
-            other => {
-                let msg = format!("unknown method {other}");
-                return Box::pin(async move { Ok(Status::unimplemented(msg).into_http()) });
-            }
-        };
-        let raft = self.raft.clone();
-        Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(ProstCodec::<RaftMessage, RaftMessage>::default())
-                .apply_max_message_size_config(Some(64 << 20), Some(64 << 20));
-            Ok(grpc.unary(Method { raft, path }, req).await)
-        })
     }
 }
 
@@ -191,28 +160,29 @@ impl Peer {
 
     async fn call<Req: Serialize, Resp: DeserializeOwned>(
         &self,
-        path: &'static str,
+        method: Method,
         req: &Req,
         timeout: Duration,
     ) -> Result<Resp, RpcFailure> {
-        let msg = encode(req).map_err(RpcFailure::Local)?;
-        let mut grpc = tonic::client::Grpc::new(self.channel.clone());
+        let msg = self.options.request(encode(req).map_err(RpcFailure::Local)?);
+        let mut client = RaftClient::new(self.channel.clone());
         let fut = async {
-            grpc.ready().await.map_err(|e| RpcFailure::Unreachable(e.to_string()))?;
-            let codec = ProstCodec::<RaftMessage, RaftMessage>::default();
-            let resp = grpc
-                .unary(self.options.request(msg), PathAndQuery::from_static(path), codec)
-                .await
-                .map_err(|s| {
-                    if matches!(
-                        s.code(),
-                        tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
-                    ) {
-                        RpcFailure::Unreachable(s.to_string())
-                    } else {
-                        RpcFailure::Local(s)
-                    }
-                })?;
+            let resp = match method {
+                Method::Append => client.append_entries(msg).await,
+                Method::Vote => client.vote(msg).await,
+                Method::Snapshot => client.install_snapshot(msg).await,
+                Method::Forward => client.forward(msg).await,
+            }
+            .map_err(|s| {
+                if matches!(
+                    s.code(),
+                    tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+                ) {
+                    RpcFailure::Unreachable(s.to_string())
+                } else {
+                    RpcFailure::Local(s)
+                }
+            })?;
             decode::<Resp>(resp.get_ref()).map_err(RpcFailure::Local)
         };
         tokio::time::timeout(timeout, fut)
@@ -222,7 +192,9 @@ impl Peer {
 
     /// Sends a write to the leader.
     pub async fn forward(&self, cmd: &Command, timeout: Duration) -> Result<ForwardReply, String> {
-        self.call(FORWARD, cmd, timeout).await.map_err(|e| e.to_string())
+        self.call(Method::Forward, cmd, timeout)
+            .await
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -264,7 +236,7 @@ pub struct Connection {
 impl Connection {
     async fn send<Req, Resp, E>(
         &self,
-        path: &'static str,
+        method: Method,
         req: &Req,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<NodeId, Node, RaftError<NodeId, E>>>
@@ -277,7 +249,8 @@ impl Connection {
             .peer
             .as_ref()
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e.clone()))))?;
-        let r: Result<Resp, RaftError<NodeId, E>> = peer.call(path, req, option.hard_ttl()).await.map_err(rpc_error)?;
+        let r: Result<Resp, RaftError<NodeId, E>> =
+            peer.call(method, req, option.hard_ttl()).await.map_err(rpc_error)?;
         r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -299,7 +272,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        self.send(APPEND, &rpc, &option).await
+        self.send(Method::Append, &rpc, &option).await
     }
 
     async fn install_snapshot(
@@ -307,7 +280,7 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>> {
-        self.send(SNAPSHOT, &rpc, &option).await
+        self.send(Method::Snapshot, &rpc, &option).await
     }
 
     async fn vote(
@@ -315,6 +288,6 @@ impl RaftNetwork<TypeConfig> for Connection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId>>> {
-        self.send(VOTE, &rpc, &option).await
+        self.send(Method::Vote, &rpc, &option).await
     }
 }

@@ -89,30 +89,9 @@ impl Default for ClusterSettings {
     }
 }
 
-/// Sampler settings that are safe to change while workers run. `None` (the default): each worker
-/// keeps the value from its own configuration file.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SamplerSettings {
-    /// `decision.decision_wait`: the longest a trace is buffered after its first span.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decision_wait_ms: Option<u64>,
-    /// `decision.send_delay`: the wait after the root span before deciding.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub send_delay_ms: Option<u64>,
-    /// `memory.soft_limit_bytes`: above it the oldest traces are decided early.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub soft_limit_bytes: Option<u64>,
-    /// `memory.hard_limit_bytes`: above it stress relief decides span by span.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hard_limit_bytes: Option<u64>,
-    /// `memory.stress_probability`: the fraction kept under stress relief, 0 to 1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stress_probability: Option<f64>,
-}
-
-// `stress_probability` is validated to be a finite number in 0..=1, so equality is total.
-impl Eq for SamplerSettings {}
+/// Sampler settings that are safe to change while workers run (streamed to the workers as JSON,
+/// so the type is part of the contract in `tailsift-proto`).
+pub use tailsift_proto::SamplerSettings;
 
 impl ClusterSettings {
     /// Checks every value; the error names the key.

@@ -1,6 +1,6 @@
 //! TLS (rustls with the ring provider) for the admin port (`admin.tls`) and the Raft/Watch gRPC
 //! port (`raft.tls`), and the client side used by the Raft network, the forwarding of writes and
-//! the samplers' watch ([`crate::grpc::ClientOptions`]).
+//! the samplers' watch (`tailsift_proto::ClientOptions`).
 //!
 //! Certificates and keys are PEM files. They are read once at startup (a replaced certificate
 //! takes effect on restart); `validate()` reads them too, so a bad file is reported with its
@@ -82,12 +82,9 @@ pub(crate) fn check_server_files(section: &str, cert_file: &Path, key_file: &Pat
     server_config(section, cert_file, key_file, &[]).map(|_| ())
 }
 
-/// Reads a PEM file of CA certificates (at least one), returned as PEM for tonic.
-pub fn read_ca(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
-    let pem = read(key, path)?;
-    certs(key, path, &pem)?;
-    Ok(pem)
-}
+/// Reads a PEM file of CA certificates (at least one), returned as PEM for tonic (shared with
+/// the workers, in `tailsift-proto`).
+pub use tailsift_proto::tls::read_ca;
 
 /// The admin port's rustls configuration (HTTP/1.1).
 pub fn admin_server_config(t: &AdminTls) -> Result<Arc<rustls::ServerConfig>, ConfigError> {

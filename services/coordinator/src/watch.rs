@@ -12,76 +12,28 @@
 //! runs, in this node's memory only ([`Workers`], shown by `GET /v1/workers`); samplers report to
 //! every coordinator after each version they apply and on every new watch.
 //!
-//! Messages are plain protobuf (hand-written prost types, see below), so any gRPC client can
-//! watch; [`watch`] is the Rust client used by the samplers.
+//! The service and its messages are defined in `proto/tailsift/coordinator/v1/watch.proto` and
+//! generated into the `tailsift-proto` crate; [`WatchService`] implements the generated server
+//! trait. The Rust client the samplers use is [`tailsift_proto::client`] (re-exported here as
+//! [`watch`] and [`report_applied`]).
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use tokio::sync::watch;
-use tonic::codegen::http::uri::PathAndQuery;
 use tonic::{Request, Response, Status};
-use tonic_prost::ProstCodec;
 
-use crate::grpc::ClientOptions;
 use crate::state::PolicyFormat;
 use crate::store::View;
+use tailsift_proto::DocumentFormat;
 
-pub const SERVICE: &str = "tailsift.coordinator.v1.Watch";
-const WATCH: &str = "/tailsift.coordinator.v1.Watch/Watch";
-const REPORT: &str = "/tailsift.coordinator.v1.Watch/ReportApplied";
+pub use tailsift_proto::client::{report_applied, watch, WatchError};
+pub use tailsift_proto::v1::{AppliedReport, PolicyUpdate, ReportAck, RuleCount, WatchRequest};
+pub use tailsift_proto::WATCH_SERVICE as SERVICE;
 
 /// Workers remembered per node; the least recently reporting is forgotten beyond this.
 pub const MAX_WORKERS: usize = 10_000;
-
-/// A worker's report of the version it applies (and, while a shadow policy is set, what the
-/// shadow would have kept).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct AppliedReport {
-    #[prost(string, tag = "1")]
-    pub worker_id: String,
-    #[prost(uint64, tag = "2")]
-    pub version: u64,
-    /// The shadow revision the counts below are for (0: no shadow evaluated).
-    #[prost(uint64, tag = "3")]
-    pub shadow_revision: u64,
-    /// Traces decided by the live policy and evaluated by the shadow since it was applied.
-    #[prost(uint64, tag = "4")]
-    pub shadow_traces: u64,
-    /// Of those, how many the shadow would keep.
-    #[prost(uint64, tag = "5")]
-    pub shadow_kept: u64,
-    /// Of those, how many the live policy kept.
-    #[prost(uint64, tag = "6")]
-    pub live_kept: u64,
-    /// Of those, how many both kept.
-    #[prost(uint64, tag = "7")]
-    pub both_kept: u64,
-    /// Shadow keeps by the shadow rule (policy name) that kept.
-    #[prost(message, repeated, tag = "8")]
-    pub shadow_by_policy: Vec<RuleCount>,
-    /// The live settings revision the worker applies.
-    #[prost(uint64, tag = "9")]
-    pub settings_revision: u64,
-}
-
-/// Traces kept by one rule.
-#[derive(Clone, PartialEq, Eq, prost::Message, serde::Serialize)]
-pub struct RuleCount {
-    #[prost(string, tag = "1")]
-    pub policy: String,
-    #[prost(uint64, tag = "2")]
-    pub kept: u64,
-}
-
-/// The (empty) answer to a report.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ReportAck {}
 
 /// What a shadow policy would have done on one worker.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Default)]
@@ -181,134 +133,77 @@ impl Workers {
     }
 }
 
-/// The request: the version the client already has (`0`: none).
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct WatchRequest {
-    #[prost(uint64, tag = "1")]
-    pub from_version: u64,
-}
-
-/// One policy version, complete: what a sampler needs to apply it.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct PolicyUpdate {
-    #[prost(uint64, tag = "1")]
-    pub version: u64,
-    /// `yaml`, `json` or `otel_tail_sampling` (the admin API's format names).
-    #[prost(string, tag = "2")]
-    pub format: String,
-    /// The document exactly as submitted to the admin API.
-    #[prost(string, tag = "3")]
-    pub document: String,
-    /// The hash seed in force for this version.
-    #[prost(uint64, tag = "4")]
-    pub seed: u64,
-    #[prost(uint64, tag = "5")]
-    pub seed_epoch: u64,
-    /// The Raft log index this node had applied when it sent the update.
-    #[prost(uint64, tag = "6")]
-    pub applied_index: u64,
-    /// When the version was accepted by the admin API, Unix milliseconds (propagation lag).
-    #[prost(uint64, tag = "7")]
-    pub time_unix_ms: u64,
-    /// The shadow policy's revision (0: never set); changes with every set or clear.
-    #[prost(uint64, tag = "8")]
-    pub shadow_revision: u64,
-    /// The shadow policy's format; empty when no shadow is set.
-    #[prost(string, tag = "9")]
-    pub shadow_format: String,
-    /// The shadow policy document; empty when no shadow is set.
-    #[prost(string, tag = "10")]
-    pub shadow_document: String,
-    /// The cluster settings' revision (0: never set).
-    #[prost(uint64, tag = "11")]
-    pub settings_revision: u64,
-    /// The live sampler settings as JSON (`SamplerSettings`); empty when never set.
-    #[prost(string, tag = "12")]
-    pub settings_json: String,
-}
-
-impl PolicyUpdate {
-    /// The update for the view's current state: policy version (0 and an empty document before
-    /// the first one), shadow policy and live settings; `None` while nothing is set.
-    pub fn current(view: &View) -> Option<PolicyUpdate> {
-        let r = &view.registry;
-        let mut u = match r.current() {
-            Some(_) => Self::policy(view)?,
-            None if r.shadow_revision == 0 && r.settings_revision == 0 => return None,
-            None => PolicyUpdate {
-                format: format_name(PolicyFormat::Yaml).to_string(),
-                applied_index: view.last_applied.map_or(0, |l| l.index),
-                ..Default::default()
-            },
-        };
-        u.shadow_revision = r.shadow_revision;
-        if let Some(s) = &r.shadow {
-            u.shadow_format = format_name(s.format).to_string();
-            u.shadow_document = s.document.clone();
-        }
-        u.settings_revision = r.settings_revision;
-        if r.settings_revision > 0 {
-            u.settings_json = serde_json::to_string(&r.settings.sampler).unwrap_or_default();
-        }
-        Some(u)
-    }
-
-    /// The live sampler settings carried by this update (`None`: never set).
-    pub fn sampler_settings(&self) -> Result<Option<crate::state::SamplerSettings>, String> {
-        if self.settings_json.is_empty() {
-            return Ok(None);
-        }
-        serde_json::from_str(&self.settings_json)
-            .map(Some)
-            .map_err(|e| format!("settings: {e}"))
-    }
-
-    /// What the watcher compares to tell a new update from one it has.
-    fn revision(&self) -> (u64, u64, u64) {
-        (self.version, self.shadow_revision, self.settings_revision)
-    }
-
-    fn policy(view: &View) -> Option<PolicyUpdate> {
-        let p = view.registry.current()?;
-        let seeds = &view.registry.seeds;
-        // A version always carries the seed epoch in force when it was published: the current one.
-        let seed = if seeds.current.epoch == p.seed_epoch {
-            seeds.current.seed
-        } else {
-            seeds
-                .next
-                .filter(|n| n.epoch == p.seed_epoch)
-                .map_or(seeds.current.seed, |n| n.seed)
-        };
-        Some(PolicyUpdate {
-            version: p.version,
-            format: format_name(p.format).to_string(),
-            document: p.document.clone(),
-            seed,
-            seed_epoch: p.seed_epoch,
+/// The update for the view's current state: policy version (0 and an empty document before the
+/// first one), shadow policy and live settings; `None` while nothing is set.
+pub fn current_update(view: &View) -> Option<PolicyUpdate> {
+    let r = &view.registry;
+    let mut u = match r.current() {
+        Some(_) => policy_update(view)?,
+        None if r.shadow_revision == 0 && r.settings_revision == 0 => return None,
+        None => PolicyUpdate {
+            format: format_name(PolicyFormat::Yaml).to_string(),
             applied_index: view.last_applied.map_or(0, |l| l.index),
-            time_unix_ms: p.time_unix_ms,
             ..Default::default()
-        })
+        },
+    };
+    u.shadow_revision = r.shadow_revision;
+    if let Some(s) = &r.shadow {
+        u.shadow_format = format_name(s.format).to_string();
+        u.shadow_document = s.document.clone();
     }
-
-    /// The stored format of the document.
-    pub fn policy_format(&self) -> Result<PolicyFormat, String> {
-        match self.format.as_str() {
-            "yaml" => Ok(PolicyFormat::Yaml),
-            "json" => Ok(PolicyFormat::Json),
-            "otel_tail_sampling" => Ok(PolicyFormat::OtelTailSampling),
-            other => Err(format!("unknown policy format `{other}`")),
-        }
+    u.settings_revision = r.settings_revision;
+    if r.settings_revision > 0 {
+        u.settings_json = serde_json::to_string(&r.settings.sampler).unwrap_or_default();
     }
+    Some(u)
 }
 
+/// What the watcher compares to tell a new update from one it has.
+fn revision(u: &PolicyUpdate) -> (u64, u64, u64) {
+    (u.version, u.shadow_revision, u.settings_revision)
+}
+
+fn policy_update(view: &View) -> Option<PolicyUpdate> {
+    let p = view.registry.current()?;
+    let seeds = &view.registry.seeds;
+    // A version always carries the seed epoch in force when it was published: the current one.
+    let seed = if seeds.current.epoch == p.seed_epoch {
+        seeds.current.seed
+    } else {
+        seeds
+            .next
+            .filter(|n| n.epoch == p.seed_epoch)
+            .map_or(seeds.current.seed, |n| n.seed)
+    };
+    Some(PolicyUpdate {
+        version: p.version,
+        format: format_name(p.format).to_string(),
+        document: p.document.clone(),
+        seed,
+        seed_epoch: p.seed_epoch,
+        applied_index: view.last_applied.map_or(0, |l| l.index),
+        time_unix_ms: p.time_unix_ms,
+        ..Default::default()
+    })
+}
+
+/// The stored format of an update's document.
+pub fn policy_format(u: &PolicyUpdate) -> Result<PolicyFormat, tailsift_proto::UnknownFormat> {
+    Ok(match u.policy_format()? {
+        DocumentFormat::Yaml => PolicyFormat::Yaml,
+        DocumentFormat::Json => PolicyFormat::Json,
+        DocumentFormat::OtelTailSampling => PolicyFormat::OtelTailSampling,
+    })
+}
+
+/// The wire name of a stored format.
 pub fn format_name(f: PolicyFormat) -> &'static str {
     match f {
-        PolicyFormat::Yaml => "yaml",
-        PolicyFormat::Json => "json",
-        PolicyFormat::OtelTailSampling => "otel_tail_sampling",
+        PolicyFormat::Yaml => DocumentFormat::Yaml,
+        PolicyFormat::Json => DocumentFormat::Json,
+        PolicyFormat::OtelTailSampling => DocumentFormat::OtelTailSampling,
     }
+    .as_str()
 }
 
 type UpdateStream = Pin<Box<dyn Stream<Item = Result<PolicyUpdate, Status>> + Send>>;
@@ -324,9 +219,9 @@ pub fn updates(view: watch::Receiver<Arc<View>>, from_version: u64) -> impl Stre
             if !first && rx.changed().await.is_err() {
                 return None;
             }
-            let update = PolicyUpdate::current(&rx.borrow_and_update());
+            let update = current_update(&rx.borrow_and_update());
             if let Some(u) = update {
-                let r = u.revision();
+                let r = revision(&u);
                 let new = if first {
                     r.0 > sent.0 || r.1 > 0 || r.2 > 0
                 } else {
@@ -360,180 +255,41 @@ impl WatchService {
     }
 }
 
-struct ReportMethod {
-    workers: Workers,
-}
+#[tonic::async_trait]
+impl tailsift_proto::v1::watch_server::Watch for WatchService {
+    type WatchStream = UpdateStream;
 
-impl tonic::server::UnaryService<AppliedReport> for ReportMethod {
-    type Response = ReportAck;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ReportAck>, Status>> + Send>>;
-
-    fn call(&mut self, request: Request<AppliedReport>) -> Self::Future {
-        let workers = self.workers.clone();
-        Box::pin(async move {
-            let r = request.into_inner();
-            if r.worker_id.is_empty() || r.worker_id.len() > 256 {
-                return Err(Status::invalid_argument("worker_id must be 1 to 256 bytes"));
-            }
-            if r.shadow_by_policy.len() > 1000 {
-                return Err(Status::invalid_argument("at most 1000 shadow rule counts"));
-            }
-            workers.record_report(&r);
-            Ok(Response::new(ReportAck {}))
-        })
-    }
-}
-
-impl tonic::server::NamedService for WatchService {
-    const NAME: &'static str = SERVICE;
-}
-
-struct WatchMethod {
-    view: watch::Receiver<Arc<View>>,
-}
-
-impl tonic::server::ServerStreamingService<WatchRequest> for WatchMethod {
-    type Response = PolicyUpdate;
-    type ResponseStream = UpdateStream;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<UpdateStream>, Status>> + Send>>;
-
-    fn call(&mut self, request: Request<WatchRequest>) -> Self::Future {
-        let view = self.view.clone();
+    async fn watch(&self, request: Request<WatchRequest>) -> Result<Response<UpdateStream>, Status> {
         let from = request.get_ref().from_version;
-        Box::pin(async move {
-            let s: UpdateStream = Box::pin(updates(view, from).map(Ok));
-            Ok(Response::new(s))
-        })
-    }
-}
-
-impl tower_service::Service<http::Request<tonic::body::Body>> for WatchService {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+        let s: UpdateStream = Box::pin(updates(self.view.clone(), from).map(Ok));
+        Ok(Response::new(s))
     }
 
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        if req.uri().path() == REPORT {
-            let workers = self.workers.clone();
-            return Box::pin(async move {
-                let mut grpc = tonic::server::Grpc::new(ProstCodec::<ReportAck, AppliedReport>::default());
-                Ok(grpc.unary(ReportMethod { workers }, req).await)
-            });
+    async fn report_applied(&self, request: Request<AppliedReport>) -> Result<Response<ReportAck>, Status> {
+        let r = request.into_inner();
+        if r.worker_id.is_empty() || r.worker_id.len() > 256 {
+            return Err(Status::invalid_argument("worker_id must be 1 to 256 bytes"));
         }
-        if req.uri().path() != WATCH {
-            let msg = format!("unknown method {}", req.uri().path());
-            return Box::pin(async move { Ok(Status::unimplemented(msg).into_http()) });
+        if r.shadow_by_policy.len() > 1000 {
+            return Err(Status::invalid_argument("at most 1000 shadow rule counts"));
         }
-        let view = self.view.clone();
-        Box::pin(async move {
-            let mut grpc = tonic::server::Grpc::new(ProstCodec::<PolicyUpdate, WatchRequest>::default())
-                .apply_max_message_size_config(Some(1 << 20), Some(64 << 20));
-            Ok(grpc.server_streaming(WatchMethod { view }, req).await)
-        })
+        self.workers.record_report(&r);
+        Ok(Response::new(ReportAck {}))
     }
 }
 
-/// Why a watch could not be started.
-#[derive(Debug, thiserror::Error)]
-pub enum WatchError {
-    #[error("endpoint {endpoint}: {source}")]
-    Endpoint {
-        endpoint: String,
-        source: tonic::transport::Error,
-    },
-    #[error("{endpoint}: {message}")]
-    Failed { endpoint: String, message: String },
-}
-
-/// Connects to `endpoint` (`http://host:port` or `https://host:port`, a coordinator's
-/// `raft.listen`) and starts a watch, authenticated with `options`' token.
-pub async fn watch(
-    endpoint: &str,
-    options: &ClientOptions,
-    from_version: u64,
-    connect_timeout: Duration,
-) -> Result<tonic::Streaming<PolicyUpdate>, WatchError> {
-    let ep = options
-        .endpoint(endpoint)
-        .map_err(|source| WatchError::Endpoint {
-            endpoint: endpoint.to_string(),
-            source,
-        })?
-        .connect_timeout(connect_timeout)
-        .http2_keep_alive_interval(Duration::from_secs(5))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true);
-    let fut = async {
-        let channel = ep.connect().await.map_err(|e| WatchError::Failed {
-            endpoint: endpoint.to_string(),
-            message: e.to_string(),
-        })?;
-        let mut grpc = tonic::client::Grpc::new(channel);
-        grpc.ready().await.map_err(|e| WatchError::Failed {
-            endpoint: endpoint.to_string(),
-            message: e.to_string(),
-        })?;
-        let codec = ProstCodec::<WatchRequest, PolicyUpdate>::default();
-        grpc.server_streaming(
-            options.request(WatchRequest { from_version }),
-            PathAndQuery::from_static(WATCH),
-            codec,
-        )
-        .await
-        .map(|r| r.into_inner())
-        .map_err(|s| WatchError::Failed {
-            endpoint: endpoint.to_string(),
-            message: s.to_string(),
-        })
-    };
-    tokio::time::timeout(connect_timeout * 2, fut)
-        .await
-        .map_err(|_| WatchError::Failed {
-            endpoint: endpoint.to_string(),
-            message: "no answer in time".into(),
-        })?
-}
-
-/// Tells the coordinator at `endpoint` which version a worker applies (`report`).
-pub async fn report_applied(
-    endpoint: &str,
-    options: &ClientOptions,
-    report: AppliedReport,
-    timeout: Duration,
-) -> Result<(), WatchError> {
-    let failed = |message: String| WatchError::Failed {
-        endpoint: endpoint.to_string(),
-        message,
-    };
-    let ep = options
-        .endpoint(endpoint)
-        .map_err(|source| WatchError::Endpoint {
-            endpoint: endpoint.to_string(),
-            source,
-        })?
-        .connect_timeout(timeout)
-        .timeout(timeout);
-    let fut = async {
-        let channel = ep.connect().await.map_err(|e| failed(e.to_string()))?;
-        let mut grpc = tonic::client::Grpc::new(channel);
-        grpc.ready().await.map_err(|e| failed(e.to_string()))?;
-        let codec = ProstCodec::<AppliedReport, ReportAck>::default();
-        grpc.unary(options.request(report), PathAndQuery::from_static(REPORT), codec)
-            .await
-            .map(|_| ())
-            .map_err(|s| failed(s.to_string()))
-    };
-    tokio::time::timeout(timeout * 2, fut)
-        .await
-        .map_err(|_| failed("no answer in time".into()))?
+/// The gRPC server for `service` as mounted on `raft.listen`: requests of at most 1 MiB, updates
+/// of up to 64 MiB.
+pub fn server(service: WatchService) -> tailsift_proto::v1::watch_server::WatchServer<WatchService> {
+    tailsift_proto::v1::watch_server::WatchServer::new(service)
+        .max_decoding_message_size(1 << 20)
+        .max_encoding_message_size(64 << 20)
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::state::{Command, Registry};
 

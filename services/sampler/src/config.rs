@@ -356,14 +356,14 @@ pub struct CoordinatorTls {
 
 impl CoordinatorConfig {
     /// The gRPC client options (CA, token) of the coordinator watch.
-    pub fn client_options(&self) -> Result<tailsift_coordinator::grpc::ClientOptions, ConfigError> {
+    pub fn client_options(&self) -> Result<tailsift_proto::ClientOptions, ConfigError> {
         let ca = self
             .tls
             .as_ref()
-            .map(|t| tailsift_coordinator::tls::read_ca("coordinator.tls.ca_file", &t.ca_file))
+            .map(|t| tailsift_proto::tls::read_ca("coordinator.tls.ca_file", &t.ca_file))
             .transpose()?;
-        tailsift_coordinator::grpc::ClientOptions::new(ca, self.token.as_deref())
-            .map_err(|e| ConfigError::invalid("coordinator.token", e))
+        tailsift_proto::ClientOptions::new(ca, self.token.as_deref())
+            .map_err(|e| ConfigError::invalid("coordinator.token", e.to_string()))
     }
 }
 

@@ -1,7 +1,7 @@
 //! Policy versions from the coordinators (`coordinator.endpoints`).
 //!
-//! The worker watches one coordinator (`tailsift.coordinator.v1.Watch`, see
-//! `tailsift_coordinator::watch`) from the version it has; when the stream fails or ends it moves
+//! The worker watches one coordinator (`tailsift.coordinator.v1.Watch`, defined in
+//! `proto/tailsift/coordinator/v1/watch.proto`; client in `tailsift_proto::client`) from the version it has; when the stream fails or ends it moves
 //! to the next endpoint, round robin, pausing `coordinator.retry_interval` after a full round.
 //! Each version received is compiled with the policy crate (native YAML/JSON or the OTel
 //! `tail_sampling` format, as stored by the coordinator) and swapped in with
@@ -20,12 +20,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use tailsift_coordinator::grpc::ClientOptions;
-use tailsift_coordinator::watch::PolicyUpdate;
+use tailsift_proto::v1::{AppliedReport, PolicyUpdate, RuleCount};
+use tailsift_proto::{ClientOptions, DocumentFormat, SamplerSettings};
 use tokio_util::sync::CancellationToken;
-
-use tailsift_coordinator::state::SamplerSettings;
-use tailsift_coordinator::watch::{AppliedReport, RuleCount};
 
 use crate::config::CoordinatorConfig;
 use crate::engine::{ActivePolicy, Engine, LiveSettings, ShadowPolicy};
@@ -103,11 +100,17 @@ impl StoredShadow {
 
 /// Parses, validates and compiles a document stored by the coordinators in `format`.
 fn compile_document(format: &str, document: &str) -> Result<tailsift_policy::PolicyEngine, String> {
-    let update = PolicyUpdate {
-        format: format.to_string(),
-        ..Default::default()
-    };
-    let doc = update.policy_format()?.check(document).map_err(|e| e.to_string())?;
+    use tailsift_policy::PolicyDocument;
+    let format: DocumentFormat = format
+        .parse()
+        .map_err(|e: tailsift_proto::UnknownFormat| e.to_string())?;
+    let doc = match format {
+        DocumentFormat::Yaml => PolicyDocument::from_yaml(document),
+        DocumentFormat::Json => PolicyDocument::from_json(document),
+        DocumentFormat::OtelTailSampling => PolicyDocument::from_otel_tail_sampling_yaml(document),
+    }
+    .map_err(|e| e.to_string())?;
+    doc.validate().map_err(|e| e.to_string())?;
     tailsift_policy::PolicyEngine::compile(&doc).map_err(|e| e.to_string())
 }
 
@@ -198,7 +201,7 @@ fn report(cfg: &CoordinatorConfig, options: &ClientOptions, report: AppliedRepor
     for endpoint in cfg.endpoints.clone() {
         let (report, timeout, options) = (report.clone(), cfg.connect_timeout, options.clone());
         tokio::spawn(async move {
-            if let Err(e) = tailsift_coordinator::watch::report_applied(&endpoint, &options, report, timeout).await {
+            if let Err(e) = tailsift_proto::client::report_applied(&endpoint, &options, report, timeout).await {
                 tracing::debug!(error = %e, "applied version not reported");
             }
         });
@@ -403,7 +406,7 @@ pub async fn run<W: Fn(&mut dyn FnMut(&mut Engine)) + Send>(
         next += 1;
         let stream = tokio::select! {
             _ = shutdown.cancelled() => return,
-            s = tailsift_coordinator::watch::watch(&endpoint, &options, state.stored.version, cfg.connect_timeout) => s,
+            s = tailsift_proto::client::watch(&endpoint, &options, state.stored.version, cfg.connect_timeout) => s,
         };
         match stream {
             Ok(mut stream) => {

@@ -20,8 +20,19 @@ use tokio::sync::mpsc;
 use crate::decisions;
 use crate::engine::{self, Engine, Output};
 
+/// Why a source could not deliver, commit or pause.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("partition {0} does not exist")]
+    NoSuchPartition(i32),
+    #[error("the in-process log was dropped")]
+    LogClosed,
+}
+
 /// Commits `(partition, next offset to read)` pairs, waiting for the acknowledgement.
-pub(crate) type CommitOffsets<'a> = dyn Fn(&[(i32, i64)]) -> Result<(), crate::source::SourceError> + 'a;
+pub(crate) type CommitOffsets<'a> = dyn Fn(&[(i32, i64)]) -> Result<(), SourceError> + 'a;
 
 pub(crate) struct Shared {
     pub(crate) engine: Mutex<Engine>,

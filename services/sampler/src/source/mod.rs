@@ -9,16 +9,7 @@ use std::sync::Arc;
 
 use tailsift_kafka::memlog::MemLog;
 
-/// Why a source could not deliver, commit or pause.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("partition {0} does not exist")]
-    NoSuchPartition(i32),
-    #[error("the in-process log was dropped")]
-    LogClosed,
-}
+pub use crate::shared::SourceError;
 
 /// Where a sampler reads the spans log.
 #[derive(Clone)]

@@ -191,15 +191,14 @@ impl Peer {
     }
 
     /// Sends a write to the leader.
-    pub async fn forward(&self, cmd: &Command, timeout: Duration) -> Result<ForwardReply, String> {
-        self.call(Method::Forward, cmd, timeout)
-            .await
-            .map_err(|e| e.to_string())
+    pub async fn forward(&self, cmd: &Command, timeout: Duration) -> Result<ForwardReply, RpcFailure> {
+        self.call(Method::Forward, cmd, timeout).await
     }
 }
 
+/// Why a call to a peer failed.
 #[derive(Debug, thiserror::Error)]
-enum RpcFailure {
+pub enum RpcFailure {
     #[error("unreachable: {0}")]
     Unreachable(String),
     #[error("{0}")]

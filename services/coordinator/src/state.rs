@@ -93,43 +93,59 @@ impl Default for ClusterSettings {
 /// so the type is part of the contract in `tailsift-proto`).
 pub use tailsift_proto::SamplerSettings;
 
+/// An invalid cluster setting; the message starts with the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SettingsError(pub String);
+
 impl ClusterSettings {
     /// Checks every value; the error names the key.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), SettingsError> {
         if !(1..=1000).contains(&self.history_limit) {
-            return Err(format!("history_limit: must be 1 to 1000, got {}", self.history_limit));
+            return Err(SettingsError(format!(
+                "history_limit: must be 1 to 1000, got {}",
+                self.history_limit
+            )));
         }
         let s = &self.sampler;
         if let Some(w) = s.decision_wait_ms {
             if !(100..=3_600_000).contains(&w) {
-                return Err(format!("sampler.decision_wait_ms: must be 100 to 3600000, got {w}"));
+                return Err(SettingsError(format!(
+                    "sampler.decision_wait_ms: must be 100 to 3600000, got {w}"
+                )));
             }
         }
         if let Some(d) = s.send_delay_ms {
             if d > 600_000 {
-                return Err(format!("sampler.send_delay_ms: must be at most 600000, got {d}"));
+                return Err(SettingsError(format!(
+                    "sampler.send_delay_ms: must be at most 600000, got {d}"
+                )));
             }
             if let Some(w) = s.decision_wait_ms.filter(|w| d > *w) {
-                return Err(format!(
+                return Err(SettingsError(format!(
                     "sampler.send_delay_ms: {d} exceeds sampler.decision_wait_ms {w}"
-                ));
+                )));
             }
         }
         if let Some(b) = s.soft_limit_bytes {
             if b < 1 << 20 {
-                return Err(format!("sampler.soft_limit_bytes: must be at least 1048576, got {b}"));
+                return Err(SettingsError(format!(
+                    "sampler.soft_limit_bytes: must be at least 1048576, got {b}"
+                )));
             }
         }
         if let (Some(soft), Some(hard)) = (s.soft_limit_bytes, s.hard_limit_bytes) {
             if hard < soft {
-                return Err(format!(
+                return Err(SettingsError(format!(
                     "sampler.hard_limit_bytes: {hard} is below sampler.soft_limit_bytes {soft}"
-                ));
+                )));
             }
         }
         if let Some(p) = s.stress_probability {
             if !(0.0..=1.0).contains(&p) {
-                return Err(format!("sampler.stress_probability: must be 0 to 1, got {p}"));
+                return Err(SettingsError(format!(
+                    "sampler.stress_probability: must be 0 to 1, got {p}"
+                )));
             }
         }
         Ok(())
@@ -500,7 +516,7 @@ mod tests {
         let bad = |f: fn(&mut ClusterSettings)| {
             let mut s = ClusterSettings::default();
             f(&mut s);
-            s.validate().unwrap_err()
+            s.validate().unwrap_err().0
         };
         assert!(bad(|s| s.history_limit = 0).starts_with("history_limit"));
         assert!(bad(|s| s.sampler.decision_wait_ms = Some(5)).starts_with("sampler.decision_wait_ms"));

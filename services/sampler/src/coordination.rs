@@ -98,20 +98,26 @@ impl StoredShadow {
     }
 }
 
+/// Why a document from the coordinators could not be used.
+#[derive(Debug, thiserror::Error)]
+enum DocumentError {
+    #[error(transparent)]
+    Format(#[from] tailsift_proto::UnknownFormat),
+    #[error(transparent)]
+    Policy(#[from] tailsift_policy::PolicyError),
+}
+
 /// Parses, validates and compiles a document stored by the coordinators in `format`.
-fn compile_document(format: &str, document: &str) -> Result<tailsift_policy::PolicyEngine, String> {
+fn compile_document(format: &str, document: &str) -> Result<tailsift_policy::PolicyEngine, DocumentError> {
     use tailsift_policy::PolicyDocument;
-    let format: DocumentFormat = format
-        .parse()
-        .map_err(|e: tailsift_proto::UnknownFormat| e.to_string())?;
+    let format: DocumentFormat = format.parse()?;
     let doc = match format {
         DocumentFormat::Yaml => PolicyDocument::from_yaml(document),
         DocumentFormat::Json => PolicyDocument::from_json(document),
         DocumentFormat::OtelTailSampling => PolicyDocument::from_otel_tail_sampling_yaml(document),
-    }
-    .map_err(|e| e.to_string())?;
-    doc.validate().map_err(|e| e.to_string())?;
-    tailsift_policy::PolicyEngine::compile(&doc).map_err(|e| e.to_string())
+    }?;
+    doc.validate()?;
+    Ok(tailsift_policy::PolicyEngine::compile(&doc)?)
 }
 
 /// The engine's view of the coordinators' sampler settings.
@@ -130,7 +136,7 @@ impl StoredPolicy {
     pub fn compile(&self) -> Result<ActivePolicy, CoordinationError> {
         let engine = compile_document(&self.format, &self.document).map_err(|message| CoordinationError::Invalid {
             version: self.version,
-            message,
+            message: message.to_string(),
         })?;
         Ok(ActivePolicy {
             version: self.version,

@@ -101,8 +101,25 @@ pub(crate) fn kafka_producer(kafka: &KafkaConfig, cfg: &ExportConfig) -> rdkafka
     c
 }
 
+/// Why an exporter could not be set up (bad configuration or resources); named by key.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("export.endpoint: {0}")]
+    Endpoint(String),
+    #[error("export HTTP client: {0}")]
+    HttpClient(#[source] reqwest::Error),
+    #[error("{0} kafka producer: {1}")]
+    Producer(&'static str, #[source] rdkafka::error::KafkaError),
+    #[error("export.output {}: {source}", path.display())]
+    Output {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 impl Exporter {
-    pub fn new(cfg: &ExportConfig, kafka: &KafkaConfig) -> Result<Self, String> {
+    pub fn new(cfg: &ExportConfig, kafka: &KafkaConfig) -> Result<Self, SetupError> {
         let headers: Vec<(String, String)> = cfg
             .headers
             .iter()
@@ -111,7 +128,7 @@ impl Exporter {
         let backend = match cfg.kind {
             ExportKind::OtlpGrpc => {
                 let ch = tonic::transport::Endpoint::from_shared(cfg.endpoint.clone())
-                    .map_err(|e| format!("export.endpoint: {e}"))?
+                    .map_err(|e| SetupError::Endpoint(e.to_string()))?
                     .timeout(cfg.timeout)
                     .connect_timeout(cfg.timeout)
                     .connect_lazy();
@@ -125,7 +142,7 @@ impl Exporter {
                 let client = reqwest::Client::builder()
                     .timeout(cfg.timeout)
                     .build()
-                    .map_err(|e| e.to_string())?;
+                    .map_err(SetupError::HttpClient)?;
                 let url = format!("{}/v1/traces", cfg.endpoint.trim_end_matches('/'));
                 Backend::Http {
                     client,
@@ -137,7 +154,7 @@ impl Exporter {
             ExportKind::Kafka => {
                 let producer = kafka_producer(kafka, cfg)
                     .create()
-                    .map_err(|e| format!("export kafka producer: {e}"))?;
+                    .map_err(|e| SetupError::Producer("export", e))?;
                 Backend::Kafka {
                     producer,
                     topic: cfg.kafka_topic.clone(),
@@ -149,13 +166,19 @@ impl Exporter {
                 } else {
                     let path = std::path::Path::new(&cfg.output);
                     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                        std::fs::create_dir_all(dir).map_err(|e| format!("export.output {}: {e}", dir.display()))?;
+                        std::fs::create_dir_all(dir).map_err(|e| SetupError::Output {
+                            path: dir.to_path_buf(),
+                            source: e,
+                        })?;
                     }
                     let file = std::fs::OpenOptions::new()
                         .create(true)
                         .append(true)
                         .open(path)
-                        .map_err(|e| format!("export.output {}: {e}", path.display()))?;
+                        .map_err(|e| SetupError::Output {
+                            path: path.to_path_buf(),
+                            source: e,
+                        })?;
                     Box::new(std::io::BufWriter::new(file))
                 };
                 let name = if cfg.output == "-" {

@@ -71,7 +71,7 @@ pub enum Error {
         source: tailsift_kafka::Error,
     },
     #[error("exporter: {0}")]
-    Export(String),
+    Export(#[from] export::SetupError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -274,7 +274,7 @@ pub async fn run_on(
     );
     engine.set_total_partitions(total_partitions);
     let (export_tx, export_rx) = mpsc::channel(cfg.export.queue_traces);
-    let exporter = export::Exporter::new(&cfg.export, &cfg.kafka).map_err(Error::Export)?;
+    let exporter = export::Exporter::new(&cfg.export, &cfg.kafka)?;
     let shared = Arc::new(Shared {
         engine: Mutex::new(engine),
         export_tx,

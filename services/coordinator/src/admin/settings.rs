@@ -55,7 +55,7 @@ pub struct SettingsWritten {
         (status = 400, description = "invalid body or setting (the error names the key)", body = ErrorBody),
         (status = 503, description = "no leader reachable", body = ErrorBody)))]
 pub async fn put_settings(State(s): State<AdminState>, Body(b): Body<SettingsBody>) -> Answer<SettingsWritten> {
-    b.settings.validate().map_err(AdminError::InvalidSettings)?;
+    b.settings.validate().map_err(|e| AdminError::InvalidSettings(e.0))?;
     let (h, w) = write(&s, Command::SetSettings { settings: b.settings }).await?;
     let body = SettingsWritten {
         settings: b.settings,

@@ -29,13 +29,13 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    pub fn new(cfg: &ExportConfig, kafka: &KafkaConfig) -> Result<Self, String> {
+    pub fn new(cfg: &ExportConfig, kafka: &KafkaConfig) -> Result<Self, super::SetupError> {
         let topic = match &cfg.dead_letter_topic {
             None => None,
             Some(topic) => {
                 let producer = super::kafka_producer(kafka, cfg)
                     .create()
-                    .map_err(|e| format!("dead-letter kafka producer: {e}"))?;
+                    .map_err(|e| super::SetupError::Producer("dead-letter", e))?;
                 Some((producer, topic.clone()))
             }
         };

@@ -30,16 +30,7 @@ fn read(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
 
 /// The certificates in a PEM file (at least one).
 fn certs(key: &str, path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| ConfigError::invalid(key, format!("{}: {e}", path.display())))?;
-    if certs.is_empty() {
-        return Err(ConfigError::invalid(
-            key,
-            format!("{}: no PEM CERTIFICATE found", path.display()),
-        ));
-    }
-    Ok(certs)
+    tailsift_proto::tls::pem_certs(key, path, pem)
 }
 
 fn private_key(key: &str, path: &Path, pem: &[u8]) -> Result<PrivateKeyDer<'static>, ConfigError> {

@@ -11,7 +11,13 @@ use tailsift_config::ConfigError;
 pub fn read_ca(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
     let pem =
         std::fs::read(path).map_err(|e| ConfigError::invalid(key, format!("cannot read {}: {e}", path.display())))?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
+    pem_certs(key, path, &pem)?;
+    Ok(pem)
+}
+
+/// The certificates in `pem` (read from `path`, named by `key` in errors): at least one.
+pub fn pem_certs(key: &str, path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ConfigError::invalid(key, format!("{}: {e}", path.display())))?;
     if certs.is_empty() {
@@ -20,7 +26,7 @@ pub fn read_ca(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
             format!("{}: no PEM CERTIFICATE found", path.display()),
         ));
     }
-    Ok(pem)
+    Ok(certs)
 }
 
 #[cfg(test)]

@@ -137,42 +137,64 @@ fn kafka_commit(
 /// The Kafka consumer group, polled by a thread of its own: librdkafka runs the rebalance
 /// callbacks (the graceful handover, which waits for exports, and the decisions preload, which
 /// reads a topic) on the thread that polls, and they may block for seconds; on a dedicated
-/// thread they never park a tokio worker. Records reach the run loop through a bounded channel.
+/// thread they never park a tokio worker. Records reach the run loop in batches (whatever the
+/// consumer has ready, up to [`POLL_BATCH`]) through a bounded channel, so a busy partition costs
+/// one thread handoff per batch, not per record.
 pub(crate) struct KafkaSource {
     pub(crate) consumer: Arc<BaseConsumer<Ctx>>,
     topic: String,
-    records: tokio::sync::Mutex<mpsc::Receiver<Result<SourceRecord, SourceError>>>,
+    records: tokio::sync::Mutex<Batches>,
     stop: Arc<AtomicBool>,
     poller: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-/// Records polled ahead of the run loop.
-const POLLED_AHEAD: usize = 256;
+type Polled = Result<SourceRecord, SourceError>;
+
+/// Batches from the polling thread, and what is left of the current one.
+struct Batches {
+    rx: mpsc::Receiver<Vec<Polled>>,
+    ready: std::collections::VecDeque<Polled>,
+}
+
+/// Most records handed over at once.
+const POLL_BATCH: usize = 512;
+/// Batches polled ahead of the run loop.
+const BATCHES_AHEAD: usize = 4;
 
 impl KafkaSource {
     pub(crate) fn start(consumer: BaseConsumer<Ctx>, topic: String) -> std::io::Result<KafkaSource> {
         let consumer = Arc::new(consumer);
         let stop = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = mpsc::channel(POLLED_AHEAD);
+        let (tx, rx) = mpsc::channel::<Vec<Polled>>(BATCHES_AHEAD);
         let poller = {
             let (consumer, stop) = (consumer.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("tailsift-consumer".into())
                 .spawn(move || {
+                    let convert = |r: Result<rdkafka::message::BorrowedMessage<'_>, rdkafka::error::KafkaError>| match r
+                    {
+                        Ok(m) => Ok(SourceRecord {
+                            partition: m.partition(),
+                            offset: m.offset(),
+                            timestamp_ms: m.timestamp().to_millis(),
+                            key: bytes::Bytes::copy_from_slice(m.key().unwrap_or_default()),
+                            value: bytes::Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+                        }),
+                        Err(e) => Err(SourceError::Kafka(e)),
+                    };
                     while !stop.load(Ordering::Acquire) {
-                        let item = match consumer.poll(Duration::from_millis(100)) {
-                            None => continue,
-                            Some(Ok(m)) => Ok(SourceRecord {
-                                partition: m.partition(),
-                                offset: m.offset(),
-                                timestamp_ms: m.timestamp().to_millis(),
-                                key: bytes::Bytes::copy_from_slice(m.key().unwrap_or_default()),
-                                value: bytes::Bytes::copy_from_slice(m.payload().unwrap_or_default()),
-                            }),
-                            Some(Err(e)) => Err(SourceError::Kafka(e)),
+                        let Some(first) = consumer.poll(Duration::from_millis(100)) else {
+                            continue;
                         };
+                        let mut batch = vec![convert(first)];
+                        while batch.len() < POLL_BATCH {
+                            match consumer.poll(Duration::ZERO) {
+                                Some(r) => batch.push(convert(r)),
+                                None => break,
+                            }
+                        }
                         // Fails once the run loop has stopped and closed the channel.
-                        if tx.blocking_send(item).is_err() {
+                        if tx.blocking_send(batch).is_err() {
                             break;
                         }
                     }
@@ -181,7 +203,10 @@ impl KafkaSource {
         Ok(KafkaSource {
             consumer,
             topic,
-            records: tokio::sync::Mutex::new(rx),
+            records: tokio::sync::Mutex::new(Batches {
+                rx,
+                ready: Default::default(),
+            }),
             stop,
             poller: Mutex::new(Some(poller)),
         })
@@ -190,8 +215,8 @@ impl KafkaSource {
     /// Stops the polling thread and waits for it (blocking: call off the runtime).
     fn stop_polling(&self) {
         self.stop.store(true, Ordering::Release);
-        if let Ok(mut rx) = self.records.try_lock() {
-            rx.close();
+        if let Ok(mut b) = self.records.try_lock() {
+            b.rx.close();
         }
         if let Some(t) = self.poller.lock().unwrap().take() {
             let _ = t.join();
@@ -201,9 +226,15 @@ impl KafkaSource {
 
 impl RecordSource for KafkaSource {
     async fn recv(&self) -> Result<SourceRecord, SourceError> {
-        match self.records.lock().await.recv().await {
-            Some(r) => r,
-            None => std::future::pending().await,
+        let mut b = self.records.lock().await;
+        loop {
+            if let Some(r) = b.ready.pop_front() {
+                return r;
+            }
+            match b.rx.recv().await {
+                Some(batch) => b.ready.extend(batch),
+                None => return std::future::pending().await,
+            }
         }
     }
 

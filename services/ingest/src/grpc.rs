@@ -92,22 +92,9 @@ impl tonic::server::UnaryService<Bytes> for Export {
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let pipeline = self.0.clone();
         Box::pin(async move {
-            charge_decoded(&request, request.get_ref().len(), Protocol::OtlpGrpc).await?;
-            let lease = request.extensions().get::<SharedLease>().cloned();
+            let mut lease = request_lease(&request, Protocol::OtlpGrpc, &pipeline).await?;
             let body = request.into_inner();
-            let mut own;
-            let mut guard;
-            let lease = match &lease {
-                Some(l) => {
-                    guard = l.lock().await;
-                    &mut *guard
-                }
-                None => {
-                    own = pipeline.lease();
-                    &mut own
-                }
-            };
-            match pipeline.export(Protocol::OtlpGrpc, &body, lease).await {
+            match pipeline.export(Protocol::OtlpGrpc, &body, lease.get()).await {
                 Ok(a) => {
                     let partial_success = (a.rejected_spans > 0).then(|| ExportTracePartialSuccess {
                         rejected_spans: a.rejected_spans as i64,
@@ -212,6 +199,35 @@ pub(crate) fn refused_status(protocol: Protocol, r: &crate::admission::Refused) 
         Refused::ReadTimeout(_) => Status::deadline_exceeded(r.to_string()),
         _ => Status::unavailable(r.to_string()),
     }
+}
+
+/// The lease a request's records are charged to: the one admission attached to the request
+/// (shared with its body), or a fresh one.
+pub(crate) enum RequestLease {
+    Shared(tokio::sync::OwnedMutexGuard<crate::admission::Lease>),
+    Own(crate::admission::Lease),
+}
+
+impl RequestLease {
+    pub(crate) fn get(&mut self) -> &mut crate::admission::Lease {
+        match self {
+            RequestLease::Shared(g) => g,
+            RequestLease::Own(l) => l,
+        }
+    }
+}
+
+/// Charges the decompressed message ([`charge_decoded`]) and takes the request's lease.
+pub(crate) async fn request_lease(
+    request: &Request<Bytes>,
+    protocol: Protocol,
+    pipeline: &Pipeline,
+) -> Result<RequestLease, Status> {
+    charge_decoded(request, request.get_ref().len(), protocol).await?;
+    Ok(match request.extensions().get::<SharedLease>().cloned() {
+        Some(l) => RequestLease::Shared(l.lock_owned().await),
+        None => RequestLease::Own(pipeline.lease()),
+    })
 }
 
 /// Charges the decompressed message of a compressed request (tonic decompressed it, at most

@@ -21,7 +21,7 @@ use tonic::codec::CompressionEncoding;
 use tonic::{Request, Status};
 
 use crate::admission::Admission;
-use crate::grpc::{admit, charge_decoded, RawRequestCodec, SharedLease};
+use crate::grpc::{admit, RawRequestCodec};
 use crate::pipeline::{IngestError, Pipeline, Protocol};
 use crate::receive::{receive, Decode, ReceiverState};
 
@@ -85,23 +85,10 @@ impl tonic::server::UnaryService<Bytes> for PostSpans {
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let pipeline = self.0.clone();
         Box::pin(async move {
-            charge_decoded(&request, request.get_ref().len(), Protocol::JaegerGrpc).await?;
-            let lease = request.extensions().get::<SharedLease>().cloned();
+            let mut lease = crate::grpc::request_lease(&request, Protocol::JaegerGrpc, &pipeline).await?;
             let body = request.into_inner();
-            let mut own;
-            let mut guard;
-            let lease = match &lease {
-                Some(l) => {
-                    guard = l.lock().await;
-                    &mut *guard
-                }
-                None => {
-                    own = pipeline.lease();
-                    &mut own
-                }
-            };
             match pipeline
-                .export_translated(Protocol::JaegerGrpc, jaeger::decode_post_spans(&body), lease)
+                .export_translated(Protocol::JaegerGrpc, jaeger::decode_post_spans(&body), lease.get())
                 .await
             {
                 Ok(_) => Ok(tonic::Response::new(PostSpansResponse {})),

@@ -185,25 +185,56 @@ async fn whole_traces_kept_by_policy_and_stamped() {
     ingest.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn late_spans_follow_the_decision() {
+/// A broker, an ingest node, an OTLP sink and one sampler running `policy` (YAML), with an
+/// OTLP/gRPC client of the ingest node; the tempdir holds the policy file.
+struct Pipeline {
+    _broker: Broker,
+    _dir: tempfile::TempDir,
+    ingest: IngestNode,
+    sink: Sink,
+    sampler: SamplerNode,
+    client: TraceServiceClient<tonic::transport::Channel>,
+}
+
+async fn pipeline(topic: &str, group: &str, policy_yaml: &str) -> Pipeline {
     let broker = Broker::start(Storage::Memory);
-    let topic = "s-late";
     let ingest = IngestNode::start(&broker.brokers(), topic, &[]).await;
     let (sink, endpoint) = Sink::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("errors.yaml");
-    std::fs::write(
-        &policy,
-        "policies:\n  - name: errors\n    status_code: { codes: [ERROR] }\n",
-    )
-    .unwrap();
-    let mut sets = sampler_sets(&broker.brokers(), topic, "g-late", &endpoint);
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, policy_yaml).unwrap();
+    let mut sets = sampler_sets(&broker.brokers(), topic, group, &endpoint);
     sets.push(("policy.file".into(), policy.display().to_string()));
     let sampler = SamplerNode::start(sets).await;
-    let mut client = TraceServiceClient::connect(format!("http://{}", ingest.grpc))
+    let client = TraceServiceClient::connect(format!("http://{}", ingest.grpc))
         .await
         .unwrap();
+    Pipeline {
+        _broker: broker,
+        _dir: dir,
+        ingest,
+        sink,
+        sampler,
+        client,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_spans_follow_the_decision() {
+    // `_broker` and `_dir` are bound (not `..`): they must live until the end of the test.
+    let Pipeline {
+        ingest,
+        sink,
+        sampler,
+        mut client,
+        _broker,
+        _dir,
+    } = pipeline(
+        "s-late",
+        "g-late",
+        "policies:\n  - name: errors\n    status_code: { codes: [ERROR] }\n",
+    )
+    .await;
 
     client.export(one_span(0xa1, 1, None, true)).await.unwrap(); // kept (error)
     client.export(one_span(0xb2, 1, None, false)).await.unwrap(); // dropped
@@ -529,23 +560,22 @@ async fn rate_limits_are_cluster_wide_across_workers() {
 async fn a_producer_an_hour_ahead_rushes_and_stalls_no_decision() {
     use prost::Message as _;
     use rdkafka::producer::{FutureProducer, FutureRecord};
-    let broker = Broker::start(Storage::Memory);
     let topic = "s-skew";
-    let ingest = IngestNode::start(&broker.brokers(), topic, &[]).await;
-    let (sink, endpoint) = Sink::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let policy = dir.path().join("errors.yaml");
-    std::fs::write(
-        &policy,
+    let p = pipeline(
+        topic,
+        "g-skew",
         "policies:\n  - name: errors\n    status_code: { codes: [ERROR] }\n  - name: slow\n    latency: { threshold_ms: 1000 }\n",
     )
-    .unwrap();
-    let mut sets = sampler_sets(&broker.brokers(), topic, "g-skew", &endpoint);
-    sets.push(("policy.file".into(), policy.display().to_string()));
-    let sampler = SamplerNode::start(sets).await;
-    let mut client = TraceServiceClient::connect(format!("http://{}", ingest.grpc))
-        .await
-        .unwrap();
+    .await;
+    let brokers = p._broker.brokers();
+    let Pipeline {
+        ingest,
+        sink,
+        sampler,
+        mut client,
+        _broker,
+        _dir,
+    } = p;
     // Let the sampler join and the partitions' clocks start on honest traffic.
     for t in 0xc0..0xd0u8 {
         client.export(one_span(t, 1, None, false)).await.unwrap();
@@ -558,7 +588,7 @@ async fn a_producer_an_hour_ahead_rushes_and_stalls_no_decision() {
     }
     // The skewed producer: one record per partition, timestamp an hour ahead.
     let producer: FutureProducer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", broker.brokers())
+        .set("bootstrap.servers", &brokers)
         .create()
         .unwrap();
     let ahead = std::time::SystemTime::now()

@@ -200,6 +200,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_refusal_kind_is_a_zeroed_metric_label() {
+        for r in [
+            Refused::Concurrency(1),
+            Refused::Memory(1),
+            Refused::ReadTimeout(Duration::from_secs(1)),
+        ] {
+            assert!(m::PRODUCE_ERROR_KINDS.contains(&r.kind()), "{}", r.kind());
+        }
+    }
+
+    #[test]
     fn leases_share_the_budget_and_release_on_drop() {
         let b = Budget::new(1000);
         let mut a = b.lease();

@@ -62,4 +62,47 @@ pub fn describe() {
         Unit::Count,
         "1 while the Kafka metadata probe succeeds, 0 otherwise."
     );
+    zero();
+}
+
+/// The `kind` label values of [`PRODUCE_ERRORS`]: `PublishError::kind` and `Refused::kind` (tests
+/// there keep them in step).
+pub const PRODUCE_ERROR_KINDS: [&str; 8] = [
+    "broker_down",
+    "queue_full",
+    "in_flight_limit",
+    "delivery",
+    "shutting_down",
+    "concurrency_limit",
+    "memory_limit",
+    "read_timeout",
+];
+
+/// The `protocol` label values (`pipeline::Protocol::as_str`; a test there keeps them in step).
+pub const PROTOCOLS: [&str; 11] = [
+    "otlp_grpc",
+    "otlp_http_protobuf",
+    "otlp_http_json",
+    "zipkin_v2_json",
+    "zipkin_v2_proto",
+    "zipkin_v1_json",
+    "zipkin_v1_thrift",
+    "jaeger_thrift_compact_udp",
+    "jaeger_thrift_binary_udp",
+    "jaeger_thrift_http",
+    "jaeger_grpc",
+];
+
+/// Registers the counters whose labels are a fixed set at 0, so `rate()`, dashboards and alerts
+/// see a series from the start (an absent series reads as "no data", not as "none").
+fn zero() {
+    use metrics::counter;
+    counter!(RECORDS_PRODUCED).increment(0);
+    counter!(BYTES_PRODUCED).increment(0);
+    for kind in PRODUCE_ERROR_KINDS {
+        counter!(PRODUCE_ERRORS, "kind" => kind).increment(0);
+    }
+    for protocol in PROTOCOLS {
+        counter!(SPANS_RECEIVED, "protocol" => protocol).increment(0);
+    }
 }

@@ -149,3 +149,30 @@ impl Pipeline {
         Ok(accepted)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_protocol_is_a_zeroed_metric_label() {
+        use Protocol::*;
+        let all = [
+            OtlpGrpc,
+            OtlpHttpProtobuf,
+            OtlpHttpJson,
+            ZipkinV2Json,
+            ZipkinV2Proto,
+            ZipkinV1Json,
+            ZipkinV1Thrift,
+            JaegerThriftCompactUdp,
+            JaegerThriftBinaryUdp,
+            JaegerThriftHttp,
+            JaegerGrpc,
+        ];
+        for p in all {
+            assert!(m::PROTOCOLS.contains(&p.as_str()), "{}", p.as_str());
+        }
+        assert_eq!(all.len(), m::PROTOCOLS.len());
+    }
+}

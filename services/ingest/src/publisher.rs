@@ -258,6 +258,19 @@ fn classify(e: &KafkaError) -> PublishError {
 mod tests {
     use super::*;
 
+    #[test]
+    fn every_publish_error_kind_is_a_zeroed_metric_label() {
+        for e in [
+            PublishError::BrokerDown(String::new()),
+            PublishError::QueueFull,
+            PublishError::InFlightLimit(1),
+            PublishError::Delivery(String::new()),
+            PublishError::ShuttingDown,
+        ] {
+            assert!(m::PRODUCE_ERROR_KINDS.contains(&e.kind()), "{}", e.kind());
+        }
+    }
+
     fn record(n: u8, bytes: usize) -> TraceRecord {
         TraceRecord {
             trace_id: [n; 16],

@@ -357,6 +357,7 @@ pub struct Engine {
 impl Engine {
     pub fn new(cfg: EngineConfig, policy: ActivePolicy, now: Instant) -> Self {
         metrics::gauge!(m::POLICY_VERSION).set(policy.version as f64);
+        metrics::gauge!(m::POLICY_APPLIED_AT).set(wall_ms_now() as f64 / 1000.0);
         Engine {
             cache: DecisionCache::new(cfg.cache_ttl, cfg.cache_max, now),
             configured: cfg.clone(),
@@ -388,6 +389,9 @@ impl Engine {
             "policy version applied"
         );
         metrics::gauge!(m::POLICY_VERSION).set(policy.version as f64);
+        if policy.version != self.policy.version {
+            metrics::gauge!(m::POLICY_APPLIED_AT).set(wall_ms_now() as f64 / 1000.0);
+        }
         self.policy = policy;
         self.rebudget();
     }
@@ -440,6 +444,9 @@ impl Engine {
     }
 
     pub fn assign(&mut self, partition: i32) {
+        // The partition's skew counter exists (at 0) from assignment on, so dashboards and alerts
+        // see a series before the first skewed record.
+        metrics::counter!(m::CLOCK_SKEWED_RECORDS, "partition" => partition.to_string()).increment(0);
         self.partitions.entry(partition).or_default();
         self.rebudget();
     }

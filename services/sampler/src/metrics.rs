@@ -29,6 +29,7 @@ pub const COMMITTED_OFFSET: &str = "tailsift_sampler_committed_offset";
 pub const STRESS_RELIEF: &str = "tailsift_sampler_stress_relief_active";
 pub const PAUSED: &str = "tailsift_sampler_consumption_paused";
 pub const POLICY_VERSION: &str = "tailsift_sampler_policy_version";
+pub const POLICY_APPLIED_AT: &str = "tailsift_sampler_policy_applied_timestamp_seconds";
 pub const PARTITIONS_OWNED: &str = "tailsift_sampler_partitions_owned";
 pub const RECORDS_NOT_OWNED: &str = "tailsift_sampler_records_not_owned_total";
 pub const DECISIONS_PRELOADED: &str = "tailsift_sampler_decisions_preloaded_total";
@@ -39,6 +40,10 @@ pub const SHADOW_DECISIONS: &str = "tailsift_sampler_shadow_decisions_total";
 pub const SHADOW_REVISION: &str = "tailsift_sampler_shadow_revision";
 pub const SETTINGS_REVISION: &str = "tailsift_sampler_settings_revision";
 pub const POLICY_PROPAGATION: &str = "tailsift_sampler_policy_propagation_seconds";
+
+/// The `reason` label values of [`EXPORT_DEAD_LETTER_SPANS`] (`export::classify::Refusal`; a test
+/// there keeps the two in step).
+pub const DEAD_LETTER_REASONS: [&str; 4] = ["rejected", "too_large", "retries_exhausted", "malformed"];
 
 pub fn describe() {
     describe_counter!(
@@ -143,6 +148,11 @@ pub fn describe() {
     );
     describe_gauge!(POLICY_VERSION, Unit::Count, "Version of the policy in force.");
     describe_gauge!(
+        POLICY_APPLIED_AT,
+        Unit::Seconds,
+        "Unix time at which the policy version in force was applied on this worker."
+    );
+    describe_gauge!(
         PARTITIONS_OWNED,
         Unit::Count,
         "Partitions of the spans topic assigned to this worker."
@@ -192,4 +202,48 @@ pub fn describe() {
         Unit::Count,
         "Decisions read back from the decisions topic on partition assignment."
     );
+    zero();
+}
+
+/// Registers every counter whose labels are a fixed set at 0, so `rate()`, dashboards and alerts
+/// see a series from the start rather than only after the first event (an absent series reads as
+/// "no data", not as "none"). Per-partition and per-policy series start when those are known.
+fn zero() {
+    use metrics::counter;
+    for name in [
+        RECORDS_CONSUMED,
+        SPANS_CONSUMED,
+        RECORDS_INVALID,
+        CLOCK_BACKSTOPS,
+        REPLAY_SKIPPED_SPANS,
+        DUPLICATE_SPANS,
+        REPLAYED_RECORDS,
+        EXPORT_SPLIT_TRACES,
+        RECORDS_NOT_OWNED,
+        DECISIONS_PRELOADED,
+    ] {
+        counter!(name).increment(0);
+    }
+    for outcome in ["kept", "dropped"] {
+        counter!(LATE_SPANS, "outcome" => outcome).increment(0);
+    }
+    for outcome in ["ok", "rejected", "partially_rejected"] {
+        counter!(EXPORT_SPANS, "outcome" => outcome).increment(0);
+    }
+    for outcome in ["ok", "retry", "rejected"] {
+        counter!(EXPORT_REQUESTS, "outcome" => outcome).increment(0);
+    }
+    for outcome in ["backend_up", "outage"] {
+        counter!(EXPORT_PROBES, "outcome" => outcome).increment(0);
+    }
+    for outcome in ["applied", "invalid", "persist_failed"] {
+        counter!(POLICY_UPDATES, "outcome" => outcome).increment(0);
+    }
+    for reason in DEAD_LETTER_REASONS {
+        for destination in ["dead_letter", "dropped"] {
+            counter!(EXPORT_DEAD_LETTER_SPANS, "reason" => reason, "destination" => destination).increment(0);
+        }
+    }
+    metrics::gauge!(STRESS_RELIEF).set(0.0);
+    metrics::gauge!(PAUSED).set(0.0);
 }

@@ -227,6 +227,19 @@ mod tests {
     use super::*;
     use tonic::Code;
 
+    #[test]
+    fn every_refusal_is_a_zeroed_metric_label() {
+        let all = [Refusal::Rejected, Refusal::TooLarge, Refusal::RetriesExhausted, Refusal::Malformed];
+        // A new variant must be added to `all` above (exhaustive match) and to the metric's list.
+        for r in all {
+            match r {
+                Refusal::Rejected | Refusal::TooLarge | Refusal::RetriesExhausted | Refusal::Malformed => {}
+            }
+            assert!(crate::metrics::DEAD_LETTER_REASONS.contains(&r.as_str()), "{}", r.as_str());
+        }
+        assert_eq!(all.len(), crate::metrics::DEAD_LETTER_REASONS.len());
+    }
+
     fn details_with_retry_info(delay: Option<(i64, i32)>) -> Vec<u8> {
         RpcStatus {
             code: Code::ResourceExhausted as i32,

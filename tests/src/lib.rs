@@ -997,3 +997,30 @@ pub fn single_span_request(
         }],
     }
 }
+
+/// The `tailsift_*` metric names a PromQL expression reads (a histogram's `_bucket`, `_sum` and
+/// `_count` series name their histogram). Used to check that dashboards and alert rules only read
+/// metrics the services export.
+pub fn promql_metric_names(expr: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let bytes = expr.as_bytes();
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut i = 0;
+    while let Some(at) = expr[i..].find("tailsift_") {
+        let start = i + at;
+        let mut end = start;
+        while end < bytes.len() && word(bytes[end]) {
+            end += 1;
+        }
+        if start == 0 || !word(bytes[start - 1]) {
+            let name = &expr[start..end];
+            let name = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|base| base.ends_with("_seconds")))
+                .unwrap_or(name);
+            out.insert(name.to_string());
+        }
+        i = end;
+    }
+    out
+}

@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 export TAILSIFT_TANSU="${TAILSIFT_TANSU:-$(bash deploy/install-tansu.sh)}"
 # Prometheus and promtool (Debian's prometheus package) for tests/tests/fault_suite.rs; once.
 command -v promtool >/dev/null || { S=$([ "$(id -u)" -eq 0 ] || echo sudo); $S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $S apt-get install -y -qq prometheus >/dev/null; }
+# docker-compose (Debian's package, 1.29; `config` needs no Docker daemon) for tests/tests/compose.rs; once.
+command -v docker-compose >/dev/null || { S=$([ "$(id -u)" -eq 0 ] || echo sudo); $S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $S apt-get install -y -qq docker-compose >/dev/null; }
 # Python virtualenvs with the real OpenTelemetry Zipkin and Jaeger exporters (created once, cached
 # in ~/.cache/tailsift/venvs) for the real-client test in tests/tests/ingest_zipkin_jaeger.rs.
 export TAILSIFT_VENVS="$(bash tests/clients/setup.sh)"

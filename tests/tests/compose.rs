@@ -494,6 +494,13 @@ fn kafka_is_a_single_kraft_node_tailsift_reaches_by_its_advertised_listener() {
     for name in bound.keys() {
         assert!(protocols.contains_key(name), "listener {name} has no security protocol");
     }
+    // The image formats its storage with CLUSTER_ID, which Kafka parses as 16 bytes of URL-safe
+    // base64: 22 characters.
+    let id = get("CLUSTER_ID");
+    assert!(
+        id.len() == 22 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+        "kafka: CLUSTER_ID {id:?} is not a base64 UUID (`kafka-storage.sh random-uuid`)"
+    );
     let controller = get("KAFKA_CONTROLLER_LISTENER_NAMES");
     let voters = get("KAFKA_CONTROLLER_QUORUM_VOTERS");
     let (id, addr) = voters.split_once('@').unwrap();

@@ -9,7 +9,8 @@
 //! - policy versions published under that load reach every sampler (p99 propagation printed)
 //!   (scenario 7);
 //! - Prometheus scrapes every node (targets API, a query), and `promtool check metrics` passes on
-//!   each node's `/metrics` (scenario 8);
+//!   each node's `/metrics` (scenario 8); it loads `deploy/prometheus/alerts.yaml` and every rule
+//!   evaluates (none firing), and every query of `deploy/grafana/tailsift.json` returns series;
 //! - SIGKILL of the coordinator leader (`tailsift coordinator` processes) under load: a new leader,
 //!   policy writes and samplers keep working, nothing kept is lost or split (scenario 4; the
 //!   failover time is printed, not asserted).
@@ -114,9 +115,14 @@ async fn settle(rec: &Recorder, manifest: &[ManifestEntry]) -> Report {
     rec.check(manifest, &expect)
 }
 
-/// A Prometheus server scraping `targets` (job -> host:port list) every second.
+/// A Prometheus server scraping `targets` (job -> host:port list) every second and evaluating the
+/// alert rules of `deploy/prometheus/alerts.yaml` every second.
 fn start_prometheus(dir: &std::path::Path, targets: &[(&str, Vec<String>)]) -> (ChildGuard, String) {
-    let mut yml = String::from("global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n");
+    let rules = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/prometheus/alerts.yaml");
+    let mut yml = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nrule_files:\n  - '{}'\nscrape_configs:\n",
+        rules.display()
+    );
     for (job, t) in targets {
         let list: Vec<String> = t.iter().map(|a| format!("'{a}'")).collect();
         yml.push_str(&format!(
@@ -254,6 +260,22 @@ async fn steady_state_policy_changes_and_prometheus_under_load() {
         delays[(delays.len() * 99 / 100).min(delays.len() - 1)]
     );
 
+    // One span with a zero trace ID: rejected and counted by reason (a dashboard panel reads it).
+    let bad = json!({"resourceSpans": [{"scopeSpans": [{"spans": [{
+        "traceId": "00000000000000000000000000000000", "spanId": "0102030405060708", "name": "bad"}]}]}]});
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/v1/traces", ingest_a.http))
+        .json(&bad)
+        .send()
+        .await
+        .expect("OTLP/HTTP");
+    assert_eq!(resp.status(), 400, "a request of invalid spans only is refused");
+    let rejected = metric_value(
+        &ingest_a.metrics().await,
+        "tailsift_ingest_spans_rejected_total",
+        &["reason=\"trace_id_zero\""],
+    );
+    assert!(rejected >= 1.0, "the zero trace ID is counted: {rejected}");
     let mut manifest = gen_a.await.unwrap();
     manifest.extend(gen_b.await.unwrap());
     let report = settle(&recorder, &manifest).await;
@@ -363,12 +385,99 @@ async fn steady_state_policy_changes_and_prometheus_under_load() {
         "prometheus: 7 of 7 targets up; promtool check metrics passed on {} nodes",
         urls.len()
     );
+    check_dashboard_and_alerts(&prom).await;
 
     for s in samplers {
         s.stop().await;
     }
     ingest_a.stop().await;
     ingest_b.stop().await;
+}
+
+/// Every query of `deploy/grafana/tailsift.json` and every rule of `deploy/prometheus/alerts.yaml`,
+/// evaluated by Prometheus against the live cluster: the rules load and evaluate without error, each
+/// alert expression runs and every metric it reads has series, each dashboard query returns series
+/// (a panel on a metric that does not exist fails here), and nothing fires in a healthy cluster.
+async fn check_dashboard_and_alerts(prom: &str) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let client = reqwest::Client::new();
+    let has_series = |m: String| {
+        let prom = prom.to_string();
+        async move {
+            let r = prom_query(&prom, &format!("count({{__name__=~\"{m}|{m}_bucket\"}})")).await;
+            !r.as_array().map(|a| a.is_empty()).unwrap_or(true)
+        }
+    };
+
+    // Rules: loaded, and every rule evaluated without error.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let rules = loop {
+        let r: serde_json::Value = client
+            .get(format!("{prom}/api/v1/rules"))
+            .send()
+            .await
+            .expect("rules API")
+            .json()
+            .await
+            .expect("rules JSON");
+        let rules: Vec<serde_json::Value> = r["data"]["groups"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .collect();
+        let evaluated = rules
+            .iter()
+            .all(|r| r["lastEvaluation"].as_str().is_some_and(|t| !t.starts_with("0001")));
+        if !rules.is_empty() && evaluated {
+            break rules;
+        }
+        assert!(Instant::now() < deadline, "Prometheus did not load and evaluate the rules: {r}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let file: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(root.join("deploy/prometheus/alerts.yaml")).unwrap()).unwrap();
+    let expected: usize = file["groups"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|g| g["rules"].as_sequence().unwrap().len())
+        .sum();
+    assert_eq!(rules.len(), expected, "rules loaded by Prometheus");
+    for r in &rules {
+        assert_eq!(r["health"], "ok", "rule {} fails to evaluate: {r}", r["name"]);
+        let expr = r["query"].as_str().unwrap();
+        prom_query(prom, expr).await;
+        for m in tailsift_tests::promql_metric_names(expr) {
+            assert!(has_series(m.clone()).await, "alert {} reads {m}, which has no series", r["name"]);
+        }
+        assert_ne!(r["state"], "firing", "alert {} fires in a healthy cluster: {r}", r["name"]);
+    }
+
+    // Dashboard: every query returns series.
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("deploy/grafana/tailsift.json")).unwrap()).unwrap();
+    let mut queries = 0;
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().cloned().unwrap_or_default() {
+            let expr = t["expr"].as_str().unwrap().replace("$__rate_interval", "1m");
+            let result = prom_query(prom, &expr).await;
+            assert!(
+                result.as_array().is_some_and(|a| !a.is_empty()),
+                "panel {:?}: `{expr}` returns no series",
+                p["title"]
+            );
+            for m in tailsift_tests::promql_metric_names(&expr) {
+                assert!(has_series(m.clone()).await, "panel {:?} reads {m}, which has no series", p["title"]);
+            }
+            queries += 1;
+        }
+    }
+    eprintln!(
+        "prometheus: {} alert rules evaluate (none firing), {queries} dashboard queries return series",
+        rules.len()
+    );
 }
 
 /// `tailsift coordinator` child processes (so the leader can be SIGKILLed), with their admin and

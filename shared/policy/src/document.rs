@@ -37,8 +37,62 @@ pub struct PolicyDocument {
     /// (each worker enforces its share) or for each worker.
     #[serde(default, skip_serializing_if = "BudgetScope::is_cluster")]
     pub budget_scope: BudgetScope,
+    /// When traces are decided and how many are held: carried with the policy so that every
+    /// worker applies them (an imported OTel `tail_sampling` config's `decision_wait`,
+    /// `num_traces`, ... land here). Unset values keep the sampler's configuration.
+    #[serde(default, skip_serializing_if = "DecisionOptions::is_empty")]
+    pub decision: DecisionOptions,
     /// The policies, in evaluation order. Top-level names are unique.
     pub policies: Vec<NamedPolicy>,
+}
+
+/// Decision timing and buffering options carried by a policy document (all optional).
+///
+/// Precedence on a worker: live cluster settings (`PUT /v1/settings`) over these over the
+/// worker's own configuration (`decision.*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionOptions {
+    /// Longest wait after a trace's first span (`decision.decision_wait`), milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+    /// Wait after the root span arrived (`decision.send_delay`), milliseconds. A trace is never
+    /// decided later than `wait_ms` after its first span.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_after_root_ms: Option<u64>,
+    /// Most traces buffered per worker; past it the oldest are decided early (as under memory
+    /// pressure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_traces: Option<u64>,
+    /// A trace larger than this (encoded span bytes) is decided at once
+    /// (`decision.max_trace_bytes`), see `oversized`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_trace_bytes: Option<u64>,
+    /// What happens to a trace over `max_trace_bytes`: `decide` (default: the policy decides on
+    /// what has arrived; later spans follow) or `drop` (not sampled, as the OTel collector's
+    /// `maximum_trace_size_bytes` does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oversized: Option<Oversized>,
+    /// Decisions remembered for late spans, kept and dropped each (`decision.cache_max`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_traces: Option<u64>,
+}
+
+impl DecisionOptions {
+    /// True when no option is set.
+    pub fn is_empty(&self) -> bool {
+        *self == DecisionOptions::default()
+    }
+}
+
+/// What happens to a trace over [`DecisionOptions::max_trace_bytes`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Oversized {
+    /// The policy decides on what has arrived; later spans follow that decision.
+    Decide,
+    /// Not sampled; later spans are dropped too.
+    Drop,
 }
 
 /// What `rate_limiting` budgets and `composite` `max_total_spans_per_second`
@@ -95,6 +149,7 @@ impl PolicyDocument {
             semantics: Semantics::Native,
             sample_on_first_match: false,
             budget_scope: BudgetScope::Cluster,
+            decision: DecisionOptions::default(),
             policies,
         }
     }

@@ -6,7 +6,7 @@ use regex::RegexSet;
 
 use crate::consistent::{self, probability_for_threshold, threshold_for};
 use crate::document::{
-    AttributeScope, BudgetScope, CompositePolicy, MatchFilter, NamedPolicy, PolicyDocument, PolicyKind, Semantics,
+    AttributeScope, BudgetScope, CompositePolicy, DecisionOptions, MatchFilter, NamedPolicy, PolicyDocument, PolicyKind, Semantics,
     StringMatch,
 };
 use crate::error::{Issue, PolicyError};
@@ -609,6 +609,7 @@ struct CompiledPolicy {
 #[derive(Debug, Clone)]
 pub struct PolicyEngine {
     version: u64,
+    decision: DecisionOptions,
     semantics: Semantics,
     budget_scope: BudgetScope,
     budget_share: f64,
@@ -1083,6 +1084,21 @@ impl PolicyEngine {
         if doc.policies.is_empty() {
             b.issue("policies", "must contain at least one policy");
         }
+        const DAY_MS: u64 = 24 * 3600 * 1000;
+        let d = &doc.decision;
+        for (key, value, max) in [
+            ("decision.wait_ms", d.wait_ms, DAY_MS),
+            ("decision.wait_after_root_ms", d.wait_after_root_ms, DAY_MS),
+            ("decision.max_traces", d.max_traces, 1 << 32),
+            ("decision.max_trace_bytes", d.max_trace_bytes, 1 << 40),
+            ("decision.cache_traces", d.cache_traces, 1 << 32),
+        ] {
+            match value {
+                Some(0) if key != "decision.wait_after_root_ms" => b.issue(key, "must be greater than 0"),
+                Some(v) if v > max => b.issue(key, format!("must be at most {max}")),
+                _ => {}
+            }
+        }
         let mut seen: HashSet<&str> = HashSet::new();
         let mut policies = Vec::with_capacity(doc.policies.len());
         for (i, p) in doc.policies.iter().enumerate() {
@@ -1107,6 +1123,7 @@ impl PolicyEngine {
         let keep_order = (0..policies.len()).filter(|&i| !policies[i].is_drop).collect();
         Ok(PolicyEngine {
             version: doc.version,
+            decision: doc.decision,
             semantics: doc.semantics,
             budget_scope: doc.budget_scope,
             budget_share: 1.0,
@@ -1124,6 +1141,12 @@ impl PolicyEngine {
     /// consistent-probability fallback used under stress.
     pub fn stress_decision(trace_id: [u8; 16], seed: u64, p: f64) -> Decision {
         stress_decision(trace_id, seed, p)
+    }
+
+    /// The decision timing and buffering options the document carries (see
+    /// [`DecisionOptions`]); unset values keep the worker's configuration.
+    pub fn decision_options(&self) -> DecisionOptions {
+        self.decision
     }
 
     /// The attribute keys the sampler must extract for this policy set.

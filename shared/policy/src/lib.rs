@@ -181,14 +181,24 @@
 //! ## OpenTelemetry Collector `tail_sampling` compatibility
 //!
 //! [`PolicyDocument::from_otel_tail_sampling_yaml`] accepts the collector's
-//! processor configuration unchanged (either a mapping with `policies:` —
-//! other keys like `decision_wait`, `num_traces`,
-//! `expected_new_traces_per_sec`, `decision_cache` are ignored,
-//! `sample_on_first_match` is honoured — or a collector config with
-//! `processors: {tail_sampling: ...}`). Supported types: `always_sample`,
-//! `latency`, `numeric_attribute`, `probabilistic`, `status_code`,
-//! `string_attribute`, `rate_limiting`, `span_count`, `trace_state`,
-//! `boolean_attribute`, `and`, `not`, `drop`, `composite`;
+//! processor configuration unchanged: a bare policy list, a mapping with
+//! `policies:` and the processor's options, or a collector config with
+//! `processors: {tail_sampling: ...}`. [`PolicyDocument::parse`] with no
+//! format tells these, native documents and Refinery rules apart by their
+//! shape ([`detect`]; an ambiguous document is an error naming the formats it
+//! could be). The processor's options land in [`DecisionOptions`], which
+//! every worker applies with the policy: `decision_wait`,
+//! `decision_wait_after_root_received` (when absent the root span does not
+//! bring the decision forward, as upstream), `num_traces` (upstream evicts the
+//! oldest trace undecided; Tailsift decides it early), `decision_cache` sizes,
+//! `maximum_trace_size_bytes` (a larger trace is not sampled, as upstream);
+//! `sample_on_first_match` is honoured; `expected_new_traces_per_sec`,
+//! `block_on_overflow` and `drop_pending_traces_on_shutdown` are accepted and
+//! need nothing (Kafka holds what is not decided; pending traces are handed
+//! over, never dropped). Unknown options are errors. Supported types:
+//! `always_sample`, `latency`, `numeric_attribute`, `probabilistic`,
+//! `status_code`, `string_attribute`, `rate_limiting`, `span_count`,
+//! `trace_state`, `boolean_attribute`, `and`, `not`, `drop`, `composite`;
 //! `ottl_condition`, `bytes_limiting` and `trace_flags` are rejected.
 //!
 //! The imported document has [`Semantics::OtelTailSampling`], which
@@ -270,11 +280,13 @@
 // `otel_hash` (the collector's FNV hash) depend on nothing else here;
 // `document` (the policy document model) on `model` and `error`;
 // `engine` and `otel_import` (the collector `tail_sampling` importer) on the
-// document model; `load` (parse + validate entry points) on all three.
+// document model; `format` (format detection) on `error` only; `load` (parse +
+// validate entry points) on all of them.
 mod consistent;
 mod document;
 mod engine;
 mod error;
+mod format;
 mod load;
 mod model;
 mod otel_hash;
@@ -285,13 +297,14 @@ pub use consistent::{
     probability_for_threshold, randomness, siphash24, threshold_for, MAX_THRESHOLD,
 };
 pub use document::{
-    AndPolicy, AttributeScope, BooleanAttributePolicy, BudgetScope, CompositePolicy, DropPolicy, LatencyPolicy,
-    MatchFilter, NamedPolicy, NotPolicy, NumericAttributePolicy, OtelProbabilisticPolicy, PolicyDocument, PolicyKind,
+    AndPolicy, AttributeScope, BooleanAttributePolicy, BudgetScope, CompositePolicy, DecisionOptions, DropPolicy,
+    LatencyPolicy, MatchFilter, Oversized, NamedPolicy, NotPolicy, NumericAttributePolicy, OtelProbabilisticPolicy, PolicyDocument, PolicyKind,
     ProbabilisticPolicy, RateAllocation, RateLimitingPolicy, Semantics, SpanCountPolicy, StatusCodePolicy,
     StringAttributePolicy, StringMatch, TraceStatePolicy,
 };
 pub use engine::{stress_decision, Decision, PolicyEngine, STRESS_POLICY};
 pub use error::{Issue, PolicyError};
+pub use format::{detect, PolicyFormat};
 pub use model::{AttrValue, Requirements, SpanData, StatusCode, TraceData, SERVICE_NAME_KEY};
 pub use otel_hash::{
     fnv1a64, otel_probabilistic_keep, otel_probabilistic_threshold, otel_trace_hash, DEFAULT_HASH_SALT,

@@ -6,6 +6,7 @@
 use crate::document::PolicyDocument;
 use crate::engine::PolicyEngine;
 use crate::error::PolicyError;
+use crate::format::{detect, PolicyFormat};
 use crate::otel_import::import_tail_sampling;
 
 impl PolicyDocument {
@@ -51,5 +52,25 @@ impl PolicyDocument {
         let doc = import_tail_sampling(text)?;
         doc.validate()?;
         Ok(doc)
+    }
+
+    /// Parses and validates a document in `format`, or in the format [`detect`] tells from its
+    /// content when `format` is `None`; returns the document and the format it was read as.
+    /// Native documents are read as JSON when they start with `{` (JSON error positions), as
+    /// YAML otherwise.
+    pub fn parse(text: &str, format: Option<PolicyFormat>) -> Result<(Self, PolicyFormat), PolicyError> {
+        let format = match format {
+            Some(f) => f,
+            None => detect(text)?,
+        };
+        let doc = match format {
+            PolicyFormat::Native if text.trim_start().starts_with('{') => Self::from_json(text)?,
+            PolicyFormat::Native => Self::from_yaml(text)?,
+            PolicyFormat::OtelTailSampling => Self::from_otel_tail_sampling_yaml(text)?,
+            PolicyFormat::RefineryRules => {
+                return Err(PolicyError::parse(".", "Refinery rules are not supported by this version"))
+            }
+        };
+        Ok((doc, format))
     }
 }

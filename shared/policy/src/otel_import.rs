@@ -8,7 +8,8 @@ use serde::Deserialize;
 use serde_yaml::Value;
 
 use crate::document::{
-    AndPolicy, AttributeScope, BooleanAttributePolicy, BudgetScope, CompositePolicy, DropPolicy, LatencyPolicy,
+    AndPolicy, AttributeScope, BooleanAttributePolicy, BudgetScope, CompositePolicy, DecisionOptions, DropPolicy,
+    LatencyPolicy, Oversized,
     NamedPolicy, NotPolicy, NumericAttributePolicy, OtelProbabilisticPolicy, PolicyDocument, PolicyKind,
     RateAllocation, RateLimitingPolicy, Semantics, SpanCountPolicy, StatusCodePolicy, StringAttributePolicy,
     TraceStatePolicy,
@@ -422,17 +423,17 @@ fn locate(root: &Value) -> Result<(String, &serde_yaml::Mapping), PolicyError> {
 /// result.
 pub(crate) fn import_tail_sampling(text: &str) -> Result<PolicyDocument, PolicyError> {
     let root: Value = serde_yaml::from_str(text).map_err(|e| PolicyError::parse(".", e.to_string()))?;
-    let (prefix, map) = locate(&root)?;
-    let policies_value = get(map, "policies").cloned().unwrap_or(Value::Null);
-    let sample_on_first_match = match get(map, "sample_on_first_match") {
-        None | Some(Value::Null) => false,
-        Some(Value::Bool(b)) => *b,
-        Some(_) => {
-            return Err(PolicyError::parse(
-                format!("{prefix}sample_on_first_match"),
-                "expected a boolean",
-            ));
+    // A bare policy list (what sits under `policies:`), or a mapping that holds one.
+    let (prefix, policies_value, map) = match &root {
+        Value::Sequence(_) => (String::new(), root.clone(), None),
+        _ => {
+            let (prefix, map) = locate(&root)?;
+            (prefix, get(map, "policies").cloned().unwrap_or(Value::Null), Some(map))
         }
+    };
+    let options = match map {
+        Some(m) => options(m, &prefix)?,
+        None => Options::default(),
     };
     let policies_path = format!("{prefix}policies");
     let raw: Vec<OtelPolicy> = serde_path_to_error::deserialize(policies_value)
@@ -445,8 +446,171 @@ pub(crate) fn import_tail_sampling(text: &str) -> Result<PolicyDocument, PolicyE
     Ok(PolicyDocument {
         version: 0,
         semantics: Semantics::OtelTailSampling,
-        sample_on_first_match,
+        sample_on_first_match: options.sample_on_first_match,
         budget_scope: BudgetScope::Cluster,
+        decision: options.decision,
         policies,
     })
+}
+
+/// The processor's top-level options, mapped onto Tailsift's.
+#[derive(Debug, Default)]
+struct Options {
+    sample_on_first_match: bool,
+    decision: DecisionOptions,
+}
+
+/// Every top-level key of the collector's `tail_sampling` configuration (current upstream).
+const PROCESSOR_KEYS: &[&str] = &[
+    "policies",
+    "decision_wait",
+    "decision_wait_after_root_received",
+    "num_traces",
+    "expected_new_traces_per_sec",
+    "decision_cache",
+    "sample_on_first_match",
+    "drop_pending_traces_on_shutdown",
+    "maximum_trace_size_bytes",
+    "block_on_overflow",
+    "options",
+];
+
+/// Reads the processor's options. Upstream semantics and their Tailsift equivalents:
+///
+/// * `decision_wait` (default 30s) -> `decision.wait_ms`.
+/// * `decision_wait_after_root_received` (default 0: off) -> `decision.wait_after_root_ms`;
+///   when absent or 0 the root span does not bring the decision forward, so the wait after the
+///   root is the whole `decision_wait` (upstream only moves a decision earlier, never later).
+/// * `num_traces` (default 50000) -> `decision.max_traces`: upstream evicts the oldest trace
+///   undecided; Tailsift decides it early instead (nothing is lost).
+/// * `maximum_trace_size_bytes` (default 0: off) -> `decision.max_trace_bytes` with
+///   `oversized: drop`: a larger trace is not sampled, as upstream.
+/// * `decision_cache` (`sampled_cache_size`, `non_sampled_cache_size`) -> `decision.cache_traces`
+///   (the larger of the two; Tailsift sizes both caches alike).
+/// * `sample_on_first_match` -> honoured (evaluation stops at the first sampling policy).
+/// * `expected_new_traces_per_sec` (an allocation hint), `block_on_overflow` (Kafka is the
+///   backpressure here: nothing is evicted) and `drop_pending_traces_on_shutdown` (pending
+///   traces are handed over to the partitions' next owner, never dropped) are accepted and need
+///   nothing.
+fn options(map: &serde_yaml::Mapping, prefix: &str) -> Result<Options, PolicyError> {
+    let mut issues = Vec::new();
+    for k in map.keys() {
+        let key = k.as_str().unwrap_or("");
+        if !PROCESSOR_KEYS.contains(&key) {
+            issues.push(Issue::new(
+                format!("{prefix}{key}"),
+                format!("unknown field `{key}`, expected one of {}", PROCESSOR_KEYS.join(", ")),
+            ));
+        }
+    }
+    let path = |k: &str| format!("{prefix}{k}");
+    let mut o = Options::default();
+    let bool_of = |k: &str, issues: &mut Vec<Issue>| match get(map, k) {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            issues.push(Issue::new(path(k), "expected a boolean"));
+            false
+        }
+    };
+    o.sample_on_first_match = bool_of("sample_on_first_match", &mut issues);
+    bool_of("drop_pending_traces_on_shutdown", &mut issues);
+    bool_of("block_on_overflow", &mut issues);
+    let uint_of = |k: &str, issues: &mut Vec<Issue>, m: &serde_yaml::Mapping, p: &str| match get(m, k) {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_u64() {
+            Some(n) => Some(n),
+            None => {
+                issues.push(Issue::new(format!("{p}{k}"), "expected a non-negative integer"));
+                None
+            }
+        },
+    };
+    let duration_of = |k: &str, issues: &mut Vec<Issue>| match get(map, k) {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_str().map(parse_go_duration) {
+            Some(Ok(ms)) => Some(ms),
+            Some(Err(e)) => {
+                issues.push(Issue::new(path(k), e));
+                None
+            }
+            None => {
+                issues.push(Issue::new(path(k), "expected a duration such as \"10s\" or \"1m30s\""));
+                None
+            }
+        },
+    };
+    o.decision.wait_ms = duration_of("decision_wait", &mut issues);
+    let after_root = duration_of("decision_wait_after_root_received", &mut issues).filter(|ms| *ms > 0);
+    o.decision.wait_after_root_ms = Some(after_root.unwrap_or(o.decision.wait_ms.unwrap_or(30_000)));
+    o.decision.max_traces = uint_of("num_traces", &mut issues, map, prefix).filter(|n| *n > 0);
+    uint_of("expected_new_traces_per_sec", &mut issues, map, prefix);
+    if let Some(n) = uint_of("maximum_trace_size_bytes", &mut issues, map, prefix).filter(|n| *n > 0) {
+        o.decision.max_trace_bytes = Some(n);
+        o.decision.oversized = Some(Oversized::Drop);
+    }
+    match get(map, "decision_cache") {
+        None | Some(Value::Null) => {}
+        Some(Value::Mapping(c)) => {
+            let p = path("decision_cache.");
+            for k in c.keys() {
+                let key = k.as_str().unwrap_or("");
+                if !["sampled_cache_size", "non_sampled_cache_size"].contains(&key) {
+                    issues.push(Issue::new(
+                        format!("{p}{key}"),
+                        format!("unknown field `{key}`, expected sampled_cache_size or non_sampled_cache_size"),
+                    ));
+                }
+            }
+            let sampled = uint_of("sampled_cache_size", &mut issues, c, &p);
+            let non_sampled = uint_of("non_sampled_cache_size", &mut issues, c, &p);
+            o.decision.cache_traces = sampled.max(non_sampled).filter(|n| *n > 0);
+        }
+        Some(_) => issues.push(Issue::new(path("decision_cache"), "expected a mapping")),
+    }
+    if issues.is_empty() {
+        Ok(o)
+    } else {
+        Err(PolicyError::Invalid(issues))
+    }
+}
+
+/// Parses a Go `time.Duration` string (`300ms`, `10s`, `1m30s`, `1.5h`; units ns, us, µs, ms, s,
+/// m, h) into whole milliseconds.
+pub(crate) fn parse_go_duration(text: &str) -> Result<u64, String> {
+    let bad = || format!("invalid duration {text:?}: expected e.g. \"10s\", \"500ms\" or \"1m30s\"");
+    let s = text.trim();
+    if s == "0" {
+        return Ok(0);
+    }
+    if s.is_empty() || s.len() > 64 {
+        return Err(bad());
+    }
+    let mut rest = s;
+    let mut total_ns: f64 = 0.0;
+    while !rest.is_empty() {
+        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+        if num_len == 0 {
+            return Err(bad());
+        }
+        let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
+        rest = &rest[num_len..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let scale = match &rest[..unit_len] {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(bad()),
+        };
+        rest = &rest[unit_len..];
+        total_ns += value * scale;
+    }
+    let ms = total_ns / 1e6;
+    if !ms.is_finite() || ms > 1e15 {
+        return Err(bad());
+    }
+    Ok(ms.round() as u64)
 }

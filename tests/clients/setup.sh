@@ -8,6 +8,8 @@
 #           encodings); it needs protobuf 3.20.
 #   jaeger: the last SDK release that shipped the Jaeger thrift exporter (agent UDP compact thrift
 #           and collector HTTP binary thrift); the exporter was removed after 1.21.
+#   kubernetes-validate: validates the rendered Kubernetes manifests against the API schemas it
+#           ships (Kubernetes 1.25 to 1.37 in 1.37.0), for tests/tests/deploy.rs.
 set -euo pipefail
 root="${TAILSIFT_VENVS:-$HOME/.cache/tailsift/venvs}"
 mkdir -p "$root"
@@ -34,4 +36,6 @@ make_venv pyzipkin \
 make_venv jaeger \
     opentelemetry-api==1.21.0 opentelemetry-sdk==1.21.0 \
     opentelemetry-exporter-jaeger-thrift==1.21.0 thrift==0.16.0
+make_venv kubernetes-validate \
+    kubernetes-validate==1.37.0
 echo "$root"

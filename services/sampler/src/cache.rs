@@ -61,6 +61,12 @@ impl DecisionCache {
         }
     }
 
+    /// Changes the most decisions remembered (kept and dropped each); takes effect from the next
+    /// rotation.
+    pub fn set_max(&mut self, max: usize) {
+        self.max_per_generation = (max / 2).max(1);
+    }
+
     fn maybe_rotate(&mut self, now: Instant) {
         if now.duration_since(self.rotated) >= self.half_ttl || self.young.len() >= self.max_per_generation {
             self.old = std::mem::take(&mut self.young);

@@ -287,7 +287,9 @@ pub struct PolicyConfig {
     /// Policy file (native YAML/JSON, or an OpenTelemetry Collector `tail_sampling` config with
     /// `format: otel`). None: keep errors, keep traces slower than 1s, keep 10% of the rest.
     pub file: Option<std::path::PathBuf>,
-    /// `native` or `otel`. Default `native`.
+    /// `auto` (told from the content), `native`, `otel` (an OpenTelemetry Collector
+    /// `tail_sampling` policy list, processor config or collector config) or `refinery`
+    /// (Refinery rules). Default `auto`.
     pub format: PolicyFormat,
     /// Cluster-wide hash seed for consistent probabilistic sampling. Default `0`.
     pub hash_seed: u64,
@@ -297,7 +299,7 @@ impl Default for PolicyConfig {
     fn default() -> Self {
         PolicyConfig {
             file: None,
-            format: PolicyFormat::Native,
+            format: PolicyFormat::Auto,
             hash_seed: 0,
         }
     }
@@ -367,11 +369,33 @@ impl CoordinatorConfig {
     }
 }
 
+/// The format of `policy.file`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PolicyFormat {
+    /// Told from the content (`tailsift_policy::detect`).
+    Auto,
+    /// Tailsift's native document, YAML or JSON.
     Native,
+    /// An OpenTelemetry Collector `tail_sampling` configuration (policy list, processor config
+    /// or whole collector config).
+    #[serde(alias = "otel_tail_sampling")]
     Otel,
+    /// Honeycomb Refinery rules (`rules.yaml`).
+    #[serde(alias = "refinery_rules")]
+    Refinery,
+}
+
+impl PolicyFormat {
+    /// The policy crate's format (`None`: detect).
+    pub fn policy_format(self) -> Option<tailsift_policy::PolicyFormat> {
+        match self {
+            PolicyFormat::Auto => None,
+            PolicyFormat::Native => Some(tailsift_policy::PolicyFormat::Native),
+            PolicyFormat::Otel => Some(tailsift_policy::PolicyFormat::OtelTailSampling),
+            PolicyFormat::Refinery => Some(tailsift_policy::PolicyFormat::RefineryRules),
+        }
+    }
 }
 
 impl Validate for SamplerConfig {

@@ -31,7 +31,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tailsift_policy::{Decision, PolicyEngine};
+use tailsift_policy::{Decision, DecisionOptions, Oversized, PolicyEngine};
+
+/// The rule name of traces dropped for being over `max_trace_bytes` with `oversized: drop`.
+pub const OVERSIZED_POLICY: &str = "maximum_trace_size_bytes";
 
 use crate::annotate::{stamp_request, Stamp};
 use crate::cache::{Cached, DecisionCache};
@@ -57,6 +60,12 @@ pub struct EngineConfig {
     pub soft_limit_bytes: usize,
     pub hard_limit_bytes: usize,
     pub stress_probability: f64,
+    /// Most traces buffered; past it the oldest are decided early. From the policy's
+    /// `decision.max_traces` (the OTel collector's `num_traces`); no limit by default.
+    pub max_traces: usize,
+    /// A trace over `max_trace_bytes` is not sampled (the policy's `decision.oversized: drop`,
+    /// the OTel collector's `maximum_trace_size_bytes`) instead of decided on what arrived.
+    pub oversized_drop: bool,
 }
 
 impl EngineConfig {
@@ -73,6 +82,8 @@ impl EngineConfig {
             soft_limit_bytes: m.soft_limit_bytes,
             hard_limit_bytes: m.hard_limit_bytes,
             stress_probability: m.stress_probability,
+            max_traces: usize::MAX,
+            oversized_drop: false,
         }
     }
 }
@@ -330,6 +341,10 @@ pub struct Engine {
     cfg: EngineConfig,
     /// The configuration the engine was created with (live settings override `cfg` from it).
     configured: EngineConfig,
+    /// The policy's decision options and the live settings, layered over `configured` into
+    /// `cfg` (live settings over policy options over the worker's configuration).
+    options: DecisionOptions,
+    live: LiveSettings,
     policy: ActivePolicy,
     shadow: Option<(ShadowPolicy, ShadowTally)>,
     /// Partitions of the spans topic, when known (budget share).
@@ -356,11 +371,14 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(cfg: EngineConfig, policy: ActivePolicy, now: Instant) -> Self {
+        let options = policy.engine.decision_options();
         metrics::gauge!(m::POLICY_VERSION).set(policy.version as f64);
         metrics::gauge!(m::POLICY_APPLIED_AT).set(wall_ms_now() as f64 / 1000.0);
-        Engine {
+        let mut e = Engine {
             cache: DecisionCache::new(cfg.cache_ttl, cfg.cache_max, now),
             configured: cfg.clone(),
+            options: DecisionOptions::default(),
+            live: LiveSettings::default(),
             cfg,
             policy,
             shadow: None,
@@ -377,7 +395,12 @@ impl Engine {
             paused: false,
             active_ms: 0,
             stats: Stats::default(),
+        };
+        if !options.is_empty() {
+            e.options = options;
+            e.reconfigure();
         }
+        e
     }
 
     /// Installs a new policy version. Takes effect between traces: every trace is decided under
@@ -392,8 +415,13 @@ impl Engine {
         if policy.version != self.policy.version {
             metrics::gauge!(m::POLICY_APPLIED_AT).set(wall_ms_now() as f64 / 1000.0);
         }
+        let options = policy.engine.decision_options();
         self.policy = policy;
         self.rebudget();
+        if options != self.options {
+            self.options = options;
+            self.reconfigure();
+        }
     }
 
     pub fn policy_version(&self) -> u64 {
@@ -422,19 +450,37 @@ impl Engine {
     /// Applies live setting overrides on top of the configured values. Deadlines already set
     /// for buffered traces stay; new ones use the new timing.
     pub fn set_live_settings(&mut self, s: &LiveSettings) {
-        let c = &self.configured;
-        self.cfg.decision_wait = s.decision_wait.unwrap_or(c.decision_wait);
-        self.cfg.send_delay = s.send_delay.unwrap_or(c.send_delay);
+        self.live = *s;
+        self.reconfigure();
+    }
+
+    /// Layers the live settings over the policy's decision options over the worker's
+    /// configuration into the settings in force.
+    fn reconfigure(&mut self) {
+        let (c, o, s) = (&self.configured, self.options, self.live);
+        let ms = Duration::from_millis;
+        let size = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        self.cfg.decision_wait = s.decision_wait.or(o.wait_ms.map(ms)).unwrap_or(c.decision_wait);
+        self.cfg.send_delay = s.send_delay.or(o.wait_after_root_ms.map(ms)).unwrap_or(c.send_delay);
         self.cfg.soft_limit_bytes = s.soft_limit_bytes.unwrap_or(c.soft_limit_bytes);
         self.cfg.hard_limit_bytes = s.hard_limit_bytes.unwrap_or(c.hard_limit_bytes);
         self.cfg.stress_probability = s.stress_probability.unwrap_or(c.stress_probability);
+        self.cfg.max_traces = o.max_traces.map(size).unwrap_or(c.max_traces);
+        self.cfg.max_trace_bytes = o.max_trace_bytes.map(size).unwrap_or(c.max_trace_bytes);
+        self.cfg.oversized_drop = o.oversized == Some(Oversized::Drop);
+        self.cfg.cache_max = o.cache_traces.map(size).unwrap_or(c.cache_max);
+        self.cache.set_max(self.cfg.cache_max);
         tracing::info!(
             decision_wait = ?self.cfg.decision_wait,
             send_delay = ?self.cfg.send_delay,
             soft_limit_bytes = self.cfg.soft_limit_bytes,
             hard_limit_bytes = self.cfg.hard_limit_bytes,
             stress_probability = self.cfg.stress_probability,
-            "live settings applied"
+            max_traces = self.cfg.max_traces,
+            max_trace_bytes = self.cfg.max_trace_bytes,
+            oversized_drop = self.cfg.oversized_drop,
+            cache_max = self.cfg.cache_max,
+            "decision settings in force (live settings > policy options > configuration)"
         );
     }
 
@@ -718,8 +764,8 @@ impl Engine {
                 "entering stress relief: deciding spans without buffering"
             );
         }
-        // Over the soft limit: decide the oldest traces (round-robin over partitions).
-        while self.buffered_bytes > self.cfg.soft_limit_bytes {
+        // Over the soft limit or the trace count limit: decide the oldest traces.
+        while self.buffered_bytes > self.cfg.soft_limit_bytes || self.buffered_traces > self.cfg.max_traces {
             let oldest = self
                 .partitions
                 .iter()
@@ -825,7 +871,9 @@ impl Engine {
         self.buffered_bytes -= t.bytes;
         self.buffered_traces -= 1;
         let now_nanos = unix_nanos();
-        let decision = {
+        let decision = if trigger == Trigger::Limit && self.cfg.oversized_drop && t.bytes > self.cfg.max_trace_bytes {
+            Decision::dropped(Some(OVERSIZED_POLICY.to_string()))
+        } else {
             let mut res = Resources::new();
             let req = self.policy.engine.requirements().clone();
             let data = trace_data(trace_id, &t.records, &req, &mut res);

@@ -23,6 +23,7 @@ pub mod engine;
 pub mod export;
 pub mod extract;
 pub mod metrics;
+pub mod policy_test;
 mod shared;
 pub mod source;
 #[cfg(test)]
@@ -95,13 +96,7 @@ pub fn load_policy(cfg: &config::PolicyConfig) -> Result<(PolicyDocument, Policy
         Some(path) => {
             let text =
                 std::fs::read_to_string(path).map_err(|e| Error::Policy(format!("reading {}: {e}", path.display())))?;
-            let parsed = match cfg.format {
-                config::PolicyFormat::Native if path.extension().is_some_and(|e| e == "json") => {
-                    PolicyDocument::from_json(&text)
-                }
-                config::PolicyFormat::Native => PolicyDocument::from_yaml(&text),
-                config::PolicyFormat::Otel => PolicyDocument::from_otel_tail_sampling_yaml(&text),
-            };
+            let parsed = PolicyDocument::parse(&text, cfg.format.policy_format()).map(|(doc, _)| doc);
             parsed.map_err(|e| Error::Policy(format!("{}: {e}", path.display())))?
         }
     };

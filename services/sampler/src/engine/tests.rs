@@ -21,6 +21,8 @@ fn engine(policy: &str, soft: usize, hard: usize) -> (Engine, Instant) {
             soft_limit_bytes: soft,
             hard_limit_bytes: hard,
             stress_probability: 0.0,
+            max_traces: usize::MAX,
+            oversized_drop: false,
         },
         ActivePolicy {
             version: doc.version,
@@ -648,4 +650,85 @@ fn a_crawling_record_clock_is_overridden_by_the_real_time_backstop() {
         elapsed >= Duration::from_secs(60) && elapsed <= Duration::from_millis(60_300),
         "at decision_wait + max_clock_skew of running time, not {elapsed:?}"
     );
+}
+
+fn active(policy: &str, version: u64) -> ActivePolicy {
+    let (doc, _) = PolicyDocument::parse(policy, None).unwrap();
+    ActivePolicy {
+        version,
+        seed: 1,
+        engine: PolicyEngine::compile(&doc).unwrap(),
+    }
+}
+
+#[test]
+fn a_policy_carries_decision_options_and_live_settings_override_them() {
+    let (mut e, _) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
+    assert_eq!(e.settings().decision_wait, Duration::from_secs(30));
+    // An OTel processor config: its decision_wait and (absent) wait after root become the
+    // worker's timing with the policy.
+    let otel = "decision_wait: 5s\nnum_traces: 3\ndecision_cache: {sampled_cache_size: 50}\npolicies:\n  - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}\n";
+    e.set_policy(active(otel, 2));
+    assert_eq!(e.settings().decision_wait, Duration::from_secs(5));
+    assert_eq!(e.settings().send_delay, Duration::from_secs(5), "no early decision on the root");
+    assert_eq!(e.settings().max_traces, 3);
+    assert_eq!(e.settings().cache_max, 50);
+    // Live settings win over the policy's options; unset ones fall back to them.
+    e.set_live_settings(&LiveSettings {
+        decision_wait: Some(Duration::from_secs(9)),
+        ..Default::default()
+    });
+    assert_eq!(e.settings().decision_wait, Duration::from_secs(9));
+    assert_eq!(e.settings().send_delay, Duration::from_secs(5));
+    e.set_live_settings(&LiveSettings::default());
+    assert_eq!(e.settings().decision_wait, Duration::from_secs(5));
+    // A policy without options restores the worker's configuration.
+    e.set_policy(active(ERRORS_ONLY, 3));
+    assert_eq!(e.settings().decision_wait, Duration::from_secs(30));
+    assert_eq!(e.settings().send_delay, Duration::from_secs(2));
+    assert_eq!(e.settings().max_traces, usize::MAX);
+    assert_eq!(e.settings().cache_max, 10_000);
+}
+
+#[test]
+fn num_traces_decides_the_oldest_early_instead_of_evicting_it() {
+    let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
+    e.set_policy(active("num_traces: 2\npolicies:\n  - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}\n", 2));
+    e.assign(0);
+    e.on_record(0, 1, None, record(1, 1, Some(9), true), t0);
+    e.on_record(0, 2, None, record(2, 1, Some(9), false), t0);
+    assert_eq!(e.buffered_traces(), 2);
+    e.on_record(0, 3, None, record(3, 1, Some(9), false), t0);
+    assert_eq!(e.buffered_traces(), 2, "the third trace makes the oldest decided");
+    let (jobs, _) = drain(&mut e);
+    assert_eq!(jobs.len(), 1, "the oldest (an error trace) is decided, and kept, not evicted");
+    assert_eq!(exported_spans(&jobs[0])[0].trace_id, vec![1; 16]);
+}
+
+#[test]
+fn maximum_trace_size_bytes_drops_an_oversized_trace_as_upstream() {
+    let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
+    let one = record(1, 1, Some(9), true).len();
+    let doc = format!(
+        "maximum_trace_size_bytes: {}\npolicies:\n  - {{name: errors, type: status_code, status_code: {{status_codes: [ERROR]}}}}\n",
+        one + one / 2
+    );
+    e.set_policy(active(&doc, 2));
+    e.assign(0);
+    e.on_record(0, 1, None, record(1, 1, Some(9), true), t0);
+    assert_eq!(e.buffered_traces(), 1);
+    e.on_record(0, 2, None, record(1, 2, Some(9), true), t0);
+    assert_eq!(e.buffered_traces(), 0, "over the size limit: decided at once");
+    let (jobs, decs) = drain(&mut e);
+    assert!(jobs.is_empty(), "an error trace over maximum_trace_size_bytes is not sampled");
+    assert_eq!(decs.len(), 1);
+    assert!(decs[0].kept.is_none());
+    // Without `oversized: drop` the same trace is decided by the policy and kept.
+    let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
+    e.set_policy(active(&format!("decision:\n  max_trace_bytes: {}\npolicies:\n  - name: errors\n    status_code: {{codes: [ERROR]}}\n", one + one / 2), 2));
+    e.assign(0);
+    e.on_record(0, 1, None, record(1, 1, Some(9), true), t0);
+    e.on_record(0, 2, None, record(1, 2, Some(9), true), t0);
+    let (jobs, _) = drain(&mut e);
+    assert_eq!(jobs.len(), 1);
 }

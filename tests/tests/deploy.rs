@@ -689,6 +689,9 @@ fn psa_restricted_violations(spec: &Value, annotations: &Value) -> Vec<String> {
         if sc["privileged"].as_bool() == Some(true) {
             v.push(format!("{name}: privileged"));
         }
+        if sc["windowsOptions"]["hostProcess"].as_bool() == Some(true) {
+            v.push(format!("{name}: hostProcess"));
+        }
         for p in seq(&c["ports"]) {
             if p["hostPort"].as_u64().unwrap_or(0) != 0 {
                 v.push(format!("{name}: hostPort"));

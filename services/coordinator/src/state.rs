@@ -15,21 +15,37 @@ pub enum PolicyFormat {
     Yaml,
     /// Native JSON.
     Json,
-    /// An OpenTelemetry Collector `tail_sampling` processor configuration.
+    /// An OpenTelemetry Collector `tail_sampling` configuration: a policy list, the processor's
+    /// configuration or a whole collector configuration.
     OtelTailSampling,
+    /// Honeycomb Refinery's rules file.
+    RefineryRules,
 }
 
 impl PolicyFormat {
     /// Parses, validates and compiles `text`; errors carry the path of every problem.
     pub fn check(self, text: &str) -> Result<tailsift_policy::PolicyDocument, tailsift_policy::PolicyError> {
+        use tailsift_policy::{PolicyDocument, PolicyFormat as F};
         let doc = match self {
-            PolicyFormat::Yaml => tailsift_policy::PolicyDocument::from_yaml(text)?,
-            PolicyFormat::Json => tailsift_policy::PolicyDocument::from_json(text)?,
-            PolicyFormat::OtelTailSampling => tailsift_policy::PolicyDocument::from_otel_tail_sampling_yaml(text)?,
+            PolicyFormat::Yaml => PolicyDocument::from_yaml(text)?,
+            PolicyFormat::Json => PolicyDocument::from_json(text)?,
+            PolicyFormat::OtelTailSampling => PolicyDocument::parse(text, Some(F::OtelTailSampling))?.0,
+            PolicyFormat::RefineryRules => PolicyDocument::parse(text, Some(F::RefineryRules))?.0,
         };
         doc.validate()?;
         tailsift_policy::PolicyEngine::compile(&doc)?;
         Ok(doc)
+    }
+
+    /// The format `text` is written in, told from its content (`tailsift_policy::detect`); a
+    /// native document is `json` when it starts with `{`.
+    pub fn detect(text: &str) -> Result<Self, tailsift_policy::PolicyError> {
+        Ok(match tailsift_policy::detect(text)? {
+            tailsift_policy::PolicyFormat::Native if text.trim_start().starts_with('{') => PolicyFormat::Json,
+            tailsift_policy::PolicyFormat::Native => PolicyFormat::Yaml,
+            tailsift_policy::PolicyFormat::OtelTailSampling => PolicyFormat::OtelTailSampling,
+            tailsift_policy::PolicyFormat::RefineryRules => PolicyFormat::RefineryRules,
+        })
     }
 }
 

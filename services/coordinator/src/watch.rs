@@ -193,6 +193,7 @@ pub fn policy_format(u: &PolicyUpdate) -> Result<PolicyFormat, tailsift_proto::U
         DocumentFormat::Yaml => PolicyFormat::Yaml,
         DocumentFormat::Json => PolicyFormat::Json,
         DocumentFormat::OtelTailSampling => PolicyFormat::OtelTailSampling,
+        DocumentFormat::RefineryRules => PolicyFormat::RefineryRules,
     })
 }
 
@@ -202,6 +203,7 @@ pub fn format_name(f: PolicyFormat) -> &'static str {
         PolicyFormat::Yaml => DocumentFormat::Yaml,
         PolicyFormat::Json => DocumentFormat::Json,
         PolicyFormat::OtelTailSampling => DocumentFormat::OtelTailSampling,
+        PolicyFormat::RefineryRules => DocumentFormat::RefineryRules,
     }
     .as_str()
 }

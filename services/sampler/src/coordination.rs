@@ -114,7 +114,12 @@ fn compile_document(format: &str, document: &str) -> Result<tailsift_policy::Pol
     let doc = match format {
         DocumentFormat::Yaml => PolicyDocument::from_yaml(document),
         DocumentFormat::Json => PolicyDocument::from_json(document),
-        DocumentFormat::OtelTailSampling => PolicyDocument::from_otel_tail_sampling_yaml(document),
+        DocumentFormat::OtelTailSampling => {
+            PolicyDocument::parse(document, Some(tailsift_policy::PolicyFormat::OtelTailSampling)).map(|(d, _)| d)
+        }
+        DocumentFormat::RefineryRules => {
+            PolicyDocument::parse(document, Some(tailsift_policy::PolicyFormat::RefineryRules)).map(|(d, _)| d)
+        }
     }?;
     doc.validate()?;
     Ok(tailsift_policy::PolicyEngine::compile(&doc)?)

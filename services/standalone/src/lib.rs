@@ -287,13 +287,20 @@ async fn publish_first_policy(
     shutdown: CancellationToken,
 ) {
     let (document, format) = match &policy.file {
-        None => (tailsift_sampler::DEFAULT_POLICY.to_string(), "yaml"),
+        None => (tailsift_sampler::DEFAULT_POLICY.to_string(), Some("yaml")),
         Some(path) => match std::fs::read_to_string(path) {
             Ok(text) => {
+                // `auto`: the coordinator tells the format from the content, as the sampler does.
                 let format = match policy.format {
-                    tailsift_sampler::config::PolicyFormat::Otel => "otel_tail_sampling",
-                    _ if path.extension().is_some_and(|e| e == "json") => "json",
-                    _ => "yaml",
+                    tailsift_sampler::config::PolicyFormat::Auto => None,
+                    tailsift_sampler::config::PolicyFormat::Otel => Some("otel_tail_sampling"),
+                    tailsift_sampler::config::PolicyFormat::Refinery => Some("refinery_rules"),
+                    tailsift_sampler::config::PolicyFormat::Native
+                        if text.trim_start().starts_with('{') =>
+                    {
+                        Some("json")
+                    }
+                    tailsift_sampler::config::PolicyFormat::Native => Some("yaml"),
                 };
                 (text, format)
             }
@@ -311,7 +318,10 @@ async fn publish_first_policy(
         }
     };
     let url = format!("{admin_url}/v1/policy");
-    let body = serde_json::json!({ "document": document, "format": format });
+    let body = match format {
+        Some(f) => serde_json::json!({ "document": document, "format": f }),
+        None => serde_json::json!({ "document": document }),
+    };
     loop {
         let attempt = async {
             let current: serde_json::Value = client

@@ -9,10 +9,12 @@ use tailsift_admin_client::{AdminClient, ClientError, ClientOptions, PolicyDocum
 
 use crate::cli::{AdminCommand, ClusterCommand, PolicyCommand, SeedCommand};
 
+const DEFAULT_ADMIN: &str = "http://127.0.0.1:9710";
+
 impl<C: Subcommand> AdminCommand<C> {
     fn client(&self) -> anyhow::Result<AdminClient> {
         let o = ClientOptions {
-            base_url: self.admin.clone(),
+            base_url: self.admin.clone().unwrap_or_else(|| DEFAULT_ADMIN.to_string()),
             token: self.token.clone(),
             ca_file: self.ca_file.clone(),
             timeout: self.timeout,
@@ -27,6 +29,12 @@ impl<C: Subcommand> AdminCommand<C> {
 }
 
 pub fn policy(a: AdminCommand<PolicyCommand>) -> anyhow::Result<()> {
+    // Offline: no coordinator needed.
+    match &a.command {
+        PolicyCommand::Validate(f) if a.admin.is_none() => return validate_offline(&f.file, f.format.as_deref()),
+        PolicyCommand::Test { file, cases, format } => return test_offline(file, cases, format.as_deref()),
+        _ => {}
+    }
     let client = a.client()?;
     let read = |file: &std::path::Path, format: Option<&str>| PolicyDocument::read(file, format);
     run(async move {
@@ -43,6 +51,7 @@ pub fn policy(a: AdminCommand<PolicyCommand>) -> anyhow::Result<()> {
             } => client.put_shadow(&read(file, format.as_deref())?).await,
             PolicyCommand::Shadow { clear: true, .. } => client.delete_shadow().await,
             PolicyCommand::Shadow { .. } => client.get_shadow().await,
+            PolicyCommand::Test { .. } => unreachable!("run offline above"),
         }
     })
 }
@@ -81,6 +90,68 @@ pub fn cluster(a: AdminCommand<ClusterCommand>) -> anyhow::Result<()> {
             },
         }
     })
+}
+
+fn policy_format(name: Option<&str>) -> anyhow::Result<Option<tailsift_policy::PolicyFormat>> {
+    name.map(|n| {
+        tailsift_policy::PolicyFormat::from_name(n)
+            .ok_or_else(|| anyhow::anyhow!("unknown --format `{n}`: native, otel_tail_sampling or refinery_rules"))
+    })
+    .transpose()
+}
+
+/// `tailsift policy validate FILE` without --admin: parse and compile as a sampler would.
+fn validate_offline(file: &std::path::Path, format: Option<&str>) -> anyhow::Result<()> {
+    use tailsift_sampler::policy_test::{compile_file, PolicyTestError};
+    match compile_file(file, policy_format(format)?) {
+        Ok((engine, format)) => {
+            let answer = serde_json::json!({
+                "valid": true,
+                "format": format.as_str(),
+                "policies": engine.policy_names().collect::<Vec<_>>(),
+            });
+            println!("{}", serde_json::to_string_pretty(&answer)?);
+            Ok(())
+        }
+        Err(PolicyTestError::Policy { path, source }) => {
+            let issues: Vec<Value> = source
+                .issues()
+                .iter()
+                .map(|i| serde_json::json!({"path": i.path, "message": i.message}))
+                .collect();
+            eprintln!("{}", serde_json::to_string_pretty(&serde_json::json!({ "valid": false, "issues": issues }))?);
+            Err(anyhow::anyhow!("{}: invalid policy: {source}", path.display()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `tailsift policy test FILE CASES`: one line per decided trace, then a summary.
+fn test_offline(file: &std::path::Path, cases: &std::path::Path, format: Option<&str>) -> anyhow::Result<()> {
+    let results = tailsift_sampler::policy_test::run(file, policy_format(format)?, cases)?;
+    let failed = results.iter().filter(|r| !r.passed()).count();
+    for r in &results {
+        let got = format!(
+            "keep={} policy={}",
+            r.keep,
+            r.policy.as_deref().unwrap_or("none")
+        );
+        if r.passed() {
+            println!("ok    {} [{}] {got}", r.case, r.trace_id);
+        } else {
+            let want = format!(
+                "keep={}{}",
+                r.expect.keep,
+                r.expect.policy.as_deref().map(|p| format!(" policy={p}")).unwrap_or_default()
+            );
+            println!("FAIL  {} [{}] expected {want}, got {got}", r.case, r.trace_id);
+        }
+    }
+    println!("{} passed, {failed} failed", results.len() - failed);
+    if failed > 0 {
+        anyhow::bail!("{failed} of {} policy test cases failed", results.len());
+    }
+    Ok(())
 }
 
 /// Runs the call and prints its answer.

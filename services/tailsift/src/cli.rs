@@ -116,14 +116,10 @@ pub fn parse_member(s: &str) -> Result<String, String> {
 #[derive(Args, Debug)]
 pub struct AdminCommand<C: Subcommand> {
     /// Admin API base URL of any coordinator (writes are forwarded to the leader); https:// for
-    /// coordinators with admin.tls.
-    #[arg(
-        long,
-        env = "TAILSIFT_ADMIN_URL",
-        default_value = "http://127.0.0.1:9710",
-        global = true
-    )]
-    pub admin: String,
+    /// coordinators with admin.tls. [default: http://127.0.0.1:9710] (`policy validate` and
+    /// `policy test` work offline unless it is given.)
+    #[arg(long, env = "TAILSIFT_ADMIN_URL", global = true)]
+    pub admin: Option<String>,
     /// Bearer token (role admin for writes, read_only is enough for reads).
     #[arg(long, env = "TAILSIFT_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
@@ -157,8 +153,21 @@ pub enum PolicyCommand {
     Get,
     /// Validate FILE and publish it as a new version (PUT /v1/policy).
     Apply(PolicyFile),
-    /// Validate FILE without publishing (POST /v1/policy/validate).
+    /// Validate FILE offline (parse and compile it as a sampler would), or with --admin on a
+    /// running cluster (POST /v1/policy/validate). Exits non-zero when invalid.
     Validate(PolicyFile),
+    /// Run test cases against FILE offline, like `promtool test rules`: each case names an
+    /// OTLP/JSON traces file and the expected decision (keep, and the rule that decided). Exits
+    /// non-zero when a case fails. See `tailsift_sampler::policy_test` for the cases format.
+    Test {
+        /// Policy document (any format).
+        file: PathBuf,
+        /// Cases file (YAML).
+        cases: PathBuf,
+        /// native, otel_tail_sampling or refinery_rules. [default: told from the content]
+        #[arg(long)]
+        format: Option<String>,
+    },
     /// Print the versions kept for rollback (GET /v1/policy/history).
     History,
     /// Publish an earlier VERSION again as a new version (POST /v1/policy/rollback).
@@ -173,7 +182,7 @@ pub enum PolicyCommand {
     Shadow {
         /// Candidate policy document.
         file: Option<PathBuf>,
-        /// yaml, json or otel_tail_sampling. [default: json for *.json, yaml otherwise]
+        /// yaml, json, otel_tail_sampling or refinery_rules. [default: told from the content]
         #[arg(long, requires = "file")]
         format: Option<String>,
         /// Remove the shadow policy.
@@ -186,8 +195,9 @@ pub enum PolicyCommand {
 pub struct PolicyFile {
     /// Policy document.
     pub file: PathBuf,
-    /// yaml, json or otel_tail_sampling (an OpenTelemetry Collector tail_sampling config).
-    /// [default: json for *.json, yaml otherwise]
+    /// yaml, json (native), otel_tail_sampling (an OpenTelemetry Collector tail_sampling policy
+    /// list, processor or collector config) or refinery_rules (Refinery rules.yaml).
+    /// [default: told from the content]
     #[arg(long)]
     pub format: Option<String>,
 }
@@ -291,8 +301,8 @@ pub struct SamplerArgs {
     /// Consumer group shared by all samplers (kafka.group_id). [default: tailsift-samplers]
     #[arg(long)]
     pub group_id: Option<String>,
-    /// Policy file (policy.file): native YAML/JSON, or an OpenTelemetry Collector tail_sampling
-    /// config with --set policy.format=otel. [default: keep errors, slow > 1s, 10% of the rest]
+    /// Policy file (policy.file): native YAML/JSON, an OpenTelemetry Collector tail_sampling
+    /// config or Refinery rules (the format is told from the content; policy.format forces one). [default: keep errors, slow > 1s, 10% of the rest]
     #[arg(long)]
     pub policy: Option<String>,
     /// Cluster-wide hash seed for consistent probabilistic sampling (policy.hash_seed). [default: 0]

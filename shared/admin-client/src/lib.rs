@@ -82,34 +82,34 @@ impl ClientOptions {
     }
 }
 
-/// A policy document and its format (`yaml`, `json` or `otel_tail_sampling`), the body of
-/// `PUT /v1/policy`, `POST /v1/policy/validate` and `PUT /v1/policy/shadow`.
+/// A policy document and its format (`yaml`, `json`, `otel_tail_sampling`, `refinery_rules`;
+/// absent: the coordinator tells it from the content), the body of `PUT /v1/policy`,
+/// `POST /v1/policy/validate` and `PUT /v1/policy/shadow`.
 #[derive(Debug, Clone, Serialize)]
 pub struct PolicyDocument {
     pub document: String,
-    pub format: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
 }
 
 impl PolicyDocument {
     pub fn yaml(document: impl Into<String>) -> Self {
         PolicyDocument {
             document: document.into(),
-            format: "yaml".into(),
+            format: Some("yaml".into()),
         }
     }
 
-    /// Reads `path`; without `format`, `json` for `*.json` and `yaml` otherwise.
+    /// Reads `path`; without `format` the coordinator detects it.
     pub fn read(path: &Path, format: Option<&str>) -> Result<Self, ClientError> {
         let document = std::fs::read_to_string(path).map_err(|source| ClientError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        let format = match format {
-            Some(f) => f.to_string(),
-            None if path.extension().is_some_and(|e| e == "json") => "json".into(),
-            None => "yaml".into(),
-        };
-        Ok(PolicyDocument { document, format })
+        Ok(PolicyDocument {
+            document,
+            format: format.map(str::to_string),
+        })
     }
 }
 

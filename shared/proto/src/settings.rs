@@ -14,6 +14,8 @@ pub enum DocumentFormat {
     Json,
     /// `otel_tail_sampling`: an OpenTelemetry Collector `tail_sampling` processor configuration.
     OtelTailSampling,
+    /// `refinery_rules`: Honeycomb Refinery's rules file.
+    RefineryRules,
 }
 
 /// A format name this version does not know.
@@ -28,6 +30,7 @@ impl DocumentFormat {
             DocumentFormat::Yaml => "yaml",
             DocumentFormat::Json => "json",
             DocumentFormat::OtelTailSampling => "otel_tail_sampling",
+            DocumentFormat::RefineryRules => "refinery_rules",
         }
     }
 }
@@ -40,6 +43,7 @@ impl std::str::FromStr for DocumentFormat {
             "yaml" => Ok(DocumentFormat::Yaml),
             "json" => Ok(DocumentFormat::Json),
             "otel_tail_sampling" => Ok(DocumentFormat::OtelTailSampling),
+            "refinery_rules" => Ok(DocumentFormat::RefineryRules),
             other => Err(UnknownFormat(other.to_string())),
         }
     }
@@ -109,6 +113,7 @@ mod tests {
             DocumentFormat::Yaml,
             DocumentFormat::Json,
             DocumentFormat::OtelTailSampling,
+            DocumentFormat::RefineryRules,
         ] {
             assert_eq!(f.as_str().parse::<DocumentFormat>().unwrap(), f);
         }

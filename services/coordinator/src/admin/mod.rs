@@ -413,26 +413,33 @@ impl<S: Send + Sync, T: for<'de> Deserialize<'de>> FromRequest<S> for Body<T> {
 #[serde(deny_unknown_fields)]
 pub struct PolicyBody {
     pub document: String,
+    /// `yaml`, `json` (native), `otel_tail_sampling` or `refinery_rules`. Absent: told from the
+    /// document's content (an ambiguous document is refused with the formats it could be).
     #[serde(default)]
-    pub format: PolicyFormat,
+    pub format: Option<PolicyFormat>,
 }
 
 impl PolicyBody {
-    /// Parses and compiles the document; an invalid one lists every problem by path.
-    pub fn check(&self) -> Result<tailsift_policy::PolicyDocument, AdminError> {
-        self.format
-            .check(&self.document)
-            .map_err(|e| AdminError::InvalidPolicy {
-                message: e.to_string(),
-                issues: e
-                    .issues()
-                    .iter()
-                    .map(|i| Issue {
-                        path: i.path.to_string(),
-                        message: i.message.to_string(),
-                    })
-                    .collect(),
-            })
+    /// Parses and compiles the document (in its format, or the detected one); an invalid one
+    /// lists every problem by path. Returns the document and the format to store it with.
+    pub fn check(&self) -> Result<(tailsift_policy::PolicyDocument, PolicyFormat), AdminError> {
+        let invalid = |e: tailsift_policy::PolicyError| AdminError::InvalidPolicy {
+            message: e.to_string(),
+            issues: e
+                .issues()
+                .iter()
+                .map(|i| Issue {
+                    path: i.path.to_string(),
+                    message: i.message.to_string(),
+                })
+                .collect(),
+        };
+        let format = match self.format {
+            Some(f) => f,
+            None => PolicyFormat::detect(&self.document).map_err(invalid)?,
+        };
+        let doc = format.check(&self.document).map_err(invalid)?;
+        Ok((doc, format))
     }
 }
 

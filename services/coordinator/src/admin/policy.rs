@@ -45,13 +45,13 @@ pub async fn put_policy(
     Extension(caller): Extension<Caller>,
     Body(b): Body<PolicyBody>,
 ) -> Answer<Written> {
-    b.check()?;
+    let (_, format) = b.check()?;
     let (h, w) = write(
         &s,
         Command::PutPolicy {
             author: caller.name,
             time_unix_ms: now_ms(),
-            format: b.format,
+            format,
             document: b.document,
         },
     )
@@ -71,7 +71,7 @@ pub struct Validated {
     responses((status = 200, description = "valid: the policy names", body = Validated),
         (status = 400, description = "invalid body or policy", body = ErrorBody)))]
 pub async fn validate_policy(Body(b): Body<PolicyBody>) -> Answer<Validated> {
-    let doc = b.check()?;
+    let (doc, _) = b.check()?;
     let policies = doc.policies.iter().map(|p| p.name.clone()).collect();
     Ok((HeaderMap::new(), Json(Validated { valid: true, policies })))
 }

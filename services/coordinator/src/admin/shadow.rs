@@ -100,13 +100,13 @@ pub async fn put_shadow(
     Extension(caller): Extension<Caller>,
     Body(b): Body<PolicyBody>,
 ) -> Answer<Written> {
-    b.check()?;
+    let (_, format) = b.check()?;
     let (h, w) = write(
         &s,
         Command::SetShadow {
             author: caller.name,
             time_unix_ms: now_ms(),
-            format: b.format,
+            format,
             document: b.document,
         },
     )

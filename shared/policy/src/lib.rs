@@ -271,14 +271,21 @@
 // `document` (the policy document model) on `model` and `error`;
 // `engine` and `otel_import` (the collector `tail_sampling` importer) on the
 // document model; `load` (parse + validate entry points) on all three.
+mod conditions;
 mod consistent;
 mod document;
+mod dynamic;
 mod engine;
 mod error;
+mod fields;
 mod load;
 mod model;
 mod otel_hash;
 mod otel_import;
+mod refinery_import;
+mod sampler;
+mod sampler_policy;
+mod sha1;
 
 pub use consistent::{
     adjusted_count, consistent_keep, decode_threshold, encode_threshold, ot_tracestate, parse_ot_tracestate,
@@ -296,3 +303,9 @@ pub use model::{AttrValue, Requirements, SpanData, StatusCode, TraceData, SERVIC
 pub use otel_hash::{
     fnv1a64, otel_probabilistic_keep, otel_probabilistic_threshold, otel_trace_hash, DEFAULT_HASH_SALT,
 };
+pub use sampler_policy::{
+    ConditionScalar, ConditionValue, CountUnit, DeterministicHash, DeterministicPolicy, DynamicPolicy,
+    EmaDynamicPolicy, EmaThroughputPolicy, Interval, RuleCondition, RuleDatatype, RuleOperator, RuleScope,
+    RulesPolicy, SamplerPolicy, SamplingRule, TotalThroughputPolicy, Unmatched, WindowedThroughputPolicy,
+};
+pub use sha1::{refinery_deterministic_keep, refinery_trace_id_string};

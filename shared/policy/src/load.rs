@@ -7,6 +7,7 @@ use crate::document::PolicyDocument;
 use crate::engine::PolicyEngine;
 use crate::error::PolicyError;
 use crate::otel_import::import_tail_sampling;
+use crate::refinery_import::import_refinery_rules;
 
 impl PolicyDocument {
     /// Parses a native YAML document and validates it.
@@ -49,6 +50,29 @@ impl PolicyDocument {
     /// `bytes_limiting`, `trace_flags`) are errors.
     pub fn from_otel_tail_sampling_yaml(text: &str) -> Result<Self, PolicyError> {
         let doc = import_tail_sampling(text)?;
+        doc.validate()?;
+        Ok(doc)
+    }
+
+    /// Imports a Honeycomb Refinery v2 rules file (`rules.yaml`:
+    /// `RulesVersion: 2`, `Samplers: {__default__: {...}, <env>: {...}}`),
+    /// using the `__default__` sampler. Errors name the environments present
+    /// when there is no `__default__`; see
+    /// [`Self::from_refinery_rules_yaml_env`].
+    ///
+    /// The result is a native document with one policy
+    /// (`refinery/__default__`) of the corresponding sampler type, and is
+    /// validated. Unknown keys are errors with their path.
+    pub fn from_refinery_rules_yaml(text: &str) -> Result<Self, PolicyError> {
+        let doc = import_refinery_rules(text, None)?;
+        doc.validate()?;
+        Ok(doc)
+    }
+
+    /// Like [`Self::from_refinery_rules_yaml`], for the sampler of
+    /// `environment` (a key of `Samplers`).
+    pub fn from_refinery_rules_yaml_env(text: &str, environment: &str) -> Result<Self, PolicyError> {
+        let doc = import_refinery_rules(text, Some(environment))?;
         doc.validate()?;
         Ok(doc)
     }

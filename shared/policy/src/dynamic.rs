@@ -247,7 +247,7 @@ impl KeyedRates {
     /// Rolls intervals that ended before `now`.
     fn advance(&mut self, now: u64) {
         let interval = self.interval_ns;
-        if let Algorithm::WindowedThroughput { .. } = self.algo {
+        if let Algorithm::WindowedThroughput { lookback, .. } = self.algo {
             let idx = now / interval;
             match self.start {
                 None => self.start = Some(idx),
@@ -259,7 +259,14 @@ impl KeyedRates {
                     self.start = Some(idx);
                     self.update_windowed(idx);
                 }
-                // Same index, or the clock went back: count into the
+                // The clock went back further than the window: restart the
+                // window at `now` (otherwise rates would freeze until the
+                // clock catches up).
+                Some(last) if last - idx > lookback => {
+                    self.blocks.clear();
+                    self.start = Some(idx);
+                }
+                // Same index, or back within the window: count into the
                 // current block.
                 Some(_) => {}
             }

@@ -417,3 +417,108 @@ impl Compiler<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consistent::randomness;
+    use crate::model::{AttrValue, SpanData};
+
+    fn node(yaml: &str) -> SamplerNode {
+        let p: SamplerPolicy = serde_yaml::from_str(yaml).unwrap();
+        let mut issues = Vec::new();
+        let mut req = Requirements::default();
+        let n = compile(&p, "p", &mut issues, &mut req);
+        assert!(issues.is_empty(), "{issues:?}");
+        n
+    }
+
+    /// A flood of unique keys: memory stays bounded by `max_keys` and the
+    /// overflow key still gets thinned to the goal.
+    fn flood(yaml: &str, traces: u64, max_tracked: usize) -> u64 {
+        let mut s = node(yaml);
+        let mut kept = 0u64;
+        let mut peak = 0usize;
+        for i in 0..traces {
+            let id = i.to_string();
+            let span = SpanData {
+                attributes: vec![("user.id", AttrValue::Str(&id))],
+                ..Default::default()
+            };
+            let mut tid = [0u8; 16];
+            tid[..8].copy_from_slice(&i.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
+            let trace = TraceData {
+                trace_id: tid,
+                spans: vec![span],
+            };
+            // 100,000 traces per second.
+            let input = SamplerInput {
+                trace: &trace,
+                randomness: randomness(tid, 7),
+                now: i * 10_000,
+                seq: i + 1,
+            };
+            kept += u64::from(s.eval(&input).keep);
+            if i % 997 == 0 {
+                peak = peak.max(s.tracked_keys());
+            }
+        }
+        assert!(peak <= max_tracked, "{yaml}: {peak} keys held");
+        kept
+    }
+
+    #[test]
+    fn a_million_unique_keys_stay_bounded() {
+        let n = 1_000_000;
+        let kept = flood(
+            "dynamic: { sample_rate: 10, clear_frequency: 1s, field_list: [user.id], max_keys: 100 }",
+            n,
+            2 * 101,
+        );
+        // ~1 in 10 (plus the 100 admitted keys per interval at rate 1).
+        assert!((70_000..=130_000).contains(&kept), "{kept}");
+    }
+
+    #[test]
+    fn unique_key_floods_for_every_dynamic_sampler() {
+        for (yaml, bound) in [
+            (
+                "ema_dynamic: { goal_sample_rate: 10, adjustment_interval: 1s, field_list: [user.id], max_keys: 100 }",
+                101 + 101 + 203,
+            ),
+            (
+                "ema_throughput: { goal_throughput_per_sec: 1000, adjustment_interval: 1s, field_list: [user.id], max_keys: 100 }",
+                101 + 101 + 203,
+            ),
+            (
+                "windowed_throughput: { goal_throughput_per_sec: 1000, update_frequency: 1s, lookback_frequency: 5s, field_list: [user.id], max_keys: 100 }",
+                101 * 7 + 101,
+            ),
+            (
+                "total_throughput: { goal_throughput_per_sec: 1000, clear_frequency: 1s, field_list: [user.id], max_keys: 100 }",
+                2 * 101,
+            ),
+        ] {
+            let kept = flood(yaml, 300_000, bound);
+            assert!(kept > 0 && kept < 150_000, "{yaml}: {kept}");
+        }
+    }
+
+    #[test]
+    fn repeated_evaluation_in_one_decision_counts_once() {
+        let mut s = node("total_throughput: { goal_throughput_per_sec: 1, clear_frequency: 1s, field_list: [k] }");
+        let trace = TraceData::default();
+        let input = |seq| SamplerInput {
+            trace: &trace,
+            randomness: 0,
+            now: 5,
+            seq,
+        };
+        let first = s.eval(&input(1));
+        assert_eq!(s.eval(&input(1)), first);
+        s.eval(&input(2));
+        let Kind::Keyed(k) = &s.kind else { panic!() };
+        // Two decisions, one empty key: counted twice, not three times.
+        assert_eq!(k.rates.tracked_keys(), 1);
+    }
+}

@@ -111,11 +111,11 @@ impl fmt::Display for Interval {
         let n = self.nanos;
         if n == 0 {
             write!(f, "0s")
-        } else if n % 1_000_000_000 == 0 {
+        } else if n.is_multiple_of(1_000_000_000) {
             write!(f, "{}s", n / 1_000_000_000)
-        } else if n % 1_000_000 == 0 {
+        } else if n.is_multiple_of(1_000_000) {
             write!(f, "{}ms", n / 1_000_000)
-        } else if n % 1_000 == 0 {
+        } else if n.is_multiple_of(1_000) {
             write!(f, "{}us", n / 1_000)
         } else {
             write!(f, "{n}ns")
@@ -146,7 +146,7 @@ impl<'de> Deserialize<'de> for Interval {
                     .map_err(|_| E::custom("a duration must not be negative"))
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Interval, E> {
-                if v.is_finite() && v >= 0.0 && v < 1.8e10 {
+                if (0.0..1.8e10).contains(&v) {
                     Ok(Interval {
                         nanos: (v * 1e9).round() as u64,
                     })

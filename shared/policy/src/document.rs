@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::PolicyError;
 use crate::model::StatusCode;
+use crate::sampler_policy::{
+    DeterministicPolicy, DynamicPolicy, EmaDynamicPolicy, EmaThroughputPolicy, RulesPolicy, SamplerPolicy,
+    TotalThroughputPolicy, WindowedThroughputPolicy,
+};
 
 /// A complete policy set: what a sampling worker evaluates for every trace.
 ///
@@ -244,6 +248,10 @@ pub enum PolicyKind {
     Not(NotPolicy),
     /// `composite: { max_total_spans_per_second, policies, rate_allocation }`.
     Composite(CompositePolicy),
+    /// A Refinery-style sampler, written under its own key:
+    /// `deterministic`, `dynamic`, `ema_dynamic`, `ema_throughput`,
+    /// `windowed_throughput`, `total_throughput` or `rules`.
+    Sampler(SamplerPolicy),
 }
 
 impl PolicyKind {
@@ -265,6 +273,7 @@ impl PolicyKind {
             PolicyKind::And(_) => "and",
             PolicyKind::Not(_) => "not",
             PolicyKind::Composite(_) => "composite",
+            PolicyKind::Sampler(s) => s.type_name(),
         }
     }
 }
@@ -700,10 +709,53 @@ struct RawPolicy {
         skip_serializing_if = "Option::is_none"
     )]
     composite: Option<CompositePolicy>,
+    #[serde(
+        default,
+        deserialize_with = "present_required",
+        skip_serializing_if = "Option::is_none"
+    )]
+    deterministic: Option<DeterministicPolicy>,
+    #[serde(
+        default,
+        deserialize_with = "present_required",
+        skip_serializing_if = "Option::is_none"
+    )]
+    dynamic: Option<DynamicPolicy>,
+    #[serde(
+        default,
+        deserialize_with = "present_required",
+        skip_serializing_if = "Option::is_none"
+    )]
+    ema_dynamic: Option<EmaDynamicPolicy>,
+    #[serde(
+        default,
+        deserialize_with = "present_required",
+        skip_serializing_if = "Option::is_none"
+    )]
+    ema_throughput: Option<EmaThroughputPolicy>,
+    #[serde(
+        default,
+        deserialize_with = "present_required",
+        skip_serializing_if = "Option::is_none"
+    )]
+    windowed_throughput: Option<WindowedThroughputPolicy>,
+    #[serde(
+        default,
+        deserialize_with = "present_required",
+        skip_serializing_if = "Option::is_none"
+    )]
+    total_throughput: Option<TotalThroughputPolicy>,
+    #[serde(
+        default,
+        deserialize_with = "present_required",
+        skip_serializing_if = "Option::is_none"
+    )]
+    rules: Option<RulesPolicy>,
 }
 
 const POLICY_TYPES: &str = "always, drop, status_code, latency, probabilistic, otel_probabilistic, \
-rate_limiting, string_attribute, numeric_attribute, boolean_attribute, span_count, trace_state, and, not, composite";
+rate_limiting, string_attribute, numeric_attribute, boolean_attribute, span_count, trace_state, and, not, composite, deterministic, dynamic, ema_dynamic, ema_throughput, \
+windowed_throughput, total_throughput, rules";
 
 /// Why a policy entry does not have exactly one type (a serde error message,
 /// located by `serde_path_to_error`). `label` is `policy "name": ` or empty.
@@ -765,6 +817,27 @@ impl TryFrom<RawPolicy> for NamedPolicy {
         if let Some(v) = raw.composite {
             kinds.push(PolicyKind::Composite(v));
         }
+        if let Some(v) = raw.deterministic {
+            kinds.push(PolicyKind::Sampler(SamplerPolicy::Deterministic(v)));
+        }
+        if let Some(v) = raw.dynamic {
+            kinds.push(PolicyKind::Sampler(SamplerPolicy::Dynamic(v)));
+        }
+        if let Some(v) = raw.ema_dynamic {
+            kinds.push(PolicyKind::Sampler(SamplerPolicy::EmaDynamic(v)));
+        }
+        if let Some(v) = raw.ema_throughput {
+            kinds.push(PolicyKind::Sampler(SamplerPolicy::EmaThroughput(v)));
+        }
+        if let Some(v) = raw.windowed_throughput {
+            kinds.push(PolicyKind::Sampler(SamplerPolicy::WindowedThroughput(v)));
+        }
+        if let Some(v) = raw.total_throughput {
+            kinds.push(PolicyKind::Sampler(SamplerPolicy::TotalThroughput(v)));
+        }
+        if let Some(v) = raw.rules {
+            kinds.push(PolicyKind::Sampler(SamplerPolicy::Rules(v)));
+        }
         let label = if raw.name.is_empty() {
             String::new()
         } else {
@@ -811,6 +884,13 @@ impl From<NamedPolicy> for RawPolicy {
             PolicyKind::And(v) => raw.and = Some(v),
             PolicyKind::Not(v) => raw.not = Some(v),
             PolicyKind::Composite(v) => raw.composite = Some(v),
+            PolicyKind::Sampler(SamplerPolicy::Deterministic(v)) => raw.deterministic = Some(v),
+            PolicyKind::Sampler(SamplerPolicy::Dynamic(v)) => raw.dynamic = Some(v),
+            PolicyKind::Sampler(SamplerPolicy::EmaDynamic(v)) => raw.ema_dynamic = Some(v),
+            PolicyKind::Sampler(SamplerPolicy::EmaThroughput(v)) => raw.ema_throughput = Some(v),
+            PolicyKind::Sampler(SamplerPolicy::WindowedThroughput(v)) => raw.windowed_throughput = Some(v),
+            PolicyKind::Sampler(SamplerPolicy::TotalThroughput(v)) => raw.total_throughput = Some(v),
+            PolicyKind::Sampler(SamplerPolicy::Rules(v)) => raw.rules = Some(v),
         }
         raw
     }

@@ -12,6 +12,7 @@ use crate::document::{
 use crate::error::{Issue, PolicyError};
 use crate::model::{AttrValue, Requirements, SpanData, TraceData, SERVICE_NAME_KEY};
 use crate::otel_hash;
+use crate::sampler::{self, SamplerInput, SamplerNode};
 
 /// The outcome of [`PolicyEngine::decide`] for one trace.
 #[derive(Debug, Clone, PartialEq)]
@@ -148,6 +149,8 @@ struct Ctx<'t, 'a> {
     now: u64,
     duration: u64,
     span_count: u64,
+    /// Number of the `decide` call (samplers count a trace once per call).
+    seq: u64,
 }
 
 /// A set of strings to match: sorted exact values or a regex set.
@@ -483,6 +486,7 @@ enum Node {
     And(Vec<Node>),
     Not(Box<Node>),
     Composite(Box<CompositeNode>),
+    Sampler(Box<SamplerNode>),
 }
 
 impl Node {
@@ -503,6 +507,7 @@ impl Node {
             }
             Node::And(children) => children.iter_mut().for_each(|c| c.set_share(share)),
             Node::Not(n) => n.set_share(share),
+            Node::Sampler(s) => s.set_share(share),
             _ => {}
         }
     }
@@ -587,6 +592,19 @@ impl Node {
                 }
             }
             Node::Composite(c) => c.eval(cx, commit),
+            Node::Sampler(s) => {
+                let o = s.eval(&SamplerInput {
+                    trace: cx.trace,
+                    randomness: cx.randomness,
+                    now: cx.now,
+                    seq: cx.seq,
+                });
+                Outcome {
+                    verdict: if o.keep { Verdict::Sampled } else { Verdict::NotSampled },
+                    prob: o.prob,
+                    threshold: o.threshold,
+                }
+            }
         }
     }
 }
@@ -620,6 +638,7 @@ pub struct PolicyEngine {
     requirements: Requirements,
     needs_randomness: bool,
     needs_duration: bool,
+    decisions: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -963,6 +982,10 @@ impl Builder {
                 Level::Nested,
             ))),
             PolicyKind::Composite(c) => self.composite(c, &format!("{path}.composite")),
+            PolicyKind::Sampler(s) => {
+                self.needs_randomness = true;
+                Node::Sampler(Box::new(sampler::compile(s, path, &mut self.issues, &mut self.requirements)))
+            }
         }
     }
 
@@ -1134,6 +1157,7 @@ impl PolicyEngine {
             requirements: b.requirements,
             needs_randomness: b.needs_randomness,
             needs_duration: b.needs_duration,
+            decisions: 0,
         })
     }
 
@@ -1200,6 +1224,7 @@ impl PolicyEngine {
     /// every worker gives the same decisions); `now_unix_nano` drives rate
     /// limiters and composite budgets (no clock is read).
     pub fn decide(&mut self, trace: &TraceData<'_>, seed: u64, now_unix_nano: u64) -> Decision {
+        self.decisions = self.decisions.wrapping_add(1);
         let cx = Ctx {
             trace,
             randomness: if self.needs_randomness {
@@ -1210,6 +1235,7 @@ impl PolicyEngine {
             now: now_unix_nano,
             duration: if self.needs_duration { trace.duration_nanos() } else { 0 },
             span_count: trace.span_count(),
+            seq: self.decisions,
         };
         match self.semantics {
             Semantics::Native => self.decide_native(&cx),

@@ -64,6 +64,13 @@
 //! | `and` | `policies: [..]` | all sub-policies match (in order, short-circuit) |
 //! | `not` | `policy: {..}` | the sub-policy does not match |
 //! | `composite` | `max_total_spans_per_second`, `policies`, `rate_allocation: [{policy, percent}]` | see below |
+//! | `deterministic` | `sample_rate` (N >= 1), `hash` (`consistent` default, `refinery_sha1`) | 1 in N by trace ID, see "Refinery samplers" |
+//! | `dynamic` | `sample_rate` (goal), `clear_frequency` (30s), `field_list`, `use_trace_length`, `max_keys` (500), `unit` | per-key rate, dynsampler `AvgSampleRate` |
+//! | `ema_dynamic` | `goal_sample_rate` (10), `adjustment_interval` (15s), `weight` (0.5), `age_out_value` (= weight), `burst_multiple` (2), `burst_detection_delay` (3), `field_list`, `use_trace_length`, `max_keys`, `unit` | per-key rate, dynsampler `EMASampleRate` |
+//! | `ema_throughput` | `goal_throughput_per_sec` (100), `initial_sample_rate` (10), `adjustment_interval`, `weight`, `age_out_value`, `burst_multiple`, `burst_detection_delay`, `field_list` (may be empty), `use_trace_length`, `max_keys`, `unit` | per-key rate, dynsampler `EMAThroughput` |
+//! | `windowed_throughput` | `goal_throughput_per_sec` (100), `update_frequency` (1s), `lookback_frequency` (30 × update), `field_list`, `use_trace_length`, `max_keys`, `unit` | per-key rate, dynsampler `WindowedThroughput` |
+//! | `total_throughput` | `goal_throughput_per_sec` (100), `clear_frequency` (30s), `field_list`, `use_trace_length`, `max_keys`, `unit` | per-key rate, dynsampler `TotalThroughput` |
+//! | `rules` | `rules: [{name, scope, conditions, drop / sample_rate / sampler}]`, `unmatched` (`keep` default, `pass`) | Refinery's rules-based sampler |
 //!
 //! `scope` is `span` (default), `resource` or `any`; `invert: true` matches
 //! traces where *no* span (or resource) has a matching value, including
@@ -258,6 +265,160 @@
 //! to Go's RE2) and need no `cache_max_size`. An imported document can be
 //! written out with [`PolicyDocument::to_yaml`] and keeps its semantics.
 //!
+//! ## Refinery samplers
+//!
+//! The last seven types reproduce the samplers of Honeycomb Refinery
+//! (`sample/*.go`, with the rate algorithms of `dynsampler-go`). A sampler
+//! policy matches when it keeps the trace. Every keep is a **consistent**
+//! decision at probability `1 / N` for the trace's sample rate `N`
+//! (`threshold_for(1/N)`, `R >= T` as above), so [`Decision::sampling_probability`]
+//! is `1/N`, [`Decision::adjusted_count`] is `N` (Refinery's `SampleRate`
+//! on kept spans, up to float rounding), and [`Decision::threshold`],
+//! [`Decision::randomness`] and [`Decision::ot_tracestate`] are set (rate 1
+//! gives `th:0`). Refinery itself draws `rand.Intn(N) == 0`; a seeded
+//! consistent draw keeps the decision reproducible on every worker and
+//! expressible as an OpenTelemetry threshold.
+//!
+//! **`deterministic`** keeps 1 in `sample_rate` by trace ID. `hash:
+//! consistent` (default) is the consistent sampling above with the cluster
+//! seed (the same traces as `probabilistic: {percentage: 100/N}`).
+//! `hash: refinery_sha1` is Refinery's rule bit for bit: `v` = first 4
+//! bytes, big-endian, of `SHA-1(trace-ID string ++ "5VQ8l2jE5aJLPVqk")`
+//! (the ID in lower-case hex, only its last 8 bytes when the first 8 are
+//! zero, as Honeycomb's OTLP translation writes it), kept iff
+//! `v <= u32::MAX / N`. It ignores the seed and reports no `th` (not a
+//! threshold scheme), only the adjusted count `N`. See
+//! [`refinery_deterministic_keep`].
+//!
+//! **Dynamic samplers** count traffic per *key* over intervals of the
+//! `now_unix_nano` passed to [`PolicyEngine::decide`] and serve rates
+//! computed from the previous interval(s):
+//!
+//! * `dynamic`: at the end of each `clear_frequency` interval, with `c_k`
+//!   the key counts, `goal = Σc / sample_rate`, every key gets a goal of
+//!   `max(1, log10(c_k) · goal / Σ log10(c_k))`, keys in sorted order, and
+//!   keys under their goal get rate 1 and hand the unused room to the
+//!   following keys; otherwise `rate = ceil(c_k / goal_k)`. Rare keys are
+//!   kept whole, frequent keys thinned, the total near `Σc / sample_rate`.
+//!   Before the first interval ends every key gets `sample_rate`; an
+//!   interval without traffic clears the rates (unknown keys: rate 1).
+//! * `ema_dynamic`: the same split over an exponential moving average of
+//!   the counts (`avg = weight · count + (1 - weight) · avg`, keys whose
+//!   average falls below `age_out_value` are forgotten), recomputed every
+//!   `adjustment_interval`. Burst detection: after `burst_detection_delay`
+//!   intervals, when the current interval's count reaches `burst_multiple`
+//!   × the average total, rates are recomputed at once and the interval
+//!   restarts (the bursting trace still gets the old rate).
+//! * `ema_throughput`: the same EMA, with the goal count
+//!   `goal_throughput_per_sec × adjustment_interval` instead of a goal rate;
+//!   `initial_sample_rate` before the first adjustment.
+//! * `windowed_throughput`: every `update_frequency`, the counts of the
+//!   last `lookback_frequency` (whole update intervals) are split equally
+//!   among their keys: `rate = max(1, trunc(c_k / (goal × lookback / keys)))`.
+//! * `total_throughput`: the same equal split over the last
+//!   `clear_frequency` interval.
+//!
+//! A trace counts for its span count (`unit: spans`, the default: Refinery
+//! counts events, and throughput goals are spans per second) or for 1
+//! (`unit: traces`: traces per second). Intervals roll when `now` passes
+//! the end of the current one (several missed intervals act as one
+//! interval with traffic and one without); a clock going back less than an
+//! interval (windowed: the lookback) keeps counting into the current one,
+//! further back restarts the interval at `now`; nothing panics. A sampler
+//! is consulted once per [`PolicyEngine::decide`] (it is counted even when
+//! a rate limiter in the same `and` later refuses the trace).
+//!
+//! **Key.** `field_list` is sorted; for each field the distinct values over
+//! all spans (stringified like Go: integers in decimal, floats shortest,
+//! `true`/`false`) are sorted and written each followed by `•`, then `,`
+//! (fields without values are skipped); then `<value>,` for each
+//! `root.`-prefixed field present on the root span (Go `%v`, so `1e+06`);
+//! then the span count when `use_trace_length`. As in Refinery at most 99
+//! distinct values enter a key; Tailsift also truncates keys to 1024 bytes.
+//! **Cardinality cap:** at most `max_keys` keys (default 500, at most
+//! 1,000,000) are tracked per interval (windowed: per window); traffic of
+//! further keys is counted, and rated, under one shared overflow key, so
+//! memory stays bounded and a flood of unique keys is still thinned.
+//! (Refinery stops counting such keys and keeps them at rate 1.)
+//!
+//! **Fields** (keys and rule conditions) read Refinery's flattened span:
+//! a span attribute, else a resource attribute, else a field derived from
+//! the span: `name`, `service.name`, `trace.trace_id`, `trace.span_id`,
+//! `trace.parent_id` (absent on roots), `type`/`span.kind` (`server`,
+//! `client`, ...), `status_code` (0/1/2), `error` (true on error spans,
+//! else absent), `duration_ms` (float), `trace.trace_state`,
+//! `meta.signal_type` (`trace`). `root.<field>` reads the root span (the
+//! first span without a parent). Computed fields: `?.NUM_DESCENDANTS` (the
+//! span count) and, a Tailsift addition, `?.HTTP_STATUS_CLASS` (`1xx` ..
+//! `5xx` from `http.response.status_code`, else `http.status_code`).
+//! Attribute values that are arrays, maps or bytes read as absent.
+//! `span.num_links`, `span.num_events`, `status_message`, `library.*`,
+//! `parent_name` and other `meta.*` fields are not in Tailsift's span model
+//! and are validation errors. [`PolicyEngine::requirements`] lists every
+//! field as a span and resource attribute to extract.
+//!
+//! **`rules`**: the first rule whose conditions all hold decides: `drop:
+//! true` drops, `sample_rate: N` keeps 1 in N, `sampler:` hands the trace
+//! to a nested sampler (any type but `rules`; its state is the rule's
+//! own). No conditions: the rule always matches. No rule matches: the
+//! trace is kept at rate 1 (Refinery), or with `unmatched: pass` the
+//! policy does not match and later policies decide. Conditions have
+//! `field` or `fields` (the first present one is used), an `operator`
+//! (`=`, `!=`, `>`, `>=`, `<`, `<=`, `starts-with`, `contains`,
+//! `does-not-contain`, `exists`, `not-exists`, `has-root-span`, `matches`
+//! (a `regex` crate regex, unanchored), `in`, `not-in`), a `value` and an
+//! optional `datatype` (`string`, `int`, `float`, `bool`). Refinery's
+//! semantics are kept, including its corners: without a datatype numbers
+//! compare with numbers, strings with strings and bools with bools, and
+//! anything else does not match; with a datatype both sides are converted
+//! (`int` parses strings and truncates floats; `string` compares Go `%v`
+//! text, so an absent field reads as `<nil>`); `starts-with`, `contains`,
+//! `does-not-contain`, `matches` and `in`/`not-in` (without an `int`/`float`
+//! datatype) compare `%v` text, so negative operators match spans without
+//! the field. `scope: trace` (default) lets each condition be met by a
+//! different span; `scope: span` needs one span meeting all of them.
+//! `has-root-span: true/false` checks for a root span (trace scope only).
+//!
+//! **Cluster-wide budgets.** Throughput goals (`ema_throughput`,
+//! `windowed_throughput`, `total_throughput`) are for the whole cluster
+//! under `budget_scope: cluster`: each worker enforces its
+//! [`PolicyEngine::set_budget_share`] of the goal (from the next rate
+//! computation on), so the workers together keep about the goal. Goal
+//! *sample rates* (`dynamic`, `ema_dynamic`, `deterministic`, rules'
+//! `sample_rate`) are not scaled: a rate is a ratio, and each worker sees
+//! its share of every key's traffic (partitions are assigned by trace ID),
+//! so the same ratio on every worker is the same ratio for the cluster.
+//! (The log-weighted split depends mildly on absolute counts, so per-key
+//! rates can differ a little from one node seeing all traffic.) Each trace
+//! is decided by one worker; two engines fed the same traces, times and
+//! seed make identical decisions.
+//!
+//! **Importing Refinery's `rules.yaml`.** [`PolicyDocument::from_refinery_rules_yaml`]
+//! accepts a Refinery v2 rules file (`RulesVersion: 2`, `Samplers:
+//! {__default__: {...}, <env>: {...}}`, sampler keys `DeterministicSampler`,
+//! `RulesBasedSampler`, `DynamicSampler`, `EMADynamicSampler`,
+//! `EMAThroughputSampler`, `WindowedThroughputSampler`,
+//! `TotalThroughputSampler` with their CamelCase options) and maps the
+//! `__default__` sampler (Tailsift has one policy per cluster; pick another
+//! environment with [`PolicyDocument::from_refinery_rules_yaml_env`]) onto
+//! one native policy named `refinery/<env>`. Unknown keys, operators and
+//! datatypes are errors with their path. Mapping details: zero or missing
+//! options take Refinery's defaults; `DeterministicSampler` uses `hash:
+//! refinery_sha1`; a rule with a `Sampler` ignores `Drop`/`SampleRate`, and
+//! a rule with neither a sampler, `Drop` nor a `SampleRate >= 1` keeps
+//! nothing (as in Refinery) and becomes `drop: true`; durations are Go
+//! durations (`30s`, `1m0s`). Refinery's throughput goals are per instance
+//! unless `UseClusterSize: true`, so the document gets `budget_scope:
+//! worker`, or `cluster` when every throughput sampler sets
+//! `UseClusterSize` (mixing both is an error). Not supported (errors):
+//! `CheckNestedFields: true`, v1 TOML rules. Other differences from
+//! Refinery: keep decisions are consistent draws (see above); rules with
+//! identical downstream samplers do not share state; a failed condition
+//! (bad regex, unconvertible value) is a validation error where Refinery
+//! logs it and falls back; `has-root-span` under `scope: span` is an error
+//! (Refinery's docs call it unusable there); the decision reports the
+//! policy name, not Refinery's rule-reason string.
+//!
 //! ## Validation
 //!
 //! [`PolicyDocument::from_yaml`] / [`PolicyDocument::from_json`] /
@@ -276,21 +437,35 @@
 #![warn(missing_docs)]
 
 // Module layering (no cycles; checked by the workspace's module-cycle test):
-// `model`, `error`, `consistent` (SipHash consistent sampling) and
-// `otel_hash` (the collector's FNV hash) depend on nothing else here;
-// `document` (the policy document model) on `model` and `error`;
-// `engine` and `otel_import` (the collector `tail_sampling` importer) on the
-// document model; `format` (format detection) on `error` only; `load` (parse +
-// validate entry points) on all of them.
+// `model`, `error`, `consistent` (SipHash consistent sampling),
+// `otel_hash` (the collector's FNV hash), `sha1` (Refinery's deterministic
+// hash), `dynamic` (dynsampler rate algorithms) and `sampler_policy` (the
+// Refinery sampler settings) depend on nothing else here;
+// `document` (the policy document model) on `model`, `error` and
+// `sampler_policy`; `fields` (Refinery field lookup and keys) on `model`,
+// `error` and `sha1`; `conditions` (rule conditions) on `fields` and
+// `sampler_policy`; `sampler` (compiled Refinery samplers) on those plus
+// `dynamic` and `consistent`; `engine` on the document model and
+// `sampler`; `otel_import` and `refinery_import` (the collector and
+// Refinery importers) on the document model; `format` (format detection)
+// on `error` only; `load` (parse + validate entry points) on the document,
+// the importers, `format` and the engine.
+mod conditions;
 mod consistent;
 mod document;
+mod dynamic;
 mod engine;
 mod error;
+mod fields;
 mod format;
 mod load;
 mod model;
 mod otel_hash;
 mod otel_import;
+mod refinery_import;
+mod sampler;
+mod sampler_policy;
+mod sha1;
 
 pub use consistent::{
     adjusted_count, consistent_keep, decode_threshold, encode_threshold, ot_tracestate, parse_ot_tracestate,
@@ -309,3 +484,9 @@ pub use model::{AttrValue, Requirements, SpanData, StatusCode, TraceData, SERVIC
 pub use otel_hash::{
     fnv1a64, otel_probabilistic_keep, otel_probabilistic_threshold, otel_trace_hash, DEFAULT_HASH_SALT,
 };
+pub use sampler_policy::{
+    ConditionScalar, ConditionValue, CountUnit, DeterministicHash, DeterministicPolicy, DynamicPolicy,
+    EmaDynamicPolicy, EmaThroughputPolicy, Interval, RuleCondition, RuleDatatype, RuleOperator, RuleScope,
+    RulesPolicy, SamplerPolicy, SamplingRule, TotalThroughputPolicy, Unmatched, WindowedThroughputPolicy,
+};
+pub use sha1::{refinery_deterministic_keep, refinery_trace_id_string};

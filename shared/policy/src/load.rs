@@ -8,6 +8,7 @@ use crate::engine::PolicyEngine;
 use crate::error::PolicyError;
 use crate::format::{detect, PolicyFormat};
 use crate::otel_import::import_tail_sampling;
+use crate::refinery_import::import_refinery_rules;
 
 impl PolicyDocument {
     /// Parses a native YAML document and validates it.
@@ -54,6 +55,29 @@ impl PolicyDocument {
         Ok(doc)
     }
 
+    /// Imports a Honeycomb Refinery v2 rules file (`rules.yaml`:
+    /// `RulesVersion: 2`, `Samplers: {__default__: {...}, <env>: {...}}`),
+    /// using the `__default__` sampler. Errors name the environments present
+    /// when there is no `__default__`; see
+    /// [`Self::from_refinery_rules_yaml_env`].
+    ///
+    /// The result is a native document with one policy
+    /// (`refinery/__default__`) of the corresponding sampler type, and is
+    /// validated. Unknown keys are errors with their path.
+    pub fn from_refinery_rules_yaml(text: &str) -> Result<Self, PolicyError> {
+        let doc = import_refinery_rules(text, None)?;
+        doc.validate()?;
+        Ok(doc)
+    }
+
+    /// Like [`Self::from_refinery_rules_yaml`], for the sampler of
+    /// `environment` (a key of `Samplers`).
+    pub fn from_refinery_rules_yaml_env(text: &str, environment: &str) -> Result<Self, PolicyError> {
+        let doc = import_refinery_rules(text, Some(environment))?;
+        doc.validate()?;
+        Ok(doc)
+    }
+
     /// Parses and validates a document in `format`, or in the format [`detect`] tells from its
     /// content when `format` is `None`; returns the document and the format it was read as.
     /// Native documents are read as JSON when they start with `{` (JSON error positions), as
@@ -67,9 +91,7 @@ impl PolicyDocument {
             PolicyFormat::Native if text.trim_start().starts_with('{') => Self::from_json(text)?,
             PolicyFormat::Native => Self::from_yaml(text)?,
             PolicyFormat::OtelTailSampling => Self::from_otel_tail_sampling_yaml(text)?,
-            PolicyFormat::RefineryRules => {
-                return Err(PolicyError::parse(".", "Refinery rules are not supported by this version"))
-            }
+            PolicyFormat::RefineryRules => Self::from_refinery_rules_yaml(text)?,
         };
         Ok((doc, format))
     }

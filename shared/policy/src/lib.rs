@@ -279,6 +279,7 @@ mod load;
 mod model;
 mod otel_hash;
 mod otel_import;
+mod ottl;
 
 pub use consistent::{
     adjusted_count, consistent_keep, decode_threshold, encode_threshold, ot_tracestate, parse_ot_tracestate,
@@ -292,7 +293,7 @@ pub use document::{
 };
 pub use engine::{stress_decision, Decision, PolicyEngine, STRESS_POLICY};
 pub use error::{Issue, PolicyError};
-pub use model::{AttrValue, Requirements, SpanData, StatusCode, TraceData, SERVICE_NAME_KEY};
+pub use model::{AttrValue, Requirements, SpanData, SpanEventData, StatusCode, TraceData, SERVICE_NAME_KEY};
 pub use otel_hash::{
     fnv1a64, otel_probabilistic_keep, otel_probabilistic_threshold, otel_trace_hash, DEFAULT_HASH_SALT,
 };

@@ -189,6 +189,14 @@ pub enum PolicyKind {
     Not(NotPolicy),
     /// `composite: { max_total_spans_per_second, policies, rate_allocation }`.
     Composite(CompositePolicy),
+    /// `ottl_condition: { error_mode, span: [..], spanevent: [..] }` — some
+    /// span (span event) satisfies one of the OTTL conditions.
+    OttlCondition(OttlConditionPolicy),
+    /// `bytes_limiting: { bytes_per_second, burst_capacity }` — token bucket
+    /// on the traces' encoded size.
+    BytesLimiting(BytesLimitingPolicy),
+    /// `trace_flags: {}` — some span has the W3C `sampled` trace flag.
+    TraceFlags,
 }
 
 impl PolicyKind {
@@ -210,6 +218,9 @@ impl PolicyKind {
             PolicyKind::And(_) => "and",
             PolicyKind::Not(_) => "not",
             PolicyKind::Composite(_) => "composite",
+            PolicyKind::OttlCondition(_) => "ottl_condition",
+            PolicyKind::BytesLimiting(_) => "bytes_limiting",
+            PolicyKind::TraceFlags => "trace_flags",
         }
     }
 }
@@ -522,6 +533,53 @@ pub struct RateAllocation {
     pub percent: f64,
 }
 
+/// Settings of `ottl_condition` (the collector's keys).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OttlConditionPolicy {
+    /// What an evaluation error does (default `propagate`, as upstream).
+    #[serde(default, skip_serializing_if = "OttlErrorMode::is_default")]
+    pub error_mode: OttlErrorMode,
+    /// Conditions evaluated against every span (OTTL span context).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub span: Vec<String>,
+    /// Conditions evaluated against every span event (OTTL span event context).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spanevent: Vec<String>,
+}
+
+/// `ottl_condition.error_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OttlErrorMode {
+    /// An evaluation error makes the policy fail: it neither samples nor
+    /// counts as "not sampled" (OTel semantics), it does not match (native).
+    #[default]
+    Propagate,
+    /// A condition that fails to evaluate counts as false (upstream logs it).
+    Ignore,
+    /// Same as `ignore` (upstream does not log).
+    Silent,
+}
+
+impl OttlErrorMode {
+    fn is_default(&self) -> bool {
+        *self == OttlErrorMode::Propagate
+    }
+}
+
+/// Settings of `bytes_limiting` (token bucket on trace bytes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BytesLimitingPolicy {
+    /// Byte budget per second (a trace costs [`crate::TraceData::size_bytes`]).
+    pub bytes_per_second: f64,
+    /// Bucket capacity in bytes (default 2 × `bytes_per_second`, as
+    /// upstream). The bucket starts full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst_capacity: Option<f64>,
+}
+
 // ---------------------------------------------------------------------------
 // Raw (wire) form of NamedPolicy: one optional field per policy type.
 
@@ -645,10 +703,29 @@ struct RawPolicy {
         skip_serializing_if = "Option::is_none"
     )]
     composite: Option<CompositePolicy>,
+    #[serde(
+        default,
+        deserialize_with = "present_required",
+        skip_serializing_if = "Option::is_none"
+    )]
+    ottl_condition: Option<OttlConditionPolicy>,
+    #[serde(
+        default,
+        deserialize_with = "present_required",
+        skip_serializing_if = "Option::is_none"
+    )]
+    bytes_limiting: Option<BytesLimitingPolicy>,
+    #[serde(
+        default,
+        deserialize_with = "present_default",
+        skip_serializing_if = "Option::is_none"
+    )]
+    trace_flags: Option<Empty>,
 }
 
 const POLICY_TYPES: &str = "always, drop, status_code, latency, probabilistic, otel_probabilistic, \
-rate_limiting, string_attribute, numeric_attribute, boolean_attribute, span_count, trace_state, and, not, composite";
+rate_limiting, string_attribute, numeric_attribute, boolean_attribute, span_count, trace_state, and, not, composite, \
+ottl_condition, bytes_limiting, trace_flags";
 
 /// Why a policy entry does not have exactly one type (a serde error message,
 /// located by `serde_path_to_error`). `label` is `policy "name": ` or empty.
@@ -710,6 +787,15 @@ impl TryFrom<RawPolicy> for NamedPolicy {
         if let Some(v) = raw.composite {
             kinds.push(PolicyKind::Composite(v));
         }
+        if let Some(v) = raw.ottl_condition {
+            kinds.push(PolicyKind::OttlCondition(v));
+        }
+        if let Some(v) = raw.bytes_limiting {
+            kinds.push(PolicyKind::BytesLimiting(v));
+        }
+        if raw.trace_flags.is_some() {
+            kinds.push(PolicyKind::TraceFlags);
+        }
         let label = if raw.name.is_empty() {
             String::new()
         } else {
@@ -756,6 +842,9 @@ impl From<NamedPolicy> for RawPolicy {
             PolicyKind::And(v) => raw.and = Some(v),
             PolicyKind::Not(v) => raw.not = Some(v),
             PolicyKind::Composite(v) => raw.composite = Some(v),
+            PolicyKind::OttlCondition(v) => raw.ottl_condition = Some(v),
+            PolicyKind::BytesLimiting(v) => raw.bytes_limiting = Some(v),
+            PolicyKind::TraceFlags => raw.trace_flags = Some(Empty {}),
         }
         raw
     }

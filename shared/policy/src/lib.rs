@@ -20,6 +20,7 @@
 //! let trace = TraceData {
 //!     trace_id: [7; 16],
 //!     spans: vec![SpanData { status: StatusCode::Error, ..Default::default() }],
+//!     ..Default::default()
 //! };
 //! let d = engine.decide(&trace, /* seed */ 0, /* now_unix_nano */ 0);
 //! assert!(d.keep);
@@ -286,10 +287,11 @@ pub use consistent::{
     probability_for_threshold, randomness, siphash24, threshold_for, MAX_THRESHOLD,
 };
 pub use document::{
-    AndPolicy, AttributeScope, BooleanAttributePolicy, BudgetScope, CompositePolicy, DropPolicy, LatencyPolicy,
-    MatchFilter, NamedPolicy, NotPolicy, NumericAttributePolicy, OtelProbabilisticPolicy, PolicyDocument, PolicyKind,
-    ProbabilisticPolicy, RateAllocation, RateLimitingPolicy, Semantics, SpanCountPolicy, StatusCodePolicy,
-    StringAttributePolicy, StringMatch, TraceStatePolicy,
+    AndPolicy, AttributeScope, BooleanAttributePolicy, BudgetScope, BytesLimitingPolicy, CompositePolicy, DropPolicy,
+    LatencyPolicy, MatchFilter, NamedPolicy, NotPolicy, NumericAttributePolicy, OtelProbabilisticPolicy,
+    OttlConditionPolicy, OttlErrorMode, PolicyDocument, PolicyKind, ProbabilisticPolicy, RateAllocation,
+    RateLimitingPolicy, Semantics, SpanCountPolicy, StatusCodePolicy, StringAttributePolicy, StringMatch,
+    TraceStatePolicy,
 };
 pub use engine::{stress_decision, Decision, PolicyEngine, STRESS_POLICY};
 pub use error::{Issue, PolicyError};

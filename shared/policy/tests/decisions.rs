@@ -53,6 +53,7 @@ fn trace(spans: Vec<SpanData<'static>>) -> TraceData<'static> {
     TraceData {
         trace_id: [0x42; 16],
         spans,
+        ..Default::default()
     }
 }
 
@@ -631,6 +632,7 @@ fn decision_probability_and_tracestate() {
         let t = TraceData {
             trace_id: [i; 16],
             spans: vec![span()],
+            ..Default::default()
         };
         let d = e.decide(&t, 7, T0);
         let r = tailsift_policy::randomness(t.trace_id, 7);
@@ -657,6 +659,7 @@ fn decision_probability_and_tracestate() {
         let t = TraceData {
             trace_id: [i; 16],
             spans: vec![span()],
+            ..Default::default()
         };
         let d = e.decide(&t, 1, T0);
         assert_eq!(d.keep, tailsift_policy::consistent_keep(t.trace_id, 1, 0.2));
@@ -925,6 +928,7 @@ fn otel_example_file_parses_and_decides() {
     let t = |spans: Vec<SpanData<'static>>| TraceData {
         trace_id: base_id,
         spans,
+        ..Default::default()
     };
     let check = |e: &mut PolicyEngine, name: &str, tr: TraceData<'static>, keep: bool, reason: Option<&str>| {
         let d = e.decide(&tr, 0, T0);
@@ -1033,6 +1037,7 @@ fn otel_example_file_parses_and_decides() {
             "synthetic",
             AttrValue::Bool(synthetic),
         )],
+        ..Default::default()
     };
     assert_eq!(e.decide(&pay(false), 0, T0).policy.as_deref(), Some("payments-sample"));
     assert!(!e.decide(&pay(true), 0, T0).keep);
@@ -1060,7 +1065,8 @@ fn otel_example_file_parses_and_decides() {
         e.decide(
             &TraceData {
                 trace_id: lucky,
-                spans: vec![span()]
+                spans: vec![span()],
+                ..Default::default()
             },
             0,
             T0
@@ -1096,6 +1102,7 @@ fn otel_probabilistic_matches_collector_hash() {
             &TraceData {
                 trace_id: id,
                 spans: vec![span()],
+                ..Default::default()
             },
             12345,
             T0,
@@ -1112,6 +1119,7 @@ fn otel_probabilistic_matches_collector_hash() {
         let t = TraceData {
             trace_id: [i; 16],
             spans: vec![span()],
+            ..Default::default()
         };
         let a = e.decide(&t, 1, T0).keep;
         let b = e.decide(&t, 2, T0).keep;
@@ -1322,7 +1330,8 @@ fn otel_errors_have_paths() {
     );
     assert_eq!(
         e,
-        "policies[1].type: policy type \"ottl_condition\" is not supported by tailsift"
+        "policies[1].ottl_condition.span[0]: column 2: expected a comparison operator (==, !=, <, <=, >, >=), \
+         found the end of the condition"
     );
     let e = err("policies: [{name: a, type: sometimes_sample}]");
     assert!(
@@ -1388,10 +1397,12 @@ fn native_example_file() {
         let c = TraceData {
             trace_id: id,
             spans: vec![root("POST /checkout", "checkout")],
+            ..Default::default()
         };
         let o = TraceData {
             trace_id: id,
             spans: vec![root("GET /orders", "api")],
+            ..Default::default()
         };
         // Spread in time so that the 200 traces/s cap does not bind.
         let now = T0 + u64::from(i) * 10 * MS;

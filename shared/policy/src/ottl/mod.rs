@@ -68,7 +68,7 @@ pub(crate) enum ErrorMode {
     Silent,
 }
 
-/// One compiled condition (with its text, for debugging).
+/// One compiled condition.
 #[derive(Debug, Clone)]
 pub(crate) struct Condition {
     cond: eval::Cond,
@@ -79,11 +79,6 @@ pub(crate) fn compile(text: &str, context: Context, req: &mut Requirements) -> R
     let ast = parser::parse(text)?;
     let mut c = compile::Compiler { text, context, req };
     Ok(Condition { cond: c.cond(&ast)? })
-}
-
-/// The converters accepted in the given context.
-pub(crate) fn supported_functions(context: Context) -> Vec<&'static str> {
-    compile::supported_functions(context)
 }
 
 /// An evaluation error under `error_mode: propagate`.

@@ -1029,7 +1029,11 @@ impl Builder {
                         format!("must be between 1 and 1e15, got {burst}"),
                     );
                 }
-                let (rate, burst) = if rate_ok { (rate, burst.clamp(1.0, 1e15)) } else { (1.0, 2.0) };
+                let (rate, burst) = if rate_ok {
+                    (rate, burst.clamp(1.0, 1e15))
+                } else {
+                    (1.0, 2.0)
+                };
                 Node::BytesLimit(Box::new(Bucket::with_capacity(rate, burst)))
             }
             PolicyKind::TraceFlags => Node::TraceFlags,
@@ -1045,7 +1049,10 @@ impl Builder {
             for (i, text) in list.iter().enumerate() {
                 match ottl::compile(text, context, &mut b.requirements) {
                     Ok(c) => out.push(c),
-                    Err(e) => b.issue(format!("{at}.{key}[{i}]"), format!("column {}: {}", e.column, e.message)),
+                    Err(e) => b.issue(
+                        format!("{at}.{key}[{i}]"),
+                        format!("column {}: {}", e.column, e.message),
+                    ),
                 }
             }
             out

@@ -145,7 +145,10 @@ impl Compiler<'_, '_> {
         let span_ctx = self.context == Context::Span;
         let prefixed = |name: &str| f.len() > 1 && f[0].name == name && f[0].keys.is_empty();
         let (target, rest): (Target, &[FieldAst]) = if f[0].name == "cache" {
-            return Err(self.err(f[0].pos, "the `cache` path is not supported in tail sampling conditions"));
+            return Err(self.err(
+                f[0].pos,
+                "the `cache` path is not supported in tail sampling conditions",
+            ));
         } else if prefixed("resource") {
             (Target::Resource, &f[1..])
         } else if prefixed("instrumentation_scope") || prefixed("scope") {
@@ -229,7 +232,10 @@ impl Compiler<'_, '_> {
             }
         };
         // Keys: only `attributes["k"]` and `trace_state["k"]` take one.
-        let keyed = matches!((target, names.as_slice()), (_, ["attributes"]) | (Target::Span, ["trace_state"]));
+        let keyed = matches!(
+            (target, names.as_slice()),
+            (_, ["attributes"]) | (Target::Span, ["trace_state"])
+        );
         for (k, field) in rest.iter().enumerate() {
             let allowed = if keyed && k + 1 == rest.len() { 1 } else { 0 };
             if field.keys.len() > allowed {
@@ -256,7 +262,13 @@ impl Compiler<'_, '_> {
         let known: &[&str] = match target {
             Target::Resource => &["attributes"],
             Target::Scope => &["name", "version", "attributes"],
-            Target::Event => &["name", "time_unix_nano", "time", "attributes", "dropped_attributes_count"],
+            Target::Event => &[
+                "name",
+                "time_unix_nano",
+                "time",
+                "attributes",
+                "dropped_attributes_count",
+            ],
             Target::Span => &[
                 "name",
                 "kind",
@@ -299,7 +311,11 @@ impl Compiler<'_, '_> {
                         None => {
                             return Err(self.err(
                                 *pos,
-                                format!("{} has no parameter named `{n}` (parameters: {})", c.name, params.join(", ")),
+                                format!(
+                                    "{} has no parameter named `{n}` (parameters: {})",
+                                    c.name,
+                                    params.join(", ")
+                                ),
                             ))
                         }
                     }
@@ -418,7 +434,10 @@ impl Compiler<'_, '_> {
                 if let ValAst::Str(s, pos) = a[0] {
                     return match parse_go_duration(s) {
                         Some(d) => Ok(Expr::Lit(Lit::Duration(d))),
-                        None => Err(self.err(*pos, format!("invalid duration {s:?} (e.g. \"1.5s\", \"300ms\", \"1h2m\")"))),
+                        None => Err(self.err(
+                            *pos,
+                            format!("invalid duration {s:?} (e.g. \"1.5s\", \"300ms\", \"1h2m\")"),
+                        )),
                     };
                 }
                 Func::Duration(self.value(a[0])?)

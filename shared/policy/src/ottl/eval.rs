@@ -213,7 +213,10 @@ fn trace_state_member<'v>(ts: &'v str, key: &str) -> &'v str {
 impl Path {
     fn get<'v>(&'v self, sc: Scope<'v>) -> R<Val<'v>> {
         let s = sc.span;
-        let ev = || sc.event.ok_or_else(|| EvalError("no span event in this context".into()));
+        let ev = || {
+            sc.event
+                .ok_or_else(|| EvalError("no span event in this context".into()))
+        };
         Ok(match self {
             Path::Name => Val::Str(Cow::Borrowed(s.name)),
             Path::Kind => Val::Int(i64::from(s.kind)),
@@ -285,9 +288,7 @@ impl Cond {
             }
             Cond::Call(e) => match e.eval(sc)? {
                 Val::Bool(b) => Ok(b),
-                other => Err(EvalError(
-                    format!("expected bool but got {}", other.type_name()).into(),
-                )),
+                other => Err(EvalError(format!("expected bool but got {}", other.type_name()).into())),
             },
         }
     }
@@ -320,7 +321,10 @@ impl Expr {
                 Val::Int(i) => Ok(Val::Int(i.wrapping_neg())),
                 Val::Float(f) => Ok(Val::Float(-f)),
                 Val::Duration(d) => Ok(Val::Duration(d.wrapping_neg())),
-                other => err(format!("unsupported unary minus operation on type {}", other.type_name())),
+                other => err(format!(
+                    "unsupported unary minus operation on type {}",
+                    other.type_name()
+                )),
             },
             Expr::Call(f) => f.eval(sc),
         }
@@ -555,7 +559,10 @@ impl Func {
                 let v = t.eval(sc)?;
                 Val::Bool(matches!(
                     (kind, v),
-                    (Kind::Str, Val::Str(_)) | (Kind::Int, Val::Int(_)) | (Kind::Double, Val::Float(_)) | (Kind::Bool, Val::Bool(_))
+                    (Kind::Str, Val::Str(_))
+                        | (Kind::Int, Val::Int(_))
+                        | (Kind::Double, Val::Float(_))
+                        | (Kind::Bool, Val::Bool(_))
                 ))
             }
             Func::IsRootSpan => Val::Bool(sc.span.is_root()),
@@ -567,10 +574,14 @@ impl Func {
                     return err("Substring start and length must be int64");
                 };
                 if start < 0 {
-                    return err(format!("invalid start for substring function, {start} cannot be negative"));
+                    return err(format!(
+                        "invalid start for substring function, {start} cannot be negative"
+                    ));
                 }
                 if len <= 0 {
-                    return err(format!("invalid length for substring function, {len} cannot be negative or zero"));
+                    return err(format!(
+                        "invalid length for substring function, {len} cannot be negative or zero"
+                    ));
                 }
                 let end = start.saturating_add(len);
                 if end > s.len() as i64 {
@@ -652,7 +663,10 @@ mod tests {
         assert_eq!(math(Val::Int(7), MathOp::Div, Val::Float(2.0)), Ok(Val::Float(3.5)));
         assert!(math(Val::Int(7), MathOp::Div, Val::Int(0)).is_err());
         assert!(math(Val::Float(7.0), MathOp::Div, Val::Float(0.0)).is_err());
-        assert_eq!(math(Val::Int(i64::MAX), MathOp::Add, Val::Int(1)), Ok(Val::Int(i64::MIN)));
+        assert_eq!(
+            math(Val::Int(i64::MAX), MathOp::Add, Val::Int(1)),
+            Ok(Val::Int(i64::MIN))
+        );
         assert!(math(s("a"), MathOp::Add, Val::Int(1)).is_err());
         assert!(math(Val::Int(1), MathOp::Add, s("a")).is_err());
         assert_eq!(math(Val::Time(10), MathOp::Sub, Val::Time(4)), Ok(Val::Duration(6)));
@@ -667,7 +681,10 @@ mod tests {
         assert_eq!(int_like(Val::Float(-3.9)), Ok(Some(-3)));
         assert!(int_like(Val::Opaque).is_err());
         assert_eq!(float_like(s("4.5")), Ok(Some(4.5)));
-        assert!(float_like(s("abc")).is_err(), "Double() of a non-number string is an error");
+        assert!(
+            float_like(s("abc")).is_err(),
+            "Double() of a non-number string is an error"
+        );
         assert_eq!(bool_like(s("T")), Ok(Some(true)));
         assert!(bool_like(s("yes")).is_err());
         assert_eq!(string_like(Val::Int(5)).unwrap().as_deref(), Some("5"));

@@ -35,11 +35,7 @@ pub(crate) struct OttlError {
 impl OttlError {
     pub(crate) fn at(text: &str, offset: usize, message: impl Into<String>) -> Self {
         let offset = offset.min(text.len());
-        let column = text
-            .char_indices()
-            .take_while(|(i, _)| *i < offset)
-            .count()
-            + 1;
+        let column = text.char_indices().take_while(|(i, _)| *i < offset).count() + 1;
         OttlError {
             column,
             offset,
@@ -271,7 +267,10 @@ mod tests {
         let errors = [
             (r#"Double(attributes["http.method"]) > 1"#, "ParseFloat"),
             (r#"Substring(name, 5, 100) == "x""#, "invalid range"),
-            (r#"HasPrefix(attributes["missing"], "x")"#, "expected string but got nil"),
+            (
+                r#"HasPrefix(attributes["missing"], "x")"#,
+                "expected string but got nil",
+            ),
             (r#"Len(attributes["missing"]) > 0"#, "unsupported type"),
             ("kind / 0 == 1", "divide by 0"),
             (r#"String(attributes["blob"]) == "x""#, "unsupported type"),
@@ -324,7 +323,11 @@ mod tests {
         assert!(r);
         assert!(req.span_attributes.contains("http.method"));
         assert!(check("dropped_attributes_count == 1 and span.dropped_attributes_count == 3").0);
-        assert!(check(r#"time - Duration("5ns") == span.start_time - span.start_time + Duration("0s") + time - time"#).0 == false, "a time is not a duration");
+        assert!(
+            check(r#"time - Duration("5ns") == span.start_time - span.start_time + Duration("0s") + time - time"#).0
+                == false,
+            "a time is not a duration"
+        );
         assert!(check(r#"time - Duration("5ns") - time == Duration("-5ns")"#).0);
         // IsRootSpan is a span-context function only (as upstream).
         let e = compile("IsRootSpan()", Context::SpanEvent, &mut Requirements::default()).unwrap_err();
@@ -340,7 +343,11 @@ mod tests {
         assert_eq!((x.column, x.message.as_str()), (13, "unknown path \"span.status.cod\""));
         let x = e(r#"IsMatc(name, "x")"#);
         assert_eq!(x.column, 1);
-        assert!(x.message.starts_with("unknown function \"IsMatc\" (supported: IsMatch,"), "{x:?}");
+        assert!(
+            x.message
+                .starts_with("unknown function \"IsMatc\" (supported: IsMatch,"),
+            "{x:?}"
+        );
         let x = e(r#"IsMatch(name, "(")"#);
         assert_eq!(x.column, 15);
         assert!(x.message.contains("not a valid regexp"), "{x:?}");
@@ -369,7 +376,10 @@ mod tests {
         .unwrap();
         assert!(req.span_attributes.contains("a"));
         assert!(req.resource_attributes.contains("r"));
-        assert!(!req.resource_attributes.contains("service.name"), "read from SpanData::service");
+        assert!(
+            !req.resource_attributes.contains("service.name"),
+            "read from SpanData::service"
+        );
         assert!(req.scope && req.scope_attributes.contains("sc"));
         assert!(!req.span_events);
     }

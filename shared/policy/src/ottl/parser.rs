@@ -334,11 +334,16 @@ impl Parser<'_> {
                 if self.peek_at(1) == &Tok::LParen {
                     return self.call().map(ValAst::Call);
                 }
-                if w.bytes().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_') {
+                if w.bytes()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b'_')
+                {
                     self.bump();
                     return Ok(ValAst::Enum(w, pos));
                 }
-                Err(self.err(pos, format!("unexpected `{w}`: a converter call needs parentheses, `{w}(...)`")))
+                Err(self.err(
+                    pos,
+                    format!("unexpected `{w}`: a converter call needs parentheses, `{w}(...)`"),
+                ))
             }
             Tok::Ident(w) => {
                 if self.peek_at(1) == &Tok::LParen {

@@ -1604,11 +1604,30 @@ fn parse_errors_name_the_path() {
 
 use tailsift_policy::SpanEventData;
 
+/// Attributes as (key, string value) pairs.
+type StrAttrs = &'static [(&'static str, &'static str)];
+/// Spans of an upstream-style test trace: (span attributes, event attributes).
+type Spans = &'static [(StrAttrs, StrAttrs)];
+/// (case, span conditions, span event conditions, spans, sampled).
+type OttlCase = (
+    &'static str,
+    &'static [&'static str],
+    &'static [&'static str],
+    Spans,
+    bool,
+);
+/// (scenario, span conditions, span event conditions, trace, result with error_mode ignore).
+type ErrorModeCase = (
+    &'static str,
+    Vec<&'static str>,
+    Vec<&'static str>,
+    TraceData<'static>,
+    &'static str,
+);
+
 /// Upstream's test helper (`newTraceWithSpansAttributes`): every span gets
 /// one event named "test event".
-fn upstream_ottl_trace(
-    spans: &[(&[(&'static str, &'static str)], &[(&'static str, &'static str)])],
-) -> TraceData<'static> {
+fn upstream_ottl_trace(spans: Spans) -> TraceData<'static> {
     trace(
         spans
             .iter()
@@ -1649,11 +1668,7 @@ fn ottl_upstream_evaluate_table() {
         err,
         "policies[0].ottl_condition: expected at least one OTTL condition in `span` or `spanevent`"
     );
-    type Spans = &'static [(
-        &'static [(&'static str, &'static str)],
-        &'static [(&'static str, &'static str)],
-    )];
-    let cases: Vec<(&str, &[&str], &[&str], Spans, bool)> = vec![
+    let cases: Vec<OttlCase> = vec![
         (
             "match specific span attributes 1",
             &[r#"attributes["attr_k_1"] == "attr_v_1""#],
@@ -1803,7 +1818,7 @@ fn ottl_error_modes_match_upstream() {
         ],
         ..span()
     };
-    let scenarios: Vec<(&str, Vec<&str>, Vec<&str>, TraceData<'static>, &str)> = vec![
+    let scenarios: Vec<ErrorModeCase> = vec![
         (
             "span_conditions",
             conditions.to_vec(),

@@ -120,7 +120,7 @@ pub(crate) fn lex(text: &str) -> Result<Vec<Token>, OttlError> {
                     i += 1;
                 }
                 let hex = &text[hs..i];
-                if hex.is_empty() || hex.len() % 2 != 0 {
+                if hex.is_empty() || hex.len() & 1 == 1 {
                     return Err(OttlError::at(
                         text,
                         start,

@@ -6,8 +6,8 @@
 //! - [`trace_data`] runs once per trace at decision time: everything policies read, borrowing
 //!   strings from the record bytes, with only the attributes the policy set names.
 
-use tailsift_otlp::wire::{Field, Fields, FIXED64, LEN, VARINT};
-use tailsift_policy::{AttrValue, Requirements, SpanData, StatusCode, TraceData};
+use tailsift_otlp::wire::{Field, Fields, FIXED32, FIXED64, LEN, VARINT};
+use tailsift_policy::{AttrValue, Requirements, SpanData, SpanEventData, StatusCode, TraceData};
 
 /// What arrival needs to know about one record.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -20,8 +20,8 @@ pub struct RecordScan {
     pub foreign_spans: usize,
 }
 
-fn spans_of(record: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
-    // (resource payload holder, span payload): resource returned as the ResourceSpans payload.
+fn spans_of(record: &[u8]) -> impl Iterator<Item = (&[u8], &[u8], &[u8])> + '_ {
+    // (ResourceSpans payload, ScopeSpans payload, span payload).
     Fields::new(record)
         .filter_map(Result::ok)
         .filter(|f| f.number == 1 && f.wire_type == LEN)
@@ -30,19 +30,20 @@ fn spans_of(record: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
             Fields::new(rs.payload)
                 .filter_map(Result::ok)
                 .filter(|f| f.number == 2 && f.wire_type == LEN)
-                .flat_map(|ss| {
+                .flat_map(move |ss| {
+                    let ss_payload = ss.payload;
                     Fields::new(ss.payload)
                         .filter_map(Result::ok)
                         .filter(|f| f.number == 2 && f.wire_type == LEN)
+                        .map(move |span| (rs_payload, ss_payload, span.payload))
                 })
-                .map(move |span| (rs_payload, span.payload))
         })
 }
 
 /// Scans one record's spans.
 pub fn scan_record(record: &[u8]) -> RecordScan {
     let mut out = RecordScan::default();
-    for (_, span) in spans_of(record) {
+    for (_, _, span) in spans_of(record) {
         let (mut tid, mut sid, mut parent) = (None, None, None);
         for f in Fields::new(span).filter_map(Result::ok) {
             match (f.number, f.wire_type) {
@@ -131,9 +132,39 @@ fn resource_attrs<'a>(rs: &'a [u8], req: &Requirements) -> Vec<(&'a str, AttrVal
     out
 }
 
-/// Decoded resources, kept alive while the [`TraceData`] borrowing them is used.
+/// The instrumentation scope of one `ScopeSpans` payload (only decoded when a policy reads it).
+#[derive(Default)]
+struct Scope<'a> {
+    name: &'a str,
+    version: &'a str,
+    attributes: Vec<(&'a str, AttrValue<'a>)>,
+}
+
+fn scope_of<'a>(ss: &'a [u8], req: &Requirements) -> Scope<'a> {
+    let mut out = Scope::default();
+    for f in Fields::new(ss).filter_map(Result::ok) {
+        if f.number == 1 && f.wire_type == LEN {
+            for g in Fields::new(f.payload).filter_map(Result::ok) {
+                match (g.number, g.wire_type) {
+                    (1, LEN) => out.name = std::str::from_utf8(g.payload).unwrap_or(""),
+                    (2, LEN) => out.version = std::str::from_utf8(g.payload).unwrap_or(""),
+                    (3, LEN) => {
+                        if let Some(kv) = key_value(g.payload, &|k| req.wants_scope_attribute(k)) {
+                            out.attributes.push(kv);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Decoded resources (and scopes), kept alive while the [`TraceData`] borrowing them is used.
 pub struct Resources<'a> {
     list: Vec<(*const u8, Vec<(&'a str, AttrValue<'a>)>)>,
+    scopes: Vec<(*const u8, Scope<'a>)>,
 }
 
 /// Builds the policy view of a trace from its records. Duplicate spans (same span ID, e.g. from
@@ -152,13 +183,21 @@ pub fn trace_data<'a>(
         {
             let attrs = resource_attrs(f.payload, req);
             resources.list.push((f.payload.as_ptr(), attrs));
+            if req.scope {
+                for ss in Fields::new(f.payload)
+                    .filter_map(Result::ok)
+                    .filter(|g| g.number == 2 && g.wire_type == LEN)
+                {
+                    resources.scopes.push((ss.payload.as_ptr(), scope_of(ss.payload, req)));
+                }
+            }
         }
     }
     let resources: &'a Resources<'a> = resources;
     let mut spans = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for rec in records {
-        for (rs, span) in spans_of(rec) {
+        for (rs, ss, span) in spans_of(rec) {
             let attrs: &'a [(&'a str, AttrValue<'a>)] = resources
                 .list
                 .iter()
@@ -169,19 +208,36 @@ pub fn trace_data<'a>(
                 (&tailsift_policy::SERVICE_NAME_KEY, AttrValue::Str(s)) => Some(*s),
                 _ => None,
             });
-            if let Some(sd) = span_data(span, req, attrs, service.unwrap_or(""), &trace_id) {
+            if let Some(mut sd) = span_data(span, req, attrs, service.unwrap_or(""), &trace_id) {
+                if req.scope {
+                    if let Some((_, scope)) = resources.scopes.iter().find(|(p, _)| *p == ss.as_ptr()) {
+                        sd.scope_name = scope.name;
+                        sd.scope_version = scope.version;
+                        sd.scope_attributes = scope.attributes.as_slice();
+                    }
+                }
                 if seen.insert(sd.span_id) {
                     spans.push(sd);
                 }
             }
         }
     }
-    TraceData { trace_id, spans }
+    // The records are encoded `ExportTraceServiceRequest`s of this trace's spans: their total
+    // size is the trace's OTLP-encoded size (what the collector's `bytes_limiting` charges).
+    let size_bytes = records.iter().map(|r| r.len() as u64).sum();
+    TraceData {
+        trace_id,
+        spans,
+        size_bytes,
+    }
 }
 
 impl<'a> Resources<'a> {
     pub fn new() -> Self {
-        Resources { list: Vec::new() }
+        Resources {
+            list: Vec::new(),
+            scopes: Vec::new(),
+        }
     }
 }
 
@@ -189,6 +245,25 @@ impl Default for Resources<'_> {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// One `Span.Event`: name, time, dropped count and the required attributes.
+fn event_data<'a>(payload: &'a [u8], req: &Requirements) -> SpanEventData<'a> {
+    let mut ev = SpanEventData::default();
+    for f in Fields::new(payload).filter_map(Result::ok) {
+        match (f.number, f.wire_type) {
+            (1, FIXED64) => ev.time_unix_nano = fixed64(&f),
+            (2, LEN) => ev.name = std::str::from_utf8(f.payload).unwrap_or(""),
+            (3, LEN) if req.all_attributes || !req.event_attributes.is_empty() => {
+                if let Some(kv) = key_value(f.payload, &|k| req.wants_event_attribute(k)) {
+                    ev.attributes.push(kv);
+                }
+            }
+            (4, VARINT) => ev.dropped_attributes_count = varint(&f) as u32,
+            _ => {}
+        }
+    }
+    ev
 }
 
 fn span_data<'a>(
@@ -219,13 +294,20 @@ fn span_data<'a>(
                     sd.attributes.push(kv);
                 }
             }
+            (10, VARINT) => sd.dropped_attributes_count = varint(&f) as u32,
+            (11, LEN) if req.span_events => sd.events.push(event_data(f.payload, req)),
+            (12, VARINT) => sd.dropped_events_count = varint(&f) as u32,
+            (14, VARINT) => sd.dropped_links_count = varint(&f) as u32,
             (15, LEN) => {
                 for s in Fields::new(f.payload).filter_map(Result::ok) {
-                    if s.number == 3 && s.wire_type == VARINT {
-                        sd.status = StatusCode::from_otlp(varint(&s) as i32);
+                    match (s.number, s.wire_type) {
+                        (2, LEN) => sd.status_message = std::str::from_utf8(s.payload).unwrap_or(""),
+                        (3, VARINT) => sd.status = StatusCode::from_otlp(varint(&s) as i32),
+                        _ => {}
                     }
                 }
             }
+            (16, FIXED32) => sd.flags = u32::from_le_bytes(f.payload.try_into().unwrap_or([0; 4])),
             _ => {}
         }
     }
@@ -343,5 +425,93 @@ mod tests {
             s.resource_attribute("deployment.environment"),
             Some(AttrValue::Str("prod"))
         );
+    }
+
+    #[test]
+    fn trace_data_reads_events_scope_flags_only_when_required() {
+        use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
+        use opentelemetry_proto::tonic::trace::v1::span::Event;
+        let span = Span {
+            trace_id: vec![9; 16],
+            span_id: vec![1; 8],
+            name: "q".into(),
+            flags: 0x301,
+            dropped_attributes_count: 4,
+            dropped_events_count: 5,
+            dropped_links_count: 6,
+            status: Some(Status {
+                code: status::StatusCode::Error as i32,
+                message: "deadline exceeded".into(),
+            }),
+            events: vec![Event {
+                time_unix_nano: 77,
+                name: "exception".into(),
+                attributes: vec![
+                    kv("exception.type", any_value::Value::StringValue("Timeout".into())),
+                    kv("other", any_value::Value::StringValue("x".into())),
+                ],
+                dropped_attributes_count: 2,
+            }],
+            ..Default::default()
+        };
+        let rec: bytes::Bytes = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource::default()),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "io.opentelemetry.jdbc".into(),
+                        version: "2.1".into(),
+                        attributes: vec![kv("lib", any_value::Value::BoolValue(true))],
+                        ..Default::default()
+                    }),
+                    spans: vec![span],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+        .into();
+        let recs = vec![rec.clone()];
+        // Nothing required: flags, status message and counts are still read (cheap), events and
+        // scope are not.
+        let req = Requirements::default();
+        let mut res = Resources::new();
+        let td = trace_data([9; 16], &recs, &req, &mut res);
+        let s = &td.spans[0];
+        assert_eq!(td.size_bytes, rec.len() as u64);
+        assert_eq!(s.flags, 0x301);
+        assert!(s.is_sampled_flag());
+        assert_eq!(s.status_message, "deadline exceeded");
+        assert_eq!(
+            (
+                s.dropped_attributes_count,
+                s.dropped_events_count,
+                s.dropped_links_count
+            ),
+            (4, 5, 6)
+        );
+        assert!(s.events.is_empty());
+        assert_eq!(s.scope_name, "");
+        // Events and scope required.
+        let mut req = Requirements {
+            span_events: true,
+            scope: true,
+            ..Default::default()
+        };
+        req.event_attributes.insert("exception.type".into());
+        req.scope_attributes.insert("lib".into());
+        let mut res = Resources::new();
+        let td = trace_data([9; 16], &recs, &req, &mut res);
+        let s = &td.spans[0];
+        assert_eq!(s.events.len(), 1);
+        let ev = &s.events[0];
+        assert_eq!(
+            (ev.name, ev.time_unix_nano, ev.dropped_attributes_count),
+            ("exception", 77, 2)
+        );
+        assert_eq!(ev.attributes, vec![("exception.type", AttrValue::Str("Timeout"))]);
+        assert_eq!((s.scope_name, s.scope_version), ("io.opentelemetry.jdbc", "2.1"));
+        assert_eq!(s.scope_attribute("lib"), Some(AttrValue::Bool(true)));
     }
 }

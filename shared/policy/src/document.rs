@@ -252,6 +252,14 @@ pub enum PolicyKind {
     /// `deterministic`, `dynamic`, `ema_dynamic`, `ema_throughput`,
     /// `windowed_throughput`, `total_throughput` or `rules`.
     Sampler(SamplerPolicy),
+    /// `ottl_condition: { error_mode, span: [..], spanevent: [..] }` — some
+    /// span (span event) satisfies one of the OTTL conditions.
+    OttlCondition(OttlConditionPolicy),
+    /// `bytes_limiting: { bytes_per_second, burst_capacity }` — token bucket
+    /// on the traces' encoded size.
+    BytesLimiting(BytesLimitingPolicy),
+    /// `trace_flags: {}` — some span has the W3C `sampled` trace flag.
+    TraceFlags,
 }
 
 impl PolicyKind {
@@ -274,6 +282,9 @@ impl PolicyKind {
             PolicyKind::Not(_) => "not",
             PolicyKind::Composite(_) => "composite",
             PolicyKind::Sampler(s) => s.type_name(),
+            PolicyKind::OttlCondition(_) => "ottl_condition",
+            PolicyKind::BytesLimiting(_) => "bytes_limiting",
+            PolicyKind::TraceFlags => "trace_flags",
         }
     }
 }
@@ -586,6 +597,53 @@ pub struct RateAllocation {
     pub percent: f64,
 }
 
+/// Settings of `ottl_condition` (the collector's keys).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OttlConditionPolicy {
+    /// What an evaluation error does (default `propagate`, as upstream).
+    #[serde(default, skip_serializing_if = "OttlErrorMode::is_default")]
+    pub error_mode: OttlErrorMode,
+    /// Conditions evaluated against every span (OTTL span context).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub span: Vec<String>,
+    /// Conditions evaluated against every span event (OTTL span event context).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spanevent: Vec<String>,
+}
+
+/// `ottl_condition.error_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OttlErrorMode {
+    /// An evaluation error makes the policy fail: it neither samples nor
+    /// counts as "not sampled" (OTel semantics), it does not match (native).
+    #[default]
+    Propagate,
+    /// A condition that fails to evaluate counts as false (upstream logs it).
+    Ignore,
+    /// Same as `ignore` (upstream does not log).
+    Silent,
+}
+
+impl OttlErrorMode {
+    fn is_default(&self) -> bool {
+        *self == OttlErrorMode::Propagate
+    }
+}
+
+/// Settings of `bytes_limiting` (token bucket on trace bytes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BytesLimitingPolicy {
+    /// Byte budget per second (a trace costs [`crate::TraceData::size_bytes`]).
+    pub bytes_per_second: f64,
+    /// Bucket capacity in bytes (default 2 × `bytes_per_second`, as
+    /// upstream). The bucket starts full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst_capacity: Option<f64>,
+}
+
 // ---------------------------------------------------------------------------
 // Raw (wire) form of NamedPolicy: one optional field per policy type.
 
@@ -720,6 +778,12 @@ struct RawPolicy {
         deserialize_with = "present_required",
         skip_serializing_if = "Option::is_none"
     )]
+    ottl_condition: Option<OttlConditionPolicy>,
+    #[serde(
+        default,
+        deserialize_with = "present_required",
+        skip_serializing_if = "Option::is_none"
+    )]
     dynamic: Option<DynamicPolicy>,
     #[serde(
         default,
@@ -751,11 +815,24 @@ struct RawPolicy {
         skip_serializing_if = "Option::is_none"
     )]
     rules: Option<RulesPolicy>,
+    #[serde(
+        default,
+        deserialize_with = "present_required",
+        skip_serializing_if = "Option::is_none"
+    )]
+    bytes_limiting: Option<BytesLimitingPolicy>,
+    #[serde(
+        default,
+        deserialize_with = "present_default",
+        skip_serializing_if = "Option::is_none"
+    )]
+    trace_flags: Option<Empty>,
 }
 
 const POLICY_TYPES: &str = "always, drop, status_code, latency, probabilistic, otel_probabilistic, \
-rate_limiting, string_attribute, numeric_attribute, boolean_attribute, span_count, trace_state, and, not, composite, deterministic, dynamic, ema_dynamic, ema_throughput, \
-windowed_throughput, total_throughput, rules";
+rate_limiting, string_attribute, numeric_attribute, boolean_attribute, span_count, trace_state, and, not, composite, \
+ottl_condition, bytes_limiting, trace_flags, deterministic, dynamic, ema_dynamic, ema_throughput, windowed_throughput, \
+total_throughput, rules";
 
 /// Why a policy entry does not have exactly one type (a serde error message,
 /// located by `serde_path_to_error`). `label` is `policy "name": ` or empty.
@@ -838,6 +915,15 @@ impl TryFrom<RawPolicy> for NamedPolicy {
         if let Some(v) = raw.rules {
             kinds.push(PolicyKind::Sampler(SamplerPolicy::Rules(v)));
         }
+        if let Some(v) = raw.ottl_condition {
+            kinds.push(PolicyKind::OttlCondition(v));
+        }
+        if let Some(v) = raw.bytes_limiting {
+            kinds.push(PolicyKind::BytesLimiting(v));
+        }
+        if raw.trace_flags.is_some() {
+            kinds.push(PolicyKind::TraceFlags);
+        }
         let label = if raw.name.is_empty() {
             String::new()
         } else {
@@ -891,6 +977,9 @@ impl From<NamedPolicy> for RawPolicy {
             PolicyKind::Sampler(SamplerPolicy::WindowedThroughput(v)) => raw.windowed_throughput = Some(v),
             PolicyKind::Sampler(SamplerPolicy::TotalThroughput(v)) => raw.total_throughput = Some(v),
             PolicyKind::Sampler(SamplerPolicy::Rules(v)) => raw.rules = Some(v),
+            PolicyKind::OttlCondition(v) => raw.ottl_condition = Some(v),
+            PolicyKind::BytesLimiting(v) => raw.bytes_limiting = Some(v),
+            PolicyKind::TraceFlags => raw.trace_flags = Some(Empty {}),
         }
         raw
     }

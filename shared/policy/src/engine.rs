@@ -6,13 +6,14 @@ use regex::RegexSet;
 
 use crate::consistent::{self, probability_for_threshold, threshold_for};
 use crate::document::{
-    AttributeScope, BudgetScope, CompositePolicy, DecisionOptions, MatchFilter, NamedPolicy, PolicyDocument, PolicyKind, Semantics,
-    StringMatch,
+    AttributeScope, BudgetScope, CompositePolicy, DecisionOptions, MatchFilter, NamedPolicy, OttlConditionPolicy,
+    OttlErrorMode, PolicyDocument, PolicyKind, Semantics, StringMatch,
 };
 use crate::error::{Issue, PolicyError};
 use crate::model::{AttrValue, Requirements, SpanData, TraceData, SERVICE_NAME_KEY};
 use crate::otel_hash;
 use crate::sampler::{self, SamplerInput, SamplerNode};
+use crate::ottl;
 
 /// The outcome of [`PolicyEngine::decide`] for one trace.
 #[derive(Debug, Clone, PartialEq)]
@@ -99,6 +100,10 @@ enum Verdict {
     InvertSampled,
     /// OTel semantics only: an `invert_match` rule found a match (vetoes).
     InvertNotSampled,
+    /// The policy could not be evaluated (an OTTL condition with
+    /// `error_mode: propagate`): as upstream, it neither samples nor counts
+    /// as "not sampled", and it fails the `and`/`drop`/`composite` around it.
+    Error,
 }
 
 impl Verdict {
@@ -151,6 +156,7 @@ struct Ctx<'t, 'a> {
     span_count: u64,
     /// Number of the `decide` call (samplers count a trace once per call).
     seq: u64,
+    size_bytes: u64,
 }
 
 /// A set of strings to match: sorted exact values or a regex set.
@@ -350,6 +356,33 @@ impl Bucket {
         self.tokens = self.tokens.min(self.capacity);
     }
 
+    /// A bucket holding exactly `capacity` tokens when full (the collector's
+    /// `burst_capacity`), refilled at `per_second`.
+    fn with_capacity(per_second: f64, capacity: f64) -> Bucket {
+        let rate_milli = ((per_second * 1000.0).round() as u128).max(1);
+        let capacity = ((capacity * PICO as f64).round() as u128).max(1);
+        let burst_ns = capacity.div_ceil(rate_milli).max(1);
+        Bucket {
+            per_second,
+            rate_milli,
+            burst_ns,
+            capacity,
+            tokens: capacity,
+            last_ns: None,
+        }
+    }
+
+    /// Takes `cost` tokens if available (after refilling to `now`); with
+    /// `commit == false` only looks.
+    fn take(&mut self, now: u64, cost: u128, commit: bool) -> bool {
+        self.refill(now);
+        let ok = self.tokens >= cost;
+        if ok && commit {
+            self.tokens -= cost;
+        }
+        ok
+    }
+
     fn refill(&mut self, now: u64) {
         match self.last_ns {
             None => {
@@ -429,6 +462,9 @@ impl CompositeNode {
         let n = cx.span_count;
         for sub in &mut self.subs {
             let o = sub.node.eval(cx, commit);
+            if o.verdict == Verdict::Error {
+                return o;
+            }
             if !o.verdict.sampled_like() {
                 continue;
             }
@@ -487,6 +523,9 @@ enum Node {
     Not(Box<Node>),
     Composite(Box<CompositeNode>),
     Sampler(Box<SamplerNode>),
+    Ottl(Box<ottl::ConditionSet>),
+    BytesLimit(Box<Bucket>),
+    TraceFlags,
 }
 
 impl Node {
@@ -505,6 +544,7 @@ impl Node {
                     sub.node.set_share(share);
                 }
             }
+            Node::BytesLimit(b) => b.set_share(share),
             Node::And(children) => children.iter_mut().for_each(|c| c.set_share(share)),
             Node::Not(n) => n.set_share(share),
             Node::Sampler(s) => s.set_share(share),
@@ -514,7 +554,7 @@ impl Node {
 
     fn is_stateful(&self) -> bool {
         match self {
-            Node::RateLimit(_) | Node::Composite(_) => true,
+            Node::RateLimit(_) | Node::Composite(_) | Node::BytesLimit(_) => true,
             Node::And(v) => v.iter().any(Node::is_stateful),
             Node::Not(n) => n.is_stateful(),
             _ => false,
@@ -566,6 +606,9 @@ impl Node {
                 let mut out = Outcome::SAMPLED;
                 for child in children.iter_mut() {
                     let o = child.eval(cx, commit);
+                    if o.verdict == Verdict::Error {
+                        return o;
+                    }
                     if !o.verdict.sampled_like() {
                         return Outcome::NOT_SAMPLED;
                     }
@@ -605,6 +648,12 @@ impl Node {
                     threshold: o.threshold,
                 }
             }
+            Node::Ottl(set) => match set.matches(cx.trace) {
+                Ok(b) => Outcome::from_bool(b),
+                Err(_) => Outcome::verdict(Verdict::Error),
+            },
+            Node::BytesLimit(b) => Outcome::from_bool(b.take(cx.now, u128::from(cx.size_bytes) * PICO, commit)),
+            Node::TraceFlags => Outcome::from_bool(cx.trace.spans.iter().any(SpanData::is_sampled_flag)),
         }
     }
 }
@@ -986,7 +1035,66 @@ impl Builder {
                 self.needs_randomness = true;
                 Node::Sampler(Box::new(sampler::compile(s, path, &mut self.issues, &mut self.requirements)))
             }
+            PolicyKind::OttlCondition(o) => self.ottl(o, &format!("{path}.ottl_condition")),
+            PolicyKind::BytesLimiting(b) => {
+                let at = format!("{path}.bytes_limiting");
+                let rate = b.bytes_per_second;
+                let rate_ok = rate.is_finite() && (1.0..=1e12).contains(&rate);
+                if !rate_ok {
+                    self.issue(
+                        format!("{at}.bytes_per_second"),
+                        format!("must be between 1 and 1e12, got {rate}"),
+                    );
+                }
+                let burst = b.burst_capacity.unwrap_or(2.0 * rate);
+                if b.burst_capacity.is_some() && !(burst.is_finite() && (1.0..=1e15).contains(&burst)) {
+                    self.issue(
+                        format!("{at}.burst_capacity"),
+                        format!("must be between 1 and 1e15, got {burst}"),
+                    );
+                }
+                let (rate, burst) = if rate_ok {
+                    (rate, burst.clamp(1.0, 1e15))
+                } else {
+                    (1.0, 2.0)
+                };
+                Node::BytesLimit(Box::new(Bucket::with_capacity(rate, burst)))
+            }
+            PolicyKind::TraceFlags => Node::TraceFlags,
         }
+    }
+
+    fn ottl(&mut self, o: &OttlConditionPolicy, at: &str) -> Node {
+        if o.span.is_empty() && o.spanevent.is_empty() {
+            self.issue(at, "expected at least one OTTL condition in `span` or `spanevent`");
+        }
+        let compile_all = |b: &mut Self, list: &[String], key: &str, context: ottl::Context| {
+            let mut out = Vec::with_capacity(list.len());
+            for (i, text) in list.iter().enumerate() {
+                match ottl::compile(text, context, &mut b.requirements) {
+                    Ok(c) => out.push(c),
+                    Err(e) => b.issue(
+                        format!("{at}.{key}[{i}]"),
+                        format!("column {}: {}", e.column, e.message),
+                    ),
+                }
+            }
+            out
+        };
+        let span = compile_all(self, &o.span, "span", ottl::Context::Span);
+        let span_event = compile_all(self, &o.spanevent, "spanevent", ottl::Context::SpanEvent);
+        if !o.spanevent.is_empty() {
+            self.requirements.span_events = true;
+        }
+        Node::Ottl(Box::new(ottl::ConditionSet {
+            span,
+            span_event,
+            error_mode: match o.error_mode {
+                OttlErrorMode::Propagate => ottl::ErrorMode::Propagate,
+                OttlErrorMode::Ignore => ottl::ErrorMode::Ignore,
+                OttlErrorMode::Silent => ottl::ErrorMode::Silent,
+            },
+        }))
     }
 
     fn composite(&mut self, c: &CompositePolicy, at: &str) -> Node {
@@ -1236,6 +1344,7 @@ impl PolicyEngine {
             duration: if self.needs_duration { trace.duration_nanos() } else { 0 },
             span_count: trace.span_count(),
             seq: self.decisions,
+            size_bytes: trace.size_bytes,
         };
         match self.semantics {
             Semantics::Native => self.decide_native(&cx),
@@ -1291,6 +1400,10 @@ impl PolicyEngine {
         for i in 0..self.policies.len() {
             let p = &mut self.policies[i];
             let o = p.node.eval(cx, true);
+            if o.verdict == Verdict::Error {
+                // Upstream: an erroring policy records no decision at all.
+                continue;
+            }
             if p.is_drop {
                 if o.verdict.sampled_like() {
                     // Dropped wins and stops the evaluation.
@@ -1313,6 +1426,7 @@ impl PolicyEngine {
                 Verdict::InvertNotSampled => {
                     invert_not_sampled.get_or_insert(i);
                 }
+                Verdict::Error => {}
             }
         }
         if let Some(i) = invert_not_sampled {

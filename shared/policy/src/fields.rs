@@ -143,9 +143,7 @@ impl Builtin {
             }),
             Builtin::Error if span.status == StatusCode::Error => Val::Bool(true),
             Builtin::Error => return None,
-            Builtin::DurationMs => {
-                Val::Float(span.end_unix_nano.saturating_sub(span.start_unix_nano) as f64 / 1e6)
-            }
+            Builtin::DurationMs => Val::Float(span.end_unix_nano.saturating_sub(span.start_unix_nano) as f64 / 1e6),
             Builtin::TraceState if !span.trace_state.is_empty() => Val::Str(Cow::Borrowed(span.trace_state)),
             Builtin::TraceState => return None,
             Builtin::SignalType => Val::Str(Cow::Borrowed("trace")),
@@ -175,7 +173,10 @@ fn unavailable(name: &str) -> bool {
 #[derive(Debug, Clone, PartialEq)]
 enum FieldName {
     /// Span attribute, else resource attribute, else a builtin.
-    Plain { key: Box<str>, builtin: Option<Builtin> },
+    Plain {
+        key: Box<str>,
+        builtin: Option<Builtin>,
+    },
     NumDescendants,
     HttpStatusClass,
 }
@@ -230,8 +231,9 @@ impl Field {
     /// `root.` fields).
     pub(crate) fn lookup<'a>(&self, span: &SpanData<'a>, trace: &TraceData<'a>) -> Option<Val<'a>> {
         match &self.name {
-            FieldName::Plain { key, builtin } => plain(key, span)
-                .or_else(|| builtin.and_then(|b| b.value(span, trace))),
+            FieldName::Plain { key, builtin } => {
+                plain(key, span).or_else(|| builtin.and_then(|b| b.value(span, trace)))
+            }
             FieldName::NumDescendants => Some(Val::Int(i64::try_from(trace.spans.len()).unwrap_or(i64::MAX))),
             FieldName::HttpStatusClass => {
                 let code = STATUS_CODE_KEYS.iter().find_map(|k| plain(k, span))?;
@@ -425,15 +427,22 @@ mod tests {
             trace_id: [1; 16],
             spans: vec![
                 span(
-                    vec![("http.method", AttrValue::Str("GET")), ("http.route", AttrValue::Str("/a"))],
+                    vec![
+                        ("http.method", AttrValue::Str("GET")),
+                        ("http.route", AttrValue::Str("/a")),
+                    ],
                     None,
                 ),
                 span(
-                    vec![("http.method", AttrValue::Str("POST")), ("app.n", AttrValue::Double(2.0))],
+                    vec![
+                        ("http.method", AttrValue::Str("POST")),
+                        ("app.n", AttrValue::Double(2.0)),
+                    ],
                     Some([1; 8]),
                 ),
                 span(vec![("http.method", AttrValue::Str("GET"))], Some([1; 8])),
             ],
+            size_bytes: 0,
         };
         // Sorted fields: app.n, http.method, root.http.route.
         assert_eq!(spec.build(&t), "2•,GET•POST•,/a,3");
@@ -441,7 +450,10 @@ mod tests {
 
     #[test]
     fn field_precedence_and_builtins() {
-        let res = [("deployment", AttrValue::Str("prod")), ("name", AttrValue::Str("res-name"))];
+        let res = [
+            ("deployment", AttrValue::Str("prod")),
+            ("name", AttrValue::Str("res-name")),
+        ];
         let s = SpanData {
             name: "GET /x",
             status: StatusCode::Error,
@@ -454,6 +466,7 @@ mod tests {
         let t = TraceData {
             trace_id: [0; 16],
             spans: vec![s.clone()],
+            size_bytes: 0,
         };
         let mut issues = Vec::new();
         let mut req = Requirements::default();

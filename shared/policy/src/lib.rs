@@ -20,6 +20,7 @@
 //! let trace = TraceData {
 //!     trace_id: [7; 16],
 //!     spans: vec![SpanData { status: StatusCode::Error, ..Default::default() }],
+//!     ..Default::default()
 //! };
 //! let d = engine.decide(&trace, /* seed */ 0, /* now_unix_nano */ 0);
 //! assert!(d.keep);
@@ -36,7 +37,11 @@
 //! `service.name` is never listed: rules read [`SpanData::service`]. Strings
 //! are borrowed ([`SpanData<'a>`], [`AttrValue<'a>`]). The trace duration is
 //! `max(end_unix_nano) - min(start_unix_nano)` over all spans; a span is a
-//! root when its `parent_span_id` is `None` (or all zeros).
+//! root when its `parent_span_id` is `None` (or all zeros). Span events and
+//! the instrumentation scope are only needed (and only decoded) when an OTTL
+//! condition reads them ([`Requirements::span_events`],
+//! [`Requirements::scope`]); [`TraceData::size_bytes`] is what
+//! `bytes_limiting` charges.
 //!
 //! ## Native policy documents
 //!
@@ -71,6 +76,9 @@
 //! | `windowed_throughput` | `goal_throughput_per_sec` (100), `update_frequency` (1s), `lookback_frequency` (30 × update), `field_list`, `use_trace_length`, `max_keys`, `unit` | per-key rate, dynsampler `WindowedThroughput` |
 //! | `total_throughput` | `goal_throughput_per_sec` (100), `clear_frequency` (30s), `field_list`, `use_trace_length`, `max_keys`, `unit` | per-key rate, dynsampler `TotalThroughput` |
 //! | `rules` | `rules: [{name, scope, conditions, drop / sample_rate / sampler}]`, `unmatched` (`keep` default, `pass`) | Refinery's rules-based sampler |
+//! | `ottl_condition` | `error_mode` (`propagate` default, `ignore`, `silent`), `span: [..]`, `spanevent: [..]` (at least one condition) | some span satisfies a `span` condition or some span event a `spanevent` condition (see *OTTL conditions*) |
+//! | `bytes_limiting` | `bytes_per_second`, `burst_capacity` (bytes, default 2 × `bytes_per_second`) | the byte token bucket has room for the trace's [`TraceData::size_bytes`] |
+//! | `trace_flags` | `{}` | some span has the W3C `sampled` flag (bit 0 of `Span.flags`) |
 //!
 //! `scope` is `span` (default), `resource` or `any`; `invert: true` matches
 //! traces where *no* span (or resource) has a matching value, including
@@ -111,6 +119,11 @@
 //! traces that were actually kept, and a policy listed after an earlier
 //! keeping policy never consumes for that trace.
 //!
+//! `bytes_limiting` is a rate limiter too (consumed only when deciding,
+//! scaled by the budget share): a bucket of `burst_capacity` bytes, full at
+//! start, refilled at `bytes_per_second`; a trace passes when the bucket
+//! holds at least its size (a trace of unknown size, 0, always passes).
+//!
 //! Rate limiters are token buckets in exact integer arithmetic: they start
 //! full with `burst_seconds × rate` tokens and refill continuously at
 //! `rate` per second of the `now_unix_nano` passed to
@@ -143,6 +156,80 @@
 //! consistent probabilistic rule took part in keeping the trace (the largest
 //! threshold along an `and`); write [`Decision::ot_tracestate`] into the
 //! kept spans' tracestate under the `ot` key.
+//!
+//! ## OTTL conditions
+//!
+//! `ottl_condition` evaluates OpenTelemetry Transformation Language
+//! conditions as the collector does: spans in order, for each span its
+//! `span` conditions (OTTL span context) then each of its events against
+//! the `spanevent` conditions (span event context); the first true
+//! condition samples the trace. Conditions are parsed and compiled once
+//! (unknown paths or functions, bad regexes, wrong argument counts are
+//! validation errors with the condition and column:
+//! `policies[2].ottl_condition.span[0]: column 17: unknown path "attributs"`).
+//! Conditions longer than 4096 bytes or nested deeper than 64 levels are
+//! rejected.
+//!
+//! **Evaluation errors** (e.g. `Double("abc")`, `Substring` out of range, a
+//! converter used as a condition returning nil, division by zero): with
+//! `error_mode: propagate` (the default, as upstream) the policy fails —
+//! under OTel semantics it records no decision (neither sampled nor "not
+//! sampled"), and it fails an enclosing `and`/`drop`/`composite` (`not`
+//! passes it through); under native semantics it does not match. With
+//! `ignore` or `silent` the failing condition counts as false and the next
+//! one is tried.
+//!
+//! The supported language subset (upstream's grammar and rules):
+//!
+//! * **Syntax**: `or`, `and` (binds tighter), `not` (once per operand),
+//!   parentheses, comparisons `== != < <= > >=`, arithmetic `+ - * /`
+//!   (and unary `-`), literals: strings (`"..."` with Go escapes: `\\` `\"`
+//!   `\n` `\t` `\xHH` `\uHHHH`..., so a regex digit class is written
+//!   `"\\d"`), ints, floats, `true`/`false`, `nil`, bytes `0x0a1b`, and the
+//!   enums `SPAN_KIND_UNSPECIFIED|INTERNAL|SERVER|CLIENT|PRODUCER|CONSUMER`
+//!   and `STATUS_CODE_UNSET|OK|ERROR`. Named arguments (`pattern = "x"`)
+//!   are accepted.
+//! * **Span paths** (optionally prefixed `span.`): `name`, `kind`,
+//!   `kind.string` (`"Server"`...), `status.code`, `status.message`,
+//!   `attributes["k"]`, `trace_id`, `trace_id.string`, `span_id`,
+//!   `span_id.string`, `parent_span_id`, `parent_span_id.string`,
+//!   `trace_state`, `trace_state["k"]` (`""` when absent),
+//!   `start_time_unix_nano`, `end_time_unix_nano`, `start_time`,
+//!   `end_time` (times: `end_time - start_time` is a duration),
+//!   `dropped_attributes_count`, `dropped_events_count`,
+//!   `dropped_links_count`; `resource.attributes["k"]`;
+//!   `instrumentation_scope.name` / `.version` / `.attributes["k"]` (also
+//!   `scope.`).
+//! * **Span event paths** (optionally prefixed `spanevent.`): `name`,
+//!   `time_unix_nano`, `time`, `attributes["k"]`,
+//!   `dropped_attributes_count`, plus every span path as `span.<path>`, and
+//!   `resource.` / `instrumentation_scope.` paths.
+//! * **Converters**: `IsMatch(target, pattern)` (pattern: a string literal,
+//!   Rust `regex` syntax, unanchored; a nil target is false), `Len` (string
+//!   bytes), `Int`, `Double`, `Bool`, `String` (nil stays nil; `Int` of a
+//!   non-integer string is nil, `Double` of a non-number string is an
+//!   error), `IsString`, `IsInt`, `IsDouble`, `IsBool`, `IsRootSpan()`
+//!   (span context only), `HasPrefix(target, "p")`, `HasSuffix(target,
+//!   "s")`, `Substring(target, start, length)`, `ToLowerCase`,
+//!   `ToUpperCase`, `TraceID(0x..16 bytes)`, `SpanID(0x..8 bytes)`,
+//!   `Duration("1.5s")` (Go duration syntax). Any other name is a
+//!   validation error listing these.
+//! * **Comparison rules** (upstream `compare.go`): `nil == nil`; `nil` and
+//!   a value are only `!=` (so an absent attribute satisfies `!= "x"` and
+//!   `== nil`, never `==`/`<`/`>`); values of different types are only
+//!   `!=`, except ints and floats, which compare numerically; strings
+//!   compare byte-wise, bools `false < true`; IDs only `==`/`!=` with IDs.
+//!   Arithmetic: int op int is int (Go wrapping), mixed is float, `/ 0`
+//!   is an error; `time - time`, `time ± duration`, `duration ± duration`.
+//!
+//! Not supported (validation errors): editors, `cache`, list/map literals,
+//! whole-map paths (`attributes` without a key), nested indexing
+//! (`attributes["a"]["b"]`), indexing a converter result,
+//! `resource.dropped_attributes_count`,
+//! `instrumentation_scope.dropped_attributes_count`, `links`,
+//! `event_index`, `IsMap`/`IsList` and every other converter. Map, list
+//! and bytes attribute values are not decoded: they equal nothing and are
+//! only `!=` anything (upstream compares their contents).
 //!
 //! ## Consistent probabilistic sampling
 //!
@@ -205,8 +292,11 @@
 //! over, never dropped). Unknown options are errors. Supported types:
 //! `always_sample`, `latency`, `numeric_attribute`, `probabilistic`,
 //! `status_code`, `string_attribute`, `rate_limiting`, `span_count`,
-//! `trace_state`, `boolean_attribute`, `and`, `not`, `drop`, `composite`;
-//! `ottl_condition`, `bytes_limiting` and `trace_flags` are rejected.
+//! `trace_state`, `boolean_attribute`, `and`, `not`, `drop`, `composite`,
+//! `ottl_condition` (`error_mode`, `span`, `spanevent`; an empty
+//! `error_mode` is `propagate`, upstream's default while its
+//! `defaultOTTLErrorModeIgnore` feature gate is off), `bytes_limiting`
+//! (`bytes_per_second`, `burst_capacity`) and `trace_flags`.
 //!
 //! The imported document has [`Semantics::OtelTailSampling`], which
 //! reproduces the collector's decisions:
@@ -248,6 +338,12 @@
 //!   See [`otel_trace_hash`], [`otel_probabilistic_threshold`].
 //! * `rate_limiting` (`spans_per_second`) is the collector's token bucket:
 //!   capacity 2 × `spans_per_second`, starting full.
+//! * `bytes_limiting` is the collector's byte token bucket (capacity
+//!   `burst_capacity`, or 2 × `bytes_per_second` when it is <= 0, starting
+//!   full); the trace costs its OTLP-encoded size, which the sampler takes
+//!   from the buffered records (the collector: `TracesSize` of the batches).
+//! * `ottl_condition`: an evaluation error under `propagate` records no
+//!   decision for the policy (see *OTTL conditions*).
 //! * `composite`: sub-policies are evaluated in `composite_sub_policy`
 //!   order (`policy_order` is accepted but, as upstream, not used); a
 //!   sub-policy's budget is `percent`% of `max_total_spans_per_second`
@@ -258,7 +354,7 @@
 //!
 //! Deliberate differences: percentages outside 0..=100, empty
 //! `status_codes`/`values`, empty keys, `upper_threshold_ms <
-//! threshold_ms`, `rate_limiting` rates <= 0, and composite allocations over
+//! threshold_ms`, `rate_limiting` and `bytes_limiting` rates <= 0, and composite allocations over
 //! 100% or naming unknown sub-policies are validation errors; tracestate
 //! parsing is lenient (a malformed header does not prevent matching its
 //! well-formed members); regexes use Rust `regex` syntax (almost identical
@@ -449,7 +545,9 @@
 // `sampler`; `otel_import` and `refinery_import` (the collector and
 // Refinery importers) on the document model; `format` (format detection)
 // on `error` only; `load` (parse + validate entry points) on the document,
-// the importers, `format` and the engine.
+// the importers, `format` and the engine; `ottl` (the OTTL condition
+// language: lexer, parser, compiler, evaluator) on `model` only, used by
+// `engine` for `ottl_condition`.
 mod conditions;
 mod consistent;
 mod document;
@@ -466,21 +564,23 @@ mod refinery_import;
 mod sampler;
 mod sampler_policy;
 mod sha1;
+mod ottl;
 
 pub use consistent::{
     adjusted_count, consistent_keep, decode_threshold, encode_threshold, ot_tracestate, parse_ot_tracestate,
     probability_for_threshold, randomness, siphash24, threshold_for, MAX_THRESHOLD,
 };
 pub use document::{
-    AndPolicy, AttributeScope, BooleanAttributePolicy, BudgetScope, CompositePolicy, DecisionOptions, DropPolicy,
-    LatencyPolicy, MatchFilter, Oversized, NamedPolicy, NotPolicy, NumericAttributePolicy, OtelProbabilisticPolicy, PolicyDocument, PolicyKind,
+    AndPolicy, AttributeScope, BooleanAttributePolicy, BudgetScope, BytesLimitingPolicy, CompositePolicy,
+    DecisionOptions, DropPolicy, LatencyPolicy, MatchFilter, NamedPolicy, NotPolicy, NumericAttributePolicy,
+    OtelProbabilisticPolicy, OttlConditionPolicy, OttlErrorMode, Oversized, PolicyDocument, PolicyKind,
     ProbabilisticPolicy, RateAllocation, RateLimitingPolicy, Semantics, SpanCountPolicy, StatusCodePolicy,
     StringAttributePolicy, StringMatch, TraceStatePolicy,
 };
 pub use engine::{stress_decision, Decision, PolicyEngine, STRESS_POLICY};
 pub use error::{Issue, PolicyError};
 pub use format::{detect, PolicyFormat};
-pub use model::{AttrValue, Requirements, SpanData, StatusCode, TraceData, SERVICE_NAME_KEY};
+pub use model::{AttrValue, Requirements, SpanData, SpanEventData, StatusCode, TraceData, SERVICE_NAME_KEY};
 pub use otel_hash::{
     fnv1a64, otel_probabilistic_keep, otel_probabilistic_threshold, otel_trace_hash, DEFAULT_HASH_SALT,
 };

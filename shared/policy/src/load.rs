@@ -46,9 +46,8 @@ impl PolicyDocument {
     /// `sample_on_first_match` is honoured), or a collector config whose
     /// `processors` contain exactly one `tail_sampling` processor.
     ///
-    /// The result has [`Semantics::OtelTailSampling`](crate::Semantics::OtelTailSampling) and is validated.
-    /// Unsupported upstream policy types (`ottl_condition`,
-    /// `bytes_limiting`, `trace_flags`) are errors.
+    /// The result has [`Semantics::OtelTailSampling`](crate::Semantics::OtelTailSampling) and is validated
+    /// (OTTL conditions are compiled: errors name the condition and column).
     pub fn from_otel_tail_sampling_yaml(text: &str) -> Result<Self, PolicyError> {
         let doc = import_tail_sampling(text)?;
         doc.validate()?;

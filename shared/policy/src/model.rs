@@ -22,6 +22,19 @@ pub struct Requirements {
     /// resource). Reserved for rules that inspect arbitrary keys; none of the
     /// current rule types sets it, but samplers must honour it.
     pub all_attributes: bool,
+    /// When true the sampler must fill [`SpanData::events`] (name, time,
+    /// dropped attribute count, and the attributes listed in
+    /// `event_attributes`). Set by OTTL `spanevent` conditions.
+    pub span_events: bool,
+    /// Span event attribute keys read by some rule (only meaningful with
+    /// `span_events`).
+    pub event_attributes: BTreeSet<String>,
+    /// When true the sampler must fill the instrumentation scope fields
+    /// ([`SpanData::scope_name`], [`SpanData::scope_version`],
+    /// [`SpanData::scope_attributes`] with the keys in `scope_attributes`).
+    pub scope: bool,
+    /// Instrumentation scope attribute keys read by some rule.
+    pub scope_attributes: BTreeSet<String>,
 }
 
 impl Requirements {
@@ -35,9 +48,24 @@ impl Requirements {
         self.all_attributes || self.resource_attributes.contains(key)
     }
 
-    /// True when no attribute at all has to be extracted.
+    /// Whether the span event attribute `key` must be extracted.
+    pub fn wants_event_attribute(&self, key: &str) -> bool {
+        self.span_events && (self.all_attributes || self.event_attributes.contains(key))
+    }
+
+    /// Whether the instrumentation scope attribute `key` must be extracted.
+    pub fn wants_scope_attribute(&self, key: &str) -> bool {
+        self.scope && (self.all_attributes || self.scope_attributes.contains(key))
+    }
+
+    /// True when nothing beyond the always-decoded span fields has to be
+    /// extracted (no attribute, no span event, no scope).
     pub fn is_empty(&self) -> bool {
-        !self.all_attributes && self.span_attributes.is_empty() && self.resource_attributes.is_empty()
+        !self.all_attributes
+            && self.span_attributes.is_empty()
+            && self.resource_attributes.is_empty()
+            && !self.span_events
+            && !self.scope
     }
 }
 
@@ -112,6 +140,27 @@ pub enum AttrValue<'a> {
     Other,
 }
 
+/// One span event, as far as policies look at it (only filled when
+/// [`Requirements::span_events`] is set).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpanEventData<'a> {
+    /// Event name.
+    pub name: &'a str,
+    /// Event time, Unix epoch nanoseconds.
+    pub time_unix_nano: u64,
+    /// Event attributes (only the keys in [`Requirements::event_attributes`]).
+    pub attributes: Vec<(&'a str, AttrValue<'a>)>,
+    /// The event's `dropped_attributes_count`.
+    pub dropped_attributes_count: u32,
+}
+
+impl<'a> SpanEventData<'a> {
+    /// Looks up an event attribute (first occurrence).
+    pub fn attribute(&self, key: &str) -> Option<AttrValue<'a>> {
+        self.attributes.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+}
+
 /// One span, as far as policies look at it.
 ///
 /// Strings borrow from the protobuf bytes the sampler owns. `attributes`
@@ -145,6 +194,27 @@ pub struct SpanData<'a> {
     /// Resource attributes (only the required keys), usually shared by all
     /// spans of the same resource.
     pub resource_attributes: &'a [(&'a str, AttrValue<'a>)],
+    /// OTLP `Span.flags`: the W3C trace flags in bits 0-7 (bit 0 = sampled),
+    /// bits 8-9 the parent-is-remote flags. Always filled (cheap).
+    pub flags: u32,
+    /// The status message (may be empty). Always filled (cheap).
+    pub status_message: &'a str,
+    /// The span's `dropped_attributes_count`.
+    pub dropped_attributes_count: u32,
+    /// The span's `dropped_events_count`.
+    pub dropped_events_count: u32,
+    /// The span's `dropped_links_count`.
+    pub dropped_links_count: u32,
+    /// Span events; only filled when [`Requirements::span_events`] is set.
+    pub events: Vec<SpanEventData<'a>>,
+    /// Instrumentation scope name; only filled when [`Requirements::scope`].
+    pub scope_name: &'a str,
+    /// Instrumentation scope version; only filled when [`Requirements::scope`].
+    pub scope_version: &'a str,
+    /// Instrumentation scope attributes (only the keys in
+    /// [`Requirements::scope_attributes`]), usually shared by all spans of
+    /// the same scope.
+    pub scope_attributes: &'a [(&'a str, AttrValue<'a>)],
 }
 
 impl<'a> SpanData<'a> {
@@ -159,6 +229,16 @@ impl<'a> SpanData<'a> {
     /// Looks up a span attribute (first occurrence).
     pub fn attribute(&self, key: &str) -> Option<AttrValue<'a>> {
         self.attributes.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+
+    /// Looks up an instrumentation scope attribute (first occurrence).
+    pub fn scope_attribute(&self, key: &str) -> Option<AttrValue<'a>> {
+        self.scope_attributes.iter().find(|(k, _)| *k == key).map(|(_, v)| *v)
+    }
+
+    /// True when the W3C `sampled` trace flag (bit 0 of [`Self::flags`]) is set.
+    pub fn is_sampled_flag(&self) -> bool {
+        self.flags & 0x01 != 0
     }
 
     /// Looks up a resource attribute (first occurrence). `service.name` falls
@@ -185,6 +265,10 @@ pub struct TraceData<'a> {
     pub trace_id: [u8; 16],
     /// All spans received for the trace, in any order.
     pub spans: Vec<SpanData<'a>>,
+    /// The trace's encoded size in bytes (the OTLP protobuf size of all its
+    /// spans with their resources and scopes), what `bytes_limiting` charges.
+    /// 0 when unknown (then `bytes_limiting` charges nothing).
+    pub size_bytes: u64,
 }
 
 impl TraceData<'_> {
@@ -235,6 +319,7 @@ mod tests {
                     ..Default::default()
                 },
             ],
+            ..Default::default()
         };
         assert_eq!(t.duration_nanos(), 310);
         assert_eq!(TraceData::default().duration_nanos(), 0);

@@ -8,11 +8,10 @@ use serde::Deserialize;
 use serde_yaml::Value;
 
 use crate::document::{
-    AndPolicy, AttributeScope, BooleanAttributePolicy, BudgetScope, CompositePolicy, DecisionOptions, DropPolicy,
-    LatencyPolicy, Oversized,
-    NamedPolicy, NotPolicy, NumericAttributePolicy, OtelProbabilisticPolicy, PolicyDocument, PolicyKind,
-    RateAllocation, RateLimitingPolicy, Semantics, SpanCountPolicy, StatusCodePolicy, StringAttributePolicy,
-    TraceStatePolicy,
+    AndPolicy, AttributeScope, BooleanAttributePolicy, BudgetScope, BytesLimitingPolicy, CompositePolicy,
+    DecisionOptions, DropPolicy, LatencyPolicy, NamedPolicy, NotPolicy, NumericAttributePolicy, OtelProbabilisticPolicy,
+    OttlConditionPolicy, OttlErrorMode, Oversized, PolicyDocument, PolicyKind, RateAllocation, RateLimitingPolicy,
+    Semantics, SpanCountPolicy, StatusCodePolicy, StringAttributePolicy, TraceStatePolicy,
 };
 use crate::error::{Issue, PolicyError};
 use crate::model::StatusCode;
@@ -50,17 +49,34 @@ struct OtelPolicy {
     drop: Option<OtelDrop>,
     #[serde(default)]
     composite: Option<OtelComposite>,
-    // Known to the collector but not supported here (accepted so that the
-    // error names the policy type rather than an unknown field).
     #[serde(default)]
-    #[allow(dead_code)]
-    ottl_condition: Option<Value>,
+    ottl_condition: Option<OtelOttlCondition>,
     #[serde(default)]
-    #[allow(dead_code)]
-    bytes_limiting: Option<Value>,
+    bytes_limiting: Option<OtelBytesLimiting>,
+    // `trace_flags` has no settings upstream; anything given is ignored.
     #[serde(default)]
     #[allow(dead_code)]
     trace_flags: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OtelOttlCondition {
+    #[serde(default)]
+    error_mode: String,
+    #[serde(default)]
+    span: Vec<String>,
+    #[serde(default)]
+    spanevent: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OtelBytesLimiting {
+    #[serde(default)]
+    bytes_per_second: i64,
+    #[serde(default)]
+    burst_capacity: i64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -336,13 +352,37 @@ fn convert(p: OtelPolicy, path: &str, issues: &mut Vec<Issue>) -> NamedPolicy {
                 rate_allocation,
             })
         }
-        "ottl_condition" | "bytes_limiting" | "trace_flags" => {
-            issues.push(Issue::new(
-                format!("{path}.type"),
-                format!("policy type \"{}\" is not supported by tailsift", p.policy_type),
-            ));
-            PolicyKind::Always
+        "ottl_condition" => {
+            let c = p.ottl_condition.unwrap_or_default();
+            let error_mode = match c.error_mode.as_str() {
+                // Upstream's default while its `defaultOTTLErrorModeIgnore`
+                // feature gate is off (the default).
+                "" | "propagate" => OttlErrorMode::Propagate,
+                "ignore" => OttlErrorMode::Ignore,
+                "silent" => OttlErrorMode::Silent,
+                other => {
+                    issues.push(Issue::new(
+                        format!("{path}.ottl_condition.error_mode"),
+                        format!("unknown error mode \"{other}\", supported: propagate, ignore, silent"),
+                    ));
+                    OttlErrorMode::Propagate
+                }
+            };
+            PolicyKind::OttlCondition(OttlConditionPolicy {
+                error_mode,
+                span: c.span,
+                spanevent: c.spanevent,
+            })
         }
+        "bytes_limiting" => {
+            let c = p.bytes_limiting.unwrap_or_default();
+            PolicyKind::BytesLimiting(BytesLimitingPolicy {
+                bytes_per_second: c.bytes_per_second as f64,
+                // Upstream: burst_capacity <= 0 means 2 x bytes_per_second.
+                burst_capacity: (c.burst_capacity > 0).then_some(c.burst_capacity as f64),
+            })
+        }
+        "trace_flags" => PolicyKind::TraceFlags,
         "" => {
             issues.push(Issue::new(format!("{path}.type"), "must be set"));
             PolicyKind::Always
@@ -353,7 +393,7 @@ fn convert(p: OtelPolicy, path: &str, issues: &mut Vec<Issue>) -> NamedPolicy {
                 format!(
                     "unknown policy type \"{other}\", supported: always_sample, latency, numeric_attribute, \
                      probabilistic, status_code, string_attribute, rate_limiting, span_count, trace_state, \
-                     boolean_attribute, and, not, drop, composite"
+                     boolean_attribute, and, not, drop, composite, ottl_condition, bytes_limiting, trace_flags"
                 ),
             ));
             PolicyKind::Always

@@ -237,7 +237,10 @@ impl Compiler<'_> {
     fn interval(&mut self, v: Option<Interval>, default: u64, path: &str) -> u64 {
         let ns = v.map_or(default, |i| i.nanos);
         if !(1_000_000..=86_400 * SEC).contains(&ns) {
-            self.issue(path, format!("must be between 1ms and 24h, got {}", Interval { nanos: ns }));
+            self.issue(
+                path,
+                format!("must be between 1ms and 24h, got {}", Interval { nanos: ns }),
+            );
         }
         ns.clamp(1_000_000, 86_400 * SEC)
     }
@@ -326,17 +329,37 @@ impl Compiler<'_> {
                 let goal_rate = self.rate(d.goal_sample_rate.unwrap_or(10), &format!("{at}.goal_sample_rate"));
                 let interval = self.interval(d.adjustment_interval, 15 * SEC, &format!("{at}.adjustment_interval"));
                 let max_keys = self.max_keys(d.max_keys, &format!("{at}.max_keys"));
-                let ema = self.ema(d.weight, d.age_out_value, d.burst_multiple, d.burst_detection_delay, &at);
+                let ema = self.ema(
+                    d.weight,
+                    d.age_out_value,
+                    d.burst_multiple,
+                    d.burst_detection_delay,
+                    &at,
+                );
                 let key = self.key(&d.field_list, d.use_trace_length, true, &at);
-                self.keyed(key, d.unit, Algorithm::EmaSampleRate { goal_rate, ema }, interval, max_keys)
+                self.keyed(
+                    key,
+                    d.unit,
+                    Algorithm::EmaSampleRate { goal_rate, ema },
+                    interval,
+                    max_keys,
+                )
             }
             SamplerPolicy::EmaThroughput(d) => {
                 let goal_per_sec = self.goal(d.goal_throughput_per_sec, &format!("{at}.goal_throughput_per_sec"));
-                let initial_rate =
-                    self.rate(d.initial_sample_rate.unwrap_or(10), &format!("{at}.initial_sample_rate"));
+                let initial_rate = self.rate(
+                    d.initial_sample_rate.unwrap_or(10),
+                    &format!("{at}.initial_sample_rate"),
+                );
                 let interval = self.interval(d.adjustment_interval, 15 * SEC, &format!("{at}.adjustment_interval"));
                 let max_keys = self.max_keys(d.max_keys, &format!("{at}.max_keys"));
-                let ema = self.ema(d.weight, d.age_out_value, d.burst_multiple, d.burst_detection_delay, &at);
+                let ema = self.ema(
+                    d.weight,
+                    d.age_out_value,
+                    d.burst_multiple,
+                    d.burst_detection_delay,
+                    &at,
+                );
                 let key = self.key(&d.field_list, d.use_trace_length, false, &at);
                 let algo = Algorithm::EmaThroughput {
                     goal_per_sec,
@@ -350,10 +373,7 @@ impl Compiler<'_> {
                 let update = self.interval(d.update_frequency, SEC, &format!("{at}.update_frequency"));
                 let lookback_ns = d.lookback_frequency.map_or(30 * update, |i| i.nanos);
                 if lookback_ns < update {
-                    self.issue(
-                        format!("{at}.lookback_frequency"),
-                        "must be at least update_frequency",
-                    );
+                    self.issue(format!("{at}.lookback_frequency"), "must be at least update_frequency");
                 }
                 let lookback = (lookback_ns / update).clamp(1, 100_000);
                 let max_keys = self.max_keys(d.max_keys, &format!("{at}.max_keys"));
@@ -366,7 +386,13 @@ impl Compiler<'_> {
                 let interval = self.interval(d.clear_frequency, 30 * SEC, &format!("{at}.clear_frequency"));
                 let max_keys = self.max_keys(d.max_keys, &format!("{at}.max_keys"));
                 let key = self.key(&d.field_list, d.use_trace_length, true, &at);
-                self.keyed(key, d.unit, Algorithm::TotalThroughput { goal_per_sec }, interval, max_keys)
+                self.keyed(
+                    key,
+                    d.unit,
+                    Algorithm::TotalThroughput { goal_per_sec },
+                    interval,
+                    max_keys,
+                )
             }
             SamplerPolicy::Rules(r) => {
                 if nested {
@@ -450,6 +476,7 @@ mod tests {
             let trace = TraceData {
                 trace_id: tid,
                 spans: vec![span],
+                size_bytes: 0,
             };
             // 100,000 traces per second.
             let input = SamplerInput {

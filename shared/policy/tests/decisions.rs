@@ -53,6 +53,7 @@ fn trace(spans: Vec<SpanData<'static>>) -> TraceData<'static> {
     TraceData {
         trace_id: [0x42; 16],
         spans,
+        ..Default::default()
     }
 }
 
@@ -631,6 +632,7 @@ fn decision_probability_and_tracestate() {
         let t = TraceData {
             trace_id: [i; 16],
             spans: vec![span()],
+            ..Default::default()
         };
         let d = e.decide(&t, 7, T0);
         let r = tailsift_policy::randomness(t.trace_id, 7);
@@ -657,6 +659,7 @@ fn decision_probability_and_tracestate() {
         let t = TraceData {
             trace_id: [i; 16],
             spans: vec![span()],
+            ..Default::default()
         };
         let d = e.decide(&t, 1, T0);
         assert_eq!(d.keep, tailsift_policy::consistent_keep(t.trace_id, 1, 0.2));
@@ -925,6 +928,7 @@ fn otel_example_file_parses_and_decides() {
     let t = |spans: Vec<SpanData<'static>>| TraceData {
         trace_id: base_id,
         spans,
+        ..Default::default()
     };
     let check = |e: &mut PolicyEngine, name: &str, tr: TraceData<'static>, keep: bool, reason: Option<&str>| {
         let d = e.decide(&tr, 0, T0);
@@ -1033,6 +1037,7 @@ fn otel_example_file_parses_and_decides() {
             "synthetic",
             AttrValue::Bool(synthetic),
         )],
+        ..Default::default()
     };
     assert_eq!(e.decide(&pay(false), 0, T0).policy.as_deref(), Some("payments-sample"));
     assert!(!e.decide(&pay(true), 0, T0).keep);
@@ -1060,7 +1065,8 @@ fn otel_example_file_parses_and_decides() {
         e.decide(
             &TraceData {
                 trace_id: lucky,
-                spans: vec![span()]
+                spans: vec![span()],
+                ..Default::default()
             },
             0,
             T0
@@ -1096,6 +1102,7 @@ fn otel_probabilistic_matches_collector_hash() {
             &TraceData {
                 trace_id: id,
                 spans: vec![span()],
+                ..Default::default()
             },
             12345,
             T0,
@@ -1112,6 +1119,7 @@ fn otel_probabilistic_matches_collector_hash() {
         let t = TraceData {
             trace_id: [i; 16],
             spans: vec![span()],
+            ..Default::default()
         };
         let a = e.decide(&t, 1, T0).keep;
         let b = e.decide(&t, 2, T0).keep;
@@ -1322,7 +1330,8 @@ fn otel_errors_have_paths() {
     );
     assert_eq!(
         e,
-        "policies[1].type: policy type \"ottl_condition\" is not supported by tailsift"
+        "policies[1].ottl_condition.span[0]: column 2: expected a comparison operator (==, !=, <, <=, >, >=), \
+         found the end of the condition"
     );
     let e = err("policies: [{name: a, type: sometimes_sample}]");
     assert!(
@@ -1388,10 +1397,12 @@ fn native_example_file() {
         let c = TraceData {
             trace_id: id,
             spans: vec![root("POST /checkout", "checkout")],
+            ..Default::default()
         };
         let o = TraceData {
             trace_id: id,
             spans: vec![root("GET /orders", "api")],
+            ..Default::default()
         };
         // Spread in time so that the 200 traces/s cap does not bind.
         let now = T0 + u64::from(i) * 10 * MS;
@@ -1586,4 +1597,595 @@ fn parse_errors_name_the_path() {
     );
     let ok = PolicyDocument::from_json(r#"{"version": 2, "policies": [{"name": "a", "always": {}}]}"#).unwrap();
     assert_eq!(ok.version, 2);
+}
+
+// ---------------------------------------------------------------------------
+// ottl_condition, bytes_limiting, trace_flags.
+
+use tailsift_policy::SpanEventData;
+
+/// Attributes as (key, string value) pairs.
+type StrAttrs = &'static [(&'static str, &'static str)];
+/// Spans of an upstream-style test trace: (span attributes, event attributes).
+type Spans = &'static [(StrAttrs, StrAttrs)];
+/// (case, span conditions, span event conditions, spans, sampled).
+type OttlCase = (
+    &'static str,
+    &'static [&'static str],
+    &'static [&'static str],
+    Spans,
+    bool,
+);
+/// (scenario, span conditions, span event conditions, trace, result with error_mode ignore).
+type ErrorModeCase = (
+    &'static str,
+    Vec<&'static str>,
+    Vec<&'static str>,
+    TraceData<'static>,
+    &'static str,
+);
+
+/// Upstream's test helper (`newTraceWithSpansAttributes`): every span gets
+/// one event named "test event".
+fn upstream_ottl_trace(spans: Spans) -> TraceData<'static> {
+    trace(
+        spans
+            .iter()
+            .map(|(span_attrs, event_attrs)| SpanData {
+                attributes: span_attrs.iter().map(|(k, v)| (*k, AttrValue::Str(v))).collect(),
+                events: vec![SpanEventData {
+                    name: "test event",
+                    attributes: event_attrs.iter().map(|(k, v)| (*k, AttrValue::Str(v))).collect(),
+                    ..Default::default()
+                }],
+                ..span()
+            })
+            .collect(),
+    )
+}
+
+fn ottl_policy(mode: &str, span: &[&str], events: &[&str]) -> String {
+    let q = |v: &[&str]| {
+        v.iter()
+            .map(|c| format!("'{}'", c.replace('\'', "''")))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        "policies:\n  - name: o\n    type: ottl_condition\n    ottl_condition: {{error_mode: {mode}, span: [{}], spanevent: [{}]}}\n",
+        q(span),
+        q(events)
+    )
+}
+
+#[test]
+fn ottl_upstream_evaluate_table() {
+    // processor/tailsamplingprocessor/internal/sampling/ottl_test.go, TestEvaluate_OTTL (error_mode ignore).
+    let err = PolicyDocument::from_otel_tail_sampling_yaml(&ottl_policy("ignore", &[], &[]))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "policies[0].ottl_condition: expected at least one OTTL condition in `span` or `spanevent`"
+    );
+    let cases: Vec<OttlCase> = vec![
+        (
+            "match specific span attributes 1",
+            &[r#"attributes["attr_k_1"] == "attr_v_1""#],
+            &[],
+            &[(&[("attr_k_1", "attr_v_1")], &[])],
+            true,
+        ),
+        (
+            "match specific span attributes 2",
+            &[r#"attributes["attr_k_1"] != "attr_v_1""#],
+            &[],
+            &[(&[("attr_k_1", "attr_v_1")], &[])],
+            false,
+        ),
+        (
+            "inverse match(!=) span attributes 2",
+            &[r#"attributes["attr_k_1"] != "attr_v_1""#],
+            &[],
+            &[(&[("attr_k_1", "attr_v_2")], &[])],
+            true,
+        ),
+        (
+            "match specific span event attributes",
+            &[],
+            &[r#"attributes["event_attr_k_1"] == "event_attr_v_1""#],
+            &[(&[], &[("event_attr_k_1", "event_attr_v_1")])],
+            true,
+        ),
+        (
+            "match specific span event name",
+            &[],
+            &[r#"name != "incorrect event name""#],
+            &[(&[], &[])],
+            true,
+        ),
+        (
+            "not matched",
+            &[r#"attributes["attr_k_1"] == "attr_v_1""#],
+            &[r#"attributes["event_attr_k_1"] == "event_attr_v_1""#],
+            &[],
+            false,
+        ),
+        // Absent attributes: `!=` a value holds (nil != "x"), `==` does not.
+        (
+            "absent attribute !=",
+            &[r#"attributes["nope"] != "x""#],
+            &[],
+            &[(&[], &[])],
+            true,
+        ),
+        (
+            "absent attribute ==",
+            &[r#"attributes["nope"] == "x""#, r#"attributes["nope"] > 1"#],
+            &[],
+            &[(&[], &[])],
+            false,
+        ),
+        (
+            "absent attribute == nil",
+            &[r#"attributes["nope"] == nil"#],
+            &[],
+            &[(&[], &[])],
+            true,
+        ),
+    ];
+    for (name, span_conds, event_conds, spans, keep) in cases {
+        let doc = PolicyDocument::from_otel_tail_sampling_yaml(&ottl_policy("ignore", span_conds, event_conds))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut e = PolicyEngine::compile(&doc).unwrap();
+        let d = decide(&mut e, &upstream_ottl_trace(spans));
+        assert_eq!(d.keep, keep, "{name}: {d:?}");
+        // The native format accepts the same conditions with the same result.
+        let native_doc = format!(
+            "policies:\n  - name: o\n    ottl_condition: {{error_mode: ignore, span: [{}], spanevent: [{}]}}\n",
+            span_conds
+                .iter()
+                .map(|c| format!("'{c}'"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            event_conds
+                .iter()
+                .map(|c| format!("'{c}'"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut n = native(&native_doc);
+        assert_eq!(
+            decide(&mut n, &upstream_ottl_trace(spans)).keep,
+            keep,
+            "{name} (native)"
+        );
+    }
+}
+
+/// Whether the OTTL policy errored, matched or not: evaluated next to an
+/// inverted rule that finds nothing (an "inverted sampled" decision, which
+/// keeps the trace only when no policy said "not sampled"; an erroring
+/// policy records no decision at all).
+fn ottl_outcome(mode: &str, span: &[&str], events: &[&str], t: &TraceData<'_>) -> &'static str {
+    let mut yaml = ottl_policy(mode, span, events);
+    yaml.push_str(
+        "  - {name: inv, type: string_attribute, string_attribute: {key: absent, values: [x], invert_match: true}}\n",
+    );
+    let mut e = otel(&yaml);
+    let d = decide(&mut e, t);
+    match (d.keep, d.policy.as_deref()) {
+        (true, Some("o")) => "sampled",
+        (true, Some("inv")) => "error",
+        (false, None) => "not_sampled",
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn ottl_error_modes_match_upstream() {
+    // ottl_default_error_mode_test.go: the first condition fails on spans and events without a
+    // `value` attribute (Substring of nil is an error), the second matches a name "keep".
+    let conditions = [r#"Substring(attributes["value"], 0, 4) == "keep""#, r#"name == "keep""#];
+    let keep_span = SpanData {
+        name: "keep",
+        events: vec![SpanEventData::default()],
+        ..span()
+    };
+    let keep_event = SpanData {
+        events: vec![SpanEventData {
+            name: "keep",
+            ..Default::default()
+        }],
+        ..span()
+    };
+    let plain = SpanData {
+        events: vec![SpanEventData::default()],
+        ..span()
+    };
+    let valued_span = SpanData {
+        span_id: [2; 8],
+        attributes: vec![("value", AttrValue::Str("keep"))],
+        ..span()
+    };
+    let valued_event = SpanData {
+        events: vec![
+            SpanEventData::default(),
+            SpanEventData {
+                attributes: vec![("value", AttrValue::Str("keepme"))],
+                ..Default::default()
+            },
+        ],
+        ..span()
+    };
+    let scenarios: Vec<ErrorModeCase> = vec![
+        (
+            "span_conditions",
+            conditions.to_vec(),
+            vec![],
+            one(keep_span),
+            "sampled",
+        ),
+        (
+            "span_event_conditions",
+            vec![],
+            conditions.to_vec(),
+            one(keep_event),
+            "sampled",
+        ),
+        (
+            "next_span",
+            conditions[..1].to_vec(),
+            vec![],
+            trace(vec![plain.clone(), valued_span]),
+            "sampled",
+        ),
+        (
+            "next_span_event",
+            vec![],
+            conditions[..1].to_vec(),
+            one(valued_event),
+            "sampled",
+        ),
+        ("no_match", conditions.to_vec(), vec![], one(plain), "not_sampled"),
+    ];
+    for (name, span_conds, event_conds, t, ignore_result) in scenarios {
+        for mode in ["propagate", "\"\""] {
+            assert_eq!(
+                ottl_outcome(mode, &span_conds, &event_conds, &t),
+                "error",
+                "{name}, error_mode {mode}: the first failing condition fails the policy"
+            );
+        }
+        for mode in ["ignore", "silent"] {
+            assert_eq!(
+                ottl_outcome(mode, &span_conds, &event_conds, &t),
+                ignore_result,
+                "{name}, error_mode {mode}"
+            );
+        }
+    }
+    // An error fails an `and` and passes through `not` (upstream and.go / not.go).
+    let yaml = r#"
+policies:
+  - name: a
+    type: and
+    and: {and_sub_policy: [{name: x, type: always_sample}, {name: o, type: ottl_condition, ottl_condition: {span: ['Double(name) > 1']}}]}
+  - name: n
+    type: not
+    not: {not_sub_policy: {name: o, type: ottl_condition, ottl_condition: {span: ['Double(name) > 1']}}}
+  - {name: inv, type: string_attribute, string_attribute: {key: absent, values: [x], invert_match: true}}
+"#;
+    let d = decide(&mut otel(yaml), &one(span()));
+    assert_eq!((d.keep, d.policy.as_deref()), (true, Some("inv")), "{d:?}");
+    // Native semantics: an erroring policy simply does not match, `not` included.
+    let mut n = native(
+        r#"
+policies:
+  - {name: o, ottl_condition: {span: ['Double(name) > 1']}}
+  - {name: n, not: {policy: {ottl_condition: {span: ['Double(name) > 1']}}}}
+  - {name: i, ottl_condition: {error_mode: ignore, span: ['Double(name) > 1', 'name == "work"']}}
+"#,
+    );
+    assert_eq!(decide(&mut n, &one(span())).policy.as_deref(), Some("i"));
+}
+
+#[test]
+fn ottl_conditions_over_resource_scope_and_events() {
+    static RES: [(&str, AttrValue<'static>); 1] = [("deployment.environment", AttrValue::Str("prod"))];
+    let t = one(SpanData {
+        resource_attributes: &RES,
+        scope_name: "io.opentelemetry.jdbc",
+        status_message: "timeout",
+        kind: 3,
+        events: vec![SpanEventData {
+            name: "exception",
+            attributes: vec![("exception.type", AttrValue::Str("java.sql.SQLTimeoutException"))],
+            ..Default::default()
+        }],
+        ..with_status(span(), StatusCode::Error)
+    });
+    let mut e = native(
+        r#"
+policies:
+  - name: slow-db
+    ottl_condition:
+      span:
+        - 'resource.attributes["deployment.environment"] == "prod" and instrumentation_scope.name == "io.opentelemetry.jdbc" and kind == SPAN_KIND_CLIENT and end_time_unix_nano - start_time_unix_nano > 5000000'
+  - name: sql-exceptions
+    ottl_condition:
+      spanevent: ['name == "exception" and IsMatch(attributes["exception.type"], "SQL") and span.status.code == STATUS_CODE_ERROR']
+"#,
+    );
+    assert_eq!(decide(&mut e, &t).policy.as_deref(), Some("slow-db"));
+    let r = e.requirements();
+    assert!(r.scope && r.span_events);
+    assert!(r.resource_attributes.contains("deployment.environment"));
+    assert!(r.event_attributes.contains("exception.type"));
+    assert!(r.span_attributes.is_empty());
+    let fast = one(SpanData {
+        resource_attributes: &RES,
+        scope_name: "io.opentelemetry.jdbc",
+        kind: 3,
+        end_unix_nano: T0 + MS,
+        events: t.spans[0].events.clone(),
+        ..with_status(span(), StatusCode::Error)
+    });
+    assert_eq!(decide(&mut e, &fast).policy.as_deref(), Some("sql-exceptions"));
+    // Policies without OTTL conditions do not ask for events or scopes.
+    let plain = native("policies:\n  - {name: a, status_code: {codes: [ERROR]}}");
+    assert!(!plain.requirements().span_events && !plain.requirements().scope);
+}
+
+#[test]
+fn ottl_errors_name_the_condition_and_column() {
+    let e = yaml_err(
+        r#"
+policies:
+  - {name: a, always: {}}
+  - {name: b, always: {}}
+  - name: c
+    ottl_condition:
+      span: ['name == "x" and attributs["k"] == 1', 'IsMatch(name, "(")']
+      spanevent: ['Frobnicate(name)']
+"#,
+    );
+    let issues: Vec<String> = e.issues().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        issues[0],
+        "policies[2].ottl_condition.span[0]: column 17: unknown path \"attributs\""
+    );
+    assert!(
+        issues[1].starts_with("policies[2].ottl_condition.span[1]: column 15: the pattern supplied to IsMatch is not a valid regexp pattern"),
+        "{issues:?}"
+    );
+    assert!(
+        issues[2].starts_with("policies[2].ottl_condition.spanevent[0]: column 1: unknown function \"Frobnicate\" (supported: IsMatch, Len,"),
+        "{issues:?}"
+    );
+    assert_eq!(issues.len(), 3);
+    let e = PolicyDocument::from_otel_tail_sampling_yaml(
+        "policies: [{name: o, type: ottl_condition, ottl_condition: {error_mode: loud, span: ['true']}}]",
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "policies[0].ottl_condition.error_mode: unknown error mode \"loud\", supported: propagate, ignore, silent"
+    );
+}
+
+#[test]
+fn ottl_huge_deep_and_malformed_conditions_are_clear_errors() {
+    let check = |cond: String, expect: &str| {
+        let yaml = format!("policies:\n  - name: o\n    ottl_condition: {{span: ['{cond}']}}\n");
+        let msg = yaml_err(&yaml).to_string();
+        assert!(
+            msg.starts_with("policies[0].ottl_condition.span[0]: column ") && msg.contains(expect),
+            "{msg}"
+        );
+    };
+    check(
+        format!("{}name == \"x\"{}", "(".repeat(5000), ")".repeat(5000)),
+        "too long",
+    );
+    check(
+        format!("{}name == \"x\"{}", "(".repeat(200), ")".repeat(200)),
+        "nested too deeply",
+    );
+    check(
+        format!("{}1{} == kind", "Int(".repeat(100), ")".repeat(100)),
+        "nested too deeply",
+    );
+    check(
+        format!("{}name == \"x\"{}", "not (".repeat(100), ")".repeat(100)),
+        "nested too deeply",
+    );
+    check(vec!["kind == 1"; 1000].join(" or "), "too long");
+    check("name == \"x".into(), "unterminated string");
+    check("name === \"x\"".into(), "column 8");
+    check("((name == \"x\")".into(), "expected `)`");
+    check("name == \"x\" and".into(), "column 16");
+    check("\u{1F600} == 1".into(), "unexpected character");
+    // Long but acceptable flat chains compile and evaluate.
+    let chain = vec!["kind == 9"; 200].join(" or ");
+    let mut e = native(&format!(
+        "policies:\n  - name: o\n    ottl_condition: {{span: ['{chain} or kind == 1']}}\n"
+    ));
+    assert!(decide(&mut e, &one(span())).keep);
+}
+
+#[test]
+fn ottl_documents_round_trip() {
+    let yaml = r#"
+policies:
+  - name: o
+    ottl_condition: {error_mode: silent, span: ['kind == 2'], spanevent: ['name == "e"']}
+  - name: b
+    bytes_limiting: {bytes_per_second: 1000, burst_capacity: 5000}
+  - name: f
+    trace_flags: {}
+"#;
+    let doc = PolicyDocument::from_yaml(yaml).unwrap();
+    assert_eq!(PolicyDocument::from_yaml(&doc.to_yaml().unwrap()).unwrap(), doc);
+    assert_eq!(PolicyDocument::from_json(&doc.to_json().unwrap()).unwrap(), doc);
+    let imported = PolicyDocument::from_otel_tail_sampling_yaml(
+        r#"
+policies:
+  - {name: o, type: ottl_condition, ottl_condition: {error_mode: ignore, span: ['kind == 2']}}
+  - {name: b, type: bytes_limiting, bytes_limiting: {bytes_per_second: 1000}}
+  - {name: f, type: trace_flags}
+"#,
+    )
+    .unwrap();
+    let out = imported.to_yaml().unwrap();
+    assert!(
+        out.contains("error_mode: ignore") && out.contains("trace_flags: {}"),
+        "{out}"
+    );
+    assert_eq!(PolicyDocument::from_yaml(&out).unwrap(), imported);
+}
+
+fn sized(size_bytes: u64) -> TraceData<'static> {
+    TraceData {
+        size_bytes,
+        ..one(span())
+    }
+}
+
+#[test]
+fn bytes_limiting_upstream_token_bucket_table() {
+    // bytes_limiting_test.go, TestBytesLimitingTokenBucket: (rate, burst, decisions) for a trace of
+    // size S, all evaluated at the same instant.
+    const S: u64 = 331;
+    let cases: Vec<(&str, u64, u64, Vec<bool>)> = vec![
+        ("under burst capacity", S / 2, S * 2, vec![true]),
+        ("at burst capacity", S / 2, S, vec![true]),
+        ("over burst capacity", S, S - 1, vec![false]),
+        ("multiple traces within burst", S, S * 3, vec![true, true]),
+        ("multiple traces exceeding burst", S / 2, S + 1, vec![true, false]),
+    ];
+    for (name, rate, burst, want) in cases {
+        let yaml = format!(
+            "policies:\n  - {{name: b, type: bytes_limiting, bytes_limiting: {{bytes_per_second: {rate}, burst_capacity: {burst}}}}}\n"
+        );
+        let mut e = otel(&yaml);
+        let got: Vec<bool> = want.iter().map(|_| e.decide(&sized(S), 0, T0).keep).collect();
+        assert_eq!(got, want, "{name}");
+    }
+    // TestBytesLimitingDefaultConstructor: burst defaults to 2 x bytes_per_second (also for 0).
+    for burst in ["", ", burst_capacity: 0"] {
+        let mut e = otel(&format!(
+            "policies:\n  - {{name: b, type: bytes_limiting, bytes_limiting: {{bytes_per_second: {S}{burst}}}}}\n"
+        ));
+        let got: Vec<bool> = (0..3).map(|_| e.decide(&sized(S), 0, T0).keep).collect();
+        assert_eq!(got, [true, true, false]);
+    }
+    // TestBytesLimitingTokenRefill: 2 traces/s worth of bytes, burst of one trace; 600 ms later
+    // 1.2 traces worth have refilled.
+    let mut e = otel(&format!(
+        "policies:\n  - {{name: b, type: bytes_limiting, bytes_limiting: {{bytes_per_second: {}, burst_capacity: {S}}}}}\n",
+        2 * S
+    ));
+    assert!(e.decide(&sized(S), 0, T0).keep);
+    assert!(!e.decide(&sized(S), 0, T0).keep);
+    assert!(!e.decide(&sized(S), 0, T0 + 400 * MS).keep, "0.8 of a trace refilled");
+    assert!(e.decide(&sized(S), 0, T0 + 600 * MS).keep);
+    // A trace of unknown size (0) costs nothing.
+    assert!(e.decide(&sized(0), 0, T0 + 600 * MS).keep);
+}
+
+#[test]
+fn bytes_limiting_native_consumes_only_when_deciding_and_splits_by_share() {
+    // Kept by an earlier policy: the limiter is not charged.
+    let mut e = native(
+        r#"
+policies:
+  - {name: errors, status_code: {codes: [ERROR]}}
+  - {name: bytes, bytes_limiting: {bytes_per_second: 1000, burst_capacity: 1000}}
+"#,
+    );
+    for _ in 0..5 {
+        let d = e.decide(
+            &TraceData {
+                size_bytes: 600,
+                ..one(with_status(span(), StatusCode::Error))
+            },
+            0,
+            T0,
+        );
+        assert_eq!(d.policy.as_deref(), Some("errors"));
+    }
+    assert_eq!(e.decide(&sized(600), 0, T0).policy.as_deref(), Some("bytes"));
+    assert!(!e.decide(&sized(600), 0, T0).keep, "400 bytes left");
+    assert!(e.decide(&sized(400), 0, T0).keep);
+    // Inside an `and` that does not match, nothing is consumed.
+    let mut e = native(
+        r#"
+policies:
+  - name: sampled-errors
+    and: {policies: [{bytes_limiting: {bytes_per_second: 1000}}, {status_code: {codes: [ERROR]}}]}
+"#,
+    );
+    for _ in 0..10 {
+        assert!(!e.decide(&sized(1500), 0, T0).keep);
+    }
+    assert!(
+        e.decide(
+            &TraceData {
+                size_bytes: 1500,
+                ..one(with_status(span(), StatusCode::Error))
+            },
+            0,
+            T0
+        )
+        .keep
+    );
+    // Cluster budget: a worker with a quarter of the partitions gets a quarter of the bytes.
+    let mut e = native("policies:\n  - {name: b, bytes_limiting: {bytes_per_second: 4000}}");
+    e.set_budget_share(0.25);
+    let kept = (0..1000u64)
+        .filter(|k| e.decide(&sized(100), 0, T0 + k * 10 * MS).keep)
+        .count();
+    // A burst of 2 s at the worker's 1000 B/s (20 traces of 100 B), then 10 s x 1000 B/s.
+    assert!((118..=121).contains(&kept), "{kept}");
+    let mut w = native("budget_scope: worker\npolicies:\n  - {name: b, bytes_limiting: {bytes_per_second: 100}}");
+    w.set_budget_share(0.25);
+    assert_eq!(
+        (0..3).filter(|_| w.decide(&sized(100), 0, T0).keep).count(),
+        2,
+        "2 x 100 bytes of burst"
+    );
+}
+
+#[test]
+fn bytes_limiting_validation() {
+    let e = yaml_err("policies:\n  - {name: b, bytes_limiting: {bytes_per_second: 0, burst_capacity: -1}}").to_string();
+    assert_eq!(
+        e,
+        "policies[0].bytes_limiting.bytes_per_second: must be between 1 and 1e12, got 0; \
+         policies[0].bytes_limiting.burst_capacity: must be between 1 and 1e15, got -1"
+    );
+}
+
+#[test]
+fn trace_flags_upstream_cases() {
+    // trace_flags.go: sampled when some span has bit 0 of the W3C trace flags (low byte of
+    // Span.flags) set; the upper bits (remote-parent flags) do not count.
+    let flagged = |flags: u32| SpanData { flags, ..span() };
+    let cases: Vec<(&str, TraceData<'static>, bool)> = vec![
+        ("no spans", trace(vec![]), false),
+        ("no flags", one(flagged(0)), false),
+        ("sampled", one(flagged(1)), true),
+        ("sampled among others", trace(vec![flagged(0), flagged(0x301)]), true),
+        ("only remote-parent bits", one(flagged(0x300)), false),
+        ("other trace flag bits", one(flagged(0xfe)), false),
+    ];
+    for (name, t, keep) in cases {
+        let mut o = otel("policies:\n  - {name: f, type: trace_flags}\n");
+        assert_eq!(decide(&mut o, &t).keep, keep, "{name}");
+        let mut n = native("policies:\n  - {name: f, trace_flags: {}}\n");
+        assert_eq!(decide(&mut n, &t).keep, keep, "{name} (native)");
+        let mut n = native("policies:\n  - name: f\n    trace_flags:\n");
+        assert_eq!(decide(&mut n, &t).keep, keep, "{name} (native, null body)");
+    }
 }

@@ -70,7 +70,7 @@ proptest! {
         let mut a = PolicyEngine::compile(&PolicyDocument::from_yaml(&yaml).unwrap()).unwrap();
         let mut b = PolicyEngine::compile(&PolicyDocument::from_yaml(&yaml).unwrap()).unwrap();
         for (k, id) in trace_ids(id_seed, 200).into_iter().enumerate() {
-            let t = TraceData { trace_id: id, spans: vec![SpanData::default()] };
+            let t = TraceData { trace_id: id, spans: vec![SpanData::default()], ..Default::default() };
             let da = a.decide(&t, seed, k as u64);
             let db = b.decide(&t, seed, 1_000_000_000 * k as u64);
             prop_assert_eq!(&da, &db);

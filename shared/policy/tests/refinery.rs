@@ -45,6 +45,7 @@ fn route_trace(n: u64, route: &'static str) -> TraceData<'static> {
     TraceData {
         trace_id: tid(n),
         spans: vec![root_span(route)],
+        size_bytes: 0,
     }
 }
 
@@ -150,7 +151,10 @@ fn throughput_samplers_keep_about_the_goal() {
     for p in THROUGHPUT_POLICIES {
         let doc = format!("policies:\n  - name: tp\n    {p}\n");
         let per_sec = throughput_run(&doc, 2000, 1.0, 120);
-        assert!((70.0..=130.0).contains(&per_sec), "{p}: {per_sec} kept/s for a goal of 100");
+        assert!(
+            (70.0..=130.0).contains(&per_sec),
+            "{p}: {per_sec} kept/s for a goal of 100"
+        );
     }
 }
 
@@ -161,7 +165,10 @@ fn throughput_goal_is_for_the_cluster() {
     for p in THROUGHPUT_POLICIES {
         let doc = format!("policies:\n  - name: tp\n    {p}\n");
         let per_sec = throughput_run(&doc, 500, 0.25, 120);
-        assert!((17.0..=33.0).contains(&per_sec), "{p}: {per_sec} kept/s for a share of 25");
+        assert!(
+            (17.0..=33.0).contains(&per_sec),
+            "{p}: {per_sec} kept/s for a share of 25"
+        );
         // budget_scope: worker ignores the share.
         let doc = format!("budget_scope: worker\npolicies:\n  - name: tp\n    {p}\n");
         let per_sec = throughput_run(&doc, 2000, 0.25, 60);
@@ -321,7 +328,10 @@ fn rules_engine(rules: &str) -> PolicyEngine {
 }
 
 /// A two-span trace: a root (`GET /api`, service `api`) and a child.
-fn two_spans(root_attrs: Vec<(&'static str, AttrValue<'static>)>, child_attrs: Vec<(&'static str, AttrValue<'static>)>) -> TraceData<'static> {
+fn two_spans(
+    root_attrs: Vec<(&'static str, AttrValue<'static>)>,
+    child_attrs: Vec<(&'static str, AttrValue<'static>)>,
+) -> TraceData<'static> {
     let root = SpanData {
         span_id: [1; 8],
         name: "GET /api",
@@ -346,6 +356,7 @@ fn two_spans(root_attrs: Vec<(&'static str, AttrValue<'static>)>, child_attrs: V
     TraceData {
         trace_id: tid(42),
         spans: vec![root, child],
+        size_bytes: 0,
     }
 }
 
@@ -372,7 +383,10 @@ fn rule_operators_and_datatypes() {
     let cases: &[(&str, bool)] = &[
         ("{ field: http.status_code, operator: '=', value: 503 }", true),
         ("{ field: http.status_code, operator: '=', value: '503' }", false), // untyped: int vs string
-        ("{ field: http.status_code, operator: '=', value: '503', datatype: int }", true),
+        (
+            "{ field: http.status_code, operator: '=', value: '503', datatype: int }",
+            true,
+        ),
         ("{ field: http.status_code, operator: '>=', value: 500 }", true),
         ("{ field: http.status_code, operator: '<', value: 500.5 }", false),
         ("{ field: http.status_code, operator: '!=', value: 200 }", true),
@@ -382,14 +396,26 @@ fn rule_operators_and_datatypes() {
         ("{ field: ratio, operator: '=', value: '2.5', datatype: float }", true),
         ("{ field: flag, operator: '=', value: true }", true),
         ("{ field: flag, operator: '=', value: 'T', datatype: bool }", true),
-        ("{ field: http.status_code, operator: '=', value: '503', datatype: string }", true),
-        ("{ field: http.url, operator: starts-with, value: 'https://honey' }", true),
+        (
+            "{ field: http.status_code, operator: '=', value: '503', datatype: string }",
+            true,
+        ),
+        (
+            "{ field: http.url, operator: starts-with, value: 'https://honey' }",
+            true,
+        ),
         ("{ field: http.url, operator: contains, value: eyco }", true),
         ("{ field: http.url, operator: does-not-contain, value: eyco }", true), // the child span lacks it
-        ("{ field: http.url, operator: matches, value: '^https://[a-z]+\\.io/' }", true),
+        (
+            "{ field: http.url, operator: matches, value: '^https://[a-z]+\\.io/' }",
+            true,
+        ),
         ("{ field: http.url, operator: matches, value: '^http://' }", false),
         ("{ field: db.system, operator: in, value: [mysql, postgres] }", true),
-        ("{ field: http.status_code, operator: in, value: [500, 503], datatype: int }", true),
+        (
+            "{ field: http.status_code, operator: in, value: [500, 503], datatype: int }",
+            true,
+        ),
         ("{ field: http.status_code, operator: in, value: [500, 503] }", true), // strings: "503"
         ("{ field: db.system, operator: not-in, value: [postgres] }", true),    // the root span lacks it
         ("{ field: db.system, operator: exists }", true),
@@ -399,12 +425,18 @@ fn rule_operators_and_datatypes() {
         ("{ field: name, operator: '=', value: SELECT }", true),
         ("{ field: root.name, operator: '=', value: SELECT }", false),
         ("{ field: root.service.name, operator: '=', value: api }", true),
-        ("{ field: duration_ms, operator: '>=', value: 1000, datatype: float }", true),
+        (
+            "{ field: duration_ms, operator: '>=', value: 1000, datatype: float }",
+            true,
+        ),
         ("{ field: span.kind, operator: '=', value: client }", true),
         ("{ field: status_code, operator: '=', value: 0 }", true),
         ("{ field: error, operator: exists }", false),
         ("{ field: trace.parent_id, operator: not-exists }", true),
-        ("{ fields: [missing, http.status_code], operator: '=', value: 503 }", true),
+        (
+            "{ fields: [missing, http.status_code], operator: '=', value: 503 }",
+            true,
+        ),
         ("{ field: '?.NUM_DESCENDANTS', operator: '>=', value: 2 }", true),
         ("{ field: '?.NUM_DESCENDANTS', operator: '>', value: 2 }", false),
         ("{ field: '?.HTTP_STATUS_CLASS', operator: '=', value: 5xx }", true),
@@ -621,7 +653,11 @@ fn generated_trace(i: u64) -> TraceData<'static> {
         1 => vec![root],
         _ => vec![root, child],
     };
-    TraceData { trace_id: tid(i), spans }
+    TraceData {
+        trace_id: tid(i),
+        spans,
+        size_bytes: 0,
+    }
 }
 
 fn assert_same_decisions(a: &mut PolicyEngine, b: &mut PolicyEngine, n: u64) -> usize {
@@ -685,12 +721,19 @@ fn golden_each_refinery_sampler_equals_native() {
         ),
     ];
     for (refinery, native) in pairs {
-        let imported =
-            PolicyDocument::from_refinery_rules_yaml(&format!("RulesVersion: 2\nSamplers:\n  __default__:\n    {refinery}\n"))
-                .unwrap_or_else(|e| panic!("{refinery}: {e}"));
-        let scope = if refinery.contains("Throughput") { "budget_scope: worker\n" } else { "" };
-        let native_doc =
-            PolicyDocument::from_yaml(&format!("{scope}policies:\n  - name: refinery/__default__\n    {native}\n")).unwrap();
+        let imported = PolicyDocument::from_refinery_rules_yaml(&format!(
+            "RulesVersion: 2\nSamplers:\n  __default__:\n    {refinery}\n"
+        ))
+        .unwrap_or_else(|e| panic!("{refinery}: {e}"));
+        let scope = if refinery.contains("Throughput") {
+            "budget_scope: worker\n"
+        } else {
+            ""
+        };
+        let native_doc = PolicyDocument::from_yaml(&format!(
+            "{scope}policies:\n  - name: refinery/__default__\n    {native}\n"
+        ))
+        .unwrap();
         assert_eq!(imported, native_doc, "{refinery}");
         let mut a = PolicyEngine::compile(&imported).unwrap();
         let mut b = PolicyEngine::compile(&native_doc).unwrap();
@@ -702,7 +745,12 @@ fn golden_each_refinery_sampler_equals_native() {
 fn refinery_example_files_import() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/refinery/");
     let read = |f: &str| std::fs::read_to_string(format!("{dir}{f}")).unwrap();
-    for f in ["rules.yaml", "rules_complete.yaml", "EMAThroughput_rules.yaml", "smoke_rules.yaml"] {
+    for f in [
+        "rules.yaml",
+        "rules_complete.yaml",
+        "EMAThroughput_rules.yaml",
+        "smoke_rules.yaml",
+    ] {
         let doc = PolicyDocument::from_refinery_rules_yaml(&read(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
         // __default__ is DeterministicSampler { SampleRate: 1 } everywhere: keep all.
         let mut e = PolicyEngine::compile(&doc).unwrap();
@@ -734,7 +782,10 @@ fn refinery_import_errors() {
     let e = err(PolicyDocument::from_refinery_rules_yaml(
         "RulesVersion: 2\nSamplers:\n  __default__:\n    DynamicSampler: { SampleRate: 2, FieldList: [a], Bogus: 1 }\n",
     ));
-    assert!(e.contains("Samplers.__default__.DynamicSampler") && e.contains("Bogus"), "{e}");
+    assert!(
+        e.contains("Samplers.__default__.DynamicSampler") && e.contains("Bogus"),
+        "{e}"
+    );
     let e = err(PolicyDocument::from_refinery_rules_yaml(
         "RulesVersion: 2\nSamplers:\n  __default__:\n    RulesBasedSampler:\n      Rules:\n        - Name: x\n          Conditions: [{ Field: a, Operator: '=', Valeu: 1 }]\n",
     ));
@@ -809,7 +860,9 @@ fn native_validation_errors() {
         ("rules: { rules: [{ sampler: { dynamic: { sample_rate: 2, field_list: [a] }, deterministic: { sample_rate: 2 } } }] }", "exactly one sampler type"),
     ];
     for (policy, want) in bad {
-        let e = err(PolicyDocument::from_yaml(&format!("policies:\n  - name: p\n    {policy}\n")));
+        let e = err(PolicyDocument::from_yaml(&format!(
+            "policies:\n  - name: p\n    {policy}\n"
+        )));
         assert!(e.contains(want), "{policy}: {e}");
     }
 }

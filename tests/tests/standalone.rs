@@ -1,7 +1,8 @@
 //! `tailsift standalone`, end to end and in process (no broker): traces sent over OTLP/gRPC and
 //! Zipkin go through the in-process log to the sampler; kept traces come out as OTLP/JSON lines,
 //! whole and stamped with the policy that kept them; boring traces are dropped per policy; a policy
-//! PUT on the admin API changes the decisions of the running sampler.
+//! PUT on the admin API changes the decisions of the running sampler; an OTel collector config (an
+//! OTTL condition on span events) and Refinery rules decide, neither named by its format.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -511,4 +512,154 @@ async fn with_an_otlp_endpoint_kept_traces_go_there_instead() {
         .expect("standalone stops")
         .expect("task")
         .expect("standalone exits cleanly");
+}
+
+/// One root span with a span event named `event` and `service.name` = `service`.
+fn span_with_event(id: [u8; 16], service: &str, event: &str) -> tailsift_otlp::ExportTraceServiceRequest {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::span::Event;
+    let mut req = single_span_request(id, span_id(id[0], id[1], 0), None, false);
+    let rs = &mut req.resource_spans[0];
+    rs.resource = Some(Resource {
+        attributes: vec![KeyValue {
+            key: "service.name".into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue(service.into())),
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let span = &mut rs.scope_spans[0].spans[0];
+    span.events.push(Event {
+        time_unix_nano: span.start_time_unix_nano,
+        name: event.into(),
+        ..Default::default()
+    });
+    req
+}
+
+/// A team brings its OTel collector config (an `ottl_condition` on span events) as the policy
+/// file, without saying which format it is; later a Refinery rules file is PUT on the admin API,
+/// also without a format. Both decide the traces going through the real pipeline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn foreign_policy_formats_decide_through_the_whole_pipeline() {
+    let _serial = IN_PROCESS.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("kept.jsonl");
+    let collector = dir.path().join("otel-collector.yaml");
+    std::fs::write(
+        &collector,
+        "receivers:\n  otlp:\n    protocols: {grpc: {}}\nprocessors:\n  tail_sampling:\n    decision_wait: 2s\n    policies:\n      - name: exceptions\n        type: ottl_condition\n        ottl_condition:\n          error_mode: ignore\n          spanevent:\n            - 'name == \"exception\"'\nservice:\n  pipelines:\n    traces: {receivers: [otlp], processors: [tail_sampling]}\n",
+    )
+    .unwrap();
+    let cfg = test_config(
+        dir.path(),
+        &[
+            ("export.output", output.display().to_string()),
+            ("policy.file", collector.display().to_string()),
+        ],
+    );
+    let token = tailsift_standalone::admin_token(&cfg.standalone).unwrap();
+    let listeners = tailsift_standalone::Listeners::bind(&cfg).await.unwrap();
+    let (grpc, _, metrics_addr) = listeners.ingest.addrs().unwrap();
+    let admin = listeners.admin_url().unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(tailsift_standalone::run(cfg, listeners, shutdown.clone()));
+    let http = reqwest::Client::new();
+    let policy = || async {
+        http.get(format!("{admin}/v1/policy"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .ok()?
+            .json::<serde_json::Value>()
+            .await
+            .ok()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = policy().await.filter(|v| v["version"] == 1) {
+            assert_eq!(v["policy"]["format"], "otel_tail_sampling", "detected: {v}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "policy version 1 never published");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let mut client = TraceServiceClient::connect(format!("http://{grpc}")).await.unwrap();
+    let exceptions: Vec<[u8; 16]> = (0..6).map(|i| trace_id(0xc1, i)).collect();
+    let retries: Vec<[u8; 16]> = (0..6).map(|i| trace_id(0xc2, i)).collect();
+    for id in &exceptions {
+        client.export(span_with_event(*id, "checkout", "exception")).await.unwrap();
+    }
+    for id in &retries {
+        client.export(span_with_event(*id, "checkout", "retry")).await.unwrap();
+    }
+    let out = wait_output(&output, &exceptions, 1, "traces with an exception event").await;
+    for id in exceptions.iter().map(hex::encode) {
+        assert_eq!(
+            attr(&out[&id][0], "tailsift.sampling.policy"),
+            Some(&any_value::Value::StringValue("exceptions".into()))
+        );
+    }
+
+    // Refinery rules, no format: keep `checkout` traces at 1 in 1, drop the rest.
+    let rules = "RulesVersion: 2\nSamplers:\n  __default__:\n    RulesBasedSampler:\n      Rules:\n        - Name: keep checkout\n          SampleRate: 1\n          Conditions:\n            - {Field: service.name, Operator: '=', Value: checkout}\n        - Name: drop the rest\n          Drop: true\n";
+    let r = http
+        .put(format!("{admin}/v1/policy"))
+        .bearer_auth(&token)
+        .json(&json!({ "document": rules }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let checkout: Vec<[u8; 16]> = (0..4).map(|i| trace_id(0xc3, i)).collect();
+    let other: Vec<[u8; 16]> = (0..4).map(|i| trace_id(0xc4, i)).collect();
+    loop {
+        let v = policy().await.unwrap_or_default();
+        if v["version"] == 2 {
+            assert_eq!(v["policy"]["format"], "refinery_rules", "{v}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the Refinery rules never became version 2: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The sampler switches between traces: wait until it runs version 2.
+    loop {
+        let m = http.get(format!("http://{metrics_addr}/metrics")).send().await.unwrap().text().await.unwrap();
+        if metric_value(&m, "tailsift_sampler_policy_version", &[]) == 2.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the sampler never applied version 2");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for id in &checkout {
+        client.export(span_with_event(*id, "checkout", "retry")).await.unwrap();
+    }
+    for id in &other {
+        client.export(span_with_event(*id, "search", "exception")).await.unwrap();
+    }
+    let out = wait_output(&output, &checkout, 1, "checkout traces under the Refinery rules").await;
+    for id in checkout.iter().map(hex::encode) {
+        assert_eq!(
+            attr(&out[&id][0], "tailsift.sampling.policy_version"),
+            Some(&any_value::Value::IntValue(2)),
+            "{id}"
+        );
+    }
+    // Decided by then (same partition clock, sent before): no `search` trace was kept, even with
+    // an exception event that version 1 would have kept.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (out, _) = read_output(&output);
+    for id in other.iter().map(hex::encode) {
+        assert!(!out.contains_key(&id), "{id} kept under the Refinery rules' drop rule");
+    }
+    for id in retries.iter().map(hex::encode) {
+        assert!(!out.contains_key(&id), "{id}: no exception event, not kept by version 1");
+    }
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
 }

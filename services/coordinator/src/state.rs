@@ -10,15 +10,18 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PolicyFormat {
-    /// Native YAML (JSON is YAML too, but `json` gives JSON error positions).
+    /// Native YAML (JSON is YAML too, but `json` gives JSON error positions). Also `native`.
     #[default]
+    #[serde(alias = "native")]
     Yaml,
     /// Native JSON.
     Json,
     /// An OpenTelemetry Collector `tail_sampling` configuration: a policy list, the processor's
-    /// configuration or a whole collector configuration.
+    /// configuration or a whole collector configuration. Also `otel`.
+    #[serde(alias = "otel")]
     OtelTailSampling,
-    /// Honeycomb Refinery's rules file.
+    /// Honeycomb Refinery's rules file. Also `refinery`.
+    #[serde(alias = "refinery")]
     RefineryRules,
 }
 

@@ -5,7 +5,8 @@
 //! - attribute `tailsift.sampling.policy` (string): the rule that kept the trace;
 //! - attribute `tailsift.sampling.policy_version` (int);
 //! - attribute `sampling.adjusted_count` (double): 1 / sampling probability;
-//! - `trace_state` with the W3C `ot` entry set to `th:<threshold>;rv:<randomness>` (OpenTelemetry
+//! - when a consistent rule decided (or the trace was kept for sure, `th:0`): `trace_state` with
+//!   the W3C `ot` entry set to `th:<threshold>;rv:<randomness>` (OpenTelemetry
 //!   probability sampling), other vendors' entries kept. Appending a second `trace_state` field is
 //!   valid protobuf: the last value of a singular field wins.
 //!

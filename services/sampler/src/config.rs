@@ -284,8 +284,9 @@ impl Default for ExportConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyConfig {
-    /// Policy file (native YAML/JSON, or an OpenTelemetry Collector `tail_sampling` config with
-    /// `format: otel`). None: keep errors, keep traces slower than 1s, keep 10% of the rest.
+    /// Policy file: native YAML/JSON, an OpenTelemetry Collector `tail_sampling` config (policy
+    /// list, processor or collector config) or Refinery rules; the format is told from the content
+    /// (see `format`). None: keep errors, keep traces slower than 1s, keep 10% of the rest.
     pub file: Option<std::path::PathBuf>,
     /// `auto` (told from the content), `native`, `otel` (an OpenTelemetry Collector
     /// `tail_sampling` policy list, processor config or collector config) or `refinery`

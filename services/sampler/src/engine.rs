@@ -963,15 +963,24 @@ impl Engine {
         }
         self.stats.kept_traces += 1;
         let p = d.sampling_probability.clamp(f64::MIN_POSITIVE, 1.0);
-        let threshold = d.threshold.unwrap_or_else(|| tailsift_policy::threshold_for(p));
-        let randomness = d
-            .randomness
-            .unwrap_or_else(|| tailsift_policy::randomness(trace_id, self.policy.seed));
+        // `th`/`rv` only where they describe the decision: a consistent rule decided (its
+        // threshold and the seeded randomness), or the trace was kept for sure (`th:0`). A keep by
+        // another hash (the collector's FNV rule, Refinery's SHA-1) carries its adjusted count
+        // but no `ot` entry, so no consumer reads an `rv` below `th` on a kept span.
+        let ot = match d.threshold {
+            Some(threshold) => Some((threshold, d.randomness)),
+            None if p >= 1.0 => Some((0, d.randomness)),
+            None => None,
+        }
+        .map(|(threshold, randomness)| {
+            let randomness = randomness.unwrap_or_else(|| tailsift_policy::randomness(trace_id, self.policy.seed));
+            tailsift_policy::ot_tracestate(threshold, randomness)
+        });
         let stamp = Arc::new(Stamp {
             policy,
             policy_version: self.policy.version,
             adjusted_count: 1.0 / p,
-            ot: Some(tailsift_policy::ot_tracestate(threshold, randomness)),
+            ot,
         });
         self.cache.keep(trace_id, stamp.clone(), last_offset, now);
         self.export(

@@ -36,19 +36,37 @@ pub fn policy(a: AdminCommand<PolicyCommand>) -> anyhow::Result<()> {
         _ => {}
     }
     let client = a.client()?;
-    let read = |file: &std::path::Path, format: Option<&str>| PolicyDocument::read(file, format);
+    // The admin API's format names; the CLI accepts the short forms too (as offline).
+    let read = |file: &std::path::Path, format: Option<&str>| -> anyhow::Result<PolicyDocument> {
+        let mut doc = PolicyDocument::read(file, None)?;
+        doc.format = match policy_format(format)? {
+            None => None,
+            Some(tailsift_policy::PolicyFormat::Native) if doc.document.trim_start().starts_with('{') => Some("json"),
+            Some(tailsift_policy::PolicyFormat::Native) => Some("yaml"),
+            Some(tailsift_policy::PolicyFormat::OtelTailSampling) => Some("otel_tail_sampling"),
+            Some(tailsift_policy::PolicyFormat::RefineryRules) => Some("refinery_rules"),
+        }
+        .map(str::to_string);
+        Ok(doc)
+    };
+    let doc = match &a.command {
+        PolicyCommand::Apply(f) | PolicyCommand::Validate(f) => Some(read(&f.file, f.format.as_deref())?),
+        PolicyCommand::Shadow {
+            file: Some(file),
+            format,
+            ..
+        } => Some(read(file, format.as_deref())?),
+        _ => None,
+    };
     run(async move {
+        let doc = || doc.as_ref().expect("read above");
         match &a.command {
             PolicyCommand::Get => client.get_policy().await,
             PolicyCommand::History => client.history().await,
-            PolicyCommand::Apply(f) => client.put_policy(&read(&f.file, f.format.as_deref())?).await,
-            PolicyCommand::Validate(f) => client.validate_policy(&read(&f.file, f.format.as_deref())?).await,
+            PolicyCommand::Apply(_) => client.put_policy(doc()).await,
+            PolicyCommand::Validate(_) => client.validate_policy(doc()).await,
             PolicyCommand::Rollback { target } => client.rollback(*target).await,
-            PolicyCommand::Shadow {
-                file: Some(file),
-                format,
-                ..
-            } => client.put_shadow(&read(file, format.as_deref())?).await,
+            PolicyCommand::Shadow { file: Some(_), .. } => client.put_shadow(doc()).await,
             PolicyCommand::Shadow { clear: true, .. } => client.delete_shadow().await,
             PolicyCommand::Shadow { .. } => client.get_shadow().await,
             PolicyCommand::Test { .. } => unreachable!("run offline above"),

@@ -40,10 +40,10 @@ impl PolicyDocument {
     }
 
     /// Imports the OpenTelemetry Collector `tail_sampling` processor
-    /// configuration, unchanged: a mapping with a `policies:` list (other
-    /// keys such as `decision_wait`, `num_traces`,
-    /// `expected_new_traces_per_sec` or `decision_cache` are ignored;
-    /// `sample_on_first_match` is honoured), or a collector config whose
+    /// configuration, unchanged: a bare policy list, a mapping with a
+    /// `policies:` list and the processor's options (mapped onto
+    /// [`DecisionOptions`](crate::DecisionOptions), see the crate docs;
+    /// unknown options are errors), or a collector config whose
     /// `processors` contain exactly one `tail_sampling` processor.
     ///
     /// The result has [`Semantics::OtelTailSampling`](crate::Semantics::OtelTailSampling) and is validated

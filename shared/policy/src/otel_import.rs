@@ -512,12 +512,11 @@ const PROCESSOR_KEYS: &[&str] = &[
     "drop_pending_traces_on_shutdown",
     "maximum_trace_size_bytes",
     "block_on_overflow",
-    "options",
 ];
 
 /// Reads the processor's options. Upstream semantics and their Tailsift equivalents:
 ///
-/// * `decision_wait` (default 30s) -> `decision.wait_ms`.
+/// * `decision_wait` (default 30s, also when absent) -> `decision.wait_ms`.
 /// * `decision_wait_after_root_received` (default 0: off) -> `decision.wait_after_root_ms`;
 ///   when absent or 0 the root span does not bring the decision forward, so the wait after the
 ///   root is the whole `decision_wait` (upstream only moves a decision earlier, never later).
@@ -580,9 +579,11 @@ fn options(map: &serde_yaml::Mapping, prefix: &str) -> Result<Options, PolicyErr
             }
         },
     };
-    o.decision.wait_ms = duration_of("decision_wait", &mut issues);
+    // Upstream's default decision_wait (30s) applies to a processor config that does not set it.
+    let wait = duration_of("decision_wait", &mut issues).unwrap_or(30_000);
+    o.decision.wait_ms = Some(wait);
     let after_root = duration_of("decision_wait_after_root_received", &mut issues).filter(|ms| *ms > 0);
-    o.decision.wait_after_root_ms = Some(after_root.unwrap_or(o.decision.wait_ms.unwrap_or(30_000)));
+    o.decision.wait_after_root_ms = Some(after_root.unwrap_or(wait));
     o.decision.max_traces = uint_of("num_traces", &mut issues, map, prefix).filter(|n| *n > 0);
     uint_of("expected_new_traces_per_sec", &mut issues, map, prefix);
     if let Some(n) = uint_of("maximum_trace_size_bytes", &mut issues, map, prefix).filter(|n| *n > 0) {

@@ -3,7 +3,7 @@
 //! | route | what | module |
 //! |---|---|---|
 //! | `GET /v1/policy` | current policy version (document, author, time), seeds, and the applied log index it reflects | [`policy`] |
-//! | `PUT /v1/policy` | `{"document": "...", "format": "yaml"|"json"|"otel_tail_sampling"}`: validate, then publish as a new version | [`policy`] |
+//! | `PUT /v1/policy` | `{"document": "...", "format": "yaml"|"json"|"otel_tail_sampling"|"refinery_rules"}` (format optional: told from the content): validate, then publish as a new version | [`policy`] |
 //! | `POST /v1/policy/validate` | same body: validate only | [`policy`] |
 //! | `GET /v1/policy/history` | the versions kept for rollback | [`policy`] |
 //! | `POST /v1/policy/rollback` | `{"version": N}`: publish version N again as a new version | [`policy`] |

@@ -732,3 +732,38 @@ fn maximum_trace_size_bytes_drops_an_oversized_trace_as_upstream() {
     let (jobs, _) = drain(&mut e);
     assert_eq!(jobs.len(), 1);
 }
+
+#[test]
+fn a_keep_by_another_hash_carries_its_adjusted_count_but_no_ot_threshold() {
+    // The collector's FNV probabilistic rule: not a consistent threshold, so no `th`/`rv`.
+    let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
+    e.set_policy(active("- {name: p, type: probabilistic, probabilistic: {sampling_percentage: 90}}\n", 2));
+    e.assign(0);
+    for t in 1..=8u8 {
+        e.on_record(0, i64::from(t), None, record(t, 1, None, false), t0);
+    }
+    tick_to(&mut e, t0, t0 + Duration::from_secs(3));
+    let (jobs, _) = drain(&mut e);
+    assert!(!jobs.is_empty(), "90% of 8 traces: some kept");
+    for j in &jobs {
+        for s in exported_spans(j) {
+            assert!(!s.trace_state.contains("ot="), "{}", s.trace_state);
+            let count = s.attributes.iter().find(|a| a.key == crate::annotate::ATTR_ADJUSTED_COUNT);
+            assert!(count.is_some(), "{:?}", s.attributes);
+        }
+    }
+    // A consistent rule still writes them.
+    let (mut e, t0) = engine("policies:\n  - name: half\n    probabilistic: {percentage: 50}\n", 1 << 30, 1 << 30);
+    e.assign(0);
+    for t in 1..=16u8 {
+        e.on_record(0, i64::from(t), None, record(t, 1, None, false), t0);
+    }
+    tick_to(&mut e, t0, t0 + Duration::from_secs(3));
+    let (jobs, _) = drain(&mut e);
+    assert!(!jobs.is_empty());
+    for j in &jobs {
+        for s in exported_spans(j) {
+            assert!(s.trace_state.starts_with("ot=th:8;rv:"), "{}", s.trace_state);
+        }
+    }
+}

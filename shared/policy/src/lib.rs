@@ -533,7 +533,7 @@
 #![warn(missing_docs)]
 
 // Module layering (no cycles; checked by the workspace's module-cycle test):
-// `model`, `error`, `consistent` (SipHash consistent sampling),
+// `model`, `error`, `go_duration` (Go's duration syntax), `consistent` (SipHash consistent sampling),
 // `otel_hash` (the collector's FNV hash), `sha1` (Refinery's deterministic
 // hash), `dynamic` (dynsampler rate algorithms) and `sampler_policy` (the
 // Refinery sampler settings) depend on nothing else here;
@@ -556,6 +556,7 @@ mod engine;
 mod error;
 mod fields;
 mod format;
+mod go_duration;
 mod load;
 mod model;
 mod otel_hash;

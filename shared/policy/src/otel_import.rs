@@ -567,7 +567,7 @@ fn options(map: &serde_yaml::Mapping, prefix: &str) -> Result<Options, PolicyErr
     };
     let duration_of = |k: &str, issues: &mut Vec<Issue>| match get(map, k) {
         None | Some(Value::Null) => None,
-        Some(v) => match v.as_str().map(parse_go_duration) {
+        Some(v) => match v.as_str().map(parse_go_duration_ms) {
             Some(Ok(ms)) => Some(ms),
             Some(Err(e)) => {
                 issues.push(Issue::new(path(k), e));
@@ -617,41 +617,10 @@ fn options(map: &serde_yaml::Mapping, prefix: &str) -> Result<Options, PolicyErr
 }
 
 /// Parses a Go `time.Duration` string (`300ms`, `10s`, `1m30s`, `1.5h`; units ns, us, µs, ms, s,
-/// m, h) into whole milliseconds.
-pub(crate) fn parse_go_duration(text: &str) -> Result<u64, String> {
-    let bad = || format!("invalid duration {text:?}: expected e.g. \"10s\", \"500ms\" or \"1m30s\"");
-    let s = text.trim();
-    if s == "0" {
-        return Ok(0);
-    }
-    if s.is_empty() || s.len() > 64 {
-        return Err(bad());
-    }
-    let mut rest = s;
-    let mut total_ns: f64 = 0.0;
-    while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
-        if num_len == 0 {
-            return Err(bad());
-        }
-        let value: f64 = rest[..num_len].parse().map_err(|_| bad())?;
-        rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let scale = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
-            _ => return Err(bad()),
-        };
-        rest = &rest[unit_len..];
-        total_ns += value * scale;
-    }
-    let ms = total_ns / 1e6;
-    if !ms.is_finite() || ms > 1e15 {
-        return Err(bad());
-    }
-    Ok(ms.round() as u64)
+/// m, h) into whole milliseconds; negative durations are refused.
+fn parse_go_duration_ms(text: &str) -> Result<u64, String> {
+    crate::go_duration::parse_go_duration(text.trim())
+        .and_then(|ns| u64::try_from(ns).ok())
+        .map(|ns| (ns + 500_000) / 1_000_000)
+        .ok_or_else(|| format!("invalid duration {text:?}: expected e.g. \"10s\", \"500ms\" or \"1m30s\""))
 }

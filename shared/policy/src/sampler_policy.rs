@@ -68,41 +68,10 @@ impl Interval {
     /// with optional fraction, each followed by `ns`, `us`/`µs`, `ms`, `s`,
     /// `m` or `h`; `"0"` alone is zero. Negative durations are rejected.
     pub fn parse_go(s: &str) -> Result<Self, String> {
-        let err = || format!("invalid duration \"{s}\" (expected e.g. \"30s\", \"1m30s\", \"500ms\")");
-        let t = s.strip_prefix('+').unwrap_or(s);
-        if t == "0" {
-            return Ok(Interval { nanos: 0 });
-        }
-        if t.is_empty() || t.starts_with('-') {
-            return Err(err());
-        }
-        let mut total: f64 = 0.0;
-        let mut rest = t;
-        while !rest.is_empty() {
-            let num_len = rest
-                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-                .ok_or_else(err)?;
-            let num: f64 = rest[..num_len].parse().map_err(|_| err())?;
-            rest = &rest[num_len..];
-            let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-            let unit = match &rest[..unit_len] {
-                "ns" => 1.0,
-                "us" | "µs" | "μs" => 1e3,
-                "ms" => 1e6,
-                "s" => 1e9,
-                "m" => 60e9,
-                "h" => 3600e9,
-                _ => return Err(err()),
-            };
-            rest = &rest[unit_len..];
-            total += num * unit;
-        }
-        if !(total.is_finite() && total < u64::MAX as f64) {
-            return Err(err());
-        }
-        Ok(Interval {
-            nanos: total.round() as u64,
-        })
+        crate::go_duration::parse_go_duration(s)
+            .and_then(|ns| u64::try_from(ns).ok())
+            .map(|nanos| Interval { nanos })
+            .ok_or_else(|| format!("invalid duration \"{s}\" (expected e.g. \"30s\", \"1m30s\", \"500ms\")"))
     }
 }
 

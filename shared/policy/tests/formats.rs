@@ -99,6 +99,9 @@ fn go_durations() {
     let zero = "decision_wait: 0s\npolicies: [{name: a, type: always_sample}]\n";
     let e = PolicyDocument::parse(zero, None).unwrap_err().to_string();
     assert!(e.contains("decision.wait_ms: must be greater than 0"), "{e}");
+    let negative = "decision_wait: -10s\npolicies: [{name: a, type: always_sample}]\n";
+    let e = PolicyDocument::parse(negative, None).unwrap_err().to_string();
+    assert!(e.contains("invalid duration"), "{e}");
     let huge = format!("decision_wait: \"{}h\"\npolicies: [{{name: a, type: always_sample}}]\n", "9".repeat(60));
     assert!(PolicyDocument::parse(&huge, None).is_err());
 }

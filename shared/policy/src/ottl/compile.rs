@@ -6,7 +6,8 @@
 use regex::Regex;
 
 use super::ast::{ArgAst, BoolAst, CallAst, FieldAst, KeyAst, PathAst, ValAst};
-use super::eval::{parse_go_duration, Cond, Expr, Func, Kind, Lit, Path};
+use super::eval::{Cond, Expr, Func, Kind, Lit, Path};
+use crate::go_duration::parse_go_duration;
 use super::{Context, OttlError};
 use crate::model::{Requirements, SERVICE_NAME_KEY};
 

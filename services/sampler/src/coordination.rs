@@ -1,8 +1,11 @@
 //! Policy versions from the coordinators (`coordinator.endpoints`).
 //!
 //! The worker watches one coordinator (`tailsift.coordinator.v1.Watch`, defined in
-//! `proto/tailsift/coordinator/v1/watch.proto`; client in `tailsift_proto::client`) from the version it has; when the stream fails or ends it moves
-//! to the next endpoint, round robin, pausing `coordinator.retry_interval` after a full round.
+//! `proto/tailsift/coordinator/v1/watch.proto`; client in `tailsift_proto::client`) from the
+//! version it has, starting at an endpoint picked per worker (so many workers spread over the
+//! coordinators); when the stream fails or ends it moves to the next endpoint, round robin, after
+//! a jittered pause (50 ms + up to 500 ms; `coordinator.retry_interval` ±50% after a full round),
+//! so the workers of a lost coordinator do not all reconnect at once.
 //! Each version received is compiled with the policy crate (native YAML/JSON or the OTel
 //! `tail_sampling` format, as stored by the coordinator) and swapped in with
 //! [`Engine::set_policy`](crate::engine::Engine::set_policy) between traces; an invalid document
@@ -208,15 +211,45 @@ pub fn initial(cfg: &CoordinatorConfig) -> Option<ActivePolicy> {
 const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Reports `report` to every coordinator, in the background (best effort).
-fn report(cfg: &CoordinatorConfig, options: &ClientOptions, report: AppliedReport) {
+/// Starts one reporter per coordinator: each sends the latest report (`ReportApplied`) over a
+/// connection it keeps (reconnecting after a failure), so a report costs one call per
+/// coordinator, not a connection; reports that come faster than a coordinator answers are
+/// collapsed to the newest.
+fn reporters(
+    cfg: &CoordinatorConfig,
+    options: &ClientOptions,
+    shutdown: &CancellationToken,
+) -> tokio::sync::watch::Sender<Option<AppliedReport>> {
+    let (tx, rx) = tokio::sync::watch::channel(None::<AppliedReport>);
     for endpoint in cfg.endpoints.clone() {
-        let (report, timeout, options) = (report.clone(), cfg.connect_timeout, options.clone());
+        let (mut rx, options, timeout, shutdown) = (rx.clone(), options.clone(), cfg.connect_timeout, shutdown.clone());
         tokio::spawn(async move {
-            if let Err(e) = tailsift_proto::client::report_applied(&endpoint, &options, report, timeout).await {
-                tracing::debug!(error = %e, "applied version not reported");
+            let mut client: Option<tailsift_proto::client::CoordinatorClient> = None;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    changed = rx.changed() => if changed.is_err() { return },
+                }
+                let Some(report) = rx.borrow_and_update().clone() else { continue };
+                if client.is_none() {
+                    match tailsift_proto::client::CoordinatorClient::connect(&endpoint, &options, timeout).await {
+                        Ok(c) => client = Some(c),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "applied version not reported");
+                            continue;
+                        }
+                    }
+                }
+                if let Some(c) = client.as_mut() {
+                    if let Err(e) = c.report_applied(report).await {
+                        tracing::debug!(error = %e, "applied version not reported");
+                        client = None;
+                    }
+                }
             }
         });
     }
+    tx
 }
 
 /// This worker's id: `coordinator.worker_id`, or `<hostname>:<admin port>`.
@@ -235,10 +268,11 @@ pub fn worker_id(cfg: &CoordinatorConfig, admin_port: u16) -> String {
 /// What this worker has received and applies, persisted in `coordinator.state_file`.
 struct Applied<W> {
     cfg: CoordinatorConfig,
-    options: ClientOptions,
     worker_id: String,
     with_engine: W,
     stored: StoredPolicy,
+    /// The latest report, sent to every coordinator by [`reporters`].
+    reports: tokio::sync::watch::Sender<Option<AppliedReport>>,
 }
 
 impl<W: Fn(&mut dyn FnMut(&mut Engine))> Applied<W> {
@@ -267,7 +301,7 @@ impl<W: Fn(&mut dyn FnMut(&mut Engine))> Applied<W> {
             }
         });
         if r.version > 0 || r.shadow_revision > 0 || r.settings_revision > 0 {
-            report(&self.cfg, &self.options, r);
+            self.reports.send_replace(Some(r));
         }
     }
 
@@ -383,9 +417,9 @@ pub async fn run<W: Fn(&mut dyn FnMut(&mut Engine)) + Send>(
     let persisted = cfg.state_file.as_deref().and_then(|p| load_state(p).ok().flatten());
     let mut state = Applied {
         cfg: cfg.clone(),
-        options: options.clone(),
         worker_id,
         with_engine,
+        reports: reporters(&cfg, &options, &shutdown),
         stored: StoredPolicy {
             version: 0,
             format: "yaml".into(),
@@ -410,7 +444,11 @@ pub async fn run<W: Fn(&mut dyn FnMut(&mut Engine)) + Send>(
         }
     }
     state.stored.version = have;
-    let mut next = 0usize;
+    // Workers start at different endpoints (by worker id) so that a thousand of them spread over
+    // the coordinators instead of all watching the first; after a failure each waits a jittered
+    // delay, so the workers of a lost coordinator do not reconnect in one burst.
+    let mut jitter = Jitter::new(&state.worker_id);
+    let mut next = jitter.start(cfg.endpoints.len());
     let mut failures_in_round = 0usize;
     loop {
         let endpoint = cfg.endpoints[next % cfg.endpoints.len()].clone();
@@ -474,15 +512,58 @@ pub async fn run<W: Fn(&mut dyn FnMut(&mut Engine)) + Send>(
             );
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(cfg.retry_interval) => {}
+                _ = tokio::time::sleep(jitter.spread(cfg.retry_interval)) => {}
             }
         } else {
-            // Never spin, even when a coordinator accepts and closes at once.
+            // Never spin, even when a coordinator accepts and closes at once: 50 ms plus up to
+            // `RECONNECT_JITTER`, different for every worker.
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = tokio::time::sleep(Duration::from_millis(50) + jitter.upto(RECONNECT_JITTER)) => {}
             }
         }
+    }
+}
+
+/// Longest extra wait before moving to the next coordinator after a stream ended.
+const RECONNECT_JITTER: Duration = Duration::from_millis(500);
+
+/// Per-worker pseudo-random delays (xorshift seeded from the worker id and the start time): no
+/// coordination needed for a thousand workers to reconnect at different times.
+struct Jitter(u64);
+
+impl Jitter {
+    fn new(worker_id: &str) -> Self {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        worker_id.hash(&mut h);
+        std::time::SystemTime::now().hash(&mut h);
+        Jitter(h.finish() | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// The first endpoint to try, of `n`.
+    fn start(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    /// A duration in `[0, max)`.
+    fn upto(&mut self, max: Duration) -> Duration {
+        let ms = max.as_millis().max(1) as u64;
+        Duration::from_millis(self.next() % ms)
+    }
+
+    /// `d` spread over `[d/2, 3d/2)`.
+    fn spread(&mut self, d: Duration) -> Duration {
+        d / 2 + self.upto(d)
     }
 }
 

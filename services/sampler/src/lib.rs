@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod policy_test;
 mod shared;
 pub mod source;
+pub mod whatif;
 #[cfg(test)]
 mod source_tests;
 

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use tailsift_loadtest::{RunOptions, TraceRecord};
 use tailsift_sampler::whatif::{self, Counts, KafkaWindow, Limits, Replay, Report};
-use tailsift_tests::{sampler_sets, Broker, IngestNode, SamplerNode, Sink, Storage};
+use tailsift_tests::{
+    sampler_sets, workspace_bin, Broker, CoordinatorCluster, IngestNode, SamplerNode, Sink, Storage, READ_TOKEN,
+};
 
 const SEED: u64 = 4242;
 
@@ -120,7 +122,8 @@ async fn wait_for(sink: &Sink, want: &BTreeMap<String, (u64, u64)>, timeout: Dur
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    sink.wait_quiet(Duration::from_millis(1500), Duration::from_secs(20)).await;
+    sink.wait_quiet(Duration::from_millis(1500), Duration::from_secs(20))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,7 +151,7 @@ async fn whatif_predicts_what_samplers_keep() {
     // The live sampler, on data already in the topic.
     let (sink, endpoint) = Sink::start().await;
     let mut sets = sampler_sets(&brokers, topic, "w-live", &endpoint);
-    sets.push(("policy.file".into(), live_file));
+    sets.push(("policy.file".into(), live_file.clone()));
     sets.push(("policy.hash_seed".into(), SEED.to_string()));
     let live_sampler = SamplerNode::start(sets).await;
 
@@ -158,26 +161,51 @@ async fn whatif_predicts_what_samplers_keep() {
     assert!(same.complete);
     assert_eq!(same.malformed_records, 0);
     assert_eq!(same.decided_early, 0);
-    assert_eq!(same.total.traces, records.len() as u64, "every trace of the window read");
+    assert_eq!(
+        same.total.traces,
+        records.len() as u64,
+        "every trace of the window read"
+    );
     assert_eq!(same.total.spans, total_spans);
     assert_eq!(same.candidate, same.live);
     assert_eq!(same.candidate_only, Counts::default());
     assert_eq!(same.live_only, Counts::default());
-    assert_eq!(same.partitions.iter().map(|p| p.records).sum::<u64>(), same.records_read);
+    assert_eq!(
+        same.partitions.iter().map(|p| p.records).sum::<u64>(),
+        same.records_read
+    );
     for p in &same.partitions {
         assert!(p.end_offset > 0 && p.read_through >= p.end_offset, "{p:?}");
     }
     let want_live = predicted(&same.live.kept_by_rule);
     for rule in ["errors", "slow", "baseline"] {
-        assert!(want_live.get(rule).is_some_and(|c| c.0 > 0), "the load exercises {rule}: {want_live:?}");
+        assert!(
+            want_live.get(rule).is_some_and(|c| c.0 > 0),
+            "the load exercises {rule}: {want_live:?}"
+        );
     }
     wait_for(&sink, &want_live, Duration::from_secs(30)).await;
-    assert_eq!(kept_by_rule(&sink), want_live, "live sampler exported exactly the prediction");
+    assert_eq!(
+        kept_by_rule(&sink),
+        want_live,
+        "live sampler exported exactly the prediction"
+    );
     live_sampler.stop().await;
 
     // A window that ends before the load: nothing in it.
-    let before = run_whatif_with(&brokers, topic, LIVE, (since_ms - 60_000, Some(since_ms)), Limits::default()).await;
-    assert_eq!((before.records_read, before.total), (0, Counts::default()), "{before:?}");
+    let before = run_whatif_with(
+        &brokers,
+        topic,
+        LIVE,
+        (since_ms - 60_000, Some(since_ms)),
+        Limits::default(),
+    )
+    .await;
+    assert_eq!(
+        (before.records_read, before.total),
+        (0, Counts::default()),
+        "{before:?}"
+    );
     // Bounded memory: traces decided early, none lost or counted twice.
     let limits = Limits {
         max_traces: 10,
@@ -215,12 +243,80 @@ async fn whatif_predicts_what_samplers_keep() {
             *v = format!("{topic}-decisions-candidate");
         }
     }
-    sets.push(("policy.file".into(), candidate_file));
+    sets.push(("policy.file".into(), candidate_file.clone()));
     sets.push(("policy.hash_seed".into(), SEED.to_string()));
     let candidate_sampler = SamplerNode::start(sets).await;
     wait_for(&sink2, &want_candidate, Duration::from_secs(30)).await;
-    assert_eq!(kept_by_rule(&sink2), want_candidate, "candidate sampler kept exactly the prediction");
+    assert_eq!(
+        kept_by_rule(&sink2),
+        want_candidate,
+        "candidate sampler kept exactly the prediction"
+    );
     candidate_sampler.stop().await;
+
+    // The command line prints the same report: with --live and --seed ...
+    let cli = |extra: Vec<String>| {
+        let mut args: Vec<String> = [
+            "policy",
+            "whatif",
+            &candidate_file,
+            "--kafka-brokers",
+            &brokers,
+            "--topic",
+            topic,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(["--since".into(), format!("@{since_ms}")]);
+        args.extend(["--resume-lookback-records", "10000", "--quiet", "1s"].map(String::from));
+        args.extend(extra);
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(workspace_bin("tailsift"))
+                .args(&args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("JSON report")
+        })
+    };
+    let v = cli(vec![
+        "--live".into(),
+        live_file.clone(),
+        "--seed".into(),
+        SEED.to_string(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(v["candidate"], serde_json::to_value(&diff.candidate).unwrap());
+    assert_eq!(v["live"], serde_json::to_value(&diff.live).unwrap());
+    assert_eq!(v["difference"], serde_json::to_value(diff.difference).unwrap());
+    // ... and with the live policy and seed from a coordinator's admin API.
+    let coordinators = CoordinatorCluster::start(1).await;
+    coordinators.wait_for_leader(&[0]).await;
+    coordinators.put_policy(0, LIVE).await;
+    let (_, current) = coordinators
+        .request(0, "GET", "/v1/policy", Some(READ_TOKEN), None)
+        .await;
+    let seed = current["seeds"]["current"]["seed"].as_u64().expect("seed");
+    let v = cli(vec![
+        "--admin".into(),
+        coordinators.admin_url(0),
+        "--token".into(),
+        READ_TOKEN.into(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(v["seed"].as_u64(), Some(seed));
+    for rule in ["errors", "slow"] {
+        // Not probabilistic: the same whatever the seed.
+        assert_eq!(
+            v["live"]["kept_by_rule"][rule],
+            serde_json::to_value(diff.live.kept_by_rule[rule]).unwrap()
+        );
+    }
+    assert!(v["live"]["kept_by_rule"]["baseline"]["traces"].as_u64() > Some(0));
+    assert_eq!(v["total"], serde_json::to_value(diff.total).unwrap());
     ingest.stop().await;
     eprintln!("took {:?}", started.elapsed());
 }

@@ -26,9 +26,9 @@ pub mod metrics;
 pub mod policy_test;
 mod shared;
 pub mod source;
-pub mod whatif;
 #[cfg(test)]
 mod source_tests;
+pub mod whatif;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

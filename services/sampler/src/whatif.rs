@@ -267,7 +267,9 @@ impl Replay {
         held.bytes += len;
         self.held_bytes += len;
         while self.held.len() > self.limits.max_traces || self.held_bytes > self.limits.max_bytes {
-            let Some((_, oldest)) = self.order.pop_first() else { break };
+            let Some((_, oldest)) = self.order.pop_first() else {
+                break;
+            };
             self.report.decided_early += 1;
             let (c, l) = self.decide(oldest);
             self.early.insert(oldest, (c, l));
@@ -282,12 +284,7 @@ impl Replay {
 
     /// `partition` has been read to its end: decides its traces, oldest first.
     pub fn finish_partition(&mut self, partition: i32) {
-        let keys: Vec<(i32, TraceId)> = self
-            .order
-            .values()
-            .filter(|(p, _)| *p == partition)
-            .copied()
-            .collect();
+        let keys: Vec<(i32, TraceId)> = self.order.values().filter(|(p, _)| *p == partition).copied().collect();
         for key in keys {
             if let Some(h) = self.held.get(&key) {
                 self.order.remove(&h.seq);
@@ -305,8 +302,12 @@ impl Replay {
         }
         let r = &mut self.report;
         r.difference = Delta::of(r.candidate.kept, r.live.kept);
-        let names: std::collections::BTreeSet<&String> =
-            r.candidate.kept_by_rule.keys().chain(r.live.kept_by_rule.keys()).collect();
+        let names: std::collections::BTreeSet<&String> = r
+            .candidate
+            .kept_by_rule
+            .keys()
+            .chain(r.live.kept_by_rule.keys())
+            .collect();
         r.difference_by_rule = names
             .into_iter()
             .map(|n| {
@@ -327,8 +328,14 @@ impl Replay {
     fn decide(&mut self, key: (i32, TraceId)) -> (Decided, Decided) {
         let Some(h) = self.held.remove(&key) else {
             return (
-                Decided { keep: false, rule: None },
-                Decided { keep: false, rule: None },
+                Decided {
+                    keep: false,
+                    rule: None,
+                },
+                Decided {
+                    keep: false,
+                    rule: None,
+                },
             );
         };
         self.held_bytes -= h.bytes;
@@ -631,7 +638,11 @@ mod tests {
             slow_half = true;
         }
         r.finish_partition(0);
-        assert_eq!(r.held_traces(), 26, "partition 1 (the slow trace and 25 plain ones) still held");
+        assert_eq!(
+            r.held_traces(),
+            26,
+            "partition 1 (the slow trace and 25 plain ones) still held"
+        );
         let rep = r.finish();
         assert_eq!(rep.records_read, 54);
         assert_eq!(rep.malformed_records, 1);
@@ -644,12 +655,22 @@ mod tests {
         };
         assert_eq!(rep.live.kept_by_rule["errors"], errors);
         assert_eq!(rep.candidate.kept_by_rule["errors"], errors);
-        assert_eq!(rep.live.kept_by_rule["slow"], Counts { traces: 1, spans: 1, bytes: slow.len() as u64 });
+        assert_eq!(
+            rep.live.kept_by_rule["slow"],
+            Counts {
+                traces: 1,
+                spans: 1,
+                bytes: slow.len() as u64
+            }
+        );
         let mut half = plain_half;
         if slow_half {
             half.add(1, 1, slow.len() as u64);
         }
-        assert_eq!(rep.candidate.kept_by_rule.get("half").copied().unwrap_or_default(), half);
+        assert_eq!(
+            rep.candidate.kept_by_rule.get("half").copied().unwrap_or_default(),
+            half
+        );
         assert_eq!(rep.live.kept.traces, 2);
         assert_eq!(rep.candidate.kept.traces, 1 + half.traces);
         assert_eq!(rep.both_kept.traces, 1 + u64::from(slow_half));

@@ -28,6 +28,7 @@ mod shared;
 pub mod source;
 #[cfg(test)]
 mod source_tests;
+pub mod whatif;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

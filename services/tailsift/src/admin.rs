@@ -7,7 +7,7 @@ use clap::Subcommand;
 use serde_json::Value;
 use tailsift_admin_client::{AdminClient, ClientError, ClientOptions, PolicyDocument};
 
-use crate::cli::{AdminCommand, ClusterCommand, PolicyCommand, SeedCommand};
+use crate::cli::{AdminCommand, ClusterCommand, PolicyCommand, SeedCommand, WhatifArgs};
 
 const DEFAULT_ADMIN: &str = "http://127.0.0.1:9710";
 
@@ -33,6 +33,7 @@ pub fn policy(a: AdminCommand<PolicyCommand>) -> anyhow::Result<()> {
     match &a.command {
         PolicyCommand::Validate(f) if a.admin.is_none() => return validate_offline(&f.file, f.format.as_deref()),
         PolicyCommand::Test { file, cases, format } => return test_offline(file, cases, format.as_deref()),
+        PolicyCommand::Whatif(w) => return whatif(&a, w),
         _ => {}
     }
     let client = a.client()?;
@@ -69,7 +70,7 @@ pub fn policy(a: AdminCommand<PolicyCommand>) -> anyhow::Result<()> {
             PolicyCommand::Shadow { file: Some(_), .. } => client.put_shadow(doc()).await,
             PolicyCommand::Shadow { clear: true, .. } => client.delete_shadow().await,
             PolicyCommand::Shadow { .. } => client.get_shadow().await,
-            PolicyCommand::Test { .. } => unreachable!("run offline above"),
+            PolicyCommand::Test { .. } | PolicyCommand::Whatif(_) => unreachable!("run above"),
         }
     })
 }
@@ -169,6 +170,50 @@ fn test_offline(file: &std::path::Path, cases: &std::path::Path, format: Option<
     if failed > 0 {
         anyhow::bail!("{failed} of {} policy test cases failed", results.len());
     }
+    Ok(())
+}
+
+/// `tailsift policy whatif FILE --since 30m`: the candidate and the live policy (from --live or
+/// the admin API) over a window of the spans topic; prints the report
+/// ([`tailsift_sampler::whatif`]).
+fn whatif(a: &AdminCommand<PolicyCommand>, w: &WhatifArgs) -> anyhow::Result<()> {
+    use tailsift_sampler::policy_test::compile_file;
+    use tailsift_sampler::whatif;
+    let (candidate, _) = compile_file(&w.file, policy_format(w.format.as_deref())?)?;
+    let (live, live_seed) = match &w.live {
+        Some(file) => (compile_file(file, policy_format(w.live_format.as_deref())?)?.0, 0),
+        None => {
+            let client = a.client()?;
+            let answer = crate::runtime()?
+                .block_on(client.get_policy())
+                .context("reading the live policy (or give --live FILE --seed N)")?;
+            whatif::live_from_policy_answer(&answer).map_err(anyhow::Error::msg)?
+        }
+    };
+    let seed = w.seed.unwrap_or(live_seed);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let window = whatif::KafkaWindow {
+        connection: whatif::Connection {
+            brokers: w.kafka_brokers.clone(),
+            client_id: "tailsift-whatif".into(),
+            properties: w.kafka_properties.iter().cloned().collect(),
+        },
+        topic: w.topic.clone(),
+        since_unix_ms: w.since.unix_ms(now_ms),
+        until_unix_ms: w.until.map(|u| u.unix_ms(now_ms)),
+        lookback_records: w.resume_lookback_records,
+        quiet: w.quiet,
+        timeout: w.max_time,
+    };
+    let limits = whatif::Limits {
+        max_traces: w.max_traces,
+        max_bytes: w.max_bytes,
+        ..Default::default()
+    };
+    let report = whatif::replay_kafka(&window, whatif::Replay::new(candidate, live, seed, limits))?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }
 

@@ -168,6 +168,11 @@ pub enum PolicyCommand {
         #[arg(long)]
         format: Option<String>,
     },
+    /// Replay a recorded window of the spans topic through FILE and the live policy, without
+    /// exporting or committing anything, and print per rule the traces, spans and bytes each
+    /// keeps and the difference (JSON). The live policy and seed come from the admin API
+    /// (GET /v1/policy) unless --live (and --seed) are given.
+    Whatif(Box<WhatifArgs>),
     /// Print the versions kept for rollback (GET /v1/policy/history).
     History,
     /// Publish an earlier VERSION again as a new version (POST /v1/policy/rollback).
@@ -200,6 +205,88 @@ pub struct PolicyFile {
     /// [default: told from the content]
     #[arg(long)]
     pub format: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct WhatifArgs {
+    /// Candidate policy document (any format).
+    pub file: PathBuf,
+    /// The candidate's format: native, otel_tail_sampling or refinery_rules. [default: told from
+    /// the content]
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Start of the window: a duration ago (30m, 90s) or `@UNIX_MS`.
+    #[arg(long, value_parser = parse_time_ago)]
+    pub since: TimeAgo,
+    /// End of the window: a duration ago or `@UNIX_MS`. [default: now]
+    #[arg(long, value_parser = parse_time_ago)]
+    pub until: Option<TimeAgo>,
+    /// Kafka bootstrap brokers.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    pub kafka_brokers: String,
+    /// Spans topic.
+    #[arg(long, default_value = "tailsift-spans")]
+    pub topic: String,
+    /// A librdkafka property for the reader (security.protocol, sasl.*, ssl.*); repeatable.
+    #[arg(long = "kafka-property", value_name = "KEY=VALUE", value_parser = parse_set)]
+    pub kafka_properties: Vec<(String, String)>,
+    /// The live policy to compare with, from a file instead of the admin API.
+    #[arg(long)]
+    pub live: Option<PathBuf>,
+    /// The --live file's format. [default: told from the content]
+    #[arg(long, requires = "live")]
+    pub live_format: Option<String>,
+    /// Cluster hash seed. [default: the admin API's current seed; 0 with --live]
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Most traces held undecided; past it the oldest are decided early (counted).
+    #[arg(long, default_value_t = 200_000)]
+    pub max_traces: usize,
+    /// Most record bytes held undecided; past it the oldest traces are decided early.
+    #[arg(long, default_value_t = 256 << 20)]
+    pub max_bytes: usize,
+    /// Start this many records before each partition's first offset and skip them: 10000 for
+    /// tansu 0.6 (see kafka.resume_lookback_records), 0 for Apache Kafka.
+    #[arg(long, default_value_t = 0)]
+    pub resume_lookback_records: i64,
+    /// After every partition reached its end, read on until the topic was quiet this long.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub quiet: std::time::Duration,
+    /// Stop reading after this long (the report then says `complete: false`).
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub max_time: std::time::Duration,
+}
+
+/// A point in time given on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeAgo {
+    Ago(std::time::Duration),
+    UnixMs(i64),
+}
+
+impl TimeAgo {
+    pub fn unix_ms(self, now_ms: i64) -> i64 {
+        match self {
+            TimeAgo::Ago(d) => now_ms - d.as_millis() as i64,
+            TimeAgo::UnixMs(ms) => ms,
+        }
+    }
+}
+
+pub fn parse_time_ago(s: &str) -> Result<TimeAgo, String> {
+    match s.trim().strip_prefix('@') {
+        Some(ms) => ms
+            .parse()
+            .map(TimeAgo::UnixMs)
+            .map_err(|_| format!("`{s}` is not @UNIX_MILLISECONDS")),
+        None => {
+            let s = s.trim();
+            match s.strip_suffix('h').and_then(|h| h.parse::<u64>().ok()) {
+                Some(h) => Ok(TimeAgo::Ago(std::time::Duration::from_secs(h * 3600))),
+                None => parse_duration(s).map(TimeAgo::Ago),
+            }
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]

@@ -145,5 +145,19 @@ mod tests {
         assert!(parse_member("1=a:1").is_err());
         assert_eq!(parse_duration("500ms").unwrap(), std::time::Duration::from_millis(500));
         assert!(parse_duration("5h").is_err());
+        assert_eq!(
+            parse_time_ago("30m").unwrap(),
+            TimeAgo::Ago(std::time::Duration::from_secs(1800))
+        );
+        assert_eq!(
+            parse_time_ago("2h").unwrap(),
+            TimeAgo::Ago(std::time::Duration::from_secs(7200))
+        );
+        assert_eq!(
+            parse_time_ago("@1700000000000").unwrap(),
+            TimeAgo::UnixMs(1_700_000_000_000)
+        );
+        assert_eq!(TimeAgo::Ago(std::time::Duration::from_secs(1)).unix_ms(5000), 4000);
+        assert!(parse_time_ago("@x").is_err());
     }
 }

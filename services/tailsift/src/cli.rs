@@ -41,6 +41,117 @@ pub enum Command {
     Seed(AdminCommand<SeedCommand>),
     /// Coordinator cluster state through the admin API.
     Cluster(AdminCommand<ClusterCommand>),
+    /// Capacity plan (docs/scaling.md): ingest nodes, samplers, partitions, brokers, memory,
+    /// Kafka bandwidth and retention for a span rate, each figure with its formula. Offline: the
+    /// per-core figures are the measured ones of docs/benchmarks.md unless given.
+    Plan(Box<PlanArgs>),
+}
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// S: spans per second at peak, over the whole cluster.
+    #[arg(long)]
+    pub spans_per_second: f64,
+    /// W: decision.decision_wait, the longest a trace is buffered (30s, 500ms, 2m).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub decision_wait: std::time::Duration,
+    /// T: average seconds a trace stays buffered (most traces: send_delay after their root span).
+    /// [default: min(decision-wait, 10)]
+    #[arg(long)]
+    pub buffered_seconds: Option<f64>,
+    /// B: average encoded (OTLP protobuf) span size, bytes.
+    #[arg(long, default_value_t = 350.0)]
+    pub avg_span_bytes: f64,
+    /// N: average spans per trace.
+    #[arg(long, default_value_t = 20.0)]
+    pub spans_per_trace: f64,
+    /// k: fraction of spans kept.
+    #[arg(long, default_value_t = 0.1)]
+    pub keep_fraction: f64,
+    /// RF: replication factor of the spans topic.
+    #[arg(long, default_value_t = 3)]
+    pub replication_factor: u32,
+    /// H: retention of the spans topic, hours.
+    #[arg(long, default_value_t = 24.0)]
+    pub retention_hours: f64,
+    /// r_i: ingest spans per CPU-second (docs/benchmarks.md, at saturation).
+    #[arg(long, default_value_t = tailsift_capacity::DEFAULT_INGEST_SPANS_PER_CPU_SECOND)]
+    pub ingest_spans_per_cpu_second: f64,
+    /// r_s: sampler spans per CPU-second (docs/benchmarks.md, at saturation).
+    #[arg(long, default_value_t = tailsift_capacity::DEFAULT_SAMPLER_SPANS_PER_CPU_SECOND)]
+    pub sampler_spans_per_cpu_second: f64,
+    /// u: target CPU and broker bandwidth utilisation at peak.
+    #[arg(long, default_value_t = 0.6)]
+    pub target_utilisation: f64,
+    /// m: resident bytes per encoded byte buffered by a sampler (docs/benchmarks.md).
+    #[arg(long, default_value_t = tailsift_capacity::DEFAULT_MEMORY_RATIO)]
+    pub memory_ratio: f64,
+    /// c: compressed / uncompressed size on the brokers (lz4 on OTLP).
+    #[arg(long, default_value_t = 0.5)]
+    pub compression_ratio: f64,
+    /// bw: write bandwidth of one broker, bytes per second (100MB, 1GB, or a number).
+    #[arg(long, default_value = "100MB", value_parser = parse_bytes)]
+    pub broker_write_bytes_per_second: f64,
+    /// Cores per ingest node.
+    #[arg(long, default_value_t = 2.0)]
+    pub ingest_cores_per_node: f64,
+    /// Cores per sampler (the production overlay gives 4).
+    #[arg(long, default_value_t = 4.0)]
+    pub sampler_cores: f64,
+    /// M: largest container memory limit of a sampler (8GiB, 4096MiB, or bytes).
+    #[arg(long, default_value = "8GiB", value_parser = parse_bytes)]
+    pub sampler_max_memory: f64,
+    /// Print the plan as JSON (every figure with its value, unit, formula and working).
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl PlanArgs {
+    pub fn inputs(&self) -> tailsift_capacity::Inputs {
+        tailsift_capacity::Inputs {
+            spans_per_second: self.spans_per_second,
+            avg_span_bytes: self.avg_span_bytes,
+            spans_per_trace: self.spans_per_trace,
+            decision_wait_seconds: self.decision_wait.as_secs_f64(),
+            buffered_seconds: self.buffered_seconds,
+            keep_fraction: self.keep_fraction,
+            replication_factor: self.replication_factor,
+            retention_hours: self.retention_hours,
+            ingest_spans_per_cpu_second: self.ingest_spans_per_cpu_second,
+            sampler_spans_per_cpu_second: self.sampler_spans_per_cpu_second,
+            target_utilisation: self.target_utilisation,
+            memory_ratio: self.memory_ratio,
+            compression_ratio: self.compression_ratio,
+            broker_write_bytes_per_second: self.broker_write_bytes_per_second,
+            ingest_cores_per_node: self.ingest_cores_per_node,
+            sampler_cores: self.sampler_cores,
+            sampler_max_memory_bytes: self.sampler_max_memory,
+        }
+    }
+}
+
+/// A byte count: a number, or a number with B, kB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB,
+/// TiB (powers of 1024).
+pub fn parse_bytes(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a size such as 100MB or 8GiB"))?;
+    let k: f64 = match unit.trim() {
+        "" | "B" => 1.0,
+        "kB" | "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        "KiB" => 1024.0,
+        "MiB" => 1024f64.powi(2),
+        "GiB" => 1024f64.powi(3),
+        "TiB" => 1024f64.powi(4),
+        _ => return Err(format!("`{s}` is not a size such as 100MB or 8GiB")),
+    };
+    Ok(n * k)
 }
 
 #[derive(Args, Debug)]

@@ -47,6 +47,15 @@ fn real_main() -> anyhow::Result<()> {
         Command::Policy(a) => admin::policy(a),
         Command::Seed(a) => admin::seed(a),
         Command::Cluster(a) => admin::cluster(a),
+        Command::Plan(args) => {
+            let plan = tailsift_capacity::plan(&args.inputs())?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&plan)?);
+            } else {
+                print!("{}", tailsift_capacity::render_table(&plan));
+            }
+            Ok(())
+        }
     }
 }
 
@@ -159,5 +168,9 @@ mod tests {
         );
         assert_eq!(TimeAgo::Ago(std::time::Duration::from_secs(1)).unix_ms(5000), 4000);
         assert!(parse_time_ago("@x").is_err());
+        assert_eq!(parse_bytes("100MB").unwrap(), 100e6);
+        assert_eq!(parse_bytes("8GiB").unwrap(), 8.0 * 1024.0 * 1024.0 * 1024.0);
+        assert_eq!(parse_bytes("1500").unwrap(), 1500.0);
+        assert!(parse_bytes("8 parsecs").is_err());
     }
 }

@@ -401,6 +401,14 @@ pub fn plan(i: &Inputs) -> Result<Plan, PlanError> {
         format!("max(2, {}, {})", f(by_cpu), f(by_memory)),
     );
     p.add(
+        "sampler.cores_each",
+        "cores each sampler uses at peak",
+        sampler_cores / samplers,
+        Unit::Cores,
+        "sampler cores / samplers",
+        format!("{} / {}", f(sampler_cores), f(samplers)),
+    );
+    p.add(
         "partitions",
         "partitions of the spans topic",
         (PARTITION_STEP * ceil(PARTITIONS_PER_SAMPLER * samplers / PARTITION_STEP)).max(PARTITION_STEP),

@@ -35,6 +35,7 @@ fn one_million_spans_per_second() {
     assert_eq!(p.value("sampler.count_by_cpu"), 1.0);
     assert_eq!(p.value("sampler.count_by_memory"), 2.0);
     assert_eq!(p.value("sampler.count"), 2.0);
+    close(p.value("sampler.cores_each"), 1e6 / 329_400.0 / 2.0);
     // 3 × 2 = 6 -> 12.
     assert_eq!(p.value("partitions"), 12.0);
     // 1e6 × 350 × 10 = 3.5e9 buffered; / 2 = 1.75e9 each; RSS 1.75e9 × 1.23 = 2.1525e9;
@@ -85,6 +86,8 @@ fn five_million_spans_per_second() {
     assert_eq!(p.value("sampler.count_by_cpu"), 4.0);
     assert_eq!(p.value("sampler.count_by_memory"), 9.0);
     assert_eq!(p.value("sampler.count"), 9.0);
+    // 15.18 / 9 = 1.69 of the 4 cores each: memory, not CPU, sets the count here.
+    close(p.value("sampler.cores_each"), 5e6 / 329_400.0 / 9.0);
     // 3 × 9 = 27 -> 36.
     assert_eq!(p.value("partitions"), 36.0);
     // 17.5e9 / 9 = 1.944e9 each; hard 3.889e9; container 7.778e9 (under 8 GiB).

@@ -38,17 +38,26 @@ async fn propagation(workers: &[Arc<Mutex<Engine>>], version: u64, t0: Instant, 
             d.sort();
             return d;
         }
-        assert!(now < limit, "{missing} of {} workers never applied version {version}", workers.len());
+        assert!(
+            now < limit,
+            "{missing} of {} workers never applied version {version}",
+            workers.len()
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_workers_follow_policy_changes_and_a_leader_loss() {
-    let n: usize = std::env::var("TAILSIFT_SIM_WORKERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let n: usize = std::env::var("TAILSIFT_SIM_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
     let mut cluster = CoordinatorCluster::start(3).await;
     let leader = cluster.wait_for_leader(&[0, 1, 2]).await;
-    let (st, status) = cluster.request(0, "GET", "/v1/cluster/status", Some(READ_TOKEN), None).await;
+    let (st, status) = cluster
+        .request(0, "GET", "/v1/cluster/status", Some(READ_TOKEN), None)
+        .await;
     assert_eq!(st, 200, "{status}");
     let endpoints: Vec<String> = status["members"]
         .as_array()
@@ -81,16 +90,34 @@ async fn a_thousand_workers_follow_policy_changes_and_a_leader_loss() {
             ..Default::default()
         };
         let with_engine = move |f: &mut dyn FnMut(&mut Engine)| f(&mut engine.lock().unwrap());
-        tokio::spawn(tailsift_sampler::coordination::run(cfg, format!("sim-{i}"), 0, with_engine, shutdown.clone()));
+        tokio::spawn(tailsift_sampler::coordination::run(
+            cfg,
+            format!("sim-{i}"),
+            0,
+            with_engine,
+            shutdown.clone(),
+        ));
     }
     let d = propagation(&workers, v1, started, Duration::from_secs(120)).await;
     eprintln!("{n} workers connected and on v{v1} after {:?}", d[d.len() - 1]);
 
     // They spread over the coordinators (each starts at an endpoint of its own).
-    let m = reqwest::get(format!("http://{}/metrics", cluster.admin_addr(0))).await.unwrap().text().await.unwrap();
+    let m = reqwest::get(format!("http://{}/metrics", cluster.admin_addr(0)))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for node in 1..=3 {
-        let streams = metric_value(&m, "tailsift_coordinator_watchers_connected", &[&format!("node=\"{node}\"")]);
-        assert!(streams >= (n / 6) as f64, "coordinator {node} serves {streams} of {n} watch streams");
+        let streams = metric_value(
+            &m,
+            "tailsift_coordinator_watchers_connected",
+            &[&format!("node=\"{node}\"")],
+        );
+        assert!(
+            streams >= (n / 6) as f64,
+            "coordinator {node} serves {streams} of {n} watch streams"
+        );
     }
 
     // Policy versions reach every worker.
@@ -138,9 +165,18 @@ async fn a_thousand_workers_follow_policy_changes_and_a_leader_loss() {
         .unwrap();
     let streams: f64 = others
         .iter()
-        .map(|i| metric_value(&m, "tailsift_coordinator_watchers_connected", &[&format!("node=\"{}\"", i + 1)]))
+        .map(|i| {
+            metric_value(
+                &m,
+                "tailsift_coordinator_watchers_connected",
+                &[&format!("node=\"{}\"", i + 1)],
+            )
+        })
         .sum();
-    assert!(streams >= n as f64, "every worker watches a live coordinator again: {streams} of {n}");
+    assert!(
+        streams >= n as f64,
+        "every worker watches a live coordinator again: {streams} of {n}"
+    );
 
     shutdown.cancel();
     cluster.stop_all().await;

@@ -433,7 +433,10 @@ async fn check_dashboard_and_alerts(prom: &str) {
         if !rules.is_empty() && evaluated {
             break rules;
         }
-        assert!(Instant::now() < deadline, "Prometheus did not load and evaluate the rules: {r}");
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus did not load and evaluate the rules: {r}"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let file: serde_yaml::Value =
@@ -450,9 +453,17 @@ async fn check_dashboard_and_alerts(prom: &str) {
         let expr = r["query"].as_str().unwrap();
         prom_query(prom, expr).await;
         for m in tailsift_tests::promql_metric_names(expr) {
-            assert!(has_series(m.clone()).await, "alert {} reads {m}, which has no series", r["name"]);
+            assert!(
+                has_series(m.clone()).await,
+                "alert {} reads {m}, which has no series",
+                r["name"]
+            );
         }
-        assert_ne!(r["state"], "firing", "alert {} fires in a healthy cluster: {r}", r["name"]);
+        assert_ne!(
+            r["state"], "firing",
+            "alert {} fires in a healthy cluster: {r}",
+            r["name"]
+        );
     }
 
     // Dashboard: every query returns series.
@@ -469,7 +480,11 @@ async fn check_dashboard_and_alerts(prom: &str) {
                 p["title"]
             );
             for m in tailsift_tests::promql_metric_names(&expr) {
-                assert!(has_series(m.clone()).await, "panel {:?} reads {m}, which has no series", p["title"]);
+                assert!(
+                    has_series(m.clone()).await,
+                    "panel {:?} reads {m}, which has no series",
+                    p["title"]
+                );
             }
             queries += 1;
         }

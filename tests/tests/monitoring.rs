@@ -77,7 +77,10 @@ fn slug(heading: &str) -> String {
 #[test]
 fn promtool_checks_the_rules_and_runs_their_unit_tests() {
     let dir = repo().join("deploy/prometheus");
-    for args in [&["check", "rules", "alerts.yaml"][..], &["test", "rules", "alerts_test.yaml"][..]] {
+    for args in [
+        &["check", "rules", "alerts.yaml"][..],
+        &["test", "rules", "alerts_test.yaml"][..],
+    ] {
         let out = Command::new(promtool()).args(args).current_dir(&dir).output().unwrap();
         assert!(
             out.status.success(),
@@ -130,7 +133,10 @@ fn every_alert_says_what_to_do_and_links_its_runbook_section() {
         assert!(names.insert(name.clone()), "{name} twice");
         assert!(name.starts_with("Tailsift"), "{name}");
         let sev = rule["labels"]["severity"].as_str().unwrap_or("");
-        assert!(["critical", "warning", "info"].contains(&sev), "{name}: severity {sev:?}");
+        assert!(
+            ["critical", "warning", "info"].contains(&sev),
+            "{name}: severity {sev:?}"
+        );
         let a = &rule["annotations"];
         for key in ["summary", "description", "runbook_url"] {
             assert!(a[key].as_str().is_some_and(|s| s.len() > 10), "{name}: no {key}");
@@ -138,7 +144,10 @@ fn every_alert_says_what_to_do_and_links_its_runbook_section() {
         let url = a["runbook_url"].as_str().unwrap();
         let anchor = url.strip_prefix(RUNBOOK).unwrap_or_else(|| panic!("{name}: {url}"));
         assert_eq!(anchor, name.to_lowercase(), "{name}: runbook anchor");
-        assert!(anchors.contains(anchor), "{name}: docs/operations.md has no section `{anchor}`");
+        assert!(
+            anchors.contains(anchor),
+            "{name}: docs/operations.md has no section `{anchor}`"
+        );
         let expr = rule["expr"].as_str().unwrap();
         for m in metric_names(expr) {
             assert!(metrics.contains(&m), "{name} reads {m}, which no service exports");
@@ -155,9 +164,15 @@ fn the_dashboard_is_importable_and_every_query_uses_the_datasource_variable() {
     let d = dashboard();
     assert!(d["uid"].as_str().is_some_and(|u| !u.is_empty() && u.len() <= 40));
     assert!(d["title"].as_str().is_some());
-    assert!(d.get("id").is_none() || d["id"].is_null(), "an exported id breaks import");
+    assert!(
+        d.get("id").is_none() || d["id"].is_null(),
+        "an exported id breaks import"
+    );
     let vars = d["templating"]["list"].as_array().expect("templating");
-    let ds = vars.iter().find(|v| v["name"] == "datasource").expect("a datasource variable");
+    let ds = vars
+        .iter()
+        .find(|v| v["name"] == "datasource")
+        .expect("a datasource variable");
     assert_eq!(ds["type"], "datasource");
     assert_eq!(ds["query"], "prometheus");
 
@@ -187,7 +202,10 @@ fn the_dashboard_is_importable_and_every_query_uses_the_datasource_variable() {
             rows.push(title.to_string());
             continue;
         }
-        assert!(p["description"].as_str().is_some_and(|s| !s.is_empty()), "{title}: no description");
+        assert!(
+            p["description"].as_str().is_some_and(|s| !s.is_empty()),
+            "{title}: no description"
+        );
         assert_eq!(p["datasource"]["uid"], "${datasource}", "{title}");
         let targets = p["targets"].as_array().expect("targets");
         assert!(!targets.is_empty(), "{title}: no query");

@@ -51,7 +51,10 @@ fn policy_validate_and_test_work_offline_in_every_format() {
     let otel = p("otel.yaml", OTEL_LIST);
     let collector = p("collector.yaml", COLLECTOR);
     let native = p("native.json", r#"{"policies": [{"name": "everything", "always": {}}]}"#);
-    let invalid = p("invalid.yaml", "- {name: e, type: status_code, status_code: {status_codes: [EROR]}}\n");
+    let invalid = p(
+        "invalid.yaml",
+        "- {name: e, type: status_code, status_code: {status_codes: [EROR]}}\n",
+    );
     let ambiguous = p("ambiguous.yaml", "policies: []\n");
 
     for (file, format, names) in [
@@ -70,15 +73,30 @@ fn policy_validate_and_test_work_offline_in_every_format() {
     assert!(!ok, "an invalid policy fails");
     assert!(err.contains("[0].status_code") && err.contains("EROR"), "{err}");
     let (ok, _, err) = tailsift(&["policy", "validate", &ambiguous]);
-    assert!(!ok && err.contains("ambiguous") && err.contains("native or otel_tail_sampling"), "{err}");
+    assert!(
+        !ok && err.contains("ambiguous") && err.contains("native or otel_tail_sampling"),
+        "{err}"
+    );
     // An explicit format wins.
     let (ok, _, err) = tailsift(&["policy", "validate", &otel, "--format", "native"]);
     assert!(!ok, "{err}");
 
     // policy test: traces in OTLP/JSON, expected decision and rule.
-    std::fs::write(dir.path().join("error.json"), otlp_trace("0af7651916cd43dd8448eb211c80319c", true, 5)).unwrap();
-    std::fs::write(dir.path().join("slow.json"), otlp_trace("4bf92f3577b34da6a3ce929d0e0e4736", false, 1500)).unwrap();
-    std::fs::write(dir.path().join("fast.json"), otlp_trace("5b8efff798038103d269b633813fc60c", false, 3)).unwrap();
+    std::fs::write(
+        dir.path().join("error.json"),
+        otlp_trace("0af7651916cd43dd8448eb211c80319c", true, 5),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("slow.json"),
+        otlp_trace("4bf92f3577b34da6a3ce929d0e0e4736", false, 1500),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("fast.json"),
+        otlp_trace("5b8efff798038103d269b633813fc60c", false, 3),
+    )
+    .unwrap();
     let good = p(
         "cases.yaml",
         "cases:\n  - {name: errors are kept, traces: error.json, expect: {keep: true, policy: errors}}\n  - {name: slow is kept, traces: slow.json, expect: {keep: true, policy: slow}}\n  - {name: fast ok is dropped, traces: fast.json, expect: {keep: false}}\n",
@@ -92,8 +110,14 @@ fn policy_validate_and_test_work_offline_in_every_format() {
     );
     let (ok, out, err) = tailsift(&["policy", "test", &otel, &bad]);
     assert!(!ok, "failing cases fail the command: {out}");
-    assert!(out.contains("FAIL  errors are kept") && out.contains("got keep=true policy=errors"), "{out}");
-    assert!(out.contains("0 passed, 2 failed") && err.contains("2 of 2"), "{out} {err}");
+    assert!(
+        out.contains("FAIL  errors are kept") && out.contains("got keep=true policy=errors"),
+        "{out}"
+    );
+    assert!(
+        out.contains("0 passed, 2 failed") && err.contains("2 of 2"),
+        "{out} {err}"
+    );
 }
 
 #[test]
@@ -118,7 +142,13 @@ async fn the_admin_api_tells_the_format_and_stores_it() {
     cluster.wait_for_leader(&[0]).await;
     // No format: the OTel list is recognised and stored as such; samplers read it so.
     let (st, body) = cluster
-        .request(0, "PUT", "/v1/policy", Some(ADMIN_TOKEN), Some(json!({ "document": OTEL_LIST })))
+        .request(
+            0,
+            "PUT",
+            "/v1/policy",
+            Some(ADMIN_TOKEN),
+            Some(json!({ "document": OTEL_LIST })),
+        )
         .await;
     assert_eq!(st, 200, "{body}");
     let (st, body) = cluster.request(0, "GET", "/v1/policy", Some(READ_TOKEN), None).await;
@@ -126,11 +156,23 @@ async fn the_admin_api_tells_the_format_and_stores_it() {
     assert_eq!(body["policy"]["format"], "otel_tail_sampling", "{body}");
     // Validation detects too, and an ambiguous document is refused naming the candidates.
     let (st, body) = cluster
-        .request(0, "POST", "/v1/policy/validate", Some(READ_TOKEN), Some(json!({ "document": COLLECTOR })))
+        .request(
+            0,
+            "POST",
+            "/v1/policy/validate",
+            Some(READ_TOKEN),
+            Some(json!({ "document": COLLECTOR })),
+        )
         .await;
     assert_eq!((st, body["policies"].clone()), (200, json!(["errors"])), "{body}");
     let (st, body) = cluster
-        .request(0, "PUT", "/v1/policy", Some(ADMIN_TOKEN), Some(json!({ "document": "policies: []\n" })))
+        .request(
+            0,
+            "PUT",
+            "/v1/policy",
+            Some(ADMIN_TOKEN),
+            Some(json!({ "document": "policies: []\n" })),
+        )
         .await;
     assert_eq!(st, 400, "{body}");
     assert!(body.to_string().contains("ambiguous"), "{body}");

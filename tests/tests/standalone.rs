@@ -592,7 +592,10 @@ async fn foreign_policy_formats_decide_through_the_whole_pipeline() {
     let exceptions: Vec<[u8; 16]> = (0..6).map(|i| trace_id(0xc1, i)).collect();
     let retries: Vec<[u8; 16]> = (0..6).map(|i| trace_id(0xc2, i)).collect();
     for id in &exceptions {
-        client.export(span_with_event(*id, "checkout", "exception")).await.unwrap();
+        client
+            .export(span_with_event(*id, "checkout", "exception"))
+            .await
+            .unwrap();
     }
     for id in &retries {
         client.export(span_with_event(*id, "checkout", "retry")).await.unwrap();
@@ -624,12 +627,22 @@ async fn foreign_policy_formats_decide_through_the_whole_pipeline() {
             assert_eq!(v["policy"]["format"], "refinery_rules", "{v}");
             break;
         }
-        assert!(Instant::now() < deadline, "the Refinery rules never became version 2: {v}");
+        assert!(
+            Instant::now() < deadline,
+            "the Refinery rules never became version 2: {v}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The sampler switches between traces: wait until it runs version 2.
     loop {
-        let m = http.get(format!("http://{metrics_addr}/metrics")).send().await.unwrap().text().await.unwrap();
+        let m = http
+            .get(format!("http://{metrics_addr}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         if metric_value(&m, "tailsift_sampler_policy_version", &[]) == 2.0 {
             break;
         }
@@ -640,7 +653,10 @@ async fn foreign_policy_formats_decide_through_the_whole_pipeline() {
         client.export(span_with_event(*id, "checkout", "retry")).await.unwrap();
     }
     for id in &other {
-        client.export(span_with_event(*id, "search", "exception")).await.unwrap();
+        client
+            .export(span_with_event(*id, "search", "exception"))
+            .await
+            .unwrap();
     }
     let out = wait_output(&output, &checkout, 1, "checkout traces under the Refinery rules").await;
     for id in checkout.iter().map(hex::encode) {
@@ -658,7 +674,10 @@ async fn foreign_policy_formats_decide_through_the_whole_pipeline() {
         assert!(!out.contains_key(&id), "{id} kept under the Refinery rules' drop rule");
     }
     for id in retries.iter().map(hex::encode) {
-        assert!(!out.contains_key(&id), "{id}: no exception event, not kept by version 1");
+        assert!(
+            !out.contains_key(&id),
+            "{id}: no exception event, not kept by version 1"
+        );
     }
     shutdown.cancel();
     task.await.unwrap().unwrap();

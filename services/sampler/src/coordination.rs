@@ -230,7 +230,9 @@ fn reporters(
                     _ = shutdown.cancelled() => return,
                     changed = rx.changed() => if changed.is_err() { return },
                 }
-                let Some(report) = rx.borrow_and_update().clone() else { continue };
+                let Some(report) = rx.borrow_and_update().clone() else {
+                    continue;
+                };
                 if client.is_none() {
                     match tailsift_proto::client::CoordinatorClient::connect(&endpoint, &options, timeout).await {
                         Ok(c) => client = Some(c),

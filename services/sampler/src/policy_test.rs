@@ -83,7 +83,12 @@ pub struct CaseResult {
 
 impl CaseResult {
     pub fn passed(&self) -> bool {
-        self.keep == self.expect.keep && self.expect.policy.as_ref().is_none_or(|p| self.policy.as_ref() == Some(p))
+        self.keep == self.expect.keep
+            && self
+                .expect
+                .policy
+                .as_ref()
+                .is_none_or(|p| self.policy.as_ref() == Some(p))
     }
 }
 
@@ -102,7 +107,10 @@ fn read(path: &Path) -> Result<Vec<u8>, PolicyTestError> {
 }
 
 /// Parses and compiles the policy at `policy_path` (in `format`, or the detected one).
-pub fn compile_file(policy_path: &Path, format: Option<PolicyFormat>) -> Result<(PolicyEngine, PolicyFormat), PolicyTestError> {
+pub fn compile_file(
+    policy_path: &Path,
+    format: Option<PolicyFormat>,
+) -> Result<(PolicyEngine, PolicyFormat), PolicyTestError> {
     let text = String::from_utf8_lossy(&read(policy_path)?).into_owned();
     let err = |source| PolicyTestError::Policy {
         path: policy_path.into(),
@@ -113,7 +121,11 @@ pub fn compile_file(policy_path: &Path, format: Option<PolicyFormat>) -> Result<
 }
 
 /// Runs every case of `cases_path` against the policy at `policy_path`.
-pub fn run(policy_path: &Path, format: Option<PolicyFormat>, cases_path: &Path) -> Result<Vec<CaseResult>, PolicyTestError> {
+pub fn run(
+    policy_path: &Path,
+    format: Option<PolicyFormat>,
+    cases_path: &Path,
+) -> Result<Vec<CaseResult>, PolicyTestError> {
     let (mut engine, _) = compile_file(policy_path, format)?;
     let cases_err = |message: String| PolicyTestError::Cases {
         path: cases_path.into(),
@@ -140,8 +152,13 @@ pub fn run(policy_path: &Path, format: Option<PolicyFormat>, cases_path: &Path) 
         let path = dir.join(&case.traces);
         let json = read(&path)?;
         let proto = tailsift_otlp::json::json_to_protobuf(&json).map_err(|e| at(format!("{}: {e}", path.display())))?;
-        let split = tailsift_otlp::split_by_trace(&proto, tailsift_otlp::SplitOptions { max_record_bytes: usize::MAX })
-            .map_err(|e| at(format!("{}: {e}", path.display())))?;
+        let split = tailsift_otlp::split_by_trace(
+            &proto,
+            tailsift_otlp::SplitOptions {
+                max_record_bytes: usize::MAX,
+            },
+        )
+        .map_err(|e| at(format!("{}: {e}", path.display())))?;
         if let Some(first) = &split.first_rejection {
             return Err(at(format!("{}: invalid span: {first}", path.display())));
         }
@@ -202,7 +219,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("traces")).unwrap();
         std::fs::write(dir.path().join("traces/error.json"), otlp(&[(A, true, 5)])).unwrap();
-        std::fs::write(dir.path().join("traces/mixed.json"), otlp(&[(A, true, 5), (B, false, 2000)])).unwrap();
+        std::fs::write(
+            dir.path().join("traces/mixed.json"),
+            otlp(&[(A, true, 5), (B, false, 2000)]),
+        )
+        .unwrap();
         let p = dir.path().join("policy.yaml");
         std::fs::write(&p, policy).unwrap();
         let c = dir.path().join("cases.yaml");
@@ -228,7 +249,10 @@ mod tests {
     #[test]
     fn an_otel_policy_is_tested_without_naming_its_format() {
         let otel = "- {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}\n";
-        let (_d, p, c) = setup(otel, "cases:\n  - name: e\n    traces: traces/mixed.json\n    expect: {keep: true}\n");
+        let (_d, p, c) = setup(
+            otel,
+            "cases:\n  - name: e\n    traces: traces/mixed.json\n    expect: {keep: true}\n",
+        );
         let r = run(&p, None, &c).unwrap();
         assert_eq!(r.len(), 2, "each trace of the file");
         assert!(r[0].passed() && !r[1].passed(), "{r:#?}");
@@ -253,7 +277,10 @@ mod tests {
         let (_d, p, c) = setup("policies: [{name: x, latency: {}}]\n", "cases: []\n");
         let e = run(&p, None, &c).unwrap_err().to_string();
         assert!(e.contains("policy.yaml") && e.contains("threshold_ms"), "{e}");
-        let (d, p, c) = setup(POLICY, "cases:\n  - name: x\n    traces: traces/bad.json\n    expect: {keep: true}\n");
+        let (d, p, c) = setup(
+            POLICY,
+            "cases:\n  - name: x\n    traces: traces/bad.json\n    expect: {keep: true}\n",
+        );
         std::fs::write(d.path().join("traces/bad.json"), "{\"resourceSpans\": 7}").unwrap();
         assert!(run(&p, None, &c).is_err());
     }

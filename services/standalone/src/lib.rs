@@ -295,9 +295,7 @@ async fn publish_first_policy(
                     tailsift_sampler::config::PolicyFormat::Auto => None,
                     tailsift_sampler::config::PolicyFormat::Otel => Some("otel_tail_sampling"),
                     tailsift_sampler::config::PolicyFormat::Refinery => Some("refinery_rules"),
-                    tailsift_sampler::config::PolicyFormat::Native
-                        if text.trim_start().starts_with('{') =>
-                    {
+                    tailsift_sampler::config::PolicyFormat::Native if text.trim_start().starts_with('{') => {
                         Some("json")
                     }
                     tailsift_sampler::config::PolicyFormat::Native => Some("yaml"),

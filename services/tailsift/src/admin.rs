@@ -138,7 +138,10 @@ fn validate_offline(file: &std::path::Path, format: Option<&str>) -> anyhow::Res
                 .iter()
                 .map(|i| serde_json::json!({"path": i.path, "message": i.message}))
                 .collect();
-            eprintln!("{}", serde_json::to_string_pretty(&serde_json::json!({ "valid": false, "issues": issues }))?);
+            eprintln!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({ "valid": false, "issues": issues }))?
+            );
             Err(anyhow::anyhow!("{}: invalid policy: {source}", path.display()))
         }
         Err(e) => Err(e.into()),
@@ -150,18 +153,18 @@ fn test_offline(file: &std::path::Path, cases: &std::path::Path, format: Option<
     let results = tailsift_sampler::policy_test::run(file, policy_format(format)?, cases)?;
     let failed = results.iter().filter(|r| !r.passed()).count();
     for r in &results {
-        let got = format!(
-            "keep={} policy={}",
-            r.keep,
-            r.policy.as_deref().unwrap_or("none")
-        );
+        let got = format!("keep={} policy={}", r.keep, r.policy.as_deref().unwrap_or("none"));
         if r.passed() {
             println!("ok    {} [{}] {got}", r.case, r.trace_id);
         } else {
             let want = format!(
                 "keep={}{}",
                 r.expect.keep,
-                r.expect.policy.as_deref().map(|p| format!(" policy={p}")).unwrap_or_default()
+                r.expect
+                    .policy
+                    .as_deref()
+                    .map(|p| format!(" policy={p}"))
+                    .unwrap_or_default()
             );
             println!("FAIL  {} [{}] expected {want}, got {got}", r.case, r.trace_id);
         }

@@ -138,7 +138,9 @@ pub fn parse_bytes(s: &str) -> Result<f64, String> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == 'e' || c == 'E' || c == '+' || c == '-'))
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a size such as 100MB or 8GiB"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size such as 100MB or 8GiB"))?;
     let k: f64 = match unit.trim() {
         "" | "B" => 1.0,
         "kB" | "KB" => 1e3,

@@ -227,16 +227,16 @@ impl Condition {
         if let Some(f) = &c.field {
             names.push((format!("{at}.field"), f));
             if !c.fields.is_empty() {
-                issues.push(Issue::new(format!("{at}.fields"), "give either field or fields, not both"));
+                issues.push(Issue::new(
+                    format!("{at}.fields"),
+                    "give either field or fields, not both",
+                ));
             }
         }
         for (i, f) in c.fields.iter().enumerate() {
             names.push((format!("{at}.fields[{i}]"), f));
         }
-        let fields: Vec<Field> = names
-            .iter()
-            .map(|(p, n)| Field::parse(n, p, issues, req))
-            .collect();
+        let fields: Vec<Field> = names.iter().map(|(p, n)| Field::parse(n, p, issues, req)).collect();
         let is_root_check = c.operator == RuleOperator::HasRootSpan;
         if is_root_check {
             if scope == RuleScope::Span {
@@ -267,7 +267,10 @@ impl Condition {
         span: &SpanData<'a>,
     ) -> (Option<Val<'a>>, bool) {
         if self.num_descendants {
-            return (Some(Val::Int(i64::try_from(trace.spans.len()).unwrap_or(i64::MAX))), true);
+            return (
+                Some(Val::Int(i64::try_from(trace.spans.len()).unwrap_or(i64::MAX))),
+                true,
+            );
         }
         let mut only_root = true;
         for f in &self.fields {
@@ -355,9 +358,7 @@ fn compile_test(c: &RuleCondition, at: &str, issues: &mut Vec<Issue>) -> Test {
             match c.datatype {
                 None | Some(RuleDatatype::String) => Test::InStr(items.iter().map(Scalar::go_v).collect(), neg),
                 Some(RuleDatatype::Int) => Test::InInt(items.iter().filter_map(Scalar::try_int).collect(), neg),
-                Some(RuleDatatype::Float) => {
-                    Test::InFloat(items.iter().filter_map(Scalar::try_float).collect(), neg)
-                }
+                Some(RuleDatatype::Float) => Test::InFloat(items.iter().filter_map(Scalar::try_float).collect(), neg),
                 Some(RuleDatatype::Bool) => {
                     issues.push(Issue::new(
                         format!("{at}.datatype"),

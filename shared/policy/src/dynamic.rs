@@ -438,7 +438,9 @@ mod tests {
     #[test]
     fn calculate_matches_dynsampler() {
         // dynsampler-go avgsamplerate_test.go TestAvgSampleUpdateMaps (goal 20).
-        let names = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"];
+        let names = [
+            "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+        ];
         let cases: [(&[f64], &[u64]); 3] = [
             (
                 &[1.0, 1.0, 2.0, 5.0, 8.0, 15.0, 45.0, 612.0, 2000.0, 10000.0],

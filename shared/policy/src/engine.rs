@@ -12,8 +12,8 @@ use crate::document::{
 use crate::error::{Issue, PolicyError};
 use crate::model::{AttrValue, Requirements, SpanData, TraceData, SERVICE_NAME_KEY};
 use crate::otel_hash;
-use crate::sampler::{self, SamplerInput, SamplerNode};
 use crate::ottl;
+use crate::sampler::{self, SamplerInput, SamplerNode};
 
 /// The outcome of [`PolicyEngine::decide`] for one trace.
 #[derive(Debug, Clone, PartialEq)]
@@ -1033,7 +1033,12 @@ impl Builder {
             PolicyKind::Composite(c) => self.composite(c, &format!("{path}.composite")),
             PolicyKind::Sampler(s) => {
                 self.needs_randomness = true;
-                Node::Sampler(Box::new(sampler::compile(s, path, &mut self.issues, &mut self.requirements)))
+                Node::Sampler(Box::new(sampler::compile(
+                    s,
+                    path,
+                    &mut self.issues,
+                    &mut self.requirements,
+                )))
             }
             PolicyKind::OttlCondition(o) => self.ottl(o, &format!("{path}.ottl_condition")),
             PolicyKind::BytesLimiting(b) => {

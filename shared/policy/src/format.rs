@@ -152,7 +152,11 @@ pub fn detect(text: &str) -> Result<PolicyFormat, PolicyError> {
             format!(
                 "ambiguous policy document: it could be {} ({}); set the format explicitly",
                 many.iter().map(|f| f.as_str()).collect::<Vec<_>>().join(" or "),
-                if why.is_empty() { "nothing tells them apart".to_string() } else { why.join(", ") }
+                if why.is_empty() {
+                    "nothing tells them apart".to_string()
+                } else {
+                    why.join(", ")
+                }
             ),
         )),
     }
@@ -168,7 +172,10 @@ mod tests {
 
     #[test]
     fn native_documents() {
-        assert_eq!(d("policies:\n  - name: e\n    status_code: {codes: [ERROR]}\n"), Ok(PolicyFormat::Native));
+        assert_eq!(
+            d("policies:\n  - name: e\n    status_code: {codes: [ERROR]}\n"),
+            Ok(PolicyFormat::Native)
+        );
         assert_eq!(d("version: 2\npolicies: []\n"), Ok(PolicyFormat::Native));
         assert_eq!(
             d(r#"{"policies": [{"name": "a", "always": {}}]}"#),
@@ -184,12 +191,18 @@ mod tests {
             d("policies:\n  - name: e\n    type: status_code\n    status_code: {status_codes: [ERROR]}\n"),
             Ok(PolicyFormat::OtelTailSampling)
         );
-        assert_eq!(d("decision_wait: 10s\npolicies: []\n"), Ok(PolicyFormat::OtelTailSampling));
+        assert_eq!(
+            d("decision_wait: 10s\npolicies: []\n"),
+            Ok(PolicyFormat::OtelTailSampling)
+        );
         assert_eq!(
             d("processors:\n  tail_sampling:\n    policies: []\nservice: {}\n"),
             Ok(PolicyFormat::OtelTailSampling)
         );
-        assert_eq!(d("tail_sampling:\n  policies: []\n"), Ok(PolicyFormat::OtelTailSampling));
+        assert_eq!(
+            d("tail_sampling:\n  policies: []\n"),
+            Ok(PolicyFormat::OtelTailSampling)
+        );
     }
 
     #[test]
@@ -203,7 +216,10 @@ mod tests {
     #[test]
     fn ambiguous_and_unknown_documents_name_the_formats() {
         let e = d("policies: []\n").unwrap_err();
-        assert!(e.contains("ambiguous") && e.contains("native") && e.contains("otel_tail_sampling"), "{e}");
+        assert!(
+            e.contains("ambiguous") && e.contains("native") && e.contains("otel_tail_sampling"),
+            "{e}"
+        );
         let e = d("version: 1\ndecision_wait: 5s\npolicies: []\n").unwrap_err();
         assert!(e.contains("native or otel_tail_sampling"), "{e}");
         let e = d("hello: world\n").unwrap_err();

@@ -561,11 +561,11 @@ mod load;
 mod model;
 mod otel_hash;
 mod otel_import;
+mod ottl;
 mod refinery_import;
 mod sampler;
 mod sampler_policy;
 mod sha1;
-mod ottl;
 
 pub use consistent::{
     adjusted_count, consistent_keep, decode_threshold, encode_threshold, ot_tracestate, parse_ot_tracestate,
@@ -587,7 +587,7 @@ pub use otel_hash::{
 };
 pub use sampler_policy::{
     ConditionScalar, ConditionValue, CountUnit, DeterministicHash, DeterministicPolicy, DynamicPolicy,
-    EmaDynamicPolicy, EmaThroughputPolicy, Interval, RuleCondition, RuleDatatype, RuleOperator, RuleScope,
-    RulesPolicy, SamplerPolicy, SamplingRule, TotalThroughputPolicy, Unmatched, WindowedThroughputPolicy,
+    EmaDynamicPolicy, EmaThroughputPolicy, Interval, RuleCondition, RuleDatatype, RuleOperator, RuleScope, RulesPolicy,
+    SamplerPolicy, SamplingRule, TotalThroughputPolicy, Unmatched, WindowedThroughputPolicy,
 };
 pub use sha1::{refinery_deterministic_keep, refinery_trace_id_string};

@@ -9,9 +9,9 @@ use serde_yaml::Value;
 
 use crate::document::{
     AndPolicy, AttributeScope, BooleanAttributePolicy, BudgetScope, BytesLimitingPolicy, CompositePolicy,
-    DecisionOptions, DropPolicy, LatencyPolicy, NamedPolicy, NotPolicy, NumericAttributePolicy, OtelProbabilisticPolicy,
-    OttlConditionPolicy, OttlErrorMode, Oversized, PolicyDocument, PolicyKind, RateAllocation, RateLimitingPolicy,
-    Semantics, SpanCountPolicy, StatusCodePolicy, StringAttributePolicy, TraceStatePolicy,
+    DecisionOptions, DropPolicy, LatencyPolicy, NamedPolicy, NotPolicy, NumericAttributePolicy,
+    OtelProbabilisticPolicy, OttlConditionPolicy, OttlErrorMode, Oversized, PolicyDocument, PolicyKind, RateAllocation,
+    RateLimitingPolicy, Semantics, SpanCountPolicy, StatusCodePolicy, StringAttributePolicy, TraceStatePolicy,
 };
 use crate::error::{Issue, PolicyError};
 use crate::model::StatusCode;

@@ -247,7 +247,10 @@ impl Importer {
 
     fn dynamic(&mut self, d: &Dynamic, at: &str) -> SamplerPolicy {
         if d.sample_rate < 1 {
-            self.issue(format!("{at}.SampleRate"), format!("must be >= 1, got {}", d.sample_rate));
+            self.issue(
+                format!("{at}.SampleRate"),
+                format!("must be >= 1, got {}", d.sample_rate),
+            );
         }
         self.not_negative(d.max_keys, &format!("{at}.MaxKeys"));
         SamplerPolicy::Dynamic(DynamicPolicy {
@@ -281,7 +284,8 @@ impl Importer {
         self.not_negative(d.goal_throughput_per_sec, &format!("{at}.GoalThroughputPerSec"));
         self.not_negative(d.initial_sample_rate, &format!("{at}.InitialSampleRate"));
         self.not_negative(d.max_keys, &format!("{at}.MaxKeys"));
-        self.cluster_size.push((format!("{at}.UseClusterSize"), d.use_cluster_size));
+        self.cluster_size
+            .push((format!("{at}.UseClusterSize"), d.use_cluster_size));
         SamplerPolicy::EmaThroughput(EmaThroughputPolicy {
             goal_throughput_per_sec: positive(d.goal_throughput_per_sec).map(|g| g as f64),
             initial_sample_rate: positive(d.initial_sample_rate),
@@ -300,7 +304,8 @@ impl Importer {
     fn windowed(&mut self, d: &Windowed, at: &str) -> SamplerPolicy {
         self.not_negative(d.goal_throughput_per_sec, &format!("{at}.GoalThroughputPerSec"));
         self.not_negative(d.max_keys, &format!("{at}.MaxKeys"));
-        self.cluster_size.push((format!("{at}.UseClusterSize"), d.use_cluster_size));
+        self.cluster_size
+            .push((format!("{at}.UseClusterSize"), d.use_cluster_size));
         SamplerPolicy::WindowedThroughput(WindowedThroughputPolicy {
             goal_throughput_per_sec: positive(d.goal_throughput_per_sec).map(|g| g as f64),
             update_frequency: d.update_frequency.filter(|i| i.nanos > 0),
@@ -315,7 +320,8 @@ impl Importer {
     fn total(&mut self, d: &Total, at: &str) -> SamplerPolicy {
         self.not_negative(d.goal_throughput_per_sec, &format!("{at}.GoalThroughputPerSec"));
         self.not_negative(d.max_keys, &format!("{at}.MaxKeys"));
-        self.cluster_size.push((format!("{at}.UseClusterSize"), d.use_cluster_size));
+        self.cluster_size
+            .push((format!("{at}.UseClusterSize"), d.use_cluster_size));
         SamplerPolicy::TotalThroughput(TotalThroughputPolicy {
             goal_throughput_per_sec: positive(d.goal_throughput_per_sec).map(|g| g as f64),
             clear_frequency: d.clear_frequency.filter(|i| i.nanos > 0),
@@ -350,7 +356,10 @@ impl Importer {
             "" | "trace" => RuleScope::Trace,
             "span" => RuleScope::Span,
             other => {
-                self.issue(format!("{at}.Scope"), format!("must be `trace` or `span`, got `{other}`"));
+                self.issue(
+                    format!("{at}.Scope"),
+                    format!("must be `trace` or `span`, got `{other}`"),
+                );
                 RuleScope::Trace
             }
         };

@@ -18,7 +18,11 @@ fn every_format_is_read_without_being_named() {
     assert_eq!(f, PolicyFormat::OtelTailSampling);
     assert_eq!(doc.semantics, Semantics::OtelTailSampling);
     assert_eq!(doc.policies.len(), 2);
-    assert!(doc.decision.is_empty(), "a bare list has no options: {:?}", doc.decision);
+    assert!(
+        doc.decision.is_empty(),
+        "a bare list has no options: {:?}",
+        doc.decision
+    );
 
     // A whole collector config.
     let collector = format!(
@@ -32,12 +36,22 @@ fn every_format_is_read_without_being_named() {
 
 #[test]
 fn an_explicit_format_wins_and_an_ambiguous_document_names_the_candidates() {
-    let e = PolicyDocument::parse(OTEL_LIST, Some(PolicyFormat::Native)).unwrap_err().to_string();
-    assert!(e.contains("expected struct") || e.contains("sequence") || e.contains("invalid type"), "{e}");
+    let e = PolicyDocument::parse(OTEL_LIST, Some(PolicyFormat::Native))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("expected struct") || e.contains("sequence") || e.contains("invalid type"),
+        "{e}"
+    );
     let e = PolicyDocument::parse("policies: []\n", None).unwrap_err().to_string();
-    assert!(e.contains("ambiguous") && e.contains("native or otel_tail_sampling"), "{e}");
+    assert!(
+        e.contains("ambiguous") && e.contains("native or otel_tail_sampling"),
+        "{e}"
+    );
     // With the format named, the same document is read (and its own errors reported).
-    let e = PolicyDocument::parse("policies: []\n", Some(PolicyFormat::Native)).unwrap_err().to_string();
+    let e = PolicyDocument::parse("policies: []\n", Some(PolicyFormat::Native))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("at least one policy"), "{e}");
 }
 
@@ -61,7 +75,11 @@ fn the_processor_options_are_mapped_with_upstream_semantics() {
         }
     );
     // Without decision_wait_after_root_received the root does not bring the decision forward.
-    let (doc, _) = PolicyDocument::parse(&format!("decision_wait: 10s\npolicies:\n  - {{name: a, type: always_sample}}\n"), None).unwrap();
+    let (doc, _) = PolicyDocument::parse(
+        &format!("decision_wait: 10s\npolicies:\n  - {{name: a, type: always_sample}}\n"),
+        None,
+    )
+    .unwrap();
     assert_eq!(doc.decision.wait_after_root_ms, Some(10_000));
     // The options survive a round trip through the native format.
     let yaml = doc.to_yaml().unwrap();
@@ -72,12 +90,36 @@ fn the_processor_options_are_mapped_with_upstream_semantics() {
 #[test]
 fn bad_options_are_errors_with_their_path() {
     for (text, path, what) in [
-        ("decision_wait: ten\npolicies: [{name: a, type: always_sample}]\n", "decision_wait", "invalid duration"),
-        ("decision_wait: 10\npolicies: [{name: a, type: always_sample}]\n", "decision_wait", "expected a duration"),
-        ("decision_wait: 10x\npolicies: [{name: a, type: always_sample}]\n", "decision_wait", "invalid duration"),
-        ("num_traces: -1\npolicies: [{name: a, type: always_sample}]\n", "num_traces", "non-negative integer"),
-        ("decision_cache: {sampled: 1}\npolicies: [{name: a, type: always_sample}]\n", "decision_cache.sampled", "unknown field"),
-        ("sample_on_first_match: maybe\npolicies: [{name: a, type: always_sample}]\n", "sample_on_first_match", "boolean"),
+        (
+            "decision_wait: ten\npolicies: [{name: a, type: always_sample}]\n",
+            "decision_wait",
+            "invalid duration",
+        ),
+        (
+            "decision_wait: 10\npolicies: [{name: a, type: always_sample}]\n",
+            "decision_wait",
+            "expected a duration",
+        ),
+        (
+            "decision_wait: 10x\npolicies: [{name: a, type: always_sample}]\n",
+            "decision_wait",
+            "invalid duration",
+        ),
+        (
+            "num_traces: -1\npolicies: [{name: a, type: always_sample}]\n",
+            "num_traces",
+            "non-negative integer",
+        ),
+        (
+            "decision_cache: {sampled: 1}\npolicies: [{name: a, type: always_sample}]\n",
+            "decision_cache.sampled",
+            "unknown field",
+        ),
+        (
+            "sample_on_first_match: maybe\npolicies: [{name: a, type: always_sample}]\n",
+            "sample_on_first_match",
+            "boolean",
+        ),
         (
             "processors:\n  tail_sampling:\n    decision_wiat: 10s\n    policies: [{name: a, type: always_sample}]\n",
             "processors.tail_sampling.decision_wiat",
@@ -85,15 +127,30 @@ fn bad_options_are_errors_with_their_path() {
         ),
     ] {
         let e = PolicyDocument::parse(text, Some(PolicyFormat::OtelTailSampling)).unwrap_err();
-        let issue = e.issues().into_iter().find(|i| i.path == path).unwrap_or_else(|| panic!("{text}: {e}"));
+        let issue = e
+            .issues()
+            .into_iter()
+            .find(|i| i.path == path)
+            .unwrap_or_else(|| panic!("{text}: {e}"));
         assert!(issue.message.contains(what), "{text}: {issue}");
     }
 }
 
 #[test]
 fn go_durations() {
-    for (d, ms) in [("300ms", 300), ("10s", 10_000), ("1m30s", 90_000), ("1.5h", 5_400_000), ("1500us", 2), ("2h0m0s", 7_200_000)] {
-        let (doc, _) = PolicyDocument::parse(&format!("decision_wait: \"{d}\"\npolicies: [{{name: a, type: always_sample}}]\n"), None).unwrap();
+    for (d, ms) in [
+        ("300ms", 300),
+        ("10s", 10_000),
+        ("1m30s", 90_000),
+        ("1.5h", 5_400_000),
+        ("1500us", 2),
+        ("2h0m0s", 7_200_000),
+    ] {
+        let (doc, _) = PolicyDocument::parse(
+            &format!("decision_wait: \"{d}\"\npolicies: [{{name: a, type: always_sample}}]\n"),
+            None,
+        )
+        .unwrap();
         assert_eq!(doc.decision.wait_ms, Some(ms), "{d}");
     }
     let zero = "decision_wait: 0s\npolicies: [{name: a, type: always_sample}]\n";
@@ -102,6 +159,9 @@ fn go_durations() {
     let negative = "decision_wait: -10s\npolicies: [{name: a, type: always_sample}]\n";
     let e = PolicyDocument::parse(negative, None).unwrap_err().to_string();
     assert!(e.contains("invalid duration"), "{e}");
-    let huge = format!("decision_wait: \"{}h\"\npolicies: [{{name: a, type: always_sample}}]\n", "9".repeat(60));
+    let huge = format!(
+        "decision_wait: \"{}h\"\npolicies: [{{name: a, type: always_sample}}]\n",
+        "9".repeat(60)
+    );
     assert!(PolicyDocument::parse(&huge, None).is_err());
 }

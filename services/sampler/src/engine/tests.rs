@@ -670,7 +670,11 @@ fn a_policy_carries_decision_options_and_live_settings_override_them() {
     let otel = "decision_wait: 5s\nnum_traces: 3\ndecision_cache: {sampled_cache_size: 50}\npolicies:\n  - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}\n";
     e.set_policy(active(otel, 2));
     assert_eq!(e.settings().decision_wait, Duration::from_secs(5));
-    assert_eq!(e.settings().send_delay, Duration::from_secs(5), "no early decision on the root");
+    assert_eq!(
+        e.settings().send_delay,
+        Duration::from_secs(5),
+        "no early decision on the root"
+    );
     assert_eq!(e.settings().max_traces, 3);
     assert_eq!(e.settings().cache_max, 50);
     // Live settings win over the policy's options; unset ones fall back to them.
@@ -693,7 +697,10 @@ fn a_policy_carries_decision_options_and_live_settings_override_them() {
 #[test]
 fn num_traces_decides_the_oldest_early_instead_of_evicting_it() {
     let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
-    e.set_policy(active("num_traces: 2\npolicies:\n  - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}\n", 2));
+    e.set_policy(active(
+        "num_traces: 2\npolicies:\n  - {name: errors, type: status_code, status_code: {status_codes: [ERROR]}}\n",
+        2,
+    ));
     e.assign(0);
     e.on_record(0, 1, None, record(1, 1, Some(9), true), t0);
     e.on_record(0, 2, None, record(2, 1, Some(9), false), t0);
@@ -701,7 +708,11 @@ fn num_traces_decides_the_oldest_early_instead_of_evicting_it() {
     e.on_record(0, 3, None, record(3, 1, Some(9), false), t0);
     assert_eq!(e.buffered_traces(), 2, "the third trace makes the oldest decided");
     let (jobs, _) = drain(&mut e);
-    assert_eq!(jobs.len(), 1, "the oldest (an error trace) is decided, and kept, not evicted");
+    assert_eq!(
+        jobs.len(),
+        1,
+        "the oldest (an error trace) is decided, and kept, not evicted"
+    );
     assert_eq!(exported_spans(&jobs[0])[0].trace_id, vec![1; 16]);
 }
 
@@ -720,12 +731,21 @@ fn maximum_trace_size_bytes_drops_an_oversized_trace_as_upstream() {
     e.on_record(0, 2, None, record(1, 2, Some(9), true), t0);
     assert_eq!(e.buffered_traces(), 0, "over the size limit: decided at once");
     let (jobs, decs) = drain(&mut e);
-    assert!(jobs.is_empty(), "an error trace over maximum_trace_size_bytes is not sampled");
+    assert!(
+        jobs.is_empty(),
+        "an error trace over maximum_trace_size_bytes is not sampled"
+    );
     assert_eq!(decs.len(), 1);
     assert!(decs[0].kept.is_none());
     // Without `oversized: drop` the same trace is decided by the policy and kept.
     let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
-    e.set_policy(active(&format!("decision:\n  max_trace_bytes: {}\npolicies:\n  - name: errors\n    status_code: {{codes: [ERROR]}}\n", one + one / 2), 2));
+    e.set_policy(active(
+        &format!(
+            "decision:\n  max_trace_bytes: {}\npolicies:\n  - name: errors\n    status_code: {{codes: [ERROR]}}\n",
+            one + one / 2
+        ),
+        2,
+    ));
     e.assign(0);
     e.on_record(0, 1, None, record(1, 1, Some(9), true), t0);
     e.on_record(0, 2, None, record(1, 2, Some(9), true), t0);
@@ -737,7 +757,10 @@ fn maximum_trace_size_bytes_drops_an_oversized_trace_as_upstream() {
 fn a_keep_by_another_hash_carries_its_adjusted_count_but_no_ot_threshold() {
     // The collector's FNV probabilistic rule: not a consistent threshold, so no `th`/`rv`.
     let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
-    e.set_policy(active("- {name: p, type: probabilistic, probabilistic: {sampling_percentage: 90}}\n", 2));
+    e.set_policy(active(
+        "- {name: p, type: probabilistic, probabilistic: {sampling_percentage: 90}}\n",
+        2,
+    ));
     e.assign(0);
     for t in 1..=8u8 {
         e.on_record(0, i64::from(t), None, record(t, 1, None, false), t0);
@@ -748,12 +771,19 @@ fn a_keep_by_another_hash_carries_its_adjusted_count_but_no_ot_threshold() {
     for j in &jobs {
         for s in exported_spans(j) {
             assert!(!s.trace_state.contains("ot="), "{}", s.trace_state);
-            let count = s.attributes.iter().find(|a| a.key == crate::annotate::ATTR_ADJUSTED_COUNT);
+            let count = s
+                .attributes
+                .iter()
+                .find(|a| a.key == crate::annotate::ATTR_ADJUSTED_COUNT);
             assert!(count.is_some(), "{:?}", s.attributes);
         }
     }
     // A consistent rule still writes them.
-    let (mut e, t0) = engine("policies:\n  - name: half\n    probabilistic: {percentage: 50}\n", 1 << 30, 1 << 30);
+    let (mut e, t0) = engine(
+        "policies:\n  - name: half\n    probabilistic: {percentage: 50}\n",
+        1 << 30,
+        1 << 30,
+    );
     e.assign(0);
     for t in 1..=16u8 {
         e.on_record(0, i64::from(t), None, record(t, 1, None, false), t0);

@@ -229,13 +229,22 @@ mod tests {
 
     #[test]
     fn every_refusal_is_a_zeroed_metric_label() {
-        let all = [Refusal::Rejected, Refusal::TooLarge, Refusal::RetriesExhausted, Refusal::Malformed];
+        let all = [
+            Refusal::Rejected,
+            Refusal::TooLarge,
+            Refusal::RetriesExhausted,
+            Refusal::Malformed,
+        ];
         // A new variant must be added to `all` above (exhaustive match) and to the metric's list.
         for r in all {
             match r {
                 Refusal::Rejected | Refusal::TooLarge | Refusal::RetriesExhausted | Refusal::Malformed => {}
             }
-            assert!(crate::metrics::DEAD_LETTER_REASONS.contains(&r.as_str()), "{}", r.as_str());
+            assert!(
+                crate::metrics::DEAD_LETTER_REASONS.contains(&r.as_str()),
+                "{}",
+                r.as_str()
+            );
         }
         assert_eq!(all.len(), crate::metrics::DEAD_LETTER_REASONS.len());
     }

@@ -7,8 +7,8 @@ use regex::Regex;
 
 use super::ast::{ArgAst, BoolAst, CallAst, FieldAst, KeyAst, PathAst, ValAst};
 use super::eval::{Cond, Expr, Func, Kind, Lit, Path};
-use crate::go_duration::parse_go_duration;
 use super::{Context, OttlError};
+use crate::go_duration::parse_go_duration;
 use crate::model::{Requirements, SERVICE_NAME_KEY};
 
 pub(crate) struct Compiler<'t, 'r> {

@@ -29,8 +29,8 @@ def fig(title, xlabel, ylabel, logx=True):
 
 
 def save(f, ax, out, name):
-    ax.set_ylim(bottom=0)
-    ax.legend()
+    ax.set_ylim(bottom=0, top=ax.get_ylim()[1] * 1.3)
+    ax.legend(loc="upper left")
     f.tight_layout()
     f.savefig(Path(out) / f"{name}.png")
     plt.close(f)
@@ -46,8 +46,8 @@ def main(src, out):
     ax2.plot(x, [p["rss_bytes_per_span"] for p in r], "^:", color="tab:red", label="RSS bytes per buffered span")
     ax2.plot(x, [p["buffered_bytes_per_span"] for p in r], "v:", color="tab:purple", label="encoded bytes per buffered span")
     ax2.set_ylabel("bytes per buffered span")
-    ax2.set_ylim(bottom=0)
-    ax2.legend(loc="lower right")
+    ax2.set_ylim(bottom=0, top=ax2.get_ylim()[1] * 1.6)
+    ax2.legend(loc="upper right")
     save(f, ax, out, "inflight")
 
     r = rows(src, "spans_per_trace")
@@ -64,8 +64,8 @@ def main(src, out):
     ax2.plot([p["partitions"] for p in r], [p["idle_tick_us"] for p in r], "^:", color="tab:red", label="idle on_tick, µs")
     ax2.plot([p["partitions"] for p in r], [p["after_stream_tick_us"] for p in r], "v:", color="tab:purple", label="on_tick popping stale timers, µs")
     ax2.set_ylabel("µs per on_tick (nothing buffered)")
-    ax2.set_ylim(bottom=0)
-    ax2.legend(loc="center right")
+    ax2.set_ylim(bottom=0, top=ax2.get_ylim()[1] * 1.6)
+    ax2.legend(loc="upper right")
     save(f, ax, out, "partitions")
 
     r = rows(src, "policy")
@@ -75,8 +75,8 @@ def main(src, out):
     ax2.plot([p["rules"] for p in r], [p["decide_us_per_trace"] for p in r], "s--", color="tab:red", label="decide, µs per trace")
     ax2.plot([p["rules"] for p in r], [p["compile_ms"] for p in r], "^:", color="tab:purple", label="compile, ms (once)")
     ax2.set_ylabel("µs per trace / ms per compile")
-    ax2.set_ylim(bottom=0)
-    ax2.legend(loc="center right")
+    ax2.set_ylim(bottom=0, top=ax2.get_ylim()[1] * 1.6)
+    ax2.legend(loc="upper right")
     save(f, ax, out, "policy")
 
     r = rows(src, "rebalance")

@@ -48,7 +48,11 @@ fn thread_cpu() -> Duration {
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     // SAFETY: sysconf has no preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
     pages * page
@@ -120,7 +124,11 @@ impl TraceGen {
             span_id: span_id.to_vec(),
             parent_span_id: if root { Vec::new() } else { root_id.to_vec() },
             flags: 0x101,
-            name: if root { "GET /api/users/{id}".into() } else { format!("SELECT users {i}") },
+            name: if root {
+                "GET /api/users/{id}".into()
+            } else {
+                format!("SELECT users {i}")
+            },
             kind: if root { 2 } else { 3 },
             start_time_unix_nano: self.start_ns,
             end_time_unix_nano: self.start_ns + dur_ns,
@@ -292,7 +300,11 @@ impl Sim {
         let c = thread_cpu();
         let mut sent = 0;
         while sent < total {
-            let t = TraceGen::new(rng, spans_per_trace, 1_700_000_000_000_000_000 + self.virt.as_nanos() as u64);
+            let t = TraceGen::new(
+                rng,
+                spans_per_trace,
+                1_700_000_000_000_000_000 + self.virt.as_nanos() as u64,
+            );
             let p = (t.id[0] as usize * 256 + t.id[1] as usize) % partitions;
             for i in 0..spans_per_trace {
                 let rec = t.record(i);
@@ -538,7 +550,12 @@ fn point_rebalance(n: u64, k: usize) -> anyhow::Result<String> {
     let wall = Instant::now();
     let c = thread_cpu();
     sim.drain();
-    let offsets: Vec<(i32, i64)> = sim.e.committable().into_iter().filter(|(p, _)| moved.contains(p)).collect();
+    let offsets: Vec<(i32, i64)> = sim
+        .e
+        .committable()
+        .into_iter()
+        .filter(|(p, _)| moved.contains(p))
+        .collect();
     for p in &moved {
         sim.e.revoke(*p);
     }
@@ -563,7 +580,10 @@ fn point_rebalance(n: u64, k: usize) -> anyhow::Result<String> {
     let replay_cpu = thread_cpu() - c;
     let replay_wall = wall.elapsed();
     if new.e.buffered_traces() != dropped {
-        bail!("rebalance: {} traces replayed, {dropped} handed over", new.e.buffered_traces());
+        bail!(
+            "rebalance: {} traces replayed, {dropped} handed over",
+            new.e.buffered_traces()
+        );
     }
     Ok(format!(
         "{n},{k},{dropped},{},{:.1},{:.1},{:.2},{:.2}",
@@ -581,12 +601,8 @@ fn point(args: &[String], quick: bool) -> anyhow::Result<String> {
     let sc = Scale {
         stream: if quick { 20_000 } else { 400_000 },
     };
-    let arg = |i: usize| -> anyhow::Result<u64> {
-        args.get(i)
-            .context("missing argument")?
-            .parse()
-            .context("not a number")
-    };
+    let arg =
+        |i: usize| -> anyhow::Result<u64> { args.get(i).context("missing argument")?.parse().context("not a number") };
     match args.first().map(String::as_str) {
         Some("inflight") => point_inflight(arg(1)?, &sc),
         Some("spans_per_trace") => point_spans_per_trace(arg(1)? as u32, &sc),
@@ -626,12 +642,19 @@ fn main() -> anyhow::Result<()> {
                 _ => bail!("usage: tailsift-bench-curves all --out DIR [--quick]"),
             };
             std::fs::create_dir_all(&dir)?;
-            let inflight: &[u64] = if quick { &[1_000, 10_000] } else { &[1_000, 10_000, 100_000, 1_000_000] };
+            let inflight: &[u64] = if quick {
+                &[1_000, 10_000]
+            } else {
+                &[1_000, 10_000, 100_000, 1_000_000]
+            };
             let curves: Vec<(&str, &str, Vec<Vec<String>>)> = vec![
                 (
                     "inflight",
                     INFLIGHT_HEADER,
-                    inflight.iter().map(|n| vec!["inflight".into(), n.to_string()]).collect(),
+                    inflight
+                        .iter()
+                        .map(|n| vec!["inflight".into(), n.to_string()])
+                        .collect(),
                 ),
                 (
                     "spans_per_trace",
@@ -652,7 +675,10 @@ fn main() -> anyhow::Result<()> {
                 (
                     "policy",
                     POLICY_HEADER,
-                    [1, 10, 50, 200].iter().map(|n| vec!["policy".into(), n.to_string()]).collect(),
+                    [1, 10, 50, 200]
+                        .iter()
+                        .map(|n| vec!["policy".into(), n.to_string()])
+                        .collect(),
                 ),
                 (
                     "rebalance",

@@ -5,7 +5,7 @@
 # moved and traces in flight. Writes one CSV per curve to RESULTS_DIR and PNG plots to
 # docs/scaling/ (matplotlib in a cached venv). docs/scaling.md reports a run.
 # Usage: bash loadtest/curves.sh [RESULTS_DIR] [--quick]   (default RESULTS_DIR: a new temp dir)
-# Takes about 2 minutes on a 2-core machine (the 1M-traces point buffers ~2.5 GB).
+# Takes about a minute on a 2-core machine (the 1M-traces point buffers ~2.2 GB of RSS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=""

@@ -24,12 +24,13 @@ def fig(title, xlabel, ylabel, logx=True):
     ax.set_ylabel(ylabel)
     if logx:
         ax.set_xscale("log")
-    ax.grid(True, which="both", alpha=0.3)
+    ax.grid(True, which="major", alpha=0.3)
     return f, ax
 
 
 def save(f, ax, out, name):
-    ax.set_ylim(bottom=0, top=ax.get_ylim()[1] * 1.3)
+    if ax.get_yscale() == "linear":
+        ax.set_ylim(bottom=0, top=ax.get_ylim()[1] * 1.3)
     ax.legend(loc="upper left")
     f.tight_layout()
     f.savefig(Path(out) / f"{name}.png")
@@ -80,7 +81,8 @@ def main(src, out):
     save(f, ax, out, "policy")
 
     r = rows(src, "rebalance")
-    f, ax = fig("Sampler engine: handover vs partitions moved (of 100 owned)", "partitions moved", "ms of CPU")
+    f, ax = fig("Sampler engine: handover vs partitions moved (of 100 owned)", "partitions moved", "ms of CPU (log)")
+    ax.set_yscale("log")
     for n in sorted({p["traces_in_flight"] for p in r}):
         pts = [p for p in r if p["traces_in_flight"] == n]
         ax.plot([p["partitions_moved"] for p in pts], [p["replay_cpu_ms"] for p in pts], "o-", label=f"new owner replay, {int(n):,} traces in flight")

@@ -318,3 +318,54 @@ async fn a_gzip_bomb_is_refused_without_taking_the_memory() {
     assert_eq!(r.status(), 200, "{:?}", r.text().await);
     node.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_holding_connections_cannot_use_up_the_node_and_others_get_in_when_one_closes() {
+    let broker = Broker::start(Storage::Memory);
+    let node = IngestNode::start(
+        &broker.brokers(),
+        "limits-connections",
+        &limits(&[("limits.max_connections", "3"), ("limits.read_timeout", "20s")]),
+    )
+    .await;
+    // Three idle connections, over two receivers, take every slot of the node.
+    let idle = [
+        TcpStream::connect(node.http).await.unwrap(),
+        TcpStream::connect(node.receivers.zipkin.unwrap()).await.unwrap(),
+        TcpStream::connect(node.grpc).await.unwrap(),
+    ];
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let m = node.metrics().await;
+    // (The gauge is process-wide: other tests of this binary may hold connections too.)
+    assert!(metric_value(&m, "tailsift_ingest_connections", &[]) >= 3.0, "{m}");
+
+    // A fourth client is not accepted (it waits in the backlog: no answer), on any receiver.
+    let body = small_request(100).encode_to_vec();
+    let mut waiting = TcpStream::connect(node.http).await.unwrap();
+    let head = format!(
+        "POST /v1/traces HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    waiting.write_all(head.as_bytes()).await.unwrap();
+    waiting.write_all(&body).await.unwrap();
+    let answer = read_answer(&mut waiting, Duration::from_millis(800)).await;
+    assert!(answer.is_empty(), "answered at the connection cap: {answer}");
+    let grpc = tokio::time::timeout(Duration::from_millis(800), async {
+        let mut c = TraceServiceClient::connect(format!("http://{}", node.grpc)).await?;
+        c.export(small_request(10)).await.map_err(|e| Box::new(e) as Box<dyn std::error::Error>)?;
+        Ok::<_, Box<dyn std::error::Error>>(())
+    })
+    .await;
+    assert!(grpc.is_err(), "a gRPC export got through at the connection cap");
+    // The metrics endpoint is not a receiver: still served, and it counts the waits.
+    let m = node.metrics().await;
+    assert!(metric_value(&m, "tailsift_ingest_connection_limit_waits_total", &[]) >= 1.0, "{m}");
+
+    // One idle connection closes: the waiting client is accepted and answered.
+    drop(idle);
+    let answer = read_answer(&mut waiting, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let r = post(node.http, small_request(100).encode_to_vec(), false).await;
+    assert_eq!(r.status(), 200);
+    node.stop().await;
+}

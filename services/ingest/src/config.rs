@@ -247,6 +247,11 @@ pub struct Limits {
     /// Requests in progress at once across every HTTP and gRPC receiver; one more gets a
     /// retryable error at once (never queued). Default `512`.
     pub max_concurrent_requests: usize,
+    /// TCP connections open at once across every receiver of the node (OTLP, Zipkin, Jaeger
+    /// HTTP and gRPC). At the cap the receivers stop accepting until a connection closes: new
+    /// clients wait in the kernel's backlog (then time out and retry), so no client can use up
+    /// the node's file descriptors. Keep it below the process's open-file limit. Default `4096`.
+    pub max_connections: usize,
     /// Time allowed for a request's headers, then for its whole body (HTTP/1: 408 and the
     /// connection closed; gRPC: `DEADLINE_EXCEEDED`); also how long an idle HTTP/1 keep-alive
     /// connection stays open, and how long an HTTP/2 keepalive PING may go unanswered. Default
@@ -268,6 +273,7 @@ impl Default for Limits {
             max_request_bytes: 16 << 20,
             max_in_flight_bytes: 256 << 20,
             max_concurrent_requests: 512,
+            max_connections: 4096,
             read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             retry_after: Duration::from_secs(1),
@@ -356,6 +362,12 @@ impl Validate for IngestConfig {
         if !(1..=1_000_000).contains(&l.max_concurrent_requests) {
             return Err(ConfigError::invalid(
                 "limits.max_concurrent_requests",
+                "must be between 1 and 1000000",
+            ));
+        }
+        if !(1..=1_000_000).contains(&l.max_connections) {
+            return Err(ConfigError::invalid(
+                "limits.max_connections",
                 "must be between 1 and 1000000",
             ));
         }

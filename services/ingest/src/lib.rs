@@ -197,6 +197,7 @@ pub async fn run_on(
         read: cfg.limits.read_timeout,
         idle: cfg.limits.idle_timeout,
     };
+    let connections = server::Connections::new(cfg.limits.max_connections);
     let pipeline = Arc::new(Pipeline::new(publisher.clone(), cfg.kafka.max_record_bytes));
 
     // Kafka probe: drives readiness, creates the topic when missing, fails requests fast while
@@ -224,6 +225,7 @@ pub async fn run_on(
         listeners.http,
         http::router(pipeline.clone(), admission.clone()),
         timeouts,
+        connections.clone(),
         shutdown.clone(),
     ));
     let grpc_svc = grpc::OtlpGrpc::new(pipeline.clone(), admission.clone());
@@ -232,7 +234,9 @@ pub async fn run_on(
     let grpc = tokio::spawn(
         grpc_server
             .add_service(grpc_svc)
-            .serve_with_incoming_shutdown(grpc_incoming, async move { grpc_shutdown.cancelled().await }),
+            .serve_with_incoming_shutdown(server::limited(grpc_incoming, connections.clone()), async move {
+                grpc_shutdown.cancelled().await
+            }),
     );
     // Zipkin and Jaeger receivers: translated to OTLP, then the same path.
     let mut extra: Vec<tokio::task::JoinHandle<Result<(), Error>>> = Vec::new();
@@ -241,6 +245,7 @@ pub async fn run_on(
             l,
             zipkin::router(pipeline.clone(), admission.clone()),
             timeouts,
+            connections.clone(),
             shutdown.clone(),
         );
         extra.push(tokio::spawn(async move { f.await.map_err(Error::from) }));
@@ -250,6 +255,7 @@ pub async fn run_on(
             l,
             jaeger::http_router(pipeline.clone(), admission.clone()),
             timeouts,
+            connections.clone(),
             shutdown.clone(),
         );
         extra.push(tokio::spawn(async move { f.await.map_err(Error::from) }));
@@ -259,7 +265,9 @@ pub async fn run_on(
         let (mut srv, incoming) = server::grpc_server(l, timeouts);
         let f = srv
             .add_service(jaeger::JaegerGrpc::new(pipeline.clone(), admission.clone()))
-            .serve_with_incoming_shutdown(incoming, async move { sd.cancelled().await });
+            .serve_with_incoming_shutdown(server::limited(incoming, connections.clone()), async move {
+                sd.cancelled().await
+            });
         extra.push(tokio::spawn(async move { f.await.map_err(Error::from) }));
     }
     let (max_dgram, max_in_flight) = (cfg.jaeger.udp_max_datagram_bytes, cfg.jaeger.udp_max_in_flight);

@@ -16,6 +16,8 @@ pub const IN_FLIGHT_BYTES: &str = "tailsift_ingest_in_flight_bytes";
 pub const PRODUCE_DURATION: &str = "tailsift_ingest_produce_duration_seconds";
 pub const KAFKA_READY: &str = "tailsift_ingest_kafka_ready";
 pub const UDP_DROPPED: &str = "tailsift_ingest_udp_datagrams_dropped_total";
+pub const CONNECTIONS: &str = "tailsift_ingest_connections";
+pub const CONNECTION_LIMIT_WAITS: &str = "tailsift_ingest_connection_limit_waits_total";
 
 /// Registers descriptions with the global recorder. Idempotent.
 pub fn describe() {
@@ -58,6 +60,16 @@ pub fn describe() {
     );
     describe_counter!(UDP_DROPPED, Unit::Count, "UDP datagrams (Jaeger agent protocols) whose spans were not written, by protocol and reason (malformed, invalid, too_large, overloaded, unavailable): UDP has no backpressure.");
     describe_gauge!(
+        CONNECTIONS,
+        Unit::Count,
+        "TCP connections open on the node's receivers (capped at limits.max_connections)."
+    );
+    describe_counter!(
+        CONNECTION_LIMIT_WAITS,
+        Unit::Count,
+        "Times a receiver stopped accepting because limits.max_connections connections were open (it resumes when one closes)."
+    );
+    describe_gauge!(
         KAFKA_READY,
         Unit::Count,
         "1 while the Kafka metadata probe succeeds, 0 otherwise."
@@ -98,6 +110,7 @@ pub const PROTOCOLS: [&str; 11] = [
 fn zero() {
     use metrics::counter;
     counter!(RECORDS_PRODUCED).increment(0);
+    counter!(CONNECTION_LIMIT_WAITS).increment(0);
     counter!(BYTES_PRODUCED).increment(0);
     for kind in PRODUCE_ERROR_KINDS {
         counter!(PRODUCE_ERRORS, "kind" => kind).increment(0);

@@ -196,13 +196,13 @@ pub fn trace_data<'a>(
     let resources: &'a Resources<'a> = resources;
     let mut spans = Vec::new();
     let mut seen = std::collections::HashSet::new();
+    // Pass 2 meets resources and scopes in the order pass 1 listed them: a cursor finds each in
+    // amortised constant time (a search from the start made a trace of many records quadratic).
+    let (mut at_resource, mut at_scope) = (0usize, 0usize);
     for rec in records {
         for (rs, ss, span) in spans_of(rec) {
-            let attrs: &'a [(&'a str, AttrValue<'a>)] = resources
-                .list
-                .iter()
-                .find(|(p, _)| *p == rs.as_ptr())
-                .map(|(_, a)| a.as_slice())
+            let attrs: &'a [(&'a str, AttrValue<'a>)] = seek(&resources.list, &mut at_resource, rs.as_ptr())
+                .map(|a| a.as_slice())
                 .unwrap_or(&[]);
             let service = attrs.iter().find_map(|(k, v)| match (k, v) {
                 (&tailsift_policy::SERVICE_NAME_KEY, AttrValue::Str(s)) => Some(*s),
@@ -210,7 +210,7 @@ pub fn trace_data<'a>(
             });
             if let Some(mut sd) = span_data(span, req, attrs, service.unwrap_or(""), &trace_id) {
                 if req.scope {
-                    if let Some((_, scope)) = resources.scopes.iter().find(|(p, _)| *p == ss.as_ptr()) {
+                    if let Some(scope) = seek(&resources.scopes, &mut at_scope, ss.as_ptr()) {
                         sd.scope_name = scope.name;
                         sd.scope_version = scope.version;
                         sd.scope_attributes = scope.attributes.as_slice();
@@ -230,6 +230,18 @@ pub fn trace_data<'a>(
         spans,
         size_bytes,
     }
+}
+
+/// The entry for `ptr` in `list`, searching forward from `*cursor` (left at the entry found), and
+/// from the start when it is not ahead.
+fn seek<'l, T>(list: &'l [(*const u8, T)], cursor: &mut usize, ptr: *const u8) -> Option<&'l T> {
+    let ahead = list[(*cursor).min(list.len())..].iter().position(|(p, _)| *p == ptr);
+    let i = match ahead {
+        Some(k) => *cursor + k,
+        None => list.iter().position(|(p, _)| *p == ptr)?,
+    };
+    *cursor = i;
+    Some(&list[i].1)
 }
 
 impl<'a> Resources<'a> {

@@ -352,14 +352,19 @@ async fn a_client_holding_connections_cannot_use_up_the_node_and_others_get_in_w
     assert!(answer.is_empty(), "answered at the connection cap: {answer}");
     let grpc = tokio::time::timeout(Duration::from_millis(800), async {
         let mut c = TraceServiceClient::connect(format!("http://{}", node.grpc)).await?;
-        c.export(small_request(10)).await.map_err(|e| Box::new(e) as Box<dyn std::error::Error>)?;
+        c.export(small_request(10))
+            .await
+            .map_err(|e| Box::new(e) as Box<dyn std::error::Error>)?;
         Ok::<_, Box<dyn std::error::Error>>(())
     })
     .await;
     assert!(grpc.is_err(), "a gRPC export got through at the connection cap");
     // The metrics endpoint is not a receiver: still served, and it counts the waits.
     let m = node.metrics().await;
-    assert!(metric_value(&m, "tailsift_ingest_connection_limit_waits_total", &[]) >= 1.0, "{m}");
+    assert!(
+        metric_value(&m, "tailsift_ingest_connection_limit_waits_total", &[]) >= 1.0,
+        "{m}"
+    );
 
     // One idle connection closes: the waiting client is accepted and answered.
     drop(idle);

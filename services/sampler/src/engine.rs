@@ -211,6 +211,10 @@ struct Partition {
     by_offset: BTreeMap<i64, TraceId>,
     /// Offsets pinned by unacknowledged exports (multiset).
     pinned: BTreeMap<i64, u32>,
+    /// Decision deadlines of undecided traces, on the partition clock. Entries are not removed
+    /// when a trace is decided early or its deadline moves earlier (a heap cannot): they are
+    /// skipped when they come up, and [`Partition::compact_timers`] drops them when they outnumber
+    /// the live traces, so the heaps stay proportional to the traces buffered.
     timers: BinaryHeap<Reverse<(i64, TraceId)>>,
     /// Backstops of undecided traces, on the engine's active time.
     backstops: BinaryHeap<Reverse<(i64, TraceId)>>,
@@ -300,6 +304,19 @@ impl PartitionClock {
 }
 
 impl Partition {
+    /// Rebuilds the timer heaps from the live traces (one entry each, at its current deadline
+    /// and backstop) when stale entries make them more than twice as large: amortised O(1) per
+    /// entry pushed.
+    fn compact_timers(&mut self) {
+        let most = 2 * self.traces.len() + 1024;
+        if self.timers.len() > most {
+            self.timers = self.traces.iter().map(|(id, t)| Reverse((t.deadline, *id))).collect();
+        }
+        if self.backstops.len() > most {
+            self.backstops = self.traces.iter().map(|(id, t)| Reverse((t.backstop, *id))).collect();
+        }
+    }
+
     fn watermark(&self) -> Option<i64> {
         let next = self.next_offset?;
         let a = self.by_offset.keys().next().copied().unwrap_or(next);
@@ -786,6 +803,7 @@ impl Engine {
         for p in parts {
             let clock = {
                 let part = self.partitions.get_mut(&p).expect("listed");
+                part.compact_timers();
                 if !self.paused {
                     part.clock.follow_wall(now, wall);
                 }

@@ -797,3 +797,51 @@ fn a_keep_by_another_hash_carries_its_adjusted_count_but_no_ot_threshold() {
         }
     }
 }
+
+/// `record` for any of 2^32 trace IDs.
+fn record_n(trace: u32, span: u8, parent: Option<u8>) -> Bytes {
+    let mut req = ExportTraceServiceRequest::decode(record(1, span, parent, false).as_ref()).unwrap();
+    let mut id = [7u8; 16];
+    id[..4].copy_from_slice(&trace.to_be_bytes());
+    req.resource_spans[0].scope_spans[0].spans[0].trace_id = id.to_vec();
+    req.encode_to_vec().into()
+}
+
+#[test]
+fn stale_timer_entries_are_compacted_away() {
+    // Every trace gets a first span, then its root (an earlier deadline: a second timer and
+    // backstop entry), and is decided at root + send_delay, long before its first deadline: the
+    // heaps would keep two stale entries per decided trace for decision_wait (and the backstop's
+    // longer wait).
+    let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);
+    e.assign(0);
+    let mut offset = 0;
+    let mut t = t0;
+    let mut id = 0u32;
+    for round in 0..24 {
+        for _ in 0..200 {
+            id += 1;
+            e.on_record(0, offset, None, record_n(id, 2, Some(1)), t);
+            e.on_record(0, offset + 1, None, record_n(id, 1, None), t);
+            offset += 2;
+        }
+        tick_to(&mut e, t, t + Duration::from_millis(2500));
+        t += Duration::from_millis(2500);
+        drain(&mut e);
+        let part = &e.partitions[&0];
+        let most = 2 * part.traces.len() + 1024 + 2 * 200;
+        assert!(
+            part.timers.len() <= most,
+            "round {round}: {} timer entries, {} traces",
+            part.timers.len(),
+            part.traces.len()
+        );
+        assert!(
+            part.backstops.len() <= most,
+            "round {round}: {} backstops",
+            part.backstops.len()
+        );
+    }
+    assert_eq!(e.buffered_traces(), 0);
+    assert_eq!(e.stats.dropped_traces, u64::from(id));
+}

@@ -211,6 +211,17 @@ struct Downstream {
     deterministic: Option<Deterministic>,
 }
 
+/// The samplers an environment (`Choice`) or a rule's `Sampler` (`Downstream`) may name.
+struct Samplers<'a> {
+    deterministic: Option<&'a Deterministic>,
+    rules: Option<&'a RulesBased>,
+    dynamic: Option<&'a Dynamic>,
+    ema_dynamic: Option<&'a EmaDynamic>,
+    ema_throughput: Option<&'a EmaThroughput>,
+    windowed: Option<&'a Windowed>,
+    total: Option<&'a Total>,
+}
+
 struct Importer {
     issues: Vec<Issue>,
     /// `(path, UseClusterSize)` of every throughput sampler.
@@ -412,53 +423,59 @@ impl Importer {
     }
 
     fn downstream(&mut self, d: &Downstream, at: &str) -> Option<SamplerPolicy> {
-        let mut found = Vec::new();
-        if let Some(s) = &d.dynamic {
-            found.push(self.dynamic(s, &format!("{at}.DynamicSampler")));
-        }
-        if let Some(s) = &d.ema_dynamic {
-            found.push(self.ema_dynamic(s, &format!("{at}.EMADynamicSampler")));
-        }
-        if let Some(s) = &d.ema_throughput {
-            found.push(self.ema_throughput(s, &format!("{at}.EMAThroughputSampler")));
-        }
-        if let Some(s) = &d.windowed {
-            found.push(self.windowed(s, &format!("{at}.WindowedThroughputSampler")));
-        }
-        if let Some(s) = &d.total {
-            found.push(self.total(s, &format!("{at}.TotalThroughputSampler")));
-        }
-        if let Some(s) = &d.deterministic {
-            found.push(self.deterministic(s, &format!("{at}.DeterministicSampler")));
-        }
-        if found.len() != 1 {
-            self.issue(at, format!("exactly one sampler must be given, found {}", found.len()));
-        }
-        found.into_iter().next()
+        self.exactly_one(
+            Samplers {
+                deterministic: d.deterministic.as_ref(),
+                rules: None,
+                dynamic: d.dynamic.as_ref(),
+                ema_dynamic: d.ema_dynamic.as_ref(),
+                ema_throughput: d.ema_throughput.as_ref(),
+                windowed: d.windowed.as_ref(),
+                total: d.total.as_ref(),
+            },
+            at,
+        )
     }
 
     fn choice(&mut self, c: &Choice, at: &str) -> Option<SamplerPolicy> {
+        self.exactly_one(
+            Samplers {
+                deterministic: c.deterministic.as_ref(),
+                rules: c.rules.as_ref(),
+                dynamic: c.dynamic.as_ref(),
+                ema_dynamic: c.ema_dynamic.as_ref(),
+                ema_throughput: c.ema_throughput.as_ref(),
+                windowed: c.windowed.as_ref(),
+                total: c.total.as_ref(),
+            },
+            at,
+        )
+    }
+
+    /// The one sampler given (an environment's, or a rule's downstream one); none or several is
+    /// an issue at `at`.
+    fn exactly_one(&mut self, s: Samplers<'_>, at: &str) -> Option<SamplerPolicy> {
         let mut found = Vec::new();
-        if let Some(s) = &c.deterministic {
-            found.push(self.deterministic(s, &format!("{at}.DeterministicSampler")));
+        if let Some(d) = s.deterministic {
+            found.push(self.deterministic(d, &format!("{at}.DeterministicSampler")));
         }
-        if let Some(s) = &c.rules {
-            found.push(self.rules(s, &format!("{at}.RulesBasedSampler")));
+        if let Some(r) = s.rules {
+            found.push(self.rules(r, &format!("{at}.RulesBasedSampler")));
         }
-        if let Some(s) = &c.dynamic {
-            found.push(self.dynamic(s, &format!("{at}.DynamicSampler")));
+        if let Some(d) = s.dynamic {
+            found.push(self.dynamic(d, &format!("{at}.DynamicSampler")));
         }
-        if let Some(s) = &c.ema_dynamic {
-            found.push(self.ema_dynamic(s, &format!("{at}.EMADynamicSampler")));
+        if let Some(d) = s.ema_dynamic {
+            found.push(self.ema_dynamic(d, &format!("{at}.EMADynamicSampler")));
         }
-        if let Some(s) = &c.ema_throughput {
-            found.push(self.ema_throughput(s, &format!("{at}.EMAThroughputSampler")));
+        if let Some(d) = s.ema_throughput {
+            found.push(self.ema_throughput(d, &format!("{at}.EMAThroughputSampler")));
         }
-        if let Some(s) = &c.windowed {
-            found.push(self.windowed(s, &format!("{at}.WindowedThroughputSampler")));
+        if let Some(d) = s.windowed {
+            found.push(self.windowed(d, &format!("{at}.WindowedThroughputSampler")));
         }
-        if let Some(s) = &c.total {
-            found.push(self.total(s, &format!("{at}.TotalThroughputSampler")));
+        if let Some(d) = s.total {
+            found.push(self.total(d, &format!("{at}.TotalThroughputSampler")));
         }
         if found.len() != 1 {
             self.issue(at, format!("exactly one sampler must be given, found {}", found.len()));

@@ -199,38 +199,32 @@ impl Parser<'_> {
     }
 
     fn value(&mut self) -> PResult<ValAst> {
-        let first = self.mul()?;
-        let mut rest = Vec::new();
-        loop {
-            let op = match self.peek() {
-                Tok::Plus => MathOp::Add,
-                Tok::Minus => MathOp::Sub,
-                _ => break,
-            };
-            self.bump();
-            rest.push((op, self.mul()?));
-        }
-        Ok(if rest.is_empty() {
-            first
-        } else {
-            ValAst::Math {
-                first: Box::new(first),
-                rest,
-            }
+        self.math(Self::mul, |t| match t {
+            Tok::Plus => Some(MathOp::Add),
+            Tok::Minus => Some(MathOp::Sub),
+            _ => None,
         })
     }
 
     fn mul(&mut self) -> PResult<ValAst> {
-        let first = self.unary()?;
+        self.math(Self::unary, |t| match t {
+            Tok::Star => Some(MathOp::Mul),
+            Tok::Slash => Some(MathOp::Div),
+            _ => None,
+        })
+    }
+
+    /// `operand (op operand)*` for one precedence level of arithmetic.
+    fn math(
+        &mut self,
+        operand: fn(&mut Self) -> PResult<ValAst>,
+        op_of: fn(&Tok) -> Option<MathOp>,
+    ) -> PResult<ValAst> {
+        let first = operand(self)?;
         let mut rest = Vec::new();
-        loop {
-            let op = match self.peek() {
-                Tok::Star => MathOp::Mul,
-                Tok::Slash => MathOp::Div,
-                _ => break,
-            };
+        while let Some(op) = op_of(self.peek()) {
             self.bump();
-            rest.push((op, self.unary()?));
+            rest.push((op, operand(self)?));
         }
         Ok(if rest.is_empty() {
             first

@@ -19,6 +19,7 @@
 //! `coordinator.tls.ca_file`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -275,6 +276,9 @@ struct Applied<W> {
     stored: StoredPolicy,
     /// The latest report, sent to every coordinator by [`reporters`].
     reports: tokio::sync::watch::Sender<Option<AppliedReport>>,
+    /// Captures sent by the coordinators, and this worker's progress on them.
+    captures: Arc<crate::capture::Captures>,
+    captures_revision: u64,
 }
 
 impl<W: Fn(&mut dyn FnMut(&mut Engine))> Applied<W> {
@@ -302,7 +306,8 @@ impl<W: Fn(&mut dyn FnMut(&mut Engine))> Applied<W> {
                     .collect();
             }
         });
-        if r.version > 0 || r.shadow_revision > 0 || r.settings_revision > 0 {
+        r.captures = self.captures.progress();
+        if r.version > 0 || r.shadow_revision > 0 || r.settings_revision > 0 || !r.captures.is_empty() {
             self.reports.send_replace(Some(r));
         }
     }
@@ -390,6 +395,11 @@ impl<W: Fn(&mut dyn FnMut(&mut Engine))> Applied<W> {
                 Err(e) => tracing::error!(error = %e, %endpoint, "live settings skipped"),
             }
         }
+        if update.captures_revision != self.captures_revision {
+            self.captures_revision = update.captures_revision;
+            self.captures.set_specs(update.captures.clone());
+            changed = true;
+        }
         changed
     }
 }
@@ -403,6 +413,7 @@ pub async fn run<W: Fn(&mut dyn FnMut(&mut Engine)) + Send>(
     worker_id: String,
     have: u64,
     with_engine: W,
+    captures: Arc<crate::capture::Captures>,
     shutdown: CancellationToken,
 ) {
     if cfg.endpoints.is_empty() {
@@ -422,6 +433,8 @@ pub async fn run<W: Fn(&mut dyn FnMut(&mut Engine)) + Send>(
         worker_id,
         with_engine,
         reports: reporters(&cfg, &options, &shutdown),
+        captures,
+        captures_revision: 0,
         stored: StoredPolicy {
             version: 0,
             format: "yaml".into(),

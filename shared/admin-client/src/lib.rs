@@ -223,6 +223,27 @@ impl AdminClient {
         self.call(Method::GET, "/v1/workers", None).await
     }
 
+    /// `POST /v1/captures` with `body` (`match` or `policy`, `since` or `since_unix_ms`, ...).
+    pub async fn start_capture(&self, body: &Value) -> Result<Value, ClientError> {
+        self.call(Method::POST, "/v1/captures", Some(body.clone())).await
+    }
+
+    /// `GET /v1/captures`.
+    pub async fn captures(&self) -> Result<Value, ClientError> {
+        self.call(Method::GET, "/v1/captures", None).await
+    }
+
+    /// `GET /v1/captures/{id}`.
+    pub async fn capture(&self, id: u64) -> Result<Value, ClientError> {
+        self.call(Method::GET, &format!("/v1/captures/{id}"), None).await
+    }
+
+    /// `DELETE /v1/captures/{id}`.
+    pub async fn cancel_capture(&self, id: u64) -> Result<Value, ClientError> {
+        self.call(Method::DELETE, &format!("/v1/captures/{id}"), None)
+            .await
+    }
+
     /// Sends one request; a 421 naming the leader's admin address is sent once more there, with
     /// the scheme of the base URL (the leader's admin port has the same TLS).
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, ClientError> {

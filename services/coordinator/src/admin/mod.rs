@@ -17,6 +17,10 @@
 //! | `POST /v1/cluster/members` | admin, leader only: add a node as learner, then promote it | [`membership`] |
 //! | `DELETE /v1/cluster/members/{id}` | admin, leader only: remove a member | [`membership`] |
 //! | `GET /v1/workers` | the sampling workers that reported their applied version to this node | [`workers`] |
+//! | `POST /v1/captures` | `{"match": "<OTTL span condition>" or "policy": {document, format}, "since": "20m"}`: start a retroactive capture | [`captures`] |
+//! | `GET /v1/captures` | running and recent captures with their progress | [`captures`] |
+//! | `GET /v1/captures/{id}` | one capture: window, state, per-partition results, retention note | [`captures`] |
+//! | `DELETE /v1/captures/{id}` | cancel a running capture | [`captures`] |
 //!
 //! Unauthenticated on the same port: `GET /openapi.json` (this API as OpenAPI 3.1, generated
 //! from the handlers and their types, [`openapi`]), `GET /api/sampling?service=NAME` and
@@ -38,6 +42,7 @@
 //! read names the policy version and the applied log index it reflects (also as
 //! `x-tailsift-policy-version` / `x-tailsift-applied-index` headers).
 
+pub mod captures;
 pub mod membership;
 pub mod openapi;
 pub mod policy;
@@ -116,6 +121,10 @@ pub fn table() -> Vec<(Access, UtoipaMethodRouter<AdminState>)> {
         (Access::Admin, routes!(membership::add_member)),
         (Access::Admin, routes!(membership::remove_member)),
         (Access::Read, routes!(workers::list)),
+        (Access::Admin, routes!(captures::start)),
+        (Access::Read, routes!(captures::list)),
+        (Access::Read, routes!(captures::get)),
+        (Access::Admin, routes!(captures::cancel)),
         (Access::Public, routes!(openapi::serve)),
         (Access::Public, routes!(sampling::serve)),
         (Access::Public, routes!(sampling::serve_agent_path)),
@@ -310,6 +319,9 @@ pub enum AdminError {
     UnknownVersion { version: u64, kept: Vec<u64> },
     #[error("node {id} is not a member")]
     NotMember { id: u64, members: Vec<u64> },
+    /// Another unknown resource (a capture id).
+    #[error("{0}")]
+    NotFound(String),
     #[error("{0}")]
     Conflict(String),
     #[error("membership changes are made on the leader")]
@@ -334,7 +346,9 @@ impl AdminError {
             | AdminError::InvalidSettings(_)
             | AdminError::BadRequest(_)
             | AdminError::PlainBadRequest(_) => StatusCode::BAD_REQUEST,
-            AdminError::UnknownVersion { .. } | AdminError::NotMember { .. } => StatusCode::NOT_FOUND,
+            AdminError::UnknownVersion { .. } | AdminError::NotMember { .. } | AdminError::NotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
             AdminError::Conflict(_) => StatusCode::CONFLICT,
             AdminError::NotLeader { .. } => StatusCode::MISDIRECTED_REQUEST,
             AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -387,6 +401,8 @@ impl From<WriteError> for AdminError {
             WriteError::Rejected(CommandError::UnknownVersion { version, kept }) => {
                 AdminError::UnknownVersion { version, kept }
             }
+            WriteError::Rejected(e @ CommandError::UnknownCapture { .. }) => AdminError::NotFound(e.to_string()),
+            WriteError::Rejected(e @ CommandError::TooManyCaptures { .. }) => AdminError::Conflict(e.to_string()),
             WriteError::Unavailable(m) => AdminError::Unavailable(format!("no leader available: {m}")),
         }
     }
@@ -481,6 +497,10 @@ pub struct Written {
     pub seeds: Seeds,
     pub shadow_revision: u64,
     pub settings_revision: u64,
+    pub captures_revision: u64,
+    /// The capture the write started or changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture_id: Option<u64>,
     /// The Raft log index of the entry.
     pub log_index: u64,
 }
@@ -498,6 +518,8 @@ pub async fn write(s: &AdminState, cmd: Command) -> Result<(HeaderMap, Written),
             seeds: applied.seeds,
             shadow_revision: applied.shadow_revision,
             settings_revision: applied.settings_revision,
+            captures_revision: applied.captures_revision,
+            capture_id: applied.capture_id,
             log_index,
         },
     ))

@@ -1286,6 +1286,7 @@ async fn tls_on_both_ports_raft_watch_http_and_cli() {
             f(&mut e);
             let _ = tx.send(e.policy_version());
         },
+        Default::default(),
         stop_sampler.clone(),
     ));
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -398,9 +398,12 @@ async fn record_captures(c: Arc<Coordinator>, shutdown: CancellationToken) {
             f = rx.recv() => match f { Some(f) => f, None => return },
         };
         let p = &f.progress;
-        let wanted = c.view().registry.captures.get(&p.capture_id).is_some_and(|cap| {
-            cap.state == CaptureState::Running && !cap.done.contains_key(&p.partition)
-        });
+        let wanted = c
+            .view()
+            .registry
+            .captures
+            .get(&p.capture_id)
+            .is_some_and(|cap| cap.state == CaptureState::Running && !cap.done.contains_key(&p.partition));
         if !wanted {
             continue;
         }
@@ -425,8 +428,12 @@ async fn record_captures(c: Arc<Coordinator>, shutdown: CancellationToken) {
         };
         let (id, partition) = (p.capture_id, p.partition);
         match c.write(cmd).await {
-            Ok(_) => tracing::info!(capture = id, partition, worker = %f.worker_id, failed, "capture partition recorded"),
-            Err(e) => tracing::debug!(capture = id, partition, error = %e, "capture partition not recorded; the worker reports it again"),
+            Ok(_) => {
+                tracing::info!(capture = id, partition, worker = %f.worker_id, failed, "capture partition recorded")
+            }
+            Err(e) => {
+                tracing::debug!(capture = id, partition, error = %e, "capture partition not recorded; the worker reports it again")
+            }
         }
     }
 }

@@ -451,7 +451,10 @@ impl Registry {
             .filter(|c| c.state != CaptureState::Running)
             .map(|c| c.id)
             .collect();
-        for id in finished.iter().take(finished.len().saturating_sub(KEPT_FINISHED_CAPTURES)) {
+        for id in finished
+            .iter()
+            .take(finished.len().saturating_sub(KEPT_FINISHED_CAPTURES))
+        {
             self.captures.remove(id);
         }
     }
@@ -741,6 +744,87 @@ mod tests {
         };
         r.apply(&Command::SetSettings { settings }).unwrap();
         assert_eq!((r.settings, r.settings_revision, r.policy_version()), (settings, 1, 1));
+    }
+
+    #[test]
+    fn captures_run_until_every_partition_is_recorded_and_are_bounded() {
+        let mut r = Registry::default();
+        let start = |r: &mut Registry| {
+            r.apply(&Command::StartCapture {
+                author: "a".into(),
+                time_unix_ms: 1,
+                description: "checkout".into(),
+                match_format: PolicyFormat::Json,
+                match_document: "{}".into(),
+                since_unix_ms: 0,
+                until_unix_ms: 10,
+                read_until_unix_ms: 20,
+            })
+        };
+        let id = start(&mut r).unwrap().capture_id.unwrap();
+        assert_eq!((id, r.captures_revision), (1, 1));
+        let record = |r: &mut Registry, id: u64, partition: i32, partitions: i32| {
+            r.apply(&Command::RecordCapturePartition {
+                id,
+                partition,
+                partitions,
+                time_unix_ms: 5,
+                result: CapturePartition {
+                    traces_exported: 3,
+                    ..Default::default()
+                },
+            })
+        };
+        record(&mut r, id, 0, 2).unwrap();
+        // The same partition twice, or one outside the topic, changes nothing.
+        record(&mut r, id, 0, 2).unwrap();
+        record(&mut r, id, 7, 2).unwrap();
+        record(&mut r, id, -1, 2).unwrap();
+        let c = &r.captures[&id];
+        assert_eq!(
+            (c.state, c.done.len(), c.partitions, r.captures_revision),
+            (CaptureState::Running, 1, Some(2), 2)
+        );
+        record(&mut r, id, 1, 2).unwrap();
+        let c = &r.captures[&id];
+        assert_eq!((c.state, c.finished_unix_ms), (CaptureState::Completed, Some(5)));
+        assert_eq!(r.running_captures().count(), 0);
+        assert_eq!(
+            record(&mut r, 99, 0, 2).unwrap_err(),
+            CommandError::UnknownCapture { id: 99 }
+        );
+
+        // At most MAX_RUNNING_CAPTURES run; cancelling one makes room; finished ones are trimmed.
+        let ids: Vec<u64> = (0..MAX_RUNNING_CAPTURES)
+            .map(|_| start(&mut r).unwrap().capture_id.unwrap())
+            .collect();
+        assert!(matches!(start(&mut r), Err(CommandError::TooManyCaptures { .. })));
+        r.apply(&Command::CancelCapture {
+            author: "a".into(),
+            time_unix_ms: 9,
+            id: ids[0],
+        })
+        .unwrap();
+        assert_eq!(r.captures[&ids[0]].state, CaptureState::Cancelled);
+        // Recording a partition of a cancelled capture changes nothing.
+        record(&mut r, ids[0], 0, 1).unwrap();
+        assert!(r.captures[&ids[0]].done.is_empty());
+        start(&mut r).unwrap();
+        for _ in 0..KEPT_FINISHED_CAPTURES + 5 {
+            let running: Vec<u64> = r.running_captures().map(|c| c.id).collect();
+            r.apply(&Command::CancelCapture {
+                author: "a".into(),
+                time_unix_ms: 9,
+                id: running[0],
+            })
+            .unwrap();
+            start(&mut r).unwrap();
+        }
+        let finished = r.captures.values().filter(|c| c.state != CaptureState::Running).count();
+        assert_eq!(finished, KEPT_FINISHED_CAPTURES);
+        // Ids are never reused, even after the oldest were forgotten.
+        assert_eq!(r.last_capture_id, r.captures.keys().copied().max().unwrap());
+        assert!(!r.captures.contains_key(&1));
     }
 
     #[test]

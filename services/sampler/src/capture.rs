@@ -118,12 +118,7 @@ pub(crate) struct RunnerConfig {
 }
 
 /// Runs the captures on the partitions this worker owns until `shutdown`.
-pub(crate) async fn run(
-    captures: Arc<Captures>,
-    shared: Arc<Shared>,
-    cfg: RunnerConfig,
-    shutdown: CancellationToken,
-) {
+pub(crate) async fn run(captures: Arc<Captures>, shared: Arc<Shared>, cfg: RunnerConfig, shutdown: CancellationToken) {
     let mut specs_rx = captures.specs.subscribe();
     // A separate exporter: capture traces do not queue behind (or pin offsets of) live ones.
     let (export_tx, export_rx) = mpsc::channel::<ExportJob>(EXPORT_QUEUE);
@@ -229,7 +224,11 @@ pub(crate) async fn run(
                 let (finished, used_ids) = match result {
                     Ok(Ok((p, n))) => (p, n),
                     Ok(Err(JobError::Stopped)) => {
-                        tracing::info!(capture = spec.id, partition = p, "capture partition stopped (cancelled or shutting down)");
+                        tracing::info!(
+                            capture = spec.id,
+                            partition = p,
+                            "capture partition stopped (cancelled or shutting down)"
+                        );
                         if shutdown.is_cancelled() {
                             break;
                         }
@@ -249,7 +248,11 @@ pub(crate) async fn run(
                     }
                 };
                 next_id += used_ids;
-                let outcome = if finished.state() == State::Done { "done" } else { "failed" };
+                let outcome = if finished.state() == State::Done {
+                    "done"
+                } else {
+                    "failed"
+                };
                 ::metrics::counter!(crate::metrics::CAPTURE_PARTITIONS, "outcome" => outcome).increment(1);
                 ::metrics::counter!(crate::metrics::CAPTURE_TRACES_EXPORTED).increment(finished.traces_exported);
                 tracing::info!(
@@ -419,7 +422,11 @@ impl Job {
             if g.closed {
                 return Err(JobError::Stopped);
             }
-            (std::mem::take(&mut g.exported_ids), g.next_id - self.first_id, self.first_id)
+            (
+                std::mem::take(&mut g.exported_ids),
+                g.next_id - self.first_id,
+                self.first_id,
+            )
         };
         // Every export acknowledged (delivered, dead-lettered or dropped by the export rules).
         let mut pending: HashSet<u64> = (first_id..first_id + used).collect();

@@ -738,6 +738,42 @@ mod tests {
     const CANDIDATE: &str = "policies:\n  - name: errors\n    status_code: { codes: [ERROR] }\n  - name: half\n    probabilistic: { percentage: 50 }\n";
 
     #[test]
+    fn the_sink_gets_kept_traces_with_their_records_and_the_cutoff_skips_new_traces() {
+        type Got = Vec<(TraceId, usize, u64, bool)>;
+        let got: std::sync::Arc<std::sync::Mutex<Got>> = Default::default();
+        let sink = {
+            let got = got.clone();
+            Box::new(move |t: KeptTrace<'_>| {
+                got.lock().unwrap().push((t.trace_id, t.records.len(), t.spans, t.late));
+            })
+        };
+        let limits = Limits {
+            max_traces: 2,
+            ..Limits::default()
+        };
+        let mut r = Replay::new(engine(LIVE), engine(LIVE), 7, limits)
+            .with_sink(sink)
+            .new_traces_until(1_000);
+        // Trace 1: error, two records; trace 2: plain (dropped); trace 3 starts after the cutoff.
+        r.record_stamped(0, rec(1, 1, true, true, 5), Some(900));
+        r.record_stamped(0, rec(2, 1, true, false, 5), Some(950));
+        r.record_stamped(0, rec(1, 2, false, false, 5), Some(1_100));
+        r.record_stamped(0, rec(3, 1, true, true, 5), Some(1_200));
+        r.finish_partition(0);
+        assert_eq!(*got.lock().unwrap(), vec![([1; 16], 2, 2, false)]);
+        // Over the limits, an early-kept trace's later records reach the sink as late pieces.
+        for t in 10..14u8 {
+            r.record_stamped(1, rec(t, 1, true, t == 10, 5), Some(500));
+        }
+        r.record_stamped(1, rec(10, 2, false, false, 5), Some(1_500));
+        r.finish_partition(1);
+        let report = r.finish();
+        assert_eq!(report.after_cutoff_records, 1);
+        let g = got.lock().unwrap();
+        assert_eq!(g[1..], [([10; 16], 1, 1, false), ([10; 16], 1, 1, true)]);
+    }
+
+    #[test]
     fn tallies_per_rule_and_differences() {
         let mut r = Replay::new(engine(CANDIDATE), engine(LIVE), 7, Limits::default());
         // Trace 1: error, two records in one partition; trace 2: slow; traces 10..60: plain.

@@ -122,6 +122,10 @@ pub fn cluster(a: AdminCommand<ClusterCommand>) -> anyhow::Result<()> {
 /// `tailsift capture`: start one (`--match`/`--policy`, `--since`), or `list`, `status`, `cancel`.
 pub fn capture(a: CaptureArgs) -> anyhow::Result<()> {
     let client = a.conn.client()?;
+    let s = &a.start;
+    if a.command.is_some() && (s.condition.is_some() || s.policy.is_some() || s.since.is_some() || s.until.is_some()) {
+        anyhow::bail!("--match, --policy, --since and --until start a capture: not with list, status or cancel");
+    }
     let (id, wait) = match &a.command {
         Some(CaptureCommand::List) => return run(async move { client.captures().await }),
         Some(CaptureCommand::Cancel { id }) => {
@@ -134,9 +138,9 @@ pub fn capture(a: CaptureArgs) -> anyhow::Result<()> {
             let now_ms = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)?
                 .as_millis() as i64;
-            let since = s
-                .since
-                .context("--since is required to start a capture (e.g. --since 20m); or use list, status ID, cancel ID")?;
+            let since = s.since.context(
+                "--since is required to start a capture (e.g. --since 20m); or use list, status ID, cancel ID",
+            )?;
             let mut body = serde_json::json!({ "since_unix_ms": since.unix_ms(now_ms) });
             if let Some(u) = s.until {
                 body["until_unix_ms"] = u.unix_ms(now_ms).into();
@@ -154,7 +158,9 @@ pub fn capture(a: CaptureArgs) -> anyhow::Result<()> {
                     });
                     body["policy"] = serde_json::to_value(&doc)?;
                 }
-                (None, None) => anyhow::bail!("give --match CONDITION or --policy FILE (or list, status ID, cancel ID)"),
+                (None, None) => {
+                    anyhow::bail!("give --match CONDITION or --policy FILE (or list, status ID, cancel ID)")
+                }
             }
             let started = crate::runtime()?.block_on(client.start_capture(&body));
             let started = match started {

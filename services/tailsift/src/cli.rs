@@ -259,7 +259,6 @@ pub struct AdminCommand<C: Subcommand> {
 
 /// `tailsift capture --match COND --since 20m` starts a capture; `list`, `status ID`, `cancel ID`.
 #[derive(Args, Debug)]
-#[command(args_conflicts_with_subcommands = true)]
 pub struct CaptureArgs {
     #[command(flatten)]
     pub conn: AdminConnection,

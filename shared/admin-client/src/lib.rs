@@ -240,8 +240,7 @@ impl AdminClient {
 
     /// `DELETE /v1/captures/{id}`.
     pub async fn cancel_capture(&self, id: u64) -> Result<Value, ClientError> {
-        self.call(Method::DELETE, &format!("/v1/captures/{id}"), None)
-            .await
+        self.call(Method::DELETE, &format!("/v1/captures/{id}"), None).await
     }
 
     /// Sends one request; a 421 naming the leader's admin address is sent once more there, with

@@ -189,7 +189,9 @@ impl CaptureRequest {
     /// The match policy (format and document) and a description.
     fn match_policy(&self) -> Result<(PolicyFormat, String, String), AdminError> {
         match (&self.match_condition, &self.policy) {
-            (Some(_), Some(_)) => Err(AdminError::BadRequest("give either `match` or `policy`, not both".into())),
+            (Some(_), Some(_)) => Err(AdminError::BadRequest(
+                "give either `match` or `policy`, not both".into(),
+            )),
             (None, None) => Err(AdminError::BadRequest(
                 "`match` (an OTTL span condition) or `policy` (a policy document) is required".into(),
             )),
@@ -273,14 +275,13 @@ pub async fn start(
     let (match_format, match_document, condition) = b.match_policy()?;
     let now = now_ms() as i64;
     let (since, until) = b.window(now)?;
-    let wait = s
-        .c
-        .view()
-        .registry
-        .settings
-        .sampler
-        .decision_wait_ms
-        .map_or(DEFAULT_READ_WAIT_MS, |w| w as i64);
+    let wait =
+        s.c.view()
+            .registry
+            .settings
+            .sampler
+            .decision_wait_ms
+            .map_or(DEFAULT_READ_WAIT_MS, |w| w as i64);
     let read_until = until + wait;
     let description = b.description.clone().unwrap_or(condition).chars().take(1000).collect();
     let (h, w) = write(

@@ -291,6 +291,109 @@ async fn a_capture_recovers_dropped_traces_complete_once_and_survives_a_worker_r
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // What-if on the workers (POST /v1/policy/whatif): the candidate beside the live policy over
+    // the same window, summed over the partitions; the same counts as a replay from here.
+    let candidate = format!(
+        "policies:\n  - name: errors\n    status_code: {{ codes: [ERROR] }}\n  - name: checkout\n    ottl_condition: {{ span: ['{CHECKOUT}'] }}\n"
+    );
+    let (st, w) = cluster
+        .request(
+            0,
+            "POST",
+            "/v1/policy/whatif",
+            Some(ADMIN_TOKEN),
+            Some(json!({"document": candidate, "since": "10m"})),
+        )
+        .await;
+    assert_eq!(st, 200, "{w}");
+    let wid = w["id"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let report = loop {
+        let (st, r) = cluster
+            .request(0, "GET", &format!("/v1/policy/whatif/{wid}"), Some(READ_TOKEN), None)
+            .await;
+        assert_eq!(st, 200, "{r}");
+        if r["state"] != "running" {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "what-if still running: {r}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    eprintln!("{report}");
+    assert_eq!(report["state"], "completed", "{report}");
+    let r = &report["report"];
+    assert_eq!(r["complete"], true, "{report}");
+    assert_eq!(r["total"]["traces"].as_u64(), Some(traces.len() as u64), "{report}");
+    assert_eq!(r["live"]["kept"]["traces"].as_u64(), Some(errors.len() as u64));
+    assert_eq!(
+        r["candidate"]["kept"]["traces"].as_u64(),
+        Some(errors.union(&checkout).count() as u64)
+    );
+    assert_eq!(
+        r["candidate_only"]["traces"].as_u64(),
+        Some(dropped_checkout.len() as u64)
+    );
+    let local = {
+        use tailsift_sampler::whatif::{self, KafkaWindow, Limits, Replay};
+        let compile = |y: &str| {
+            tailsift_policy::PolicyEngine::compile(&tailsift_policy::PolicyDocument::from_yaml(y).unwrap()).unwrap()
+        };
+        let mut window = KafkaWindow::new(
+            whatif::Connection {
+                brokers: brokers.clone(),
+                client_id: "cap-test".into(),
+                properties: Default::default(),
+            },
+            topic,
+            report["since_unix_ms"].as_i64().unwrap(),
+        );
+        window.until_unix_ms = report["until_unix_ms"].as_i64();
+        window.lookback_records = 10_000;
+        window.quiet = Duration::from_secs(1);
+        let replay = Replay::new(
+            compile(&candidate),
+            compile(ERRORS_ONLY),
+            report["seed"].as_u64().unwrap(),
+            Limits::default(),
+        );
+        tokio::task::spawn_blocking(move || whatif::replay_kafka(&window, replay))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let local = serde_json::to_value(&local).unwrap();
+    for key in [
+        "total",
+        "candidate",
+        "live",
+        "both_kept",
+        "candidate_only",
+        "live_only",
+        "difference",
+        "difference_by_rule",
+    ] {
+        assert_eq!(r[key], local[key], "{key}: workers vs a replay from here");
+    }
+    // The command line, on the workers.
+    let file = dir.path().join("candidate.yaml");
+    std::fs::write(&file, &candidate).unwrap();
+    let out = std::process::Command::new(workspace_bin("tailsift"))
+        .args([
+            "policy",
+            "--admin",
+            &cluster.admin_url(0),
+            "--token",
+            ADMIN_TOKEN,
+            "whatif",
+        ])
+        .arg(&file)
+        .args(["--since", "10m", "--on-workers"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cli: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cli["report"]["candidate"]["kept"], r["candidate"]["kept"], "{cli}");
+
     b.stop().await;
     ingest.stop().await;
 }

@@ -640,6 +640,15 @@ async fn every_route_answers_with_the_schema_its_openapi_document_declares() {
         ("GET", "/v1/captures/{id}", "/v1/captures/99", None, 404),
         (
             "POST",
+            "/v1/policy/whatif",
+            "/v1/policy/whatif",
+            Some(json!({ "document": "policies:\n  - name: all\n    always: {}\n", "since": "5m" })),
+            200,
+        ),
+        ("GET", "/v1/policy/whatif/{id}", "/v1/policy/whatif/2", None, 200),
+        ("GET", "/v1/policy/whatif/{id}", "/v1/policy/whatif/1", None, 404),
+        (
+            "POST",
             "/v1/captures",
             "/v1/captures",
             Some(json!({ "match": "attributes[", "since": "5m" })),

@@ -424,6 +424,8 @@ async fn record_captures(c: Arc<Coordinator>, shutdown: CancellationToken) {
                 bytes_exported: p.bytes_exported,
                 first_record_unix_ms: p.first_record_unix_ms,
                 truncated_by_retention: p.truncated_by_retention,
+                report_json: (!p.report_json.is_empty() && p.report_json.len() <= 256 << 10)
+                    .then(|| p.report_json.clone()),
             },
         };
         let (id, partition) = (p.capture_id, p.partition);

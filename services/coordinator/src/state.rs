@@ -229,6 +229,26 @@ pub enum CaptureState {
     Cancelled,
 }
 
+/// What a capture job does with the traces it reads back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// Export the traces the match policy keeps (`POST /v1/captures`).
+    #[default]
+    Capture,
+    /// Count what a candidate policy would keep beside the live one (`POST /v1/policy/whatif`).
+    Whatif,
+}
+
+/// The live policy a what-if job compares with: the one in force when it was asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WhatifLive {
+    pub version: u64,
+    pub format: PolicyFormat,
+    pub document: String,
+    pub seed: u64,
+}
+
 /// What one partition of a capture did, as its worker reported it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CapturePartition {
@@ -246,6 +266,9 @@ pub struct CapturePartition {
     pub first_record_unix_ms: i64,
     /// The topic's retention had deleted part of the window.
     pub truncated_by_retention: bool,
+    /// A what-if job's report for the partition, as JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_json: Option<String>,
 }
 
 /// A retroactive capture: keep every trace of a past window the match policy keeps, read back
@@ -253,6 +276,11 @@ pub struct CapturePartition {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Capture {
     pub id: u64,
+    #[serde(default)]
+    pub kind: JobKind,
+    /// For a what-if job: the live policy it compares with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<WhatifLive>,
     pub author: String,
     pub time_unix_ms: u64,
     /// What the operator wrote (the CLI's `--match`, or the document), for display.
@@ -349,6 +377,8 @@ impl Registry {
                 Ok(self.applied())
             }
             Command::StartCapture {
+                kind,
+                live,
                 author,
                 time_unix_ms,
                 description,
@@ -371,6 +401,8 @@ impl Registry {
                     id,
                     Capture {
                         id,
+                        kind: *kind,
+                        live: live.clone(),
                         author: author.clone(),
                         time_unix_ms: *time_unix_ms,
                         description: description.clone(),
@@ -544,8 +576,13 @@ pub enum Command {
         author: String,
         time_unix_ms: u64,
     },
-    /// Start a retroactive capture. The match document was validated by the node that accepted it.
+    /// Start a retroactive capture or a what-if job. The match document was validated by the node
+    /// that accepted it.
     StartCapture {
+        #[serde(default)]
+        kind: JobKind,
+        #[serde(default)]
+        live: Option<WhatifLive>,
         author: String,
         time_unix_ms: u64,
         description: String,
@@ -751,6 +788,8 @@ mod tests {
         let mut r = Registry::default();
         let start = |r: &mut Registry| {
             r.apply(&Command::StartCapture {
+                kind: JobKind::Capture,
+                live: None,
                 author: "a".into(),
                 time_unix_ms: 1,
                 description: "checkout".into(),

@@ -215,6 +215,14 @@ pub fn current_update(view: &View) -> Option<PolicyUpdate> {
             until_unix_ms: c.until_unix_ms,
             read_until_unix_ms: c.read_until_unix_ms,
             done_partitions: c.done.keys().copied().collect(),
+            kind: match c.kind {
+                crate::state::JobKind::Capture => "capture",
+                crate::state::JobKind::Whatif => "whatif",
+            }
+            .into(),
+            live_format: c.live.as_ref().map_or("", |l| format_name(l.format)).into(),
+            live_document: c.live.as_ref().map_or(String::new(), |l| l.document.clone()),
+            seed: c.live.as_ref().map_or(0, |l| l.seed),
         })
         .collect();
     Some(u)

@@ -47,6 +47,11 @@ use crate::engine::{DecisionRecord, ExportJob};
 use crate::shared::Shared;
 use crate::whatif::{self, KafkaWindow, KeptTrace, Limits, Replay};
 
+/// `Capture.kind` of a what-if replay (`POST /v1/policy/whatif`).
+pub const KIND_WHATIF: &str = "whatif";
+/// Longest what-if report per partition sent to the coordinators.
+pub const MAX_REPORT_JSON: usize = 256 << 10;
+
 /// Most already-kept trace IDs read per partition (16 bytes each, plus the set's overhead).
 pub const MAX_KEPT_IDS: usize = 4_000_000;
 /// Capture jobs' export queue, in traces.
@@ -176,9 +181,16 @@ pub(crate) async fn run(captures: Arc<Captures>, shared: Arc<Shared>, cfg: Runne
                     captures.set(progress);
                     continue;
                 }
+                // A capture waits for the decision wait after its window (running traces complete,
+                // decided by the live policy); a what-if replay reads records up to its end only.
+                let wait = if spec.kind == KIND_WHATIF {
+                    0
+                } else {
+                    cfg.decision_wait.as_millis() as i64
+                };
                 let start_at = spec
                     .read_until_unix_ms
-                    .max(spec.until_unix_ms.saturating_add(cfg.decision_wait.as_millis() as i64))
+                    .max(spec.until_unix_ms.saturating_add(wait))
                     .saturating_add(SETTLE.as_millis() as i64);
                 if now < start_at {
                     progress.set_state(State::Waiting);
@@ -301,6 +313,8 @@ enum JobError {
     TooManyKept,
     #[error("the spans topic could not be read to the window's end in time")]
     Incomplete,
+    #[error("the what-if report is {0} bytes of JSON, more than {MAX_REPORT_JSON}: the policies have too many rules to report per rule")]
+    ReportTooLarge(usize),
     #[error("the sampler is shutting down")]
     Stopped,
 }
@@ -336,6 +350,9 @@ struct Tally {
 impl Job {
     /// Runs the partition (blocking); returns its final progress and how many export ids it used.
     fn run(self) -> Result<(CaptureProgress, u64), JobError> {
+        if self.spec.kind == KIND_WHATIF {
+            return self.run_whatif().map(|p| (p, 0));
+        }
         let format = tailsift_policy::PolicyFormat::from_name(&self.spec.match_format);
         let (doc, _) = tailsift_policy::PolicyDocument::parse(&self.spec.match_document, format)
             .map_err(|e| JobError::Policy(e.to_string()))?;
@@ -460,6 +477,53 @@ impl Job {
         };
         progress.set_state(State::Done);
         Ok((progress, used))
+    }
+
+    /// A what-if replay of the partition: the candidate (the match document) beside the live
+    /// policy of the job, nothing exported; the report goes back as JSON.
+    fn run_whatif(self) -> Result<CaptureProgress, JobError> {
+        let compile = |format: &str, document: &str| {
+            let format = tailsift_policy::PolicyFormat::from_name(format);
+            let (doc, _) = tailsift_policy::PolicyDocument::parse(document, format)
+                .map_err(|e| JobError::Policy(e.to_string()))?;
+            tailsift_policy::PolicyEngine::compile(&doc).map_err(|e| JobError::Policy(e.to_string()))
+        };
+        let candidate = compile(&self.spec.match_format, &self.spec.match_document)?;
+        let live = compile(&self.spec.live_format, &self.spec.live_document)?;
+        // One partition of the cluster's: its share of rate and byte budgets.
+        let replay = Replay::new(candidate, live, self.spec.seed, Limits::default())
+            .with_budget_share(1.0 / f64::from(self.partitions.max(1)));
+        let mut window = KafkaWindow::new(
+            self.shared.conn.clone(),
+            &self.shared.spans_topic,
+            self.spec.since_unix_ms,
+        );
+        window.until_unix_ms = Some(self.spec.until_unix_ms);
+        window.lookback_records = self.lookback;
+        window.partitions = Some(vec![self.partition]);
+        window.stop = Some(self.stop.clone());
+        let report = whatif::replay_kafka(&window, replay)?;
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(JobError::Stopped);
+        }
+        let json = serde_json::to_string(&report).unwrap_or_default();
+        if json.len() > MAX_REPORT_JSON {
+            return Err(JobError::ReportTooLarge(json.len()));
+        }
+        let w = report.partitions.first();
+        let mut progress = CaptureProgress {
+            capture_id: self.spec.id,
+            partition: self.partition,
+            partitions: self.partitions,
+            records_read: report.records_read,
+            traces_matched: report.candidate.kept.traces,
+            first_record_unix_ms: w.map_or(0, |w| w.first_record_unix_ms),
+            truncated_by_retention: w.is_some_and(|w| w.truncated_by_retention()),
+            report_json: json,
+            ..Default::default()
+        };
+        progress.set_state(State::Done);
+        Ok(progress)
     }
 
     /// The traces of this partition kept since the window's start, from the decisions topic.

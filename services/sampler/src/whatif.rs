@@ -268,6 +268,13 @@ impl Replay {
         }
     }
 
+    /// Both policies' budgets as this share of the cluster's (a replay of some of the partitions).
+    pub fn with_budget_share(mut self, share: f64) -> Replay {
+        self.candidate.set_budget_share(share);
+        self.live.set_budget_share(share);
+        self
+    }
+
     /// Hands every trace the candidate keeps (and late records of traces it kept early) to
     /// `sink`, with its records.
     pub fn with_sink(mut self, sink: Sink) -> Replay {

@@ -197,6 +197,42 @@ pub fn capture(a: CaptureArgs) -> anyhow::Result<()> {
     }
 }
 
+/// `tailsift policy whatif --on-workers`: the replay runs on the workers; prints the report.
+fn whatif_on_workers(
+    a: &AdminCommand<PolicyCommand>,
+    w: &WhatifArgs,
+    format: tailsift_policy::PolicyFormat,
+) -> anyhow::Result<()> {
+    let client = a.client()?;
+    let mut doc = PolicyDocument::read(&w.file, None)?;
+    doc.format = Some(match format {
+        tailsift_policy::PolicyFormat::Native if doc.document.trim_start().starts_with('{') => "json".to_string(),
+        tailsift_policy::PolicyFormat::Native => "yaml".to_string(),
+        f => f.as_str().to_string(),
+    });
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let rt = crate::runtime()?;
+    let started =
+        rt.block_on(client.start_whatif(&doc, w.since.unix_ms(now_ms), w.until.map(|u| u.unix_ms(now_ms))))?;
+    let id = started["id"].as_u64().context("POST /v1/policy/whatif: no id")?;
+    let deadline = std::time::Instant::now() + w.max_time;
+    loop {
+        let status = rt.block_on(client.whatif(id))?;
+        if status["state"] != "running" || std::time::Instant::now() >= deadline {
+            println!("{}", serde_json::to_string_pretty(&status)?);
+            return Ok(());
+        }
+        eprintln!(
+            "what-if {id}: {} of {} partitions reported",
+            status["partitions_done"],
+            status["partitions"].as_i64().map_or("?".to_string(), |n| n.to_string())
+        );
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
 fn policy_format(name: Option<&str>) -> anyhow::Result<Option<tailsift_policy::PolicyFormat>> {
     name.map(|n| {
         tailsift_policy::PolicyFormat::from_name(n)
@@ -268,7 +304,10 @@ fn test_offline(file: &std::path::Path, cases: &std::path::Path, format: Option<
 fn whatif(a: &AdminCommand<PolicyCommand>, w: &WhatifArgs) -> anyhow::Result<()> {
     use tailsift_sampler::policy_test::compile_file;
     use tailsift_sampler::whatif;
-    let (candidate, _) = compile_file(&w.file, policy_format(w.format.as_deref())?)?;
+    let (candidate, candidate_format) = compile_file(&w.file, policy_format(w.format.as_deref())?)?;
+    if w.on_workers {
+        return whatif_on_workers(a, w, candidate_format);
+    }
     let (live, live_seed) = match &w.live {
         Some(file) => (compile_file(file, policy_format(w.live_format.as_deref())?)?.0, 0),
         None => {

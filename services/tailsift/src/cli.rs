@@ -401,6 +401,11 @@ pub struct WhatifArgs {
     /// End of the window: a duration ago or `@UNIX_MS`. [default: now]
     #[arg(long, value_parser = parse_time_ago)]
     pub until: Option<TimeAgo>,
+    /// Run the replay on the sampling workers (POST /v1/policy/whatif: each replays the
+    /// partitions it owns, with the live policy and seed in force) instead of reading Kafka from
+    /// here; waits up to --max-time for every partition's report.
+    #[arg(long, conflicts_with_all = ["live", "seed"])]
+    pub on_workers: bool,
     /// Kafka bootstrap brokers.
     #[arg(long, default_value = "127.0.0.1:9092")]
     pub kafka_brokers: String,

@@ -238,6 +238,28 @@ impl AdminClient {
         self.call(Method::GET, &format!("/v1/captures/{id}"), None).await
     }
 
+    /// `POST /v1/policy/whatif`: a what-if replay on the workers.
+    pub async fn start_whatif(
+        &self,
+        doc: &PolicyDocument,
+        since_unix_ms: i64,
+        until_unix_ms: Option<i64>,
+    ) -> Result<Value, ClientError> {
+        let mut body = json!({ "document": doc.document, "since_unix_ms": since_unix_ms });
+        if let Some(f) = &doc.format {
+            body["format"] = json!(f);
+        }
+        if let Some(u) = until_unix_ms {
+            body["until_unix_ms"] = json!(u);
+        }
+        self.call(Method::POST, "/v1/policy/whatif", Some(body)).await
+    }
+
+    /// `GET /v1/policy/whatif/{id}`.
+    pub async fn whatif(&self, id: u64) -> Result<Value, ClientError> {
+        self.call(Method::GET, &format!("/v1/policy/whatif/{id}"), None).await
+    }
+
     /// `DELETE /v1/captures/{id}`.
     pub async fn cancel_capture(&self, id: u64) -> Result<Value, ClientError> {
         self.call(Method::DELETE, &format!("/v1/captures/{id}"), None).await

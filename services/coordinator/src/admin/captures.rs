@@ -20,7 +20,7 @@ use utoipa::ToSchema;
 use super::{
     now_ms, version_headers, write, AdminError, AdminState, Answer, Body, Caller, ErrorBody, PolicyBody, Reflects,
 };
-use crate::state::{Capture, CaptureState, Command, PolicyFormat};
+use crate::state::{Capture, CaptureState, Command, JobKind, PolicyFormat, WhatifLive};
 use crate::watch::capture_progress::State as ProgressState;
 
 /// Longest window a capture may ask for (the topic's retention limits it anyway).
@@ -287,6 +287,8 @@ pub async fn start(
     let (h, w) = write(
         &s,
         Command::StartCapture {
+            kind: JobKind::Capture,
+            live: None,
             author: caller.name,
             time_unix_ms: now as u64,
             description,
@@ -320,7 +322,14 @@ pub async fn start(
     responses((status = 200, description = "captures", body = CaptureList)))]
 pub async fn list(State(s): State<AdminState>) -> Answer<CaptureList> {
     let v = s.c.view();
-    let captures = v.registry.captures.values().rev().map(|c| status_of(&s, c)).collect();
+    let captures = v
+        .registry
+        .captures
+        .values()
+        .rev()
+        .filter(|c| c.kind == JobKind::Capture)
+        .map(|c| status_of(&s, c))
+        .collect();
     Ok((
         version_headers(&v),
         Json(CaptureList {
@@ -337,11 +346,7 @@ pub async fn list(State(s): State<AdminState>) -> Answer<CaptureList> {
         (status = 404, description = "unknown capture", body = ErrorBody)))]
 pub async fn get(State(s): State<AdminState>, Path(id): Path<u64>) -> Answer<CaptureStatus> {
     let v = s.c.view();
-    let c = v
-        .registry
-        .captures
-        .get(&id)
-        .ok_or_else(|| AdminError::NotFound(format!("capture {id} is not known")))?;
+    let c = find(&v, id, JobKind::Capture)?;
     Ok((version_headers(&v), Json(status_of(&s, c))))
 }
 
@@ -356,6 +361,7 @@ pub async fn cancel(
     Extension(caller): Extension<Caller>,
     Path(id): Path<u64>,
 ) -> Answer<CaptureStatus> {
+    find(&s.c.view(), id, JobKind::Capture)?;
     let (h, _) = write(
         &s,
         Command::CancelCapture {
@@ -366,10 +372,230 @@ pub async fn cancel(
     )
     .await?;
     let v = s.c.view();
-    let c = v
-        .registry
-        .captures
-        .get(&id)
-        .ok_or_else(|| AdminError::NotFound(format!("capture {id} is not known")))?;
+    let c = find(&v, id, JobKind::Capture)?;
     Ok((h, Json(status_of(&s, c))))
+}
+
+/// The job `id` of `kind`.
+fn find(v: &crate::store::View, id: u64, kind: JobKind) -> Result<&Capture, AdminError> {
+    let what = match kind {
+        JobKind::Capture => "capture",
+        JobKind::Whatif => "what-if job",
+    };
+    v.registry.captures.get(&id).filter(|c| c.kind == kind).ok_or_else(|| {
+        AdminError::NotFound(format!(
+            "{what} {id} is not known (finished ones are kept up to the latest 50)"
+        ))
+    })
+}
+
+/// `POST /v1/policy/whatif` body: the candidate policy and the window.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WhatifRequest {
+    /// The candidate policy, in any format the admin API takes.
+    pub document: String,
+    #[serde(default)]
+    pub format: Option<PolicyFormat>,
+    /// How far back the window starts (`30m`); or `since_unix_ms`.
+    #[serde(default)]
+    pub since: Option<String>,
+    #[serde(default)]
+    pub since_unix_ms: Option<i64>,
+    /// When the window ends, Unix milliseconds (default: now).
+    #[serde(default)]
+    pub until_unix_ms: Option<i64>,
+}
+
+/// A what-if job: its window, state and (once every partition reported) the report.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WhatifStatus {
+    pub id: u64,
+    /// `running`, `completed` or `cancelled`.
+    pub state: CaptureState,
+    pub author: String,
+    pub time_unix_ms: u64,
+    pub since_unix_ms: i64,
+    pub until_unix_ms: i64,
+    /// The candidate policy.
+    pub format: PolicyFormat,
+    pub document: String,
+    /// The live policy version and seed it is compared with.
+    pub live_version: u64,
+    pub seed: u64,
+    /// The spans topic's partitions, and how many reported.
+    pub partitions: Option<i32>,
+    pub partitions_done: usize,
+    /// Partitions that could not be replayed, with the reason.
+    pub failed: BTreeMap<i32, String>,
+    /// The report over every partition that reported (the same fields as `tailsift policy
+    /// whatif`: `total`, `candidate`, `live`, `both_kept`, `candidate_only`, `live_only`,
+    /// `difference`, `difference_by_rule`, ...): counts summed, `complete` only when every
+    /// partition was read to its end. `null` until a partition reported.
+    #[schema(value_type = Option<Object>)]
+    pub report: Option<serde_json::Value>,
+}
+
+/// Adds `b` into `a`: numbers are summed, objects merged key by key, arrays concatenated,
+/// booleans and-ed (`complete`); other values keep `a`'s. What-if reports of several partitions
+/// add up this way, since every count in them is a sum over traces.
+fn merge(a: &mut serde_json::Value, b: &serde_json::Value) {
+    use serde_json::Value as V;
+    match (a, b) {
+        (V::Object(a), V::Object(b)) => {
+            for (k, bv) in b {
+                match a.get_mut(k) {
+                    Some(av) => merge(av, bv),
+                    None => {
+                        a.insert(k.clone(), bv.clone());
+                    }
+                }
+            }
+        }
+        (V::Array(a), V::Array(b)) => a.extend(b.iter().cloned()),
+        (V::Bool(a), V::Bool(b)) => *a = *a && *b,
+        (a @ V::Number(_), V::Number(b)) => {
+            let sum = match (a.as_i64(), b.as_i64()) {
+                (Some(x), Some(y)) => serde_json::json!(x.saturating_add(y)),
+                _ => serde_json::json!(a.as_f64().unwrap_or(0.0) + b.as_f64().unwrap_or(0.0)),
+            };
+            *a = sum;
+        }
+        _ => {}
+    }
+}
+
+fn whatif_status(c: &Capture) -> WhatifStatus {
+    let mut report: Option<serde_json::Value> = None;
+    let mut failed = BTreeMap::new();
+    for (p, r) in &c.done {
+        if let Some(e) = &r.error {
+            failed.insert(*p, e.clone());
+            continue;
+        }
+        let Some(part) = r.report_json.as_deref().and_then(|j| serde_json::from_str(j).ok()) else {
+            failed.insert(*p, "no report".into());
+            continue;
+        };
+        match report.as_mut() {
+            Some(total) => merge(total, &part),
+            None => report = Some(part),
+        }
+    }
+    if let Some(serde_json::Value::Object(r)) = report.as_mut() {
+        // Window and seed are the job's, not sums; complete only with every partition.
+        r.insert("since_unix_ms".into(), c.since_unix_ms.into());
+        r.insert("until_unix_ms".into(), c.until_unix_ms.into());
+        r.insert("seed".into(), c.live.as_ref().map_or(0, |l| l.seed).into());
+        let all = c.state == CaptureState::Completed && failed.is_empty();
+        let complete = r.get("complete").and_then(|v| v.as_bool()).unwrap_or(false) && all;
+        r.insert("complete".into(), complete.into());
+    }
+    WhatifStatus {
+        id: c.id,
+        state: c.state,
+        author: c.author.clone(),
+        time_unix_ms: c.time_unix_ms,
+        since_unix_ms: c.since_unix_ms,
+        until_unix_ms: c.until_unix_ms,
+        format: c.match_format,
+        document: c.match_document.clone(),
+        live_version: c.live.as_ref().map_or(0, |l| l.version),
+        seed: c.live.as_ref().map_or(0, |l| l.seed),
+        partitions: c.partitions,
+        partitions_done: c.done.len(),
+        failed,
+        report,
+    }
+}
+
+#[utoipa::path(post, path = "/v1/policy/whatif",
+    summary = "Start a what-if replay: the workers run a candidate policy beside the live one over a recorded window, without exporting",
+    request_body = WhatifRequest,
+    responses((status = 200, description = "started: id, window", body = CaptureStarted),
+        (status = 400, description = "invalid policy or window, or no live policy yet", body = ErrorBody),
+        (status = 409, description = "too many jobs running", body = ErrorBody),
+        (status = 503, description = "no leader reachable", body = ErrorBody)))]
+pub async fn start_whatif(
+    State(s): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Body(b): Body<WhatifRequest>,
+) -> Answer<CaptureStarted> {
+    let candidate = PolicyBody {
+        document: b.document.clone(),
+        format: b.format,
+    };
+    let (_, format) = candidate.check()?;
+    let window = CaptureRequest {
+        match_condition: None,
+        policy: None,
+        since: b.since.clone(),
+        since_unix_ms: b.since_unix_ms,
+        until_unix_ms: b.until_unix_ms,
+        description: None,
+    };
+    let now = now_ms() as i64;
+    let (since, until) = window.window(now)?;
+    let v = s.c.view();
+    let live = v
+        .registry
+        .current()
+        .ok_or_else(|| AdminError::BadRequest("the cluster has no live policy version to compare with yet".into()))?;
+    let seeds = &v.registry.seeds;
+    let seed = if seeds.current.epoch == live.seed_epoch {
+        seeds.current.seed
+    } else {
+        seeds
+            .next
+            .filter(|n| n.epoch == live.seed_epoch)
+            .map_or(seeds.current.seed, |n| n.seed)
+    };
+    let live = WhatifLive {
+        version: live.version,
+        format: live.format,
+        document: live.document.clone(),
+        seed,
+    };
+    let (h, w) = write(
+        &s,
+        Command::StartCapture {
+            kind: JobKind::Whatif,
+            live: Some(live),
+            author: caller.name,
+            time_unix_ms: now as u64,
+            description: "what-if".into(),
+            match_format: format,
+            match_document: b.document,
+            since_unix_ms: since,
+            until_unix_ms: until,
+            read_until_unix_ms: until,
+        },
+    )
+    .await?;
+    let id = w.capture_id.unwrap_or_default();
+    Ok((
+        h,
+        Json(CaptureStarted {
+            id,
+            since_unix_ms: since,
+            until_unix_ms: until,
+            read_until_unix_ms: until,
+            log_index: w.log_index,
+            note: format!(
+                "every worker replays the partitions it owns; GET /v1/policy/whatif/{id} has the report once every partition reported. \
+                 Records the topic's retention already deleted are not replayed"
+            ),
+        }),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/policy/whatif/{id}", operation_id = "get_whatif",
+    summary = "A what-if job: state and, summed over the partitions that reported, what the candidate and the live policy keep, per rule",
+    params(("id" = u64, Path, description = "what-if job id")),
+    responses((status = 200, description = "the job and its report", body = WhatifStatus),
+        (status = 404, description = "unknown job", body = ErrorBody)))]
+pub async fn get_whatif(State(s): State<AdminState>, Path(id): Path<u64>) -> Answer<WhatifStatus> {
+    let v = s.c.view();
+    let c = find(&v, id, JobKind::Whatif)?;
+    Ok((version_headers(&v), Json(whatif_status(c))))
 }

@@ -21,6 +21,8 @@
 //! | `GET /v1/captures` | running and recent captures with their progress | [`captures`] |
 //! | `GET /v1/captures/{id}` | one capture: window, state, per-partition results, retention note | [`captures`] |
 //! | `DELETE /v1/captures/{id}` | cancel a running capture | [`captures`] |
+//! | `POST /v1/policy/whatif` | `{"document": "...", "format": ..., "since": "30m"}`: the workers replay the window with the candidate beside the live policy | [`captures`] |
+//! | `GET /v1/policy/whatif/{id}` | the what-if job and its report, summed over partitions | [`captures`] |
 //!
 //! Unauthenticated on the same port: `GET /openapi.json` (this API as OpenAPI 3.1, generated
 //! from the handlers and their types, [`openapi`]), `GET /api/sampling?service=NAME` and
@@ -125,6 +127,8 @@ pub fn table() -> Vec<(Access, UtoipaMethodRouter<AdminState>)> {
         (Access::Read, routes!(captures::list)),
         (Access::Read, routes!(captures::get)),
         (Access::Admin, routes!(captures::cancel)),
+        (Access::Admin, routes!(captures::start_whatif)),
+        (Access::Read, routes!(captures::get_whatif)),
         (Access::Public, routes!(openapi::serve)),
         (Access::Public, routes!(sampling::serve)),
         (Access::Public, routes!(sampling::serve_agent_path)),

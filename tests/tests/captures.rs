@@ -243,6 +243,29 @@ async fn a_capture_recovers_dropped_traces_complete_once_and_survives_a_worker_r
     assert_eq!(got.len(), errors.len() + dropped_checkout.len());
     assert_eq!(sink.duplicates(), 0, "{:?}", sink.duplicate_ids());
 
+    // A capture cancelled before it ran exports nothing and stays cancelled.
+    let (st, c) = cluster
+        .request(
+            0,
+            "POST",
+            "/v1/captures",
+            Some(ADMIN_TOKEN),
+            Some(json!({"match": "true", "since": "10m"})),
+        )
+        .await;
+    assert_eq!(st, 200, "{c}");
+    let cancelled = c["id"].as_u64().unwrap();
+    let (st, c) = cluster
+        .request(
+            0,
+            "DELETE",
+            &format!("/v1/captures/{cancelled}"),
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!((st, c["state"].as_str()), (200, Some("cancelled")), "{c}");
+
     // The same capture again: everything it matches is already kept (the decisions topic).
     let (st, again) = cluster
         .request(
@@ -264,6 +287,19 @@ async fn a_capture_recovers_dropped_traces_complete_once_and_survives_a_worker_r
     );
     sink.wait_quiet(Duration::from_secs(1), Duration::from_secs(20)).await;
     assert_eq!(sink.duplicates(), 0);
+    assert_eq!(
+        sink.traces().len(),
+        errors.len() + dropped_checkout.len(),
+        "the cancelled capture exported nothing"
+    );
+    let (_, c) = cluster
+        .request(0, "GET", &format!("/v1/captures/{cancelled}"), Some(READ_TOKEN), None)
+        .await;
+    assert_eq!(
+        (c["state"].as_str(), c["done"].as_object().map(|d| d.len())),
+        (Some("cancelled"), Some(0)),
+        "{c}"
+    );
 
     // The command line: list, status, and an unknown id.
     let cli = |args: &[&str]| {
@@ -282,7 +318,7 @@ async fn a_capture_recovers_dropped_traces_complete_once_and_survives_a_worker_r
     );
     let out = cli(&["list"]);
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(list["captures"].as_array().map(Vec::len), Some(2), "{list}");
+    assert_eq!(list["captures"].as_array().map(Vec::len), Some(3), "{list}");
     let out = cli(&["status", "999"]);
     assert!(!out.status.success());
     assert!(

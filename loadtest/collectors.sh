@@ -6,7 +6,8 @@
 # start_collector WHO TOPIC: `tailsift ingest` or Rotel on free ports, OTLP/gRPC in, Kafka TOPIC
 #   (12 partitions) out, the same producer settings for both (lz4, acks=all, idempotence, linger
 #   5 ms, 1,000,000-byte batches; Rotel batches ROTEL_BATCH_SPANS spans, default 2048); sets PID
-#   and GRPC. stop_collector stops it. cpu_ticks PID and hwm_kb PID read /proc; TCK is the clock
+#   and GRPC; TAILSIFT_BIN runs another `tailsift` binary (e.g. a build of an earlier commit).
+#   stop_collector stops it. cpu_ticks PID and hwm_kb PID read /proc; TCK is the clock
 #   tick rate.
 ROTEL_VERSION="${ROTEL_VERSION:-0.0.1a15}"
 ROTEL_BATCH_SPANS="${ROTEL_BATCH_SPANS:-2048}"
@@ -49,7 +50,7 @@ start_collector() { # who topic
     local admin; admin=$(port)
     # The producer defaults (lz4, acks=all, idempotence, linger 5ms, 1 MB batches) spelled out so
     # that the comparison is explicit; the topic is created with 12 partitions.
-    ./target/release/tailsift ingest --kafka-brokers "$B" --topic "$topic" --grpc-listen "127.0.0.1:$GRPC" \
+    "${TAILSIFT_BIN:-./target/release/tailsift}" ingest --kafka-brokers "$B" --topic "$topic" --grpc-listen "127.0.0.1:$GRPC" \
       --http-listen "127.0.0.1:$(port)" --admin-listen "127.0.0.1:$admin" --set zipkin.enabled=false --set jaeger.enabled=false \
       --set kafka.compression=lz4 --set kafka.acks=all --set kafka.idempotence=true --set kafka.linger=5ms \
       --set kafka.batch_bytes=1000000 --set kafka.topic_spec.partitions=12 \

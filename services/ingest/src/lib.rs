@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::Producer;
 use tailsift_kafka::memlog::MemLog;
 use tailsift_telemetry::Readiness;
 use tokio::net::TcpListener;
@@ -343,7 +343,7 @@ fn join_err(e: tokio::task::JoinError) -> Error {
 
 async fn probe_loop(
     cfg: IngestConfig,
-    producer: FutureProducer,
+    producer: publisher::IngestProducer,
     kafka_up: Arc<AtomicBool>,
     readiness: Readiness,
     shutdown: CancellationToken,

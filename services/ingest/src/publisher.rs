@@ -1,16 +1,18 @@
 //! Publishing split requests to Kafka (or, in `tailsift standalone`, to the in-process log),
 //! acknowledging only what was acknowledged.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::future::join_all;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::util::Timeout;
+use rdkafka::ClientContext;
 use tailsift_kafka::memlog::{LogError, MemLog};
 use tailsift_otlp::{record_key, TraceRecord};
+use tokio::sync::oneshot;
 
 use crate::admission::{Budget, Lease};
 use crate::config::{Acks, KafkaConfig};
@@ -44,8 +46,75 @@ impl PublishError {
 }
 
 /// Where records go.
+/// The delivery reports of one request's records, gathered on librdkafka's polling thread: the
+/// request's task is woken once, when the last record is reported, instead of once per record
+/// (a future per record, as `FutureProducer` has, costs a wake-up and a poll of every pending
+/// future for each record).
+pub struct RequestAck {
+    /// Records not yet reported.
+    remaining: AtomicUsize,
+    ok_records: AtomicU64,
+    ok_bytes: AtomicU64,
+    first_error: Mutex<Option<PublishError>>,
+    done: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl RequestAck {
+    fn new(records: usize) -> (Arc<Self>, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        let ack = RequestAck {
+            remaining: AtomicUsize::new(records),
+            ok_records: AtomicU64::new(0),
+            ok_bytes: AtomicU64::new(0),
+            first_error: Mutex::new(None),
+            done: Mutex::new(Some(tx)),
+        };
+        (Arc::new(ack), rx)
+    }
+
+    fn fail(&self, e: PublishError) {
+        self.first_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(e);
+    }
+
+    /// `n` records are settled (reported, or never enqueued); the last one wakes the request.
+    fn settle(&self, n: usize) {
+        if n > 0 && self.remaining.fetch_sub(n, Ordering::AcqRel) == n {
+            if let Some(tx) = self.done.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                let _ = tx.send(());
+            }
+        }
+    }
+}
+
+/// The producer's context: delivery reports go to the request they belong to.
+pub struct IngestContext;
+
+impl ClientContext for IngestContext {}
+
+impl ProducerContext for IngestContext {
+    type DeliveryOpaque = Arc<RequestAck>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, ack: Arc<RequestAck>) {
+        match result {
+            Ok(m) => {
+                ack.ok_records.fetch_add(1, Ordering::Relaxed);
+                ack.ok_bytes
+                    .fetch_add(m.payload().map_or(0, |p| p.len()) as u64, Ordering::Relaxed);
+            }
+            Err((e, _)) => ack.fail(classify(e)),
+        }
+        ack.settle(1);
+    }
+}
+
+/// The ingest node's Kafka producer (librdkafka, polled on its own thread).
+pub type IngestProducer = ThreadedProducer<IngestContext>;
+
 enum Transport {
-    Kafka(FutureProducer),
+    Kafka(IngestProducer),
     /// The in-process log of `tailsift standalone`: same keys, partitioner and answers; a full log
     /// is answered like a full producer queue.
     InProcess(Arc<MemLog>),
@@ -87,7 +156,7 @@ impl Publisher {
         for (k, v) in &cfg.properties {
             c.set(k, v);
         }
-        let producer: FutureProducer = c.create()?;
+        let producer: IngestProducer = c.create_with_context(IngestContext)?;
         Ok(Publisher {
             transport: Transport::Kafka(producer),
             topic: cfg.topic.clone(),
@@ -114,7 +183,7 @@ impl Publisher {
     }
 
     /// The Kafka producer; `None` with the in-process log.
-    pub fn producer(&self) -> Option<&FutureProducer> {
+    pub fn producer(&self) -> Option<&IngestProducer> {
         match &self.transport {
             Transport::Kafka(p) => Some(p),
             Transport::InProcess(_) => None,
@@ -157,36 +226,30 @@ impl Publisher {
             Transport::Kafka(p) => p,
             Transport::InProcess(log) => return append_in_process(log, records, started),
         };
-        let mut pending = Vec::with_capacity(records.len());
-        let mut enqueue_error = None;
+        let (ack, done) = RequestAck::new(records.len());
+        let mut enqueued = 0usize;
         for rec in &records {
             let key = record_key(&rec.trace_id);
-            let fr = FutureRecord::to(&self.topic).key(&key[..]).payload(&rec.payload[..]);
-            match producer.send_result(fr) {
-                Ok(delivery) => pending.push((delivery, rec.payload.len())),
+            let br = BaseRecord::with_opaque_to(&self.topic, ack.clone())
+                .key(&key[..])
+                .payload(&rec.payload[..]);
+            match producer.send(br) {
+                Ok(()) => enqueued += 1,
                 Err((e, _)) => {
-                    enqueue_error = Some(classify(&e));
+                    ack.fail(classify(&e));
                     break;
                 }
             }
         }
+        // Records never enqueued will not be reported.
+        ack.settle(records.len() - enqueued);
         metrics::gauge!(m::PRODUCER_QUEUE).set(producer.in_flight_count() as f64);
-        let mut first_error = enqueue_error;
-        let (mut ok_records, mut ok_bytes) = (0u64, 0u64);
-        for (res, len) in join_all(pending.into_iter().map(|(d, len)| async move { (d.await, len) })).await {
-            match res {
-                Ok(Ok(_)) => {
-                    ok_records += 1;
-                    ok_bytes += len as u64;
-                }
-                Ok(Err((e, _))) => {
-                    first_error.get_or_insert_with(|| classify(&e));
-                }
-                Err(_canceled) => {
-                    first_error.get_or_insert(PublishError::ShuttingDown);
-                }
-            }
+        if done.await.is_err() {
+            ack.fail(PublishError::ShuttingDown);
         }
+        let ok_records = ack.ok_records.load(Ordering::Relaxed);
+        let ok_bytes = ack.ok_bytes.load(Ordering::Relaxed);
+        let first_error = ack.first_error.lock().unwrap_or_else(|p| p.into_inner()).take();
         metrics::counter!(m::RECORDS_PRODUCED).increment(ok_records);
         metrics::counter!(m::BYTES_PRODUCED).increment(ok_bytes);
         metrics::gauge!(m::PRODUCER_QUEUE).set(producer.in_flight_count() as f64);

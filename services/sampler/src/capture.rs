@@ -19,8 +19,10 @@
 //!    decisions topic (so a rerun or another capture skips it), and the partition is reported
 //!    `done` with its counts; the coordinators record it in the replicated state.
 //!
-//! A worker that dies mid-partition leaves it unrecorded: the partition's next owner runs it
-//! again, and step 1 skips what was already exported and recorded. Memory is bounded: the
+//! A worker that dies mid-partition, or loses the partition in a rebalance (the job stops within a
+//! quarter of a second), leaves it unrecorded: the partition's next owner runs it again, and step
+//! 1 skips what was already exported and recorded (only traces exported but not yet recorded at
+//! that moment can be exported twice). Memory is bounded: the
 //! already-kept set by [`MAX_KEPT_IDS`] per partition (past it the partition fails with that
 //! reason rather than risk duplicates), the trace grouping by the what-if limits (past them
 //! traces are decided early on what arrived, later records follow as late pieces), the exporter
@@ -30,7 +32,7 @@
 //! partition of a capture is reported failed with that reason.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -146,7 +148,9 @@ pub(crate) async fn run(captures: Arc<Captures>, shared: Arc<Shared>, cfg: Runne
         None
     };
     let done_rx = Arc::new(Mutex::new(done_rx));
-    let mut next_id: u64 = 1;
+    // Export job ids, unique over every job of this runner: acknowledgements of a stopped job's
+    // exports can never be taken for a later job's.
+    let next_id = Arc::new(AtomicU64::new(1));
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
@@ -199,21 +203,29 @@ pub(crate) async fn run(captures: Arc<Captures>, shared: Arc<Shared>, cfg: Runne
                 }
                 progress.set_state(State::Reading);
                 captures.set(progress.clone());
-                // Stops the job at shutdown, or when the capture is cancelled (no longer sent).
+                // Stops the job at shutdown, when the capture is cancelled (no longer sent), or
+                // when the partition is revoked (its next owner runs it: two runs at once could
+                // both export a trace before either recorded it).
                 let job_stop = Arc::new(AtomicBool::new(false));
                 let watcher = {
                     let job_stop = job_stop.clone();
                     let mut rx = captures.specs.subscribe();
                     let sd = shutdown.clone();
+                    let shared = shared.clone();
                     let id = spec.id;
                     tokio::spawn(async move {
+                        let mut check = tokio::time::interval(Duration::from_millis(250));
                         loop {
                             if !rx.borrow_and_update().iter().any(|c| c.id == id) {
+                                break;
+                            }
+                            if !shared.engine.lock().unwrap().partitions().contains(&p) {
                                 break;
                             }
                             tokio::select! {
                                 _ = sd.cancelled() => break,
                                 r = rx.changed() => if r.is_err() { break },
+                                _ = check.tick() => {}
                             }
                         }
                         job_stop.store(true, Ordering::Relaxed);
@@ -227,14 +239,14 @@ pub(crate) async fn run(captures: Arc<Captures>, shared: Arc<Shared>, cfg: Runne
                     export_tx: export_tx.clone(),
                     done_rx: done_rx.clone(),
                     stop: job_stop,
-                    first_id: next_id,
+                    next_id: next_id.clone(),
                     lookback: cfg.kafka.resume_lookback_records,
                 };
                 let started = Instant::now();
                 let result = tokio::task::spawn_blocking(move || job.run()).await;
                 watcher.abort();
-                let (finished, used_ids) = match result {
-                    Ok(Ok((p, n))) => (p, n),
+                let finished = match result {
+                    Ok(Ok(p)) => p,
                     Ok(Err(JobError::Stopped)) => {
                         tracing::info!(
                             capture = spec.id,
@@ -250,16 +262,15 @@ pub(crate) async fn run(captures: Arc<Captures>, shared: Arc<Shared>, cfg: Runne
                         let mut failed = progress.clone();
                         failed.set_state(State::Failed);
                         failed.error = e.to_string();
-                        (failed, 0)
+                        failed
                     }
                     Err(e) => {
                         let mut failed = progress.clone();
                         failed.set_state(State::Failed);
                         failed.error = format!("capture job panicked: {e}");
-                        (failed, 0)
+                        failed
                     }
                 };
-                next_id += used_ids;
                 let outcome = if finished.state() == State::Done {
                     "done"
                 } else {
@@ -328,8 +339,8 @@ struct Job {
     export_tx: mpsc::Sender<ExportJob>,
     done_rx: Arc<Mutex<mpsc::UnboundedReceiver<u64>>>,
     stop: Arc<AtomicBool>,
-    /// Export job ids start here (unique within the runner).
-    first_id: u64,
+    /// Export job ids (unique within the runner).
+    next_id: Arc<AtomicU64>,
     lookback: i64,
 }
 
@@ -341,17 +352,18 @@ struct Tally {
     exported: u64,
     spans: u64,
     bytes: u64,
-    next_id: u64,
+    /// The export job ids this run used.
+    ids: Vec<u64>,
     /// Exported traces, for the decision records.
     exported_ids: Vec<TraceId>,
     closed: bool,
 }
 
 impl Job {
-    /// Runs the partition (blocking); returns its final progress and how many export ids it used.
-    fn run(self) -> Result<(CaptureProgress, u64), JobError> {
+    /// Runs the partition (blocking); returns its final progress.
+    fn run(self) -> Result<CaptureProgress, JobError> {
         if self.spec.kind == KIND_WHATIF {
-            return self.run_whatif().map(|p| (p, 0));
+            return self.run_whatif();
         }
         let format = tailsift_policy::PolicyFormat::from_name(&self.spec.match_format);
         let (doc, _) = tailsift_policy::PolicyDocument::parse(&self.spec.match_document, format)
@@ -366,14 +378,12 @@ impl Job {
             adjusted_count: 1.0,
             ot: None,
         });
-        let tally = Arc::new(Mutex::new(Tally {
-            next_id: self.first_id,
-            ..Default::default()
-        }));
+        let tally = Arc::new(Mutex::new(Tally::default()));
         let sink = {
             let tally = tally.clone();
             let tx = self.export_tx.clone();
             let stamp = stamp.clone();
+            let next_id = self.next_id.clone();
             move |t: KeptTrace<'_>| {
                 let mut g = tally.lock().unwrap_or_else(|p| p.into_inner());
                 if !t.late {
@@ -392,8 +402,7 @@ impl Job {
                 for r in t.records {
                     stamp_request(r, &stamp, &mut payload);
                 }
-                let id = g.next_id;
-                g.next_id += 1;
+                let id = next_id.fetch_add(1, Ordering::Relaxed);
                 let bytes = payload.len() as u64;
                 let job = ExportJob {
                     id,
@@ -407,6 +416,7 @@ impl Job {
                     g.closed = true;
                     return;
                 }
+                g.ids.push(id);
                 if !t.late {
                     g.exported += 1;
                     g.exported_ids.push(t.trace_id);
@@ -434,19 +444,16 @@ impl Job {
         if !report.complete {
             return Err(JobError::Incomplete);
         }
-        let (exported_ids, used, first_id) = {
+        let (exported_ids, ids) = {
             let mut g = tally.lock().unwrap_or_else(|p| p.into_inner());
             if g.closed {
                 return Err(JobError::Stopped);
             }
-            (
-                std::mem::take(&mut g.exported_ids),
-                g.next_id - self.first_id,
-                self.first_id,
-            )
+            (std::mem::take(&mut g.exported_ids), std::mem::take(&mut g.ids))
         };
-        // Every export acknowledged (delivered, dead-lettered or dropped by the export rules).
-        let mut pending: HashSet<u64> = (first_id..first_id + used).collect();
+        // Every export acknowledged (delivered, dead-lettered or dropped by the export rules);
+        // acknowledgements of earlier, stopped jobs are ignored.
+        let mut pending: HashSet<u64> = ids.into_iter().collect();
         {
             let mut rx = self.done_rx.lock().unwrap_or_else(|p| p.into_inner());
             while !pending.is_empty() {
@@ -476,7 +483,7 @@ impl Job {
             ..Default::default()
         };
         progress.set_state(State::Done);
-        Ok((progress, used))
+        Ok(progress)
     }
 
     /// A what-if replay of the partition: the candidate (the match document) beside the live

@@ -37,6 +37,20 @@ const EDITED = [
   '    probabilistic: { percentage: 25 }',
   '',
 ].join('\n');
+const OTEL_INVALID = [
+  'processors:',
+  '  tail_sampling:',
+  '    decision_wait: 10s',
+  '    policies:',
+  '      - name: errors',
+  '        type: status_code',
+  '        status_code: { status_codes: [ERROR] }',
+  '      - name: sample',
+  '        type: probabilistic',
+  '        probabilistic:',
+  '          sampling_percentage: 250',
+  '',
+].join('\n');
 const SHADOW = 'policies:\n  - name: errors\n    status_code: { codes: [ERROR] }\n  - name: everything\n    always: {}\n';
 
 const started = Date.now();
@@ -179,8 +193,20 @@ async function run(page, shot) {
   check(err.includes('line 6') && err.includes('percentage'), 'error names line 6 and the key: ' + err);
   check(await page.$eval('#pol-gutter span:nth-child(6)', (s) => s.classList.contains('err')), 'line 6 marked in the gutter');
   check(await page.$eval('#pol-apply', (b) => b.disabled), 'an invalid policy cannot be applied');
+  await page.$eval('#pol-edit-card', (c) => c.scrollIntoView());
   await shot('policy-invalid');
   step('invalid policy: ' + err.trim());
+
+  // The same in the OTel tail_sampling format, chosen explicitly.
+  await page.select('#pol-format', 'otel_tail_sampling');
+  await setEditor(OTEL_INVALID);
+  await page.waitForSelector('#pol-validation li[data-line="11"]');
+  const otelErr = await text(page, '#pol-validation');
+  check(otelErr.includes('sampling_percentage'), 'OTel error names its key: ' + otelErr);
+  await setEditor(OTEL_INVALID.replace('250', '25'));
+  await page.waitForFunction(() => document.getElementById('pol-validation').className.includes('ok'));
+  await page.select('#pol-format', '');
+  step('invalid OTel policy: ' + otelErr.trim());
 
   // A valid edit: validated, diffed against the current version, applied as a new version.
   await setEditor(EDITED);
@@ -207,6 +233,7 @@ async function run(page, shot) {
   await go(page, '#/policy', '#page-policy');
   await page.waitForSelector(`#pol-history tbody tr[data-version="${v1 + 1}"]`);
   await page.waitForFunction(() => document.querySelectorAll('#pol-history-diff .add, #pol-history-diff .del').length > 0);
+  await page.$eval('#pol-history-card', (c) => c.scrollIntoView());
   await shot('policy');
   await page.click(`button[data-rollback="${v1}"]`);
   await visible(page, '#confirm');

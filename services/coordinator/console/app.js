@@ -118,8 +118,8 @@ function diffLines(a, b) {
   let i = 0, j = 0;
   while (i < n || j < m) {
     if (i < n && j < m && xs[i] === ys[j]) { ops.push([' ', xs[i]]); i++; j++; }
-    else if (j < m && (i === n || t[i][j + 1] >= t[i + 1][j])) { ops.push(['+', ys[j]]); j++; }
-    else { ops.push(['-', xs[i]]); i++; }
+    else if (i < n && (j === m || t[i + 1][j] >= t[i][j + 1])) { ops.push(['-', xs[i]]); i++; }
+    else { ops.push(['+', ys[j]]); j++; }
   }
   return ops.concat(x.slice(x.length - suf).map((l) => [' ', l]));
 }
@@ -435,7 +435,7 @@ async function loadShadow(first) {
   setText('sh-shadow', sh ? rate(r.shadow_kept_per_s) + '/s' : '–');
   setText('sh-shadow-share', sh ? share(r.shadow_kept_per_s) : ' ');
   setText('sh-total', sh ? count(t.traces) : '–');
-  setText('sh-total-detail', sh ? 'traces; live kept ' + count(t.live_kept) + ', shadow ' + count(t.shadow_kept) + ', both ' + count(t.both_kept) : ' ');
+  setText('sh-total-detail', sh ? 'traces, ' + count(t.both_kept) + ' kept by both' : ' ');
   const names = [...new Set([...Object.keys(t.live_by_policy), ...Object.keys(t.by_policy), ...Object.keys(r.live_by_policy), ...Object.keys(r.by_policy)])].sort();
   const sh2 = (v) => (r.traces_per_s > 0 && v !== undefined ? pct(v / r.traces_per_s) : '–');
   fillBody($('sh-rules'), sh ? names.map((n) => el('tr', { 'data-rule': n },

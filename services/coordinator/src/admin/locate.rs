@@ -95,9 +95,13 @@ fn yaml_key(text: &str) -> Option<&str> {
     (!k.is_empty() && !k.contains(' ') || text.starts_with(['"', '\''])).then_some(k)
 }
 
+/// The line of `segs` in YAML `document`: strictly (each key a direct child), and when that
+/// stops short, loosely (a key anywhere under the element found so far; keys that are not in the
+/// text are passed over). The loose walk finds issues whose path is that of the document after
+/// an import (an OTel `processors.tail_sampling.policies[1].probabilistic.sampling_percentage`
+/// is reported as `policies[1].otel_probabilistic.sampling_percentage`). The deeper answer wins.
 fn yaml_line(document: &str, segs: &[Seg<'_>]) -> Option<u32> {
-    // (1-based line, indentation, text): no blank or comment lines.
-    let mut scope: Vec<(u32, usize, &str)> = document
+    let lines: Vec<(u32, usize, &str)> = document
         .lines()
         .enumerate()
         .filter_map(|(i, l)| {
@@ -105,22 +109,47 @@ fn yaml_line(document: &str, segs: &[Seg<'_>]) -> Option<u32> {
             (!t.is_empty() && !t.starts_with('#') && t != "---").then(|| (i as u32 + 1, l.len() - t.len(), t))
         })
         .collect();
+    let strict = yaml_walk(lines.clone(), segs, false);
+    if strict.1 == segs.len() {
+        return strict.0;
+    }
+    let loose = yaml_walk(lines, segs, true);
+    if loose.1 > strict.1 {
+        loose.0
+    } else {
+        strict.0
+    }
+}
+
+/// Follows `segs` through `scope` (1-based line, indentation, text; no blank or comment lines).
+/// Returns the line of the deepest element found and how many segments matched.
+/// The lines nested under the one at `i` of `scope` (deeper than its indentation).
+fn nested<'a>(scope: &[(u32, usize, &'a str)], i: usize) -> Vec<(u32, usize, &'a str)> {
+    let indent = scope[i].1;
+    scope[i + 1..].iter().take_while(|l| l.1 > indent).copied().collect()
+}
+
+fn yaml_walk(mut scope: Vec<(u32, usize, &str)>, segs: &[Seg<'_>], loose: bool) -> (Option<u32>, usize) {
     let mut found = None;
+    let mut matched = 0;
     for seg in segs {
         let Some(base) = scope.iter().map(|l| l.1).min() else {
             break;
         };
-        // The lines nested under the one at `i` (deeper than `base`).
-        let nested = |i: usize| -> Vec<(u32, usize, &str)> {
-            scope[i + 1..].iter().take_while(|l| l.1 > base).copied().collect()
-        };
         match seg {
             Seg::Key(k) => {
-                let Some(i) = scope.iter().position(|l| l.1 == base && yaml_key(l.2) == Some(k)) else {
-                    break;
-                };
-                found = Some(scope[i].0);
-                scope = nested(i);
+                let at = scope
+                    .iter()
+                    .position(|l| (loose || l.1 == base) && yaml_key(l.2) == Some(k));
+                match at {
+                    Some(i) => {
+                        found = Some(scope[i].0);
+                        matched += 1;
+                        scope = nested(&scope, i);
+                    }
+                    None if loose => continue,
+                    None => break,
+                }
             }
             Seg::Index(n) => {
                 let items: Vec<usize> = (0..scope.len())
@@ -128,18 +157,19 @@ fn yaml_line(document: &str, segs: &[Seg<'_>]) -> Option<u32> {
                     .collect();
                 let Some(&i) = items.get(*n) else { break };
                 found = Some(scope[i].0);
+                matched += 1;
                 let (line, indent, text) = scope[i];
                 let rest = text[1..].trim_start();
                 let mut inner = Vec::new();
                 if !rest.is_empty() {
                     inner.push((line, indent + (text.len() - rest.len()), rest));
                 }
-                inner.extend(nested(i));
+                inner.extend(nested(&scope, i));
                 scope = inner;
             }
         }
     }
-    found
+    (found, matched)
 }
 
 fn json_line(document: &str, segs: &[Seg<'_>]) -> Option<u32> {

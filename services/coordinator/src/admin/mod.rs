@@ -649,6 +649,35 @@ pub type Answer<T> = Result<(HeaderMap, Json<T>), AdminError>;
 mod tests {
     use super::*;
 
+    fn issues_of(document: &str, format: Option<PolicyFormat>) -> Vec<Issue> {
+        let body = PolicyBody {
+            document: document.into(),
+            format,
+            note: None,
+        };
+        match body.check() {
+            Err(AdminError::InvalidPolicy { issues, .. }) => issues,
+            other => panic!("not an invalid policy: {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn invalid_documents_of_every_format_name_the_line_and_key() {
+        let native = "policies:\n  - name: errors\n    status_code: { codes: [ERROR] }\n  - name: sample\n    probabilistic:\n      percentage: 200\n";
+        let i = &issues_of(native, None)[0];
+        assert_eq!((i.line, i.key.as_deref()), (Some(6), Some("percentage")), "{i:?}");
+        let otel = "processors:\n  tail_sampling:\n    decision_wait: 10s\n    policies:\n      - name: errors\n        type: status_code\n        status_code: { status_codes: [ERROR] }\n      - name: sample\n        type: probabilistic\n        probabilistic:\n          sampling_percentage: 250\n";
+        let i = &issues_of(otel, Some(PolicyFormat::OtelTailSampling))[0];
+        assert_eq!(
+            (i.line, i.key.as_deref()),
+            (Some(11), Some("sampling_percentage")),
+            "{i:?}"
+        );
+        let syntax = "policies:\n  - name: [unclosed\n";
+        let i = &issues_of(syntax, Some(PolicyFormat::Yaml))[0];
+        assert!(i.line.is_some() && i.column.is_some(), "{i:?}");
+    }
+
     #[test]
     fn every_table_route_is_documented_with_its_access_and_nothing_else() {
         let doc = serde_json::to_value(document()).unwrap();

@@ -210,7 +210,7 @@ async function run(page, shot) {
 
   // A valid edit: validated, diffed against the current version, applied as a new version.
   await setEditor(EDITED);
-  await page.waitForFunction(() => document.getElementById('pol-validation').className.includes('ok'));
+  await page.waitForFunction(() => document.getElementById('pol-validation').textContent.includes('3 rules (errors, slow, sample)'));
   const diff = await page.$$eval('#pol-editor-diff .add', (l) => l.map((e) => e.textContent));
   check(diff.some((l) => l.includes('name: slow')), 'the diff shows the added rule: ' + diff.join(' | '));
   await page.type('#pol-note', 'add a latency rule, sample 25%');
@@ -244,7 +244,7 @@ async function run(page, shot) {
 
   // Shadow: set a candidate from the editor; per-rule counts of both policies appear.
   await setEditor(SHADOW);
-  await page.waitForFunction(() => document.getElementById('pol-validation').className.includes('ok'));
+  await page.waitForFunction(() => document.getElementById('pol-validation').textContent.includes('(errors, everything)'));
   await page.click('#pol-set-shadow');
   await page.waitForFunction(() => document.getElementById('pol-apply-result').textContent.includes('shadow'));
   await go(page, '#/shadow', '#page-shadow');
@@ -264,8 +264,22 @@ async function run(page, shot) {
     return rows.length === 3 && rows.every((r) => /^\d+$/.test(r.cells[3].textContent) && /^\d+$/.test(r.cells[4].textContent));
   });
   check((await text(page, '#cl-talking')).startsWith('You are talking to node'), 'names the node');
+  // Live settings: validated in the page, then by the server; the seed rotation, confirmed.
+  const setField = (id, v) => page.$eval(id, (i, val) => { i.value = val; i.dispatchEvent(new Event('input')); }, v);
+  await setField('#set-stress_probability', '2');
+  check(await page.$eval('#set-stress_probability', (i) => i.getAttribute('aria-invalid') === 'true'), 'a probability of 2 is marked invalid');
+  check(await page.$eval('#cl-settings-save', (b) => b.disabled), 'invalid settings cannot be saved');
+  await setField('#set-stress_probability', '');
+  await setField('#set-send_delay_ms', '300');
+  await page.click('#cl-settings-save');
+  await page.waitForFunction(() => document.getElementById('cl-settings-result').textContent.startsWith('Saved: revision'));
+  await page.click('#cl-rotate');
+  await visible(page, '#confirm');
+  await page.click('#confirm-yes');
+  await page.waitForFunction(() => document.getElementById('cl-rotate-result').textContent.startsWith('Scheduled'));
+  await page.waitForFunction(() => document.getElementById('cl-seed').textContent.includes('rotated seed'));
   await shot('cluster');
-  step('cluster: ' + (await text(page, '#cl-talking')));
+  step('cluster: ' + (await text(page, '#cl-talking')) + ' ' + (await text(page, '#cl-settings-result')) + ' ' + (await text(page, '#cl-rotate-result')));
 
   // Promote the shadow to live in one step.
   await go(page, '#/shadow', '#page-shadow');

@@ -161,6 +161,13 @@ async fn console_in_chromium_against_a_cluster_with_traffic() {
         .request(0, "GET", "/v1/policy/shadow", Some(READ_TOKEN), None)
         .await;
     assert!(shadow["shadow"].is_null(), "{shadow}");
+    let (_, settings) = cluster.request(0, "GET", "/v1/settings", Some(READ_TOKEN), None).await;
+    assert_eq!(settings["settings"]["sampler"]["send_delay_ms"], 300, "{settings}");
+    let (_, policy) = cluster.request(0, "GET", "/v1/policy", Some(READ_TOKEN), None).await;
+    assert_eq!(
+        policy["seeds"]["current"]["epoch"], 1,
+        "the rotated seed is in force from v4: {policy}"
+    );
     for name in ["signin", "overview", "policy", "policy-invalid", "shadow", "cluster"] {
         assert!(shots.0.join(format!("{name}.png")).is_file(), "screenshot {name}.png");
     }

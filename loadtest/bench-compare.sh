@@ -18,36 +18,9 @@ cd "$(dirname "$0")/.."
 TOTAL="${1:-1000000}"
 ROUNDS="${2:-2}"
 WARMUP=50000
-ROTEL_VERSION="${ROTEL_VERSION:-0.0.1a15}"
-ROTEL_BATCH_SPANS="${ROTEL_BATCH_SPANS:-2048}"
-TANSU="${TAILSIFT_TANSU:-$(bash deploy/install-tansu.sh)}"
-# Built separately: one build of all three would unify features and rebuild `tailsift`.
-nice cargo build --release --locked -p tailsift -p tailsift-loadtest >&2
-nice cargo build --release --locked -p tailsift-bench-tools >&2
-
-# Rotel from PyPI, once.
-VENV="${TAILSIFT_TOOLS:-$HOME/.cache/tailsift}/venvs/rotel-$ROTEL_VERSION"
-if ! "$VENV/bin/python" -c 'import rotel' 2>/dev/null; then
-  echo "installing rotel $ROTEL_VERSION from PyPI into $VENV..." >&2
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --pre "rotel==$ROTEL_VERSION" >&2
-fi
-ROTEL="$("$VENV/bin/python" -c 'import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))')"
-[[ -x "$ROTEL" ]] || { echo "no rotel-agent binary in the rotel wheel at $ROTEL" >&2; exit 1; }
-
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-hwm_kb() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
-wait_port() { for _ in $(seq 1 150); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.2; done; return 1; }
-TCK=$(getconf CLK_TCK)
-KPORT=$(port); B="127.0.0.1:$KPORT"
-(cd "$WORK" && exec "$TANSU" broker --listener-url "tcp://$B" --advertised-listener-url "tcp://$B" \
-  --storage-engine memory://tansu/ >"$WORK/broker.log" 2>&1) & PIDS+=($!)
-wait_port "$KPORT" || { echo "broker did not start"; cat "$WORK/broker.log"; exit 1; }
+source loadtest/collectors.sh
+build_and_install
+start_broker
 loadgen() { # endpoint spans seed
   ./target/release/tailsift-loadgen --endpoint "$1" --rate 0 --total-spans "$2" --concurrency 16 --batch-spans 100 \
     --seed "$3" --quiet --json-summary
@@ -55,31 +28,9 @@ loadgen() { # endpoint spans seed
 
 # One measured run: $1 = tailsift|rotel, $2 = round. Appends a JSON line to $WORK/results.
 run_one() {
-  local who=$1 round=$2 topic="cmp-$1-$2" grpc; grpc=$(port)
-  if [[ $who == tailsift ]]; then
-    local admin; admin=$(port)
-    # Same producer settings as the defaults (lz4, acks=all, idempotence, linger 5ms, 1 MB batches),
-    # spelled out so that the comparison is explicit; the topic is created with 12 partitions.
-    ./target/release/tailsift ingest --kafka-brokers "$B" --topic "$topic" --grpc-listen "127.0.0.1:$grpc" \
-      --http-listen "127.0.0.1:$(port)" --admin-listen "127.0.0.1:$admin" --set zipkin.enabled=false --set jaeger.enabled=false \
-      --set kafka.compression=lz4 --set kafka.acks=all --set kafka.idempotence=true --set kafka.linger=5ms \
-      --set kafka.batch_bytes=1000000 --set kafka.topic_spec.partitions=12 \
-      --log-level warn >"$WORK/$topic.log" 2>&1 & PID=$!
-    for _ in $(seq 1 150); do curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null && break; sleep 0.2; done
-    curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null || { echo "ingest not ready"; cat "$WORK/$topic.log"; exit 1; }
-  else
-    "$TANSU" topic create --broker "tcp://$B" --partitions 12 "$topic" >/dev/null
-    # Rotel has no traces "partition by trace ID" option: a record is one batch with an empty key.
-    "$ROTEL" start --otlp-grpc-endpoint "127.0.0.1:$grpc" --otlp-http-endpoint "127.0.0.1:$(port)" \
-      --otlp-receiver-metrics-disabled --otlp-receiver-logs-disabled \
-      --exporter kafka --kafka-exporter-brokers "$B" --kafka-exporter-traces-topic "$topic" \
-      --kafka-exporter-format protobuf --kafka-exporter-compression lz4 --kafka-exporter-acks all \
-      --kafka-exporter-custom-config enable.idempotence=true --kafka-exporter-linger-ms 5 \
-      --kafka-exporter-batch-size 1000000 --traces-batch-max-size "$ROTEL_BATCH_SPANS" --traces-batch-timeout 200ms \
-      --pid-file "$WORK/$topic.pid" --log-file "$WORK/$topic.agent.log" >"$WORK/$topic.log" 2>&1 & PID=$!
-    wait_port "$grpc" || { echo "rotel did not start"; cat "$WORK/$topic.log"; exit 1; }
-  fi
-  PIDS+=("$PID")
+  local who=$1 round=$2 topic="cmp-$1-$2" grpc
+  start_collector "$who" "$topic"
+  grpc=$GRPC
   loadgen "http://127.0.0.1:$grpc" "$WARMUP" 1 >/dev/null
   ./target/release/tailsift-topic-count --brokers "$B" --topic "$topic" --expect-spans "$WARMUP" --timeout 120 >/dev/null
   local before after start end
@@ -90,7 +41,7 @@ run_one() {
     --timeout 300 >"$WORK/$topic.count"
   after=$(cpu_ticks "$PID"); end=$(date +%s.%N)
   local hwm; hwm=$(hwm_kb "$PID")
-  kill "$PID"; wait "$PID" 2>/dev/null || true
+  stop_collector
   python3 - "$who" "$round" "$before" "$after" "$TCK" "$start" "$end" "$hwm" "$WARMUP" \
     "$WORK/$topic.summary" "$WORK/$topic.count" >>"$WORK/results" <<'PY'
 import json, sys

@@ -149,6 +149,10 @@ pub struct Summary {
     pub elapsed: Duration,
     /// `spans_sent / elapsed`.
     pub achieved_spans_per_sec: f64,
+    /// Acknowledgement latency of accepted requests, from the first attempt to the answer
+    /// (retries included): median and 99th percentile, milliseconds (within 5%; 0 when none).
+    pub ack_latency_p50_ms: f64,
+    pub ack_latency_p99_ms: f64,
     /// Last failure message, if any request failed.
     pub last_error: Option<String>,
     /// One record per generated trace, in generation order, when
@@ -212,6 +216,11 @@ impl fmt::Display for Summary {
             "  requests    {} sent, {} retried ({} retry attempts), {} rejected, {} failed",
             self.requests, self.requests_retried, self.retry_attempts, self.requests_rejected, self.requests_failed
         )?;
+        writeln!(
+            f,
+            "  ack latency p50 {:.2} ms, p99 {:.2} ms",
+            self.ack_latency_p50_ms, self.ack_latency_p99_ms
+        )?;
         write!(f, "  rate        {:.1} spans/s", self.achieved_spans_per_sec)?;
         if let Some(e) = &self.last_error {
             write!(f, "\n  last error  {e}")?;
@@ -234,6 +243,59 @@ struct Stats {
     requests_failed: AtomicU64,
     in_flight: AtomicU64,
     last_error: std::sync::Mutex<Option<String>>,
+    /// Acknowledgement latency of accepted requests (first attempt to answer, retries included).
+    ack_latency: LatencyHistogram,
+}
+
+/// A bounded histogram of durations: buckets growing by 5% from 10 µs to ~10 min, so a
+/// percentile is within 5% of the truth whatever the run's length.
+#[derive(Debug)]
+struct LatencyHistogram {
+    buckets: Vec<AtomicU64>,
+}
+
+const LATENCY_BASE_NS: f64 = 10_000.0;
+const LATENCY_GROWTH: f64 = 1.05;
+const LATENCY_BUCKETS: usize = 370;
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram {
+            buckets: (0..LATENCY_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    fn bucket(d: Duration) -> usize {
+        let ns = d.as_nanos() as f64;
+        if ns <= LATENCY_BASE_NS {
+            return 0;
+        }
+        (((ns / LATENCY_BASE_NS).ln() / LATENCY_GROWTH.ln()).ceil() as usize).min(LATENCY_BUCKETS - 1)
+    }
+
+    fn record(&self, d: Duration) {
+        self.buckets[Self::bucket(d)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The `q` quantile (upper bound of its bucket), `None` when nothing was recorded.
+    fn quantile(&self, q: f64) -> Option<Duration> {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((total as f64 * q).ceil() as u64).clamp(1, total);
+        let mut seen = 0;
+        for (i, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(Duration::from_nanos((LATENCY_BASE_NS * LATENCY_GROWTH.powi(i as i32)) as u64));
+            }
+        }
+        None
+    }
 }
 
 impl Stats {
@@ -410,7 +472,11 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Summary> {
         let stats = stats.clone();
         let unacked = opts.record_traces.then(|| unacked.clone());
         tasks.spawn(async move {
+            let sent = Instant::now();
             let report = sender.send(&batch.request).await;
+            if report.delivery == Delivery::Accepted {
+                stats.ack_latency.record(sent.elapsed());
+            }
             stats.record(&report);
             if let Some(unacked) = unacked {
                 if report.delivery != Delivery::Accepted || report.failed_spans > 0 || report.rejected_spans > 0 {
@@ -461,6 +527,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Summary> {
         slow_traces,
         elapsed,
         achieved_spans_per_sec: spans_sent as f64 / elapsed.as_secs_f64().max(1e-9),
+        ack_latency_p50_ms: stats.ack_latency.quantile(0.5).map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+        ack_latency_p99_ms: stats.ack_latency.quantile(0.99).map_or(0.0, |d| d.as_secs_f64() * 1000.0),
         last_error,
         trace_records,
         unacked_traces,
@@ -483,6 +551,24 @@ fn trace_ids(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_quantiles_are_within_five_percent() {
+        let h = LatencyHistogram::default();
+        for ms in 1..=1000u64 {
+            h.record(Duration::from_millis(ms));
+        }
+        let within = |got: Duration, want_ms: f64| {
+            let g = got.as_secs_f64() * 1000.0;
+            assert!(g >= want_ms && g <= want_ms * 1.051, "{g} vs {want_ms}");
+        };
+        within(h.quantile(0.5).unwrap(), 500.0);
+        within(h.quantile(0.99).unwrap(), 990.0);
+        assert_eq!(LatencyHistogram::default().quantile(0.5), None);
+        // Out of range on both sides lands in the end buckets instead of panicking.
+        h.record(Duration::ZERO);
+        h.record(Duration::from_secs(100_000));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn pacer_spaces_requests_evenly() {

@@ -95,6 +95,7 @@ async fn a_thousand_workers_follow_policy_changes_and_a_leader_loss() {
             format!("sim-{i}"),
             0,
             with_engine,
+            Default::default(),
             shutdown.clone(),
         ));
     }

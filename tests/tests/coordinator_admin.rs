@@ -630,6 +630,33 @@ async fn every_route_answers_with_the_schema_its_openapi_document_declares() {
         ("GET", "/v1/overview", "/v1/overview", None, 200),
         ("GET", "/v1/whoami", "/v1/whoami", None, 200),
         ("GET", "/v1/cluster/nodes", "/v1/cluster/nodes", None, 200),
+        (
+            "POST",
+            "/v1/captures",
+            "/v1/captures",
+            Some(json!({ "match": "attributes[\"http.route\"] == \"/cart\"", "since": "5m" })),
+            200,
+        ),
+        ("GET", "/v1/captures", "/v1/captures", None, 200),
+        ("GET", "/v1/captures/{id}", "/v1/captures/1", None, 200),
+        ("DELETE", "/v1/captures/{id}", "/v1/captures/1", None, 200),
+        ("GET", "/v1/captures/{id}", "/v1/captures/99", None, 404),
+        (
+            "POST",
+            "/v1/policy/whatif",
+            "/v1/policy/whatif",
+            Some(json!({ "document": "policies:\n  - name: all\n    always: {}\n", "since": "5m" })),
+            200,
+        ),
+        ("GET", "/v1/policy/whatif/{id}", "/v1/policy/whatif/2", None, 200),
+        ("GET", "/v1/policy/whatif/{id}", "/v1/policy/whatif/1", None, 404),
+        (
+            "POST",
+            "/v1/captures",
+            "/v1/captures",
+            Some(json!({ "match": "attributes[", "since": "5m" })),
+            400,
+        ),
         ("GET", "/openapi.json", "/openapi.json", None, 200),
         ("GET", "/api/sampling", "/api/sampling?service=checkout", None, 200),
         ("GET", "/sampling", "/sampling?service=checkout", None, 200),
@@ -1289,6 +1316,7 @@ async fn tls_on_both_ports_raft_watch_http_and_cli() {
             f(&mut e);
             let _ = tx.send(e.policy_version());
         },
+        Default::default(),
         stop_sampler.clone(),
     ));
     let deadline = Instant::now() + Duration::from_secs(15);

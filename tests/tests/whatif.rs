@@ -78,6 +78,8 @@ async fn run_whatif_with(
         lookback_records: 10_000,
         quiet: Duration::from_secs(1),
         timeout: Duration::from_secs(30),
+        partitions: None,
+        stop: None,
     };
     let replay = Replay::new(engine(candidate), engine(LIVE), SEED, limits);
     tokio::task::spawn_blocking(move || whatif::replay_kafka(&window, replay))

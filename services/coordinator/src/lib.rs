@@ -274,6 +274,7 @@ pub async fn run(cfg: CoordinatorConfig, listeners: Listeners, shutdown: Cancell
         workers,
     });
     let watcher = tokio::spawn(watch_metrics(coordinator.clone(), readiness.clone(), shutdown.clone()));
+    let recorder = tokio::spawn(record_captures(coordinator.clone(), shutdown.clone()));
     let router =
         admin::router(coordinator.clone(), cfg.admin.tokens.clone()).merge(tailsift_telemetry::admin_router(readiness));
     let admin = match admin_tls {
@@ -297,6 +298,7 @@ pub async fn run(cfg: CoordinatorConfig, listeners: Listeners, shutdown: Cancell
     tracing::info!(node = cfg.node_id, "coordinator shutting down");
     let _ = raft.shutdown().await;
     let _ = watcher.await;
+    let _ = recorder.await;
     let grpc_result = grpc.await.map_err(|e| Error::Raft(e.to_string()))?;
     let admin_result = admin.await.map_err(|e| Error::Raft(e.to_string()))?;
     grpc_result?;
@@ -377,5 +379,63 @@ pub fn commit_index(m: &openraft::RaftMetrics<NodeId, Node>) -> u64 {
         applied
     } else {
         commit.max(applied)
+    }
+}
+
+/// Records in the replicated state the capture partitions workers report finished (done or
+/// failed), so that no worker runs them again and every coordinator shows them. Reports repeat
+/// every few seconds and reach every coordinator: a partition already recorded is skipped, and a
+/// second record of the same partition changes nothing.
+async fn record_captures(c: Arc<Coordinator>, shutdown: CancellationToken) {
+    use crate::state::{CapturePartition, CaptureState};
+    use crate::watch::capture_progress::State;
+    let Some(mut rx) = c.workers.take_finished() else {
+        return;
+    };
+    loop {
+        let f = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            f = rx.recv() => match f { Some(f) => f, None => return },
+        };
+        let p = &f.progress;
+        let wanted = c
+            .view()
+            .registry
+            .captures
+            .get(&p.capture_id)
+            .is_some_and(|cap| cap.state == CaptureState::Running && !cap.done.contains_key(&p.partition));
+        if !wanted {
+            continue;
+        }
+        let failed = p.state() == State::Failed;
+        let cmd = Command::RecordCapturePartition {
+            id: p.capture_id,
+            partition: p.partition,
+            partitions: p.partitions,
+            time_unix_ms: admin::now_ms(),
+            result: CapturePartition {
+                worker_id: f.worker_id.clone(),
+                error: failed.then(|| p.error.chars().take(1000).collect()),
+                records_read: p.records_read,
+                traces_matched: p.traces_matched,
+                traces_already_kept: p.traces_already_kept,
+                traces_exported: p.traces_exported,
+                spans_exported: p.spans_exported,
+                bytes_exported: p.bytes_exported,
+                first_record_unix_ms: p.first_record_unix_ms,
+                truncated_by_retention: p.truncated_by_retention,
+                report_json: (!p.report_json.is_empty() && p.report_json.len() <= 256 << 10)
+                    .then(|| p.report_json.clone()),
+            },
+        };
+        let (id, partition) = (p.capture_id, p.partition);
+        match c.write(cmd).await {
+            Ok(_) => {
+                tracing::info!(capture = id, partition, worker = %f.worker_id, failed, "capture partition recorded")
+            }
+            Err(e) => {
+                tracing::debug!(capture = id, partition, error = %e, "capture partition not recorded; the worker reports it again")
+            }
+        }
     }
 }

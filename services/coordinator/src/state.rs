@@ -2,7 +2,7 @@
 //! commands that change it. `apply` is deterministic: everything random or time-dependent (seeds,
 //! timestamps) is chosen by the node that proposes the command and carried inside it.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -202,6 +202,105 @@ pub struct Registry {
     /// +1 per shadow set or clear.
     #[serde(default)]
     pub shadow_revision: u64,
+    /// Retroactive captures by id: the running ones and the latest finished ones.
+    #[serde(default)]
+    pub captures: BTreeMap<u64, Capture>,
+    /// +1 per capture started, cancelled or partition recorded.
+    #[serde(default)]
+    pub captures_revision: u64,
+    /// The last capture id handed out (ids are never reused).
+    #[serde(default)]
+    pub last_capture_id: u64,
+}
+
+/// Captures running at once, at most.
+pub const MAX_RUNNING_CAPTURES: usize = 8;
+/// Finished (completed or cancelled) captures kept for their results.
+pub const KEPT_FINISHED_CAPTURES: usize = 50;
+/// Partitions a capture can have (the spans topic's partition count), at most.
+pub const MAX_CAPTURE_PARTITIONS: i32 = 10_000;
+
+/// Where a capture is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureState {
+    /// Workers run it on the partitions they own.
+    Running,
+    /// Every partition was recorded (done or failed).
+    Completed,
+    /// Cancelled by an operator; partitions not yet run are not run.
+    Cancelled,
+}
+
+/// What a capture job does with the traces it reads back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    /// Export the traces the match policy keeps (`POST /v1/captures`).
+    #[default]
+    Capture,
+    /// Count what a candidate policy would keep beside the live one (`POST /v1/policy/whatif`).
+    Whatif,
+}
+
+/// The live policy a what-if job compares with: the one in force when it was asked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WhatifLive {
+    pub version: u64,
+    pub format: PolicyFormat,
+    pub document: String,
+    pub seed: u64,
+}
+
+/// What one partition of a capture did, as its worker reported it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CapturePartition {
+    pub worker_id: String,
+    /// Set when the partition could not be run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub records_read: u64,
+    pub traces_matched: u64,
+    pub traces_already_kept: u64,
+    pub traces_exported: u64,
+    pub spans_exported: u64,
+    pub bytes_exported: u64,
+    /// The time of the first record read (0: none in the window).
+    pub first_record_unix_ms: i64,
+    /// The topic's retention had deleted part of the window.
+    pub truncated_by_retention: bool,
+    /// A what-if job's report for the partition, as JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_json: Option<String>,
+}
+
+/// A retroactive capture: keep every trace of a past window the match policy keeps, read back
+/// from the spans topic by the workers (see `Capture` in `proto/`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Capture {
+    pub id: u64,
+    #[serde(default)]
+    pub kind: JobKind,
+    /// For a what-if job: the live policy it compares with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<WhatifLive>,
+    pub author: String,
+    pub time_unix_ms: u64,
+    /// What the operator wrote (the CLI's `--match`, or the document), for display.
+    pub description: String,
+    pub match_format: PolicyFormat,
+    pub match_document: String,
+    pub since_unix_ms: i64,
+    pub until_unix_ms: i64,
+    pub read_until_unix_ms: i64,
+    pub state: CaptureState,
+    /// The spans topic's partition count, from the first worker report (`null` before).
+    pub partitions: Option<i32>,
+    /// The partitions recorded, by partition.
+    pub done: BTreeMap<i32, CapturePartition>,
+    /// When it completed or was cancelled, Unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_unix_ms: Option<u64>,
 }
 
 impl Registry {
@@ -282,6 +381,118 @@ impl Registry {
                 }
                 Ok(self.applied())
             }
+            Command::StartCapture {
+                kind,
+                live,
+                author,
+                time_unix_ms,
+                description,
+                match_format,
+                match_document,
+                since_unix_ms,
+                until_unix_ms,
+                read_until_unix_ms,
+            } => {
+                let running = self.running_captures().count();
+                if running >= MAX_RUNNING_CAPTURES {
+                    return Err(CommandError::TooManyCaptures {
+                        running,
+                        max: MAX_RUNNING_CAPTURES,
+                    });
+                }
+                self.last_capture_id += 1;
+                let id = self.last_capture_id;
+                self.captures.insert(
+                    id,
+                    Capture {
+                        id,
+                        kind: *kind,
+                        live: live.clone(),
+                        author: author.clone(),
+                        time_unix_ms: *time_unix_ms,
+                        description: description.clone(),
+                        match_format: *match_format,
+                        match_document: match_document.clone(),
+                        since_unix_ms: *since_unix_ms,
+                        until_unix_ms: *until_unix_ms,
+                        read_until_unix_ms: *read_until_unix_ms,
+                        state: CaptureState::Running,
+                        partitions: None,
+                        done: BTreeMap::new(),
+                        finished_unix_ms: None,
+                    },
+                );
+                self.captures_revision += 1;
+                self.trim_captures();
+                Ok(Applied {
+                    capture_id: Some(id),
+                    ..self.applied()
+                })
+            }
+            Command::CancelCapture { id, time_unix_ms, .. } => {
+                let Some(c) = self.captures.get_mut(id) else {
+                    return Err(CommandError::UnknownCapture { id: *id });
+                };
+                if c.state == CaptureState::Running {
+                    c.state = CaptureState::Cancelled;
+                    c.finished_unix_ms = Some(*time_unix_ms);
+                    self.captures_revision += 1;
+                    self.trim_captures();
+                }
+                Ok(Applied {
+                    capture_id: Some(*id),
+                    ..self.applied()
+                })
+            }
+            Command::RecordCapturePartition {
+                id,
+                partition,
+                partitions,
+                time_unix_ms,
+                result,
+            } => {
+                let Some(c) = self.captures.get_mut(id) else {
+                    return Err(CommandError::UnknownCapture { id: *id });
+                };
+                let valid = (1..=MAX_CAPTURE_PARTITIONS).contains(partitions) && (0..*partitions).contains(partition);
+                if c.state == CaptureState::Running && valid && !c.done.contains_key(partition) {
+                    // The first report fixes the partition count; a later different count (the
+                    // topic grew) raises it, so the new partitions are captured too.
+                    c.partitions = Some(c.partitions.map_or(*partitions, |n| n.max(*partitions)));
+                    c.done.insert(*partition, result.clone());
+                    if c.done.len() as i32 >= c.partitions.unwrap_or(i32::MAX) {
+                        c.state = CaptureState::Completed;
+                        c.finished_unix_ms = Some(*time_unix_ms);
+                    }
+                    self.captures_revision += 1;
+                    self.trim_captures();
+                }
+                Ok(Applied {
+                    capture_id: Some(*id),
+                    ..self.applied()
+                })
+            }
+        }
+    }
+
+    /// The captures workers run.
+    pub fn running_captures(&self) -> impl Iterator<Item = &Capture> {
+        self.captures.values().filter(|c| c.state == CaptureState::Running)
+    }
+
+    /// Forgets the oldest finished captures beyond [`KEPT_FINISHED_CAPTURES`].
+    fn trim_captures(&mut self) {
+        let finished: Vec<u64> = self
+            .captures
+            .values()
+            .filter(|c| c.state != CaptureState::Running)
+            .map(|c| c.id)
+            .collect();
+        for id in finished
+            .iter()
+            .take(finished.len().saturating_sub(KEPT_FINISHED_CAPTURES))
+        {
+            self.captures.remove(id);
         }
     }
 
@@ -291,6 +502,8 @@ impl Registry {
             seeds: self.seeds,
             shadow_revision: self.shadow_revision,
             settings_revision: self.settings_revision,
+            captures_revision: self.captures_revision,
+            capture_id: None,
         }
     }
 
@@ -373,6 +586,38 @@ pub enum Command {
         author: String,
         time_unix_ms: u64,
     },
+    /// Start a retroactive capture or a what-if job. The match document was validated by the node
+    /// that accepted it.
+    StartCapture {
+        #[serde(default)]
+        kind: JobKind,
+        #[serde(default)]
+        live: Option<WhatifLive>,
+        author: String,
+        time_unix_ms: u64,
+        description: String,
+        match_format: PolicyFormat,
+        match_document: String,
+        since_unix_ms: i64,
+        until_unix_ms: i64,
+        read_until_unix_ms: i64,
+    },
+    /// Stop a running capture (partitions already recorded stay recorded).
+    CancelCapture {
+        author: String,
+        time_unix_ms: u64,
+        id: u64,
+    },
+    /// Record one partition of a capture as finished, from a worker's report (idempotent: the
+    /// first record of a partition wins).
+    RecordCapturePartition {
+        id: u64,
+        partition: i32,
+        /// The spans topic's partition count the worker saw.
+        partitions: i32,
+        time_unix_ms: u64,
+        result: CapturePartition,
+    },
 }
 
 /// What a command did.
@@ -387,6 +632,12 @@ pub struct Applied {
     /// The cluster settings revision after the command.
     #[serde(default)]
     pub settings_revision: u64,
+    /// The captures revision after the command.
+    #[serde(default)]
+    pub captures_revision: u64,
+    /// The capture a capture command started or changed.
+    #[serde(default)]
+    pub capture_id: Option<u64>,
 }
 
 /// Why a command did not change anything.
@@ -395,6 +646,10 @@ pub struct Applied {
 pub enum CommandError {
     #[error("policy version {version} is not kept (kept: {kept:?})")]
     UnknownVersion { version: u64, kept: Vec<u64> },
+    #[error("capture {id} is not known (finished captures are kept up to the latest 50)")]
+    UnknownCapture { id: u64 },
+    #[error("{running} captures are running; at most {max} run at once (wait for one to finish, or cancel one)")]
+    TooManyCaptures { running: usize, max: usize },
 }
 
 pub type CommandResult = Result<Applied, CommandError>;
@@ -537,6 +792,89 @@ mod tests {
         };
         r.apply(&Command::SetSettings { settings }).unwrap();
         assert_eq!((r.settings, r.settings_revision, r.policy_version()), (settings, 1, 1));
+    }
+
+    #[test]
+    fn captures_run_until_every_partition_is_recorded_and_are_bounded() {
+        let mut r = Registry::default();
+        let start = |r: &mut Registry| {
+            r.apply(&Command::StartCapture {
+                kind: JobKind::Capture,
+                live: None,
+                author: "a".into(),
+                time_unix_ms: 1,
+                description: "checkout".into(),
+                match_format: PolicyFormat::Json,
+                match_document: "{}".into(),
+                since_unix_ms: 0,
+                until_unix_ms: 10,
+                read_until_unix_ms: 20,
+            })
+        };
+        let id = start(&mut r).unwrap().capture_id.unwrap();
+        assert_eq!((id, r.captures_revision), (1, 1));
+        let record = |r: &mut Registry, id: u64, partition: i32, partitions: i32| {
+            r.apply(&Command::RecordCapturePartition {
+                id,
+                partition,
+                partitions,
+                time_unix_ms: 5,
+                result: CapturePartition {
+                    traces_exported: 3,
+                    ..Default::default()
+                },
+            })
+        };
+        record(&mut r, id, 0, 2).unwrap();
+        // The same partition twice, or one outside the topic, changes nothing.
+        record(&mut r, id, 0, 2).unwrap();
+        record(&mut r, id, 7, 2).unwrap();
+        record(&mut r, id, -1, 2).unwrap();
+        let c = &r.captures[&id];
+        assert_eq!(
+            (c.state, c.done.len(), c.partitions, r.captures_revision),
+            (CaptureState::Running, 1, Some(2), 2)
+        );
+        record(&mut r, id, 1, 2).unwrap();
+        let c = &r.captures[&id];
+        assert_eq!((c.state, c.finished_unix_ms), (CaptureState::Completed, Some(5)));
+        assert_eq!(r.running_captures().count(), 0);
+        assert_eq!(
+            record(&mut r, 99, 0, 2).unwrap_err(),
+            CommandError::UnknownCapture { id: 99 }
+        );
+
+        // At most MAX_RUNNING_CAPTURES run; cancelling one makes room; finished ones are trimmed.
+        let ids: Vec<u64> = (0..MAX_RUNNING_CAPTURES)
+            .map(|_| start(&mut r).unwrap().capture_id.unwrap())
+            .collect();
+        assert!(matches!(start(&mut r), Err(CommandError::TooManyCaptures { .. })));
+        r.apply(&Command::CancelCapture {
+            author: "a".into(),
+            time_unix_ms: 9,
+            id: ids[0],
+        })
+        .unwrap();
+        assert_eq!(r.captures[&ids[0]].state, CaptureState::Cancelled);
+        // Recording a partition of a cancelled capture changes nothing.
+        record(&mut r, ids[0], 0, 1).unwrap();
+        assert!(r.captures[&ids[0]].done.is_empty());
+        start(&mut r).unwrap();
+        for _ in 0..KEPT_FINISHED_CAPTURES + 5 {
+            let running: Vec<u64> = r.running_captures().map(|c| c.id).collect();
+            r.apply(&Command::CancelCapture {
+                author: "a".into(),
+                time_unix_ms: 9,
+                id: running[0],
+            })
+            .unwrap();
+            start(&mut r).unwrap();
+        }
+        let finished = r.captures.values().filter(|c| c.state != CaptureState::Running).count();
+        assert_eq!(finished, KEPT_FINISHED_CAPTURES);
+        // Ids are never reused, even after the oldest were forgotten.
+        assert_eq!(r.last_capture_id, r.captures.keys().copied().max().unwrap());
+        assert!(!r.captures.contains_key(&1));
     }
 
     #[test]

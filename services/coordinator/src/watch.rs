@@ -34,7 +34,10 @@ use crate::store::View;
 use tailsift_proto::DocumentFormat;
 
 pub use tailsift_proto::client::{report_applied, watch, WatchError};
-pub use tailsift_proto::v1::{AppliedReport, PolicyUpdate, ReportAck, RuleCount, WatchRequest};
+pub use tailsift_proto::v1::{
+    capture_progress, AppliedReport, Capture as CaptureSpec, CaptureProgress, PolicyUpdate, ReportAck, RuleCount,
+    WatchRequest,
+};
 pub use tailsift_proto::WATCH_SERVICE as SERVICE;
 
 /// Workers remembered per node; the least recently reporting is forgotten beyond this.
@@ -76,6 +79,9 @@ pub struct WorkerReport {
     /// The counts rates are computed from (the report that started the current window).
     #[serde(skip)]
     baseline: Counts,
+    /// Capture progress per partition, as last reported.
+    #[serde(skip)]
+    pub captures: Vec<CaptureProgress>,
 }
 
 /// The most rule names kept per worker and per count (further names add up under
@@ -228,6 +234,17 @@ impl Rates {
     }
 }
 
+/// A capture partition a worker reported finished (done or failed), for the replicated state.
+#[derive(Debug, Clone)]
+pub struct FinishedPartition {
+    pub worker_id: String,
+    pub progress: CaptureProgress,
+}
+
+/// Finished partitions waiting to be recorded, at most (more are dropped: workers report again
+/// every few seconds).
+const FINISHED_QUEUE: usize = 1024;
+
 impl WorkerReport {
     /// The report `r` received at `now`, after `prev` (the same worker's previous report).
     fn from_report(r: &AppliedReport, now: u64, prev: Option<&WorkerReport>) -> Self {
@@ -270,15 +287,37 @@ impl WorkerReport {
             partitions,
             rates,
             baseline,
+            captures: r.captures.clone(),
         }
     }
 }
 
-/// The workers that reported to this node (in memory, not replicated). Cheap to clone.
-#[derive(Clone, Default)]
-pub struct Workers(Arc<std::sync::Mutex<std::collections::BTreeMap<String, WorkerReport>>>);
+/// The workers that reported to this node (in memory, not replicated), and the capture
+/// partitions they finished, queued for [`Workers::take_finished`]. Cheap to clone.
+#[derive(Clone)]
+pub struct Workers {
+    reports: Arc<std::sync::Mutex<std::collections::BTreeMap<String, WorkerReport>>>,
+    finished_tx: tokio::sync::mpsc::Sender<FinishedPartition>,
+    finished_rx: Arc<std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<FinishedPartition>>>>,
+}
+
+impl Default for Workers {
+    fn default() -> Self {
+        let (tx, rx) = tokio::sync::mpsc::channel(FINISHED_QUEUE);
+        Workers {
+            reports: Default::default(),
+            finished_tx: tx,
+            finished_rx: Arc::new(std::sync::Mutex::new(Some(rx))),
+        }
+    }
+}
 
 impl Workers {
+    /// The finished capture partitions workers report (once: the recorder owns the receiver).
+    pub fn take_finished(&self) -> Option<tokio::sync::mpsc::Receiver<FinishedPartition>> {
+        self.finished_rx.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
     /// Records a worker's version (no shadow counts).
     pub fn record(&self, worker_id: &str, version: u64) {
         self.record_report(&AppliedReport {
@@ -292,12 +331,22 @@ impl Workers {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
+        for c in &r.captures {
+            use capture_progress::State;
+            if matches!(c.state(), State::Done | State::Failed) {
+                // Full: dropped; the worker reports it again in a few seconds.
+                let _ = self.finished_tx.try_send(FinishedPartition {
+                    worker_id: r.worker_id.clone(),
+                    progress: c.clone(),
+                });
+            }
+        }
         self.record_report_at(r, now);
     }
 
     /// [`Self::record_report`] received at `now` (Unix milliseconds).
     pub fn record_report_at(&self, r: &AppliedReport, now: u64) {
-        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = self.reports.lock().unwrap_or_else(|p| p.into_inner());
         let report = WorkerReport::from_report(r, now, g.get(&r.worker_id));
         g.insert(r.worker_id.clone(), report);
         while g.len() > MAX_WORKERS {
@@ -314,7 +363,7 @@ impl Workers {
 
     /// How many workers are remembered.
     pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.reports.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -323,7 +372,7 @@ impl Workers {
 
     /// Every worker, by id.
     pub fn list(&self) -> Vec<WorkerReport> {
-        self.0
+        self.reports
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .values()
@@ -338,7 +387,7 @@ pub fn current_update(view: &View) -> Option<PolicyUpdate> {
     let r = &view.registry;
     let mut u = match r.current() {
         Some(_) => policy_update(view)?,
-        None if r.shadow_revision == 0 && r.settings_revision == 0 => return None,
+        None if r.shadow_revision == 0 && r.settings_revision == 0 && r.captures_revision == 0 => return None,
         None => PolicyUpdate {
             format: format_name(PolicyFormat::Yaml).to_string(),
             applied_index: view.last_applied.map_or(0, |l| l.index),
@@ -354,12 +403,33 @@ pub fn current_update(view: &View) -> Option<PolicyUpdate> {
     if r.settings_revision > 0 {
         u.settings_json = serde_json::to_string(&r.settings.sampler).unwrap_or_default();
     }
+    u.captures_revision = r.captures_revision;
+    u.captures = r
+        .running_captures()
+        .map(|c| CaptureSpec {
+            id: c.id,
+            match_format: format_name(c.match_format).to_string(),
+            match_document: c.match_document.clone(),
+            since_unix_ms: c.since_unix_ms,
+            until_unix_ms: c.until_unix_ms,
+            read_until_unix_ms: c.read_until_unix_ms,
+            done_partitions: c.done.keys().copied().collect(),
+            kind: match c.kind {
+                crate::state::JobKind::Capture => "capture",
+                crate::state::JobKind::Whatif => "whatif",
+            }
+            .into(),
+            live_format: c.live.as_ref().map_or("", |l| format_name(l.format)).into(),
+            live_document: c.live.as_ref().map_or(String::new(), |l| l.document.clone()),
+            seed: c.live.as_ref().map_or(0, |l| l.seed),
+        })
+        .collect();
     Some(u)
 }
 
 /// What the watcher compares to tell a new update from one it has.
-fn revision(u: &PolicyUpdate) -> (u64, u64, u64) {
-    (u.version, u.shadow_revision, u.settings_revision)
+fn revision(u: &PolicyUpdate) -> (u64, u64, u64, u64) {
+    (u.version, u.shadow_revision, u.settings_revision, u.captures_revision)
 }
 
 fn policy_update(view: &View) -> Option<PolicyUpdate> {
@@ -414,7 +484,7 @@ type UpdateStream = Pin<Box<dyn Stream<Item = Result<PolicyUpdate, Status>> + Se
 /// say which of those it has), then the state again each time the policy version, the shadow
 /// policy or the settings change.
 pub fn updates(view: watch::Receiver<Arc<View>>, from_version: u64) -> impl Stream<Item = PolicyUpdate> + Send {
-    let sent = (from_version, 0, 0);
+    let sent = (from_version, 0, 0, 0);
     futures::stream::unfold((view, sent, true), |(mut rx, mut sent, mut first)| async move {
         loop {
             if !first && rx.changed().await.is_err() {
@@ -424,12 +494,12 @@ pub fn updates(view: watch::Receiver<Arc<View>>, from_version: u64) -> impl Stre
             if let Some(u) = update {
                 let r = revision(&u);
                 let new = if first {
-                    r.0 > sent.0 || r.1 > 0 || r.2 > 0
+                    r.0 > sent.0 || r.1 > 0 || r.2 > 0 || r.3 > 0
                 } else {
                     r.0 >= sent.0 && r != sent
                 };
                 if new {
-                    sent = (r.0.max(sent.0), r.1, r.2);
+                    sent = (r.0.max(sent.0), r.1, r.2, r.3);
                     return Some((u, (rx, sent, false)));
                 }
             }
@@ -476,6 +546,9 @@ impl tailsift_proto::v1::watch_server::Watch for WatchService {
         }
         if r.partitions.len() > 10_000 {
             return Err(Status::invalid_argument("at most 10000 partitions"));
+        }
+        if r.captures.len() > 10_000 {
+            return Err(Status::invalid_argument("at most 10000 capture progress entries"));
         }
         self.workers.record_report(&r);
         Ok(Response::new(ReportAck {}))

@@ -22,6 +22,7 @@
 //! `coordinator.tls.ca_file`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -281,6 +282,9 @@ struct Applied<W> {
     stored: StoredPolicy,
     /// The latest report, sent to every coordinator by [`reporters`].
     reports: tokio::sync::watch::Sender<Option<AppliedReport>>,
+    /// Captures sent by the coordinators, and this worker's progress on them.
+    captures: Arc<crate::capture::Captures>,
+    captures_revision: u64,
 }
 
 impl<W: Fn(&mut dyn FnMut(&mut Engine))> Applied<W> {
@@ -319,7 +323,8 @@ impl<W: Fn(&mut dyn FnMut(&mut Engine))> Applied<W> {
                 r.shadow_live_by_policy = counts(&t.live_by_policy);
             }
         });
-        if r.version > 0 || r.shadow_revision > 0 || r.settings_revision > 0 {
+        r.captures = self.captures.progress();
+        if r.version > 0 || r.shadow_revision > 0 || r.settings_revision > 0 || !r.captures.is_empty() {
             self.reports.send_replace(Some(r));
         }
     }
@@ -407,6 +412,11 @@ impl<W: Fn(&mut dyn FnMut(&mut Engine))> Applied<W> {
                 Err(e) => tracing::error!(error = %e, %endpoint, "live settings skipped"),
             }
         }
+        if update.captures_revision != self.captures_revision {
+            self.captures_revision = update.captures_revision;
+            self.captures.set_specs(update.captures.clone());
+            changed = true;
+        }
         changed
     }
 }
@@ -420,6 +430,7 @@ pub async fn run<W: Fn(&mut dyn FnMut(&mut Engine)) + Send>(
     worker_id: String,
     have: u64,
     with_engine: W,
+    captures: Arc<crate::capture::Captures>,
     shutdown: CancellationToken,
 ) {
     if cfg.endpoints.is_empty() {
@@ -439,6 +450,8 @@ pub async fn run<W: Fn(&mut dyn FnMut(&mut Engine)) + Send>(
         worker_id,
         with_engine,
         reports: reporters(&cfg, &options, &shutdown),
+        captures,
+        captures_revision: 0,
         stored: StoredPolicy {
             version: 0,
             format: "yaml".into(),

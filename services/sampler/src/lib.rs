@@ -16,6 +16,7 @@
 
 pub mod annotate;
 pub mod cache;
+pub mod capture;
 pub mod config;
 pub mod coordination;
 pub mod decisions;
@@ -284,6 +285,7 @@ pub async fn run_on(
         rebalancing: AtomicBool::new(false),
     });
 
+    let captures = Arc::new(capture::Captures::default());
     let coordination = {
         let shared = shared.clone();
         let with_engine = move |f: &mut dyn FnMut(&mut Engine)| f(&mut shared.engine.lock().unwrap());
@@ -292,9 +294,22 @@ pub async fn run_on(
             worker_id,
             from_version,
             with_engine,
+            captures.clone(),
             shutdown.clone(),
         ))
     };
+    let capture_runner = tokio::spawn(capture::run(
+        captures,
+        shared.clone(),
+        capture::RunnerConfig {
+            export: cfg.export.clone(),
+            kafka: cfg.kafka.clone(),
+            decision_wait: cfg.decision.decision_wait,
+            partitions: total_partitions as i32,
+            kafka_transport: matches!(transport, Transport::Kafka),
+        },
+        shutdown.clone(),
+    ));
 
     // Export task: acknowledgements go straight to the engine (they unpin offsets).
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<u64>();
@@ -354,6 +369,7 @@ pub async fn run_on(
     }
 
     let _ = coordination.await;
+    let _ = capture_runner.await;
     export_shutdown.cancel();
     let _ = exporter_task.await;
     acker.abort();

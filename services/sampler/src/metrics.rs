@@ -33,6 +33,9 @@ pub const POLICY_APPLIED_AT: &str = "tailsift_sampler_policy_applied_timestamp_s
 pub const PARTITIONS_OWNED: &str = "tailsift_sampler_partitions_owned";
 pub const RECORDS_NOT_OWNED: &str = "tailsift_sampler_records_not_owned_total";
 pub const DECISIONS_PRELOADED: &str = "tailsift_sampler_decisions_preloaded_total";
+/// Capture partitions run by this worker, by `outcome` (`done`, `failed`).
+pub const CAPTURE_PARTITIONS: &str = "tailsift_sampler_capture_partitions_total";
+pub const CAPTURE_TRACES_EXPORTED: &str = "tailsift_sampler_capture_traces_exported_total";
 pub const COORDINATOR_CONNECTED: &str = "tailsift_sampler_coordinator_connected";
 pub const POLICY_UPDATES: &str = "tailsift_sampler_policy_updates_total";
 pub const BUDGET_SHARE: &str = "tailsift_sampler_budget_share_ratio";
@@ -198,6 +201,16 @@ pub fn describe() {
         "From a policy version's acceptance by the coordinator admin API to its application on this worker (wall clocks of both)."
     );
     describe_counter!(
+        CAPTURE_PARTITIONS,
+        Unit::Count,
+        "Partitions of retroactive captures this worker ran, by outcome (done, failed)."
+    );
+    describe_counter!(
+        CAPTURE_TRACES_EXPORTED,
+        Unit::Count,
+        "Traces exported by retroactive captures (matched, not already kept)."
+    );
+    describe_counter!(
         DECISIONS_PRELOADED,
         Unit::Count,
         "Decisions read back from the decisions topic on partition assignment."
@@ -221,8 +234,12 @@ fn zero() {
         EXPORT_SPLIT_TRACES,
         RECORDS_NOT_OWNED,
         DECISIONS_PRELOADED,
+        CAPTURE_TRACES_EXPORTED,
     ] {
         counter!(name).increment(0);
+    }
+    for outcome in ["done", "failed"] {
+        counter!(CAPTURE_PARTITIONS, "outcome" => outcome).increment(0);
     }
     for outcome in ["kept", "dropped"] {
         counter!(LATE_SPANS, "outcome" => outcome).increment(0);

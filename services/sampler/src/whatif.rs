@@ -109,6 +109,18 @@ pub struct PartitionWindow {
     /// The last offset read in the window, +1 (`start_offset` when nothing was read).
     pub read_through: i64,
     pub records: u64,
+    /// The partition's first offset still stored (the topic's retention deletes below it).
+    pub low_watermark: i64,
+    /// The time of the first record read, Unix milliseconds (0: none).
+    pub first_record_unix_ms: i64,
+}
+
+impl PartitionWindow {
+    /// The topic's retention may have deleted records of the window: reading starts at the
+    /// first offset still stored, and records were deleted before it.
+    pub fn truncated_by_retention(&self) -> bool {
+        self.low_watermark > 0 && self.start_offset <= self.low_watermark
+    }
 }
 
 /// The answer of `tailsift policy whatif`.
@@ -128,6 +140,8 @@ pub struct Report {
     pub decided_early: u64,
     /// Records of traces already decided early.
     pub late_records: u64,
+    /// Records of traces that started after the cutoff for new traces (captures): skipped.
+    pub after_cutoff_records: u64,
     /// Every trace in the window.
     pub total: Counts,
     pub candidate: PolicyTally,
@@ -190,6 +204,22 @@ impl Default for Limits {
     }
 }
 
+/// A trace (or late records of one) the candidate policy kept, handed to the replay's sink.
+pub struct KeptTrace<'a> {
+    pub partition: i32,
+    pub trace_id: TraceId,
+    pub records: &'a [Bytes],
+    /// Spans in `records`.
+    pub spans: u64,
+    /// The rule that kept it.
+    pub rule: Option<&'a str>,
+    /// Records that arrived after the trace was decided early.
+    pub late: bool,
+}
+
+/// Where a [`Replay`] hands the traces the candidate keeps (captures export them).
+pub type Sink = Box<dyn FnMut(KeptTrace<'_>) + Send>;
+
 /// The replay itself, without Kafka: records in (per partition, in offset order), a [`Report`]
 /// out.
 pub struct Replay {
@@ -206,6 +236,9 @@ pub struct Replay {
     early: HashMap<(i32, TraceId), (Decided, Decided)>,
     early_order: std::collections::VecDeque<(i32, TraceId)>,
     report: Report,
+    sink: Option<Sink>,
+    /// Records stamped after this (Unix ms) start no new trace.
+    new_traces_until_ms: Option<i64>,
 }
 
 impl Replay {
@@ -230,7 +263,51 @@ impl Replay {
                 complete: true,
                 ..Default::default()
             },
+            sink: None,
+            new_traces_until_ms: None,
         }
+    }
+
+    /// Both policies' budgets as this share of the cluster's (a replay of some of the partitions).
+    pub fn with_budget_share(mut self, share: f64) -> Replay {
+        self.candidate.set_budget_share(share);
+        self.live.set_budget_share(share);
+        self
+    }
+
+    /// Hands every trace the candidate keeps (and late records of traces it kept early) to
+    /// `sink`, with its records.
+    pub fn with_sink(mut self, sink: Sink) -> Replay {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// Records stamped after `unix_ms` start no new trace (they still join traces already
+    /// started): a capture's window ends at `until`, but traces running then are read to their
+    /// end.
+    pub fn new_traces_until(mut self, unix_ms: i64) -> Replay {
+        self.new_traces_until_ms = Some(unix_ms);
+        self
+    }
+
+    /// [`Replay::record`] with the record's timestamp (for the new-trace cutoff).
+    pub fn record_stamped(&mut self, partition: i32, payload: Bytes, timestamp_ms: Option<i64>) {
+        if let (Some(cut), Some(ts)) = (self.new_traces_until_ms, timestamp_ms) {
+            if ts > cut {
+                let Some(trace_id) = scan_record(&payload).trace_id else {
+                    self.report.records_read += 1;
+                    self.report.malformed_records += 1;
+                    return;
+                };
+                let key = (partition, trace_id);
+                if !self.held.contains_key(&key) && !self.early.contains_key(&key) {
+                    self.report.records_read += 1;
+                    self.report.after_cutoff_records += 1;
+                    return;
+                }
+            }
+        }
+        self.record(partition, payload);
     }
 
     /// One record of the window.
@@ -250,6 +327,16 @@ impl Replay {
             self.report.total.add(0, spans, bytes);
             let (c, l) = (c.clone(), l.clone());
             self.tally(&c, &l, 0, spans, bytes);
+            if let (true, Some(sink)) = (c.keep, self.sink.as_mut()) {
+                sink(KeptTrace {
+                    partition,
+                    trace_id,
+                    records: std::slice::from_ref(&payload),
+                    spans,
+                    rule: c.rule.as_deref(),
+                    late: true,
+                });
+            }
             return;
         }
         let len = payload.len();
@@ -355,6 +442,16 @@ impl Replay {
         };
         self.report.total.add(1, spans, bytes);
         self.tally(&c, &l, 1, spans, bytes);
+        if let (true, Some(sink)) = (c.keep, self.sink.as_mut()) {
+            sink(KeptTrace {
+                partition: key.0,
+                trace_id,
+                records: &h.records,
+                spans,
+                rule: c.rule.as_deref(),
+                late: false,
+            });
+        }
         (c, l)
     }
 
@@ -416,6 +513,28 @@ pub struct KafkaWindow {
     pub quiet: Duration,
     /// Give up (report `complete: false`) after this long.
     pub timeout: Duration,
+    /// Only these partitions (`None`: every partition of the topic).
+    pub partitions: Option<Vec<i32>>,
+    /// Set to stop reading early (report `complete: false`).
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
+
+impl KafkaWindow {
+    /// A window of every partition of `topic` from `since_unix_ms` to now, with the defaults of
+    /// `tailsift policy whatif`.
+    pub fn new(connection: tailsift_kafka::Connection, topic: &str, since_unix_ms: i64) -> Self {
+        KafkaWindow {
+            connection,
+            topic: topic.to_string(),
+            since_unix_ms,
+            until_unix_ms: None,
+            lookback_records: 0,
+            quiet: Duration::from_secs(2),
+            timeout: Duration::from_secs(600),
+            partitions: None,
+            stop: None,
+        }
+    }
 }
 
 /// Why a replay could not run.
@@ -456,6 +575,7 @@ pub fn replay_kafka(window: &KafkaWindow, mut replay: Replay) -> Result<Report, 
         .iter()
         .filter(|t| t.name() == window.topic && t.error().is_none())
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .filter(|p| window.partitions.as_ref().is_none_or(|only| only.contains(p)))
         .collect();
     if partitions.is_empty() {
         return Err(WhatifError::NoTopic(window.topic.clone()));
@@ -508,6 +628,8 @@ pub fn replay_kafka(window: &KafkaWindow, mut replay: Replay) -> Result<Report, 
                 end_offset: end,
                 read_through: start,
                 records: 0,
+                low_watermark: low,
+                first_record_unix_ms: 0,
             },
         );
         let from = (start - window.lookback_records.max(0)).max(low);
@@ -523,7 +645,11 @@ pub fn replay_kafka(window: &KafkaWindow, mut replay: Replay) -> Result<Report, 
         .collect();
     let mut last_record = Instant::now();
     loop {
-        if started.elapsed() >= window.timeout {
+        let stopped = window
+            .stop
+            .as_ref()
+            .is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed));
+        if started.elapsed() >= window.timeout || stopped {
             replay.report_mut().complete = false;
             tracing::warn!("what-if replay stopped at its timeout before every partition was read to the end");
             break;
@@ -561,7 +687,10 @@ pub fn replay_kafka(window: &KafkaWindow, mut replay: Replay) -> Result<Report, 
         }
         w.records += 1;
         w.read_through = w.read_through.max(m.offset() + 1);
-        replay.record(p, Bytes::copy_from_slice(m.payload().unwrap_or_default()));
+        if w.first_record_unix_ms == 0 {
+            w.first_record_unix_ms = ts.unwrap_or(0);
+        }
+        replay.record_stamped(p, Bytes::copy_from_slice(m.payload().unwrap_or_default()), ts);
     }
     drop(consumer);
     let r = replay.report_mut();
@@ -614,6 +743,42 @@ mod tests {
 
     const LIVE: &str = "policies:\n  - name: errors\n    status_code: { codes: [ERROR] }\n  - name: slow\n    latency: { threshold_ms: 1000 }\n";
     const CANDIDATE: &str = "policies:\n  - name: errors\n    status_code: { codes: [ERROR] }\n  - name: half\n    probabilistic: { percentage: 50 }\n";
+
+    #[test]
+    fn the_sink_gets_kept_traces_with_their_records_and_the_cutoff_skips_new_traces() {
+        type Got = Vec<(TraceId, usize, u64, bool)>;
+        let got: std::sync::Arc<std::sync::Mutex<Got>> = Default::default();
+        let sink = {
+            let got = got.clone();
+            Box::new(move |t: KeptTrace<'_>| {
+                got.lock().unwrap().push((t.trace_id, t.records.len(), t.spans, t.late));
+            })
+        };
+        let limits = Limits {
+            max_traces: 2,
+            ..Limits::default()
+        };
+        let mut r = Replay::new(engine(LIVE), engine(LIVE), 7, limits)
+            .with_sink(sink)
+            .new_traces_until(1_000);
+        // Trace 1: error, two records; trace 2: plain (dropped); trace 3 starts after the cutoff.
+        r.record_stamped(0, rec(1, 1, true, true, 5), Some(900));
+        r.record_stamped(0, rec(2, 1, true, false, 5), Some(950));
+        r.record_stamped(0, rec(1, 2, false, false, 5), Some(1_100));
+        r.record_stamped(0, rec(3, 1, true, true, 5), Some(1_200));
+        r.finish_partition(0);
+        assert_eq!(*got.lock().unwrap(), vec![([1; 16], 2, 2, false)]);
+        // Over the limits, an early-kept trace's later records reach the sink as late pieces.
+        for t in 10..14u8 {
+            r.record_stamped(1, rec(t, 1, true, t == 10, 5), Some(500));
+        }
+        r.record_stamped(1, rec(10, 2, false, false, 5), Some(1_500));
+        r.finish_partition(1);
+        let report = r.finish();
+        assert_eq!(report.after_cutoff_records, 1);
+        let g = got.lock().unwrap();
+        assert_eq!(g[1..], [([10; 16], 1, 1, false), ([10; 16], 1, 1, true)]);
+    }
 
     #[test]
     fn tallies_per_rule_and_differences() {

@@ -7,11 +7,19 @@ use clap::Subcommand;
 use serde_json::Value;
 use tailsift_admin_client::{AdminClient, ClientError, ClientOptions, PolicyDocument};
 
-use crate::cli::{AdminCommand, ClusterCommand, PolicyCommand, SeedCommand, WhatifArgs};
+use crate::cli::{
+    AdminCommand, AdminConnection, CaptureArgs, CaptureCommand, ClusterCommand, PolicyCommand, SeedCommand, WhatifArgs,
+};
 
 const DEFAULT_ADMIN: &str = "http://127.0.0.1:9710";
 
 impl<C: Subcommand> AdminCommand<C> {
+    fn client(&self) -> anyhow::Result<AdminClient> {
+        self.conn.client()
+    }
+}
+
+impl AdminConnection {
     fn client(&self) -> anyhow::Result<AdminClient> {
         let o = ClientOptions {
             base_url: self.admin.clone().unwrap_or_else(|| DEFAULT_ADMIN.to_string()),
@@ -31,7 +39,7 @@ impl<C: Subcommand> AdminCommand<C> {
 pub fn policy(a: AdminCommand<PolicyCommand>) -> anyhow::Result<()> {
     // Offline: no coordinator needed.
     match &a.command {
-        PolicyCommand::Validate(f) if a.admin.is_none() => return validate_offline(&f.file, f.format.as_deref()),
+        PolicyCommand::Validate(f) if a.conn.admin.is_none() => return validate_offline(&f.file, f.format.as_deref()),
         PolicyCommand::Test { file, cases, format } => return test_offline(file, cases, format.as_deref()),
         PolicyCommand::Whatif(w) => return whatif(&a, w),
         _ => {}
@@ -111,6 +119,120 @@ pub fn cluster(a: AdminCommand<ClusterCommand>) -> anyhow::Result<()> {
     })
 }
 
+/// `tailsift capture`: start one (`--match`/`--policy`, `--since`), or `list`, `status`, `cancel`.
+pub fn capture(a: CaptureArgs) -> anyhow::Result<()> {
+    let client = a.conn.client()?;
+    let s = &a.start;
+    if a.command.is_some() && (s.condition.is_some() || s.policy.is_some() || s.since.is_some() || s.until.is_some()) {
+        anyhow::bail!("--match, --policy, --since and --until start a capture: not with list, status or cancel");
+    }
+    let (id, wait) = match &a.command {
+        Some(CaptureCommand::List) => return run(async move { client.captures().await }),
+        Some(CaptureCommand::Cancel { id }) => {
+            let id = *id;
+            return run(async move { client.cancel_capture(id).await });
+        }
+        Some(CaptureCommand::Status { id, wait }) => (*id, *wait),
+        None => {
+            let s = &a.start;
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)?
+                .as_millis() as i64;
+            let since = s.since.context(
+                "--since is required to start a capture (e.g. --since 20m); or use list, status ID, cancel ID",
+            )?;
+            let mut body = serde_json::json!({ "since_unix_ms": since.unix_ms(now_ms) });
+            if let Some(u) = s.until {
+                body["until_unix_ms"] = u.unix_ms(now_ms).into();
+            }
+            if let Some(d) = &s.description {
+                body["description"] = d.clone().into();
+            }
+            match (&s.condition, &s.policy) {
+                (Some(c), _) => body["match"] = c.clone().into(),
+                (None, Some(file)) => {
+                    let mut doc = PolicyDocument::read(file, None)?;
+                    doc.format = policy_format(s.format.as_deref())?.map(|f| match f {
+                        tailsift_policy::PolicyFormat::Native => "yaml".to_string(),
+                        f => f.as_str().to_string(),
+                    });
+                    body["policy"] = serde_json::to_value(&doc)?;
+                }
+                (None, None) => {
+                    anyhow::bail!("give --match CONDITION or --policy FILE (or list, status ID, cancel ID)")
+                }
+            }
+            let started = crate::runtime()?.block_on(client.start_capture(&body));
+            let started = match started {
+                Ok(v) => v,
+                Err(e) => return run(async { Err(e) }),
+            };
+            if !s.wait {
+                println!("{}", serde_json::to_string_pretty(&started)?);
+                return Ok(());
+            }
+            eprintln!("{}", serde_json::to_string_pretty(&started)?);
+            (started["id"].as_u64().context("POST /v1/captures: no id")?, true)
+        }
+    };
+    if !wait {
+        return run(async move { client.capture(id).await });
+    }
+    let rt = crate::runtime()?;
+    loop {
+        let status = rt.block_on(client.capture(id))?;
+        let state = status["state"].as_str().unwrap_or("").to_string();
+        if state != "running" {
+            println!("{}", serde_json::to_string_pretty(&status)?);
+            return Ok(());
+        }
+        eprintln!(
+            "capture {id}: {} of {} partitions recorded, {} traces exported, {} in progress",
+            status["done"].as_object().map_or(0, |d| d.len()),
+            status["partitions"].as_i64().map_or("?".to_string(), |n| n.to_string()),
+            status["total"]["traces_exported"],
+            status["in_progress"].as_array().map_or(0, |p| p.len()),
+        );
+        std::thread::sleep(std::time::Duration::from_secs(2));
+    }
+}
+
+/// `tailsift policy whatif --on-workers`: the replay runs on the workers; prints the report.
+fn whatif_on_workers(
+    a: &AdminCommand<PolicyCommand>,
+    w: &WhatifArgs,
+    format: tailsift_policy::PolicyFormat,
+) -> anyhow::Result<()> {
+    let client = a.client()?;
+    let mut doc = PolicyDocument::read(&w.file, None)?;
+    doc.format = Some(match format {
+        tailsift_policy::PolicyFormat::Native if doc.document.trim_start().starts_with('{') => "json".to_string(),
+        tailsift_policy::PolicyFormat::Native => "yaml".to_string(),
+        f => f.as_str().to_string(),
+    });
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let rt = crate::runtime()?;
+    let started =
+        rt.block_on(client.start_whatif(&doc, w.since.unix_ms(now_ms), w.until.map(|u| u.unix_ms(now_ms))))?;
+    let id = started["id"].as_u64().context("POST /v1/policy/whatif: no id")?;
+    let deadline = std::time::Instant::now() + w.max_time;
+    loop {
+        let status = rt.block_on(client.whatif(id))?;
+        if status["state"] != "running" || std::time::Instant::now() >= deadline {
+            println!("{}", serde_json::to_string_pretty(&status)?);
+            return Ok(());
+        }
+        eprintln!(
+            "what-if {id}: {} of {} partitions reported",
+            status["partitions_done"],
+            status["partitions"].as_i64().map_or("?".to_string(), |n| n.to_string())
+        );
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
 fn policy_format(name: Option<&str>) -> anyhow::Result<Option<tailsift_policy::PolicyFormat>> {
     name.map(|n| {
         tailsift_policy::PolicyFormat::from_name(n)
@@ -182,7 +304,10 @@ fn test_offline(file: &std::path::Path, cases: &std::path::Path, format: Option<
 fn whatif(a: &AdminCommand<PolicyCommand>, w: &WhatifArgs) -> anyhow::Result<()> {
     use tailsift_sampler::policy_test::compile_file;
     use tailsift_sampler::whatif;
-    let (candidate, _) = compile_file(&w.file, policy_format(w.format.as_deref())?)?;
+    let (candidate, candidate_format) = compile_file(&w.file, policy_format(w.format.as_deref())?)?;
+    if w.on_workers {
+        return whatif_on_workers(a, w, candidate_format);
+    }
     let (live, live_seed) = match &w.live {
         Some(file) => (compile_file(file, policy_format(w.live_format.as_deref())?)?.0, 0),
         None => {
@@ -209,6 +334,8 @@ fn whatif(a: &AdminCommand<PolicyCommand>, w: &WhatifArgs) -> anyhow::Result<()>
         lookback_records: w.resume_lookback_records,
         quiet: w.quiet,
         timeout: w.max_time,
+        partitions: None,
+        stop: None,
     };
     let limits = whatif::Limits {
         max_traces: w.max_traces,

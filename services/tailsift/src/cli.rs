@@ -41,6 +41,10 @@ pub enum Command {
     Seed(AdminCommand<SeedCommand>),
     /// Coordinator cluster state through the admin API.
     Cluster(AdminCommand<ClusterCommand>),
+    /// Retroactive capture: export every trace of a past window that matches a condition, read
+    /// back from Kafka (`tailsift capture --match COND --since 20m`; `list`, `status ID`,
+    /// `cancel ID`).
+    Capture(Box<CaptureArgs>),
     /// Capacity plan (docs/scaling.md): ingest nodes, samplers, partitions, brokers, memory,
     /// Kafka bandwidth and retention for a span rate, each figure with its formula. Offline: the
     /// per-core figures are the measured ones of docs/benchmarks.md unless given.
@@ -225,9 +229,9 @@ pub fn parse_member(s: &str) -> Result<String, String> {
     ))
 }
 
-/// Connection to a coordinator's admin API, then the command.
+/// Connection to a coordinator's admin API.
 #[derive(Args, Debug)]
-pub struct AdminCommand<C: Subcommand> {
+pub struct AdminConnection {
     /// Admin API base URL of any coordinator (writes are forwarded to the leader); https:// for
     /// coordinators with admin.tls. [default: http://127.0.0.1:9710] (`policy validate` and
     /// `policy test` work offline unless it is given.)
@@ -242,8 +246,71 @@ pub struct AdminCommand<C: Subcommand> {
     /// Request timeout.
     #[arg(long, default_value = "30s", value_parser = parse_duration, global = true)]
     pub timeout: std::time::Duration,
+}
+
+/// Connection to a coordinator's admin API, then the command.
+#[derive(Args, Debug)]
+pub struct AdminCommand<C: Subcommand> {
+    #[command(flatten)]
+    pub conn: AdminConnection,
     #[command(subcommand)]
     pub command: C,
+}
+
+/// `tailsift capture --match COND --since 20m` starts a capture; `list`, `status ID`, `cancel ID`.
+#[derive(Args, Debug)]
+pub struct CaptureArgs {
+    #[command(flatten)]
+    pub conn: AdminConnection,
+    #[command(flatten)]
+    pub start: CaptureStart,
+    #[command(subcommand)]
+    pub command: Option<CaptureCommand>,
+}
+
+/// Start a capture (POST /v1/captures).
+#[derive(Args, Debug)]
+pub struct CaptureStart {
+    /// An OTTL span condition: a trace matches when any of its spans does, e.g.
+    /// 'resource.attributes["service.name"] == "checkout"'.
+    #[arg(long = "match", value_name = "CONDITION", conflicts_with = "policy")]
+    pub condition: Option<String>,
+    /// Instead of --match: a policy file (any format); a trace matches when the policy keeps it.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// The policy file's format (default: told from its content).
+    #[arg(long, requires = "policy")]
+    pub format: Option<String>,
+    /// Where the window starts: a duration ago (20m, 2h) or @UNIX_MILLISECONDS.
+    #[arg(long, value_parser = parse_time_ago)]
+    pub since: Option<TimeAgo>,
+    /// Where the window ends (default: now): a duration ago or @UNIX_MILLISECONDS.
+    #[arg(long, value_parser = parse_time_ago)]
+    pub until: Option<TimeAgo>,
+    /// A note shown with the capture.
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Wait until the capture completed (printing progress on stderr), then print it.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CaptureCommand {
+    /// Running and recent captures with their progress (GET /v1/captures).
+    List,
+    /// One capture (GET /v1/captures/ID); --wait: until it completed.
+    Status {
+        #[arg(value_name = "ID")]
+        id: u64,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Cancel a running capture (DELETE /v1/captures/ID).
+    Cancel {
+        #[arg(value_name = "ID")]
+        id: u64,
+    },
 }
 
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -334,6 +401,11 @@ pub struct WhatifArgs {
     /// End of the window: a duration ago or `@UNIX_MS`. [default: now]
     #[arg(long, value_parser = parse_time_ago)]
     pub until: Option<TimeAgo>,
+    /// Run the replay on the sampling workers (POST /v1/policy/whatif: each replays the
+    /// partitions it owns, with the live policy and seed in force) instead of reading Kafka from
+    /// here; waits up to --max-time for every partition's report.
+    #[arg(long, conflicts_with_all = ["live", "seed"])]
+    pub on_workers: bool,
     /// Kafka bootstrap brokers.
     #[arg(long, default_value = "127.0.0.1:9092")]
     pub kafka_brokers: String,

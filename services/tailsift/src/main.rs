@@ -47,6 +47,7 @@ fn real_main() -> anyhow::Result<()> {
         Command::Policy(a) => admin::policy(a),
         Command::Seed(a) => admin::seed(a),
         Command::Cluster(a) => admin::cluster(a),
+        Command::Capture(a) => admin::capture(*a),
         Command::Plan(args) => {
             let plan = tailsift_capacity::plan(&args.inputs())?;
             if args.json {

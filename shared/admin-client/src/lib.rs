@@ -223,6 +223,48 @@ impl AdminClient {
         self.call(Method::GET, "/v1/workers", None).await
     }
 
+    /// `POST /v1/captures` with `body` (`match` or `policy`, `since` or `since_unix_ms`, ...).
+    pub async fn start_capture(&self, body: &Value) -> Result<Value, ClientError> {
+        self.call(Method::POST, "/v1/captures", Some(body.clone())).await
+    }
+
+    /// `GET /v1/captures`.
+    pub async fn captures(&self) -> Result<Value, ClientError> {
+        self.call(Method::GET, "/v1/captures", None).await
+    }
+
+    /// `GET /v1/captures/{id}`.
+    pub async fn capture(&self, id: u64) -> Result<Value, ClientError> {
+        self.call(Method::GET, &format!("/v1/captures/{id}"), None).await
+    }
+
+    /// `POST /v1/policy/whatif`: a what-if replay on the workers.
+    pub async fn start_whatif(
+        &self,
+        doc: &PolicyDocument,
+        since_unix_ms: i64,
+        until_unix_ms: Option<i64>,
+    ) -> Result<Value, ClientError> {
+        let mut body = json!({ "document": doc.document, "since_unix_ms": since_unix_ms });
+        if let Some(f) = &doc.format {
+            body["format"] = json!(f);
+        }
+        if let Some(u) = until_unix_ms {
+            body["until_unix_ms"] = json!(u);
+        }
+        self.call(Method::POST, "/v1/policy/whatif", Some(body)).await
+    }
+
+    /// `GET /v1/policy/whatif/{id}`.
+    pub async fn whatif(&self, id: u64) -> Result<Value, ClientError> {
+        self.call(Method::GET, &format!("/v1/policy/whatif/{id}"), None).await
+    }
+
+    /// `DELETE /v1/captures/{id}`.
+    pub async fn cancel_capture(&self, id: u64) -> Result<Value, ClientError> {
+        self.call(Method::DELETE, &format!("/v1/captures/{id}"), None).await
+    }
+
     /// Sends one request; a 421 naming the leader's admin address is sent once more there, with
     /// the scheme of the base URL (the leader's admin port has the same TLS).
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<Value, ClientError> {

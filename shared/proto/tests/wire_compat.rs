@@ -107,6 +107,8 @@ fn messages_encode_like_the_hand_written_ones() {
             shadow_document: "shadow".into(),
             settings_revision: 6,
             settings_json: r#"{"send_delay_ms":250}"#.into(),
+            // Fields added later, at their defaults, encode to nothing.
+            ..Default::default()
         },
         old::PolicyUpdate {
             version: 3,
@@ -143,7 +145,7 @@ fn messages_encode_like_the_hand_written_ones() {
                 },
             ],
             settings_revision: 6,
-            // The throughput fields (20 and up) are newer: left empty, nothing of them is sent.
+            // The newer fields (throughput 20 and up, captures 40) are left empty: nothing of them is sent.
             ..Default::default()
         },
         old::AppliedReport {

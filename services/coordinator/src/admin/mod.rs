@@ -20,6 +20,12 @@
 //! | `GET /v1/whoami` | the calling token's name and role (the admin console's sign-in) | [`session`] |
 //! | `GET /v1/workers` | the sampling workers that reported their applied version to this node | [`workers`] |
 //! | `GET /v1/overview` | cluster throughput and keep rate (total and per live rule) and every worker's version, partitions and report age, from the workers' reports | [`overview`] |
+//! | `POST /v1/captures` | `{"match": "<OTTL span condition>" or "policy": {document, format}, "since": "20m"}`: start a retroactive capture | [`captures`] |
+//! | `GET /v1/captures` | running and recent captures with their progress | [`captures`] |
+//! | `GET /v1/captures/{id}` | one capture: window, state, per-partition results, retention note | [`captures`] |
+//! | `DELETE /v1/captures/{id}` | cancel a running capture | [`captures`] |
+//! | `POST /v1/policy/whatif` | `{"document": "...", "format": ..., "since": "30m"}`: the workers replay the window with the candidate beside the live policy | [`captures`] |
+//! | `GET /v1/policy/whatif/{id}` | the what-if job and its report, summed over partitions | [`captures`] |
 //!
 //! Unauthenticated on the same port: the admin console at `/ui/` (a page that calls the routes
 //! above with the token it signs in with, [`console`]), `GET /openapi.json` (this API as OpenAPI 3.1, generated
@@ -42,6 +48,7 @@
 //! read names the policy version and the applied log index it reflects (also as
 //! `x-tailsift-policy-version` / `x-tailsift-applied-index` headers).
 
+pub mod captures;
 pub mod console;
 pub mod locate;
 pub mod membership;
@@ -127,6 +134,12 @@ pub fn table() -> Vec<(Access, UtoipaMethodRouter<AdminState>)> {
         (Access::Read, routes!(workers::list)),
         (Access::Read, routes!(session::whoami)),
         (Access::Read, routes!(overview::get_overview)),
+        (Access::Admin, routes!(captures::start)),
+        (Access::Read, routes!(captures::list)),
+        (Access::Read, routes!(captures::get)),
+        (Access::Admin, routes!(captures::cancel)),
+        (Access::Admin, routes!(captures::start_whatif)),
+        (Access::Read, routes!(captures::get_whatif)),
         (Access::Public, routes!(openapi::serve)),
         (Access::Public, routes!(sampling::serve)),
         (Access::Public, routes!(sampling::serve_agent_path)),
@@ -339,6 +352,9 @@ pub enum AdminError {
     UnknownVersion { version: u64, kept: Vec<u64> },
     #[error("node {id} is not a member")]
     NotMember { id: u64, members: Vec<u64> },
+    /// Another unknown resource (a capture id).
+    #[error("{0}")]
+    NotFound(String),
     #[error("{0}")]
     Conflict(String),
     #[error("membership changes are made on the leader")]
@@ -363,7 +379,9 @@ impl AdminError {
             | AdminError::InvalidSettings(_)
             | AdminError::BadRequest(_)
             | AdminError::PlainBadRequest(_) => StatusCode::BAD_REQUEST,
-            AdminError::UnknownVersion { .. } | AdminError::NotMember { .. } => StatusCode::NOT_FOUND,
+            AdminError::UnknownVersion { .. } | AdminError::NotMember { .. } | AdminError::NotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
             AdminError::Conflict(_) => StatusCode::CONFLICT,
             AdminError::NotLeader { .. } => StatusCode::MISDIRECTED_REQUEST,
             AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -416,6 +434,8 @@ impl From<WriteError> for AdminError {
             WriteError::Rejected(CommandError::UnknownVersion { version, kept }) => {
                 AdminError::UnknownVersion { version, kept }
             }
+            WriteError::Rejected(e @ CommandError::UnknownCapture { .. }) => AdminError::NotFound(e.to_string()),
+            WriteError::Rejected(e @ CommandError::TooManyCaptures { .. }) => AdminError::Conflict(e.to_string()),
             WriteError::Unavailable(m) => AdminError::Unavailable(format!("no leader available: {m}")),
         }
     }
@@ -526,6 +546,10 @@ pub struct Written {
     pub seeds: Seeds,
     pub shadow_revision: u64,
     pub settings_revision: u64,
+    pub captures_revision: u64,
+    /// The capture the write started or changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub capture_id: Option<u64>,
     /// The Raft log index of the entry.
     pub log_index: u64,
 }
@@ -543,6 +567,8 @@ pub async fn write(s: &AdminState, cmd: Command) -> Result<(HeaderMap, Written),
             seeds: applied.seeds,
             shadow_revision: applied.shadow_revision,
             settings_revision: applied.settings_revision,
+            captures_revision: applied.captures_revision,
+            capture_id: applied.capture_id,
             log_index,
         },
     ))

@@ -101,6 +101,31 @@ pub async fn cluster_status(State(s): State<AdminState>) -> Answer<ClusterStatus
     Ok((version_headers(&v), Json(body)))
 }
 
+/// Channels to the members by Raft address, reused across `GET /v1/cluster/nodes` calls (the
+/// console asks every 2 s) instead of a new connection per call; pruned to the current members
+/// on every call, so it holds at most one entry per member.
+#[derive(Clone, Default)]
+pub struct PeerCache(std::sync::Arc<std::sync::Mutex<BTreeMap<String, crate::network::Peer>>>);
+
+impl PeerCache {
+    /// The channel to `raft_addr` (lazily connected), after dropping those not in `members`.
+    fn get(
+        &self,
+        raft_addr: &str,
+        members: &BTreeSet<String>,
+        options: &crate::grpc::ClientOptions,
+    ) -> Result<crate::network::Peer, String> {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.retain(|addr, _| members.contains(addr));
+        if let Some(p) = g.get(raft_addr) {
+            return Ok(p.clone());
+        }
+        let p = crate::network::Peer::new(raft_addr, options).map_err(|e| e.to_string())?;
+        g.insert(raft_addr.to_string(), p.clone());
+        Ok(p)
+    }
+}
+
 /// The longest a member is waited for by `GET /v1/cluster/nodes`.
 pub const NODE_STATUS_TIMEOUT: Duration = Duration::from_millis(1500);
 
@@ -135,17 +160,20 @@ pub async fn cluster_nodes(State(s): State<AdminState>) -> Answer<ClusterNodes> 
     let membership = m.membership_config.membership();
     let voters: BTreeSet<u64> = membership.voter_ids().collect();
     let me = s.c.node_id;
+    let addrs: BTreeSet<String> = membership.nodes().map(|(_, n)| n.raft_addr.clone()).collect();
     let asks = membership.nodes().map(|(id, n)| {
         let (id, n, voter) = (*id, n.clone(), voters.contains(id));
         let local = (id == me).then(|| crate::network::NodeStatus::of(&m));
-        let peers = s.c.peers.clone();
+        let peer = match local {
+            Some(_) => None,
+            None => Some(s.peers.get(&n.raft_addr, &addrs, &s.c.peers)),
+        };
         async move {
-            let answer = match local {
-                Some(st) => Ok(st),
-                None => match crate::network::Peer::new(&n.raft_addr, &peers) {
-                    Ok(p) => p.status(NODE_STATUS_TIMEOUT).await.map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                },
+            let answer = match (local, peer) {
+                (Some(st), _) => Ok(st),
+                (None, Some(Ok(p))) => p.status(NODE_STATUS_TIMEOUT).await.map_err(|e| e.to_string()),
+                (None, Some(Err(e))) => Err(e),
+                (None, None) => Err("no channel to the member".to_string()),
             };
             NodeView {
                 id,

@@ -88,6 +88,9 @@ use crate::{Coordinator, WriteError};
 pub struct AdminState {
     pub(crate) c: Arc<Coordinator>,
     pub(crate) sampling: Arc<sampling::SamplingCache>,
+    /// Channels to the members, by Raft address, for `GET /v1/cluster/nodes` (kept for the
+    /// current members only).
+    pub(crate) peers: membership::PeerCache,
 }
 
 /// Who may call a route.
@@ -232,6 +235,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
 pub fn router(c: Arc<Coordinator>, tokens: Vec<Token>) -> Router {
     let (router, doc) = assemble(Arc::new(tokens));
     let state = AdminState {
+        peers: Default::default(),
         sampling: Arc::new(sampling::SamplingCache::new(c.node_id.to_string())),
         c,
     };

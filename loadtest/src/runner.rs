@@ -291,9 +291,7 @@ impl LatencyHistogram {
         for (i, c) in counts.iter().enumerate() {
             seen += c;
             if seen >= rank {
-                return Some(Duration::from_nanos(
-                    (LATENCY_BASE_NS * LATENCY_GROWTH.powi(i as i32)) as u64,
-                ));
+                return Some(Duration::from_nanos((LATENCY_BASE_NS * LATENCY_GROWTH.powi(i as i32)) as u64));
             }
         }
         None
@@ -529,14 +527,8 @@ pub async fn run(opts: RunOptions) -> anyhow::Result<Summary> {
         slow_traces,
         elapsed,
         achieved_spans_per_sec: spans_sent as f64 / elapsed.as_secs_f64().max(1e-9),
-        ack_latency_p50_ms: stats
-            .ack_latency
-            .quantile(0.5)
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0),
-        ack_latency_p99_ms: stats
-            .ack_latency
-            .quantile(0.99)
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+        ack_latency_p50_ms: stats.ack_latency.quantile(0.5).map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+        ack_latency_p99_ms: stats.ack_latency.quantile(0.99).map_or(0.0, |d| d.as_secs_f64() * 1000.0),
         last_error,
         trace_records,
         unacked_traces,

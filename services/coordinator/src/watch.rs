@@ -89,6 +89,9 @@ pub struct WorkerReport {
 pub const MAX_RULES_PER_WORKER: usize = 256;
 /// Where rules beyond [`MAX_RULES_PER_WORKER`] are counted.
 pub const OTHER_RULES: &str = "(other rules)";
+/// Workers that reported within this many milliseconds count in cluster totals (they report
+/// every 3 s); older reports are shown as stale.
+pub const FRESH_MS: u64 = 15_000;
 /// Rates are computed over windows of at least this long (reports closer together, e.g. after
 /// each applied update, extend the window instead of giving noisy rates).
 pub const MIN_RATE_WINDOW_MS: u64 = 2_000;

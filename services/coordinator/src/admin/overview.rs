@@ -3,7 +3,7 @@
 //! Prometheus needed. What the admin console's overview page shows, refreshed every few seconds.
 //!
 //! Rates are per second over each worker's last report window (about 3 s); the cluster total
-//! adds up the workers that reported in the last [`FRESH_MS`] milliseconds, so a stopped worker
+//! adds up the workers that reported in the last [`FRESH_MS`](crate::watch::FRESH_MS) milliseconds, so a stopped worker
 //! drops out of the total instead of freezing it. A worker is *behind* while the policy version
 //! (or settings revision) it applies is older than this node's.
 
@@ -15,9 +15,7 @@ use utoipa::ToSchema;
 use super::{now_ms, version_headers, AdminState, Answer, Reflects};
 use crate::watch::Rates;
 
-/// Workers that reported within this many milliseconds count in the totals (reports come every
-/// 3 s).
-pub const FRESH_MS: u64 = 15_000;
+use crate::watch::FRESH_MS;
 
 /// Kept traces of one live rule.
 #[derive(Debug, Serialize, ToSchema)]

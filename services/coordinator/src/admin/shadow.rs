@@ -41,7 +41,7 @@ pub struct ShadowTotal {
     /// Live keeps of the same traces by rule name.
     pub live_by_policy: BTreeMap<String, u64>,
     /// Per second, over the workers' last report windows (workers that reported in the last
-    /// [`super::overview::FRESH_MS`] ms and have a window for this shadow revision).
+    /// [`FRESH_MS`](crate::watch::FRESH_MS) ms and have a window for this shadow revision).
     pub rates: ShadowRates,
 }
 
@@ -79,7 +79,7 @@ pub async fn get_shadow(State(s): State<AdminState>) -> Answer<ShadowStatus> {
         for r in &c.live_by_policy {
             *total.live_by_policy.entry(r.policy.clone()).or_default() += r.kept;
         }
-        let fresh = now_ms().saturating_sub(w.reported_unix_ms) <= super::overview::FRESH_MS;
+        let fresh = now_ms().saturating_sub(w.reported_unix_ms) <= crate::watch::FRESH_MS;
         if let Some(r) = w
             .rates
             .as_ref()

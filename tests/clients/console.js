@@ -176,6 +176,15 @@ async function run(page, shot) {
   await shot('overview');
   step('overview: rates, rules and ' + WORKERS + ' workers; layout shift ' + shift.toFixed(4));
 
+  // Keyboard only: Tab from the top reaches the Policy link; Enter opens the page.
+  await page.evaluate(() => { document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0); });
+  await page.focus('body');
+  for (let i = 0; i < 6 && !(await page.evaluate(() => document.activeElement.id === 'nav-policy')); i++) await page.keyboard.press('Tab');
+  check(await page.evaluate(() => document.activeElement.id === 'nav-policy'), 'the Policy link is reached with Tab');
+  await page.keyboard.press('Enter');
+  await visible(page, '#page-policy');
+  step('keyboard: Tab to the Policy link, Enter opens it');
+
   // Policy: an invalid edit shows its error at its line.
   await go(page, '#/policy', '#page-policy');
   await page.waitForFunction(() => document.getElementById('pol-version').textContent.startsWith('v'));
@@ -235,6 +244,12 @@ async function run(page, shot) {
   await page.waitForFunction(() => document.querySelectorAll('#pol-history-diff .add, #pol-history-diff .del').length > 0);
   await page.$eval('#pol-history-card', (c) => c.scrollIntoView());
   await shot('policy');
+  // Escape cancels the confirmation: nothing is published.
+  await page.click(`button[data-rollback="${v1}"]`);
+  await visible(page, '#confirm');
+  await page.keyboard.press('Escape');
+  await page.waitForSelector('#confirm', { hidden: true });
+  check((await text(page, '#pol-version')) === 'v' + (v1 + 1), 'Escape cancelled the rollback');
   await page.click(`button[data-rollback="${v1}"]`);
   await visible(page, '#confirm');
   await page.click('#confirm-yes');

@@ -14,6 +14,11 @@ command -v docker-compose >/dev/null || { S=$([ "$(id -u)" -eq 0 ] || echo sudo)
 # deploy/kubernetes for tests/tests/deploy.rs, whatever kubectl the machine has: Debian's
 # kubernetes-client (kubectl 1.20) is too old for the overlays. See tests/clients/kustomize.sh.
 export TAILSIFT_KUBECTL="${TAILSIFT_KUBECTL:-$(bash tests/clients/kustomize.sh)}"
+# Debian's Chromium and a pinned puppeteer-core (npm, cached in ~/.cache/tailsift) for the admin
+# console test in a real headless browser, tests/tests/console.rs; see tests/clients/puppeteer.sh.
+command -v chromium >/dev/null || { S=$([ "$(id -u)" -eq 0 ] || echo sudo); $S apt-get update -qq && DEBIAN_FRONTEND=noninteractive $S apt-get install -y -qq chromium >/dev/null; }
+export CHROMIUM="${CHROMIUM:-$(command -v chromium)}"
+export TAILSIFT_PUPPETEER="${TAILSIFT_PUPPETEER:-$(bash tests/clients/puppeteer.sh)}"
 # Python virtualenvs with the real OpenTelemetry Zipkin and Jaeger exporters (created once, cached
 # in ~/.cache/tailsift/venvs) for the real-client test in tests/tests/ingest_zipkin_jaeger.rs.
 # Also kubernetes-validate, for the rendered manifests in tests/tests/deploy.rs.

@@ -627,6 +627,9 @@ async fn every_route_answers_with_the_schema_its_openapi_document_declares() {
             404,
         ),
         ("GET", "/v1/workers", "/v1/workers", None, 200),
+        ("GET", "/v1/overview", "/v1/overview", None, 200),
+        ("GET", "/v1/whoami", "/v1/whoami", None, 200),
+        ("GET", "/v1/cluster/nodes", "/v1/cluster/nodes", None, 200),
         (
             "POST",
             "/v1/captures",

@@ -208,6 +208,12 @@ async fn admin_api_authenticates_and_rejects_invalid_policies_without_applying_t
         "{body}"
     );
     assert!(!issue["message"].as_str().unwrap().is_empty());
+    // Where it is in the document (the admin console marks the line): line 5, key `percentage`.
+    assert_eq!(
+        (&issue["line"], &issue["key"]),
+        (&json!(5), &json!("percentage")),
+        "{body}"
+    );
     let (st, body) = put(&c, leader, "policies:\n  - name: x\n    sample: {}\n").await;
     assert_eq!(st, 400, "{body}");
     assert!(

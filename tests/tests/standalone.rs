@@ -180,6 +180,14 @@ async fn standalone_keeps_errors_whole_drops_the_rest_and_follows_policy_changes
     }
     let unauthenticated = http.get(format!("{admin}/v1/policy")).send().await.unwrap();
     assert_eq!(unauthenticated.status(), 401, "the admin API keeps auth on");
+    // The admin console is served by standalone's coordinator too, assets compiled in.
+    for (path, needle) in [("/ui/", "Tailsift console"), ("/ui/app.js", "/v1/whoami")] {
+        let page = http.get(format!("{admin}{path}")).send().await.unwrap();
+        assert_eq!(page.status(), 200, "{path}");
+        let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
+        assert!(csp.starts_with("default-src 'none'"), "{path}: {csp}");
+        assert!(page.text().await.unwrap().contains(needle), "{path}");
+    }
 
     // Errors and boring traces over OTLP/gRPC, one error and one boring trace over Zipkin.
     let dropped_before = dropped().await.0;

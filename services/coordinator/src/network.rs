@@ -2,7 +2,8 @@
 //! `proto/tailsift/coordinator/v1/raft.proto` and generated into `tailsift-proto`. Each method
 //! carries an openraft request or response as JSON in a `bytes` field, so the wire format follows
 //! openraft's own serde types exactly.
-//! `Forward` lets a follower hand a client write to the leader.
+//! `Forward` lets a follower hand a client write to the leader; `Status` tells a node's own Raft
+//! state ([`NodeStatus`]) to any member that asks (the admin API's cluster view).
 //!
 //! Peers are dialed with [`ClientOptions`]: `https://` and the `raft.tls.ca_file` CA when
 //! `raft.tls` is set, and `raft.cluster_token` on every call when set (checked by
@@ -39,6 +40,36 @@ enum Method {
     Vote,
     Snapshot,
     Forward,
+    Status,
+}
+
+/// One node's Raft state, as it sees it (the answer to `Status`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct NodeStatus {
+    pub id: NodeId,
+    /// Leader, Follower, Candidate or Learner.
+    pub state: String,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub commit_index: u64,
+    pub applied_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+}
+
+impl NodeStatus {
+    pub fn of(m: &openraft::RaftMetrics<NodeId, Node>) -> Self {
+        NodeStatus {
+            id: m.id,
+            state: format!("{:?}", m.state),
+            leader: m.current_leader,
+            term: m.current_term,
+            last_log_index: m.last_log_index,
+            commit_index: crate::commit_index(m),
+            applied_index: m.last_applied.map(|l| l.index),
+            snapshot_index: m.snapshot.map(|l| l.index),
+        }
+    }
 }
 
 /// The leader's answer to a forwarded write.
@@ -113,6 +144,11 @@ impl tailsift_proto::v1::raft_server::Raft for RaftService {
         let r = forwarded_write(&self.raft, decode::<Command>(&m)?).await;
         Ok(Response::new(encode(&r)?))
     }
+
+    async fn status(&self, _request: Request<RaftMessage>) -> Result<Response<RaftMessage>, Status> {
+        let s = NodeStatus::of(&self.raft.metrics().borrow());
+        Ok(Response::new(encode(&s)?))
+    }
 }
 
 /// Applies a write forwarded by a follower; never forwards again (no loops).
@@ -172,6 +208,7 @@ impl Peer {
                 Method::Vote => client.vote(msg).await,
                 Method::Snapshot => client.install_snapshot(msg).await,
                 Method::Forward => client.forward(msg).await,
+                Method::Status => client.status(msg).await,
             }
             .map_err(|s| {
                 if matches!(
@@ -193,6 +230,11 @@ impl Peer {
     /// Sends a write to the leader.
     pub async fn forward(&self, cmd: &Command, timeout: Duration) -> Result<ForwardReply, RpcFailure> {
         self.call(Method::Forward, cmd, timeout).await
+    }
+
+    /// Asks the peer for its own Raft state.
+    pub async fn status(&self, timeout: Duration) -> Result<NodeStatus, RpcFailure> {
+        self.call(Method::Status, &(), timeout).await
     }
 }
 

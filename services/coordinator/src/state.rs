@@ -67,6 +67,9 @@ pub struct PolicyVersion {
     /// Set when this version re-publishes an earlier one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollback_of: Option<u64>,
+    /// The author's note on the change (empty: none).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
     /// The hash seed epoch in force from this version on.
     pub seed_epoch: u64,
 }
@@ -323,7 +326,8 @@ impl Registry {
                 time_unix_ms,
                 format,
                 document,
-            } => Ok(self.publish(author, *time_unix_ms, *format, document.clone(), None)),
+                note,
+            } => Ok(self.publish(author, *time_unix_ms, *format, document.clone(), None, note)),
             Command::Rollback {
                 author,
                 time_unix_ms,
@@ -335,7 +339,8 @@ impl Registry {
                         kept: self.history.iter().map(|p| p.version).collect(),
                     });
                 };
-                Ok(self.publish(author, *time_unix_ms, old.format, old.document, Some(*version)))
+                let note = format!("rollback to version {version}");
+                Ok(self.publish(author, *time_unix_ms, old.format, old.document, Some(*version), &note))
             }
             Command::RotateSeed { seed, .. } => {
                 let v = self.policy_version();
@@ -509,6 +514,7 @@ impl Registry {
         format: PolicyFormat,
         document: String,
         rollback_of: Option<u64>,
+        note: &str,
     ) -> Applied {
         let version = self.policy_version() + 1;
         if let Some(next) = self.seeds.next {
@@ -524,6 +530,7 @@ impl Registry {
             format,
             document,
             rollback_of,
+            note: note.to_string(),
             seed_epoch: self.seeds.current.epoch,
         });
         self.trim();
@@ -548,6 +555,9 @@ pub enum Command {
         time_unix_ms: u64,
         format: PolicyFormat,
         document: String,
+        /// The author's note (absent in entries written before notes existed).
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        note: String,
     },
     /// Publish a copy of an earlier version as a new version.
     Rollback {
@@ -658,6 +668,7 @@ mod tests {
             time_unix_ms: 1,
             format: PolicyFormat::Yaml,
             document: doc.into(),
+            note: String::new(),
         }
     }
 

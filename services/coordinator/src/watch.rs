@@ -8,15 +8,20 @@
 //! When several versions are applied in quick succession a watcher may only see the newest one
 //! (each message is a whole policy, not a delta).
 //!
-//! `ReportApplied(AppliedReport { worker_id, version })` (unary) records which version a worker
-//! runs, in this node's memory only ([`Workers`], shown by `GET /v1/workers`); samplers report to
-//! every coordinator after each version they apply and on every new watch.
+//! `ReportApplied(AppliedReport { worker_id, version, ... })` (unary) records which version a
+//! worker runs, in this node's memory only ([`Workers`], shown by `GET /v1/workers`); samplers
+//! report to every coordinator after each version they apply, on every new watch and every 3 s.
+//! Reports carry cumulative counts (spans in and kept, traces decided and kept, keeps per rule,
+//! and the shadow policy's tally); [`Workers`] turns two reports of a worker at least
+//! [`MIN_RATE_WINDOW_MS`] apart into per-second [`Rates`] (the admin console's overview and
+//! shadow pages), starting over when the counts go down (the worker restarted).
 //!
 //! The service and its messages are defined in `proto/tailsift/coordinator/v1/watch.proto` and
 //! generated into the `tailsift-proto` crate; [`WatchService`] implements the generated server
 //! trait. The Rust client the samplers use is [`tailsift_proto::client`] (re-exported here as
 //! [`watch`] and [`report_applied`]).
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -52,10 +57,12 @@ pub struct ShadowCounts {
     pub both_kept: u64,
     /// Shadow keeps by rule.
     pub by_policy: Vec<RuleCount>,
+    /// Live keeps of the same traces by rule.
+    pub live_by_policy: Vec<RuleCount>,
 }
 
 /// What a worker last reported to this node.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct WorkerReport {
     pub worker_id: String,
     pub version: u64,
@@ -63,9 +70,171 @@ pub struct WorkerReport {
     pub reported_unix_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowCounts>,
+    /// The spans-topic partitions it owns (sorted).
+    pub partitions: Vec<i32>,
+    /// Its throughput between two of its reports; `None` until a second report with counts
+    /// (or after it restarted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rates: Option<Rates>,
+    /// The counts rates are computed from (the report that started the current window).
+    #[serde(skip)]
+    baseline: Counts,
     /// Capture progress per partition, as last reported.
     #[serde(skip)]
     pub captures: Vec<CaptureProgress>,
+}
+
+/// The most rule names kept per worker and per count (further names add up under
+/// [`OTHER_RULES`]): 10,000 workers with several rule maps each stay within memory.
+pub const MAX_RULES_PER_WORKER: usize = 256;
+/// Where rules beyond [`MAX_RULES_PER_WORKER`] are counted.
+pub const OTHER_RULES: &str = "(other rules)";
+/// Workers that reported within this many milliseconds count in cluster totals (they report
+/// every 3 s); older reports are shown as stale.
+pub const FRESH_MS: u64 = 15_000;
+/// Rates are computed over windows of at least this long (reports closer together, e.g. after
+/// each applied update, extend the window instead of giving noisy rates).
+pub const MIN_RATE_WINDOW_MS: u64 = 2_000;
+
+/// The cumulative counts of one report.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Counts {
+    at_ms: u64,
+    spans_in: u64,
+    spans_kept: u64,
+    traces_decided: u64,
+    traces_kept: u64,
+    by_policy: BTreeMap<String, u64>,
+    shadow_revision: u64,
+    shadow_traces: u64,
+    shadow_kept: u64,
+    shadow_live_kept: u64,
+    shadow_by_policy: BTreeMap<String, u64>,
+    shadow_live_by_policy: BTreeMap<String, u64>,
+}
+
+/// At most [`MAX_RULES_PER_WORKER`] rule counts by name; the rest under [`OTHER_RULES`].
+fn rule_map(counts: &[RuleCount]) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for c in counts {
+        if m.len() < MAX_RULES_PER_WORKER || m.contains_key(&c.policy) {
+            *m.entry(c.policy.clone()).or_default() += c.kept;
+        } else {
+            *m.entry(OTHER_RULES.to_string()).or_default() += c.kept;
+        }
+    }
+    m
+}
+
+impl Counts {
+    fn of(r: &AppliedReport, at_ms: u64) -> Self {
+        Counts {
+            at_ms,
+            spans_in: r.spans_in,
+            spans_kept: r.spans_kept,
+            traces_decided: r.traces_decided,
+            traces_kept: r.traces_kept,
+            by_policy: rule_map(&r.live_by_policy),
+            shadow_revision: r.shadow_revision,
+            shadow_traces: r.shadow_traces,
+            shadow_kept: r.shadow_kept,
+            shadow_live_kept: r.live_kept,
+            shadow_by_policy: rule_map(&r.shadow_by_policy),
+            shadow_live_by_policy: rule_map(&r.shadow_live_by_policy),
+        }
+    }
+
+    /// No throughput reported (a worker that predates the fields, or has consumed nothing).
+    fn is_empty(&self) -> bool {
+        self.spans_in == 0 && self.traces_decided == 0
+    }
+
+    /// Whether every count of `self` is at least the one in `base` (no restart in between).
+    fn follows(&self, base: &Counts) -> bool {
+        self.spans_in >= base.spans_in
+            && self.spans_kept >= base.spans_kept
+            && self.traces_decided >= base.traces_decided
+            && self.traces_kept >= base.traces_kept
+    }
+}
+
+/// Per-second throughput of one worker (or, added up, of the cluster).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct Rates {
+    /// The window the rates are measured over, in milliseconds (0 in a sum).
+    pub window_ms: u64,
+    pub spans_in_per_s: f64,
+    pub spans_kept_per_s: f64,
+    /// Traces decided by the live policy, kept or dropped.
+    pub traces_per_s: f64,
+    pub traces_kept_per_s: f64,
+    /// Kept traces per second by the live rule that kept.
+    pub by_policy: BTreeMap<String, f64>,
+    /// While a shadow policy is evaluated: both policies on the same traces.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowRates>,
+}
+
+/// Per-second keeps of the live and the shadow policy on the traces the shadow evaluated.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct ShadowRates {
+    pub revision: u64,
+    pub traces_per_s: f64,
+    pub shadow_kept_per_s: f64,
+    pub live_kept_per_s: f64,
+    /// Shadow keeps per second by shadow rule.
+    pub by_policy: BTreeMap<String, f64>,
+    /// Live keeps per second by live rule.
+    pub live_by_policy: BTreeMap<String, f64>,
+}
+
+fn per_s(cur: u64, base: u64, secs: f64) -> f64 {
+    cur.saturating_sub(base) as f64 / secs
+}
+
+fn map_per_s(cur: &BTreeMap<String, u64>, base: &BTreeMap<String, u64>, secs: f64) -> BTreeMap<String, f64> {
+    cur.iter()
+        .map(|(k, v)| (k.clone(), per_s(*v, base.get(k).copied().unwrap_or(0), secs)))
+        .collect()
+}
+
+impl Rates {
+    /// The rates from `base` to `cur` (`cur` follows `base`, at least [`MIN_RATE_WINDOW_MS`] later).
+    fn between(base: &Counts, cur: &Counts) -> Self {
+        let window_ms = cur.at_ms - base.at_ms;
+        let secs = window_ms as f64 / 1000.0;
+        let shadow = (cur.shadow_revision > 0
+            && cur.shadow_revision == base.shadow_revision
+            && cur.shadow_traces >= base.shadow_traces)
+            .then(|| ShadowRates {
+                revision: cur.shadow_revision,
+                traces_per_s: per_s(cur.shadow_traces, base.shadow_traces, secs),
+                shadow_kept_per_s: per_s(cur.shadow_kept, base.shadow_kept, secs),
+                live_kept_per_s: per_s(cur.shadow_live_kept, base.shadow_live_kept, secs),
+                by_policy: map_per_s(&cur.shadow_by_policy, &base.shadow_by_policy, secs),
+                live_by_policy: map_per_s(&cur.shadow_live_by_policy, &base.shadow_live_by_policy, secs),
+            });
+        Rates {
+            window_ms,
+            spans_in_per_s: per_s(cur.spans_in, base.spans_in, secs),
+            spans_kept_per_s: per_s(cur.spans_kept, base.spans_kept, secs),
+            traces_per_s: per_s(cur.traces_decided, base.traces_decided, secs),
+            traces_kept_per_s: per_s(cur.traces_kept, base.traces_kept, secs),
+            by_policy: map_per_s(&cur.by_policy, &base.by_policy, secs),
+            shadow,
+        }
+    }
+
+    /// Adds `other` to `self` (a cluster total; `window_ms` stays 0).
+    pub fn add(&mut self, other: &Rates) {
+        self.spans_in_per_s += other.spans_in_per_s;
+        self.spans_kept_per_s += other.spans_kept_per_s;
+        self.traces_per_s += other.traces_per_s;
+        self.traces_kept_per_s += other.traces_kept_per_s;
+        for (k, v) in &other.by_policy {
+            *self.by_policy.entry(k.clone()).or_default() += v;
+        }
+    }
 }
 
 /// A capture partition a worker reported finished (done or failed), for the replicated state.
@@ -80,7 +249,25 @@ pub struct FinishedPartition {
 const FINISHED_QUEUE: usize = 1024;
 
 impl WorkerReport {
-    fn from_report(r: &AppliedReport, now: u64) -> Self {
+    /// The report `r` received at `now`, after `prev` (the same worker's previous report).
+    fn from_report(r: &AppliedReport, now: u64, prev: Option<&WorkerReport>) -> Self {
+        let cur = Counts::of(r, now);
+        let (baseline, rates) = match prev {
+            _ if cur.is_empty() => (cur, None),
+            Some(p) if !p.baseline.is_empty() && cur.follows(&p.baseline) => {
+                if now.saturating_sub(p.baseline.at_ms) >= MIN_RATE_WINDOW_MS {
+                    let rates = Rates::between(&p.baseline, &cur);
+                    (cur, Some(rates))
+                } else {
+                    (p.baseline.clone(), p.rates.clone())
+                }
+            }
+            // The first report with counts, or the worker restarted: a new window starts.
+            _ => (cur, None),
+        };
+        let mut partitions = r.partitions.clone();
+        partitions.sort_unstable();
+        partitions.dedup();
         WorkerReport {
             worker_id: r.worker_id.clone(),
             version: r.version,
@@ -92,8 +279,17 @@ impl WorkerReport {
                 shadow_kept: r.shadow_kept,
                 live_kept: r.live_kept,
                 both_kept: r.both_kept,
-                by_policy: r.shadow_by_policy.clone(),
+                by_policy: r.shadow_by_policy.iter().take(MAX_RULES_PER_WORKER).cloned().collect(),
+                live_by_policy: r
+                    .shadow_live_by_policy
+                    .iter()
+                    .take(MAX_RULES_PER_WORKER)
+                    .cloned()
+                    .collect(),
             }),
+            partitions,
+            rates,
+            baseline,
             captures: r.captures.clone(),
         }
     }
@@ -148,8 +344,14 @@ impl Workers {
                 });
             }
         }
+        self.record_report_at(r, now);
+    }
+
+    /// [`Self::record_report`] received at `now` (Unix milliseconds).
+    pub fn record_report_at(&self, r: &AppliedReport, now: u64) {
         let mut g = self.reports.lock().unwrap_or_else(|p| p.into_inner());
-        g.insert(r.worker_id.clone(), WorkerReport::from_report(r, now));
+        let report = WorkerReport::from_report(r, now, g.get(&r.worker_id));
+        g.insert(r.worker_id.clone(), report);
         while g.len() > MAX_WORKERS {
             let oldest = g
                 .values()
@@ -342,8 +544,11 @@ impl tailsift_proto::v1::watch_server::Watch for WatchService {
         if r.worker_id.is_empty() || r.worker_id.len() > 256 {
             return Err(Status::invalid_argument("worker_id must be 1 to 256 bytes"));
         }
-        if r.shadow_by_policy.len() > 1000 {
-            return Err(Status::invalid_argument("at most 1000 shadow rule counts"));
+        if r.shadow_by_policy.len() > 1000 || r.live_by_policy.len() > 1000 || r.shadow_live_by_policy.len() > 1000 {
+            return Err(Status::invalid_argument("at most 1000 rule counts per list"));
+        }
+        if r.partitions.len() > 10_000 {
+            return Err(Status::invalid_argument("at most 10000 partitions"));
         }
         if r.captures.len() > 10_000 {
             return Err(Status::invalid_argument("at most 10000 capture progress entries"));
@@ -374,6 +579,7 @@ mod tests {
             time_unix_ms: 1,
             format: PolicyFormat::Yaml,
             document: doc.into(),
+            note: String::new(),
         })
         .unwrap();
     }
@@ -499,5 +705,41 @@ mod tests {
             l.iter().map(|r| (r.worker_id.as_str(), r.version)).collect::<Vec<_>>(),
             vec![("a", 3), ("b", 1)]
         );
+    }
+
+    #[test]
+    fn rates_come_from_two_reports_a_window_apart_and_restart_with_the_worker() {
+        let w = Workers::default();
+        let report = |spans: u64, kept: u64, rule: u64| AppliedReport {
+            worker_id: "w".into(),
+            version: 1,
+            spans_in: spans,
+            spans_kept: spans / 2,
+            traces_decided: kept * 4,
+            traces_kept: kept,
+            live_by_policy: vec![RuleCount {
+                policy: "errors".into(),
+                kept: rule,
+            }],
+            partitions: vec![3, 1, 3],
+            ..Default::default()
+        };
+        w.record_report_at(&report(1000, 10, 10), 10_000);
+        assert_eq!(w.list()[0].rates, None);
+        assert_eq!(w.list()[0].partitions, vec![1, 3]);
+        // Too soon after the first: still no window.
+        w.record_report_at(&report(1100, 11, 11), 10_500);
+        assert_eq!(w.list()[0].rates, None);
+        w.record_report_at(&report(3000, 30, 20), 14_000);
+        let r = w.list()[0].rates.clone().unwrap();
+        assert_eq!(r.window_ms, 4_000);
+        assert_eq!((r.spans_in_per_s, r.spans_kept_per_s), (500.0, 250.0));
+        assert_eq!((r.traces_per_s, r.traces_kept_per_s), (20.0, 5.0));
+        assert_eq!(r.by_policy["errors"], 2.5);
+        // Lower counts: the worker restarted; no rates until the next window.
+        w.record_report_at(&report(100, 1, 1), 17_000);
+        assert_eq!(w.list()[0].rates, None);
+        w.record_report_at(&report(2100, 21, 11), 19_000);
+        assert_eq!(w.list()[0].rates.clone().unwrap().spans_in_per_s, 1000.0);
     }
 }

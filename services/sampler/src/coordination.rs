@@ -14,7 +14,10 @@
 //! `coordinator.state_file` (atomically), and a restarted worker starts from it, with or without a
 //! reachable coordinator. While no coordinator is reachable the worker keeps sampling with the
 //! version it has. After each applied version and on each new watch, the worker reports the
-//! version it runs to every coordinator (`ReportApplied`, best effort; `GET /v1/workers`).
+//! version it runs to every coordinator (`ReportApplied`, best effort; `GET /v1/workers`), again
+//! every 3 s, with its throughput since it started (spans in and kept, traces decided and kept,
+//! keeps per rule) and the partitions it owns: the coordinators turn them into the rates of the
+//! admin console's overview.
 //! Every call carries `coordinator.token`; `https://` endpoints are verified against
 //! `coordinator.tls.ca_file`.
 
@@ -207,6 +210,9 @@ pub fn initial(cfg: &CoordinatorConfig) -> Option<ActivePolicy> {
     }
 }
 
+/// The most partitions one report lists (the coordinators accept 10000).
+const MAX_REPORTED_PARTITIONS: usize = 10_000;
+
 /// Applied versions are reported again this often, so every coordinator's registry converges
 /// after a lost report or a coordinator restart.
 const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
@@ -289,21 +295,32 @@ impl<W: Fn(&mut dyn FnMut(&mut Engine))> Applied<W> {
             settings_revision: self.stored.settings.as_ref().map_or(0, |s| s.revision),
             ..Default::default()
         };
+        let counts = |m: &std::collections::BTreeMap<String, u64>| -> Vec<RuleCount> {
+            m.iter()
+                .map(|(policy, kept)| RuleCount {
+                    policy: policy.clone(),
+                    kept: *kept,
+                })
+                .collect()
+        };
         (self.with_engine)(&mut |e: &mut Engine| {
+            r.spans_in = e.stats.spans;
+            r.spans_kept = e.stats.kept_spans;
+            r.traces_kept = e.stats.kept_traces;
+            r.traces_decided = e.stats.kept_traces + e.stats.dropped_traces;
+            r.live_by_policy = counts(&e.stats.kept_by_policy);
+            let mut partitions = e.partitions();
+            partitions.sort_unstable();
+            partitions.truncate(MAX_REPORTED_PARTITIONS);
+            r.partitions = partitions;
             if let Some(t) = e.shadow_tally() {
                 r.shadow_revision = t.revision;
                 r.shadow_traces = t.traces;
                 r.shadow_kept = t.shadow_kept;
                 r.live_kept = t.live_kept;
                 r.both_kept = t.both_kept;
-                r.shadow_by_policy = t
-                    .by_policy
-                    .iter()
-                    .map(|(policy, kept)| RuleCount {
-                        policy: policy.clone(),
-                        kept: *kept,
-                    })
-                    .collect();
+                r.shadow_by_policy = counts(&t.by_policy);
+                r.shadow_live_by_policy = counts(&t.live_by_policy);
             }
         });
         r.captures = self.captures.progress();

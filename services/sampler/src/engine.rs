@@ -114,6 +114,8 @@ pub struct ShadowTally {
     pub both_kept: u64,
     /// Shadow keeps by the shadow rule that kept.
     pub by_policy: BTreeMap<String, u64>,
+    /// Live keeps, of the same traces, by the live rule that kept.
+    pub live_by_policy: BTreeMap<String, u64>,
 }
 
 /// Live overrides of the engine's timing and memory settings (`None`: the configured value).
@@ -351,6 +353,27 @@ pub struct Stats {
     pub duplicate_records: u64,
     pub stress_decisions: u64,
     pub clock_skewed_records: u64,
+    /// Spans exported (kept traces and late spans of kept traces).
+    pub kept_spans: u64,
+    /// Kept traces by the rule (policy name) that kept, since the engine started; at most
+    /// [`MAX_RULE_COUNTS`] names (further names are counted under [`OTHER_RULES`]).
+    pub kept_by_policy: BTreeMap<String, u64>,
+}
+
+/// The most rule names counted per tally (reported to the coordinators, which accept 1000).
+pub const MAX_RULE_COUNTS: usize = 999;
+/// The name further rules are counted under once [`MAX_RULE_COUNTS`] names are counted.
+pub const OTHER_RULES: &str = "(other rules)";
+
+/// Adds one to `name` in `counts`, or to [`OTHER_RULES`] when `counts` is full.
+fn count_rule(counts: &mut BTreeMap<String, u64>, name: &str) {
+    if let Some(n) = counts.get_mut(name) {
+        *n += 1;
+    } else if counts.len() < MAX_RULE_COUNTS {
+        counts.insert(name.to_string(), 1);
+    } else {
+        *counts.entry(OTHER_RULES.to_string()).or_default() += 1;
+    }
 }
 
 /// The sampler state machine.
@@ -909,7 +932,10 @@ impl Engine {
             if sd.keep {
                 tally.shadow_kept += 1;
                 tally.both_kept += u64::from(decision.keep);
-                *tally.by_policy.entry(name.clone()).or_default() += 1;
+                count_rule(&mut tally.by_policy, &name);
+            }
+            if decision.keep {
+                count_rule(&mut tally.live_by_policy, decision.policy.as_deref().unwrap_or("none"));
             }
             metrics::counter!(m::SHADOW_DECISIONS, "policy" => name, "outcome" => outcome).increment(1);
         }
@@ -980,6 +1006,7 @@ impl Engine {
             return;
         }
         self.stats.kept_traces += 1;
+        count_rule(&mut self.stats.kept_by_policy, &policy);
         let p = d.sampling_probability.clamp(f64::MIN_POSITIVE, 1.0);
         // `th`/`rv` only where they describe the decision: a consistent rule decided (its
         // threshold and the seeded randomness), or the trace was kept for sure (`th:0`). A keep by
@@ -1025,6 +1052,7 @@ impl Engine {
         stamp: Arc<Stamp>,
         _now: Instant,
     ) {
+        self.stats.kept_spans += spans as u64;
         let mut payload = Vec::with_capacity(records.iter().map(|r| r.len() + 128 * 4).sum());
         for r in records {
             stamp_request(r, &stamp, &mut payload);

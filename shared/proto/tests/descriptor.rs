@@ -81,6 +81,7 @@ fn services_keep_their_wire_names() {
         format!("/tailsift.coordinator.v1.Raft/AppendEntries {p}RaftMessage -> {p}RaftMessage"),
         format!("/tailsift.coordinator.v1.Raft/Forward {p}RaftMessage -> {p}RaftMessage"),
         format!("/tailsift.coordinator.v1.Raft/InstallSnapshot {p}RaftMessage -> {p}RaftMessage"),
+        format!("/tailsift.coordinator.v1.Raft/Status {p}RaftMessage -> {p}RaftMessage"),
         format!("/tailsift.coordinator.v1.Raft/Vote {p}RaftMessage -> {p}RaftMessage"),
         format!("/tailsift.coordinator.v1.Watch/ReportApplied {p}AppliedReport -> {p}ReportAck"),
         format!("/tailsift.coordinator.v1.Watch/Watch {p}WatchRequest -> stream {p}PolicyUpdate"),

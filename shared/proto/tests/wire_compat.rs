@@ -145,6 +145,7 @@ fn messages_encode_like_the_hand_written_ones() {
                 },
             ],
             settings_revision: 6,
+            // The newer fields (throughput 20 and up, captures 40) are left empty: nothing of them is sent.
             ..Default::default()
         },
         old::AppliedReport {
@@ -177,4 +178,36 @@ fn messages_encode_like_the_hand_written_ones() {
         },
     );
     assert!(v1::ReportAck {}.encode_to_vec().is_empty());
+}
+
+/// A report with the throughput fields (20 and up) still decodes in a coordinator that predates
+/// them: it keeps the fields it knows and skips the rest.
+#[test]
+fn throughput_fields_are_skipped_by_older_coordinators() {
+    let new = v1::AppliedReport {
+        worker_id: "w-1".into(),
+        version: 3,
+        settings_revision: 6,
+        spans_in: 1000,
+        spans_kept: 100,
+        traces_decided: 50,
+        traces_kept: 5,
+        live_by_policy: vec![v1::RuleCount {
+            policy: "errors".into(),
+            kept: 5,
+        }],
+        partitions: vec![0, 1, 2],
+        shadow_live_by_policy: vec![v1::RuleCount {
+            policy: "errors".into(),
+            kept: 1,
+        }],
+        ..Default::default()
+    };
+    let old = old::AppliedReport::decode(new.encode_to_vec().as_slice()).unwrap();
+    assert_eq!(
+        (old.worker_id.as_str(), old.version, old.settings_revision),
+        ("w-1", 3, 6)
+    );
+    let back = v1::AppliedReport::decode(new.encode_to_vec().as_slice()).unwrap();
+    assert_eq!(back, new);
 }

@@ -207,6 +207,7 @@ impl CaptureRequest {
                 let body = PolicyBody {
                     document,
                     format: Some(PolicyFormat::Json),
+                    note: None,
                 };
                 let (_, format) = body.check().map_err(|e| match e {
                     AdminError::InvalidPolicy { message, issues } => AdminError::InvalidPolicy {
@@ -524,6 +525,7 @@ pub async fn start_whatif(
     let candidate = PolicyBody {
         document: b.document.clone(),
         format: b.format,
+        note: None,
     };
     let (_, format) = candidate.check()?;
     let window = CaptureRequest {

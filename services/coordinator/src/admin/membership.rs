@@ -1,4 +1,5 @@
-//! The Raft cluster: `GET /v1/cluster/status`, and runtime membership changes (role `admin`, on
+//! The Raft cluster: `GET /v1/cluster/status` (this node), `GET /v1/cluster/nodes` (every
+//! member's own state, asked over the Raft port), and runtime membership changes (role `admin`, on
 //! the leader):
 //!
 //! * `POST /v1/cluster/members` `{"id": 4, "raft_addr": "host:port", "admin_addr": "host:port"}`:
@@ -98,6 +99,101 @@ pub async fn cluster_status(State(s): State<AdminState>) -> Answer<ClusterStatus
         workers: worker_entries(&s),
     };
     Ok((version_headers(&v), Json(body)))
+}
+
+/// Channels to the members by Raft address, reused across `GET /v1/cluster/nodes` calls (the
+/// console asks every 2 s) instead of a new connection per call; pruned to the current members
+/// on every call, so it holds at most one entry per member.
+#[derive(Clone, Default)]
+pub struct PeerCache(std::sync::Arc<std::sync::Mutex<BTreeMap<String, crate::network::Peer>>>);
+
+impl PeerCache {
+    /// The channel to `raft_addr` (lazily connected), after dropping those not in `members`.
+    fn get(
+        &self,
+        raft_addr: &str,
+        members: &BTreeSet<String>,
+        options: &crate::grpc::ClientOptions,
+    ) -> Result<crate::network::Peer, String> {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.retain(|addr, _| members.contains(addr));
+        if let Some(p) = g.get(raft_addr) {
+            return Ok(p.clone());
+        }
+        let p = crate::network::Peer::new(raft_addr, options).map_err(|e| e.to_string())?;
+        g.insert(raft_addr.to_string(), p.clone());
+        Ok(p)
+    }
+}
+
+/// The longest a member is waited for by `GET /v1/cluster/nodes`.
+pub const NODE_STATUS_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// One member in `GET /v1/cluster/nodes`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeView {
+    pub id: u64,
+    pub raft_addr: String,
+    pub admin_addr: String,
+    pub voter: bool,
+    /// The node answering this request.
+    pub this_node: bool,
+    /// The member's own Raft state; `null` when it did not answer (see `error`).
+    pub status: Option<crate::network::NodeStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// `GET /v1/cluster/nodes`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClusterNodes {
+    /// The node answering.
+    pub node: u64,
+    pub nodes: Vec<NodeView>,
+}
+
+#[utoipa::path(get, path = "/v1/cluster/nodes",
+    summary = "Every member's own Raft state (state, leader, term, log, commit and applied indexes), asked over the Raft port in parallel",
+    responses((status = 200, description = "node, nodes: [{id, addresses, status or error}]", body = ClusterNodes)))]
+pub async fn cluster_nodes(State(s): State<AdminState>) -> Answer<ClusterNodes> {
+    let m = s.c.raft.metrics().borrow().clone();
+    let membership = m.membership_config.membership();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let me = s.c.node_id;
+    let addrs: BTreeSet<String> = membership.nodes().map(|(_, n)| n.raft_addr.clone()).collect();
+    let asks = membership.nodes().map(|(id, n)| {
+        let (id, n, voter) = (*id, n.clone(), voters.contains(id));
+        let local = (id == me).then(|| crate::network::NodeStatus::of(&m));
+        let peer = match local {
+            Some(_) => None,
+            None => Some(s.peers.get(&n.raft_addr, &addrs, &s.c.peers)),
+        };
+        async move {
+            let answer = match (local, peer) {
+                (Some(st), _) => Ok(st),
+                (None, Some(Ok(p))) => p.status(NODE_STATUS_TIMEOUT).await.map_err(|e| e.to_string()),
+                (None, Some(Err(e))) => Err(e),
+                (None, None) => Err("no channel to the member".to_string()),
+            };
+            NodeView {
+                id,
+                raft_addr: n.raft_addr,
+                admin_addr: n.admin_addr,
+                voter,
+                this_node: id == me,
+                error: answer.as_ref().err().cloned(),
+                status: answer.ok(),
+            }
+        }
+    });
+    let nodes = futures::future::join_all(asks).await;
+    Ok((
+        HeaderMap::new(),
+        Json(ClusterNodes {
+            node: s.c.node_id,
+            nodes,
+        }),
+    ))
 }
 
 /// `POST /v1/cluster/members` body.

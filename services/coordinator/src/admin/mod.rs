@@ -14,9 +14,12 @@
 //! | `PUT /v1/settings` | replace the live cluster settings; every worker applies `sampler.*` | [`settings`] |
 //! | `POST /v1/seed/rotate` | schedule a new random hash seed for the next policy version | [`seed`] |
 //! | `GET /v1/cluster/status` | members, leader, term, log, commit and applied indexes | [`membership`] |
+//! | `GET /v1/cluster/nodes` | every member's own state, term, commit and applied index (asked over the Raft port) | [`membership`] |
 //! | `POST /v1/cluster/members` | admin, leader only: add a node as learner, then promote it | [`membership`] |
 //! | `DELETE /v1/cluster/members/{id}` | admin, leader only: remove a member | [`membership`] |
+//! | `GET /v1/whoami` | the calling token's name and role (the admin console's sign-in) | [`session`] |
 //! | `GET /v1/workers` | the sampling workers that reported their applied version to this node | [`workers`] |
+//! | `GET /v1/overview` | cluster throughput and keep rate (total and per live rule) and every worker's version, partitions and report age, from the workers' reports | [`overview`] |
 //! | `POST /v1/captures` | `{"match": "<OTTL span condition>" or "policy": {document, format}, "since": "20m"}`: start a retroactive capture | [`captures`] |
 //! | `GET /v1/captures` | running and recent captures with their progress | [`captures`] |
 //! | `GET /v1/captures/{id}` | one capture: window, state, per-partition results, retention note | [`captures`] |
@@ -24,7 +27,8 @@
 //! | `POST /v1/policy/whatif` | `{"document": "...", "format": ..., "since": "30m"}`: the workers replay the window with the candidate beside the live policy | [`captures`] |
 //! | `GET /v1/policy/whatif/{id}` | the what-if job and its report, summed over partitions | [`captures`] |
 //!
-//! Unauthenticated on the same port: `GET /openapi.json` (this API as OpenAPI 3.1, generated
+//! Unauthenticated on the same port: the admin console at `/ui/` (a page that calls the routes
+//! above with the token it signs in with, [`console`]), `GET /openapi.json` (this API as OpenAPI 3.1, generated
 //! from the handlers and their types, [`openapi`]), `GET /api/sampling?service=NAME` and
 //! `GET /sampling?service=NAME` (Jaeger remote sampling, [`sampling`]), and `/metrics`,
 //! `/healthz`, `/readyz`.
@@ -38,18 +42,22 @@
 //! types ([`AdminState`], [`Caller`], [`AdminError`], [`Body`], ...), never each other.
 //!
 //! Errors are JSON `{"error": "...", ...}` ([`AdminError`], the one place statuses are chosen):
-//! 400 with `issues: [{path, message}]` for an invalid policy (nothing is applied), 401 without
+//! 400 with `issues: [{path, message, line, column, key}]` for an invalid policy (nothing is applied), 401 without
 //! a valid token, 403 for a read-only token on a write, 404 for an unknown rollback version, 503
 //! when no leader can be reached. Writes sent to a follower are forwarded to the leader. Every
 //! read names the policy version and the applied log index it reflects (also as
 //! `x-tailsift-policy-version` / `x-tailsift-applied-index` headers).
 
 pub mod captures;
+pub mod console;
+pub mod locate;
 pub mod membership;
 pub mod openapi;
+pub mod overview;
 pub mod policy;
 pub mod sampling;
 pub mod seed;
+pub mod session;
 pub mod settings;
 pub mod shadow;
 pub mod workers;
@@ -80,6 +88,9 @@ use crate::{Coordinator, WriteError};
 pub struct AdminState {
     pub(crate) c: Arc<Coordinator>,
     pub(crate) sampling: Arc<sampling::SamplingCache>,
+    /// Channels to the members, by Raft address, for `GET /v1/cluster/nodes` (kept for the
+    /// current members only).
+    pub(crate) peers: membership::PeerCache,
 }
 
 /// Who may call a route.
@@ -120,9 +131,12 @@ pub fn table() -> Vec<(Access, UtoipaMethodRouter<AdminState>)> {
         (Access::Admin, routes!(settings::put_settings)),
         (Access::Admin, routes!(seed::rotate_seed)),
         (Access::Read, routes!(membership::cluster_status)),
+        (Access::Read, routes!(membership::cluster_nodes)),
         (Access::Admin, routes!(membership::add_member)),
         (Access::Admin, routes!(membership::remove_member)),
         (Access::Read, routes!(workers::list)),
+        (Access::Read, routes!(session::whoami)),
+        (Access::Read, routes!(overview::get_overview)),
         (Access::Admin, routes!(captures::start)),
         (Access::Read, routes!(captures::list)),
         (Access::Read, routes!(captures::get)),
@@ -221,10 +235,14 @@ pub fn document() -> utoipa::openapi::OpenApi {
 pub fn router(c: Arc<Coordinator>, tokens: Vec<Token>) -> Router {
     let (router, doc) = assemble(Arc::new(tokens));
     let state = AdminState {
+        peers: Default::default(),
         sampling: Arc::new(sampling::SamplingCache::new(c.node_id.to_string())),
         c,
     };
-    router.layer(axum::Extension(Arc::new(doc))).with_state(state)
+    router
+        .merge(console::router())
+        .layer(axum::Extension(Arc::new(doc)))
+        .with_state(state)
 }
 
 /// Per-route guard: the route's access level and the tokens.
@@ -240,6 +258,8 @@ struct Guard {
 pub struct Caller {
     /// The token's name, recorded as the author of writes.
     pub name: String,
+    /// Whether the token may write.
+    pub admin: bool,
 }
 
 impl Guard {
@@ -254,7 +274,10 @@ impl Guard {
         if need == Role::Admin && t.role != Role::Admin {
             return Err(AdminError::Forbidden { token: t.name.clone() });
         }
-        Ok(Some(Caller { name: t.name.clone() }))
+        Ok(Some(Caller {
+            name: t.name.clone(),
+            admin: t.role == Role::Admin,
+        }))
     }
 }
 
@@ -280,6 +303,16 @@ async fn guarded(State(g): State<Guard>, mut req: Request, next: Next) -> Respon
 pub struct Issue {
     pub path: String,
     pub message: String,
+    /// The 1-based line of the document the problem is on, where it could be found
+    /// ([`locate`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    /// The column, when the parser gave one (syntax errors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
+    /// The last key of `path` (`threshold_ms` for `policies[1].latency.threshold_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// Every error answer: `error` always, the other fields where they apply.
@@ -437,7 +470,14 @@ pub struct PolicyBody {
     /// document's content (an ambiguous document is refused with the formats it could be).
     #[serde(default)]
     pub format: Option<PolicyFormat>,
+    /// `PUT /v1/policy` only: the author's note, kept with the version (at most
+    /// [`MAX_NOTE_BYTES`] bytes).
+    #[serde(default)]
+    pub note: Option<String>,
 }
+
+/// The longest author note.
+pub const MAX_NOTE_BYTES: usize = 1024;
 
 impl PolicyBody {
     /// Parses and compiles the document (in its format, or the detected one); an invalid one
@@ -448,12 +488,21 @@ impl PolicyBody {
             issues: e
                 .issues()
                 .iter()
-                .map(|i| Issue {
-                    path: i.path.to_string(),
-                    message: i.message.to_string(),
+                .map(|i| {
+                    let place = locate::locate(&self.document, &i.path, &i.message);
+                    Issue {
+                        line: place.as_ref().map(|p| p.line),
+                        column: place.as_ref().and_then(|p| p.column),
+                        key: place.and_then(|p| p.key),
+                        path: i.path.to_string(),
+                        message: i.message.to_string(),
+                    }
                 })
                 .collect(),
         };
+        if self.note.as_ref().is_some_and(|n| n.len() > MAX_NOTE_BYTES) {
+            return Err(AdminError::BadRequest(format!("note: at most {MAX_NOTE_BYTES} bytes")));
+        }
         let format = match self.format {
             Some(f) => f,
             None => PolicyFormat::detect(&self.document).map_err(invalid)?,
@@ -550,6 +599,18 @@ pub struct ShadowCounts {
     pub both_kept: u64,
     /// Shadow keeps by rule.
     pub by_policy: Vec<RuleKept>,
+    /// Live keeps of the same traces by rule.
+    pub live_by_policy: Vec<RuleKept>,
+}
+
+fn rule_kept(counts: &[crate::watch::RuleCount]) -> Vec<RuleKept> {
+    counts
+        .iter()
+        .map(|r| RuleKept {
+            policy: r.policy.clone(),
+            kept: r.kept,
+        })
+        .collect()
 }
 
 impl From<&crate::watch::ShadowCounts> for ShadowCounts {
@@ -560,14 +621,8 @@ impl From<&crate::watch::ShadowCounts> for ShadowCounts {
             shadow_kept: c.shadow_kept,
             live_kept: c.live_kept,
             both_kept: c.both_kept,
-            by_policy: c
-                .by_policy
-                .iter()
-                .map(|r| RuleKept {
-                    policy: r.policy.clone(),
-                    kept: r.kept,
-                })
-                .collect(),
+            by_policy: rule_kept(&c.by_policy),
+            live_by_policy: rule_kept(&c.live_by_policy),
         }
     }
 }
@@ -583,6 +638,11 @@ pub struct WorkerEntry {
     /// Present while it evaluates a shadow policy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shadow: Option<ShadowCounts>,
+    /// The spans-topic partitions it owns.
+    pub partitions: Vec<i32>,
+    /// Its throughput over its last report window; absent until two reports with counts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rates: Option<crate::watch::Rates>,
 }
 
 impl From<&crate::watch::WorkerReport> for WorkerEntry {
@@ -593,6 +653,8 @@ impl From<&crate::watch::WorkerReport> for WorkerEntry {
             settings_revision: w.settings_revision,
             reported_unix_ms: w.reported_unix_ms,
             shadow: w.shadow.as_ref().map(ShadowCounts::from),
+            partitions: w.partitions.clone(),
+            rates: w.rates.clone(),
         }
     }
 }
@@ -616,6 +678,35 @@ pub type Answer<T> = Result<(HeaderMap, Json<T>), AdminError>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn issues_of(document: &str, format: Option<PolicyFormat>) -> Vec<Issue> {
+        let body = PolicyBody {
+            document: document.into(),
+            format,
+            note: None,
+        };
+        match body.check() {
+            Err(AdminError::InvalidPolicy { issues, .. }) => issues,
+            other => panic!("not an invalid policy: {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn invalid_documents_of_every_format_name_the_line_and_key() {
+        let native = "policies:\n  - name: errors\n    status_code: { codes: [ERROR] }\n  - name: sample\n    probabilistic:\n      percentage: 200\n";
+        let i = &issues_of(native, None)[0];
+        assert_eq!((i.line, i.key.as_deref()), (Some(6), Some("percentage")), "{i:?}");
+        let otel = "processors:\n  tail_sampling:\n    decision_wait: 10s\n    policies:\n      - name: errors\n        type: status_code\n        status_code: { status_codes: [ERROR] }\n      - name: sample\n        type: probabilistic\n        probabilistic:\n          sampling_percentage: 250\n";
+        let i = &issues_of(otel, Some(PolicyFormat::OtelTailSampling))[0];
+        assert_eq!(
+            (i.line, i.key.as_deref()),
+            (Some(11), Some("sampling_percentage")),
+            "{i:?}"
+        );
+        let syntax = "policies:\n  - name: [unclosed\n";
+        let i = &issues_of(syntax, Some(PolicyFormat::Yaml))[0];
+        assert!(i.line.is_some() && i.column.is_some(), "{i:?}");
+    }
 
     #[test]
     fn every_table_route_is_documented_with_its_access_and_nothing_else() {

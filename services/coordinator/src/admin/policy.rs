@@ -53,6 +53,7 @@ pub async fn put_policy(
             time_unix_ms: now_ms(),
             format,
             document: b.document,
+            note: b.note.unwrap_or_default(),
         },
     )
     .await?;

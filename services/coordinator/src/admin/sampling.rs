@@ -338,6 +338,7 @@ mod tests {
             time_unix_ms: 0,
             format: PolicyFormat::Yaml,
             document: yaml.into(),
+            note: String::new(),
         })
         .unwrap();
         View {

@@ -16,6 +16,7 @@ use super::{
     Written,
 };
 use crate::state::{Command, ShadowPolicy};
+use crate::watch::ShadowRates;
 
 /// One worker's counts for the current shadow revision.
 #[derive(Debug, Serialize, ToSchema)]
@@ -37,6 +38,11 @@ pub struct ShadowTotal {
     pub only_live_kept: u64,
     /// Shadow keeps by rule name.
     pub by_policy: BTreeMap<String, u64>,
+    /// Live keeps of the same traces by rule name.
+    pub live_by_policy: BTreeMap<String, u64>,
+    /// Per second, over the workers' last report windows (workers that reported in the last
+    /// [`FRESH_MS`](crate::watch::FRESH_MS) ms and have a window for this shadow revision).
+    pub rates: ShadowRates,
 }
 
 /// `GET /v1/policy/shadow`.
@@ -69,6 +75,28 @@ pub async fn get_shadow(State(s): State<AdminState>) -> Answer<ShadowStatus> {
         total.both_kept += c.both_kept;
         for r in &c.by_policy {
             *total.by_policy.entry(r.policy.clone()).or_default() += r.kept;
+        }
+        for r in &c.live_by_policy {
+            *total.live_by_policy.entry(r.policy.clone()).or_default() += r.kept;
+        }
+        let fresh = now_ms().saturating_sub(w.reported_unix_ms) <= crate::watch::FRESH_MS;
+        if let Some(r) = w
+            .rates
+            .as_ref()
+            .and_then(|r| r.shadow.as_ref())
+            .filter(|r| fresh && r.revision == revision)
+        {
+            let t = &mut total.rates;
+            t.revision = revision;
+            t.traces_per_s += r.traces_per_s;
+            t.shadow_kept_per_s += r.shadow_kept_per_s;
+            t.live_kept_per_s += r.live_kept_per_s;
+            for (k, v) in &r.by_policy {
+                *t.by_policy.entry(k.clone()).or_default() += v;
+            }
+            for (k, v) in &r.live_by_policy {
+                *t.live_by_policy.entry(k.clone()).or_default() += v;
+            }
         }
         workers.push(ShadowWorker {
             worker_id: w.worker_id.clone(),

@@ -460,8 +460,8 @@ async function promote() {
   if (!sh) return;
   if (!await confirmDialog('Publish the shadow policy (revision ' + sh.revision + ') as the new live version and remove the shadow?')) return;
   try {
-    const w = await api('PUT', '/v1/policy', { document: sh.document, format: sh.format, note: 'promoted shadow revision ' + sh.revision });
-    await api('DELETE', '/v1/policy/shadow');
+    // One replicated entry: publish the shadow as the live version and remove it.
+    const w = await api('POST', '/v1/policy/shadow/promote', { revision: sh.revision });
     status('sh-result', 'Promoted: version ' + w.version + ' is live.', true);
     await loadShadow(true);
   } catch (e) { status('sh-result', 'Not promoted: ' + e.message, false); }

@@ -381,6 +381,23 @@ impl Registry {
                 }
                 Ok(self.applied())
             }
+            Command::PromoteShadow {
+                author,
+                time_unix_ms,
+                revision,
+            } => {
+                let Some(shadow) = self.shadow.clone().filter(|sh| sh.revision == *revision) else {
+                    return Err(CommandError::ShadowChanged {
+                        expected: *revision,
+                        current: self.shadow.as_ref().map(|sh| sh.revision),
+                    });
+                };
+                let note = format!("promoted shadow revision {revision}");
+                self.publish(author, *time_unix_ms, shadow.format, shadow.document, None, &note);
+                self.shadow = None;
+                self.shadow_revision += 1;
+                Ok(self.applied())
+            }
             Command::StartCapture {
                 kind,
                 live,
@@ -586,6 +603,13 @@ pub enum Command {
         author: String,
         time_unix_ms: u64,
     },
+    /// Publish the shadow policy of `revision` as a new live version and remove the shadow, in one
+    /// entry (refused when the shadow changed since the operator looked at it).
+    PromoteShadow {
+        author: String,
+        time_unix_ms: u64,
+        revision: u64,
+    },
     /// Start a retroactive capture or a what-if job. The match document was validated by the node
     /// that accepted it.
     StartCapture {
@@ -648,6 +672,8 @@ pub enum CommandError {
     UnknownVersion { version: u64, kept: Vec<u64> },
     #[error("capture {id} is not known (finished captures are kept up to the latest 50)")]
     UnknownCapture { id: u64 },
+    #[error("the shadow policy is revision {current:?}, not {expected}: look at it again before promoting")]
+    ShadowChanged { expected: u64, current: Option<u64> },
     #[error("{running} captures are running; at most {max} run at once (wait for one to finish, or cancel one)")]
     TooManyCaptures { running: usize, max: usize },
 }
@@ -875,6 +901,43 @@ mod tests {
         // Ids are never reused, even after the oldest were forgotten.
         assert_eq!(r.last_capture_id, r.captures.keys().copied().max().unwrap());
         assert!(!r.captures.contains_key(&1));
+    }
+
+    #[test]
+    fn promoting_the_shadow_publishes_it_and_removes_it_in_one_entry() {
+        let mut r = Registry::default();
+        r.apply(&put("live")).unwrap();
+        r.apply(&Command::SetShadow {
+            author: "a".into(),
+            time_unix_ms: 1,
+            format: PolicyFormat::Json,
+            document: "{}".into(),
+        })
+        .unwrap();
+        let promote = |revision| Command::PromoteShadow {
+            author: "b".into(),
+            time_unix_ms: 2,
+            revision,
+        };
+        assert_eq!(
+            r.apply(&promote(7)).unwrap_err(),
+            CommandError::ShadowChanged {
+                expected: 7,
+                current: Some(1)
+            }
+        );
+        let a = r.apply(&promote(1)).unwrap();
+        assert_eq!((a.policy_version, a.shadow_revision), (2, 2));
+        let cur = r.current().unwrap();
+        assert_eq!(
+            (cur.document.as_str(), cur.format, cur.author.as_str()),
+            ("{}", PolicyFormat::Json, "b")
+        );
+        assert!(r.shadow.is_none());
+        assert!(matches!(
+            r.apply(&promote(1)),
+            Err(CommandError::ShadowChanged { current: None, .. })
+        ));
     }
 
     #[test]

@@ -67,6 +67,19 @@ pub fn policy(a: AdminCommand<PolicyCommand>) -> anyhow::Result<()> {
         } => Some(read(file, format.as_deref())?),
         _ => None,
     };
+    // Promote what is the shadow now (the server refuses if it changes before the write).
+    let promote_revision = match &a.command {
+        PolicyCommand::Shadow { promote: true, .. } => {
+            let shadow = crate::runtime()?.block_on(client.get_shadow())?;
+            Some(
+                shadow
+                    .pointer("/shadow/revision")
+                    .and_then(Value::as_u64)
+                    .context("no shadow policy is set: nothing to promote")?,
+            )
+        }
+        _ => None,
+    };
     run(async move {
         let doc = || doc.as_ref().expect("read above");
         match &a.command {
@@ -77,6 +90,7 @@ pub fn policy(a: AdminCommand<PolicyCommand>) -> anyhow::Result<()> {
             PolicyCommand::Rollback { target } => client.rollback(*target).await,
             PolicyCommand::Shadow { file: Some(_), .. } => client.put_shadow(doc()).await,
             PolicyCommand::Shadow { clear: true, .. } => client.delete_shadow().await,
+            PolicyCommand::Shadow { promote: true, .. } => client.promote_shadow(promote_revision.unwrap_or(0)).await,
             PolicyCommand::Shadow { .. } => client.get_shadow().await,
             PolicyCommand::Test { .. } | PolicyCommand::Whatif(_) => unreachable!("run above"),
         }

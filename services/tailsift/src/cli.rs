@@ -373,6 +373,10 @@ pub enum PolicyCommand {
         /// Remove the shadow policy.
         #[arg(long, conflicts_with = "file")]
         clear: bool,
+        /// Publish the shadow policy as the new live version and remove it, in one step
+        /// (POST /v1/policy/shadow/promote, with the shadow revision read just before).
+        #[arg(long, conflicts_with_all = ["file", "clear"])]
+        promote: bool,
     },
 }
 

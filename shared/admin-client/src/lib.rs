@@ -185,6 +185,16 @@ impl AdminClient {
         self.call(Method::DELETE, "/v1/policy/shadow", None).await
     }
 
+    /// `POST /v1/policy/shadow/promote`: publish shadow `revision` as live and remove it.
+    pub async fn promote_shadow(&self, revision: u64) -> Result<Value, ClientError> {
+        self.call(
+            Method::POST,
+            "/v1/policy/shadow/promote",
+            Some(json!({ "revision": revision })),
+        )
+        .await
+    }
+
     /// `GET /v1/settings`.
     pub async fn get_settings(&self) -> Result<Value, ClientError> {
         self.call(Method::GET, "/v1/settings", None).await

@@ -10,6 +10,7 @@
 //! | `GET /v1/policy/shadow` | the shadow policy and, per worker and in total, what it would keep (per rule) beside the live policy | [`shadow`] |
 //! | `PUT /v1/policy/shadow` | same body as `PUT /v1/policy`: validate, then set as the shadow policy (decisions unchanged) | [`shadow`] |
 //! | `DELETE /v1/policy/shadow` | remove the shadow policy | [`shadow`] |
+//! | `POST /v1/policy/shadow/promote` | `{"revision": N}`: publish shadow revision N as the live policy and remove the shadow, in one replicated entry | [`shadow`] |
 //! | `GET /v1/settings` | the live cluster settings (`history_limit`, `sampler.*`) and their revision | [`settings`] |
 //! | `PUT /v1/settings` | replace the live cluster settings; every worker applies `sampler.*` | [`settings`] |
 //! | `POST /v1/seed/rotate` | schedule a new random hash seed for the next policy version | [`seed`] |
@@ -127,6 +128,7 @@ pub fn table() -> Vec<(Access, UtoipaMethodRouter<AdminState>)> {
         (Access::Read, routes!(shadow::get_shadow)),
         (Access::Admin, routes!(shadow::put_shadow)),
         (Access::Admin, routes!(shadow::clear_shadow)),
+        (Access::Admin, routes!(shadow::promote_shadow)),
         (Access::Read, routes!(settings::get_settings)),
         (Access::Admin, routes!(settings::put_settings)),
         (Access::Admin, routes!(seed::rotate_seed)),
@@ -440,6 +442,7 @@ impl From<WriteError> for AdminError {
             }
             WriteError::Rejected(e @ CommandError::UnknownCapture { .. }) => AdminError::NotFound(e.to_string()),
             WriteError::Rejected(e @ CommandError::TooManyCaptures { .. }) => AdminError::Conflict(e.to_string()),
+            WriteError::Rejected(e @ CommandError::ShadowChanged { .. }) => AdminError::Conflict(e.to_string()),
             WriteError::Unavailable(m) => AdminError::Unavailable(format!("no leader available: {m}")),
         }
     }

@@ -153,3 +153,32 @@ pub async fn clear_shadow(State(s): State<AdminState>, Extension(caller): Extens
     let (h, w) = write(&s, cmd).await?;
     Ok((h, Json(w)))
 }
+
+/// `POST /v1/policy/shadow/promote` body.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PromoteBody {
+    /// The shadow revision the operator looked at; refused (409) when the shadow changed since.
+    pub revision: u64,
+}
+
+#[utoipa::path(post, path = "/v1/policy/shadow/promote",
+    summary = "Publish the shadow policy as the new live version and remove the shadow, in one step",
+    request_body = PromoteBody,
+    responses((status = 200, description = "promoted: the new version", body = Written),
+        (status = 400, description = "invalid body", body = ErrorBody),
+        (status = 409, description = "the shadow is not that revision (changed or removed)", body = ErrorBody),
+        (status = 503, description = "no leader reachable", body = ErrorBody)))]
+pub async fn promote_shadow(
+    State(s): State<AdminState>,
+    Extension(caller): Extension<Caller>,
+    Body(b): Body<PromoteBody>,
+) -> Answer<Written> {
+    let cmd = Command::PromoteShadow {
+        author: caller.name,
+        time_unix_ms: now_ms(),
+        revision: b.revision,
+    };
+    let (h, w) = write(&s, cmd).await?;
+    Ok((h, Json(w)))
+}

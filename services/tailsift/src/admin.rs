@@ -59,7 +59,11 @@ pub fn policy(a: AdminCommand<PolicyCommand>) -> anyhow::Result<()> {
         Ok(doc)
     };
     let doc = match &a.command {
-        PolicyCommand::Apply(f) | PolicyCommand::Validate(f) => Some(read(&f.file, f.format.as_deref())?),
+        PolicyCommand::Apply(f) => Some(PolicyDocument {
+            note: f.note.clone(),
+            ..read(&f.file, f.format.as_deref())?
+        }),
+        PolicyCommand::Validate(f) => Some(read(&f.file, f.format.as_deref())?),
         PolicyCommand::Shadow {
             file: Some(file),
             format,

@@ -389,6 +389,9 @@ pub struct PolicyFile {
     /// [default: told from the content]
     #[arg(long)]
     pub format: Option<String>,
+    /// `policy apply`: a note kept with the version (why it changed), shown in the history.
+    #[arg(long)]
+    pub note: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -90,6 +90,9 @@ pub struct PolicyDocument {
     pub document: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
+    /// `PUT /v1/policy` only: the author's note kept with the version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 impl PolicyDocument {
@@ -97,6 +100,7 @@ impl PolicyDocument {
         PolicyDocument {
             document: document.into(),
             format: Some("yaml".into()),
+            note: None,
         }
     }
 
@@ -109,6 +113,7 @@ impl PolicyDocument {
         Ok(PolicyDocument {
             document,
             format: format.map(str::to_string),
+            note: None,
         })
     }
 }

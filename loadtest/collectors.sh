@@ -6,7 +6,7 @@
 # start_collector WHO TOPIC: `tailsift ingest` or Rotel on free ports, OTLP/gRPC in, Kafka TOPIC
 #   (12 partitions) out, the same producer settings for both (lz4, acks=all, idempotence,
 #   1,000,000-byte batches), each collector's default batching: Tailsift's producer linger
-#   (TAILSIFT_LINGER, default 20ms, its default), Rotel's linger 5 ms after its own batcher
+#   (TAILSIFT_LINGER, default 10ms, its default), Rotel's linger 5 ms after its own batcher
 #   (ROTEL_BATCH_SPANS spans, default 2048, or 200 ms); sets PID
 #   and GRPC; TAILSIFT_BIN runs another `tailsift` binary (e.g. a build of an earlier commit),
 #   TAILSIFT_INGEST_ARGS adds flags to `tailsift ingest` (e.g. "--set kafka.linger=20ms").
@@ -51,11 +51,11 @@ start_collector() { # who topic
   GRPC=$(port)
   if [[ $who == tailsift ]]; then
     local admin; admin=$(port)
-    # The producer defaults (lz4, acks=all, idempotence, linger 20ms, 1 MB batches) spelled out
+    # The producer defaults (lz4, acks=all, idempotence, linger 10ms, 1 MB batches) spelled out
     # so that the comparison is explicit; the topic is created with 12 partitions.
     "${TAILSIFT_BIN:-./target/release/tailsift}" ingest --kafka-brokers "$B" --topic "$topic" --grpc-listen "127.0.0.1:$GRPC" \
       --http-listen "127.0.0.1:$(port)" --admin-listen "127.0.0.1:$admin" --set zipkin.enabled=false --set jaeger.enabled=false \
-      --set kafka.compression=lz4 --set kafka.acks=all --set kafka.idempotence=true --set kafka.linger="${TAILSIFT_LINGER:-20ms}" \
+      --set kafka.compression=lz4 --set kafka.acks=all --set kafka.idempotence=true --set kafka.linger="${TAILSIFT_LINGER:-10ms}" \
       --set kafka.batch_bytes=1000000 --set kafka.topic_spec.partitions=12 ${TAILSIFT_INGEST_ARGS:-} \
       --log-level warn >"$WORK/$topic.log" 2>&1 & PID=$!
     for _ in $(seq 1 150); do curl -sf "http://127.0.0.1:$admin/readyz" >/dev/null && break; sleep 0.2; done

@@ -189,8 +189,10 @@ pub struct KafkaConfig {
     /// Idempotent producer (no duplicates from producer retries). Default `true`.
     pub idempotence: bool,
     /// How long the producer waits to fill a batch (librdkafka `linger.ms`): also the most it adds
-    /// to a request's answer. Default `20ms`: below saturation, fewer and fuller produce requests
-    /// cost ~30% less CPU per span than 5 ms did (docs/benchmarks.md, ingest matrix).
+    /// to a request's answer, which bounds what a client with few requests in flight can send.
+    /// Default `10ms`: at 25% load ~26% less CPU per span than 5 ms, the same saturation
+    /// throughput with 32 requests in flight; 20 ms saves more CPU but costs such clients a third
+    /// of their throughput (docs/benchmarks.md, ingest matrix).
     #[serde(with = "humantime_serde")]
     pub linger: Duration,
     /// Maximum batch size in bytes. Default `1000000`.
@@ -222,7 +224,7 @@ impl Default for KafkaConfig {
             compression: Compression::Lz4,
             acks: Acks::All,
             idempotence: true,
-            linger: Duration::from_millis(20),
+            linger: Duration::from_millis(10),
             batch_bytes: 1_000_000,
             max_record_bytes: 900_000,
             queue_max_messages: 100_000,

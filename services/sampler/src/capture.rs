@@ -428,19 +428,7 @@ impl Job {
         let replay = Replay::new(candidate, live, 0, Limits::default())
             .with_sink(Box::new(sink))
             .new_traces_until(self.spec.until_unix_ms);
-        let mut window = KafkaWindow::new(
-            self.shared.conn.clone(),
-            &self.shared.spans_topic,
-            self.spec.since_unix_ms,
-        );
-        window.until_unix_ms = Some(self.spec.read_until_unix_ms);
-        window.lookback_records = self.lookback;
-        window.partitions = Some(vec![self.partition]);
-        window.stop = Some(self.stop.clone());
-        let report = whatif::replay_kafka(&window, replay)?;
-        if self.stop.load(Ordering::Relaxed) {
-            return Err(JobError::Stopped);
-        }
+        let report = self.replay(replay, self.spec.read_until_unix_ms)?;
         if !report.complete {
             return Err(JobError::Incomplete);
         }
@@ -500,19 +488,7 @@ impl Job {
         // One partition of the cluster's: its share of rate and byte budgets.
         let replay = Replay::new(candidate, live, self.spec.seed, Limits::default())
             .with_budget_share(1.0 / f64::from(self.partitions.max(1)));
-        let mut window = KafkaWindow::new(
-            self.shared.conn.clone(),
-            &self.shared.spans_topic,
-            self.spec.since_unix_ms,
-        );
-        window.until_unix_ms = Some(self.spec.until_unix_ms);
-        window.lookback_records = self.lookback;
-        window.partitions = Some(vec![self.partition]);
-        window.stop = Some(self.stop.clone());
-        let report = whatif::replay_kafka(&window, replay)?;
-        if self.stop.load(Ordering::Relaxed) {
-            return Err(JobError::Stopped);
-        }
+        let report = self.replay(replay, self.spec.until_unix_ms)?;
         let json = serde_json::to_string(&report).unwrap_or_default();
         if json.len() > MAX_REPORT_JSON {
             return Err(JobError::ReportTooLarge(json.len()));
@@ -531,6 +507,25 @@ impl Job {
         };
         progress.set_state(State::Done);
         Ok(progress)
+    }
+
+    /// Reads this partition of the spans topic from the window's start up to `until_unix_ms`
+    /// through `replay`; stopped jobs end with [`JobError::Stopped`].
+    fn replay(&self, replay: Replay, until_unix_ms: i64) -> Result<whatif::Report, JobError> {
+        let mut window = KafkaWindow::new(
+            self.shared.conn.clone(),
+            &self.shared.spans_topic,
+            self.spec.since_unix_ms,
+        );
+        window.until_unix_ms = Some(until_unix_ms);
+        window.lookback_records = self.lookback;
+        window.partitions = Some(vec![self.partition]);
+        window.stop = Some(self.stop.clone());
+        let report = whatif::replay_kafka(&window, replay)?;
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(JobError::Stopped);
+        }
+        Ok(report)
     }
 
     /// The traces of this partition kept since the window's start, from the decisions topic.

@@ -313,6 +313,20 @@ impl Registry {
         self.history.back()
     }
 
+    /// The hash seed of `p`: the seed of the epoch in force when it was published (the current
+    /// one, or the scheduled next one while it has not taken over).
+    pub fn seed_of(&self, p: &PolicyVersion) -> u64 {
+        let seeds = &self.seeds;
+        if seeds.current.epoch == p.seed_epoch {
+            seeds.current.seed
+        } else {
+            seeds
+                .next
+                .filter(|n| n.epoch == p.seed_epoch)
+                .map_or(seeds.current.seed, |n| n.seed)
+        }
+    }
+
     pub fn find(&self, version: u64) -> Option<&PolicyVersion> {
         self.history.iter().find(|p| p.version == version)
     }

@@ -437,16 +437,7 @@ fn revision(u: &PolicyUpdate) -> (u64, u64, u64, u64) {
 
 fn policy_update(view: &View) -> Option<PolicyUpdate> {
     let p = view.registry.current()?;
-    let seeds = &view.registry.seeds;
-    // A version always carries the seed epoch in force when it was published: the current one.
-    let seed = if seeds.current.epoch == p.seed_epoch {
-        seeds.current.seed
-    } else {
-        seeds
-            .next
-            .filter(|n| n.epoch == p.seed_epoch)
-            .map_or(seeds.current.seed, |n| n.seed)
-    };
+    let seed = view.registry.seed_of(p);
     Some(PolicyUpdate {
         version: p.version,
         format: format_name(p.format).to_string(),

@@ -543,15 +543,7 @@ pub async fn start_whatif(
         .registry
         .current()
         .ok_or_else(|| AdminError::BadRequest("the cluster has no live policy version to compare with yet".into()))?;
-    let seeds = &v.registry.seeds;
-    let seed = if seeds.current.epoch == live.seed_epoch {
-        seeds.current.seed
-    } else {
-        seeds
-            .next
-            .filter(|n| n.epoch == live.seed_epoch)
-            .map_or(seeds.current.seed, |n| n.seed)
-    };
+    let seed = v.registry.seed_of(live);
     let live = WhatifLive {
         version: live.version,
         format: live.format,

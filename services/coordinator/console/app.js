@@ -43,7 +43,11 @@ class ApiError extends Error {
 }
 
 async function api(method, path, body) {
-  const opts = { method, headers: { 'authorization': 'Bearer ' + state.token }, cache: 'no-store' };
+  // The token this request carries: an answer to a request of an earlier session (signed out
+  // since, or another token) must not sign the current session out.
+  const token = state.token;
+  if (!token) throw new ApiError(401, { error: 'signed out' });
+  const opts = { method, headers: { 'authorization': 'Bearer ' + token }, cache: 'no-store' };
   if (body !== undefined) {
     opts.headers['content-type'] = 'application/json';
     opts.body = JSON.stringify(body);
@@ -57,7 +61,7 @@ async function api(method, path, body) {
   let data = null;
   try { data = await resp.json(); } catch (_) { data = null; }
   if (resp.status === 401) {
-    signOut('The coordinator no longer accepts this token (wrong, expired or removed). Sign in again.');
+    if (state.token === token) signOut('The coordinator no longer accepts this token (wrong, expired or removed). Sign in again.');
     throw new ApiError(401, data);
   }
   if (!resp.ok) throw new ApiError(resp.status, data);

@@ -226,6 +226,8 @@ struct Partition {
     clock: PartitionClock,
     /// Records below this offset are ignored (see [`Engine::resume_from`]).
     resume_from: i64,
+    /// Being handed over (see [`Engine::leave`]): no record is taken and no trace decided.
+    leaving: bool,
 }
 
 /// A partition's clock (see the module documentation).
@@ -568,6 +570,17 @@ impl Engine {
         self.rebudget();
     }
 
+    /// Starts the handover of `partition`: from now on its records are not taken (not even as
+    /// consumed: the commit stays at or below them) and none of its traces is decided, so that
+    /// what the handover waits for (the exports and decision records of what was decided) can
+    /// only shrink. Without it a trace decided between the handover's last check and its commit
+    /// would be exported here and, with no decision record yet, again by the next owner.
+    pub fn leave(&mut self, partition: i32) {
+        if let Some(st) = self.partitions.get_mut(&partition) {
+            st.leaving = true;
+        }
+    }
+
     pub fn partitions(&self) -> Vec<i32> {
         let mut p: Vec<i32> = self.partitions.keys().copied().collect();
         p.sort_unstable();
@@ -673,6 +686,11 @@ impl Engine {
             tracing::debug!(partition, offset, "record of a partition not owned, skipped");
             return;
         };
+        if part.leaving {
+            metrics::counter!(m::RECORDS_NOT_OWNED).increment(1);
+            tracing::debug!(partition, offset, "record of a partition being handed over, skipped");
+            return;
+        }
         if offset < part.resume_from {
             return;
         }
@@ -809,6 +827,7 @@ impl Engine {
             let oldest = self
                 .partitions
                 .iter()
+                .filter(|(_, st)| !st.leaving)
                 .filter_map(|(p, st)| st.by_offset.values().next().map(|t| (*p, *t, st.traces[t].first_seen)))
                 .min_by_key(|(_, _, seen)| *seen);
             match oldest {
@@ -822,7 +841,12 @@ impl Engine {
     pub fn on_tick(&mut self, now: Instant) {
         let wall = self.wall_ms(now);
         self.observe(now);
-        let parts: Vec<i32> = self.partitions.keys().copied().collect();
+        let parts: Vec<i32> = self
+            .partitions
+            .iter()
+            .filter(|(_, st)| !st.leaving)
+            .map(|(p, _)| *p)
+            .collect();
         for p in parts {
             let clock = {
                 let part = self.partitions.get_mut(&p).expect("listed");
@@ -903,7 +927,7 @@ impl Engine {
     }
 
     fn decide(&mut self, partition: i32, trace_id: TraceId, trigger: Trigger, now: Instant) {
-        let Some(part) = self.partitions.get_mut(&partition) else {
+        let Some(part) = self.partitions.get_mut(&partition).filter(|p| !p.leaving) else {
             return;
         };
         let Some(t) = part.traces.remove(&trace_id) else { return };

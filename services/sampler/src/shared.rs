@@ -85,9 +85,15 @@ impl Shared {
     /// the handover timeout (then the commit stays lower: nothing is lost, at worst re-exported).
     pub(crate) fn handover(&self, commit: &CommitOffsets<'_>, partitions: &[i32]) {
         let owned: Vec<i32> = {
-            let e = self.engine.lock().unwrap();
+            let mut e = self.engine.lock().unwrap();
             let mine = e.partitions();
-            partitions.iter().copied().filter(|p| mine.contains(p)).collect()
+            let owned: Vec<i32> = partitions.iter().copied().filter(|p| mine.contains(p)).collect();
+            // Nothing more is decided or taken on these partitions, so the exports and decision
+            // records waited for below can only finish, and none starts after the wait.
+            for p in &owned {
+                e.leave(*p);
+            }
+            owned
         };
         if owned.is_empty() {
             return;

@@ -320,6 +320,45 @@ fn revoke_leaves_undecided_traces_to_the_next_owner() {
     assert_eq!(e.buffered_traces(), 1);
 }
 
+/// A partition being handed over decides nothing more and takes no record (a CI run exported a
+/// trace twice: decided by the old owner's timer after the handover's last check, and again by
+/// the new owner, which had no decision record for it). Other partitions go on as before.
+#[test]
+fn a_partition_being_handed_over_decides_and_takes_nothing() {
+    // Room for one record's bytes: a second one puts the engine over its soft limit.
+    let (mut e, t0) = engine(ERRORS_ONLY, record(1, 1, None, true).len() + 1, 1 << 30);
+    e.assign(0);
+    e.assign(1);
+    e.on_record(0, 5, None, record(1, 1, None, true), t0);
+    e.leave(0);
+    // Over the soft limit: the oldest trace of a partition not leaving is decided.
+    e.on_record(1, 7, None, record(2, 1, None, true), t0);
+    // A record of the leaving partition is not taken: the commit stays at or below it.
+    e.on_record(0, 6, None, record(3, 1, None, true), t0);
+    assert_eq!(
+        e.committable(),
+        vec![(0, 5), (1, 7)],
+        "(the kept trace pins 7 until acknowledged)"
+    );
+    // Its timers decide nothing on it.
+    tick_to(&mut e, t0, t0 + Duration::from_secs(40));
+    let (jobs, decisions) = drain(&mut e);
+    assert_eq!(
+        jobs.iter().map(|j| j.partition).collect::<Vec<_>>(),
+        vec![1],
+        "only the other partition's trace is decided"
+    );
+    assert!(decisions.iter().all(|d| d.partition == 1));
+    assert_eq!(
+        e.committable()[0],
+        (0, 5),
+        "the leaving partition's trace still holds the commit"
+    );
+    e.revoke(0);
+    assert_eq!(e.partitions(), vec![1]);
+    assert_eq!(e.buffered_traces(), 0);
+}
+
 #[test]
 fn deadlines_run_on_record_time_while_records_flow() {
     let (mut e, t0) = engine(ERRORS_ONLY, 1 << 30, 1 << 30);

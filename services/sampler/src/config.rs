@@ -181,6 +181,15 @@ pub struct MemoryConfig {
     pub hard_limit_bytes: usize,
     /// Keep probability used during stress relief. Default `0.1`.
     pub stress_probability: f64,
+    /// How a buffered trace holds its spans: `memory` (the span bytes themselves), `index` (a
+    /// compact summary every policy is evaluated on, and where its records are in the spans log:
+    /// kept traces are read back from the log to be exported) or `hybrid` (span bytes up to
+    /// `span_bytes_budget`, then new and growing traces as an index). The limits above count
+    /// what is held either way. Default `memory`.
+    pub mode: BufferMode,
+    /// `hybrid` mode: span bytes held in memory before traces switch to an index. Must be
+    /// below `soft_limit_bytes`. Default `268435456` (256 MiB).
+    pub span_bytes_budget: usize,
 }
 
 impl Default for MemoryConfig {
@@ -189,8 +198,19 @@ impl Default for MemoryConfig {
             soft_limit_bytes: 512 << 20,
             hard_limit_bytes: 768 << 20,
             stress_probability: 0.1,
+            mode: BufferMode::Memory,
+            span_bytes_budget: 256 << 20,
         }
     }
+}
+
+/// How buffered traces hold their spans (`memory.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BufferMode {
+    Memory,
+    Index,
+    Hybrid,
 }
 
 /// Exporter kind.
@@ -465,6 +485,12 @@ impl Validate for SamplerConfig {
             return Err(ConfigError::invalid(
                 "memory.hard_limit_bytes",
                 "must be at least memory.soft_limit_bytes, which must be positive",
+            ));
+        }
+        if m.mode == BufferMode::Hybrid && m.span_bytes_budget >= m.soft_limit_bytes {
+            return Err(ConfigError::invalid(
+                "memory.span_bytes_budget",
+                "must be below memory.soft_limit_bytes in hybrid mode (past the soft limit the oldest traces are decided early, so a budget at or above it never switches a trace to an index)",
             ));
         }
         if !(0.0..=1.0).contains(&m.stress_probability) {

@@ -31,15 +31,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tailsift_policy::{Decision, DecisionOptions, Oversized, PolicyEngine};
+use tailsift_policy::{Decision, DecisionOptions, Oversized, PolicyEngine, Requirements, TraceData};
 
 /// The rule name of traces dropped for being over `max_trace_bytes` with `oversized: drop`.
 pub const OVERSIZED_POLICY: &str = "maximum_trace_size_bytes";
 
 use crate::annotate::{stamp_request, Stamp};
 use crate::cache::{Cached, DecisionCache};
+pub use crate::config::BufferMode;
 use crate::extract::{scan_record, trace_data, Resources};
 use crate::metrics as m;
+use crate::summary::{SummaryScratch, TraceSummary};
 
 pub type TraceId = [u8; 16];
 
@@ -66,6 +68,10 @@ pub struct EngineConfig {
     /// A trace over `max_trace_bytes` is not sampled (the policy's `decision.oversized: drop`,
     /// the OTel collector's `maximum_trace_size_bytes`) instead of decided on what arrived.
     pub oversized_drop: bool,
+    /// How buffered traces hold their spans (`memory.mode`).
+    pub buffer_mode: BufferMode,
+    /// Hybrid mode: span bytes held before traces switch to an index.
+    pub span_bytes_budget: usize,
 }
 
 impl EngineConfig {
@@ -84,6 +90,8 @@ impl EngineConfig {
             stress_probability: m.stress_probability,
             max_traces: usize::MAX,
             oversized_drop: false,
+            buffer_mode: m.mode,
+            span_bytes_budget: m.span_bytes_budget,
         }
     }
 }
@@ -177,15 +185,146 @@ pub struct DecisionRecord {
     pub exported_through: i64,
 }
 
+/// Records to read back from the spans log (a trace buffered as an index): answered with
+/// [`Engine::on_read_back`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadBackJob {
+    pub id: u64,
+    pub partition: i32,
+    pub trace_id: TraceId,
+    /// The trace's record offsets, ascending.
+    pub offsets: Vec<i64>,
+}
+
 /// What the run loop must do.
 #[derive(Debug, Clone)]
 pub enum Output {
     Export(ExportJob),
     Decision(DecisionRecord),
+    ReadBack(ReadBackJob),
+}
+
+/// Where a buffered trace's spans are.
+enum Body {
+    /// The records themselves.
+    Memory {
+        records: Vec<Bytes>,
+        /// The records' offsets (to switch the trace to an index).
+        offsets: Vec<i64>,
+        span_ids: HashSet<[u8; 8]>,
+    },
+    /// A summary the policies are evaluated on, and where the records are in the log.
+    Index(Box<IndexBody>),
+}
+
+struct IndexBody {
+    summary: TraceSummary,
+    /// Record offsets, ascending.
+    offsets: Vec<i64>,
+    /// One fingerprint of each record's span IDs: a record again (a client's retry) is skipped.
+    fingerprints: Vec<u64>,
+    /// The requirements generation ([`Engine::req_gen`]) every record was summarised under;
+    /// `None` when they differ (a policy change while the trace was buffered).
+    req_gen: Option<u64>,
+}
+
+impl IndexBody {
+    fn new() -> Self {
+        IndexBody {
+            summary: TraceSummary::new(),
+            offsets: Vec::new(),
+            fingerprints: Vec::new(),
+            req_gen: None,
+        }
+    }
+
+    fn push(
+        &mut self,
+        trace_id: TraceId,
+        record: &[u8],
+        offset: i64,
+        span_ids: &[[u8; 8]],
+        req: &Requirements,
+        req_gen: u64,
+    ) {
+        self.req_gen = match (self.offsets.is_empty(), self.req_gen) {
+            (true, _) => Some(req_gen),
+            (false, Some(g)) if g == req_gen => Some(g),
+            _ => None,
+        };
+        self.summary.push_record(trace_id, record, req);
+        self.offsets.push(offset);
+        self.fingerprints.push(fingerprint(span_ids));
+    }
+
+    /// The index of a trace buffered in memory so far.
+    fn from_records(trace_id: TraceId, records: &[Bytes], offsets: &[i64], req: &Requirements, req_gen: u64) -> Self {
+        let mut ix = IndexBody::new();
+        for (r, o) in records.iter().zip(offsets) {
+            ix.push(trace_id, r, *o, &scan_record(r).span_ids, req, req_gen);
+        }
+        ix
+    }
+
+    fn held(&self) -> usize {
+        std::mem::size_of::<IndexBody>()
+            + self.summary.heap_bytes()
+            + self.offsets.capacity() * 8
+            + self.fingerprints.capacity() * 8
+    }
+}
+
+/// What a read-back is for.
+enum ReadThen {
+    /// A kept trace: export what is read, stamped.
+    Export(Arc<Stamp>),
+    /// The policy changed while the trace was buffered and its summary lacks what the new one
+    /// reads: decide on the records.
+    Decide(Trigger),
+}
+
+struct Reading {
+    partition: i32,
+    trace_id: TraceId,
+    first_offset: i64,
+    last_offset: i64,
+    spans: usize,
+    then: ReadThen,
+}
+
+/// The spans of a decided trace, as the engine holds them.
+enum Payload<'a> {
+    Records(&'a [Bytes]),
+    Offsets(Vec<i64>),
+}
+
+/// One fingerprint of a record's span IDs (order-independent).
+fn fingerprint(span_ids: &[[u8; 8]]) -> u64 {
+    span_ids.iter().fold(0x9E37_79B9_7F4A_7C15u64, |acc, id| {
+        let x = u64::from_le_bytes(*id).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        acc.wrapping_add(x ^ (x >> 29))
+    })
+}
+
+/// What both the live and the shadow policy read.
+fn union_requirements(a: &Requirements, b: Option<&Requirements>) -> Requirements {
+    let mut r = a.clone();
+    if let Some(b) = b {
+        r.span_attributes.extend(b.span_attributes.iter().cloned());
+        r.resource_attributes.extend(b.resource_attributes.iter().cloned());
+        r.event_attributes.extend(b.event_attributes.iter().cloned());
+        r.scope_attributes.extend(b.scope_attributes.iter().cloned());
+        r.all_attributes |= b.all_attributes;
+        r.span_events |= b.span_events;
+        r.scope |= b.scope;
+    }
+    r
 }
 
 struct TraceBuf {
-    records: Vec<Bytes>,
+    body: Body,
+    /// Bytes this trace holds (its records in memory, or its index).
+    held: usize,
     first_offset: i64,
     last_offset: i64,
     first_seen: Instant,
@@ -196,8 +335,25 @@ struct TraceBuf {
     backstop: i64,
     root_seen: bool,
     spans: usize,
+    /// The trace's size: its records' bytes (what `max_trace_bytes` limits), wherever they are.
     bytes: usize,
-    span_ids: HashSet<[u8; 8]>,
+}
+
+impl TraceBuf {
+    /// Span bytes held in memory (0 for an index).
+    fn span_bytes(&self) -> usize {
+        match self.body {
+            Body::Memory { .. } => self.bytes,
+            Body::Index(_) => 0,
+        }
+    }
+
+    fn compute_held(&self) -> usize {
+        match &self.body {
+            Body::Memory { .. } => self.bytes,
+            Body::Index(ix) => ix.held(),
+        }
+    }
 }
 
 struct Pending {
@@ -222,7 +378,9 @@ struct Partition {
     backstops: BinaryHeap<Reverse<(i64, TraceId)>>,
     /// The offset after the last record consumed; `None` before the first.
     next_offset: Option<i64>,
+    /// Bytes held by its traces ([`TraceBuf::held`]), and of them span bytes (memory bodies).
     bytes: usize,
+    span_bytes: usize,
     clock: PartitionClock,
     /// Records below this offset are ignored (see [`Engine::resume_from`]).
     resume_from: i64,
@@ -393,11 +551,20 @@ pub struct Engine {
     total_partitions: Option<usize>,
     partitions: HashMap<i32, Partition>,
     cache: DecisionCache,
+    /// Bytes held by buffered traces, and of them span bytes (memory bodies).
     buffered_bytes: usize,
+    span_bytes: usize,
     buffered_traces: usize,
+    /// Traces buffered as an index.
+    index_traces: usize,
     stress: bool,
     next_export: u64,
     pending: HashMap<u64, Pending>,
+    /// Read-backs not answered yet (their first offsets are pinned).
+    reading: HashMap<u64, Reading>,
+    /// What the live and shadow policies read (index summaries keep it), and its generation.
+    req: Requirements,
+    req_gen: u64,
     out: VecDeque<Output>,
     /// Maps `Instant`s to wall-clock milliseconds.
     base: (Instant, i64),
@@ -427,10 +594,15 @@ impl Engine {
             total_partitions: None,
             partitions: HashMap::new(),
             buffered_bytes: 0,
+            span_bytes: 0,
             buffered_traces: 0,
+            index_traces: 0,
             stress: false,
             next_export: 0,
             pending: HashMap::new(),
+            reading: HashMap::new(),
+            req: Requirements::default(),
+            req_gen: 0,
             out: VecDeque::new(),
             base: (now, wall_ms_now()),
             last_step: None,
@@ -442,7 +614,21 @@ impl Engine {
             e.options = options;
             e.reconfigure();
         }
+        e.update_requirements();
         e
+    }
+
+    /// Recomputes what index summaries keep after a policy or shadow change; a new generation
+    /// when it changed (traces summarised under another one are read back to be decided).
+    fn update_requirements(&mut self) {
+        let req = union_requirements(
+            self.policy.engine.requirements(),
+            self.shadow.as_ref().map(|(s, _)| s.engine.requirements()),
+        );
+        if req != self.req || self.req_gen == 0 {
+            self.req = req;
+            self.req_gen += 1;
+        }
     }
 
     /// Installs a new policy version. Takes effect between traces: every trace is decided under
@@ -459,6 +645,7 @@ impl Engine {
         }
         let options = policy.engine.decision_options();
         self.policy = policy;
+        self.update_requirements();
         self.rebudget();
         if options != self.options {
             self.options = options;
@@ -481,6 +668,7 @@ impl Engine {
             };
             (s, tally)
         });
+        self.update_requirements();
         self.rebudget();
     }
 
@@ -632,12 +820,21 @@ impl Engine {
         self.stress
     }
 
-    /// Exports not yet acknowledged, for `partition` or all.
+    /// Exports not yet acknowledged (and read-backs not yet answered), for `partition` or all.
     pub fn unacked_exports(&self, partition: Option<i32>) -> usize {
-        self.pending
-            .values()
-            .filter(|p| partition.is_none_or(|x| x == p.partition))
-            .count()
+        let of = |p: i32| partition.is_none_or(|x| x == p);
+        self.pending.values().filter(|p| of(p.partition)).count()
+            + self.reading.values().filter(|r| of(r.partition)).count()
+    }
+
+    /// Span bytes held in memory (traces buffered with their records).
+    pub fn span_bytes(&self) -> usize {
+        self.span_bytes
+    }
+
+    /// Traces buffered as an index.
+    pub fn index_traces(&self) -> usize {
+        self.index_traces
     }
 
     /// The offset to commit for each partition (lowest still needed).
@@ -741,21 +938,54 @@ impl Engine {
             }
             None => {}
         }
-        let part = self.partitions.get_mut(&partition).expect("inserted above");
         let len = payload.len();
-        let decide_now = match part.traces.get_mut(&trace_id) {
+        let index = match self.cfg.buffer_mode {
+            BufferMode::Memory => false,
+            BufferMode::Index => true,
+            BufferMode::Hybrid => self.span_bytes.saturating_add(len) > self.cfg.span_bytes_budget,
+        };
+        let (req, req_gen) = (&self.req, self.req_gen);
+        let part = self.partitions.get_mut(&partition).expect("inserted above");
+        // (decide now, held and span bytes before and after, the trace became an index)
+        let (decide_now, before, after, indexed) = match part.traces.get_mut(&trace_id) {
             Some(t) => {
-                if !scan.span_ids.is_empty() && scan.span_ids.iter().all(|s| t.span_ids.contains(s)) {
+                let duplicate = !scan.span_ids.is_empty()
+                    && match &t.body {
+                        Body::Memory { span_ids, .. } => scan.span_ids.iter().all(|s| span_ids.contains(s)),
+                        Body::Index(ix) => ix.fingerprints.contains(&fingerprint(&scan.span_ids)),
+                    };
+                if duplicate {
                     // The same spans again (a client retried a request): nothing new.
                     self.stats.duplicate_records += 1;
                     metrics::counter!(m::DUPLICATE_SPANS).increment(spans as u64);
                     return;
                 }
-                t.records.push(payload);
+                let before = (t.held, t.span_bytes());
+                let mut indexed = false;
+                if index {
+                    if let Body::Memory { records, offsets, .. } = &t.body {
+                        t.body = Body::Index(Box::new(IndexBody::from_records(
+                            trace_id, records, offsets, req, req_gen,
+                        )));
+                        indexed = true;
+                    }
+                }
+                match &mut t.body {
+                    Body::Memory {
+                        records,
+                        offsets,
+                        span_ids,
+                    } => {
+                        span_ids.extend(scan.span_ids.iter().copied());
+                        records.push(payload);
+                        offsets.push(offset);
+                    }
+                    Body::Index(ix) => ix.push(trace_id, &payload, offset, &scan.span_ids, req, req_gen),
+                }
                 t.last_offset = offset;
                 t.spans += spans;
                 t.bytes += len;
-                t.span_ids.extend(scan.span_ids.iter().copied());
+                t.held = t.compute_held();
                 if scan.has_root && !t.root_seen {
                     t.root_seen = true;
                     let d = clock.saturating_add(millis(self.cfg.send_delay));
@@ -769,7 +999,8 @@ impl Engine {
                         part.backstops.push(Reverse((b, trace_id)));
                     }
                 }
-                t.spans > self.cfg.max_trace_spans || t.bytes > self.cfg.max_trace_bytes
+                let decide_now = t.spans > self.cfg.max_trace_spans || t.bytes > self.cfg.max_trace_bytes;
+                (decide_now, before, (t.held, t.span_bytes()), indexed)
             }
             None if self.stress => {
                 self.stress_decide(partition, trace_id, payload, spans, offset, now);
@@ -786,27 +1017,45 @@ impl Engine {
                 let backstop = active.saturating_add(millis(wait + self.cfg.max_clock_skew));
                 part.backstops.push(Reverse((backstop, trace_id)));
                 part.by_offset.insert(offset, trace_id);
-                part.traces.insert(
-                    trace_id,
-                    TraceBuf {
-                        records: vec![payload],
-                        first_offset: offset,
-                        last_offset: offset,
-                        first_seen: now,
-                        deadline,
-                        backstop,
-                        root_seen: scan.has_root,
-                        spans,
-                        bytes: len,
+                let body = if index {
+                    let mut ix = IndexBody::new();
+                    ix.push(trace_id, &payload, offset, &scan.span_ids, req, req_gen);
+                    Body::Index(Box::new(ix))
+                } else {
+                    Body::Memory {
                         span_ids: scan.span_ids.iter().copied().collect(),
-                    },
-                );
+                        records: vec![payload],
+                        offsets: vec![offset],
+                    }
+                };
+                let mut t = TraceBuf {
+                    body,
+                    held: 0,
+                    first_offset: offset,
+                    last_offset: offset,
+                    first_seen: now,
+                    deadline,
+                    backstop,
+                    root_seen: scan.has_root,
+                    spans,
+                    bytes: len,
+                };
+                t.held = t.compute_held();
+                let after = (t.held, t.span_bytes());
+                part.traces.insert(trace_id, t);
                 self.buffered_traces += 1;
-                spans > self.cfg.max_trace_spans || len > self.cfg.max_trace_bytes
+                let decide_now = spans > self.cfg.max_trace_spans || len > self.cfg.max_trace_bytes;
+                (decide_now, (0, 0), after, index)
             }
         };
-        part.bytes += len;
-        self.buffered_bytes += len;
+        part.bytes = part.bytes + after.0 - before.0;
+        part.span_bytes = part.span_bytes + after.1 - before.1;
+        self.buffered_bytes = self.buffered_bytes + after.0 - before.0;
+        self.span_bytes = self.span_bytes + after.1 - before.1;
+        if indexed {
+            self.index_traces += 1;
+            metrics::gauge!(m::INDEX_TRACES).set(self.index_traces as f64);
+        }
         if decide_now {
             self.decide(partition, trace_id, Trigger::Limit, now);
         }
@@ -896,6 +1145,7 @@ impl Engine {
         }
         metrics::gauge!(m::TRACES_BUFFERED).set(self.buffered_traces as f64);
         metrics::gauge!(m::BYTES_BUFFERED).set(self.buffered_bytes as f64);
+        metrics::gauge!(m::SPAN_BYTES_BUFFERED).set(self.span_bytes as f64);
     }
 
     /// Forgets a partition (after its handover). Undecided traces are left to the next owner,
@@ -904,11 +1154,16 @@ impl Engine {
     pub fn revoke(&mut self, partition: i32) {
         if let Some(st) = self.partitions.remove(&partition) {
             self.buffered_bytes -= st.bytes;
+            self.span_bytes -= st.span_bytes;
             self.buffered_traces -= st.traces.len();
+            self.index_traces -= st.traces.values().filter(|t| matches!(t.body, Body::Index(_))).count();
+            metrics::gauge!(m::INDEX_TRACES).set(self.index_traces as f64);
         }
         self.pending.retain(|_, p| p.partition != partition);
+        self.reading.retain(|_, r| r.partition != partition);
         self.out.retain(|o| match o {
             Output::Export(j) => j.partition != partition,
+            Output::ReadBack(j) => j.partition != partition,
             Output::Decision(_) => true,
         });
         self.rebudget();
@@ -932,23 +1187,100 @@ impl Engine {
         };
         let Some(t) = part.traces.remove(&trace_id) else { return };
         part.by_offset.remove(&t.first_offset);
-        part.bytes -= t.bytes;
-        self.buffered_bytes -= t.bytes;
+        let span_bytes = t.span_bytes();
+        part.bytes -= t.held;
+        part.span_bytes -= span_bytes;
+        self.buffered_bytes -= t.held;
+        self.span_bytes -= span_bytes;
         self.buffered_traces -= 1;
+        metrics::histogram!(m::DECISION_LATENCY).record(now.duration_since(t.first_seen).as_secs_f64());
+        let is_oversized = trigger == Trigger::Limit && self.cfg.oversized_drop && t.bytes > self.cfg.max_trace_bytes;
+        let oversized = || Decision::dropped(Some(OVERSIZED_POLICY.to_string()));
+        match t.body {
+            Body::Memory { records, .. } => {
+                let decision = if is_oversized {
+                    oversized()
+                } else {
+                    self.evaluate_records(trace_id, &records)
+                };
+                self.apply(
+                    partition,
+                    trace_id,
+                    decision,
+                    trigger,
+                    Payload::Records(&records),
+                    t.spans,
+                    t.first_offset,
+                    t.last_offset,
+                    now,
+                );
+            }
+            Body::Index(ix) => {
+                self.index_traces -= 1;
+                metrics::gauge!(m::INDEX_TRACES).set(self.index_traces as f64);
+                let IndexBody {
+                    summary,
+                    offsets,
+                    req_gen,
+                    ..
+                } = *ix;
+                let decision = if is_oversized {
+                    oversized()
+                } else if req_gen == Some(self.req_gen) {
+                    let mut scratch = SummaryScratch::default();
+                    let data = summary.trace_data(trace_id, &mut scratch);
+                    self.evaluate(&data, None)
+                } else {
+                    // Summarised for another policy: decide on the records.
+                    self.read_back(
+                        partition,
+                        trace_id,
+                        offsets,
+                        ReadThen::Decide(trigger),
+                        t.spans,
+                        t.first_offset,
+                        t.last_offset,
+                    );
+                    return;
+                };
+                self.apply(
+                    partition,
+                    trace_id,
+                    decision,
+                    trigger,
+                    Payload::Offsets(offsets),
+                    t.spans,
+                    t.first_offset,
+                    t.last_offset,
+                    now,
+                );
+            }
+        }
+    }
+
+    /// The live decision on a trace's records (and the shadow's, tallied).
+    fn evaluate_records(&mut self, trace_id: TraceId, records: &[Bytes]) -> Decision {
+        let mut res = Resources::new();
+        let req = self.policy.engine.requirements().clone();
+        let data = trace_data(trace_id, records, &req, &mut res);
+        match self.shadow.as_ref().map(|(s, _)| s.engine.requirements().clone()) {
+            Some(shadow_req) => {
+                let mut res = Resources::new();
+                let shadow_data = trace_data(trace_id, records, &shadow_req, &mut res);
+                self.evaluate(&data, Some(&shadow_data))
+            }
+            None => self.evaluate(&data, None),
+        }
+    }
+
+    /// The live policy's decision on `data`; the shadow's on `shadow_data` (or `data`) is tallied.
+    fn evaluate(&mut self, data: &TraceData<'_>, shadow_data: Option<&TraceData<'_>>) -> Decision {
         let now_nanos = unix_nanos();
-        let decision = if trigger == Trigger::Limit && self.cfg.oversized_drop && t.bytes > self.cfg.max_trace_bytes {
-            Decision::dropped(Some(OVERSIZED_POLICY.to_string()))
-        } else {
-            let mut res = Resources::new();
-            let req = self.policy.engine.requirements().clone();
-            let data = trace_data(trace_id, &t.records, &req, &mut res);
-            self.policy.engine.decide(&data, self.policy.seed, now_nanos)
-        };
+        let decision = self.policy.engine.decide(data, self.policy.seed, now_nanos);
         if let Some((shadow, tally)) = self.shadow.as_mut() {
-            let mut res = Resources::new();
-            let req = shadow.engine.requirements().clone();
-            let data = trace_data(trace_id, &t.records, &req, &mut res);
-            let sd = shadow.engine.decide(&data, self.policy.seed, now_nanos);
+            let sd = shadow
+                .engine
+                .decide(shadow_data.unwrap_or(data), self.policy.seed, now_nanos);
             tally.traces += 1;
             tally.live_kept += u64::from(decision.keep);
             let name = sd.policy.clone().unwrap_or_else(|| "none".to_string());
@@ -963,18 +1295,7 @@ impl Engine {
             }
             metrics::counter!(m::SHADOW_DECISIONS, "policy" => name, "outcome" => outcome).increment(1);
         }
-        metrics::histogram!(m::DECISION_LATENCY).record(now.duration_since(t.first_seen).as_secs_f64());
-        self.apply(
-            partition,
-            trace_id,
-            decision,
-            trigger,
-            &t.records,
-            t.spans,
-            t.first_offset,
-            t.last_offset,
-            now,
-        );
+        decision
     }
 
     fn stress_decide(
@@ -993,7 +1314,7 @@ impl Engine {
             trace_id,
             d,
             Trigger::Stress,
-            &[payload],
+            Payload::Records(&[payload]),
             spans,
             offset,
             offset,
@@ -1008,7 +1329,7 @@ impl Engine {
         trace_id: TraceId,
         d: Decision,
         trigger: Trigger,
-        records: &[Bytes],
+        payload: Payload<'_>,
         spans: usize,
         first_offset: i64,
         last_offset: i64,
@@ -1052,16 +1373,113 @@ impl Engine {
             ot,
         });
         self.cache.keep(trace_id, stamp.clone(), last_offset, now);
-        self.export(
+        match payload {
+            Payload::Records(records) => self.export(
+                partition,
+                trace_id,
+                records,
+                spans,
+                first_offset,
+                last_offset,
+                stamp,
+                now,
+            ),
+            Payload::Offsets(offsets) => self.read_back(
+                partition,
+                trace_id,
+                offsets,
+                ReadThen::Export(stamp),
+                spans,
+                first_offset,
+                last_offset,
+            ),
+        }
+    }
+
+    /// Asks for a trace's records from the log (its first offset stays pinned meanwhile).
+    #[allow(clippy::too_many_arguments)]
+    fn read_back(
+        &mut self,
+        partition: i32,
+        trace_id: TraceId,
+        offsets: Vec<i64>,
+        then: ReadThen,
+        spans: usize,
+        first_offset: i64,
+        last_offset: i64,
+    ) {
+        self.next_export += 1;
+        let id = self.next_export;
+        if let Some(st) = self.partitions.get_mut(&partition) {
+            st.pin(first_offset);
+        }
+        self.reading.insert(
+            id,
+            Reading {
+                partition,
+                trace_id,
+                first_offset,
+                last_offset,
+                spans,
+                then,
+            },
+        );
+        metrics::counter!(m::READ_BACKS).increment(1);
+        self.out.push_back(Output::ReadBack(ReadBackJob {
+            id,
             partition,
             trace_id,
-            records,
-            spans,
-            first_offset,
-            last_offset,
-            stamp,
-            now,
-        );
+            offsets,
+        }));
+    }
+
+    /// The records of read-back `id` (those found: a record the log no longer has is missing,
+    /// counted by the reader). A kept trace is exported; a trace summarised for another policy is
+    /// decided now. Ignored when the partition was revoked meanwhile.
+    pub fn on_read_back(&mut self, id: u64, records: &[Bytes], now: Instant) {
+        let Some(r) = self.reading.remove(&id) else { return };
+        let Some(st) = self.partitions.get_mut(&r.partition) else {
+            return;
+        };
+        st.unpin(r.first_offset);
+        match r.then {
+            ReadThen::Export(stamp) if records.is_empty() => {
+                // Nothing left to export: the decision still stands for later spans.
+                self.out.push_back(Output::Decision(DecisionRecord {
+                    partition: r.partition,
+                    trace_id: r.trace_id,
+                    kept: Some(stamp),
+                    exported_through: r.last_offset,
+                }));
+            }
+            ReadThen::Export(stamp) => {
+                let spans = records.iter().map(|rec| scan_record(rec).span_ids.len()).sum();
+                self.export(
+                    r.partition,
+                    r.trace_id,
+                    records,
+                    spans,
+                    r.first_offset,
+                    r.last_offset,
+                    stamp,
+                    now,
+                );
+            }
+            ReadThen::Decide(trigger) => {
+                let decision = self.evaluate_records(r.trace_id, records);
+                self.apply(
+                    r.partition,
+                    r.trace_id,
+                    decision,
+                    trigger,
+                    Payload::Records(records),
+                    r.spans,
+                    r.first_offset,
+                    r.last_offset,
+                    now,
+                );
+            }
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

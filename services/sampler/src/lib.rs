@@ -25,10 +25,12 @@ pub mod export;
 pub mod extract;
 pub mod metrics;
 pub mod policy_test;
+mod readback;
 mod shared;
 pub mod source;
 #[cfg(test)]
 mod source_tests;
+pub mod summary;
 pub mod whatif;
 
 use std::collections::HashMap;
@@ -271,10 +273,12 @@ pub async fn run_on(
     );
     engine.set_total_partitions(total_partitions);
     let (export_tx, export_rx) = mpsc::channel(cfg.export.queue_traces);
+    let (readback_tx, readback_rx) = std::sync::mpsc::sync_channel(cfg.export.queue_traces);
     let exporter = export::Exporter::new(&cfg.export, &cfg.kafka)?;
     let shared = Arc::new(Shared {
         engine: Mutex::new(engine),
         export_tx,
+        readback_tx,
         decisions,
         decisions_topic: cfg.kafka.decisions_topic.clone(),
         spans_topic: cfg.kafka.topic.clone(),
@@ -330,6 +334,25 @@ pub async fn run_on(
         })
     };
 
+    // Traces buffered as an index are read back from the log by a thread of its own (blocking
+    // reads); it runs until after the final handover, which waits for its answers.
+    let readback_stop = CancellationToken::new();
+    let reader = if cfg.memory.mode == config::BufferMode::Memory {
+        None
+    } else {
+        let log: Box<dyn readback::LogReader> = match &transport {
+            Transport::Kafka => Box::new(readback::KafkaLog::new(&cfg.kafka.connection(), &cfg.kafka.topic)?),
+            Transport::InProcess(log) => Box::new(readback::MemLogReader::new(log.clone())),
+        };
+        let (shared, stop) = (shared.clone(), readback_stop.clone());
+        let lookback = cfg.kafka.resume_lookback_records;
+        Some(
+            std::thread::Builder::new()
+                .name("tailsift-readback".into())
+                .spawn(move || readback::run(log, readback_rx, shared, lookback, stop))?,
+        )
+    };
+
     match transport {
         Transport::Kafka => {
             let mut cc = cfg.kafka.connection().client_config();
@@ -368,6 +391,10 @@ pub async fn run_on(
         }
     }
 
+    readback_stop.cancel();
+    if let Some(reader) = reader {
+        let _ = tokio::task::spawn_blocking(move || reader.join()).await;
+    }
     let _ = coordination.await;
     let _ = capture_runner.await;
     export_shutdown.cancel();

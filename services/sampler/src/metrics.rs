@@ -11,6 +11,10 @@ pub const CLOCK_SKEWED_RECORDS: &str = "tailsift_sampler_clock_skewed_records_to
 pub const CLOCK_BACKSTOPS: &str = "tailsift_sampler_clock_backstop_decisions_total";
 pub const TRACES_BUFFERED: &str = "tailsift_sampler_traces_buffered";
 pub const BYTES_BUFFERED: &str = "tailsift_sampler_buffered_bytes";
+pub const SPAN_BYTES_BUFFERED: &str = "tailsift_sampler_buffered_span_bytes";
+pub const INDEX_TRACES: &str = "tailsift_sampler_index_traces";
+pub const READ_BACKS: &str = "tailsift_sampler_read_backs_total";
+pub const READ_BACK_RECORDS: &str = "tailsift_sampler_read_back_records_total";
 pub const DECISIONS: &str = "tailsift_sampler_decisions_total";
 pub const DECISION_LATENCY: &str = "tailsift_sampler_decision_latency_seconds";
 pub const LATE_SPANS: &str = "tailsift_sampler_late_spans_total";
@@ -71,7 +75,31 @@ pub fn describe() {
         "Traces decided by the real-time backstop (decision wait + decision.max_clock_skew of running time) because their partition's record clock lagged."
     );
     describe_gauge!(TRACES_BUFFERED, Unit::Count, "Traces buffered, waiting for a decision.");
-    describe_gauge!(BYTES_BUFFERED, Unit::Bytes, "Encoded span bytes buffered.");
+    describe_gauge!(
+        BYTES_BUFFERED,
+        Unit::Bytes,
+        "Bytes held by buffered traces: their encoded spans, or their index (memory.mode); what the memory limits count."
+    );
+    describe_gauge!(
+        SPAN_BYTES_BUFFERED,
+        Unit::Bytes,
+        "Encoded span bytes held by traces buffered with their records (hybrid mode switches traces to an index past memory.span_bytes_budget)."
+    );
+    describe_gauge!(
+        INDEX_TRACES,
+        Unit::Count,
+        "Traces buffered as an index: a summary to decide on and their records' offsets."
+    );
+    describe_counter!(
+        READ_BACKS,
+        Unit::Count,
+        "Traces buffered as an index whose records were read back from the spans log (kept, or summarised under an earlier policy)."
+    );
+    describe_counter!(
+        READ_BACK_RECORDS,
+        Unit::Count,
+        "Records the read-back passed, by outcome: read (a trace's), skipped (read through between them) or missing (no longer in the log)."
+    );
     describe_counter!(DECISIONS, Unit::Count, "Trace decisions by deciding policy, outcome (kept, dropped) and trigger (root, timeout, limit, pressure, handover, stress).");
     describe_histogram!(
         DECISION_LATENCY,

@@ -37,6 +37,8 @@ pub(crate) type CommitOffsets<'a> = dyn Fn(&[(i32, i64)]) -> Result<(), SourceEr
 pub(crate) struct Shared {
     pub(crate) engine: Mutex<Engine>,
     pub(crate) export_tx: mpsc::Sender<engine::ExportJob>,
+    /// To the read-back thread (traces buffered as an index).
+    pub(crate) readback_tx: std::sync::mpsc::SyncSender<engine::ReadBackJob>,
     /// The decisions topic's producer; `None` on the in-process log (no decisions topic).
     pub(crate) decisions: Option<FutureProducer>,
     pub(crate) decisions_topic: String,
@@ -62,6 +64,14 @@ impl Shared {
                         return false;
                     }
                     Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                },
+                Output::ReadBack(job) => match self.readback_tx.try_send(job) {
+                    Ok(()) => {}
+                    Err(std::sync::mpsc::TrySendError::Full(job)) => {
+                        engine.push_front_output(Output::ReadBack(job));
+                        return false;
+                    }
+                    Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return false,
                 },
                 Output::Decision(d) => {
                     let Some(producer) = &self.decisions else { continue };

@@ -19,6 +19,7 @@ fn shared() -> Arc<Shared> {
     Arc::new(Shared {
         engine: Mutex::new(engine),
         export_tx,
+        readback_tx: std::sync::mpsc::sync_channel(1).0,
         decisions: None,
         decisions_topic: String::new(),
         spans_topic: String::new(),

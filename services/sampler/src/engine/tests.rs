@@ -23,6 +23,8 @@ fn engine(policy: &str, soft: usize, hard: usize) -> (Engine, Instant) {
             stress_probability: 0.0,
             max_traces: usize::MAX,
             oversized_drop: false,
+            buffer_mode: BufferMode::Memory,
+            span_bytes_budget: usize::MAX,
         },
         ActivePolicy {
             version: doc.version,
@@ -76,6 +78,7 @@ fn drain(e: &mut Engine) -> (Vec<ExportJob>, Vec<DecisionRecord>) {
         match o {
             Output::Export(j) => jobs.push(j),
             Output::Decision(d) => decs.push(d),
+            Output::ReadBack(j) => panic!("a read-back in memory mode: {j:?}"),
         }
     }
     (jobs, decs)
@@ -883,4 +886,298 @@ fn stale_timer_entries_are_compacted_away() {
     }
     assert_eq!(e.buffered_traces(), 0);
     assert_eq!(e.stats.dropped_traces, u64::from(id));
+}
+
+// ---- Index mode (memory.mode: index / hybrid) ----
+
+fn engine_in(mode: BufferMode, budget: usize, policy: &str) -> (Engine, Instant) {
+    let (mut e, t0) = engine(policy, 1 << 30, 1 << 30);
+    e.configured.buffer_mode = mode;
+    e.configured.span_bytes_budget = budget;
+    e.cfg.buffer_mode = mode;
+    e.cfg.span_bytes_budget = budget;
+    (e, t0)
+}
+
+/// A span of trace `trace` (many traces: a u32), with an error and a service name of its own.
+fn workload_record(trace: u32, span: u8, parent: Option<u8>, error: bool, service: &str) -> Bytes {
+    let mut req = ExportTraceServiceRequest::decode(record(1, span, parent, error).as_ref()).unwrap();
+    let mut id = [7u8; 16];
+    id[..4].copy_from_slice(&trace.to_be_bytes());
+    req.resource_spans[0].scope_spans[0].spans[0].trace_id = id.to_vec();
+    req.resource_spans[0].resource = Some(opentelemetry_proto::tonic::resource::v1::Resource {
+        attributes: vec![opentelemetry_proto::tonic::common::v1::KeyValue {
+            key: "service.name".into(),
+            key_strindex: 0,
+            value: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                value: Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                    service.into(),
+                )),
+            }),
+        }],
+        ..Default::default()
+    });
+    req.encode_to_vec().into()
+}
+
+/// Interleaved records of `traces` traces over two partitions (deterministic), each with the
+/// offset it has in its partition; some traces carry an error, some a retried record.
+fn workload(traces: u32) -> Vec<(i32, i64, Bytes)> {
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    let mut rnd = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut per_trace: Vec<Vec<Bytes>> = (0..traces)
+        .map(|t| {
+            let spans = 1 + rnd(6) as u8;
+            let error = rnd(10) == 0;
+            let service = ["checkout", "cart", "auth"][rnd(3) as usize];
+            let mut recs: Vec<Bytes> = (1..spans)
+                .map(|s| workload_record(t, s + 1, Some(1), error && s == 1, service))
+                .collect();
+            if rnd(8) == 0 && !recs.is_empty() {
+                recs.push(recs[0].clone()); // a client's retry
+            }
+            recs.push(workload_record(t, 1, None, false, service)); // root last
+            recs
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut next = [0i64; 2];
+    let mut open: Vec<u32> = (0..traces).collect();
+    while !open.is_empty() {
+        let i = rnd(open.len() as u64) as usize;
+        let t = open[i];
+        let p = (t % 2) as i32;
+        let rec = per_trace[t as usize].remove(0);
+        out.push((p, next[p as usize], rec));
+        next[p as usize] += 1;
+        if per_trace[t as usize].is_empty() {
+            open.swap_remove(i);
+        }
+    }
+    out
+}
+
+/// Runs `records` through `e` (ticking as they go, then 40 s more), answering read-backs from the
+/// records themselves and acknowledging exports. Returns the exported spans (trace, span id) and
+/// the decision records.
+type Exported = Vec<([u8; 16], Vec<u8>)>;
+
+fn run_workload(e: &mut Engine, t0: Instant, records: &[(i32, i64, Bytes)]) -> (Exported, Vec<DecisionRecord>) {
+    let log: HashMap<(i32, i64), Bytes> = records.iter().map(|(p, o, r)| ((*p, *o), r.clone())).collect();
+    let mut exported = Vec::new();
+    let mut decisions = Vec::new();
+    let mut settle = |e: &mut Engine| loop {
+        let mut any = false;
+        while let Some(o) = e.pop_output() {
+            any = true;
+            match o {
+                Output::Export(j) => {
+                    for s in exported_spans(&j) {
+                        exported.push((j.trace_id, s.span_id.clone()));
+                    }
+                    e.on_export_done(j.id);
+                }
+                Output::Decision(d) => decisions.push(d),
+                Output::ReadBack(j) => {
+                    let recs: Vec<Bytes> = j.offsets.iter().map(|o| log[&(j.partition, *o)].clone()).collect();
+                    e.on_read_back(j.id, &recs, t0);
+                }
+            }
+        }
+        if !any {
+            break;
+        }
+    };
+    e.assign(0);
+    e.assign(1);
+    let mut t = t0;
+    for (i, (p, o, r)) in records.iter().enumerate() {
+        if i % 20 == 0 {
+            t += Duration::from_millis(100);
+            e.on_tick(t);
+        }
+        e.on_record(*p, *o, None, r.clone(), t);
+        settle(e);
+    }
+    tick_to(e, t, t + Duration::from_secs(40));
+    settle(e);
+    exported.sort();
+    decisions.sort_by_key(|d| (d.partition, d.trace_id));
+    (exported, decisions)
+}
+
+const MIXED_POLICY: &str = "policies:\n  - name: errors\n    status_code: { codes: [ERROR] }\n  - name: checkout\n    string_attribute: { key: service.name, values: [checkout] }\n  - name: some\n    probabilistic: { percentage: 20 }\n";
+
+#[test]
+fn index_mode_keeps_and_exports_exactly_what_memory_mode_does() {
+    let records = workload(400);
+    let (mut mem, t0) = engine_in(BufferMode::Memory, usize::MAX, MIXED_POLICY);
+    let (want, want_decisions) = run_workload(&mut mem, t0, &records);
+    let (mut ix, t0) = engine_in(BufferMode::Index, 0, MIXED_POLICY);
+    let (got, got_decisions) = run_workload(&mut ix, t0, &records);
+    assert!(
+        mem.stats.kept_traces > 50 && mem.stats.dropped_traces > 50,
+        "{:?}",
+        mem.stats
+    );
+    assert!(mem.stats.duplicate_records > 0, "the workload has retries");
+    assert_eq!(got.len(), want.len(), "spans exported");
+    assert_eq!(got, want, "the same spans of the same traces");
+    let strip = |d: &[DecisionRecord]| {
+        d.iter()
+            .map(|d| (d.trace_id, d.kept.is_some(), d.exported_through))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&got_decisions), strip(&want_decisions));
+    assert_eq!(
+        ix.stats.duplicate_records, mem.stats.duplicate_records,
+        "retries found by fingerprint"
+    );
+    assert_eq!(ix.buffered_traces(), 0);
+    assert_eq!((ix.buffered_bytes(), ix.span_bytes(), ix.index_traces()), (0, 0, 0));
+    assert_eq!(ix.committable(), mem.committable(), "everything committed in both");
+}
+
+#[test]
+fn hybrid_mode_switches_traces_to_an_index_past_the_budget_and_decides_the_same() {
+    let records = workload(400);
+    let (mut mem, t0) = engine_in(BufferMode::Memory, usize::MAX, MIXED_POLICY);
+    let (want, _) = run_workload(&mut mem, t0, &records);
+    let budget = 4_000;
+    let (mut hy, t0) = engine_in(BufferMode::Hybrid, budget, MIXED_POLICY);
+    hy.assign(0);
+    hy.assign(1);
+    let mut most_span_bytes = 0;
+    let mut indexed = 0;
+    for (p, o, r) in &records[..600] {
+        hy.on_record(*p, *o, None, r.clone(), t0);
+        most_span_bytes = most_span_bytes.max(hy.span_bytes());
+        indexed = indexed.max(hy.index_traces());
+    }
+    assert!(indexed > 10, "traces switched to an index: {indexed}");
+    assert!(
+        most_span_bytes <= budget + 200,
+        "span bytes stay within the budget (plus one record): {most_span_bytes}"
+    );
+    assert!(hy.buffered_bytes() > hy.span_bytes(), "the index is counted too");
+    let (mut hy, t0) = engine_in(BufferMode::Hybrid, budget, MIXED_POLICY);
+    let (got, _) = run_workload(&mut hy, t0, &records);
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_kept_index_trace_holds_the_commit_until_read_back_and_exported() {
+    let (mut e, t0) = engine_in(BufferMode::Index, 0, ERRORS_ONLY);
+    e.assign(0);
+    e.on_record(0, 3, None, record(1, 2, Some(1), true), t0);
+    e.on_record(0, 4, None, record(2, 1, None, false), t0);
+    e.on_record(0, 5, None, record(1, 1, None, false), t0);
+    assert_eq!(e.index_traces(), 2);
+    assert_eq!(e.span_bytes(), 0, "no span bytes held");
+    tick_to(&mut e, t0, t0 + Duration::from_secs(3));
+    let jobs: Vec<ReadBackJob> = std::iter::from_fn(|| e.pop_output())
+        .filter_map(|o| match o {
+            Output::ReadBack(j) => Some(j),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(jobs.len(), 1, "only the kept trace is read back");
+    assert_eq!(jobs[0].offsets, vec![3, 5]);
+    assert_eq!(e.committable(), vec![(0, 3)], "pinned while reading");
+    assert_eq!(e.unacked_exports(Some(0)), 1, "a handover waits for it");
+    e.on_read_back(
+        jobs[0].id,
+        &[record(1, 2, Some(1), true), record(1, 1, None, false)],
+        t0,
+    );
+    let (exports, _) = drain(&mut e);
+    assert_eq!(exports.len(), 1);
+    assert_eq!(exported_spans(&exports[0]).len(), 2);
+    assert_eq!(e.committable(), vec![(0, 3)], "pinned until acknowledged");
+    e.on_export_done(exports[0].id);
+    assert_eq!(e.committable(), vec![(0, 6)]);
+    let (_, decisions) = drain(&mut e);
+    assert!(decisions.iter().any(|d| d.kept.is_some() && d.exported_through == 5));
+}
+
+#[test]
+fn a_read_back_answered_after_a_revoke_is_ignored() {
+    let (mut e, t0) = engine_in(BufferMode::Index, 0, ERRORS_ONLY);
+    e.assign(0);
+    e.on_record(0, 0, None, record(1, 1, None, true), t0);
+    tick_to(&mut e, t0, t0 + Duration::from_secs(3));
+    let job = std::iter::from_fn(|| e.pop_output())
+        .find_map(|o| match o {
+            Output::ReadBack(j) => Some(j),
+            _ => None,
+        })
+        .unwrap();
+    e.revoke(0);
+    assert_eq!(e.unacked_exports(None), 0);
+    e.on_read_back(job.id, &[record(1, 1, None, true)], t0);
+    assert!(e.pop_output().is_none());
+}
+
+#[test]
+fn a_policy_change_while_traces_are_indexed_decides_them_on_their_records() {
+    // The first policy reads no attribute; the second keeps by service.name = checkout: the
+    // summaries made under the first one may lack it, so those traces are read back and decided
+    // on their records (as memory mode decides them).
+    let first = "policies:\n  - name: errors\n    status_code: { codes: [ERROR] }\n";
+    let second =
+        "version: 2\npolicies:\n  - name: checkout\n    string_attribute: { key: http.route, values: [/pay] }\n";
+    let rec = |trace: u8, route: &str| {
+        let mut req = ExportTraceServiceRequest::decode(record(trace, 1, None, false).as_ref()).unwrap();
+        req.resource_spans[0].scope_spans[0].spans[0].attributes =
+            vec![opentelemetry_proto::tonic::common::v1::KeyValue {
+                key: "http.route".into(),
+                key_strindex: 0,
+                value: Some(opentelemetry_proto::tonic::common::v1::AnyValue {
+                    value: Some(opentelemetry_proto::tonic::common::v1::any_value::Value::StringValue(
+                        route.into(),
+                    )),
+                }),
+            }];
+        Bytes::from(req.encode_to_vec())
+    };
+    let (mut e, t0) = engine_in(BufferMode::Index, 0, first);
+    e.assign(0);
+    e.on_record(0, 0, None, rec(1, "/pay"), t0);
+    e.on_record(0, 1, None, rec(2, "/browse"), t0);
+    e.set_policy(active(second, 2));
+    tick_to(&mut e, t0, t0 + Duration::from_secs(3));
+    let jobs: Vec<ReadBackJob> = std::iter::from_fn(|| e.pop_output())
+        .filter_map(|o| match o {
+            Output::ReadBack(j) => Some(j),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(jobs.len(), 2, "both read back to be decided");
+    for j in &jobs {
+        let r = if j.trace_id == [1; 16] {
+            rec(1, "/pay")
+        } else {
+            rec(2, "/browse")
+        };
+        e.on_read_back(j.id, &[r], t0);
+    }
+    let (exports, decisions) = drain(&mut e);
+    assert_eq!(exports.iter().map(|j| j.trace_id).collect::<Vec<_>>(), vec![[1; 16]]);
+    assert!(decisions.iter().any(|d| d.trace_id == [2; 16] && d.kept.is_none()));
+    // A trace that arrives after the change is decided on its summary.
+    e.on_record(0, 2, None, rec(3, "/pay"), t0 + Duration::from_secs(3));
+    tick_to(&mut e, t0 + Duration::from_secs(3), t0 + Duration::from_secs(6));
+    let read: Vec<ReadBackJob> = std::iter::from_fn(|| e.pop_output())
+        .filter_map(|o| match o {
+            Output::ReadBack(j) => Some(j),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(read.len(), 1, "kept: read back to be exported");
+    assert_eq!(e.stats.kept_traces, 2);
 }

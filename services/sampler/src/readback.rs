@@ -1,0 +1,440 @@
+//! Reading the records of traces buffered as an index back from the spans log (`memory.mode`
+//! `index` or `hybrid`).
+//!
+//! The engine decides such a trace on its summary and, when it keeps it, asks for its records
+//! ([`ReadBackJob`]: the trace's record offsets). One reader thread per sampler answers: it takes
+//! the jobs waiting (up to [`MAX_JOBS_PER_PASS`]), and per partition sweeps the offsets they need
+//! in ascending order, reading sequentially through gaps of up to [`MAX_GAP_RECORDS`] records
+//! (records of other traces are skipped, not decoded) and seeking over longer ones, so a record is
+//! fetched about once however many kept traces it lies between. A trace is handed to the engine
+//! ([`Engine::on_read_back`]) as soon as its last record is read, so what the reader holds is
+//! bounded by the traces whose records interleave at the position it reads.
+//!
+//! A record the log no longer has (retention passed it, or a broker that starts a fetch later than
+//! asked) is counted as missing and the trace exported without it; a log that does not answer
+//! within [`QUIET`] marks the record it waited for missing too, so a broken partition delays its
+//! own kept traces by at most that per record and never stalls the others or the consumer.
+//!
+//! [`Engine::on_read_back`]: crate::engine::Engine::on_read_back
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::ReadBackJob;
+use crate::metrics as m;
+use crate::shared::{Shared, SourceError};
+
+/// Jobs answered in one pass.
+pub const MAX_JOBS_PER_PASS: usize = 256;
+/// Records read through (and skipped) rather than seeking over them.
+pub const MAX_GAP_RECORDS: i64 = 2_000;
+/// How long the log may stay silent before the record waited for counts as missing.
+pub const QUIET: Duration = Duration::from_secs(5);
+
+/// A log the reader can position and read.
+pub(crate) trait LogReader: Send {
+    /// The next [`LogReader::next`] returns records of `partition` from `offset` on (or the first
+    /// the log has after it).
+    fn seek(&mut self, partition: i32, offset: i64) -> Result<(), SourceError>;
+    /// The next record (offset, value) of the partition sought; `None` when none came within
+    /// `timeout`.
+    fn next(&mut self, timeout: Duration) -> Result<Option<(i64, Bytes)>, SourceError>;
+}
+
+/// What one sweep did, for the metrics and tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Swept {
+    pub read: u64,
+    pub skipped: u64,
+    pub missing: u64,
+    pub seeks: u64,
+}
+
+/// Sweeps the offsets `jobs` (all of `partition`) need, in ascending order. `done` gets each job's
+/// records (in offset order) as soon as its last one was read or found missing. `position` is the
+/// offset the log returns next for `partition`, if known (kept between sweeps, so a sweep that
+/// starts where the last ended does not seek); `lookback` records are read before a sought
+/// offset (brokers that start a fetch inside a batch after the requested offset).
+pub(crate) fn sweep(
+    log: &mut dyn LogReader,
+    position: &mut Option<(i32, i64)>,
+    partition: i32,
+    jobs: &[ReadBackJob],
+    lookback: i64,
+    quiet: Duration,
+    done: &mut dyn FnMut(usize, Vec<Bytes>),
+) -> Swept {
+    let mut swept = Swept::default();
+    // offset -> the jobs needing it (one trace's record belongs to one job, unless a trace was
+    // asked twice).
+    let mut needed: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+    let mut remaining: Vec<usize> = vec![0; jobs.len()];
+    let mut found: Vec<Vec<Bytes>> = vec![Vec::new(); jobs.len()];
+    for (i, j) in jobs.iter().enumerate() {
+        for o in &j.offsets {
+            let e = needed.entry(*o).or_default();
+            if !e.contains(&i) {
+                e.push(i);
+                remaining[i] += 1;
+            }
+        }
+        if remaining[i] == 0 {
+            done(i, Vec::new());
+        }
+    }
+    let mut finish = |i: usize, found: &mut Vec<Vec<Bytes>>, remaining: &mut Vec<usize>| {
+        remaining[i] -= 1;
+        if remaining[i] == 0 {
+            done(i, std::mem::take(&mut found[i]));
+        }
+    };
+    while let Some((&want, _)) = needed.first_key_value() {
+        let at = position.filter(|(p, _)| *p == partition).map(|(_, o)| o);
+        if at.is_none_or(|o| o > want || want - o > MAX_GAP_RECORDS) {
+            let from = want.saturating_sub(lookback).max(0);
+            if let Err(e) = log.seek(partition, from) {
+                tracing::warn!(error = %e, partition, offset = want, "read-back cannot seek; the record counts as missing");
+                *position = None;
+                let (_, jobs) = needed.pop_first().expect("peeked");
+                swept.missing += 1;
+                for i in jobs {
+                    finish(i, &mut found, &mut remaining);
+                }
+                continue;
+            }
+            swept.seeks += 1;
+            *position = Some((partition, from));
+        }
+        match log.next(quiet) {
+            Ok(Some((o, value))) => {
+                *position = Some((partition, o + 1));
+                // Everything needed below `o` is gone from the log.
+                while let Some(entry) = needed.first_entry() {
+                    if *entry.key() >= o {
+                        break;
+                    }
+                    let (off, jobs) = entry.remove_entry();
+                    tracing::warn!(
+                        partition,
+                        offset = off,
+                        next = o,
+                        "read-back: record no longer in the log"
+                    );
+                    swept.missing += 1;
+                    for i in jobs {
+                        finish(i, &mut found, &mut remaining);
+                    }
+                }
+                match needed.first_entry() {
+                    Some(entry) if *entry.key() == o => {
+                        let jobs = entry.remove();
+                        swept.read += 1;
+                        for i in jobs {
+                            found[i].push(value.clone());
+                            finish(i, &mut found, &mut remaining);
+                        }
+                    }
+                    _ => swept.skipped += 1,
+                }
+            }
+            Ok(None) | Err(_) => {
+                // Silent (or failing) log: the record waited for counts as missing; the next one
+                // seeks again.
+                tracing::warn!(
+                    partition,
+                    offset = want,
+                    "read-back: the log did not answer; the record counts as missing"
+                );
+                *position = None;
+                let (_, jobs) = needed.pop_first().expect("peeked");
+                swept.missing += 1;
+                for i in jobs {
+                    finish(i, &mut found, &mut remaining);
+                }
+            }
+        }
+    }
+    metrics::counter!(m::READ_BACK_RECORDS, "outcome" => "read").increment(swept.read);
+    metrics::counter!(m::READ_BACK_RECORDS, "outcome" => "skipped").increment(swept.skipped);
+    metrics::counter!(m::READ_BACK_RECORDS, "outcome" => "missing").increment(swept.missing);
+    swept
+}
+
+/// The reader thread: answers read-back jobs until `stop` is cancelled.
+pub(crate) fn run(
+    mut log: Box<dyn LogReader>,
+    jobs: Receiver<ReadBackJob>,
+    shared: Arc<Shared>,
+    lookback: i64,
+    stop: CancellationToken,
+) {
+    let mut position = None;
+    while !stop.is_cancelled() {
+        let first = match jobs.recv_timeout(Duration::from_millis(100)) {
+            Ok(j) => j,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_JOBS_PER_PASS {
+            match jobs.try_recv() {
+                Ok(j) => batch.push(j),
+                Err(_) => break,
+            }
+        }
+        let mut by_partition: HashMap<i32, Vec<ReadBackJob>> = HashMap::new();
+        for j in batch {
+            by_partition.entry(j.partition).or_default().push(j);
+        }
+        let mut parts: Vec<_> = by_partition.into_iter().collect();
+        // Continue where the last sweep ended first (no seek).
+        parts.sort_by_key(|(p, _)| (position.is_none_or(|(at, _)| at != *p), *p));
+        for (partition, jobs) in parts {
+            sweep(
+                log.as_mut(),
+                &mut position,
+                partition,
+                &jobs,
+                lookback,
+                QUIET,
+                &mut |i, records| {
+                    let mut e = shared.engine.lock().unwrap();
+                    e.on_read_back(jobs[i].id, &records, Instant::now());
+                    shared.drain(&mut e);
+                },
+            );
+        }
+    }
+}
+
+/// The spans topic, read with a consumer of its own (no group commits).
+pub(crate) struct KafkaLog {
+    consumer: BaseConsumer,
+    topic: String,
+    partition: Option<i32>,
+}
+
+impl KafkaLog {
+    pub(crate) fn new(conn: &tailsift_kafka::Connection, topic: &str) -> Result<Self, rdkafka::error::KafkaError> {
+        let consumer: BaseConsumer = conn
+            .client_config()
+            .set("group.id", "tailsift-readback")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            // Sweeps seek often: do not prefetch far past what they read.
+            .set("queued.min.messages", "2000")
+            .set("fetch.wait.max.ms", "50")
+            .create()?;
+        Ok(KafkaLog {
+            consumer,
+            topic: topic.to_string(),
+            partition: None,
+        })
+    }
+}
+
+impl LogReader for KafkaLog {
+    fn seek(&mut self, partition: i32, offset: i64) -> Result<(), SourceError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, partition, Offset::Offset(offset))?;
+        self.consumer.assign(&tpl)?;
+        self.partition = Some(partition);
+        Ok(())
+    }
+
+    fn next(&mut self, timeout: Duration) -> Result<Option<(i64, Bytes)>, SourceError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            match self.consumer.poll(left) {
+                Some(Ok(m)) if Some(m.partition()) == self.partition => {
+                    return Ok(Some((
+                        m.offset(),
+                        Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+                    )));
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.into()),
+                None => {}
+            }
+        }
+    }
+}
+
+/// The in-process log of `tailsift standalone`.
+pub(crate) struct MemLogReader {
+    log: Arc<tailsift_kafka::memlog::MemLog>,
+    partition: i32,
+    next: i64,
+    buf: std::collections::VecDeque<tailsift_kafka::memlog::LogRecord>,
+}
+
+impl MemLogReader {
+    pub(crate) fn new(log: Arc<tailsift_kafka::memlog::MemLog>) -> Self {
+        MemLogReader {
+            log,
+            partition: 0,
+            next: 0,
+            buf: Default::default(),
+        }
+    }
+}
+
+impl LogReader for MemLogReader {
+    fn seek(&mut self, partition: i32, offset: i64) -> Result<(), SourceError> {
+        if partition < 0 || partition >= self.log.partitions() {
+            return Err(SourceError::NoSuchPartition(partition));
+        }
+        self.partition = partition;
+        self.next = offset;
+        self.buf.clear();
+        Ok(())
+    }
+
+    fn next(&mut self, _timeout: Duration) -> Result<Option<(i64, Bytes)>, SourceError> {
+        if self.buf.is_empty() {
+            self.buf.extend(self.log.read(self.partition, self.next, 256));
+        }
+        Ok(self.buf.pop_front().map(|r| {
+            self.next = r.offset + 1;
+            (r.offset, r.value)
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A log of `n` records per partition (value = offset as text), with holes.
+    struct FakeLog {
+        records: BTreeMap<i64, Bytes>,
+        at: i64,
+        seeks: Vec<i64>,
+    }
+
+    impl FakeLog {
+        fn new(n: i64, holes: &[i64]) -> Self {
+            FakeLog {
+                records: (0..n)
+                    .filter(|o| !holes.contains(o))
+                    .map(|o| (o, Bytes::from(o.to_string())))
+                    .collect(),
+                at: 0,
+                seeks: Vec::new(),
+            }
+        }
+    }
+
+    impl LogReader for FakeLog {
+        fn seek(&mut self, _partition: i32, offset: i64) -> Result<(), SourceError> {
+            self.at = offset;
+            self.seeks.push(offset);
+            Ok(())
+        }
+
+        fn next(&mut self, _timeout: Duration) -> Result<Option<(i64, Bytes)>, SourceError> {
+            let r = self.records.range(self.at..).next().map(|(o, v)| (*o, v.clone()));
+            if let Some((o, _)) = r {
+                self.at = o + 1;
+            }
+            Ok(r)
+        }
+    }
+
+    fn job(id: u64, offsets: &[i64]) -> ReadBackJob {
+        ReadBackJob {
+            id,
+            partition: 0,
+            trace_id: [id as u8; 16],
+            offsets: offsets.to_vec(),
+        }
+    }
+
+    fn run_sweep(
+        log: &mut FakeLog,
+        position: &mut Option<(i32, i64)>,
+        jobs: &[ReadBackJob],
+    ) -> (Vec<(u64, Vec<String>)>, Swept) {
+        let mut out = Vec::new();
+        let swept = sweep(log, position, 0, jobs, 0, Duration::from_millis(1), &mut |i, recs| {
+            out.push((
+                jobs[i].id,
+                recs.iter().map(|r| String::from_utf8(r.to_vec()).unwrap()).collect(),
+            ))
+        });
+        (out, swept)
+    }
+
+    #[test]
+    fn interleaved_traces_are_read_in_one_pass_and_handed_over_as_each_completes() {
+        let mut log = FakeLog::new(10_000, &[]);
+        let mut pos = None;
+        let jobs = [job(1, &[10, 14, 30]), job(2, &[12, 13]), job(3, &[31])];
+        let (out, swept) = run_sweep(&mut log, &mut pos, &jobs);
+        assert_eq!(
+            out,
+            vec![
+                (2, vec!["12".into(), "13".into()]),
+                (1, vec!["10".into(), "14".into(), "30".into()]),
+                (3, vec!["31".into()]),
+            ],
+            "each trace as soon as its last record was read"
+        );
+        assert_eq!(swept.seeks, 1, "one seek, then sequential");
+        assert_eq!(swept.read, 6);
+        assert_eq!(swept.skipped, 16, "11 and 15..=29 read through, not sought over");
+        assert_eq!(pos, Some((0, 32)));
+        // A next sweep starting just after goes on without seeking.
+        let (out, swept) = run_sweep(&mut log, &mut pos, &[job(4, &[40])]);
+        assert_eq!(out, vec![(4, vec!["40".into()])]);
+        assert_eq!(swept.seeks, 0);
+    }
+
+    #[test]
+    fn long_gaps_and_records_behind_are_reached_by_seeking() {
+        let mut log = FakeLog::new(100_000, &[]);
+        let mut pos = Some((0, 500));
+        let jobs = [job(1, &[100, 50_000])];
+        let (out, swept) = run_sweep(&mut log, &mut pos, &jobs);
+        assert_eq!(out, vec![(1, vec!["100".into(), "50000".into()])]);
+        assert_eq!(
+            log.seeks,
+            vec![100, 50_000],
+            "behind the position, then over a long gap"
+        );
+        assert_eq!(swept.skipped, 0);
+    }
+
+    #[test]
+    fn records_gone_from_the_log_are_counted_missing_and_the_rest_exported() {
+        // 20 and 21 are gone (retention); the log ends at 100.
+        let mut log = FakeLog::new(100, &[20, 21]);
+        let mut pos = None;
+        let jobs = [job(1, &[19, 20, 22]), job(2, &[21]), job(3, &[150])];
+        let (out, swept) = run_sweep(&mut log, &mut pos, &jobs);
+        assert_eq!(
+            out,
+            vec![(2, vec![]), (1, vec!["19".into(), "22".into()]), (3, vec![]),]
+        );
+        assert_eq!(swept.missing, 3, "20, 21 and 150 (past the end: the log stays silent)");
+        assert_eq!(swept.read, 2);
+    }
+
+    #[test]
+    fn a_job_without_offsets_is_answered_at_once() {
+        let mut log = FakeLog::new(10, &[]);
+        let (out, _) = run_sweep(&mut log, &mut None, &[job(9, &[])]);
+        assert_eq!(out, vec![(9, vec![])]);
+    }
+}

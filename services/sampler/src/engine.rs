@@ -827,6 +827,11 @@ impl Engine {
             + self.reading.values().filter(|r| of(r.partition)).count()
     }
 
+    /// Whether read-back `id` is still waited for (not answered, partition not revoked).
+    pub fn reading(&self, id: u64) -> bool {
+        self.reading.contains_key(&id)
+    }
+
     /// Span bytes held in memory (traces buffered with their records).
     pub fn span_bytes(&self) -> usize {
         self.span_bytes

@@ -15,6 +15,7 @@ pub const SPAN_BYTES_BUFFERED: &str = "tailsift_sampler_buffered_span_bytes";
 pub const INDEX_TRACES: &str = "tailsift_sampler_index_traces";
 pub const READ_BACKS: &str = "tailsift_sampler_read_backs_total";
 pub const READ_BACK_RECORDS: &str = "tailsift_sampler_read_back_records_total";
+pub const READ_BACK_STALLS: &str = "tailsift_sampler_read_back_stalls_total";
 pub const DECISIONS: &str = "tailsift_sampler_decisions_total";
 pub const DECISION_LATENCY: &str = "tailsift_sampler_decision_latency_seconds";
 pub const LATE_SPANS: &str = "tailsift_sampler_late_spans_total";
@@ -99,6 +100,11 @@ pub fn describe() {
         READ_BACK_RECORDS,
         Unit::Count,
         "Records the read-back passed, by outcome: read (a trace's), skipped (read through between them) or missing (no longer in the log)."
+    );
+    describe_counter!(
+        READ_BACK_STALLS,
+        Unit::Count,
+        "Read-back sweeps cut short because the spans log did not answer (their traces are tried again; nothing is committed past them)."
     );
     describe_counter!(DECISIONS, Unit::Count, "Trace decisions by deciding policy, outcome (kept, dropped) and trigger (root, timeout, limit, pressure, handover, stress).");
     describe_histogram!(

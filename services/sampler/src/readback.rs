@@ -10,10 +10,12 @@
 //! ([`Engine::on_read_back`]) as soon as its last record is read, so what the reader holds is
 //! bounded by the traces whose records interleave at the position it reads.
 //!
-//! A record the log no longer has (retention passed it, or a broker that starts a fetch later than
-//! asked) is counted as missing and the trace exported without it; a log that does not answer
-//! within [`QUIET`] marks the record it waited for missing too, so a broken partition delays its
-//! own kept traces by at most that per record and never stalls the others or the consumer.
+//! A record the log no longer has (the log answers with a later offset: retention passed it) is
+//! counted as missing and the trace exported without it. A log that does not answer within
+//! [`QUIET`] (a broker restarting, a partition without a leader) proves nothing: the sweep stops
+//! there, its unfinished traces are tried again after a pause, and the other partitions go on.
+//! Their first offsets stay pinned meanwhile, so nothing is committed past them; if the outage
+//! lasts, the read-back queue fills and consumption pauses, as for an export backend outage.
 //!
 //! [`Engine::on_read_back`]: crate::engine::Engine::on_read_back
 
@@ -37,6 +39,8 @@ pub const MAX_JOBS_PER_PASS: usize = 256;
 pub const MAX_GAP_RECORDS: i64 = 2_000;
 /// How long the log may stay silent before the record waited for counts as missing.
 pub const QUIET: Duration = Duration::from_secs(5);
+/// The pause before jobs a silent log left unfinished are tried again.
+pub const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
 /// A log the reader can position and read.
 pub(crate) trait LogReader: Send {
@@ -58,7 +62,8 @@ pub(crate) struct Swept {
 }
 
 /// Sweeps the offsets `jobs` (all of `partition`) need, in ascending order. `done` gets each job's
-/// records (in offset order) as soon as its last one was read or found missing. `position` is the
+/// records (in offset order) as soon as its last one was read or found missing. Returns what it
+/// did and the jobs left unfinished because the log stopped answering. `position` is the
 /// offset the log returns next for `partition`, if known (kept between sweeps, so a sweep that
 /// starts where the last ended does not seek); `lookback` records are read before a sought
 /// offset (brokers that start a fetch inside a batch after the requested offset).
@@ -70,7 +75,7 @@ pub(crate) fn sweep(
     lookback: i64,
     quiet: Duration,
     done: &mut dyn FnMut(usize, Vec<Bytes>),
-) -> Swept {
+) -> (Swept, Vec<usize>) {
     let mut swept = Swept::default();
     // offset -> the jobs needing it (one trace's record belongs to one job, unless a trace was
     // asked twice).
@@ -100,14 +105,9 @@ pub(crate) fn sweep(
         if at.is_none_or(|o| o > want || want - o > MAX_GAP_RECORDS) {
             let from = want.saturating_sub(lookback).max(0);
             if let Err(e) = log.seek(partition, from) {
-                tracing::warn!(error = %e, partition, offset = want, "read-back cannot seek; the record counts as missing");
+                tracing::warn!(error = %e, partition, offset = want, "read-back cannot seek; tried again later");
                 *position = None;
-                let (_, jobs) = needed.pop_first().expect("peeked");
-                swept.missing += 1;
-                for i in jobs {
-                    finish(i, &mut found, &mut remaining);
-                }
-                continue;
+                break;
             }
             swept.seeks += 1;
             *position = Some((partition, from));
@@ -145,49 +145,59 @@ pub(crate) fn sweep(
                 }
             }
             Ok(None) | Err(_) => {
-                // Silent (or failing) log: the record waited for counts as missing; the next one
-                // seeks again.
                 tracing::warn!(
                     partition,
                     offset = want,
-                    "read-back: the log did not answer; the record counts as missing"
+                    "read-back: the log did not answer; tried again later"
                 );
                 *position = None;
-                let (_, jobs) = needed.pop_first().expect("peeked");
-                swept.missing += 1;
-                for i in jobs {
-                    finish(i, &mut found, &mut remaining);
-                }
+                break;
             }
         }
+    }
+    let unfinished: Vec<usize> = (0..jobs.len()).filter(|i| remaining[*i] > 0).collect();
+    if !unfinished.is_empty() {
+        metrics::counter!(m::READ_BACK_STALLS).increment(1);
     }
     metrics::counter!(m::READ_BACK_RECORDS, "outcome" => "read").increment(swept.read);
     metrics::counter!(m::READ_BACK_RECORDS, "outcome" => "skipped").increment(swept.skipped);
     metrics::counter!(m::READ_BACK_RECORDS, "outcome" => "missing").increment(swept.missing);
-    swept
+    (swept, unfinished)
 }
 
 /// The reader thread: answers read-back jobs until `stop` is cancelled.
 pub(crate) fn run(
     mut log: Box<dyn LogReader>,
-    jobs: Receiver<ReadBackJob>,
+    incoming: Receiver<ReadBackJob>,
     shared: Arc<Shared>,
     lookback: i64,
     stop: CancellationToken,
 ) {
     let mut position = None;
+    // Jobs a silent log left unfinished, tried again after a pause.
+    let mut deferred: Vec<ReadBackJob> = Vec::new();
     while !stop.is_cancelled() {
-        let first = match jobs.recv_timeout(Duration::from_millis(100)) {
-            Ok(j) => j,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return,
+        let wait = if deferred.is_empty() {
+            Duration::from_millis(100)
+        } else {
+            RETRY_PAUSE
         };
-        let mut batch = vec![first];
+        let mut batch = std::mem::take(&mut deferred);
+        match incoming.recv_timeout(wait) {
+            Ok(j) => batch.push(j),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
         while batch.len() < MAX_JOBS_PER_PASS {
-            match jobs.try_recv() {
+            match incoming.try_recv() {
                 Ok(j) => batch.push(j),
                 Err(_) => break,
             }
+        }
+        {
+            // Those of partitions revoked meanwhile are not waited for any more.
+            let e = shared.engine.lock().unwrap();
+            batch.retain(|j| e.reading(j.id));
         }
         let mut by_partition: HashMap<i32, Vec<ReadBackJob>> = HashMap::new();
         for j in batch {
@@ -197,7 +207,7 @@ pub(crate) fn run(
         // Continue where the last sweep ended first (no seek).
         parts.sort_by_key(|(p, _)| (position.is_none_or(|(at, _)| at != *p), *p));
         for (partition, jobs) in parts {
-            sweep(
+            let (_, unfinished) = sweep(
                 log.as_mut(),
                 &mut position,
                 partition,
@@ -210,6 +220,7 @@ pub(crate) fn run(
                     shared.drain(&mut e);
                 },
             );
+            deferred.extend(unfinished.into_iter().map(|i| jobs[i].clone()));
         }
     }
 }
@@ -366,14 +377,24 @@ mod tests {
         position: &mut Option<(i32, i64)>,
         jobs: &[ReadBackJob],
     ) -> (Vec<(u64, Vec<String>)>, Swept) {
+        let (out, swept, unfinished) = run_sweep_unfinished(log, position, jobs);
+        assert!(unfinished.is_empty());
+        (out, swept)
+    }
+
+    fn run_sweep_unfinished(
+        log: &mut FakeLog,
+        position: &mut Option<(i32, i64)>,
+        jobs: &[ReadBackJob],
+    ) -> (Vec<(u64, Vec<String>)>, Swept, Vec<usize>) {
         let mut out = Vec::new();
-        let swept = sweep(log, position, 0, jobs, 0, Duration::from_millis(1), &mut |i, recs| {
+        let (swept, unfinished) = sweep(log, position, 0, jobs, 0, Duration::from_millis(1), &mut |i, recs| {
             out.push((
                 jobs[i].id,
                 recs.iter().map(|r| String::from_utf8(r.to_vec()).unwrap()).collect(),
             ))
         });
-        (out, swept)
+        (out, swept, unfinished)
     }
 
     #[test]
@@ -418,17 +439,32 @@ mod tests {
 
     #[test]
     fn records_gone_from_the_log_are_counted_missing_and_the_rest_exported() {
-        // 20 and 21 are gone (retention); the log ends at 100.
+        // 20 and 21 are gone (retention).
         let mut log = FakeLog::new(100, &[20, 21]);
         let mut pos = None;
-        let jobs = [job(1, &[19, 20, 22]), job(2, &[21]), job(3, &[150])];
+        let jobs = [job(1, &[19, 20, 22]), job(2, &[21])];
         let (out, swept) = run_sweep(&mut log, &mut pos, &jobs);
-        assert_eq!(
-            out,
-            vec![(2, vec![]), (1, vec!["19".into(), "22".into()]), (3, vec![]),]
-        );
-        assert_eq!(swept.missing, 3, "20, 21 and 150 (past the end: the log stays silent)");
+        assert_eq!(out, vec![(2, vec![]), (1, vec!["19".into(), "22".into()])]);
+        assert_eq!(swept.missing, 2);
         assert_eq!(swept.read, 2);
+    }
+
+    #[test]
+    fn a_silent_log_leaves_jobs_unfinished_not_missing() {
+        // The log ends at 100 (a broker that stopped answering): 150 is not declared gone.
+        let mut log = FakeLog::new(100, &[]);
+        let mut pos = None;
+        let jobs = [job(1, &[10]), job(2, &[90, 150]), job(3, &[160])];
+        let (out, swept, unfinished) = run_sweep_unfinished(&mut log, &mut pos, &jobs);
+        assert_eq!(out, vec![(1, vec!["10".into()])]);
+        assert_eq!(unfinished, vec![1, 2], "tried again later");
+        assert_eq!(swept.missing, 0);
+        assert_eq!(pos, None, "the next attempt seeks");
+        // The log answers again: the retry completes them.
+        log.records.extend((100..200).map(|o| (o, Bytes::from(o.to_string()))));
+        let retry = [jobs[1].clone(), jobs[2].clone()];
+        let (out, _) = run_sweep(&mut log, &mut pos, &retry);
+        assert_eq!(out, vec![(2, vec!["90".into(), "150".into()]), (3, vec!["160".into()])]);
     }
 
     #[test]

@@ -476,6 +476,16 @@ async fn the_binary_prints_kept_traces_on_stdout_and_follows_policy_apply() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_an_otlp_endpoint_kept_traces_go_there_instead() {
+    otlp_endpoint("memory").await;
+}
+
+/// The same with traces buffered as an index: kept ones are read back from the in-process log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_traces_buffered_as_an_index_kept_ones_are_read_back_whole() {
+    otlp_endpoint("index").await;
+}
+
+async fn otlp_endpoint(mode: &str) {
     let _serial = IN_PROCESS.lock().await;
     let (sink, endpoint) = tailsift_tests::Sink::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -485,6 +495,7 @@ async fn with_an_otlp_endpoint_kept_traces_go_there_instead() {
         &[
             ("export.endpoint", endpoint),
             ("export.output", output.display().to_string()),
+            ("memory.mode", mode.to_string()),
         ],
     );
     let listeners = tailsift_standalone::Listeners::bind(&cfg).await.unwrap();

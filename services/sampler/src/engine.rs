@@ -207,22 +207,23 @@ pub enum Output {
 /// Where a buffered trace's spans are.
 enum Body {
     /// The records themselves.
-    Memory {
-        records: Vec<Bytes>,
-        /// The records' offsets (to switch the trace to an index).
-        offsets: Vec<i64>,
-        span_ids: HashSet<[u8; 8]>,
-    },
+    Memory(Box<MemoryBody>),
     /// A summary the policies are evaluated on, and where the records are in the log.
     Index(Box<IndexBody>),
 }
 
+struct MemoryBody {
+    records: Vec<Bytes>,
+    /// The records' offsets (to switch the trace to an index).
+    offsets: Vec<i64>,
+    span_ids: HashSet<[u8; 8]>,
+}
+
 struct IndexBody {
     summary: TraceSummary,
-    /// Record offsets, ascending.
-    offsets: Vec<i64>,
-    /// One fingerprint of each record's span IDs: a record again (a client's retry) is skipped.
-    fingerprints: Vec<u64>,
+    /// Each record's offset (ascending) and a fingerprint of its span IDs (a record again, a
+    /// client's retry, is skipped).
+    records: Vec<(i64, u64)>,
     /// The requirements generation ([`Engine::req_gen`]) every record was summarised under;
     /// `None` when they differ (a policy change while the trace was buffered).
     req_gen: Option<u64>,
@@ -232,8 +233,7 @@ impl IndexBody {
     fn new() -> Self {
         IndexBody {
             summary: TraceSummary::new(),
-            offsets: Vec::new(),
-            fingerprints: Vec::new(),
+            records: Vec::new(),
             req_gen: None,
         }
     }
@@ -247,14 +247,13 @@ impl IndexBody {
         req: &Requirements,
         req_gen: u64,
     ) {
-        self.req_gen = match (self.offsets.is_empty(), self.req_gen) {
+        self.req_gen = match (self.records.is_empty(), self.req_gen) {
             (true, _) => Some(req_gen),
             (false, Some(g)) if g == req_gen => Some(g),
             _ => None,
         };
         self.summary.push_record(trace_id, record, req);
-        self.offsets.push(offset);
-        self.fingerprints.push(fingerprint(span_ids));
+        self.records.push((offset, fingerprint(span_ids)));
     }
 
     /// The index of a trace buffered in memory so far.
@@ -269,8 +268,7 @@ impl IndexBody {
     fn held(&self) -> usize {
         std::mem::size_of::<IndexBody>()
             + self.summary.heap_bytes()
-            + self.offsets.capacity() * 8
-            + self.fingerprints.capacity() * 8
+            + self.records.capacity() * std::mem::size_of::<(i64, u64)>()
     }
 }
 
@@ -343,14 +341,14 @@ impl TraceBuf {
     /// Span bytes held in memory (0 for an index).
     fn span_bytes(&self) -> usize {
         match self.body {
-            Body::Memory { .. } => self.bytes,
+            Body::Memory(_) => self.bytes,
             Body::Index(_) => 0,
         }
     }
 
     fn compute_held(&self) -> usize {
         match &self.body {
-            Body::Memory { .. } => self.bytes,
+            Body::Memory(_) => self.bytes,
             Body::Index(ix) => ix.held(),
         }
     }
@@ -956,8 +954,11 @@ impl Engine {
             Some(t) => {
                 let duplicate = !scan.span_ids.is_empty()
                     && match &t.body {
-                        Body::Memory { span_ids, .. } => scan.span_ids.iter().all(|s| span_ids.contains(s)),
-                        Body::Index(ix) => ix.fingerprints.contains(&fingerprint(&scan.span_ids)),
+                        Body::Memory(mb) => scan.span_ids.iter().all(|s| mb.span_ids.contains(s)),
+                        Body::Index(ix) => {
+                            let f = fingerprint(&scan.span_ids);
+                            ix.records.iter().any(|(_, g)| *g == f)
+                        }
                     };
                 if duplicate {
                     // The same spans again (a client retried a request): nothing new.
@@ -968,22 +969,22 @@ impl Engine {
                 let before = (t.held, t.span_bytes());
                 let mut indexed = false;
                 if index {
-                    if let Body::Memory { records, offsets, .. } = &t.body {
+                    if let Body::Memory(mb) = &t.body {
                         t.body = Body::Index(Box::new(IndexBody::from_records(
-                            trace_id, records, offsets, req, req_gen,
+                            trace_id,
+                            &mb.records,
+                            &mb.offsets,
+                            req,
+                            req_gen,
                         )));
                         indexed = true;
                     }
                 }
                 match &mut t.body {
-                    Body::Memory {
-                        records,
-                        offsets,
-                        span_ids,
-                    } => {
-                        span_ids.extend(scan.span_ids.iter().copied());
-                        records.push(payload);
-                        offsets.push(offset);
+                    Body::Memory(mb) => {
+                        mb.span_ids.extend(scan.span_ids.iter().copied());
+                        mb.records.push(payload);
+                        mb.offsets.push(offset);
                     }
                     Body::Index(ix) => ix.push(trace_id, &payload, offset, &scan.span_ids, req, req_gen),
                 }
@@ -1027,11 +1028,11 @@ impl Engine {
                     ix.push(trace_id, &payload, offset, &scan.span_ids, req, req_gen);
                     Body::Index(Box::new(ix))
                 } else {
-                    Body::Memory {
+                    Body::Memory(Box::new(MemoryBody {
                         span_ids: scan.span_ids.iter().copied().collect(),
                         records: vec![payload],
                         offsets: vec![offset],
-                    }
+                    }))
                 };
                 let mut t = TraceBuf {
                     body,
@@ -1202,7 +1203,8 @@ impl Engine {
         let is_oversized = trigger == Trigger::Limit && self.cfg.oversized_drop && t.bytes > self.cfg.max_trace_bytes;
         let oversized = || Decision::dropped(Some(OVERSIZED_POLICY.to_string()));
         match t.body {
-            Body::Memory { records, .. } => {
+            Body::Memory(mb) => {
+                let records = mb.records;
                 let decision = if is_oversized {
                     oversized()
                 } else {
@@ -1225,10 +1227,10 @@ impl Engine {
                 metrics::gauge!(m::INDEX_TRACES).set(self.index_traces as f64);
                 let IndexBody {
                     summary,
-                    offsets,
+                    records,
                     req_gen,
-                    ..
                 } = *ix;
+                let offsets: Vec<i64> = records.iter().map(|(o, _)| *o).collect();
                 let decision = if is_oversized {
                     oversized()
                 } else if req_gen == Some(self.req_gen) {

@@ -185,11 +185,18 @@ pub struct MemoryConfig {
     /// compact summary every policy is evaluated on, and where its records are in the spans log:
     /// kept traces are read back from the log to be exported) or `hybrid` (span bytes up to
     /// `span_bytes_budget`, then new and growing traces as an index). The limits above count
-    /// what is held either way. Default `memory`.
+    /// what is held either way. Default `hybrid`.
     pub mode: BufferMode,
     /// `hybrid` mode: span bytes held in memory before traces switch to an index. Must be
-    /// below `soft_limit_bytes`. Default `268435456` (256 MiB).
-    pub span_bytes_budget: usize,
+    /// below `soft_limit_bytes`. Default: half of `soft_limit_bytes`.
+    pub span_bytes_budget: Option<usize>,
+}
+
+impl MemoryConfig {
+    /// `span_bytes_budget`, or its default.
+    pub fn span_bytes_budget(&self) -> usize {
+        self.span_bytes_budget.unwrap_or(self.soft_limit_bytes / 2)
+    }
 }
 
 impl Default for MemoryConfig {
@@ -198,8 +205,8 @@ impl Default for MemoryConfig {
             soft_limit_bytes: 512 << 20,
             hard_limit_bytes: 768 << 20,
             stress_probability: 0.1,
-            mode: BufferMode::Memory,
-            span_bytes_budget: 256 << 20,
+            mode: BufferMode::Hybrid,
+            span_bytes_budget: None,
         }
     }
 }
@@ -487,7 +494,7 @@ impl Validate for SamplerConfig {
                 "must be at least memory.soft_limit_bytes, which must be positive",
             ));
         }
-        if m.mode == BufferMode::Hybrid && m.span_bytes_budget >= m.soft_limit_bytes {
+        if m.mode == BufferMode::Hybrid && m.span_bytes_budget.is_some_and(|b| b >= m.soft_limit_bytes) {
             return Err(ConfigError::invalid(
                 "memory.span_bytes_budget",
                 "must be below memory.soft_limit_bytes in hybrid mode (past the soft limit the oldest traces are decided early, so a budget at or above it never switches a trace to an index)",
@@ -676,6 +683,27 @@ mod topic_spec_tests {
             ("kafka: {topic_spec: {configs: {'': x}}}", "kafka.topic_spec.configs"),
             // The partition count is the spans topic's, not a setting.
             ("kafka: {topic_spec: {partitions: 3}}", "partitions"),
+        ] {
+            let e = load(yaml).unwrap_err().to_string();
+            assert!(e.contains(key), "{yaml}: {e}");
+        }
+    }
+
+    #[test]
+    fn buffer_modes_and_the_hybrid_budget() {
+        let c = load("").unwrap();
+        assert_eq!(c.memory.mode, super::BufferMode::Hybrid);
+        assert_eq!(c.memory.span_bytes_budget(), c.memory.soft_limit_bytes / 2, "half the soft limit");
+        let c = load("memory: {soft_limit_bytes: 1000, hard_limit_bytes: 2000}").unwrap();
+        assert_eq!(c.memory.span_bytes_budget(), 500, "follows a lower soft limit");
+        let c = load("memory: {mode: index}").unwrap();
+        assert_eq!(c.memory.mode, super::BufferMode::Index);
+        for (yaml, key) in [
+            (
+                "memory: {mode: hybrid, soft_limit_bytes: 1000, hard_limit_bytes: 2000, span_bytes_budget: 1000}",
+                "memory.span_bytes_budget",
+            ),
+            ("memory: {mode: disk}", "mode"),
         ] {
             let e = load(yaml).unwrap_err().to_string();
             assert!(e.contains(key), "{yaml}: {e}");

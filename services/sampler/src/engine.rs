@@ -91,7 +91,7 @@ impl EngineConfig {
             max_traces: usize::MAX,
             oversized_drop: false,
             buffer_mode: m.mode,
-            span_bytes_budget: m.span_bytes_budget,
+            span_bytes_budget: m.span_bytes_budget(),
         }
     }
 }

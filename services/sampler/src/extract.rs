@@ -169,15 +169,18 @@ pub struct Resources<'a> {
 
 /// Builds the policy view of a trace from its records. Duplicate spans (same span ID, e.g. from
 /// a client retry) appear once.
-pub fn trace_data<'a>(
+///
+/// `records` are the encoded `ExportTraceServiceRequest`s (usually [`bytes::Bytes`]; any byte
+/// container works, e.g. `&[u8]` for one record at a time).
+pub fn trace_data<'a, R: AsRef<[u8]>>(
     trace_id: [u8; 16],
-    records: &'a [bytes::Bytes],
+    records: &'a [R],
     req: &Requirements,
     resources: &'a mut Resources<'a>,
 ) -> TraceData<'a> {
     // Pass 1: decode each distinct resource once.
     for rec in records {
-        for f in Fields::new(rec)
+        for f in Fields::new(rec.as_ref())
             .filter_map(Result::ok)
             .filter(|f| f.number == 1 && f.wire_type == LEN)
         {
@@ -200,7 +203,7 @@ pub fn trace_data<'a>(
     // amortised constant time (a search from the start made a trace of many records quadratic).
     let (mut at_resource, mut at_scope) = (0usize, 0usize);
     for rec in records {
-        for (rs, ss, span) in spans_of(rec) {
+        for (rs, ss, span) in spans_of(rec.as_ref()) {
             let attrs: &'a [(&'a str, AttrValue<'a>)] = seek(&resources.list, &mut at_resource, rs.as_ptr())
                 .map(|a| a.as_slice())
                 .unwrap_or(&[]);
@@ -224,7 +227,7 @@ pub fn trace_data<'a>(
     }
     // The records are encoded `ExportTraceServiceRequest`s of this trace's spans: their total
     // size is the trace's OTLP-encoded size (what the collector's `bytes_limiting` charges).
-    let size_bytes = records.iter().map(|r| r.len() as u64).sum();
+    let size_bytes = records.iter().map(|r| r.as_ref().len() as u64).sum();
     TraceData {
         trace_id,
         spans,

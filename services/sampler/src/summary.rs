@@ -4,37 +4,47 @@
 //!
 //! What a record contributes is what [`extract::trace_data`] extracts from it for the
 //! [`Requirements`] given to [`TraceSummary::push_record`] (the same decoder, one record at a
-//! time), encoded compactly:
+//! time), encoded compactly in four vectors:
 //! - `data`: one byte stream of varint-encoded spans (layout below);
 //! - `ids`: a table of the distinct span IDs met (own and parent IDs), so that a parent costs an
-//!   index, not 8 bytes. Looked up linearly; past [`MAX_IDS`] entries IDs are stored inline;
-//! - `arena` + `ends`: a table of distinct byte strings (span names, attribute keys and string
-//!   values, and the encoded "origin" of each span: its resource attribute list and scope),
-//!   de-duplicated by a linear search over the first [`MAX_STRS_SEARCHED`] entries.
+//!   index, not 8 bytes. Up to [`LINEAR_IDS`] entries it is searched linearly; beyond, through
+//!   `index`, an open-addressing hash table of `u16` (about 2.7 to 5.3 bytes per ID, less than
+//!   the ~7 bytes a parent reference saves), which [`TraceSummary::shrink`] drops (an idle
+//!   trace pays nothing for it; the next push rebuilds it). Past [`MAX_IDS`] IDs, IDs are
+//!   stored inline;
+//! - `strs`: the distinct byte strings (span names, attribute keys and string values, status
+//!   messages, and the encoded "origin" of spans: their resource attributes and scope), each
+//!   as a varint length and its bytes, referred to by ordinal (0 is always "", 1 always
+//!   `service.name`). A new string is compared with the first [`MAX_STRS_SEARCHED`] entries
+//!   (linearly; for a record of [`LOOKUP_SPANS`] spans or more, through a hash table built for
+//!   that record, which also holds the strings it adds) and appended when none is equal.
 //!
 //! A span in `data`:
 //! ```text
-//! b0        bits 0-2 kind (0..=6; 7: a zigzag varint kind follows), bits 3-4 status,
-//!           bits 5-6 parent (0 none, 1 ID table index, 2 inline 8 bytes), bit 7 b1 present
+//! b0        bit 7: same origin as the previous span; bits 0-6: the number
+//!           ((kind * 3 + status) * 3 + parent) * 2 + (b1 present), with kind 0..=5 literal
+//!           and 6 when a zigzag varint kind follows, status 0 unset 1 ok 2 error, parent 0
+//!           none 1 ID table index 2 inline 8 bytes
 //! b1        presence bits: 0 flags differ from the previous span's, 1 trace_state,
 //!           2 status_message, 3-5 dropped attributes/events/links counts, 6 events, 7 attributes
-//! [kind]    zigzag varint, when b0 kind is 7
+//! [kind]    zigzag varint, when kind is 6
 //! own id    varint: 0 then 8 inline bytes, or ID table index + 1
 //! [parent]  varint ID table index, or 8 inline bytes
-//! name      varint string index
-//! origin    varint string index of the encoded resource attributes and scope
+//! name      varint string ordinal
+//! [origin]  varint string ordinal of the encoded resource attributes and scope
 //! start     zigzag varint of start - (start of the first span pushed), wrapping
 //! duration  zigzag varint of end - start, wrapping
 //! then, as b1 says: flags, trace_state, status_message, the dropped counts, events
 //! (count; each: name, zigzag time - span start, dropped count, attributes), attributes.
 //! ```
-//! An attribute list is a count then, per attribute, a varint `key string index << 3 | tag`
-//! followed by the value: a string index (tag 0), a zigzag varint (1, Int), 8 bytes of the bits
-//! (2, Double, bit-exact), nothing (3/4, Bool false/true; 5, Other).
+//! An attribute list is a count then, per attribute, a varint `key ordinal << 3 | tag` followed
+//! by the value: a string ordinal (tag 0), a zigzag varint (1, Int), 8 bytes of the bits (2,
+//! Double, bit-exact), nothing (3/4, Bool false/true; 5, Other). An origin is the resource
+//! attribute list, the scope name and version ordinals and the scope attribute list.
 //!
 //! Duplicates (same span ID) are stored as pushed and dropped at rebuild (first one wins), as
-//! extract does. Offsets in the string table are `u32`: a trace summary is limited to 4 GiB of
-//! distinct strings.
+//! extract does. The summary is built for one [`Requirements`]: a trace whose records were
+//! pushed with different requirements rebuilds what each record was pushed with.
 
 use std::collections::{HashMap, HashSet};
 
@@ -43,63 +53,151 @@ use tailsift_policy::{AttrValue, Requirements, SpanData, SpanEventData, StatusCo
 
 use crate::extract;
 
-/// Span IDs kept in the ID table (searched linearly, so at most `MAX_IDS` compares per lookup);
-/// IDs met once it is full are stored inline.
-pub const MAX_IDS: usize = 4096;
+/// Span IDs up to which the ID table is searched linearly (no index).
+pub const LINEAR_IDS: usize = 64;
+/// Span IDs kept in the ID table (the hash index holds `u16`s); IDs met once it is full are
+/// stored inline.
+pub const MAX_IDS: usize = u16::MAX as usize;
 /// Entries of the string table searched for a duplicate before a string is appended.
-pub const MAX_STRS_SEARCHED: usize = 1024;
+pub const MAX_STRS_SEARCHED: usize = 256;
+/// Spans of a record from which its strings are looked up in a hash table built for the record
+/// (below, linearly).
+pub const LOOKUP_SPANS: usize = 16;
 
 type Attrs<'a> = Vec<(&'a str, AttrValue<'a>)>;
 
-/// The distinct byte strings of one trace: one arena and the end offset of each entry.
+/// String ordinals that are not stored.
+const STR_EMPTY: u64 = 0;
+const STR_SERVICE_NAME: u64 = 1;
+const STR_RESERVED: u64 = 2;
+
+/// The distinct byte strings of one trace (see the module documentation).
 #[derive(Debug, Default, Clone)]
 struct Strings {
     arena: Vec<u8>,
-    ends: Vec<u32>,
+    count: u64,
+    /// While a large record is pushed: a hash of each entry searched (the first
+    /// [`MAX_STRS_SEARCHED`] and those added by this record) to its ordinal and arena offset.
+    /// `None` between pushes (it costs no memory then).
+    /// Boxed: 8 bytes in every summary instead of 48 (it is `None` almost always).
+    #[allow(clippy::box_collection)]
+    lookup: Option<Box<HashMap<u64, (u64, usize)>>>,
+}
+
+fn str_hash(s: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.hash(&mut h);
+    h.finish()
 }
 
 impl Strings {
     fn intern(&mut self, s: &[u8]) -> u64 {
-        let mut start = 0usize;
-        for (i, &end) in self.ends.iter().take(MAX_STRS_SEARCHED).enumerate() {
-            let end = end as usize;
-            if end.wrapping_sub(start) == s.len() && self.arena.get(start..end) == Some(s) {
-                return i as u64;
-            }
-            start = end;
+        if s.is_empty() {
+            return STR_EMPTY;
         }
-        self.arena.extend_from_slice(s);
-        self.ends.push(self.arena.len() as u32);
-        (self.ends.len() - 1) as u64
-    }
-
-    fn get(&self, i: u64) -> Option<&[u8]> {
-        let i = usize::try_from(i).ok()?;
-        let end = *self.ends.get(i)? as usize;
-        let start = match i {
-            0 => 0,
-            _ => *self.ends.get(i - 1)? as usize,
+        if s == SERVICE_NAME_KEY.as_bytes() {
+            return STR_SERVICE_NAME;
+        }
+        let at = self.arena.len();
+        let hash = match &self.lookup {
+            Some(lookup) => {
+                let hash = str_hash(s);
+                if let Some(&(i, mut pos)) = lookup.get(&hash) {
+                    if self.entry_at(&mut pos) == Some(s) {
+                        return i;
+                    }
+                }
+                Some(hash)
+            }
+            None => {
+                let mut pos = 0usize;
+                for i in 0..self.count.min(MAX_STRS_SEARCHED as u64) {
+                    let Some(entry) = self.entry_at(&mut pos) else { break };
+                    if entry == s {
+                        return STR_RESERVED + i;
+                    }
+                }
+                None
+            }
         };
-        self.arena.get(start..end)
+        put_varint(&mut self.arena, s.len() as u64);
+        self.arena.extend_from_slice(s);
+        self.count += 1;
+        let i = STR_RESERVED + self.count - 1;
+        if let (Some(lookup), Some(hash)) = (&mut self.lookup, hash) {
+            lookup.insert(hash, (i, at));
+        }
+        i
     }
 
-    fn str(&self, i: u64) -> Option<&str> {
-        std::str::from_utf8(self.get(i)?).ok()
+    /// Starts a lookup for a large record (instead of a linear search per string).
+    fn begin_lookup(&mut self) {
+        let mut lookup = HashMap::new();
+        let mut pos = 0usize;
+        for i in 0..self.count.min(MAX_STRS_SEARCHED as u64) {
+            let at = pos;
+            let Some(entry) = self.entry_at(&mut pos) else { break };
+            lookup.entry(str_hash(entry)).or_insert((STR_RESERVED + i, at));
+        }
+        self.lookup = Some(Box::new(lookup));
+    }
+
+    /// The entry at `*pos` in the arena, moving `*pos` past it.
+    fn entry_at(&self, pos: &mut usize) -> Option<&[u8]> {
+        let len = usize::try_from(read_varint(&self.arena, pos, 0).ok()?).ok()?;
+        let entry = self.arena.get(*pos..pos.checked_add(len)?)?;
+        *pos += len;
+        Some(entry)
+    }
+
+    /// Every entry, by ordinal (the reserved ones included).
+    fn table(&self) -> Vec<&[u8]> {
+        let mut out: Vec<&[u8]> = Vec::with_capacity(usize::try_from(self.count).unwrap_or(0).saturating_add(2));
+        out.push(b"");
+        out.push(SERVICE_NAME_KEY.as_bytes());
+        let mut pos = 0;
+        while pos < self.arena.len() {
+            let Some(entry) = self.entry_at(&mut pos) else { break };
+            out.push(entry);
+        }
+        out
     }
 }
 
 /// The compact summary of one trace (see the module documentation).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct TraceSummary {
     data: Vec<u8>,
     ids: Vec<[u8; 8]>,
+    /// Open-addressing hash index of `ids` (ID table index + 1; 0 empty) once there are more
+    /// than [`LINEAR_IDS`]; empty when dropped by [`TraceSummary::shrink`].
+    index: Vec<u16>,
     strs: Strings,
     /// Start time of the first span pushed (times are stored relative to it).
     base: u64,
     /// Flags of the last span pushed (a span's flags are stored only when they differ).
     last_flags: u32,
+    /// Origin of the last span pushed (`u64::MAX` before the first).
+    last_origin: u64,
     spans: usize,
     size: u64,
+}
+
+impl Default for TraceSummary {
+    fn default() -> Self {
+        TraceSummary {
+            data: Vec::new(),
+            ids: Vec::new(),
+            index: Vec::new(),
+            strs: Strings::default(),
+            base: 0,
+            last_flags: 0,
+            last_origin: u64::MAX,
+            spans: 0,
+            size: 0,
+        }
+    }
 }
 
 /// Decoded resource/scope tables a rebuilt [`TraceData`] borrows from.
@@ -124,15 +222,13 @@ struct Origin<'a> {
     scope_attributes: Attrs<'a>,
 }
 
-// b0 bits.
-const KIND_MASK: u8 = 0x07;
-const KIND_ESCAPE: u8 = 7;
-const STATUS_SHIFT: u8 = 3;
-const PARENT_SHIFT: u8 = 5;
+// b0.
+const SAME_ORIGIN: u8 = 0x80;
+const KIND_ESCAPE: u8 = 6;
+const B0_VALUES: u8 = (KIND_ESCAPE + 1) * 3 * 3 * 2;
 const PARENT_NONE: u8 = 0;
 const PARENT_INDEX: u8 = 1;
 const PARENT_INLINE: u8 = 2;
-const HAS_B1: u8 = 0x80;
 // b1 bits.
 const B1_FLAGS: u8 = 1;
 const B1_TRACE_STATE: u8 = 1 << 1;
@@ -182,13 +278,13 @@ fn put_attrs(strs: &mut Strings, out: &mut Vec<u8>, attrs: &[(&str, AttrValue<'_
 }
 
 /// Reads what [`TraceSummary`] wrote; `None` on anything inconsistent (never for its own data).
-struct Reader<'a> {
+struct Reader<'t, 'a> {
     buf: &'a [u8],
     pos: usize,
-    strs: &'a Strings,
+    strs: &'t [&'a [u8]],
 }
 
-impl<'a> Reader<'a> {
+impl<'a> Reader<'_, 'a> {
     fn done(&self) -> bool {
         self.pos >= self.buf.len()
     }
@@ -213,18 +309,22 @@ impl<'a> Reader<'a> {
         Some(b)
     }
 
+    fn str_at(&self, i: u64) -> Option<&'a str> {
+        std::str::from_utf8(self.strs.get(usize::try_from(i).ok()?)?).ok()
+    }
+
     fn str(&mut self) -> Option<&'a str> {
         let i = self.varint()?;
-        self.strs.str(i)
+        self.str_at(i)
     }
 
     fn attrs(&mut self) -> Option<Attrs<'a>> {
-        let n = self.varint()?;
-        // A count is bounded by the bytes left (each attribute takes at least one).
-        let mut out = Vec::with_capacity(usize::try_from(n).ok()?.min(self.buf.len() - self.pos.min(self.buf.len())));
+        let n = usize::try_from(self.varint()?).ok()?;
+        // Each attribute takes at least one byte: the count cannot exceed the bytes left.
+        let mut out = Vec::with_capacity(n.min(self.buf.len().saturating_sub(self.pos)));
         for _ in 0..n {
             let kt = self.varint()?;
-            let key = self.strs.str(kt >> 3)?;
+            let key = self.str_at(kt >> 3)?;
             let value = match kt & 7 {
                 TAG_STR => AttrValue::Str(self.str()?),
                 TAG_INT => AttrValue::Int(unzigzag(self.varint()?)),
@@ -257,6 +357,12 @@ fn origin_key(sd: &SpanData<'_>) -> OriginKey {
     ]
 }
 
+fn id_hash(id: &[u8; 8], mask: usize) -> usize {
+    // Fibonacci hashing: the top bits of the product (span IDs are usually random already, but
+    // need not be).
+    (u64::from_le_bytes(*id).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & mask
+}
+
 impl TraceSummary {
     pub fn new() -> Self {
         Self::default()
@@ -270,6 +376,9 @@ impl TraceSummary {
         let records = [record];
         let mut res = extract::Resources::new();
         let td = extract::trace_data(trace_id, &records, req, &mut res);
+        if td.spans.len() >= LOOKUP_SPANS {
+            self.strs.begin_lookup();
+        }
         let mut origins: Vec<(OriginKey, u64)> = Vec::new();
         let mut scratch = Vec::new();
         for sd in &td.spans {
@@ -289,17 +398,61 @@ impl TraceSummary {
             };
             self.push_span(sd, origin);
         }
+        self.strs.lookup = None;
     }
 
     /// The index of `id` in the ID table, adding it when there is room.
     fn id_index(&mut self, id: [u8; 8]) -> Option<usize> {
-        if let Some(i) = self.ids.iter().position(|x| *x == id) {
-            return Some(i);
+        if self.ids.len() <= LINEAR_IDS {
+            if let Some(i) = self.ids.iter().position(|x| *x == id) {
+                return Some(i);
+            }
+        } else {
+            if self.index.is_empty() {
+                self.rebuild_index();
+            }
+            let mask = self.index.len() - 1;
+            let mut slot = id_hash(&id, mask);
+            loop {
+                match self.index[slot] {
+                    0 => break,
+                    e if self.ids[usize::from(e) - 1] == id => return Some(usize::from(e) - 1),
+                    _ => slot = (slot + 1) & mask,
+                }
+            }
         }
-        (self.ids.len() < MAX_IDS).then(|| {
-            self.ids.push(id);
-            self.ids.len() - 1
-        })
+        if self.ids.len() >= MAX_IDS {
+            return None;
+        }
+        self.ids.push(id);
+        let i = self.ids.len() - 1;
+        if self.ids.len() > LINEAR_IDS {
+            // Load at most 3/4 (the table always keeps an empty slot).
+            if self.index.len() * 3 < self.ids.len() * 4 {
+                self.rebuild_index();
+            } else {
+                self.index_insert(i);
+            }
+        }
+        Some(i)
+    }
+
+    fn index_insert(&mut self, i: usize) {
+        let mask = self.index.len() - 1;
+        let mut slot = id_hash(&self.ids[i], mask);
+        while self.index[slot] != 0 {
+            slot = (slot + 1) & mask;
+        }
+        self.index[slot] = (i + 1) as u16;
+    }
+
+    /// A new index of `ids`, at a load of at most 3/8.
+    fn rebuild_index(&mut self) {
+        let size = (self.ids.len() * 8 / 3 + 1).next_power_of_two();
+        self.index = vec![0; size];
+        for i in 0..self.ids.len() {
+            self.index_insert(i);
+        }
     }
 
     fn push_span(&mut self, sd: &SpanData<'_>, origin: u64) {
@@ -335,10 +488,11 @@ impl TraceSummary {
                 b1 |= bit;
             }
         }
-        let b0 = kind.unwrap_or(KIND_ESCAPE)
-            | status << STATUS_SHIFT
-            | parent_mode << PARENT_SHIFT
-            | if b1 != 0 { HAS_B1 } else { 0 };
+        let same_origin = origin == self.last_origin;
+        self.last_origin = origin;
+        let b0 = ((kind.unwrap_or(KIND_ESCAPE) * 3 + status) * 3 + parent_mode) * 2
+            + u8::from(b1 != 0)
+            + if same_origin { SAME_ORIGIN } else { 0 };
         let out = &mut self.data;
         out.push(b0);
         if b1 != 0 {
@@ -360,7 +514,9 @@ impl TraceSummary {
             None => {}
         }
         put_varint(out, self.strs.intern(sd.name.as_bytes()));
-        put_varint(out, origin);
+        if !same_origin {
+            put_varint(out, origin);
+        }
         put_varint(out, zigzag(sd.start_unix_nano.wrapping_sub(self.base) as i64));
         put_varint(out, zigzag(sd.end_unix_nano.wrapping_sub(sd.start_unix_nano) as i64));
         if b1 & B1_FLAGS != 0 {
@@ -400,17 +556,18 @@ impl TraceSummary {
     /// for the requirements they were pushed with. `scratch` holds the decoded resource and
     /// scope tables the spans borrow.
     pub fn trace_data<'a>(&'a self, trace_id: [u8; 16], scratch: &'a mut SummaryScratch<'a>) -> TraceData<'a> {
+        let strs = self.strs.table();
         let mut r = Reader {
             buf: &self.data,
             pos: 0,
-            strs: &self.strs,
+            strs: &strs,
         };
-        let mut last_flags = 0u32;
+        let mut state = (0u32, u64::MAX);
         let mut seen = HashSet::with_capacity(self.spans);
         let mut spans = Vec::with_capacity(self.spans);
         let mut origin_of = Vec::with_capacity(self.spans);
         while !r.done() {
-            let Some((sd, origin)) = self.read_span(&mut r, &mut last_flags) else {
+            let Some((sd, origin)) = self.read_span(&mut r, &mut state) else {
                 break;
             };
             if seen.insert(sd.span_id) {
@@ -421,7 +578,7 @@ impl TraceSummary {
         let mut slot: HashMap<u64, usize> = HashMap::new();
         for &o in &origin_of {
             slot.entry(o).or_insert_with(|| {
-                scratch.origins.push(self.read_origin(o).unwrap_or_default());
+                scratch.origins.push(read_origin(&strs, o).unwrap_or_default());
                 scratch.origins.len() - 1
             });
         }
@@ -442,59 +599,43 @@ impl TraceSummary {
         }
     }
 
-    fn read_origin(&self, i: u64) -> Option<Origin<'_>> {
-        let mut r = Reader {
-            buf: self.strs.get(i)?,
-            pos: 0,
-            strs: &self.strs,
-        };
-        let resource = r.attrs()?;
-        let service = resource
-            .iter()
-            .find_map(|(k, v)| match (*k, v) {
-                (SERVICE_NAME_KEY, AttrValue::Str(s)) => Some(*s),
-                _ => None,
-            })
-            .unwrap_or("");
-        Some(Origin {
-            service,
-            scope_name: r.str()?,
-            scope_version: r.str()?,
-            scope_attributes: r.attrs()?,
-            resource,
-        })
-    }
-
-    /// One span (without its origin's fields) and its origin's string index.
-    fn read_span<'a>(&'a self, r: &mut Reader<'a>, last_flags: &mut u32) -> Option<(SpanData<'a>, u64)> {
+    /// One span (without its origin's fields) and its origin's string ordinal. `state` is the
+    /// flags and origin of the previous span.
+    fn read_span<'a>(&'a self, r: &mut Reader<'_, 'a>, state: &mut (u32, u64)) -> Option<(SpanData<'a>, u64)> {
         let b0 = r.byte()?;
-        let b1 = if b0 & HAS_B1 != 0 { r.byte()? } else { 0 };
-        let kind = match b0 & KIND_MASK {
+        let same_origin = b0 & SAME_ORIGIN != 0;
+        let mut v = b0 & !SAME_ORIGIN;
+        if v >= B0_VALUES {
+            return None;
+        }
+        let has_b1 = v % 2 == 1;
+        v /= 2;
+        let parent_mode = v % 3;
+        v /= 3;
+        let status = [StatusCode::Unset, StatusCode::Ok, StatusCode::Error][usize::from(v % 3)];
+        let kind_code = v / 3;
+        let b1 = if has_b1 { r.byte()? } else { 0 };
+        let kind = match kind_code {
             KIND_ESCAPE => i32::try_from(unzigzag(r.varint()?)).ok()?,
             k => i32::from(k),
-        };
-        let status = match (b0 >> STATUS_SHIFT) & 3 {
-            0 => StatusCode::Unset,
-            1 => StatusCode::Ok,
-            2 => StatusCode::Error,
-            _ => return None,
         };
         let span_id = match r.varint()? {
             0 => r.eight()?,
             i => *self.ids.get(usize::try_from(i - 1).ok()?)?,
         };
-        let parent_span_id = match (b0 >> PARENT_SHIFT) & 3 {
+        let parent_span_id = match parent_mode {
             PARENT_NONE => None,
             PARENT_INDEX => Some(*self.ids.get(usize::try_from(r.varint()?).ok()?)?),
-            PARENT_INLINE => Some(r.eight()?),
-            _ => return None,
+            _ => Some(r.eight()?),
         };
         let name = r.str()?;
-        let origin = r.varint()?;
+        if !same_origin {
+            state.1 = r.varint()?;
+        }
         let start = self.base.wrapping_add(unzigzag(r.varint()?) as u64);
         let end = start.wrapping_add(unzigzag(r.varint()?) as u64);
         if b1 & B1_FLAGS != 0 {
-            *last_flags = r.u32()?;
+            state.0 = r.u32()?;
         }
         let mut sd = SpanData {
             span_id,
@@ -504,7 +645,7 @@ impl TraceSummary {
             start_unix_nano: start,
             end_unix_nano: end,
             status,
-            flags: *last_flags,
+            flags: state.0,
             ..Default::default()
         };
         if b1 & B1_TRACE_STATE != 0 {
@@ -536,7 +677,7 @@ impl TraceSummary {
         if b1 & B1_ATTRIBUTES != 0 {
             sd.attributes = r.attrs()?;
         }
-        Some((sd, origin))
+        Some((sd, state.1))
     }
 
     /// Spans pushed, duplicates included.
@@ -553,17 +694,42 @@ impl TraceSummary {
     pub fn heap_bytes(&self) -> usize {
         self.data.capacity()
             + self.ids.capacity() * std::mem::size_of::<[u8; 8]>()
+            + self.index.capacity() * std::mem::size_of::<u16>()
             + self.strs.arena.capacity()
-            + self.strs.ends.capacity() * std::mem::size_of::<u32>()
     }
 
-    /// Gives back spare capacity (a trace that went idle).
+    /// Gives back spare capacity and drops the ID hash index (a trace that went idle; a later
+    /// push rebuilds the index).
     pub fn shrink(&mut self) {
         self.data.shrink_to_fit();
         self.ids.shrink_to_fit();
+        self.index = Vec::new();
         self.strs.arena.shrink_to_fit();
-        self.strs.ends.shrink_to_fit();
     }
+}
+
+/// The origin stored as string `i`.
+fn read_origin<'a>(strs: &[&'a [u8]], i: u64) -> Option<Origin<'a>> {
+    let mut r = Reader {
+        buf: strs.get(usize::try_from(i).ok()?)?,
+        pos: 0,
+        strs,
+    };
+    let resource = r.attrs()?;
+    let service = resource
+        .iter()
+        .find_map(|(k, v)| match (*k, v) {
+            (SERVICE_NAME_KEY, AttrValue::Str(s)) => Some(*s),
+            _ => None,
+        })
+        .unwrap_or("");
+    Some(Origin {
+        service,
+        scope_name: r.str()?,
+        scope_version: r.str()?,
+        scope_attributes: r.attrs()?,
+        resource,
+    })
 }
 
 #[cfg(test)]
@@ -668,7 +834,7 @@ mod tests {
         }
         assert_eq!(s.size_bytes(), want.size_bytes);
         assert!(s.spans() >= want.spans.len());
-        assert!(s.heap_bytes() >= s.data.len() + s.strs.arena.len());
+        assert!(s.heap_bytes() >= s.data.len() + s.ids.len() * 8 + s.strs.arena.len());
     }
 
     fn pick<'x, T>(rng: &mut StdRng, xs: &'x [T]) -> &'x T {
@@ -680,7 +846,9 @@ mod tests {
         let v = match rng.random_range(0..10) {
             0 => return None,
             1 => None,
-            2 | 3 => Some(V::StringValue((*pick(rng, &["a", "b", "prod", "", "é", "GET /x"])).into())),
+            2 | 3 => Some(V::StringValue(
+                (*pick(rng, &["a", "b", "prod", "", "é", "GET /x"])).into(),
+            )),
             4 => {
                 let r = rng.random();
                 Some(V::IntValue(*pick(rng, &[0, -1, 1, i64::MIN, i64::MAX, r])))
@@ -688,18 +856,18 @@ mod tests {
             5 => {
                 let r = rng.random();
                 Some(V::DoubleValue(f64::from_bits(*pick(
-                rng,
-                &[
-                    0,
-                    (-0.0f64).to_bits(),
-                    f64::NAN.to_bits(),
-                    0x7ff8_0000_0000_1234,
-                    0xfff0_0000_0000_0001,
-                    f64::INFINITY.to_bits(),
-                    1.5f64.to_bits(),
-                    r,
-                ],
-            ))))
+                    rng,
+                    &[
+                        0,
+                        (-0.0f64).to_bits(),
+                        f64::NAN.to_bits(),
+                        0x7ff8_0000_0000_1234,
+                        0xfff0_0000_0000_0001,
+                        f64::INFINITY.to_bits(),
+                        1.5f64.to_bits(),
+                        r,
+                    ],
+                ))))
             }
             6 => Some(V::BoolValue(rng.random())),
             7 => Some(V::BytesValue(vec![1, 2, 3])),
@@ -920,19 +1088,103 @@ mod tests {
         while spans < 200 {
             let r = record(&mut rng, &ids, 1_700_000_000_000_000_000);
             let mut res = extract::Resources::new();
-            spans += extract::trace_data(TID, std::slice::from_ref(&r), &req, &mut res).spans.len();
+            spans += extract::trace_data(TID, std::slice::from_ref(&r), &req, &mut res)
+                .spans
+                .len();
             recs.push(bytes::Bytes::from(r));
         }
         check(&recs, &req);
+    }
+
+    /// A trace of 70,000 spans in 70 records: the ID hash index (grown, dropped by `shrink`,
+    /// rebuilt), the full ID table (inline IDs past `MAX_IDS`), strings past
+    /// `MAX_STRS_SEARCHED` (a unique attribute value per span).
+    #[test]
+    fn large_trace() {
+        use any_value::Value as V;
+        let mut rng = StdRng::seed_from_u64(3);
+        let n = 70_000usize;
+        let ids: Vec<[u8; 8]> = (0..n).map(|_| rng.random()).collect();
+        let mut req = Requirements::default();
+        req.span_attributes.insert("url".into());
+        let records: Vec<bytes::Bytes> = ids
+            .chunks(1000)
+            .map(|chunk| {
+                let spans = chunk
+                    .iter()
+                    .map(|id| Span {
+                        trace_id: TID.to_vec(),
+                        span_id: id.to_vec(),
+                        parent_span_id: match rng.random_range(0..4) {
+                            0 => vec![],
+                            1 => rng.random::<[u8; 8]>().to_vec(),
+                            _ => pick(&mut rng, &ids).to_vec(),
+                        },
+                        name: format!("op{}", rng.random_range(0..300)),
+                        start_time_unix_nano: rng.random(),
+                        end_time_unix_nano: rng.random(),
+                        attributes: vec![KeyValue {
+                            key: "url".into(),
+                            value: Some(AnyValue {
+                                value: Some(V::StringValue(format!("/item/{}", rng.random::<u32>()))),
+                            }),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    })
+                    .collect();
+                ExportTraceServiceRequest {
+                    resource_spans: vec![ResourceSpans {
+                        scope_spans: vec![ScopeSpans {
+                            spans,
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
+                }
+                .encode_to_vec()
+                .into()
+            })
+            .collect();
+        let mut s = TraceSummary::new();
+        let t0 = std::time::Instant::now();
+        for (i, r) in records.iter().enumerate() {
+            s.push_record(TID, r, &req);
+            if i % 7 == 3 {
+                let before = s.heap_bytes();
+                s.shrink();
+                assert!(s.index.is_empty() && s.heap_bytes() <= before);
+            }
+        }
+        let t_push = t0.elapsed();
+        assert_eq!(s.ids.len(), MAX_IDS);
+        let t0 = std::time::Instant::now();
+        let mut res = extract::Resources::new();
+        let want = extract::trace_data(TID, &records, &req, &mut res);
+        let t_extract = t0.elapsed();
+        let t0 = std::time::Instant::now();
+        let mut scratch = SummaryScratch::new();
+        let got = s.trace_data(TID, &mut scratch);
+        println!("push {t_push:?} extract {t_extract:?} rebuild {:?}", t0.elapsed());
+        assert_eq!(got.spans.len(), want.spans.len());
+        assert!(got == want);
+        s.shrink();
+        println!(
+            "large trace: {} spans, {:.1} B/span",
+            s.spans(),
+            s.heap_bytes() as f64 / s.spans() as f64
+        );
     }
 
     /// A realistic trace: `n` spans of 4 services (one record per service, spans in random
     /// order), 5 span names, random span IDs, parents among the trace's spans, times within 3 s.
     fn realistic(rng: &mut StdRng, n: usize) -> Vec<bytes::Bytes> {
         use any_value::Value as V;
-        let sv = |s: &str| Some(AnyValue {
-            value: Some(V::StringValue(s.into())),
-        });
+        let sv = |s: &str| {
+            Some(AnyValue {
+                value: Some(V::StringValue(s.into())),
+            })
+        };
         let ids: Vec<[u8; 8]> = (0..n).map(|_| rng.random()).collect();
         let base = 1_764_560_000_000_000_000u64 + rng.random_range(0..1_000_000_000_000);
         let services = ["frontend", "cart", "checkout", "payment"];
@@ -944,7 +1196,11 @@ mod tests {
             per_service[rng.random_range(0..services.len())].push(Span {
                 trace_id: TID.to_vec(),
                 span_id: id.to_vec(),
-                parent_span_id: if i == 0 { vec![] } else { ids[rng.random_range(0..i)].to_vec() },
+                parent_span_id: if i == 0 {
+                    vec![]
+                } else {
+                    ids[rng.random_range(0..i)].to_vec()
+                },
                 name: (*pick(rng, &names)).into(),
                 kind: *pick(rng, &[1, 2, 3]),
                 start_time_unix_nano: start,
@@ -1024,12 +1280,19 @@ mod tests {
     #[test]
     fn realistic_bytes_per_span() {
         let doc = tailsift_policy::PolicyDocument::from_yaml(crate::DEFAULT_POLICY).unwrap();
-        let default_req = tailsift_policy::PolicyEngine::compile(&doc).unwrap().requirements().clone();
+        let default_req = tailsift_policy::PolicyEngine::compile(&doc)
+            .unwrap()
+            .requirements()
+            .clone();
         let mut with_status = default_req.clone();
         with_status.span_attributes.insert("http.status_code".into());
-        for (label, req, bound) in [("default policy", &default_req, 40.0), ("+http.status_code", &with_status, 46.0)] {
+        for (label, req, bound) in [
+            ("default policy", &default_req, 30.0),
+            ("+http.status_code", &with_status, 36.0),
+        ] {
             let mut rng = StdRng::seed_from_u64(42);
             let (mut spans, mut heap, mut grown, mut record_bytes) = (0usize, 0usize, 0usize, 0usize);
+            let mut parts = [0usize; 3];
             for _ in 0..200 {
                 let recs = realistic(&mut rng, 20);
                 let mut s = TraceSummary::new();
@@ -1039,6 +1302,9 @@ mod tests {
                 }
                 grown += s.heap_bytes();
                 s.shrink();
+                parts[0] += s.data.len();
+                parts[1] += s.ids.len() * 8;
+                parts[2] += s.strs.arena.len();
                 heap += s.heap_bytes();
                 spans += s.spans();
                 check(&recs, req);
@@ -1050,6 +1316,7 @@ mod tests {
                 record_bytes as f64 / spans as f64,
                 std::mem::size_of::<TraceSummary>()
             );
+            println!("  data/ids/strings {:?}", parts.map(|p| p as f64 / spans as f64));
             assert!(per_span < bound, "{label}: {per_span:.1} B/span");
         }
     }

@@ -693,7 +693,11 @@ mod topic_spec_tests {
     fn buffer_modes_and_the_hybrid_budget() {
         let c = load("").unwrap();
         assert_eq!(c.memory.mode, super::BufferMode::Hybrid);
-        assert_eq!(c.memory.span_bytes_budget(), c.memory.soft_limit_bytes / 2, "half the soft limit");
+        assert_eq!(
+            c.memory.span_bytes_budget(),
+            c.memory.soft_limit_bytes / 2,
+            "half the soft limit"
+        );
         let c = load("memory: {soft_limit_bytes: 1000, hard_limit_bytes: 2000}").unwrap();
         assert_eq!(c.memory.span_bytes_budget(), 500, "follows a lower soft limit");
         let c = load("memory: {mode: index}").unwrap();

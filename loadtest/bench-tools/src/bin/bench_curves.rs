@@ -193,6 +193,8 @@ fn config(decision_wait: Duration) -> EngineConfig {
         stress_probability: 0.0,
         max_traces: usize::MAX,
         oversized_drop: false,
+        buffer_mode: tailsift_sampler::engine::BufferMode::Memory,
+        span_bytes_budget: usize::MAX,
     }
 }
 
@@ -290,6 +292,7 @@ impl Sim {
                         self.decided += 1;
                     }
                 }
+                Output::ReadBack(j) => unreachable!("the engine buffers in memory here, nothing is read back: {j:?}"),
             }
         }
     }

@@ -6,9 +6,11 @@
 //! the jobs waiting (up to [`MAX_JOBS_PER_PASS`]), and per partition sweeps the offsets they need
 //! in ascending order, reading sequentially through gaps of up to [`MAX_GAP_RECORDS`] records
 //! (records of other traces are skipped, not decoded) and seeking over longer ones, so a record is
-//! fetched about once however many kept traces it lies between. A trace is handed to the engine
-//! ([`Engine::on_read_back`]) as soon as its last record is read, so what the reader holds is
-//! bounded by the traces whose records interleave at the position it reads.
+//! fetched about once per sweep however many kept traces it lies between. The records it read
+//! last (up to [`CACHE_BYTES`], needed or read through) are kept: the next sweep usually starts
+//! before the last one ended (a trace decided now began earlier), and does not fetch them again;
+//! that cache, not the decision window, bounds the reader's memory. A trace is handed to the
+//! engine ([`Engine::on_read_back`]) as soon as its last record is read.
 //!
 //! A record the log no longer has (the log answers with a later offset: retention passed it) is
 //! counted as missing and the trace exported without it. A log that does not answer within
@@ -37,7 +39,9 @@ use crate::shared::{Shared, SourceError};
 pub const MAX_JOBS_PER_PASS: usize = 256;
 /// Records read through (and skipped) rather than seeking over them.
 pub const MAX_GAP_RECORDS: i64 = 2_000;
-/// How long the log may stay silent before the record waited for counts as missing.
+/// Bytes of recently read records the reader keeps ([`RecentRecords`]).
+pub const CACHE_BYTES: usize = 32 << 20;
+/// How long the log may stay silent before a sweep stops (its traces are tried again).
 pub const QUIET: Duration = Duration::from_secs(5);
 /// The pause before jobs a silent log left unfinished are tried again.
 pub const RETRY_PAUSE: Duration = Duration::from_secs(1);
@@ -59,16 +63,64 @@ pub(crate) struct Swept {
     pub skipped: u64,
     pub missing: u64,
     pub seeks: u64,
+    /// Served from the recent-records cache.
+    pub cached: u64,
+}
+
+/// Records the reader read lately (needed or read through), up to a byte budget, oldest first
+/// out: consecutive sweeps overlap (a trace decided now began before the last one ended), and a
+/// record found here is not fetched again. Its memory does not grow with the decision window.
+pub(crate) struct RecentRecords {
+    map: HashMap<(i32, i64), Bytes>,
+    order: std::collections::VecDeque<(i32, i64)>,
+    bytes: usize,
+    budget: usize,
+}
+
+impl RecentRecords {
+    pub(crate) fn new(budget: usize) -> Self {
+        RecentRecords {
+            map: HashMap::new(),
+            order: Default::default(),
+            bytes: 0,
+            budget,
+        }
+    }
+
+    fn get(&self, partition: i32, offset: i64) -> Option<Bytes> {
+        self.map.get(&(partition, offset)).cloned()
+    }
+
+    fn insert(&mut self, partition: i32, offset: i64, value: Bytes) {
+        let len = value.len();
+        if len > self.budget {
+            return;
+        }
+        if self.map.insert((partition, offset), value).is_none() {
+            self.order.push_back((partition, offset));
+            self.bytes += len;
+        }
+        while self.bytes > self.budget {
+            let Some(k) = self.order.pop_front() else { break };
+            if let Some(v) = self.map.remove(&k) {
+                self.bytes -= v.len();
+            }
+        }
+    }
 }
 
 /// Sweeps the offsets `jobs` (all of `partition`) need, in ascending order. `done` gets each job's
 /// records (in offset order) as soon as its last one was read or found missing. Returns what it
 /// did and the jobs left unfinished because the log stopped answering. `position` is the
 /// offset the log returns next for `partition`, if known (kept between sweeps, so a sweep that
-/// starts where the last ended does not seek); `lookback` records are read before a sought
-/// offset (brokers that start a fetch inside a batch after the requested offset).
+/// starts where the last ended does not seek); records in `cache` are not fetched again; when a
+/// seek's first record comes after the offset asked for, up to `lookback` records before it are
+/// tried (brokers that start a fetch inside a batch at the next batch) before the offset counts
+/// as missing.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn sweep(
     log: &mut dyn LogReader,
+    cache: &mut RecentRecords,
     position: &mut Option<(i32, i64)>,
     partition: i32,
     jobs: &[ReadBackJob],
@@ -100,20 +152,50 @@ pub(crate) fn sweep(
             done(i, std::mem::take(&mut found[i]));
         }
     };
+    // The lookback of the seek whose first record is still to come.
+    let mut fresh_seek: Option<i64> = None;
     while let Some((&want, _)) = needed.first_key_value() {
+        if let Some(value) = cache.get(partition, want) {
+            let (_, jobs) = needed.pop_first().expect("peeked");
+            swept.cached += 1;
+            for i in jobs {
+                found[i].push(value.clone());
+                finish(i, &mut found, &mut remaining);
+            }
+            continue;
+        }
         let at = position.filter(|(p, _)| *p == partition).map(|(_, o)| o);
         if at.is_none_or(|o| o > want || want - o > MAX_GAP_RECORDS) {
-            let from = want.saturating_sub(lookback).max(0);
-            if let Err(e) = log.seek(partition, from) {
+            if let Err(e) = log.seek(partition, want) {
                 tracing::warn!(error = %e, partition, offset = want, "read-back cannot seek; tried again later");
                 *position = None;
                 break;
             }
             swept.seeks += 1;
-            *position = Some((partition, from));
+            *position = Some((partition, want));
+            fresh_seek = Some(0);
         }
         match log.next(quiet) {
             Ok(Some((o, value))) => {
+                cache.insert(partition, o, value.clone());
+                if let Some(lb) = fresh_seek.take() {
+                    if o > want && lb < lookback {
+                        // The broker started after the offset asked for (tansu starts a fetch
+                        // at the next batch when asked for an offset inside one): look further
+                        // back, up to `lookback`, before calling anything missing.
+                        let lb = if lb == 0 { 64 } else { lb.saturating_mul(8) }.min(lookback);
+                        let from = want.saturating_sub(lb).max(0);
+                        if let Err(e) = log.seek(partition, from) {
+                            tracing::warn!(error = %e, partition, offset = want, "read-back cannot seek; tried again later");
+                            *position = None;
+                            break;
+                        }
+                        swept.seeks += 1;
+                        *position = Some((partition, from));
+                        fresh_seek = Some(lb);
+                        continue;
+                    }
+                }
                 *position = Some((partition, o + 1));
                 // Everything needed below `o` is gone from the log.
                 while let Some(entry) = needed.first_entry() {
@@ -162,6 +244,7 @@ pub(crate) fn sweep(
     metrics::counter!(m::READ_BACK_RECORDS, "outcome" => "read").increment(swept.read);
     metrics::counter!(m::READ_BACK_RECORDS, "outcome" => "skipped").increment(swept.skipped);
     metrics::counter!(m::READ_BACK_RECORDS, "outcome" => "missing").increment(swept.missing);
+    metrics::counter!(m::READ_BACK_RECORDS, "outcome" => "cached").increment(swept.cached);
     (swept, unfinished)
 }
 
@@ -174,6 +257,7 @@ pub(crate) fn run(
     stop: CancellationToken,
 ) {
     let mut position = None;
+    let mut cache = RecentRecords::new(CACHE_BYTES);
     // Jobs a silent log left unfinished, tried again after a pause.
     let mut deferred: Vec<ReadBackJob> = Vec::new();
     while !stop.is_cancelled() {
@@ -209,6 +293,7 @@ pub(crate) fn run(
         for (partition, jobs) in parts {
             let (_, unfinished) = sweep(
                 log.as_mut(),
+                &mut cache,
                 &mut position,
                 partition,
                 &jobs,
@@ -388,12 +473,22 @@ mod tests {
         jobs: &[ReadBackJob],
     ) -> (Vec<(u64, Vec<String>)>, Swept, Vec<usize>) {
         let mut out = Vec::new();
-        let (swept, unfinished) = sweep(log, position, 0, jobs, 0, Duration::from_millis(1), &mut |i, recs| {
-            out.push((
-                jobs[i].id,
-                recs.iter().map(|r| String::from_utf8(r.to_vec()).unwrap()).collect(),
-            ))
-        });
+        let mut cache = RecentRecords::new(0);
+        let (swept, unfinished) = sweep(
+            log,
+            &mut cache,
+            position,
+            0,
+            jobs,
+            0,
+            Duration::from_millis(1),
+            &mut |i, recs| {
+                out.push((
+                    jobs[i].id,
+                    recs.iter().map(|r| String::from_utf8(r.to_vec()).unwrap()).collect(),
+                ))
+            },
+        );
         (out, swept, unfinished)
     }
 
@@ -465,6 +560,98 @@ mod tests {
         let retry = [jobs[1].clone(), jobs[2].clone()];
         let (out, _) = run_sweep(&mut log, &mut pos, &retry);
         assert_eq!(out, vec![(2, vec!["90".into(), "150".into()]), (3, vec!["160".into()])]);
+    }
+
+    /// A log that, asked for an offset inside a batch of `batch` records, starts at the next
+    /// batch (as tansu 0.6 does).
+    struct BatchSkippingLog {
+        inner: FakeLog,
+        batch: i64,
+    }
+
+    impl LogReader for BatchSkippingLog {
+        fn seek(&mut self, partition: i32, offset: i64) -> Result<(), SourceError> {
+            let start = (offset + self.batch - 1) / self.batch * self.batch;
+            self.inner.seek(partition, start)
+        }
+
+        fn next(&mut self, timeout: Duration) -> Result<Option<(i64, Bytes)>, SourceError> {
+            self.inner.next(timeout)
+        }
+    }
+
+    #[test]
+    fn a_broker_starting_at_the_next_batch_is_met_by_looking_further_back() {
+        let mut log = BatchSkippingLog {
+            inner: FakeLog::new(1_000, &[]),
+            batch: 100,
+        };
+        let mut cache = RecentRecords::new(0);
+        let mut out = Vec::new();
+        let (swept, _) = sweep(
+            &mut log,
+            &mut cache,
+            &mut None,
+            0,
+            &[job(1, &[150, 160])],
+            1_000,
+            Duration::from_millis(1),
+            &mut |_, recs| out = recs,
+        );
+        assert_eq!(out, vec![Bytes::from("150"), Bytes::from("160")]);
+        assert_eq!(swept.missing, 0);
+        assert_eq!(
+            log.inner.seeks,
+            vec![200, 100],
+            "150 -> next batch (200); 150-64 -> 100"
+        );
+        // Without a lookback the same answer means the record is gone.
+        let (swept, _) = sweep(
+            &mut log,
+            &mut cache,
+            &mut None,
+            0,
+            &[job(2, &[250])],
+            0,
+            Duration::from_millis(1),
+            &mut |_, _| {},
+        );
+        assert_eq!(swept.missing, 1);
+    }
+
+    #[test]
+    fn overlapping_sweeps_are_served_from_the_recent_records() {
+        let mut log = FakeLog::new(10_000, &[]);
+        let mut cache = RecentRecords::new(1 << 20);
+        let mut pos = None;
+        let mut run = |log: &mut FakeLog, pos: &mut Option<(i32, i64)>, jobs: &[ReadBackJob]| {
+            sweep(
+                log,
+                &mut cache,
+                pos,
+                0,
+                jobs,
+                0,
+                Duration::from_millis(1),
+                &mut |_, _| {},
+            )
+            .0
+        };
+        let first = run(&mut log, &mut pos, &[job(1, &[100, 500])]);
+        assert_eq!((first.seeks, first.read, first.skipped), (1, 2, 399));
+        // A trace decided later, which began inside the range just read, and ends after it.
+        let second = run(&mut log, &mut pos, &[job(2, &[300, 450, 520])]);
+        assert_eq!(
+            (second.cached, second.read, second.seeks),
+            (2, 1, 0),
+            "only 520 fetched, no seek back"
+        );
+        // The budget bounds the cache: a tiny one keeps nothing useful.
+        let mut small = RecentRecords::new(8);
+        for o in 0..100 {
+            small.insert(0, o, Bytes::from(o.to_string()));
+        }
+        assert!(small.bytes <= 8 && small.get(0, 0).is_none() && small.get(0, 99).is_some());
     }
 
     #[test]

@@ -95,6 +95,7 @@ for MODE in $MODES; do
   sleep 1
   rss1=$(rss_kb "$SAMPLER_PID")
   held=$(metric "$SA2" tailsift_sampler_buffered_bytes)
+  traces=$(metric "$SA2" tailsift_sampler_traces_buffered)
   encoded=$(curl -s "http://127.0.0.1:$A3/metrics" | awk '/^tailsift_ingest_produced_bytes_total/ {s+=$2} END {print s+0}')
   kill "$SAMPLER_PID"; wait "$SAMPLER_PID" 2>/dev/null || true
 
@@ -110,7 +111,7 @@ for MODE in $MODES; do
   ./target/release/tailsift-e2e-latency --endpoint "http://127.0.0.1:$G4" --sink-listen "127.0.0.1:$SINK" \
     --rate "$LAT_RATE" --duration "$LAT_DURATION" --warmup 5s --settle 8s >"$WORK/e2e-$MODE.json"
   kill "$SAMPLER_PID"; wait "$SAMPLER_PID" 2>/dev/null || true
-  RESULTS+=("$MODE $before $after $start $end $kept $rss0 $rss1 $held $MEM_SPANS $encoded $WORK/e2e-$MODE.json")
+  RESULTS+=("$MODE $before $after $start $end $kept $rss0 $rss1 $held $MEM_SPANS $encoded $WORK/e2e-$MODE.json $traces")
 done
 
 python3 - "$TOTAL" "$TCK" "${RESULTS[@]}" <<'PY'
@@ -118,13 +119,13 @@ import json, sys
 total, tck = int(sys.argv[1]), int(sys.argv[2])
 rows = []
 for r in sys.argv[3:]:
-    mode, before, after, start, end, kept, rss0, rss1, held, mem_spans, encoded, e2e = r.split()
+    mode, before, after, start, end, kept, rss0, rss1, held, mem_spans, encoded, e2e, traces = r.split()
     lat = json.load(open(e2e))["latency"]
     cpu = (int(after) - int(before)) / tck
     wall = float(end) - float(start)
     growth = (int(rss1) - int(rss0)) * 1024
     rows.append((mode, cpu, wall, float(kept), growth, float(held), int(mem_spans), float(encoded), lat))
-print(f"sampler, {total} spans consumed, decided and kept ones exported; then {rows[0][6]} spans held buffered")
+print(f"sampler, {total} spans consumed, decided and kept ones exported; then {rows[0][6]} spans held buffered ({float(traces):,.0f} traces)")
 print(f"{'mode':8} {'CPU s':>7} {'spans/CPU-s':>12} {'kept spans':>11} {'RSS growth':>11} {'B/buffered span':>16} {'held B/span':>12} {'export delay p50/p99 ms':>24}")
 for mode, cpu, wall, kept, growth, held, mem_spans, encoded, lat in rows:
     print(f"{mode:8} {cpu:7.2f} {total / cpu:12,.0f} {kept:11,.0f} {growth / 1e6:9.1f}MB {growth / mem_spans:16.0f} {held / mem_spans:12.0f} {lat['p50_ms']:11.0f} / {lat['p99_ms']:.0f} (n={lat['count']})")

@@ -36,7 +36,7 @@ use crate::metrics as m;
 use crate::shared::{Shared, SourceError};
 
 /// Jobs answered in one pass.
-pub const MAX_JOBS_PER_PASS: usize = 256;
+pub const MAX_JOBS_PER_PASS: usize = 4096;
 /// Records read through (and skipped) rather than seeking over them.
 pub const MAX_GAP_RECORDS: i64 = 2_000;
 /// Bytes of recently read records the reader keeps ([`RecentRecords`]).
@@ -326,7 +326,7 @@ impl KafkaLog {
             .set("enable.partition.eof", "false")
             // Sweeps seek often: do not prefetch far past what they read.
             .set("queued.min.messages", "2000")
-            .set("fetch.wait.max.ms", "50")
+            .set("fetch.wait.max.ms", "10")
             .create()?;
         Ok(KafkaLog {
             consumer,

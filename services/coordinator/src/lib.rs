@@ -206,9 +206,15 @@ pub async fn run(cfg: CoordinatorConfig, listeners: Listeners, shutdown: Cancell
     if let Some(t) = &r.tls {
         server = server.tls_config(tls::raft_server_tls(t)?)?;
     }
-    let raft = Raft::new(cfg.node_id, Arc::new(raft_config), Network::new(peers.clone()), log, sm)
-        .await
-        .map_err(|e| Error::Raft(e.to_string()))?;
+    let raft = Raft::new(
+        cfg.node_id,
+        Arc::new(raft_config),
+        Network::new(cfg.node_id, peers.clone()),
+        log,
+        sm,
+    )
+    .await
+    .map_err(|e| Error::Raft(e.to_string()))?;
 
     let sd = shutdown.clone();
     let workers = watch::Workers::default();

@@ -10,7 +10,8 @@
 //!
 //! `ReportApplied(AppliedReport { worker_id, version, ... })` (unary) records which version a
 //! worker runs, in this node's memory only ([`Workers`], shown by `GET /v1/workers`); samplers
-//! report to every coordinator after each version they apply, on every new watch and every 3 s.
+//! report to every coordinator within a second of each version they apply, on every new watch and
+//! every 3 s.
 //! Reports carry cumulative counts (spans in and kept, traces decided and kept, keeps per rule,
 //! and the shadow policy's tally); [`Workers`] turns two reports of a worker at least
 //! [`MIN_RATE_WINDOW_MS`] apart into per-second [`Rates`] (the admin console's overview and

@@ -502,8 +502,12 @@ pub async fn run<W: Fn(&mut dyn FnMut(&mut Engine)) + Send>(
                 state.report();
                 ::metrics::gauge!(m::COORDINATOR_CONNECTED).set(1.0);
                 let mut received = false;
-                let mut rereport = tokio::time::interval(REPORT_EVERY);
-                rereport.tick().await;
+                // Every `REPORT_EVERY`, from a phase of this worker's own: workers that connected
+                // together (all of them after a coordinator restart) do not report together.
+                let mut rereport = tokio::time::interval_at(
+                    tokio::time::Instant::now() + REPORT_EVERY / 2 + jitter.upto(REPORT_EVERY),
+                    REPORT_EVERY,
+                );
                 // When the report of a newly applied update is due (see `REPORT_SPREAD`).
                 let mut report_at: Option<tokio::time::Instant> = None;
                 loop {

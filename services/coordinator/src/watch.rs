@@ -637,6 +637,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_watcher_that_does_not_read_holds_back_no_other_and_gets_only_the_newest() {
+        let mut reg = Registry::default();
+        put(&mut reg, "d1");
+        let (tx, rx) = channel(&reg);
+        let mut slow = Box::pin(updates(rx.clone(), 0));
+        let mut fast = Box::pin(updates(rx, 0));
+        assert_eq!(slow.next().await.unwrap().version, 1);
+        assert_eq!(fast.next().await.unwrap().version, 1);
+        // Nothing is queued for the watcher that does not read: the others get every version.
+        for v in 2..=50 {
+            put(&mut reg, &format!("d{v}"));
+            publish(&tx, &reg);
+            let u = tokio::time::timeout(Duration::from_secs(5), fast.next())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(u.version, v);
+        }
+        // When it reads again it gets the newest version, once.
+        let u = tokio::time::timeout(Duration::from_secs(5), slow.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((u.version, u.document.as_str()), (50, "d50"));
+        assert!(tokio::time::timeout(Duration::from_millis(100), slow.next())
+            .await
+            .is_err());
+    }
+
+    #[tokio::test]
     async fn shadow_and_settings_changes_are_streamed_without_a_new_version() {
         let mut reg = Registry::default();
         put(&mut reg, "d1");

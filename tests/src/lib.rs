@@ -730,6 +730,16 @@ impl CoordinatorCluster {
     /// Like [`start`](Self::start), with TLS on both ports (`admin.tls`, `raft.tls`) when `pki`
     /// is given; the cluster's HTTP client then trusts its CA.
     pub async fn start_with(n: usize, pki: Option<&TestPki>) -> CoordinatorCluster {
+        Self::start_opts(n, pki, true).await
+    }
+
+    /// Like [`start`](Self::start), with the default Raft timings (heartbeat 250 ms, election
+    /// timeout 1-2 s) instead of the fast ones.
+    pub async fn start_default_timings(n: usize) -> CoordinatorCluster {
+        Self::start_opts(n, None, false).await
+    }
+
+    async fn start_opts(n: usize, pki: Option<&TestPki>, fast_raft: bool) -> CoordinatorCluster {
         use tailsift_coordinator::config::{Member, Role, Token};
         let mut raft = Vec::new();
         let mut admin = Vec::new();
@@ -763,9 +773,11 @@ impl CoordinatorCluster {
                 c.node_id = i as u64 + 1;
                 c.data_dir = dirs[i].path().to_path_buf();
                 c.raft.listen = raft[i].local_addr().unwrap();
-                c.raft.heartbeat_interval = Duration::from_millis(100);
-                c.raft.election_timeout_min = Duration::from_millis(500);
-                c.raft.election_timeout_max = Duration::from_millis(1000);
+                if fast_raft {
+                    c.raft.heartbeat_interval = Duration::from_millis(100);
+                    c.raft.election_timeout_min = Duration::from_millis(500);
+                    c.raft.election_timeout_max = Duration::from_millis(1000);
+                }
                 c.raft.snapshot_after_entries = 3;
                 c.cluster.members = members.clone();
                 c.admin.listen = admin[i].local_addr().unwrap();
@@ -910,6 +922,25 @@ impl CoordinatorCluster {
 
     /// Waits (up to 30 s) until every node in `nodes` names the same leader, which is one of
     /// them, in the same term; returns its index.
+    /// The leader `nodes` (0-based) all agree on, if they do and it is one of them.
+    pub async fn leader_of(&self, nodes: &[usize]) -> Option<usize> {
+        let mut seen = Vec::new();
+        for &i in nodes {
+            let (st, s) = self
+                .request(i, "GET", "/v1/cluster/status", Some(READ_TOKEN), None)
+                .await;
+            if st != 200 {
+                return None;
+            }
+            seen.push((s["leader"].as_u64(), s["term"].as_u64()));
+        }
+        let (Some(id), Some(term)) = *seen.first()? else {
+            return None;
+        };
+        let idx = (id as usize).checked_sub(1)?;
+        (nodes.contains(&idx) && seen.iter().all(|s| *s == (Some(id), Some(term)))).then_some(idx)
+    }
+
     pub async fn wait_for_leader(&self, nodes: &[usize]) -> usize {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

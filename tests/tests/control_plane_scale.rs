@@ -2,9 +2,18 @@
 //! workers' real watch loops (`tailsift_sampler::coordination::run`, each with its own engine and
 //! connection). Every worker applies every policy version; they spread over the coordinators; when
 //! the leader is lost, the workers it served reconnect elsewhere (jittered) and a policy write on
-//! the new leader succeeds at once while they do. Propagation p50/p99 and the time the reconnect
-//! storm takes are printed (figures belong in docs, not in assertions: this machine is shared).
-//! `TAILSIFT_SIM_WORKERS` changes the number of workers.
+//! the new leader succeeds at once while they do. Propagation p50/p99, the CPU each version costs
+//! and the time the reconnect storm takes are printed (figures belong in docs, not in assertions:
+//! this machine is shared).
+//!
+//! The coordinators run on a tokio runtime of their own (2 threads, like a process of their own),
+//! the workers on the test's (2 threads); both share the machine's cores. Environment:
+//!
+//! * `TAILSIFT_SIM_WORKERS`: the number of workers (1,000).
+//! * `TAILSIFT_SIM_PAUSE_MS`: the pause before each policy write (1,500 ms; 0: back to back).
+//! * `TAILSIFT_SIM_ONE_RUNTIME=1`: the coordinators on the test's runtime, with the workers.
+//! * `TAILSIFT_SIM_DEFAULT_RAFT=1`: the default Raft timings (heartbeat 250 ms, election timeout
+//!   1-2 s) instead of the harness's fast ones (100 ms, 0.5-1 s).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,6 +29,38 @@ fn policy(k: usize) -> String {
 
 fn quantile(sorted: &[Duration], q: f64) -> Duration {
     sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
+}
+
+/// The name of the coordinators' runtime threads.
+const COORDINATOR_THREADS: &str = "tailsift-coord";
+
+/// CPU time used so far by this process's threads, in milliseconds: the coordinators' runtime
+/// threads and all the others (the workers, the test). `None` where `/proc` cannot tell.
+fn cpu_ms() -> Option<(f64, f64)> {
+    let tick = 10.0; // USER_HZ is 100 on Linux
+    let (mut coord, mut other) = (0.0, 0.0);
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let Ok(stat) = std::fs::read_to_string(task.ok()?.path().join("stat")) else {
+            continue; // the thread ended
+        };
+        let (name, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+        let f: Vec<&str> = rest.split(' ').collect();
+        let ms = (f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) * tick;
+        if name.starts_with(COORDINATOR_THREADS) {
+            coord += ms;
+        } else {
+            other += ms;
+        }
+    }
+    Some((coord, other))
+}
+
+/// CPU used since `before`, as printed.
+fn cpu_since(before: Option<(f64, f64)>) -> String {
+    match (before, cpu_ms()) {
+        (Some(b), Some(a)) => format!("CPU {:.0} ms coordinators, {:.0} ms workers", a.0 - b.0, a.1 - b.1),
+        _ => "CPU not measured".into(),
+    }
 }
 
 /// Waits until every worker runs `version`; returns each worker's delay from `t0`.
@@ -47,13 +88,74 @@ async fn propagation(workers: &[Arc<Mutex<Engine>>], version: u64, t0: Instant, 
     }
 }
 
+/// A runtime for the coordinators; shut down in the background when dropped (a runtime cannot be
+/// dropped inside another, even when the test fails).
+struct OwnRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for OwnRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Open Watch streams of the coordinators `nodes` (0-based), from the process's metrics.
+async fn watch_streams(cluster: &CoordinatorCluster, via: usize, nodes: &[usize]) -> f64 {
+    let m = reqwest::get(format!("http://{}/metrics", cluster.admin_addr(via)))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    nodes
+        .iter()
+        .map(|i| {
+            metric_value(
+                &m,
+                "tailsift_coordinator_watchers_connected",
+                &[&format!("node=\"{}\"", i + 1)],
+            )
+        })
+        .sum()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_workers_follow_policy_changes_and_a_leader_loss() {
     let n: usize = std::env::var("TAILSIFT_SIM_WORKERS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
-    let mut cluster = CoordinatorCluster::start(3).await;
+    let one_runtime = std::env::var_os("TAILSIFT_SIM_ONE_RUNTIME").is_some();
+    let default_raft = std::env::var_os("TAILSIFT_SIM_DEFAULT_RAFT").is_some();
+    let start = async move {
+        if default_raft {
+            CoordinatorCluster::start_default_timings(3).await
+        } else {
+            CoordinatorCluster::start(3).await
+        }
+    };
+    let rt = OwnRuntime((!one_runtime).then(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(COORDINATOR_THREADS)
+            .enable_all()
+            .build()
+            .expect("coordinator runtime")
+    }));
+    let mut cluster = match &rt.0 {
+        Some(rt) => rt.spawn(start).await.expect("cluster started"),
+        None => start.await,
+    };
+    eprintln!(
+        "coordinators on {}, Raft timings {}",
+        if one_runtime {
+            "the workers' runtime"
+        } else {
+            "a runtime of their own"
+        },
+        if default_raft { "default" } else { "fast" }
+    );
     let leader = cluster.wait_for_leader(&[0, 1, 2]).await;
     let (st, status) = cluster
         .request(0, "GET", "/v1/cluster/status", Some(READ_TOKEN), None)
@@ -103,35 +205,38 @@ async fn a_thousand_workers_follow_policy_changes_and_a_leader_loss() {
     eprintln!("{n} workers connected and on v{v1} after {:?}", d[d.len() - 1]);
 
     // They spread over the coordinators (each starts at an endpoint of its own).
-    let m = reqwest::get(format!("http://{}/metrics", cluster.admin_addr(0)))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    for node in 1..=3 {
-        let streams = metric_value(
-            &m,
-            "tailsift_coordinator_watchers_connected",
-            &[&format!("node=\"{node}\"")],
-        );
+    for node in 0..3 {
+        let streams = watch_streams(&cluster, 0, &[node]).await;
         assert!(
             streams >= (n / 6) as f64,
-            "coordinator {node} serves {streams} of {n} watch streams"
+            "coordinator {} serves {streams} of {n} watch streams",
+            node + 1
         );
     }
 
-    // Policy versions reach every worker.
+    // Policy versions reach every worker. Each write starts `TAILSIFT_SIM_PAUSE_MS` (1,500) after
+    // the previous version was applied on every worker: the workers report an applied version
+    // within a second (so the reports of the previous one are over), as after a write of an
+    // operator. 0: back to back, the reports of the previous version still arriving.
+    let pause = Duration::from_millis(
+        std::env::var("TAILSIFT_SIM_PAUSE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1500),
+    );
     let mut all = Vec::new();
     for k in 2..6 {
+        tokio::time::sleep(pause).await;
+        let cpu = cpu_ms();
         let t0 = Instant::now();
         let v = cluster.put_policy(leader, &policy(k)).await;
         let d = propagation(&workers, v, t0, Duration::from_secs(60)).await;
         eprintln!(
-            "v{v} to {n} workers: p50 {:?}, p99 {:?}, last {:?}",
+            "v{v} to {n} workers: p50 {:?}, p99 {:?}, last {:?}; {}",
             quantile(&d, 0.5),
             quantile(&d, 0.99),
-            d[d.len() - 1]
+            d[d.len() - 1],
+            cpu_since(cpu)
         );
         all.extend(d);
     }
@@ -143,40 +248,37 @@ async fn a_thousand_workers_follow_policy_changes_and_a_leader_loss() {
         quantile(&all, 0.99)
     );
 
-    // The leader is lost: its workers reconnect elsewhere; a write on the new leader succeeds
-    // while they do, and every worker gets it.
+    // The leader is lost: its workers reconnect elsewhere (followers serve watches too), while
+    // the others elect a new leader; a write on the new leader succeeds and every worker gets it.
+    let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
     let t0 = Instant::now();
     cluster.stop(leader).await;
-    let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
-    let new_leader = cluster.wait_for_leader(&others).await;
-    let elected = t0.elapsed();
+    let stopped = t0.elapsed();
+    let mut reconnected = None;
+    let mut elected = None;
+    let deadline = t0 + Duration::from_secs(60);
+    while reconnected.is_none() || elected.is_none() {
+        if reconnected.is_none() && watch_streams(&cluster, others[0], &others).await >= n as f64 {
+            reconnected = Some(t0.elapsed());
+        }
+        if elected.is_none() {
+            elected = cluster.leader_of(&others).await.map(|l| (l, t0.elapsed()));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "60 s after the leader was lost: every worker watching again after {reconnected:?}, a new leader after {elected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (reconnected, (new_leader, elected)) = (reconnected.unwrap(), elected.unwrap());
     let v = cluster.put_policy(new_leader, &policy(99)).await;
+    let written = t0.elapsed();
     let d = propagation(&workers, v, t0, Duration::from_secs(60)).await;
     eprintln!(
-        "leader {} lost: new leader after {elected:?}; v{v} on all {n} workers {:?} after the loss (p50 {:?})",
+        "leader {} lost (stopped in {stopped:?}): all {n} workers watching the others again after {reconnected:?}; new leader after {elected:?}; v{v} written after {written:?}, on all {n} workers after {:?} (p50 {:?})",
         leader + 1,
         d[d.len() - 1],
         quantile(&d, 0.5)
-    );
-    let m = reqwest::get(format!("http://{}/metrics", cluster.admin_addr(new_leader)))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let streams: f64 = others
-        .iter()
-        .map(|i| {
-            metric_value(
-                &m,
-                "tailsift_coordinator_watchers_connected",
-                &[&format!("node=\"{}\"", i + 1)],
-            )
-        })
-        .sum();
-    assert!(
-        streams >= n as f64,
-        "every worker watches a live coordinator again: {streams} of {n}"
     );
 
     shutdown.cancel();

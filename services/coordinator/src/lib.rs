@@ -206,9 +206,15 @@ pub async fn run(cfg: CoordinatorConfig, listeners: Listeners, shutdown: Cancell
     if let Some(t) = &r.tls {
         server = server.tls_config(tls::raft_server_tls(t)?)?;
     }
-    let raft = Raft::new(cfg.node_id, Arc::new(raft_config), Network::new(peers.clone()), log, sm)
-        .await
-        .map_err(|e| Error::Raft(e.to_string()))?;
+    let raft = Raft::new(
+        cfg.node_id,
+        Arc::new(raft_config),
+        Network::new(cfg.node_id, peers.clone()),
+        log,
+        sm,
+    )
+    .await
+    .map_err(|e| Error::Raft(e.to_string()))?;
 
     let sd = shutdown.clone();
     let workers = watch::Workers::default();
@@ -226,7 +232,16 @@ pub async fn run(cfg: CoordinatorConfig, listeners: Listeners, shutdown: Cancell
                 workers.clone(),
             ))
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listeners.raft),
+                // Without TCP_NODELAY (tonic sets it only on listeners it binds itself) a small
+                // write that follows another unacknowledged one (an append's answer, an update to
+                // a worker) waits for the peer's delayed ACK, 40 ms or more on Linux.
+                tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listeners.raft), |s| {
+                    s.inspect(|s| {
+                        if let Err(e) = s.set_nodelay(true) {
+                            tracing::debug!(error = %e, "TCP_NODELAY not set");
+                        }
+                    })
+                }),
                 async move { sd.cancelled().await },
             ),
     );

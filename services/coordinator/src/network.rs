@@ -12,8 +12,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Timeout, Unreachable};
+use openraft::network::{RPCOption, RPCTypes, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
     VoteResponse,
@@ -224,7 +224,7 @@ impl Peer {
         };
         tokio::time::timeout(timeout, fut)
             .await
-            .map_err(|_| RpcFailure::Unreachable(format!("no answer within {timeout:?}")))?
+            .map_err(|_| RpcFailure::Timeout(timeout))?
     }
 
     /// Sends a write to the leader.
@@ -243,13 +243,34 @@ impl Peer {
 pub enum RpcFailure {
     #[error("unreachable: {0}")]
     Unreachable(String),
+    /// The peer answered nothing in time: it may be alive but slow (busy, or a long fsync).
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
     #[error("{0}")]
     Local(Status),
 }
 
-fn rpc_error<E: std::error::Error>(f: RpcFailure) -> RPCError<NodeId, Node, E> {
+/// The openraft error for a failed call of `action` from `id` to `target`.
+///
+/// A call that timed out is a [`Timeout`], not [`Unreachable`]: openraft pauses replication to
+/// an unreachable peer for [`RaftNetwork::backoff`] (500 ms), while after a timeout it sends
+/// again at once. A follower that answers an append a little later than the heartbeat interval
+/// (a busy node) is not down, and pausing its replication for half a second delayed the commit
+/// of the next write (or its delivery to the workers that follower serves) by as much.
+fn rpc_error<E: std::error::Error>(
+    f: RpcFailure,
+    action: RPCTypes,
+    id: NodeId,
+    target: NodeId,
+) -> RPCError<NodeId, Node, E> {
     match f {
         RpcFailure::Unreachable(m) => RPCError::Unreachable(Unreachable::new(&std::io::Error::other(m))),
+        RpcFailure::Timeout(timeout) => RPCError::Timeout(Timeout {
+            action,
+            id,
+            target,
+            timeout,
+        }),
         RpcFailure::Local(s) => RPCError::Network(NetworkError::new(&s)),
     }
 }
@@ -257,12 +278,16 @@ fn rpc_error<E: std::error::Error>(f: RpcFailure) -> RPCError<NodeId, Node, E> {
 /// Creates [`Connection`]s for openraft.
 #[derive(Clone, Default)]
 pub struct Network {
+    /// This node's id (in the errors openraft is given).
+    id: NodeId,
     options: Arc<ClientOptions>,
 }
 
 impl Network {
-    pub fn new(options: ClientOptions) -> Self {
+    /// The network of node `id`.
+    pub fn new(id: NodeId, options: ClientOptions) -> Self {
         Network {
+            id,
             options: Arc::new(options),
         }
     }
@@ -270,6 +295,7 @@ impl Network {
 
 /// Openraft's client to one peer.
 pub struct Connection {
+    id: NodeId,
     target: NodeId,
     peer: Result<Peer, String>,
 }
@@ -286,12 +312,17 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        let action = match method {
+            Method::Vote => RPCTypes::Vote,
+            Method::Snapshot => RPCTypes::InstallSnapshot,
+            _ => RPCTypes::AppendEntries,
+        };
         let peer = self
             .peer
             .as_ref()
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&std::io::Error::other(e.clone()))))?;
-        let r: Result<Resp, RaftError<NodeId, E>> =
-            peer.call(method, req, option.hard_ttl()).await.map_err(rpc_error)?;
+        let r = peer.call(method, req, option.hard_ttl()).await;
+        let r: Result<Resp, RaftError<NodeId, E>> = r.map_err(|f| rpc_error(f, action, self.id, self.target))?;
         r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }
@@ -301,6 +332,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
     async fn new_client(&mut self, target: NodeId, node: &Node) -> Connection {
         Connection {
+            id: self.id,
             target,
             peer: Peer::new(&node.raft_addr, &self.options).map_err(|e| format!("{}: {e}", node.raft_addr)),
         }

@@ -10,7 +10,8 @@
 //!
 //! `ReportApplied(AppliedReport { worker_id, version, ... })` (unary) records which version a
 //! worker runs, in this node's memory only ([`Workers`], shown by `GET /v1/workers`); samplers
-//! report to every coordinator after each version they apply, on every new watch and every 3 s.
+//! report to every coordinator within a second of each version they apply, on every new watch and
+//! every 3 s.
 //! Reports carry cumulative counts (spans in and kept, traces decided and kept, keeps per rule,
 //! and the shadow policy's tally); [`Workers`] turns two reports of a worker at least
 //! [`MIN_RATE_WINDOW_MS`] apart into per-second [`Rates`] (the admin console's overview and
@@ -633,6 +634,36 @@ mod tests {
                 .version,
             3
         );
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_does_not_read_holds_back_no_other_and_gets_only_the_newest() {
+        let mut reg = Registry::default();
+        put(&mut reg, "d1");
+        let (tx, rx) = channel(&reg);
+        let mut slow = Box::pin(updates(rx.clone(), 0));
+        let mut fast = Box::pin(updates(rx, 0));
+        assert_eq!(slow.next().await.unwrap().version, 1);
+        assert_eq!(fast.next().await.unwrap().version, 1);
+        // Nothing is queued for the watcher that does not read: the others get every version.
+        for v in 2..=50 {
+            put(&mut reg, &format!("d{v}"));
+            publish(&tx, &reg);
+            let u = tokio::time::timeout(Duration::from_secs(5), fast.next())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(u.version, v);
+        }
+        // When it reads again it gets the newest version, once.
+        let u = tokio::time::timeout(Duration::from_secs(5), slow.next())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((u.version, u.document.as_str()), (50, "d50"));
+        assert!(tokio::time::timeout(Duration::from_millis(100), slow.next())
+            .await
+            .is_err());
     }
 
     #[tokio::test]

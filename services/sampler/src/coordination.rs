@@ -13,7 +13,8 @@
 //! skipped: the worker keeps the version it has. The last applied version is written to
 //! `coordinator.state_file` (atomically), and a restarted worker starts from it, with or without a
 //! reachable coordinator. While no coordinator is reachable the worker keeps sampling with the
-//! version it has. After each applied version and on each new watch, the worker reports the
+//! version it has. On each new watch, and within a second of each applied version (at a moment
+//! of its own, so a thousand workers do not all report at once), the worker reports the
 //! version it runs to every coordinator (`ReportApplied`, best effort; `GET /v1/workers`), again
 //! every 3 s, with its throughput since it started (spans in and kept, traces decided and kept,
 //! keeps per rule) and the partitions it owns: the coordinators turn them into the rates of the
@@ -216,6 +217,12 @@ const MAX_REPORTED_PARTITIONS: usize = 10_000;
 /// Applied versions are reported again this often, so every coordinator's registry converges
 /// after a lost report or a coordinator restart.
 const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// A newly applied update is reported after a delay drawn per worker from `[0, REPORT_SPREAD)`:
+/// every worker applies a version within the same few milliseconds, and a thousand of them
+/// reporting it at once, each to every coordinator, made the coordinators answer thousands of
+/// calls while they were still sending that version to the other workers.
+const REPORT_SPREAD: Duration = Duration::from_secs(1);
 
 /// Reports `report` to every coordinator, in the background (best effort).
 /// Starts one reporter per coordinator: each sends the latest report (`ReportApplied`) over a
@@ -495,9 +502,16 @@ pub async fn run<W: Fn(&mut dyn FnMut(&mut Engine)) + Send>(
                 state.report();
                 ::metrics::gauge!(m::COORDINATOR_CONNECTED).set(1.0);
                 let mut received = false;
-                let mut rereport = tokio::time::interval(REPORT_EVERY);
-                rereport.tick().await;
+                // Every `REPORT_EVERY`, from a phase of this worker's own: workers that connected
+                // together (all of them after a coordinator restart) do not report together.
+                let mut rereport = tokio::time::interval_at(
+                    tokio::time::Instant::now() + REPORT_EVERY / 2 + jitter.upto(REPORT_EVERY),
+                    REPORT_EVERY,
+                );
+                // When the report of a newly applied update is due (see `REPORT_SPREAD`).
+                let mut report_at: Option<tokio::time::Instant> = None;
                 loop {
+                    let due = report_at;
                     let item = tokio::select! {
                         _ = shutdown.cancelled() => {
                             ::metrics::gauge!(m::COORDINATOR_CONNECTED).set(0.0);
@@ -507,14 +521,20 @@ pub async fn run<W: Fn(&mut dyn FnMut(&mut Engine)) + Send>(
                             state.report();
                             continue;
                         }
+                        _ = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                            report_at = None;
+                            state.report();
+                            continue;
+                        }
                         item = stream.next() => item,
                     };
                     match item {
                         Some(Ok(update)) => {
                             received = true;
                             if state.update(&update, &endpoint) {
-                                state.report();
                                 state.persist();
+                                let spread = jitter.upto(REPORT_SPREAD);
+                                report_at.get_or_insert_with(|| tokio::time::Instant::now() + spread);
                             }
                         }
                         Some(Err(status)) => {
@@ -528,6 +548,9 @@ pub async fn run<W: Fn(&mut dyn FnMut(&mut Engine)) + Send>(
                     }
                 }
                 ::metrics::gauge!(m::COORDINATOR_CONNECTED).set(0.0);
+                if report_at.is_some() {
+                    state.report();
+                }
                 // A stream that delivered something counts as a success for this round.
                 failures_in_round = if received { 0 } else { failures_in_round + 1 };
             }

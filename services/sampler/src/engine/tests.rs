@@ -1011,6 +1011,16 @@ fn run_workload(e: &mut Engine, t0: Instant, records: &[(i32, i64, Bytes)]) -> (
     (exported, decisions)
 }
 
+/// The read-backs the engine asks for (other outputs are dropped).
+fn read_backs(e: &mut Engine) -> Vec<ReadBackJob> {
+    std::iter::from_fn(|| e.pop_output())
+        .filter_map(|o| match o {
+            Output::ReadBack(j) => Some(j),
+            _ => None,
+        })
+        .collect()
+}
+
 const MIXED_POLICY: &str = "policies:\n  - name: errors\n    status_code: { codes: [ERROR] }\n  - name: checkout\n    string_attribute: { key: service.name, values: [checkout] }\n  - name: some\n    probabilistic: { percentage: 20 }\n";
 
 #[test]
@@ -1080,12 +1090,7 @@ fn a_kept_index_trace_holds_the_commit_until_read_back_and_exported() {
     assert_eq!(e.index_traces(), 2);
     assert_eq!(e.span_bytes(), 0, "no span bytes held");
     tick_to(&mut e, t0, t0 + Duration::from_secs(3));
-    let jobs: Vec<ReadBackJob> = std::iter::from_fn(|| e.pop_output())
-        .filter_map(|o| match o {
-            Output::ReadBack(j) => Some(j),
-            _ => None,
-        })
-        .collect();
+    let jobs: Vec<ReadBackJob> = read_backs(&mut e);
     assert_eq!(jobs.len(), 1, "only the kept trace is read back");
     assert_eq!(jobs[0].offsets, vec![3, 5]);
     assert_eq!(e.committable(), vec![(0, 3)], "pinned while reading");
@@ -1111,12 +1116,7 @@ fn a_read_back_answered_after_a_revoke_is_ignored() {
     e.assign(0);
     e.on_record(0, 0, None, record(1, 1, None, true), t0);
     tick_to(&mut e, t0, t0 + Duration::from_secs(3));
-    let job = std::iter::from_fn(|| e.pop_output())
-        .find_map(|o| match o {
-            Output::ReadBack(j) => Some(j),
-            _ => None,
-        })
-        .unwrap();
+    let job = read_backs(&mut e).remove(0);
     e.revoke(0);
     assert_eq!(e.unacked_exports(None), 0);
     e.on_read_back(job.id, &[record(1, 1, None, true)], t0);
@@ -1151,12 +1151,7 @@ fn a_policy_change_while_traces_are_indexed_decides_them_on_their_records() {
     e.on_record(0, 1, None, rec(2, "/browse"), t0);
     e.set_policy(active(second, 2));
     tick_to(&mut e, t0, t0 + Duration::from_secs(3));
-    let jobs: Vec<ReadBackJob> = std::iter::from_fn(|| e.pop_output())
-        .filter_map(|o| match o {
-            Output::ReadBack(j) => Some(j),
-            _ => None,
-        })
-        .collect();
+    let jobs: Vec<ReadBackJob> = read_backs(&mut e);
     assert_eq!(jobs.len(), 2, "both read back to be decided");
     for j in &jobs {
         let r = if j.trace_id == [1; 16] {
@@ -1172,12 +1167,7 @@ fn a_policy_change_while_traces_are_indexed_decides_them_on_their_records() {
     // A trace that arrives after the change is decided on its summary.
     e.on_record(0, 2, None, rec(3, "/pay"), t0 + Duration::from_secs(3));
     tick_to(&mut e, t0 + Duration::from_secs(3), t0 + Duration::from_secs(6));
-    let read: Vec<ReadBackJob> = std::iter::from_fn(|| e.pop_output())
-        .filter_map(|o| match o {
-            Output::ReadBack(j) => Some(j),
-            _ => None,
-        })
-        .collect();
+    let read: Vec<ReadBackJob> = read_backs(&mut e);
     assert_eq!(read.len(), 1, "kept: read back to be exported");
     assert_eq!(e.stats.kept_traces, 2);
 }

@@ -194,6 +194,8 @@ pub struct ReadBackJob {
     pub trace_id: TraceId,
     /// The trace's record offsets, ascending.
     pub offsets: Vec<i64>,
+    /// The records' size in bytes (what the reader will hold for the trace).
+    pub bytes: usize,
 }
 
 /// What the run loop must do.
@@ -306,7 +308,8 @@ struct Reading {
 /// The spans of a decided trace, as the engine holds them.
 enum Payload<'a> {
     Records(&'a [Bytes]),
-    Offsets(Vec<i64>),
+    /// Record offsets, and the records' bytes.
+    Offsets(Vec<i64>, usize),
 }
 
 /// One fingerprint of a record's span IDs (order-independent).
@@ -1255,7 +1258,7 @@ impl Engine {
                     self.read_back(
                         partition,
                         trace_id,
-                        offsets,
+                        (offsets, t.bytes),
                         ReadThen::Decide(trigger),
                         t.spans,
                         t.first_offset,
@@ -1268,7 +1271,7 @@ impl Engine {
                     trace_id,
                     decision,
                     trigger,
-                    Payload::Offsets(offsets),
+                    Payload::Offsets(offsets, t.bytes),
                     t.spans,
                     t.first_offset,
                     t.last_offset,
@@ -1404,10 +1407,10 @@ impl Engine {
                 stamp,
                 now,
             ),
-            Payload::Offsets(offsets) => self.read_back(
+            Payload::Offsets(offsets, bytes) => self.read_back(
                 partition,
                 trace_id,
-                offsets,
+                (offsets, bytes),
                 ReadThen::Export(stamp),
                 spans,
                 first_offset,
@@ -1422,7 +1425,7 @@ impl Engine {
         &mut self,
         partition: i32,
         trace_id: TraceId,
-        offsets: Vec<i64>,
+        (offsets, bytes): (Vec<i64>, usize),
         then: ReadThen,
         spans: usize,
         first_offset: i64,
@@ -1450,6 +1453,7 @@ impl Engine {
             partition,
             trace_id,
             offsets,
+            bytes,
         }));
     }
 

@@ -3,7 +3,7 @@
 //!
 //! The engine decides such a trace on its summary and, when it keeps it, asks for its records
 //! ([`ReadBackJob`]: the trace's record offsets). One reader thread per sampler answers: it takes
-//! the jobs waiting (up to [`MAX_JOBS_PER_PASS`]), and per partition sweeps the offsets they need
+//! the jobs waiting (up to [`MAX_JOBS_PER_PASS`] traces and [`MAX_PASS_BYTES`] of their records), and per partition sweeps the offsets they need
 //! in ascending order, reading sequentially through gaps of up to [`MAX_GAP_RECORDS`] records
 //! (records of other traces are skipped, not decoded) and seeking over longer ones, so a record is
 //! fetched about once per sweep however many kept traces it lies between. The records it read
@@ -35,8 +35,10 @@ use crate::engine::ReadBackJob;
 use crate::metrics as m;
 use crate::shared::{Shared, SourceError};
 
-/// Jobs answered in one pass.
+/// Jobs answered in one pass, and their records' bytes (at least one job per pass): what a pass
+/// may hold while traces interleave.
 pub const MAX_JOBS_PER_PASS: usize = 4096;
+pub const MAX_PASS_BYTES: usize = 64 << 20;
 /// Records read through (and skipped) rather than seeking over them.
 pub const MAX_GAP_RECORDS: i64 = 2_000;
 /// Bytes of recently read records the reader keeps ([`RecentRecords`]).
@@ -272,9 +274,13 @@ pub(crate) fn run(
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
-        while batch.len() < MAX_JOBS_PER_PASS {
+        let mut bytes: usize = batch.iter().map(|j| j.bytes).sum();
+        while batch.len() < MAX_JOBS_PER_PASS && bytes < MAX_PASS_BYTES {
             match incoming.try_recv() {
-                Ok(j) => batch.push(j),
+                Ok(j) => {
+                    bytes += j.bytes;
+                    batch.push(j);
+                }
                 Err(_) => break,
             }
         }
@@ -454,6 +460,7 @@ mod tests {
             partition: 0,
             trace_id: [id as u8; 16],
             offsets: offsets.to_vec(),
+            bytes: offsets.len() * 100,
         }
     }
 

@@ -122,8 +122,10 @@ impl tower_service::Service<http::Request<tonic::body::Body>> for JaegerGrpc {
         Box::pin(async move {
             let _ticket = ticket;
             let mut grpc = tonic::server::Grpc::new(RawRequestCodec::<PostSpansResponse>::default())
+                // Requests may be gzip; answers are not compressed even when the client accepts
+                // gzip: a `PostSpansResponse` (empty) gains nothing, and a gzip encoder per answer cost more
+                // than the rest of a 3-span request (docs/benchmarks.md, ingest matrix, tiny-gzip).
                 .accept_compressed(CompressionEncoding::Gzip)
-                .send_compressed(CompressionEncoding::Gzip)
                 .apply_max_message_size_config(Some(max), None);
             Ok(grpc.unary(PostSpans(pipeline), req).await)
         })

@@ -25,6 +25,8 @@ export TAILSIFT_PUPPETEER="${TAILSIFT_PUPPETEER:-$(bash tests/clients/puppeteer.
 export TAILSIFT_VENVS="$(bash tests/clients/setup.sh)"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 export RUST_BACKTRACE=1
+# One build per checkout: incremental state would only take disk (3 GB for this workspace).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 # Build everything (binaries included: the end-to-end tests run the real `tailsift` binary).
 cargo build --workspace --all-targets --locked

@@ -712,15 +712,23 @@ impl TestPki {
     }
 }
 
-struct CoordinatorRun {
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), tailsift_coordinator::Error>>,
+enum CoordinatorRun {
+    /// `tailsift_coordinator::run` on the caller's runtime.
+    Task {
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<Result<(), tailsift_coordinator::Error>>,
+    },
+    /// A `tailsift coordinator` child process.
+    Process(Child),
 }
 
 /// In-process coordinators on loopback ports, each with its own data directory. Node `i` has
 /// Raft id `i + 1`. Stopped nodes keep their ports and data, so they can be restarted.
 pub struct CoordinatorCluster {
     configs: Vec<tailsift_coordinator::CoordinatorConfig>,
+    /// For nodes run as processes ([`start_processes`](Self::start_processes)): each node's
+    /// config file.
+    process_configs: Option<Vec<PathBuf>>,
     runs: Vec<Option<CoordinatorRun>>,
     _dirs: Vec<tempfile::TempDir>,
     http: reqwest::Client,
@@ -759,16 +767,31 @@ impl CoordinatorCluster {
     /// Like [`start`](Self::start), with TLS on both ports (`admin.tls`, `raft.tls`) when `pki`
     /// is given; the cluster's HTTP client then trusts its CA.
     pub async fn start_with(n: usize, pki: Option<&TestPki>) -> CoordinatorCluster {
-        Self::start_opts(n, pki, true).await
+        Self::start_opts(n, pki, true, false).await
     }
 
     /// Like [`start`](Self::start), with the default Raft timings (heartbeat 250 ms, election
     /// timeout 1-2 s) instead of the fast ones.
     pub async fn start_default_timings(n: usize) -> CoordinatorCluster {
-        Self::start_opts(n, None, false).await
+        Self::start_opts(n, None, false, false).await
     }
 
-    async fn start_opts(n: usize, pki: Option<&TestPki>, fast_raft: bool) -> CoordinatorCluster {
+    /// Like [`start`](Self::start) (default Raft timings unless `fast_raft`), each node a
+    /// `tailsift coordinator` process of the workspace's build (so its CPU and memory can be read
+    /// from `/proc`, [`pid`](Self::pid)); stopped with SIGTERM.
+    pub async fn start_processes(n: usize, fast_raft: bool) -> CoordinatorCluster {
+        Self::start_opts(n, None, fast_raft, true).await
+    }
+
+    /// The process id of node `i` when it runs as a process.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        match self.runs.get(i)?.as_ref()? {
+            CoordinatorRun::Process(c) => Some(c.id()),
+            CoordinatorRun::Task { .. } => None,
+        }
+    }
+
+    async fn start_opts(n: usize, pki: Option<&TestPki>, fast_raft: bool, processes: bool) -> CoordinatorCluster {
         use tailsift_coordinator::config::{Member, Role, Token};
         let mut raft = Vec::new();
         let mut admin = Vec::new();
@@ -831,15 +854,45 @@ impl CoordinatorCluster {
         if let Some(p) = pki {
             http = http.add_root_certificate(reqwest::Certificate::from_pem(&p.ca_pem).expect("CA PEM"));
         }
+        let process_configs = processes.then(|| {
+            assert!(pki.is_none(), "coordinator processes run over plaintext");
+            configs
+                .iter()
+                .zip(&dirs)
+                .map(|(c, dir)| {
+                    let path = dir.path().join("coordinator.yaml");
+                    let ms = |d: Duration| format!("{}ms", d.as_millis());
+                    std::fs::write(
+                        &path,
+                        format!(
+                            "admin:\n  tokens:\n    - {{name: ops, token: {ADMIN_TOKEN}, role: admin}}\n    - {{name: viewer, token: {READ_TOKEN}, role: read_only}}\nraft:\n  heartbeat_interval: {}\n  election_timeout_min: {}\n  election_timeout_max: {}\n  snapshot_after_entries: {}\n  cluster_token: {CLUSTER_TOKEN}\n",
+                            ms(c.raft.heartbeat_interval),
+                            ms(c.raft.election_timeout_min),
+                            ms(c.raft.election_timeout_max),
+                            c.raft.snapshot_after_entries
+                        ),
+                    )
+                    .expect("write coordinator config");
+                    path
+                })
+                .collect()
+        });
         let mut cluster = CoordinatorCluster {
             configs,
+            process_configs,
             runs: Vec::new(),
             _dirs: dirs,
             http: http.build().expect("HTTP client"),
             scheme: if pki.is_some() { "https" } else { "http" },
         };
         for (i, (r, a)) in raft.into_iter().zip(admin).enumerate() {
-            let run = cluster.spawn(i, tailsift_coordinator::Listeners { raft: r, admin: a });
+            let run = if cluster.process_configs.is_some() {
+                // The process binds the same ports (a free-port race, as with `free_port`).
+                drop((r, a));
+                cluster.spawn_process(i)
+            } else {
+                cluster.spawn(i, tailsift_coordinator::Listeners { raft: r, admin: a })
+            };
             cluster.runs.push(Some(run));
         }
         cluster
@@ -852,17 +905,68 @@ impl CoordinatorCluster {
             listeners,
             shutdown.clone(),
         ));
-        CoordinatorRun { shutdown, task }
+        CoordinatorRun::Task { shutdown, task }
     }
 
-    /// Stops node `i` and waits until it has shut down.
+    fn spawn_process(&self, i: usize) -> CoordinatorRun {
+        let c = &self.configs[i];
+        let files = self.process_configs.as_ref().expect("process mode");
+        let mut cmd = Command::new(workspace_bin("tailsift"));
+        cmd.arg("coordinator")
+            .arg("--config")
+            .arg(&files[i])
+            .arg("--data-dir")
+            .arg(&c.data_dir)
+            .args(["--node-id", &c.node_id.to_string()])
+            .args(["--raft-listen", &c.raft.listen.to_string()])
+            .args(["--admin-listen", &c.admin.listen.to_string()])
+            .args(["--log-level", "warn"]);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(c.data_dir.join("coordinator.log"))
+            .expect("coordinator log file");
+        for m in &c.cluster.members {
+            cmd.args(["--member", &format!("{}={},{}", m.id, m.raft_addr, m.admin_addr)]);
+        }
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start tailsift coordinator");
+        CoordinatorRun::Process(child)
+    }
+
+    /// Stops node `i` and waits until it has shut down (a process: SIGTERM, and it must exit 0).
     pub async fn stop(&mut self, i: usize) {
-        if let Some(r) = self.runs[i].take() {
-            r.shutdown.cancel();
-            let res = tokio::time::timeout(Duration::from_secs(20), r.task)
-                .await
-                .expect("coordinator stops");
-            res.expect("coordinator task").expect("coordinator ran without error");
+        match self.runs[i].take() {
+            Some(CoordinatorRun::Task { shutdown, task }) => {
+                shutdown.cancel();
+                let res = tokio::time::timeout(Duration::from_secs(20), task)
+                    .await
+                    .expect("coordinator stops");
+                res.expect("coordinator task").expect("coordinator ran without error");
+            }
+            Some(CoordinatorRun::Process(mut child)) => {
+                let term = Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status()
+                    .expect("kill -TERM");
+                assert!(term.success(), "kill -TERM coordinator {i}");
+                let deadline = Instant::now() + Duration::from_secs(20);
+                let status = loop {
+                    if let Some(st) = child.try_wait().expect("wait for coordinator") {
+                        break st;
+                    }
+                    if Instant::now() > deadline {
+                        drop(ChildGuard(Some(child)));
+                        panic!("coordinator {i} did not stop within 20 s of SIGTERM");
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                };
+                assert!(status.success(), "coordinator {i} exited with {status}");
+            }
+            None => {}
         }
     }
 
@@ -893,7 +997,12 @@ impl CoordinatorCluster {
                 }
             }
         };
-        let run = self.spawn(i, listeners);
+        let run = if self.process_configs.is_some() {
+            drop(listeners);
+            self.spawn_process(i)
+        } else {
+            self.spawn(i, listeners)
+        };
         self.runs[i] = Some(run);
         self.assert_running(i).await;
     }
@@ -901,9 +1010,19 @@ impl CoordinatorCluster {
     /// Panics with the node's error if it has stopped by itself (a short grace period first).
     pub async fn assert_running(&mut self, i: usize) {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        if self.runs[i].as_ref().is_some_and(|r| r.task.is_finished()) {
-            let r = self.runs[i].take().unwrap();
-            panic!("coordinator {i} stopped: {:?}", r.task.await);
+        match self.runs[i].as_mut() {
+            Some(CoordinatorRun::Task { task, .. }) if task.is_finished() => {
+                let Some(CoordinatorRun::Task { task, .. }) = self.runs[i].take() else {
+                    unreachable!()
+                };
+                panic!("coordinator {i} stopped: {:?}", task.await);
+            }
+            Some(CoordinatorRun::Process(child)) => {
+                if let Ok(Some(st)) = child.try_wait() {
+                    panic!("coordinator {i} exited: {st}");
+                }
+            }
+            _ => {}
         }
     }
 
@@ -1015,8 +1134,14 @@ impl CoordinatorCluster {
 
 impl Drop for CoordinatorCluster {
     fn drop(&mut self) {
-        for r in self.runs.iter().flatten() {
-            r.shutdown.cancel();
+        for r in self.runs.iter_mut().flatten() {
+            match r {
+                CoordinatorRun::Task { shutdown, .. } => shutdown.cancel(),
+                CoordinatorRun::Process(child) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
         }
     }
 }

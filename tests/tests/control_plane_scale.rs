@@ -14,6 +14,11 @@
 //! * `TAILSIFT_SIM_ONE_RUNTIME=1`: the coordinators on the test's runtime, with the workers.
 //! * `TAILSIFT_SIM_DEFAULT_RAFT=1`: the default Raft timings (heartbeat 250 ms, election timeout
 //!   1-2 s) instead of the harness's fast ones (100 ms, 0.5-1 s).
+//! * `TAILSIFT_SIM_PROCESSES=1`: the coordinators as `tailsift coordinator` processes (the
+//!   workspace's build: a release test needs a release build of `tailsift`); their CPU and
+//!   resident memory are then read per process, before the workers connect, at rest with every
+//!   worker connected and reporting, and after the reconnect storm.
+//! * `TAILSIFT_SIM_REST_SECS`: how long the cluster is watched at rest (5 s).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,9 +39,26 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
 /// The name of the coordinators' runtime threads.
 const COORDINATOR_THREADS: &str = "tailsift-coord";
 
-/// CPU time used so far by this process's threads, in milliseconds: the coordinators' runtime
-/// threads and all the others (the workers, the test). `None` where `/proc` cannot tell.
-fn cpu_ms() -> Option<(f64, f64)> {
+/// utime + stime of a `/proc/.../stat` line, in milliseconds (USER_HZ is 100 on Linux).
+fn stat_cpu_ms(stat: &str) -> Option<f64> {
+    let rest = stat.rsplit_once(") ")?.1;
+    let f: Vec<&str> = rest.split(' ').collect();
+    Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) * 10.0)
+}
+
+/// CPU time used so far, in milliseconds: by the coordinators (their processes when `pids` are
+/// given, else this process's coordinator runtime threads) and by all the rest of this process
+/// (the workers, the test). `None` where `/proc` cannot tell.
+fn cpu_ms(pids: &[u32]) -> Option<(f64, f64)> {
+    if !pids.is_empty() {
+        let coord = pids
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+            .filter_map(|s| stat_cpu_ms(&s))
+            .sum();
+        let other = stat_cpu_ms(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
+        return Some((coord, other));
+    }
     let tick = 10.0; // USER_HZ is 100 on Linux
     let (mut coord, mut other) = (0.0, 0.0);
     for task in std::fs::read_dir("/proc/self/task").ok()? {
@@ -55,9 +77,28 @@ fn cpu_ms() -> Option<(f64, f64)> {
     Some((coord, other))
 }
 
+/// Resident memory of each coordinator process, MiB (0 for one that has stopped).
+fn rss_mib(pids: &[u32]) -> Vec<f64> {
+    pids.iter()
+        .map(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/status"))
+                .ok()
+                .and_then(|s| {
+                    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_string();
+                    line.split_whitespace().nth(1)?.parse::<f64>().ok()
+                })
+                .map_or(0.0, |kb| kb / 1024.0)
+        })
+        .collect()
+}
+
+fn fmt_mib(v: &[f64]) -> String {
+    v.iter().map(|m| format!("{m:.1}")).collect::<Vec<_>>().join(" / ")
+}
+
 /// CPU used since `before`, as printed.
-fn cpu_since(before: Option<(f64, f64)>) -> String {
-    match (before, cpu_ms()) {
+fn cpu_since(before: Option<(f64, f64)>, pids: &[u32]) -> String {
+    match (before, cpu_ms(pids)) {
         (Some(b), Some(a)) => format!("CPU {:.0} ms coordinators, {:.0} ms workers", a.0 - b.0, a.1 - b.1),
         _ => "CPU not measured".into(),
     }
@@ -101,23 +142,21 @@ impl Drop for OwnRuntime {
 }
 
 /// Open Watch streams of the coordinators `nodes` (0-based), from the process's metrics.
-async fn watch_streams(cluster: &CoordinatorCluster, via: usize, nodes: &[usize]) -> f64 {
-    let m = reqwest::get(format!("http://{}/metrics", cluster.admin_addr(via)))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    nodes
-        .iter()
-        .map(|i| {
-            metric_value(
-                &m,
-                "tailsift_coordinator_watchers_connected",
-                &[&format!("node=\"{}\"", i + 1)],
-            )
-        })
-        .sum()
+async fn watch_streams(cluster: &CoordinatorCluster, nodes: &[usize]) -> f64 {
+    let mut sum = 0.0;
+    // Each node's own /metrics (in one process they all share one recorder; the label tells).
+    for i in nodes {
+        let Ok(r) = reqwest::get(format!("http://{}/metrics", cluster.admin_addr(*i))).await else {
+            continue;
+        };
+        let m = r.text().await.unwrap_or_default();
+        sum += metric_value(
+            &m,
+            "tailsift_coordinator_watchers_connected",
+            &[&format!("node=\"{}\"", i + 1)],
+        );
+    }
+    sum
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,14 +167,23 @@ async fn a_thousand_workers_follow_policy_changes_and_a_leader_loss() {
         .unwrap_or(1000);
     let one_runtime = std::env::var_os("TAILSIFT_SIM_ONE_RUNTIME").is_some();
     let default_raft = std::env::var_os("TAILSIFT_SIM_DEFAULT_RAFT").is_some();
+    let processes = std::env::var_os("TAILSIFT_SIM_PROCESSES").is_some();
+    let rest = Duration::from_secs(
+        std::env::var("TAILSIFT_SIM_REST_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5),
+    );
     let start = async move {
-        if default_raft {
+        if processes {
+            CoordinatorCluster::start_processes(3, !default_raft).await
+        } else if default_raft {
             CoordinatorCluster::start_default_timings(3).await
         } else {
             CoordinatorCluster::start(3).await
         }
     };
-    let rt = OwnRuntime((!one_runtime).then(|| {
+    let rt = OwnRuntime((!one_runtime && !processes).then(|| {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name(COORDINATOR_THREADS)
@@ -149,7 +197,9 @@ async fn a_thousand_workers_follow_policy_changes_and_a_leader_loss() {
     };
     eprintln!(
         "coordinators on {}, Raft timings {}",
-        if one_runtime {
+        if processes {
+            "processes of their own"
+        } else if one_runtime {
             "the workers' runtime"
         } else {
             "a runtime of their own"
@@ -168,6 +218,16 @@ async fn a_thousand_workers_follow_policy_changes_and_a_leader_loss() {
         .map(|m| format!("http://{}", m["raft_addr"].as_str().unwrap()))
         .collect();
     let v1 = cluster.put_policy(leader, &policy(1)).await;
+    let pids: Vec<u32> = (0..3).filter_map(|i| cluster.pid(i)).collect();
+    if processes {
+        let before = cpu_ms(&pids);
+        tokio::time::sleep(rest).await;
+        eprintln!(
+            "at rest with no worker, over {rest:?}: {}; resident memory {} MiB",
+            cpu_since(before, &pids),
+            fmt_mib(&rss_mib(&pids))
+        );
+    }
 
     let shutdown = CancellationToken::new();
     let mut workers = Vec::with_capacity(n);
@@ -206,7 +266,7 @@ async fn a_thousand_workers_follow_policy_changes_and_a_leader_loss() {
 
     // They spread over the coordinators (each starts at an endpoint of its own).
     for node in 0..3 {
-        let streams = watch_streams(&cluster, 0, &[node]).await;
+        let streams = watch_streams(&cluster, &[node]).await;
         assert!(
             streams >= (n / 6) as f64,
             "coordinator {} serves {streams} of {n} watch streams",
@@ -227,7 +287,7 @@ async fn a_thousand_workers_follow_policy_changes_and_a_leader_loss() {
     let mut all = Vec::new();
     for k in 2..6 {
         tokio::time::sleep(pause).await;
-        let cpu = cpu_ms();
+        let cpu = cpu_ms(&pids);
         let t0 = Instant::now();
         let v = cluster.put_policy(leader, &policy(k)).await;
         let d = propagation(&workers, v, t0, Duration::from_secs(60)).await;
@@ -236,7 +296,7 @@ async fn a_thousand_workers_follow_policy_changes_and_a_leader_loss() {
             quantile(&d, 0.5),
             quantile(&d, 0.99),
             d[d.len() - 1],
-            cpu_since(cpu)
+            cpu_since(cpu, &pids)
         );
         all.extend(d);
     }
@@ -248,6 +308,26 @@ async fn a_thousand_workers_follow_policy_changes_and_a_leader_loss() {
         quantile(&all, 0.99)
     );
 
+    // At rest: every worker watching and reporting its applied version periodically
+    // (every 3 s, `REPORT_EVERY` of coordination.rs, to every coordinator, at a per-worker phase).
+    tokio::time::sleep(pause).await;
+    let before = cpu_ms(&pids);
+    tokio::time::sleep(rest).await;
+    if let (Some(b), Some(a)) = (before, cpu_ms(&pids)) {
+        let secs = rest.as_secs_f64();
+        eprintln!(
+            "at rest with {n} workers, over {rest:?}: coordinators {:.1} % of a core ({:.0} ms/s), workers {:.1} % of a core{}",
+            (a.0 - b.0) / secs / 10.0,
+            (a.0 - b.0) / secs,
+            (a.1 - b.1) / secs / 10.0,
+            if processes {
+                format!("; resident memory {} MiB", fmt_mib(&rss_mib(&pids)))
+            } else {
+                String::new()
+            }
+        );
+    }
+
     // The leader is lost: its workers reconnect elsewhere (followers serve watches too), while
     // the others elect a new leader; a write on the new leader succeeds and every worker gets it.
     let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
@@ -258,7 +338,7 @@ async fn a_thousand_workers_follow_policy_changes_and_a_leader_loss() {
     let mut elected = None;
     let deadline = t0 + Duration::from_secs(60);
     while reconnected.is_none() || elected.is_none() {
-        if reconnected.is_none() && watch_streams(&cluster, others[0], &others).await >= n as f64 {
+        if reconnected.is_none() && watch_streams(&cluster, &others).await >= n as f64 {
             reconnected = Some(t0.elapsed());
         }
         if elected.is_none() {
@@ -280,6 +360,12 @@ async fn a_thousand_workers_follow_policy_changes_and_a_leader_loss() {
         d[d.len() - 1],
         quantile(&d, 0.5)
     );
+    if processes {
+        eprintln!(
+            "after the storm: resident memory {} MiB (the stopped leader 0)",
+            fmt_mib(&rss_mib(&pids))
+        );
+    }
 
     shutdown.cancel();
     cluster.stop_all().await;

@@ -168,3 +168,129 @@ async fn sigterm_flushes_and_exits_zero_with_file_env_and_flag_layers() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].key, hex::encode(id).into_bytes());
 }
+
+/// `tailsift plan`, the capacity calculator: the worked examples of docs/scaling.md are what the
+/// command prints (one model), the JSON carries every figure, the shape inputs scale the cores by
+/// the measured curves, and a bad input is an error naming its flag.
+#[test]
+fn plan_prints_what_docs_scaling_shows_and_scales_by_the_curves() {
+    let plan = |args: &[&str]| {
+        let out = Command::new(workspace_bin("tailsift"))
+            .arg("plan")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    // Every `$ tailsift plan ...` console block of the page, whole.
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/scaling.md")).unwrap();
+    let mut examples = 0;
+    for block in doc.split("```console\n$ tailsift plan ").skip(1) {
+        let (cmd, rest) = block.split_once('\n').unwrap();
+        let shown = rest.split("```").next().unwrap();
+        let args: Vec<&str> = cmd.split_whitespace().collect();
+        let (ok, printed, err) = plan(&args);
+        assert!(ok, "tailsift plan {cmd}: {err}");
+        assert_eq!(
+            printed, shown,
+            "docs/scaling.md shows another output for `tailsift plan {cmd}`"
+        );
+        examples += 1;
+    }
+    assert!(examples >= 2, "the worked examples are missing from docs/scaling.md");
+    // Every row of the "Other shapes" table, built from what the command prints.
+    let mut rows = 0;
+    for line in doc.lines().filter(|l| l.starts_with("| `--spans-per-second")) {
+        let cmd = line.split('`').nth(1).unwrap();
+        let args: Vec<&str> = cmd.split_whitespace().collect();
+        let (ok, printed, err) = plan(&args);
+        assert!(ok, "tailsift plan {cmd}: {err}");
+        let v = |label: &str| -> String {
+            printed
+                .lines()
+                .filter(|l| l.starts_with("  "))
+                .map(|l| l.trim().split("  ").filter(|c| !c.is_empty()).collect::<Vec<_>>())
+                .find(|cols| cols[0] == label)
+                .unwrap_or_else(|| panic!("`{label}` not printed"))[1]
+                .trim()
+                .to_owned()
+        };
+        let row = format!(
+            "| `{cmd}` | {} | {} ({} / {}) | {} | {} / {} | {} | {} | {} |",
+            v("ingest nodes"),
+            v("samplers"),
+            v("samplers for the CPU"),
+            v("samplers for the memory"),
+            v("partitions of the spans topic"),
+            v("memory.hard_limit_bytes"),
+            v("sampler container memory limit"),
+            v("written on the brokers, with replicas"),
+            v("brokers"),
+            v("spans topic storage, with replicas"),
+        );
+        assert_eq!(line, row, "docs/scaling.md \"Other shapes\" is out of date");
+        rows += 1;
+    }
+    assert!(rows >= 5, "the \"Other shapes\" table is missing from docs/scaling.md");
+
+    let json = |args: &[&str]| -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let (ok, out, err) = plan(&all);
+        assert!(ok, "{err}");
+        serde_json::from_str(&out).unwrap()
+    };
+    let value = |p: &serde_json::Value, key: &str| -> f64 {
+        p["figures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["key"] == key)
+            .unwrap_or_else(|| panic!("no {key}"))["value"]
+            .as_f64()
+            .unwrap()
+    };
+    let base = json(&["--spans-per-second", "1000000"]);
+    assert_eq!(value(&base, "ingest.shape_factor"), 1.0);
+    assert_eq!(value(&base, "sampler.shape_factor"), 1.0);
+    let small = json(&[
+        "--spans-per-second",
+        "1000000",
+        "--spans-per-request",
+        "3",
+        "--policy-rules",
+        "200",
+    ]);
+    let (fi, fs) = (
+        value(&small, "ingest.shape_factor"),
+        value(&small, "sampler.shape_factor"),
+    );
+    assert!(
+        fi > 3.0 && fs > 1.5,
+        "3-span requests and 200 rules cost more per span: {fi} {fs}"
+    );
+    let ratio = value(&small, "ingest.cores") / value(&base, "ingest.cores");
+    assert!((ratio - fi).abs() < 1e-9, "{ratio} vs {fi}");
+    let ratio = value(&small, "sampler.cores") / value(&base, "sampler.cores");
+    assert!((ratio - fs).abs() < 1e-9, "{ratio} vs {fs}");
+    assert!(value(&small, "ingest.nodes") > value(&base, "ingest.nodes"));
+
+    for (args, flag) in [
+        (
+            vec!["--spans-per-second", "1e6", "--spans-per-request", "0"],
+            "--spans-per-request",
+        ),
+        (
+            vec!["--spans-per-second", "1e6", "--policy-rules", "NaN"],
+            "--policy-rules",
+        ),
+        (vec!["--spans-per-second", "0"], "--spans-per-second"),
+    ] {
+        let (ok, _, err) = plan(&args);
+        assert!(!ok && err.contains(flag), "{args:?}: {err}");
+    }
+}

@@ -69,6 +69,14 @@ pub struct PlanArgs {
     /// N: average spans per trace.
     #[arg(long, default_value_t = 20.0)]
     pub spans_per_trace: f64,
+    /// q: average spans per request the ingest nodes receive (SDK batches; 100 is where r_i was
+    /// measured; the ingest cost curve scales r_i for others).
+    #[arg(long, default_value_t = tailsift_capacity::curves::INGEST_REFERENCE_SPANS_PER_REQUEST)]
+    pub spans_per_request: f64,
+    /// R: rules in the sampling policy (3 is where r_s was measured; the engine's cost curve
+    /// scales r_s for others).
+    #[arg(long, default_value_t = tailsift_capacity::curves::SAMPLER_REFERENCE_POLICY_RULES)]
+    pub policy_rules: f64,
     /// k: fraction of spans kept.
     #[arg(long, default_value_t = 0.1)]
     pub keep_fraction: f64,
@@ -116,6 +124,8 @@ impl PlanArgs {
             spans_per_second: self.spans_per_second,
             avg_span_bytes: self.avg_span_bytes,
             spans_per_trace: self.spans_per_trace,
+            spans_per_request: self.spans_per_request,
+            policy_rules: self.policy_rules,
             decision_wait_seconds: self.decision_wait.as_secs_f64(),
             buffered_seconds: self.buffered_seconds,
             keep_fraction: self.keep_fraction,

@@ -6,10 +6,13 @@
 //! ([`Figure::formula`], in the symbols of [`Inputs`]) and the same formula with the numbers put in
 //! ([`Figure::working`]), so `tailsift plan` and the documentation show one model. The per-core
 //! throughput and memory defaults are the measured figures of `docs/benchmarks.md` (one 2-core
-//! machine, at saturation); everything else is arithmetic on them, not a measurement.
+//! machine, at saturation), scaled to the planned request and trace shapes and policy size by the
+//! measured cost curves of [`curves`]; everything else is arithmetic on them, not a measurement.
 
+pub mod curves;
 mod render;
 
+pub use curves::Curve;
 pub use render::{format_bytes_binary, format_bytes_si, format_number, render_table};
 
 use serde::Serialize;
@@ -56,6 +59,11 @@ pub struct Inputs {
     pub avg_span_bytes: f64,
     /// N: average spans per trace.
     pub spans_per_trace: f64,
+    /// q: average spans per request the ingest nodes receive (an SDK's batch; a collector
+    /// forwarding batches sends more).
+    pub spans_per_request: f64,
+    /// R: rules in the sampling policy.
+    pub policy_rules: f64,
     /// W: `decision.decision_wait`, the longest a trace is buffered.
     pub decision_wait_seconds: f64,
     /// T: average time a trace stays buffered; `None` is min(W, 10 s).
@@ -92,6 +100,8 @@ impl Default for Inputs {
             spans_per_second: 1_000_000.0,
             avg_span_bytes: 350.0,
             spans_per_trace: 20.0,
+            spans_per_request: curves::INGEST_REFERENCE_SPANS_PER_REQUEST,
+            policy_rules: curves::SAMPLER_REFERENCE_POLICY_RULES,
             decision_wait_seconds: 30.0,
             buffered_seconds: None,
             keep_fraction: 0.1,
@@ -142,6 +152,8 @@ pub enum Unit {
     StorageBytes,
     /// Printed in decimal units (MB/s).
     BytesPerSecond,
+    /// A dimensionless factor.
+    Ratio,
 }
 
 /// One output of the model.
@@ -202,6 +214,8 @@ pub fn validate(i: &Inputs) -> Result<(), PlanError> {
     within(i.spans_per_second, "--spans-per-second", 0.0, true, 1e9)?;
     within(i.avg_span_bytes, "--avg-span-bytes", 1.0, false, 16.0 * 1024.0 * 1024.0)?;
     within(i.spans_per_trace, "--spans-per-trace", 1.0, false, 1e6)?;
+    within(i.spans_per_request, "--spans-per-request", 1.0, false, 1e6)?;
+    within(i.policy_rules, "--policy-rules", 1.0, false, 10_000.0)?;
     within(i.decision_wait_seconds, "--decision-wait", 0.0, true, 86_400.0)?;
     if let Some(t) = i.buffered_seconds {
         within(t, "--buffered-seconds", 0.0, true, 86_400.0)?;
@@ -300,6 +314,11 @@ fn ceil(n: f64) -> f64 {
     }
 }
 
+/// Two decimals, for factors and µs.
+fn f2(x: f64) -> String {
+    format!("{x:.2}")
+}
+
 /// Computes the plan for `i`.
 pub fn plan(i: &Inputs) -> Result<Plan, PlanError> {
     validate(i)?;
@@ -338,13 +357,26 @@ pub fn plan(i: &Inputs) -> Result<Plan, PlanError> {
 
     // Ingest.
     let ri = i.ingest_spans_per_cpu_second;
+    let (ci, q, q0) = (
+        curves::INGEST_BY_SPANS_PER_REQUEST,
+        i.spans_per_request,
+        curves::INGEST_REFERENCE_SPANS_PER_REQUEST,
+    );
+    let fi = p.add(
+        "ingest.shape_factor",
+        "ingest shape factor f_i",
+        ci.factor(q, q0),
+        Unit::Ratio,
+        "c_i(q) / c_i(100), c_i the measured CPU per span vs spans per request",
+        format!("{} / {} µs", f2(ci.at(q)), f2(ci.at(q0))),
+    );
     let ingest_cores = p.add(
         "ingest.cores",
         "ingest cores",
-        s / (ri * u),
+        s * fi / (ri * u),
         Unit::Cores,
-        "S / (r_i × u)",
-        format!("{} / ({} × {})", f(s), f(ri), f(u)),
+        "S × f_i / (r_i × u)",
+        format!("{} × {} / ({} × {})", f(s), f2(fi), f(ri), f(u)),
     );
     let per_node = i.ingest_cores_per_node;
     p.add(
@@ -366,13 +398,32 @@ pub fn plan(i: &Inputs) -> Result<Plan, PlanError> {
 
     // Samplers: enough cores, and enough of them that each one's memory fits the largest container.
     let rs = i.sampler_spans_per_cpu_second;
+    let (cn, cr) = (curves::SAMPLER_BY_SPANS_PER_TRACE, curves::SAMPLER_BY_POLICY_RULES);
+    let (n0, r0) = (
+        curves::SAMPLER_REFERENCE_SPANS_PER_TRACE,
+        curves::SAMPLER_REFERENCE_POLICY_RULES,
+    );
+    let fs = p.add(
+        "sampler.shape_factor",
+        "sampler shape factor f_s",
+        cn.factor(n, n0) * cr.factor(i.policy_rules, r0),
+        Unit::Ratio,
+        "c_N(N) / c_N(20) × c_R(R) / c_R(3), the measured engine curves",
+        format!(
+            "{} / {} × {} / {} ns",
+            f(cn.at(n).round()),
+            f(cn.at(n0).round()),
+            f(cr.at(i.policy_rules).round()),
+            f(cr.at(r0).round())
+        ),
+    );
     let sampler_cores = p.add(
         "sampler.cores",
         "sampler cores",
-        s / (rs * u),
+        s * fs / (rs * u),
         Unit::Cores,
-        "S / (r_s × u)",
-        format!("{} / ({} × {})", f(s), f(rs), f(u)),
+        "S × f_s / (r_s × u)",
+        format!("{} × {} / ({} × {})", f(s), f2(fs), f(rs), f(u)),
     );
     let by_cpu = p.add(
         "sampler.count_by_cpu",

@@ -61,6 +61,7 @@ fn value(v: f64, unit: Unit) -> String {
         Unit::MemoryBytes => format_bytes_binary(v),
         Unit::StorageBytes => format_bytes_si(v),
         Unit::BytesPerSecond => format!("{}/s", format_bytes_si(v)),
+        Unit::Ratio => format!("{v:.2}"),
     }
 }
 
@@ -71,10 +72,12 @@ pub fn render_table(p: &Plan) -> String {
     let n = format_number;
     let mut out = String::new();
     out.push_str(&format!(
-        "inputs: S {} spans/s, B {} B per span, N {} spans per trace, W (decision_wait) {} s, T (average buffered) {} s\n",
+        "inputs: S {} spans/s, B {} B per span, N {} spans per trace, q {} spans per request, R {} policy rules, W (decision_wait) {} s, T (average buffered) {} s\n",
         n(i.spans_per_second),
         n(i.avg_span_bytes),
         n(i.spans_per_trace),
+        n(i.spans_per_request),
+        n(i.policy_rules),
         n(i.decision_wait_seconds),
         n(p.buffered_seconds)
     ));

@@ -133,6 +133,49 @@ fn every_figure_shows_its_formula_and_working() {
     assert!(table.contains("ingest nodes"), "{table}");
 }
 
+/// The measured shape gives factors of exactly 1: the figures above are r_i and r_s unscaled.
+#[test]
+fn the_measured_shape_leaves_the_per_core_figures_alone() {
+    let p = at(1e6);
+    assert_eq!(p.value("ingest.shape_factor"), 1.0);
+    assert_eq!(p.value("sampler.shape_factor"), 1.0);
+}
+
+/// Other shapes scale the cores by the curves' ratios, and only the cores (and what follows
+/// from them).
+#[test]
+fn request_size_trace_size_and_policy_size_scale_the_cores_by_the_curves() {
+    let base = at(1e6);
+    let i = Inputs {
+        spans_per_request: 3.0,
+        spans_per_trace: 1000.0,
+        policy_rules: 200.0,
+        ..Inputs::default()
+    };
+    let p = plan(&i).unwrap();
+    let fi = curves::INGEST_BY_SPANS_PER_REQUEST.at(3.0) / curves::INGEST_BY_SPANS_PER_REQUEST.at(100.0);
+    let fs = curves::SAMPLER_BY_SPANS_PER_TRACE.at(1000.0) / curves::SAMPLER_BY_SPANS_PER_TRACE.at(20.0)
+        * curves::SAMPLER_BY_POLICY_RULES.at(200.0)
+        / curves::SAMPLER_BY_POLICY_RULES.at(3.0);
+    close(p.value("ingest.shape_factor"), fi);
+    close(p.value("sampler.shape_factor"), fs);
+    close(p.value("ingest.cores"), base.value("ingest.cores") * fi);
+    close(p.value("sampler.cores"), base.value("sampler.cores") * fs);
+    // Small requests cost more per span; a 200-rule policy costs more; long traces a little less.
+    assert!(fi > 3.0, "3-span requests cost several times 100-span ones: {fi}");
+    assert!(curves::SAMPLER_BY_POLICY_RULES.factor(200.0, 3.0) > 1.5);
+    assert!(p.value("ingest.nodes") > base.value("ingest.nodes"));
+    // Memory and Kafka do not depend on the shapes' CPU.
+    close(p.value("memory.buffered_total"), base.value("memory.buffered_total"));
+    close(p.value("kafka.write"), base.value("kafka.write"));
+    // The working shows the curve's values.
+    let w = &p.get("ingest.shape_factor").unwrap().working;
+    assert!(
+        w.contains(&format!("{:.2}", curves::INGEST_BY_SPANS_PER_REQUEST.at(3.0))),
+        "{w}"
+    );
+}
+
 #[test]
 fn buffered_seconds_default_and_override() {
     let mut i = Inputs {
@@ -197,6 +240,20 @@ fn invalid_inputs_name_the_flag() {
                 ..Inputs::default()
             },
             "--spans-per-trace",
+        ),
+        (
+            Inputs {
+                spans_per_request: 0.0,
+                ..Inputs::default()
+            },
+            "--spans-per-request",
+        ),
+        (
+            Inputs {
+                policy_rules: f64::NAN,
+                ..Inputs::default()
+            },
+            "--policy-rules",
         ),
         (
             Inputs {

@@ -32,9 +32,9 @@ def fig(title, xlabel, ylabel, logx=True):
     return f, ax
 
 
-def save(f, ax, out, name, legend="upper right"):
+def save(f, ax, out, name, legend="upper right", ncol=1):
     ax.set_ylim(bottom=0, top=ax.get_ylim()[1] * 1.2)
-    ax.legend(loc=legend)
+    ax.legend(loc=legend, ncol=ncol)
     f.tight_layout()
     f.savefig(Path(out) / f"{name}.png")
     plt.close(f)
@@ -67,7 +67,7 @@ def main(src, out):
             pts = [p for p in r if p["send_delay"] == delay]
             ax.plot([p["achieved_spans_per_s"] for p in pts], [p["p50_ms"] for p in pts], "o-", label=f"p50, send_delay {delay}")
             ax.plot([p["achieved_spans_per_s"] for p in pts], [p["p99_ms"] for p in pts], "s--", label=f"p99, send_delay {delay}")
-        save(f, ax, out, "decision_latency", legend="lower right")
+        save(f, ax, out, "decision_latency", legend="upper center", ncol=2)
 
 
 if __name__ == "__main__":

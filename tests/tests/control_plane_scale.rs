@@ -331,6 +331,10 @@ async fn a_thousand_workers_follow_policy_changes_and_a_leader_loss() {
     // The leader is lost: its workers reconnect elsewhere (followers serve watches too), while
     // the others elect a new leader; a write on the new leader succeeds and every worker gets it.
     let others: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let mut before = Vec::new();
+    for i in 0..3 {
+        before.push(watch_streams(&cluster, &[i]).await);
+    }
     let t0 = Instant::now();
     cluster.stop(leader).await;
     let stopped = t0.elapsed();
@@ -351,11 +355,23 @@ async fn a_thousand_workers_follow_policy_changes_and_a_leader_loss() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let (reconnected, (new_leader, elected)) = (reconnected.unwrap(), elected.unwrap());
+    // The lost leader's workers spread over both survivors (each picks one of the others at
+    // random: ~half each), not all onto the next one in their lists.
+    let lost = before[leader];
+    let mut gained = Vec::new();
+    for i in &others {
+        gained.push(watch_streams(&cluster, &[*i]).await - before[*i]);
+    }
+    let floor = lost / 2.0 - 2.5 * lost.sqrt(); // 5 standard deviations of Binomial(lost, 1/2)
+    assert!(
+        gained.iter().all(|g| *g >= floor),
+        "the lost leader's {lost} watchers moved {gained:?} to the survivors {others:?} (each should gain at least {floor:.0})"
+    );
     let v = cluster.put_policy(new_leader, &policy(99)).await;
     let written = t0.elapsed();
     let d = propagation(&workers, v, t0, Duration::from_secs(60)).await;
     eprintln!(
-        "leader {} lost (stopped in {stopped:?}): all {n} workers watching the others again after {reconnected:?}; new leader after {elected:?}; v{v} written after {written:?}, on all {n} workers after {:?} (p50 {:?})",
+        "leader {} lost (stopped in {stopped:?}): all {n} workers watching the others again after {reconnected:?} ({lost} of them moved: {gained:?}); new leader after {elected:?}; v{v} written after {written:?}, on all {n} workers after {:?} (p50 {:?})",
         leader + 1,
         d[d.len() - 1],
         quantile(&d, 0.5)

@@ -3,9 +3,10 @@
 //! The worker watches one coordinator (`tailsift.coordinator.v1.Watch`, defined in
 //! `proto/tailsift/coordinator/v1/watch.proto`; client in `tailsift_proto::client`) from the
 //! version it has, starting at an endpoint picked per worker (so many workers spread over the
-//! coordinators); when the stream fails or ends it moves to the next endpoint, round robin, after
-//! a jittered pause (50 ms + up to 500 ms; `coordinator.retry_interval` ±50% after a full round),
-//! so the workers of a lost coordinator do not all reconnect at once.
+//! coordinators); when a stream that delivered ends it moves to one of the other endpoints at
+//! random (so a lost coordinator's workers spread over the survivors), otherwise to the next one,
+//! round robin, after a jittered pause (50 ms + up to 500 ms; `coordinator.retry_interval` ±50%
+//! after a full round), so the workers of a lost coordinator do not all reconnect at once.
 //! Each version received is compiled with the policy crate (native YAML/JSON or the OTel
 //! `tail_sampling` format, as stored by the coordinator) and swapped in with
 //! [`Engine::set_policy`](crate::engine::Engine::set_policy) between traces; an invalid document
@@ -553,6 +554,13 @@ pub async fn run<W: Fn(&mut dyn FnMut(&mut Engine)) + Send>(
                 }
                 // A stream that delivered something counts as a success for this round.
                 failures_in_round = if received { 0 } else { failures_in_round + 1 };
+                if received {
+                    // That coordinator was serving and is gone: its workers all had the same next
+                    // endpoint, so going round robin would put every one of them on one survivor.
+                    // Each goes to one of the others at random instead; from there on round robin
+                    // again, so a round still tries every endpoint once.
+                    next = after_lost(next, cfg.endpoints.len(), &mut jitter);
+                }
             }
             Err(e) => {
                 tracing::debug!(error = %e, "coordinator unreachable");
@@ -578,6 +586,13 @@ pub async fn run<W: Fn(&mut dyn FnMut(&mut Engine)) + Send>(
             }
         }
     }
+}
+
+/// The next endpoint index after the stream from `next - 1` (mod `n`) delivered and ended: one of
+/// the other `n - 1` endpoints, chosen at random, so the workers of a lost coordinator spread
+/// over the survivors.
+fn after_lost(next: usize, n: usize, jitter: &mut Jitter) -> usize {
+    next + jitter.start(n.saturating_sub(1))
 }
 
 /// Longest extra wait before moving to the next coordinator after a stream ended.
@@ -625,6 +640,28 @@ impl Jitter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn workers_of_a_lost_coordinator_spread_over_the_others() {
+        // 3 endpoints; 3,000 workers all served by endpoint 0 (so `next` is 1) lose it.
+        let mut on = [0usize; 3];
+        for w in 0..3000 {
+            let mut jitter = Jitter::new(&format!("worker-{w}"));
+            on[after_lost(1, 3, &mut jitter) % 3] += 1;
+        }
+        assert_eq!(on[0], 0, "{on:?}: back to the lost one");
+        // Round robin would put all 3,000 on endpoint 1; at random each gets ~1,500.
+        assert!(on[1] > 1200 && on[2] > 1200, "{on:?}");
+        // One endpoint: it stays; two: always the other one.
+        assert_eq!(after_lost(5, 1, &mut Jitter::new("w")) % 1, 0);
+        for _ in 0..100 {
+            assert_eq!(after_lost(1, 2, &mut Jitter::new("w")) % 2, 1);
+        }
+        // From there on round robin: the next n attempts try every endpoint once.
+        let start = after_lost(1, 3, &mut Jitter::new("w"));
+        let tried: std::collections::BTreeSet<usize> = (start..start + 3).map(|i| i % 3).collect();
+        assert_eq!(tried.len(), 3);
+    }
 
     #[test]
     fn state_file_round_trip_and_otel_documents_compile() {

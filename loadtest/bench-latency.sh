@@ -119,12 +119,6 @@ PY
 done
 done
 if [[ -n "$CSV" && "${PLOT:-0}" == 1 ]]; then
-  VENV="${HOME}/.cache/tailsift/venvs/plot"
-  MPL=3.9.2
-  if ! "$VENV/bin/python" -c "import matplotlib, sys; sys.exit(matplotlib.__version__ != '$MPL')" 2>/dev/null; then
-    python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q "matplotlib==$MPL"
-  fi
   mkdir -p docs/scaling
-  "$VENV/bin/python" loadtest/plot_load_curves.py "$RESULTS" docs/scaling
+  bash loadtest/plot.sh loadtest/plot_load_curves.py "$RESULTS" docs/scaling
 fi

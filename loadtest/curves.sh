@@ -23,13 +23,6 @@ mkdir -p "$OUT"
 echo "host: $(nproc) cores, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), $(date -u +%FT%TZ)" | tee "$OUT/host.txt"
 ./target/release/tailsift-bench-curves all --out "$OUT" $QUICK
 
-# matplotlib, pinned, in a venv cached across runs.
-VENV="${HOME}/.cache/tailsift/venvs/plot"
-MPL=3.9.2
-if ! "$VENV/bin/python" -c "import matplotlib, sys; sys.exit(matplotlib.__version__ != '$MPL')" 2>/dev/null; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q "matplotlib==$MPL"
-fi
 mkdir -p docs/scaling
-"$VENV/bin/python" loadtest/plot_curves.py "$OUT" docs/scaling
+bash loadtest/plot.sh loadtest/plot_curves.py "$OUT" docs/scaling
 echo "CSVs in $OUT, plots in docs/scaling/"

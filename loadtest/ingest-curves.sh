@@ -87,12 +87,6 @@ for m in 1 2 4 8 16 32 100; do
     --max-spans $((m * 4 > 300 ? m * 4 : 300)) --large-trace-rate 0
 done
 
-VENV="${HOME}/.cache/tailsift/venvs/plot"
-MPL=3.9.2
-if ! "$VENV/bin/python" -c "import matplotlib, sys; sys.exit(matplotlib.__version__ != '$MPL')" 2>/dev/null; then
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q "matplotlib==$MPL"
-fi
 mkdir -p docs/scaling
-"$VENV/bin/python" loadtest/plot_load_curves.py "$RESULTS" docs/scaling
+bash loadtest/plot.sh loadtest/plot_load_curves.py "$RESULTS" docs/scaling
 echo "CSVs in $RESULTS, plots in docs/scaling/"

@@ -7,10 +7,7 @@ import csv
 import sys
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from plot_curves import fig, plt  # the same figure style (and matplotlib backend)
 
 
 def rows(path):
@@ -19,17 +16,6 @@ def rows(path):
         for r in csv.DictReader(f):
             out.append({k: (v if k == "label" or k == "send_delay" else float(v)) for k, v in r.items()})
     return out
-
-
-def fig(title, xlabel, ylabel, logx=True):
-    f, ax = plt.subplots(figsize=(8, 5), dpi=100)
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if logx:
-        ax.set_xscale("log")
-    ax.grid(True, which="major", alpha=0.3)
-    return f, ax
 
 
 def save(f, ax, out, name, legend="upper right", ncol=1):

@@ -331,6 +331,7 @@ fn union_requirements(a: &Requirements, b: Option<&Requirements>) -> Requirement
         r.all_attributes |= b.all_attributes;
         r.span_events |= b.span_events;
         r.scope |= b.scope;
+        r.trace_level &= b.trace_level;
     }
     r
 }

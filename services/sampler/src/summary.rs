@@ -45,6 +45,26 @@
 //! Duplicates (same span ID) are stored as pushed and dropped at rebuild (first one wins), as
 //! extract does. The summary is built for one [`Requirements`]: a trace whose records were
 //! pushed with different requirements rebuilds what each record was pushed with.
+//!
+//! **Collapsed summaries.** When the requirements of the first record pushed say the policy
+//! reads only trace-level facts ([`Requirements::trace_level`]: status codes, trace flags,
+//! service, required attributes, span count, duration, size), spans that agree on those are
+//! interchangeable, and `data` holds one entry per distinct combination instead of one per
+//! span (for the default policy, a handful per trace whatever its size):
+//! ```text
+//! key length  varint
+//! key         status byte (0 unset 1 ok 2 error), flags varint, origin string ordinal,
+//!             attribute list
+//! count       u32 little-endian: spans with this key
+//! start, end  u64 little-endian each: earliest start and latest end of those spans
+//! ```
+//! The first [`MAX_CLASSES_SEARCHED`] entries are searched for the key of a new span; past
+//! them a span with a new key gets an entry of its own (correct, only larger). The rebuilt
+//! view has the same span count, trace duration, size and set of (status, flags, origin,
+//! attributes) as extract's, which is all such a policy reads; its spans carry made-up IDs,
+//! no names and the class's time bounds. One difference from extract: a span repeated in
+//! another record (same span ID, a different record) is counted again; a record repeated as a
+//! whole (a client's retry) is skipped by the engine before it gets here.
 
 use std::collections::{HashMap, HashSet};
 
@@ -63,6 +83,10 @@ pub const MAX_STRS_SEARCHED: usize = 256;
 /// Spans of a record from which its strings are looked up in a hash table built for the record
 /// (below, linearly).
 pub const LOOKUP_SPANS: usize = 16;
+/// Entries of a collapsed summary searched for a span's key before a new one is appended.
+pub const MAX_CLASSES_SEARCHED: usize = 64;
+/// The fixed part of a collapsed entry after its key: count, earliest start, latest end.
+const CLASS_FIXED: usize = 4 + 8 + 8;
 
 type Attrs<'a> = Vec<(&'a str, AttrValue<'a>)>;
 
@@ -182,6 +206,9 @@ pub struct TraceSummary {
     last_origin: u64,
     spans: usize,
     size: u64,
+    /// One entry per distinct trace-level key, not per span (see the module documentation);
+    /// decided by the first record pushed.
+    collapsed: bool,
 }
 
 impl Default for TraceSummary {
@@ -196,6 +223,7 @@ impl Default for TraceSummary {
             last_origin: u64::MAX,
             spans: 0,
             size: 0,
+            collapsed: false,
         }
     }
 }
@@ -372,6 +400,9 @@ impl TraceSummary {
     /// exactly what [`extract::trace_data`] extracts from it for `req`, and `record.len()` to the
     /// trace's size. The same `req` must be used for every record of a trace.
     pub fn push_record(&mut self, trace_id: [u8; 16], record: &[u8], req: &Requirements) {
+        if self.spans == 0 && self.data.is_empty() {
+            self.collapsed = req.trace_level;
+        }
         self.size = self.size.wrapping_add(record.len() as u64);
         let records = [record];
         let mut res = extract::Resources::new();
@@ -381,6 +412,7 @@ impl TraceSummary {
         }
         let mut origins: Vec<(OriginKey, u64)> = Vec::new();
         let mut scratch = Vec::new();
+        let mut class_key = Vec::new();
         for sd in &td.spans {
             let key = origin_key(sd);
             let origin = match origins.iter().find(|(k, _)| *k == key) {
@@ -396,9 +428,110 @@ impl TraceSummary {
                     i
                 }
             };
-            self.push_span(sd, origin);
+            if self.collapsed {
+                self.push_class(sd, origin, &mut class_key);
+            } else {
+                self.push_span(sd, origin);
+            }
         }
         self.strs.lookup = None;
+    }
+
+    /// Counts a span in the entry of its key (collapsed summaries).
+    fn push_class(&mut self, sd: &SpanData<'_>, origin: u64, key: &mut Vec<u8>) {
+        self.spans += 1;
+        key.clear();
+        key.push(match sd.status {
+            StatusCode::Unset => 0u8,
+            StatusCode::Ok => 1,
+            StatusCode::Error => 2,
+        });
+        put_varint(key, u64::from(sd.flags));
+        put_varint(key, origin);
+        put_attrs(&mut self.strs, key, &sd.attributes);
+        let (start, end) = (sd.start_unix_nano, sd.end_unix_nano);
+        let mut pos = 0usize;
+        for _ in 0..MAX_CLASSES_SEARCHED {
+            if pos >= self.data.len() {
+                break;
+            }
+            let Ok(len) = read_varint(&self.data, &mut pos, 0) else {
+                break;
+            };
+            let Some(fixed) = usize::try_from(len).ok().and_then(|l| pos.checked_add(l)) else {
+                break;
+            };
+            let Some(rest) = self.data.get_mut(pos..fixed.saturating_add(CLASS_FIXED)) else {
+                break;
+            };
+            if rest.len() == key.len() + CLASS_FIXED && rest[..key.len()] == key[..] {
+                let f = &mut rest[key.len()..];
+                let count = u32::from_le_bytes(f[0..4].try_into().expect("4 bytes"));
+                let lo = u64::from_le_bytes(f[4..12].try_into().expect("8 bytes")).min(start);
+                let hi = u64::from_le_bytes(f[12..20].try_into().expect("8 bytes")).max(end);
+                f[0..4].copy_from_slice(&count.saturating_add(1).to_le_bytes());
+                f[4..12].copy_from_slice(&lo.to_le_bytes());
+                f[12..20].copy_from_slice(&hi.to_le_bytes());
+                return;
+            }
+            pos = fixed + CLASS_FIXED;
+        }
+        put_varint(&mut self.data, key.len() as u64);
+        self.data.extend_from_slice(key);
+        self.data.extend_from_slice(&1u32.to_le_bytes());
+        self.data.extend_from_slice(&start.to_le_bytes());
+        self.data.extend_from_slice(&end.to_le_bytes());
+    }
+
+    /// The spans of a collapsed summary: per entry, `count` spans with its key and time bounds
+    /// (and made-up, distinct span IDs), with each span's origin string ordinal.
+    fn read_classes<'a>(&'a self, strs: &[&'a [u8]]) -> (Vec<SpanData<'a>>, Vec<u64>) {
+        let mut spans = Vec::with_capacity(self.spans);
+        let mut origin_of = Vec::with_capacity(self.spans);
+        let mut pos = 0usize;
+        let mut class = 0u32;
+        while pos < self.data.len() {
+            let Some((sd, origin, count)) = self.read_class(strs, &mut pos) else {
+                break;
+            };
+            for i in 0..count {
+                let mut id = [0u8; 8];
+                id[..4].copy_from_slice(&(class + 1).to_be_bytes());
+                id[4..].copy_from_slice(&i.to_be_bytes());
+                let mut s = sd.clone();
+                s.span_id = id;
+                spans.push(s);
+                origin_of.push(origin);
+            }
+            class = class.wrapping_add(1);
+        }
+        (spans, origin_of)
+    }
+
+    fn read_class<'a>(&'a self, strs: &[&'a [u8]], pos: &mut usize) -> Option<(SpanData<'a>, u64, u32)> {
+        let len = usize::try_from(read_varint(&self.data, pos, 0).ok()?).ok()?;
+        let key_end = pos.checked_add(len)?;
+        let mut r = Reader {
+            buf: self.data.get(..key_end)?,
+            pos: *pos,
+            strs,
+        };
+        let status = [StatusCode::Unset, StatusCode::Ok, StatusCode::Error].get(usize::from(r.byte()?))?;
+        let flags = r.u32()?;
+        let origin = r.varint()?;
+        let attributes = r.attrs()?;
+        let fixed = self.data.get(key_end..key_end.checked_add(CLASS_FIXED)?)?;
+        *pos = key_end + CLASS_FIXED;
+        let count = u32::from_le_bytes(fixed[0..4].try_into().ok()?);
+        let sd = SpanData {
+            start_unix_nano: u64::from_le_bytes(fixed[4..12].try_into().ok()?),
+            end_unix_nano: u64::from_le_bytes(fixed[12..20].try_into().ok()?),
+            status: *status,
+            flags,
+            attributes,
+            ..Default::default()
+        };
+        Some((sd, origin, count))
     }
 
     /// The index of `id` in the ID table, adding it when there is room.
@@ -562,19 +695,24 @@ impl TraceSummary {
             pos: 0,
             strs: &strs,
         };
-        let mut state = (0u32, u64::MAX);
-        let mut seen = HashSet::with_capacity(self.spans);
-        let mut spans = Vec::with_capacity(self.spans);
-        let mut origin_of = Vec::with_capacity(self.spans);
-        while !r.done() {
-            let Some((sd, origin)) = self.read_span(&mut r, &mut state) else {
-                break;
-            };
-            if seen.insert(sd.span_id) {
-                spans.push(sd);
-                origin_of.push(origin);
+        let (mut spans, origin_of) = if self.collapsed {
+            self.read_classes(&strs)
+        } else {
+            let mut state = (0u32, u64::MAX);
+            let mut seen = HashSet::with_capacity(self.spans);
+            let mut spans = Vec::with_capacity(self.spans);
+            let mut origin_of = Vec::with_capacity(self.spans);
+            while !r.done() {
+                let Some((sd, origin)) = self.read_span(&mut r, &mut state) else {
+                    break;
+                };
+                if seen.insert(sd.span_id) {
+                    spans.push(sd);
+                    origin_of.push(origin);
+                }
             }
-        }
+            (spans, origin_of)
+        };
         let mut slot: HashMap<u64, usize> = HashMap::new();
         for &o in &origin_of {
             slot.entry(o).or_insert_with(|| {
@@ -814,8 +952,39 @@ mod tests {
         })
     }
 
+    /// What a trace-level policy reads of a trace: span count, earliest start, latest end,
+    /// size, and the distinct (status, flags, service, resource and span attributes) of spans.
+    fn facts(spans: &[SpanData<'_>], size: u64) -> (usize, u64, u64, u64, std::collections::BTreeSet<String>) {
+        let attrs = |a: &[(&str, AttrValue<'_>)]| {
+            a.iter()
+                .map(|(k, v)| match v {
+                    AttrValue::Double(d) => format!("{k:?}=D{:#x}", d.to_bits()),
+                    v => format!("{k:?}={v:?}"),
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let keys = spans
+            .iter()
+            .map(|s| {
+                format!(
+                    "{:?} f{:#x} svc{:?} a[{}] r[{}]",
+                    s.status,
+                    s.flags,
+                    s.service,
+                    attrs(&s.attributes),
+                    attrs(s.resource_attributes)
+                )
+            })
+            .collect();
+        let start = spans.iter().map(|s| s.start_unix_nano).min().unwrap_or(u64::MAX);
+        let end = spans.iter().map(|s| s.end_unix_nano).max().unwrap_or(0);
+        (spans.len(), start, end, size, keys)
+    }
+
     /// Pushes `records` (with a `shrink` after the first half) and checks the rebuilt view
-    /// against extract's.
+    /// against extract's: equal, or for trace-level requirements equal in what such a policy
+    /// reads (spans repeated across records counted again).
     fn check(records: &[bytes::Bytes], req: &Requirements) {
         let mut s = TraceSummary::new();
         for (i, r) in records.iter().enumerate() {
@@ -823,6 +992,23 @@ mod tests {
                 s.shrink();
             }
             s.push_record(TID, r, req);
+        }
+        if req.trace_level {
+            let mut res: Vec<extract::Resources> = records.iter().map(|_| extract::Resources::new()).collect();
+            let per_record: Vec<_> = records
+                .iter()
+                .zip(res.iter_mut())
+                .map(|(r, res)| extract::trace_data(TID, std::slice::from_ref(r), req, res))
+                .collect();
+            let all: Vec<SpanData<'_>> = per_record.iter().flat_map(|t| t.spans.iter().cloned()).collect();
+            let size = records.iter().map(|r| r.len() as u64).sum();
+            let mut scratch = SummaryScratch::new();
+            let got = s.trace_data(TID, &mut scratch);
+            assert_eq!(facts(&got.spans, got.size_bytes), facts(&all, size));
+            assert_eq!(s.spans(), all.len());
+            let ids: HashSet<[u8; 8]> = got.spans.iter().map(|s| s.span_id).collect();
+            assert_eq!(ids.len(), got.spans.len(), "made-up span IDs are distinct");
+            return;
         }
         let mut res = extract::Resources::new();
         let want = extract::trace_data(TID, records, req, &mut res);
@@ -1045,6 +1231,7 @@ mod tests {
             all_attributes: rng.random_bool(0.15),
             span_events: rng.random_bool(0.5),
             scope: rng.random_bool(0.5),
+            trace_level: rng.random_bool(0.3),
         }
     }
 
@@ -1190,6 +1377,10 @@ mod tests {
             s.spans(),
             s.heap_bytes() as f64 / s.spans() as f64
         );
+        // Collapsed: a distinct key per span (the unique `url`), past the entries searched.
+        let mut flat = req.clone();
+        flat.trace_level = true;
+        check(&records, &flat);
     }
 
     /// A realistic trace: `n` spans of 4 services (one record per service, spans in random
@@ -1300,11 +1491,18 @@ mod tests {
             .unwrap()
             .requirements()
             .clone();
+        assert!(default_req.trace_level);
         let mut with_status = default_req.clone();
         with_status.span_attributes.insert("http.status_code".into());
+        let detailed = |r: &Requirements| Requirements {
+            trace_level: false,
+            ..r.clone()
+        };
         for (label, req, bound) in [
-            ("default policy", &default_req, 30.0),
-            ("+http.status_code", &with_status, 36.0),
+            ("default policy (collapsed)", &default_req, 12.0),
+            ("+http.status_code (collapsed)", &with_status, 14.0),
+            ("default policy, span detail", &detailed(&default_req), 30.0),
+            ("+http.status_code, span detail", &detailed(&with_status), 36.0),
         ] {
             let mut rng = StdRng::seed_from_u64(42);
             let (mut spans, mut heap, mut grown, mut record_bytes) = (0usize, 0usize, 0usize, 0usize);

@@ -552,6 +552,29 @@ impl Node {
         }
     }
 
+    /// Whether the node reads only trace-level facts (see [`Requirements::trace_level`]).
+    /// Every variant is named: a new one must say what it reads.
+    fn trace_level(&self) -> bool {
+        match self {
+            Node::Always
+            | Node::StatusCode(_)
+            | Node::Latency { .. }
+            | Node::SpanCount { .. }
+            | Node::Probabilistic { .. }
+            | Node::OtelProbabilistic { .. }
+            | Node::RateLimit(_)
+            | Node::BytesLimit(_)
+            | Node::TraceFlags
+            // Attribute rules: does some span (or its resource) carry a matching value.
+            | Node::Attr(_) => true,
+            Node::And(children) => children.iter().all(Node::trace_level),
+            Node::Not(n) => n.trace_level(),
+            Node::Composite(c) => c.subs.iter().all(|s| s.node.trace_level()),
+            // Span names, root spans, trace state, arbitrary span fields (OTTL), sampler keys.
+            Node::Filter(_) | Node::TraceState(_) | Node::Ottl(_) | Node::Sampler(_) => false,
+        }
+    }
+
     fn is_stateful(&self) -> bool {
         match self {
             Node::RateLimit(_) | Node::Composite(_) | Node::BytesLimit(_) => true,
@@ -1255,6 +1278,7 @@ impl PolicyEngine {
         if !b.issues.is_empty() {
             return Err(PolicyError::Invalid(b.issues));
         }
+        b.requirements.trace_level = policies.iter().all(|p| p.node.trace_level());
         let drop_order = (0..policies.len()).filter(|&i| policies[i].is_drop).collect();
         let keep_order = (0..policies.len()).filter(|&i| !policies[i].is_drop).collect();
         Ok(PolicyEngine {

@@ -35,6 +35,14 @@ pub struct Requirements {
     pub scope: bool,
     /// Instrumentation scope attribute keys read by some rule.
     pub scope_attributes: BTreeSet<String>,
+    /// Every rule reads only what is the same for spans that agree on their status, flags,
+    /// service, required resource attributes and required span attributes (a span with such
+    /// a combination exists or not), plus the trace's span count, duration (earliest start to
+    /// latest end), size and ID. Spans that agree on those are then interchangeable: a sampler
+    /// may keep one entry per distinct combination with a count and time bounds instead of
+    /// every span. Set by [`crate::PolicyEngine::compile`]; `false` (keep span detail) is
+    /// always safe.
+    pub trace_level: bool,
 }
 
 impl Requirements {

@@ -710,6 +710,42 @@ policies:
     assert!(r.wants_span_attribute("force") && !r.wants_span_attribute("k8s.replicas"));
     let _ = decide(&mut e, &one(span_fn()));
     assert!(native("policies:\n  - {name: a, always: {}}").requirements().is_empty());
+    assert!(
+        r.trace_level,
+        "attribute rules, and/not of them, read trace-level facts"
+    );
+}
+
+#[test]
+fn trace_level_requirements() {
+    let level = |yaml: &str| native(yaml).requirements().trace_level;
+    // The default policy's kinds, budgets and attribute rules, nested.
+    assert!(level(
+        r#"
+policies:
+  - {name: errors, status_code: {codes: [ERROR]}}
+  - {name: slow, latency: {threshold_ms: 1000}}
+  - {name: big, span_count: {min: 100}}
+  - {name: base, probabilistic: {percentage: 10}}
+  - {name: budget, rate_limiting: {spans_per_second: 100}}
+  - {name: bytes, bytes_limiting: {bytes_per_second: 1000}}
+  - {name: flags, trace_flags: {}}
+  - {name: c, composite: {max_total_spans_per_second: 100, policies: [{name: x, string_attribute: {key: k, values: [v]}}]}}
+  - {name: n, not: {policy: {and: {policies: [{boolean_attribute: {key: b, value: true}}, {numeric_attribute: {key: n, min: 1}}]}}}}
+"#
+    ));
+    // Anything that reads per-span detail, alone or nested, turns it off.
+    for rule in [
+        "{name: x, ottl_condition: {span: ['name == \"a\"']}}",
+        "{name: x, trace_state: {key: k, values: [v]}}",
+        "{name: x, always: {}, match: {span_name: a}}",
+        "{name: x, composite: {max_total_spans_per_second: 9, policies: [{name: y, always: {}, match: {service: s}}]}}",
+        "{name: x, and: {policies: [{always: {}}, {trace_state: {key: k, values: [v]}}]}}",
+        "{name: x, not: {policy: {ottl_condition: {span: ['kind == 2']}}}}",
+    ] {
+        let yaml = format!("policies:\n  - {{name: ok, latency: {{threshold_ms: 5}}}}\n  - {rule}\n");
+        assert!(!level(&yaml), "{rule}");
+    }
 }
 
 fn span_fn() -> SpanData<'static> {

@@ -1023,12 +1023,27 @@ fn read_backs(e: &mut Engine) -> Vec<ReadBackJob> {
 
 const MIXED_POLICY: &str = "policies:\n  - name: errors\n    status_code: { codes: [ERROR] }\n  - name: checkout\n    string_attribute: { key: service.name, values: [checkout] }\n  - name: some\n    probabilistic: { percentage: 20 }\n";
 
+/// Index mode decides as memory mode does, with a policy of trace-level rules (collapsed
+/// summaries: an entry per distinct status/service/attributes, not per span) and with one that
+/// reads span names (a summary entry per span).
 #[test]
 fn index_mode_keeps_and_exports_exactly_what_memory_mode_does() {
+    let detailed = format!(
+        "{MIXED_POLICY}  - name: named\n    always: {{}}\n    match: {{ span_name: nothing-is-called-this }}\n"
+    );
+    for (policy, trace_level) in [(MIXED_POLICY, true), (detailed.as_str(), false)] {
+        let doc = tailsift_policy::PolicyDocument::from_yaml(policy).unwrap();
+        let req = PolicyEngine::compile(&doc).unwrap().requirements().clone();
+        assert_eq!(req.trace_level, trace_level, "{policy}");
+        index_mode_decides_as_memory_mode(policy);
+    }
+}
+
+fn index_mode_decides_as_memory_mode(policy: &str) {
     let records = workload(400);
-    let (mut mem, t0) = engine_in(BufferMode::Memory, usize::MAX, MIXED_POLICY);
+    let (mut mem, t0) = engine_in(BufferMode::Memory, usize::MAX, policy);
     let (want, want_decisions) = run_workload(&mut mem, t0, &records);
-    let (mut ix, t0) = engine_in(BufferMode::Index, 0, MIXED_POLICY);
+    let (mut ix, t0) = engine_in(BufferMode::Index, 0, policy);
     let (got, got_decisions) = run_workload(&mut ix, t0, &records);
     assert!(
         mem.stats.kept_traces > 50 && mem.stats.dropped_traces > 50,
@@ -1170,4 +1185,23 @@ fn a_policy_change_while_traces_are_indexed_decides_them_on_their_records() {
     let read: Vec<ReadBackJob> = read_backs(&mut e);
     assert_eq!(read.len(), 1, "kept: read back to be exported");
     assert_eq!(e.stats.kept_traces, 2);
+}
+
+/// Summaries serve the live policy and the shadow: collapsed only when both read trace-level
+/// facts alone.
+#[test]
+fn a_shadow_that_reads_span_detail_keeps_summaries_detailed() {
+    let req = |y: &str| {
+        PolicyEngine::compile(&PolicyDocument::from_yaml(y).unwrap())
+            .unwrap()
+            .requirements()
+            .clone()
+    };
+    let live = req(MIXED_POLICY);
+    let shadow = req("policies:\n  - name: n\n    always: {}\n    match: { span_name: x }\n");
+    assert!(live.trace_level && !shadow.trace_level);
+    assert!(union_requirements(&live, None).trace_level);
+    assert!(union_requirements(&live, Some(&live)).trace_level);
+    assert!(!union_requirements(&live, Some(&shadow)).trace_level);
+    assert!(!union_requirements(&shadow, Some(&live)).trace_level);
 }

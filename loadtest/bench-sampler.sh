@@ -272,7 +272,13 @@ for MODE in $MODES; do
   MEM_SPANS=$(( TOTAL / 2 ))
   sleep 2
   rss0=$(rss_kb "$SAMPLER_PID")
-  "$BIN"/tailsift-loadgen --endpoint "http://127.0.0.1:$G3" --rate 0 --total-spans "$MEM_SPANS" --concurrency 16 --seed 8 --quiet >/dev/null
+  # RSS also half-way, so the report can tell the marginal cost of a span from fixed growth
+  # (consumer fetch buffers, allocator arenas touched once traffic starts).
+  "$BIN"/tailsift-loadgen --endpoint "http://127.0.0.1:$G3" --rate 0 --total-spans "$MEM_SPANS" --concurrency 16 --seed 8 --quiet >/dev/null &
+  LOADGEN_PID=$!
+  while :; do c=$(metric "$SA2" tailsift_sampler_spans_consumed_total); [[ "${c%.*}" -ge $(( MEM_SPANS / 2 )) ]] && break; sleep 0.05; done
+  rss_half=$(rss_kb "$SAMPLER_PID"); c=$(metric "$SA2" tailsift_sampler_spans_consumed_total); c_half=${c%.*}; c_half=${c_half:-0}
+  wait "$LOADGEN_PID"
   while :; do c=$(metric "$SA2" tailsift_sampler_spans_consumed_total); [[ "${c%.*}" -ge "$MEM_SPANS" ]] && break; sleep 0.2; done
   sleep 1
   rss1=$(rss_kb "$SAMPLER_PID")
@@ -293,7 +299,7 @@ for MODE in $MODES; do
   "$BIN"/tailsift-e2e-latency --endpoint "http://127.0.0.1:$G4" --sink-listen "127.0.0.1:$SINK" \
     --rate "$LAT_RATE" --duration "$LAT_DURATION" --warmup 5s --settle 8s >"$WORK/e2e-$MODE.json"
   kill "$SAMPLER_PID"; wait "$SAMPLER_PID" 2>/dev/null || true
-  RESULTS+=("$MODE $before $after $start $end $kept $rss0 $rss1 $held $MEM_SPANS $encoded $WORK/e2e-$MODE.json $traces")
+  RESULTS+=("$MODE $before $after $start $end $kept $rss0 $rss1 $held $MEM_SPANS $encoded $WORK/e2e-$MODE.json $traces $rss_half $c_half")
 done
 
 python3 - "$TOTAL" "$TCK" "${RESULTS[@]}" <<'PY'
@@ -301,16 +307,18 @@ import json, sys
 total, tck = int(sys.argv[1]), int(sys.argv[2])
 rows = []
 for r in sys.argv[3:]:
-    mode, before, after, start, end, kept, rss0, rss1, held, mem_spans, encoded, e2e, traces = r.split()
+    mode, before, after, start, end, kept, rss0, rss1, held, mem_spans, encoded, e2e, traces, rss_half, c_half = r.split()
     lat = json.load(open(e2e))["latency"]
     cpu = (int(after) - int(before)) / tck
     wall = float(end) - float(start)
     growth = (int(rss1) - int(rss0)) * 1024
-    rows.append((mode, cpu, wall, float(kept), growth, float(held), int(mem_spans), float(encoded), lat))
+    # Marginal: RSS added by the second half of the spans, per span of it.
+    marginal = (int(rss1) - int(rss_half)) * 1024 / max(1, int(mem_spans) - int(c_half))
+    rows.append((mode, cpu, wall, float(kept), growth, float(held), int(mem_spans), float(encoded), lat, marginal))
 print(f"sampler, {total} spans consumed, decided and kept ones exported; then {rows[0][6]} spans held buffered ({float(traces):,.0f} traces)")
-print(f"{'mode':8} {'CPU s':>7} {'spans/CPU-s':>12} {'kept spans':>11} {'RSS growth':>11} {'B/buffered span':>16} {'held B/span':>12} {'export delay p50/p99 ms':>24}")
-for mode, cpu, wall, kept, growth, held, mem_spans, encoded, lat in rows:
-    print(f"{mode:8} {cpu:7.2f} {total / cpu:12,.0f} {kept:11,.0f} {growth / 1e6:9.1f}MB {growth / mem_spans:16.0f} {held / mem_spans:12.0f} {lat['p50_ms']:11.0f} / {lat['p99_ms']:.0f} (n={lat['count']})")
+print(f"{'mode':8} {'CPU s':>7} {'spans/CPU-s':>12} {'kept spans':>11} {'RSS growth':>11} {'B/buffered span':>16} {'marginal B/span':>16} {'held B/span':>12} {'export delay p50/p99 ms':>24}")
+for mode, cpu, wall, kept, growth, held, mem_spans, encoded, lat, marginal in rows:
+    print(f"{mode:8} {cpu:7.2f} {total / cpu:12,.0f} {kept:11,.0f} {growth / 1e6:9.1f}MB {growth / mem_spans:16.0f} {marginal:16.0f} {held / mem_spans:12.0f} {lat['p50_ms']:11.0f} / {lat['p99_ms']:.0f} (n={lat['count']})")
 base = rows[0]
 for row in rows[1:]:
     print(f"{row[0]} vs {base[0]}: CPU per span {row[1] / base[1]:.2f}x, memory per buffered span {row[4] / base[4]:.3f}x, "

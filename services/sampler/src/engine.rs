@@ -41,7 +41,8 @@ use crate::cache::{Cached, DecisionCache};
 pub use crate::config::BufferMode;
 use crate::extract::{scan_record, trace_data, Resources};
 use crate::metrics as m;
-use crate::summary::{SummaryScratch, TraceSummary};
+use crate::summary::{unzigzag, zigzag, SummaryScratch, TraceSummary};
+use tailsift_otlp::wire::{put_varint, read_varint};
 
 pub type TraceId = [u8; 16];
 
@@ -212,6 +213,10 @@ enum Body {
     Memory(Box<MemoryBody>),
     /// A summary the policies are evaluated on, and where the records are in the log.
     Index(Box<IndexBody>),
+    /// An index frozen into one allocation of exactly its bytes ([`IndexBody::freeze`]): a
+    /// trace whose root span came (most likely complete, so idle until decided). A record
+    /// arriving for it thaws it first.
+    Frozen(Box<[u8]>),
 }
 
 struct MemoryBody {
@@ -240,9 +245,7 @@ impl IndexBody {
         }
     }
 
-    /// Adds a record; `settled` (its root span came: the trace is most likely complete) trims the
-    /// vectors' spare capacity (about 40% of an index while it grows).
-    #[allow(clippy::too_many_arguments)]
+    /// Adds a record.
     fn push(
         &mut self,
         trace_id: TraceId,
@@ -251,7 +254,6 @@ impl IndexBody {
         span_ids: &[[u8; 8]],
         req: &Requirements,
         req_gen: u64,
-        settled: bool,
     ) {
         self.req_gen = match (self.records.is_empty(), self.req_gen) {
             (true, _) => Some(req_gen),
@@ -260,9 +262,6 @@ impl IndexBody {
         };
         self.summary.push_record(trace_id, record, req);
         self.records.push((offset, fingerprint(span_ids)));
-        if settled {
-            self.shrink();
-        }
     }
 
     fn shrink(&mut self) {
@@ -274,7 +273,7 @@ impl IndexBody {
     fn from_records(trace_id: TraceId, records: &[Bytes], offsets: &[i64], req: &Requirements, req_gen: u64) -> Self {
         let mut ix = IndexBody::new();
         for (r, o) in records.iter().zip(offsets) {
-            ix.push(trace_id, r, *o, &scan_record(r).span_ids, req, req_gen, false);
+            ix.push(trace_id, r, *o, &scan_record(r).span_ids, req, req_gen);
         }
         ix.shrink();
         ix
@@ -284,6 +283,46 @@ impl IndexBody {
         std::mem::size_of::<IndexBody>()
             + self.summary.heap_bytes()
             + self.records.capacity() * std::mem::size_of::<(i64, u64)>()
+    }
+
+    /// The index in one byte string: the requirements generation (0: mixed), the records
+    /// (offset deltas as zigzag varints, fingerprints as 8 bytes) and the frozen summary.
+    fn freeze(&self) -> Box<[u8]> {
+        let mut out = Vec::with_capacity(self.held());
+        put_varint(&mut out, self.req_gen.unwrap_or(0));
+        put_varint(&mut out, self.records.len() as u64);
+        let mut prev = 0i64;
+        for &(offset, fp) in &self.records {
+            put_varint(&mut out, zigzag(offset.wrapping_sub(prev)));
+            prev = offset;
+            out.extend_from_slice(&fp.to_le_bytes());
+        }
+        self.summary.freeze(&mut out);
+        out.into_boxed_slice()
+    }
+
+    /// What [`IndexBody::freeze`] wrote (`None` only for bytes it did not write).
+    fn thaw(buf: &[u8]) -> Option<IndexBody> {
+        let mut pos = 0usize;
+        let varint = |pos: &mut usize| read_varint(buf, pos, 0).ok();
+        let req_gen = Some(varint(&mut pos)?).filter(|g| *g != 0);
+        let n = usize::try_from(varint(&mut pos)?).ok()?;
+        // Each record takes at least 9 bytes: the count cannot exceed what is left.
+        let mut records = Vec::with_capacity(n.min(buf.len() / 9));
+        let mut prev = 0i64;
+        for _ in 0..n {
+            let offset = prev.wrapping_add(unzigzag(varint(&mut pos)?));
+            let fp = u64::from_le_bytes(buf.get(pos..pos.checked_add(8)?)?.try_into().ok()?);
+            pos += 8;
+            records.push((offset, fp));
+            prev = offset;
+        }
+        let summary = TraceSummary::thaw(buf, &mut pos)?;
+        Some(IndexBody {
+            summary,
+            records,
+            req_gen,
+        })
     }
 }
 
@@ -359,7 +398,7 @@ impl TraceBuf {
     fn span_bytes(&self) -> usize {
         match self.body {
             Body::Memory(_) => self.bytes,
-            Body::Index(_) => 0,
+            Body::Index(_) | Body::Frozen(_) => 0,
         }
     }
 
@@ -367,6 +406,22 @@ impl TraceBuf {
         match &self.body {
             Body::Memory(_) => self.bytes,
             Body::Index(ix) => ix.held(),
+            Body::Frozen(b) => b.len(),
+        }
+    }
+
+    /// Freezes an index whose trace's root came (see [`Body::Frozen`]).
+    fn settle(&mut self) {
+        if let (true, Body::Index(ix)) = (self.root_seen, &self.body) {
+            self.body = Body::Frozen(ix.freeze());
+        }
+    }
+
+    /// Thaws a frozen index (a record came for it, or it is being decided).
+    fn thaw(&mut self) {
+        if let Body::Frozen(b) = &self.body {
+            let ix = IndexBody::thaw(b).expect("an index frozen by IndexBody::freeze thaws");
+            self.body = Body::Index(Box::new(ix));
         }
     }
 }
@@ -969,6 +1024,7 @@ impl Engine {
         // (decide now, held and span bytes before and after, the trace became an index)
         let (decide_now, before, after, indexed) = match part.traces.get_mut(&trace_id) {
             Some(t) => {
+                t.thaw();
                 let duplicate = !scan.span_ids.is_empty()
                     && match &t.body {
                         Body::Memory(mb) => scan.span_ids.iter().all(|s| mb.span_ids.contains(s)),
@@ -976,8 +1032,10 @@ impl Engine {
                             let f = fingerprint(&scan.span_ids);
                             ix.records.iter().any(|(_, g)| *g == f)
                         }
+                        Body::Frozen(_) => unreachable!("thawed above"),
                     };
                 if duplicate {
+                    t.settle();
                     // The same spans again (a client retried a request): nothing new.
                     self.stats.duplicate_records += 1;
                     metrics::counter!(m::DUPLICATE_SPANS).increment(spans as u64);
@@ -1003,12 +1061,12 @@ impl Engine {
                         mb.records.push(payload);
                         mb.offsets.push(offset);
                     }
-                    Body::Index(ix) => ix.push(trace_id, &payload, offset, &scan.span_ids, req, req_gen, scan.has_root),
+                    Body::Index(ix) => ix.push(trace_id, &payload, offset, &scan.span_ids, req, req_gen),
+                    Body::Frozen(_) => unreachable!("thawed above"),
                 }
                 t.last_offset = offset;
                 t.spans += spans;
                 t.bytes += len;
-                t.held = t.compute_held();
                 if scan.has_root && !t.root_seen {
                     t.root_seen = true;
                     let d = clock.saturating_add(millis(self.cfg.send_delay));
@@ -1022,6 +1080,8 @@ impl Engine {
                         part.backstops.push(Reverse((b, trace_id)));
                     }
                 }
+                t.settle();
+                t.held = t.compute_held();
                 let decide_now = t.spans > self.cfg.max_trace_spans || t.bytes > self.cfg.max_trace_bytes;
                 (decide_now, before, (t.held, t.span_bytes()), indexed)
             }
@@ -1042,7 +1102,7 @@ impl Engine {
                 part.by_offset.insert(offset, trace_id);
                 let body = if index {
                     let mut ix = IndexBody::new();
-                    ix.push(trace_id, &payload, offset, &scan.span_ids, req, req_gen, scan.has_root);
+                    ix.push(trace_id, &payload, offset, &scan.span_ids, req, req_gen);
                     Body::Index(Box::new(ix))
                 } else {
                     Body::Memory(Box::new(MemoryBody {
@@ -1063,6 +1123,7 @@ impl Engine {
                     spans,
                     bytes: len,
                 };
+                t.settle();
                 t.held = t.compute_held();
                 let after = (t.held, t.span_bytes());
                 part.traces.insert(trace_id, t);
@@ -1179,7 +1240,11 @@ impl Engine {
             self.buffered_bytes -= st.bytes;
             self.span_bytes -= st.span_bytes;
             self.buffered_traces -= st.traces.len();
-            self.index_traces -= st.traces.values().filter(|t| matches!(t.body, Body::Index(_))).count();
+            self.index_traces -= st
+                .traces
+                .values()
+                .filter(|t| matches!(t.body, Body::Index(_) | Body::Frozen(_)))
+                .count();
             metrics::gauge!(m::INDEX_TRACES).set(self.index_traces as f64);
         }
         self.pending.retain(|_, p| p.partition != partition);
@@ -1208,7 +1273,10 @@ impl Engine {
         let Some(part) = self.partitions.get_mut(&partition).filter(|p| !p.leaving) else {
             return;
         };
-        let Some(t) = part.traces.remove(&trace_id) else { return };
+        let Some(mut t) = part.traces.remove(&trace_id) else {
+            return;
+        };
+        t.thaw();
         part.by_offset.remove(&t.first_offset);
         let span_bytes = t.span_bytes();
         part.bytes -= t.held;
@@ -1279,6 +1347,7 @@ impl Engine {
                     now,
                 );
             }
+            Body::Frozen(_) => unreachable!("thawed above"),
         }
     }
 

@@ -1125,6 +1125,38 @@ fn a_kept_index_trace_holds_the_commit_until_read_back_and_exported() {
     assert!(decisions.iter().any(|d| d.kept.is_some() && d.exported_through == 5));
 }
 
+/// Once its root came an index is frozen into one allocation; a record arriving after that
+/// (a late span, a retry) thaws it, and nothing is lost either way.
+#[test]
+fn an_index_is_frozen_once_its_root_came_and_thawed_by_a_later_record() {
+    let (mut e, t0) = engine_in(BufferMode::Index, 0, ERRORS_ONLY);
+    e.assign(0);
+    e.on_record(0, 10, None, record(1, 2, Some(1), false), t0);
+    let open = e.buffered_bytes();
+    assert!(open >= std::mem::size_of::<IndexBody>(), "an open index: {open} B");
+    e.on_record(0, 11, None, record(1, 1, None, false), t0);
+    let frozen = e.buffered_bytes();
+    assert!(
+        frozen < open,
+        "root came: frozen to {frozen} B (open, one record: {open} B)"
+    );
+    // A late span (an error) and a retry of the root's record, after the freeze.
+    e.on_record(0, 12, None, record(1, 3, Some(1), true), t0);
+    e.on_record(0, 13, None, record(1, 1, None, false), t0);
+    assert_eq!(e.stats.duplicate_records, 1, "the retry is found in the frozen index");
+    assert!(
+        e.buffered_bytes() < open + frozen,
+        "frozen again: {} B",
+        e.buffered_bytes()
+    );
+    assert_eq!(e.index_traces(), 1);
+    tick_to(&mut e, t0, t0 + Duration::from_secs(3));
+    let jobs = read_backs(&mut e);
+    assert_eq!(jobs.len(), 1, "kept: the late span was an error");
+    assert_eq!(jobs[0].offsets, vec![10, 11, 12]);
+    assert_eq!((e.index_traces(), e.buffered_bytes()), (0, 0));
+}
+
 #[test]
 fn a_read_back_answered_after_a_revoke_is_ignored() {
     let (mut e, t0) = engine_in(BufferMode::Index, 0, ERRORS_ONLY);

@@ -12,7 +12,7 @@ const MAX_DIFF_LINES = 4000;
 
 const state = {
   token: null, role: null, name: null, node: null,
-  page: null, timer: null, busy: false,
+  page: null, timer: null, busy: false, again: false,
   policy: null, history: [], series: [],
   validateTimer: null, validateSeq: 0,
 };
@@ -217,11 +217,17 @@ function route() {
 
 async function refresh(first) {
   const p = pages[state.page];
-  if (!p || (!first && !p.every) || state.busy || !state.token) return;
+  if (!p || (!first && !p.every) || !state.token) return;
+  // A page opened while the last one is still loading loads right after it (pages that do not
+  // refresh on the timer would otherwise stay empty).
+  if (state.busy) { if (first) state.again = true; return; }
   state.busy = true;
   try { await p.load(first); }
   catch (e) { if (e.status !== 401) console.warn(e); }
-  finally { state.busy = false; }
+  finally {
+    state.busy = false;
+    if (state.again) { state.again = false; refresh(true); }
+  }
 }
 
 // ---- Overview ------------------------------------------------------------------------------

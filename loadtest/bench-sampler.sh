@@ -254,12 +254,13 @@ for MODE in $MODES; do
   done
   while :; do b=$(metric "$SA" tailsift_sampler_traces_buffered); [[ "${b:-1}" == "0" ]] && break; sleep 0.2; done
   # Index mode: kept traces are exported after their read-back; wait for the exports too.
+  # (Stable for 3 s: a read-back pass can pause exports for over a second.)
+  exported() { curl -s "http://127.0.0.1:$SA/metrics" | awk '/^tailsift_sampler_export_spans_total/ {s+=$2} END {print s+0}'; }
   while :; do
-    k1=$(curl -s "http://127.0.0.1:$SA/metrics" | awk '/^tailsift_sampler_export_spans_total/ {s+=$2} END {print s+0}')
-    sleep 1
-    k2=$(curl -s "http://127.0.0.1:$SA/metrics" | awk '/^tailsift_sampler_export_spans_total/ {s+=$2} END {print s+0}')
-    [[ "$k1" == "$k2" ]] && break
+    k1=$(exported); sleep 1.5; k2=$(exported); sleep 1.5; k3=$(exported)
+    [[ "$k1" == "$k2" && "$k2" == "$k3" ]] && break
   done
+  kept_traces=$(curl -s "http://127.0.0.1:$SA/metrics" | awk '/^tailsift_sampler_decisions_total/ && /kept/ {s+=$2} END {print s+0}')
   after=$(cpu_ticks "$SAMPLER_PID"); end=$(date +%s.%N)
   kept=$k2
   kill "$SAMPLER_PID"; wait "$SAMPLER_PID" 2>/dev/null || true
@@ -299,7 +300,7 @@ for MODE in $MODES; do
   "$BIN"/tailsift-e2e-latency --endpoint "http://127.0.0.1:$G4" --sink-listen "127.0.0.1:$SINK" \
     --rate "$LAT_RATE" --duration "$LAT_DURATION" --warmup 5s --settle 8s >"$WORK/e2e-$MODE.json"
   kill "$SAMPLER_PID"; wait "$SAMPLER_PID" 2>/dev/null || true
-  RESULTS+=("$MODE $before $after $start $end $kept $rss0 $rss1 $held $MEM_SPANS $encoded $WORK/e2e-$MODE.json $traces $rss_half $c_half")
+  RESULTS+=("$MODE $before $after $start $end $kept $rss0 $rss1 $held $MEM_SPANS $encoded $WORK/e2e-$MODE.json $traces $rss_half $c_half $kept_traces")
 done
 
 python3 - "$TOTAL" "$TCK" "${RESULTS[@]}" <<'PY'
@@ -307,7 +308,8 @@ import json, sys
 total, tck = int(sys.argv[1]), int(sys.argv[2])
 rows = []
 for r in sys.argv[3:]:
-    mode, before, after, start, end, kept, rss0, rss1, held, mem_spans, encoded, e2e, traces, rss_half, c_half = r.split()
+    mode, before, after, start, end, kept, rss0, rss1, held, mem_spans, encoded, e2e, traces, rss_half, c_half, kept_traces = r.split()
+    print(f"{mode}: {int(kept_traces):,} traces kept, {float(kept):,.0f} spans exported")
     lat = json.load(open(e2e))["latency"]
     cpu = (int(after) - int(before)) / tck
     wall = float(end) - float(start)

@@ -261,6 +261,8 @@ for MODE in $MODES; do
     [[ "$k1" == "$k2" && "$k2" == "$k3" ]] && break
   done
   kept_traces=$(curl -s "http://127.0.0.1:$SA/metrics" | awk '/^tailsift_sampler_decisions_total/ && /kept/ {s+=$2} END {print s+0}')
+  echo "$MODE: read-back records by outcome, late spans:" >&2
+  curl -s "http://127.0.0.1:$SA/metrics" | grep -E '^tailsift_sampler_(read_back_records_total|late_spans_total|duplicate_spans_total)' >&2 || true
   after=$(cpu_ticks "$SAMPLER_PID"); end=$(date +%s.%N)
   kept=$k2
   kill "$SAMPLER_PID"; wait "$SAMPLER_PID" 2>/dev/null || true

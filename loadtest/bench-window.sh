@@ -79,6 +79,10 @@ for mode, s in by.items():
     if len(after) >= 2:
         lo, hi = min(x[1] for x in after), max(x[1] for x in after)
         buffered_spans = float(rate) * warm
+        # Least-squares slope of RSS over the samples after the warm-up: the trend, not the noise.
+        n = len(after); mt = sum(x[0] for x in after) / n; mr = sum(x[1] for x in after) / n
+        slope = sum((x[0] - mt) * (x[1] - mr) for x in after) / max(1e-9, sum((x[0] - mt) ** 2 for x in after))
+        print(f"{mode}: RSS trend after the warm-up {slope * 600:+.1f} MB per 10 min over {after[-1][0] - after[0][0]} s")
         print(f"{mode}: after the warm-up RSS {lo:.0f}-{hi:.0f} MB (spread {100 * (hi - lo) / max(hi, 1):.1f}%), "
               f"~{after[-1][1] * 1e6 / buffered_spans:.0f} B of RSS per buffered span ({buffered_spans:,.0f} spans buffered at {rate}/s x {warm:.0f} s)")
     else:

@@ -443,9 +443,11 @@ struct Partition {
     /// when a trace is decided early or its deadline moves earlier (a heap cannot): they are
     /// skipped when they come up, and [`Partition::compact_timers`] drops them when they outnumber
     /// the live traces, so the heaps stay proportional to the traces buffered.
-    timers: BinaryHeap<Reverse<(i64, TraceId)>>,
+    /// An entry names its trace by first offset (a key of `by_offset`: 8 bytes, not a 16-byte
+    /// trace ID, in what can be four entries per trace).
+    timers: BinaryHeap<Reverse<(i64, i64)>>,
     /// Backstops of undecided traces, on the engine's active time.
-    backstops: BinaryHeap<Reverse<(i64, TraceId)>>,
+    backstops: BinaryHeap<Reverse<(i64, i64)>>,
     /// The offset after the last record consumed; `None` before the first.
     next_offset: Option<i64>,
     /// Bytes held by its traces ([`TraceBuf::held`]), and of them span bytes (memory bodies).
@@ -542,11 +544,25 @@ impl Partition {
     fn compact_timers(&mut self) {
         let most = 2 * self.traces.len() + 1024;
         if self.timers.len() > most {
-            self.timers = self.traces.iter().map(|(id, t)| Reverse((t.deadline, *id))).collect();
+            self.timers = self
+                .traces
+                .values()
+                .map(|t| Reverse((t.deadline, t.first_offset)))
+                .collect();
         }
         if self.backstops.len() > most {
-            self.backstops = self.traces.iter().map(|(id, t)| Reverse((t.backstop, *id))).collect();
+            self.backstops = self
+                .traces
+                .values()
+                .map(|t| Reverse((t.backstop, t.first_offset)))
+                .collect();
         }
+    }
+
+    /// The undecided trace whose first record is at `first_offset`.
+    fn trace_at(&self, first_offset: i64) -> Option<(TraceId, &TraceBuf)> {
+        let id = *self.by_offset.get(&first_offset)?;
+        self.traces.get(&id).map(|t| (id, t))
     }
 
     fn watermark(&self) -> Option<i64> {
@@ -976,7 +992,11 @@ impl Engine {
             for t in part.traces.values_mut() {
                 t.deadline = t.deadline.saturating_sub(shift);
             }
-            part.timers = part.traces.iter().map(|(id, t)| Reverse((t.deadline, *id))).collect();
+            part.timers = part
+                .traces
+                .values()
+                .map(|t| Reverse((t.deadline, t.first_offset)))
+                .collect();
         }
         // A trace's own timestamp may only make its deadlines later (it is unconfirmed).
         let clock = part.clock.now(wall).max(ts.map_or(i64::MIN, |t| t.min(wall)));
@@ -1072,12 +1092,12 @@ impl Engine {
                     let d = clock.saturating_add(millis(self.cfg.send_delay));
                     if d < t.deadline {
                         t.deadline = d;
-                        part.timers.push(Reverse((d, trace_id)));
+                        part.timers.push(Reverse((d, t.first_offset)));
                     }
                     let b = active.saturating_add(millis(self.cfg.send_delay + self.cfg.max_clock_skew));
                     if b < t.backstop {
                         t.backstop = b;
-                        part.backstops.push(Reverse((b, trace_id)));
+                        part.backstops.push(Reverse((b, t.first_offset)));
                     }
                 }
                 t.settle();
@@ -1096,9 +1116,9 @@ impl Engine {
                     self.cfg.decision_wait
                 };
                 let deadline = clock.saturating_add(millis(wait));
-                part.timers.push(Reverse((deadline, trace_id)));
+                part.timers.push(Reverse((deadline, offset)));
                 let backstop = active.saturating_add(millis(wait + self.cfg.max_clock_skew));
-                part.backstops.push(Reverse((backstop, trace_id)));
+                part.backstops.push(Reverse((backstop, offset)));
                 part.by_offset.insert(offset, trace_id);
                 let body = if index {
                     let mut ix = IndexBody::new();
@@ -1191,30 +1211,32 @@ impl Engine {
             };
             loop {
                 let part = self.partitions.get_mut(&p).expect("listed");
-                let Some(Reverse((at, tid))) = part.timers.peek().copied() else {
+                let Some(Reverse((at, first))) = part.timers.peek().copied() else {
                     break;
                 };
                 if at > clock {
                     break;
                 }
                 part.timers.pop();
-                let due = part.traces.get(&tid).is_some_and(|t| t.deadline <= clock);
-                if due {
-                    let root = part.traces[&tid].root_seen;
+                let due = part
+                    .trace_at(first)
+                    .filter(|(_, t)| t.deadline <= clock)
+                    .map(|(tid, t)| (tid, t.root_seen));
+                if let Some((tid, root)) = due {
                     self.decide(p, tid, if root { Trigger::Root } else { Trigger::Timeout }, now);
                 }
             }
             let active = self.active_ms;
             loop {
                 let part = self.partitions.get_mut(&p).expect("listed");
-                let Some(Reverse((at, tid))) = part.backstops.peek().copied() else {
+                let Some(Reverse((at, first))) = part.backstops.peek().copied() else {
                     break;
                 };
                 if at > active {
                     break;
                 }
                 part.backstops.pop();
-                if let Some(t) = part.traces.get(&tid).filter(|t| t.backstop <= active) {
+                if let Some((tid, t)) = part.trace_at(first).filter(|(_, t)| t.backstop <= active) {
                     let root = t.root_seen;
                     metrics::counter!(m::CLOCK_BACKSTOPS).increment(1);
                     tracing::debug!(trace = %hex::encode(tid), partition = p, "decided by the real-time backstop (the partition clock lags)");

@@ -33,6 +33,7 @@
 #
 # TAILSIFT_BIN_DIR: take tailsift, tailsift-loadgen and tailsift-e2e-latency from this directory
 # and skip the cargo builds (default: ./target/release, built first).
+# SAMPLER_EXTRA="--set KEY=VALUE ...": more settings for every sampler the bench starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOTAL="${1:-1000000}"
@@ -83,7 +84,7 @@ start_sampler() { # topic admin decision_wait send_delay mode
   "$BIN"/tailsift sampler --kafka-brokers "$B" --topic "$1" --group-id "g-$1-$5" --export-kind kafka \
     --set export.kafka_topic="$1-$5-sampled" --set kafka.decisions_topic="$1-$5-decisions" --admin-listen "127.0.0.1:$2" \
     --set decision.decision_wait="$3" --set decision.send_delay="$4" --set kafka.resume_lookback_records=10000 \
-    --set memory.mode="$5" --log-level warn >>"$WORK/sampler.log" 2>&1 & SAMPLER_PID=$!
+    --set memory.mode="$5" ${SAMPLER_EXTRA:-} --log-level warn >>"$WORK/sampler.log" 2>&1 & SAMPLER_PID=$!
   PIDS+=("$SAMPLER_PID")
   wait_ready "$2"
 }

@@ -287,18 +287,31 @@ impl IndexBody {
 
     /// The index in one byte string: the requirements generation (0: mixed), the records
     /// (offset deltas as zigzag varints, fingerprints as 8 bytes) and the frozen summary.
+    /// Written into a scratch buffer first and then copied into an allocation of exactly its
+    /// size (shrinking a larger one in place would leave a free fragment beside every frozen
+    /// index).
     fn freeze(&self) -> Box<[u8]> {
-        let mut out = Vec::with_capacity(self.held());
-        put_varint(&mut out, self.req_gen.unwrap_or(0));
-        put_varint(&mut out, self.records.len() as u64);
-        let mut prev = 0i64;
-        for &(offset, fp) in &self.records {
-            put_varint(&mut out, zigzag(offset.wrapping_sub(prev)));
-            prev = offset;
-            out.extend_from_slice(&fp.to_le_bytes());
+        thread_local! {
+            static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
-        self.summary.freeze(&mut out);
-        out.into_boxed_slice()
+        SCRATCH.with_borrow_mut(|out| {
+            out.clear();
+            put_varint(out, self.req_gen.unwrap_or(0));
+            put_varint(out, self.records.len() as u64);
+            let mut prev = 0i64;
+            for &(offset, fp) in &self.records {
+                put_varint(out, zigzag(offset.wrapping_sub(prev)));
+                prev = offset;
+                out.extend_from_slice(&fp.to_le_bytes());
+            }
+            self.summary.freeze(out);
+            let frozen: Box<[u8]> = out.as_slice().into();
+            // A huge trace's scratch is not kept.
+            if out.capacity() > 1 << 20 {
+                *out = Vec::new();
+            }
+            frozen
+        })
     }
 
     /// What [`IndexBody::freeze`] wrote (`None` only for bytes it did not write).

@@ -955,18 +955,20 @@ mod tests {
     const TID: [u8; 16] = [0xab; 16];
     const KEYS: [&str; 6] = ["service.name", "k1", "k2", "k3", "http.status_code", "exception.type"];
 
+    /// An attribute list as one string, doubles bit-exactly.
+    fn attrs(a: &[(&str, AttrValue<'_>)]) -> String {
+        a.iter()
+            .map(|(k, v)| match v {
+                AttrValue::Double(d) => format!("{k:?}=D{:#x}", d.to_bits()),
+                v => format!("{k:?}={v:?}"),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// `TraceData` with doubles compared bit-exactly (derived `PartialEq` says NaN != NaN), one
     /// string per span.
     fn canon(td: &TraceData<'_>) -> (String, Vec<String>) {
-        fn attrs(a: &[(&str, AttrValue<'_>)]) -> String {
-            a.iter()
-                .map(|(k, v)| match v {
-                    AttrValue::Double(d) => format!("{k:?}=D{:#x}", d.to_bits()),
-                    v => format!("{k:?}={v:?}"),
-                })
-                .collect::<Vec<_>>()
-                .join(",")
-        }
         let spans = td
             .spans
             .iter()
@@ -1025,15 +1027,6 @@ mod tests {
     /// What a trace-level policy reads of a trace: span count, earliest start, latest end,
     /// size, and the distinct (status, flags, service, resource and span attributes) of spans.
     fn facts(spans: &[SpanData<'_>], size: u64) -> (usize, u64, u64, u64, std::collections::BTreeSet<String>) {
-        let attrs = |a: &[(&str, AttrValue<'_>)]| {
-            a.iter()
-                .map(|(k, v)| match v {
-                    AttrValue::Double(d) => format!("{k:?}=D{:#x}", d.to_bits()),
-                    v => format!("{k:?}={v:?}"),
-                })
-                .collect::<Vec<_>>()
-                .join(",")
-        };
         let keys = spans
             .iter()
             .map(|s| {

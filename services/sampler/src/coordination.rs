@@ -652,8 +652,11 @@ mod tests {
         assert_eq!(on[0], 0, "{on:?}: back to the lost one");
         // Round robin would put all 3,000 on endpoint 1; at random each gets ~1,500.
         assert!(on[1] > 1200 && on[2] > 1200, "{on:?}");
-        // One endpoint: it stays; two: always the other one.
-        assert_eq!(after_lost(5, 1, &mut Jitter::new("w")) % 1, 0);
+        // One endpoint: no random offset (the next attempt is the one due); two: always the
+        // other one.
+        for w in 0..100 {
+            assert_eq!(after_lost(5, 1, &mut Jitter::new(&format!("w{w}"))), 5);
+        }
         for _ in 0..100 {
             assert_eq!(after_lost(1, 2, &mut Jitter::new("w")) % 2, 1);
         }

@@ -1681,7 +1681,7 @@ fn millis(d: Duration) -> i64 {
 fn wall_ms_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| millis(d))
+        .map(millis)
         .unwrap_or(0)
 }
 

@@ -207,6 +207,9 @@ pub enum Output {
     ReadBack(ReadBackJob),
 }
 
+/// Indexes held over this many bytes are not frozen (see [`TraceBuf::settle`]).
+pub const MAX_FROZEN_BYTES: usize = 16 << 10;
+
 /// Where a buffered trace's spans are.
 enum Body {
     /// The records themselves.
@@ -423,10 +426,14 @@ impl TraceBuf {
         }
     }
 
-    /// Freezes an index whose trace's root came (see [`Body::Frozen`]).
+    /// Freezes an index whose trace's root came (see [`Body::Frozen`]), unless it is over
+    /// [`MAX_FROZEN_BYTES`]: a large trace saves little by it, and records still coming for it
+    /// would each thaw and freeze the whole index again.
     fn settle(&mut self) {
         if let (true, Body::Index(ix)) = (self.root_seen, &self.body) {
-            self.body = Body::Frozen(ix.freeze());
+            if ix.held() <= MAX_FROZEN_BYTES {
+                self.body = Body::Frozen(ix.freeze());
+            }
         }
     }
 

@@ -1157,6 +1157,32 @@ fn an_index_is_frozen_once_its_root_came_and_thawed_by_a_later_record() {
     assert_eq!((e.index_traces(), e.buffered_bytes()), (0, 0));
 }
 
+/// A large index stays open after its root came: records still coming for it do not each thaw
+/// and freeze the whole index.
+#[test]
+fn a_large_index_is_not_frozen() {
+    // Span names are read (a per-span summary), and each is long and distinct.
+    let policy = "policies:\n  - name: n\n    always: {}\n    match: { span_name: x }\n";
+    let (mut e, t0) = engine_in(BufferMode::Index, 0, policy);
+    e.assign(0);
+    let named = |span: u8, parent: Option<u8>| -> Bytes {
+        let mut req = ExportTraceServiceRequest::decode(record(1, span, parent, false).as_ref()).unwrap();
+        req.resource_spans[0].scope_spans[0].spans[0].name = format!("{span:03}-{}", "n".repeat(300));
+        req.encode_to_vec().into()
+    };
+    e.on_record(0, 0, None, named(1, None), t0);
+    let frozen = |e: &Engine| matches!(e.partitions[&0].traces[&[1u8; 16]].body, Body::Frozen(_));
+    assert!(frozen(&e), "a small index is frozen once its root came");
+    let mut span = 2u8;
+    while e.buffered_bytes() <= MAX_FROZEN_BYTES {
+        assert!(span < 90, "the index never grew past {MAX_FROZEN_BYTES} B");
+        e.on_record(0, i64::from(span), None, named(span, Some(1)), t0);
+        span += 1;
+    }
+    assert!(!frozen(&e), "over {} B: left open", e.buffered_bytes());
+    assert_eq!(e.index_traces(), 1);
+}
+
 #[test]
 fn a_read_back_answered_after_a_revoke_is_ignored() {
     let (mut e, t0) = engine_in(BufferMode::Index, 0, ERRORS_ONLY);

@@ -44,6 +44,9 @@ use crate::metrics as m;
 use crate::summary::{unzigzag, zigzag, SummaryScratch, TraceSummary};
 use tailsift_otlp::wire::{put_varint, read_varint};
 
+mod arena;
+use arena::{FrozenArena, FrozenRef};
+
 pub type TraceId = [u8; 16];
 
 /// A partition whose clock no record moved for this long advances at wall-clock rate.
@@ -216,10 +219,10 @@ enum Body {
     Memory(Box<MemoryBody>),
     /// A summary the policies are evaluated on, and where the records are in the log.
     Index(Box<IndexBody>),
-    /// An index frozen into one allocation of exactly its bytes ([`IndexBody::freeze`]): a
-    /// trace whose root span came (most likely complete, so idle until decided). A record
-    /// arriving for it thaws it first.
-    Frozen(Box<[u8]>),
+    /// An index frozen into its bytes ([`IndexBody::freeze`]), in the partition's
+    /// [`FrozenArena`]: a trace whose root span came (most likely complete, so idle until
+    /// decided). A record arriving for it thaws it first.
+    Frozen(FrozenRef),
 }
 
 struct MemoryBody {
@@ -290,10 +293,8 @@ impl IndexBody {
 
     /// The index in one byte string: the requirements generation (0: mixed), the records
     /// (offset deltas as zigzag varints, fingerprints as 8 bytes) and the frozen summary.
-    /// Written into a scratch buffer first and then copied into an allocation of exactly its
-    /// size (shrinking a larger one in place would leave a free fragment beside every frozen
-    /// index).
-    fn freeze(&self) -> Box<[u8]> {
+    /// Written into a scratch buffer and stored in `arena`.
+    fn freeze(&self, arena: &mut FrozenArena) -> FrozenRef {
         thread_local! {
             static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
         }
@@ -308,7 +309,7 @@ impl IndexBody {
                 out.extend_from_slice(&fp.to_le_bytes());
             }
             self.summary.freeze(out);
-            let frozen: Box<[u8]> = out.as_slice().into();
+            let frozen = arena.alloc(out);
             // A huge trace's scratch is not kept.
             if out.capacity() > 1 << 20 {
                 *out = Vec::new();
@@ -391,59 +392,93 @@ fn union_requirements(a: &Requirements, b: Option<&Requirements>) -> Requirement
     r
 }
 
+/// One buffered trace's bookkeeping: 64 bytes, as there is one per trace in the map, whatever
+/// the trace holds (the counts are 32-bit: a trace reaching `u32::MAX` spans or bytes is
+/// decided then, see [`TraceBuf::saturated`]).
 struct TraceBuf {
     body: Body,
-    /// Bytes this trace holds (its records in memory, or its index).
-    held: usize,
     first_offset: i64,
-    last_offset: i64,
-    first_seen: Instant,
     /// Partition-clock milliseconds.
     deadline: i64,
     /// Engine active-time milliseconds ([`Engine::active_ms`]): decided by then whatever the
     /// partition clock says.
     backstop: i64,
-    root_seen: bool,
-    spans: usize,
+    /// The last record's offset, after `first_offset` (a trace reaching `u32::MAX` is decided).
+    last_delta: u32,
+    /// When its first record was consumed: milliseconds since the engine started
+    /// ([`Engine::since_start`]), wrapping (ages are taken with `wrapping_sub`: right for traces
+    /// younger than 49 days).
+    first_seen: u32,
+    /// Bytes this trace holds (its records in memory, or its index).
+    held: u32,
+    spans: u32,
     /// The trace's size: its records' bytes (what `max_trace_bytes` limits), wherever they are.
-    bytes: usize,
+    bytes: u32,
+    root_seen: bool,
 }
 
 impl TraceBuf {
     /// Span bytes held in memory (0 for an index).
     fn span_bytes(&self) -> usize {
         match self.body {
-            Body::Memory(_) => self.bytes,
+            Body::Memory(_) => self.bytes as usize,
             Body::Index(_) | Body::Frozen(_) => 0,
         }
     }
 
-    fn compute_held(&self) -> usize {
-        match &self.body {
-            Body::Memory(_) => self.bytes,
+    fn held(&self) -> usize {
+        self.held as usize
+    }
+
+    fn update_held(&mut self) {
+        let held = match &self.body {
+            Body::Memory(_) => self.bytes as usize,
             Body::Index(ix) => ix.held(),
-            Body::Frozen(b) => b.len(),
-        }
+            Body::Frozen(r) => r.len(),
+        };
+        self.held = u32::try_from(held).unwrap_or(u32::MAX);
+    }
+
+    fn last_offset(&self) -> i64 {
+        self.first_offset + i64::from(self.last_delta)
+    }
+
+    /// A count reached its 32-bit limit: the trace is decided now (far past any sane
+    /// `max_trace_spans` and `max_trace_bytes`).
+    fn saturated(&self) -> bool {
+        self.spans == u32::MAX || self.bytes == u32::MAX || self.last_delta == u32::MAX
+    }
+
+    /// Adds a record's counts.
+    fn add(&mut self, offset: i64, spans: usize, bytes: usize) {
+        self.last_delta = sat_u32(offset.saturating_sub(self.first_offset).max(0) as u64);
+        self.spans = sat_u32(u64::from(self.spans) + spans as u64);
+        self.bytes = sat_u32(u64::from(self.bytes) + bytes as u64);
     }
 
     /// Freezes an index whose trace's root came (see [`Body::Frozen`]), unless it is over
     /// [`MAX_FROZEN_BYTES`]: a large trace saves little by it, and records still coming for it
     /// would each thaw and freeze the whole index again.
-    fn settle(&mut self) {
+    fn settle(&mut self, arena: &mut FrozenArena) {
         if let (true, Body::Index(ix)) = (self.root_seen, &self.body) {
             if ix.held() <= MAX_FROZEN_BYTES {
-                self.body = Body::Frozen(ix.freeze());
+                self.body = Body::Frozen(ix.freeze(arena));
             }
         }
     }
 
     /// Thaws a frozen index (a record came for it, or it is being decided).
-    fn thaw(&mut self) {
-        if let Body::Frozen(b) = &self.body {
-            let ix = IndexBody::thaw(b).expect("an index frozen by IndexBody::freeze thaws");
+    fn thaw(&mut self, arena: &mut FrozenArena) {
+        if let Body::Frozen(r) = self.body {
+            let ix = IndexBody::thaw(arena.get(r)).expect("an index frozen by IndexBody::freeze thaws");
+            arena.free(r);
             self.body = Body::Index(Box::new(ix));
         }
     }
+}
+
+fn sat_u32(n: u64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 struct Pending {
@@ -473,6 +508,8 @@ struct Partition {
     /// Bytes held by its traces ([`TraceBuf::held`]), and of them span bytes (memory bodies).
     bytes: usize,
     span_bytes: usize,
+    /// Its frozen indexes.
+    arena: FrozenArena,
     clock: PartitionClock,
     /// Records below this offset are ignored (see [`Engine::resume_from`]).
     resume_from: i64,
@@ -577,6 +614,21 @@ impl Partition {
                 .map(|t| Reverse((t.backstop, t.first_offset)))
                 .collect();
         }
+    }
+
+    /// Copies the frozen indexes into a fresh arena when the chunks of the old one are mostly
+    /// free space kept by a few long-lived indexes ([`FrozenArena::wasteful`]).
+    fn compact_arena(&mut self) {
+        if !self.arena.wasteful() {
+            return;
+        }
+        let mut fresh = FrozenArena::default();
+        for t in self.traces.values_mut() {
+            if let Body::Frozen(r) = t.body {
+                t.body = Body::Frozen(fresh.alloc(self.arena.get(r)));
+            }
+        }
+        self.arena = fresh;
     }
 
     /// The undecided trace whose first record is at `first_offset`.
@@ -959,6 +1011,12 @@ impl Engine {
         v
     }
 
+    /// Milliseconds since the engine started, wrapping at 2^32 (~49 days; see
+    /// [`TraceBuf::first_seen`]).
+    fn since_start(&self, now: Instant) -> u32 {
+        now.saturating_duration_since(self.base.0).as_millis() as u32
+    }
+
     fn wall_ms(&self, now: Instant) -> i64 {
         self.base
             .1
@@ -1060,11 +1118,12 @@ impl Engine {
             BufferMode::Hybrid => self.span_bytes.saturating_add(len) > self.cfg.span_bytes_budget,
         };
         let (req, req_gen) = (&self.req, self.req_gen);
+        let since_start = self.since_start(now);
         let part = self.partitions.get_mut(&partition).expect("inserted above");
         // (decide now, held and span bytes before and after, the trace became an index)
         let (decide_now, before, after, indexed) = match part.traces.get_mut(&trace_id) {
             Some(t) => {
-                t.thaw();
+                t.thaw(&mut part.arena);
                 let duplicate = !scan.span_ids.is_empty()
                     && match &t.body {
                         Body::Memory(mb) => scan.span_ids.iter().all(|s| mb.span_ids.contains(s)),
@@ -1075,13 +1134,13 @@ impl Engine {
                         Body::Frozen(_) => unreachable!("thawed above"),
                     };
                 if duplicate {
-                    t.settle();
+                    t.settle(&mut part.arena);
                     // The same spans again (a client retried a request): nothing new.
                     self.stats.duplicate_records += 1;
                     metrics::counter!(m::DUPLICATE_SPANS).increment(spans as u64);
                     return;
                 }
-                let before = (t.held, t.span_bytes());
+                let before = (t.held(), t.span_bytes());
                 let mut indexed = false;
                 if index {
                     if let Body::Memory(mb) = &t.body {
@@ -1104,9 +1163,7 @@ impl Engine {
                     Body::Index(ix) => ix.push(trace_id, &payload, offset, &scan.span_ids, req, req_gen),
                     Body::Frozen(_) => unreachable!("thawed above"),
                 }
-                t.last_offset = offset;
-                t.spans += spans;
-                t.bytes += len;
+                t.add(offset, spans, len);
                 if scan.has_root && !t.root_seen {
                     t.root_seen = true;
                     let d = clock.saturating_add(millis(self.cfg.send_delay));
@@ -1120,10 +1177,12 @@ impl Engine {
                         part.backstops.push(Reverse((b, t.first_offset)));
                     }
                 }
-                t.settle();
-                t.held = t.compute_held();
-                let decide_now = t.spans > self.cfg.max_trace_spans || t.bytes > self.cfg.max_trace_bytes;
-                (decide_now, before, (t.held, t.span_bytes()), indexed)
+                t.settle(&mut part.arena);
+                t.update_held();
+                let decide_now = t.spans as usize > self.cfg.max_trace_spans
+                    || t.bytes as usize > self.cfg.max_trace_bytes
+                    || t.saturated();
+                (decide_now, before, (t.held(), t.span_bytes()), indexed)
             }
             None if self.stress => {
                 self.stress_decide(partition, trace_id, payload, spans, offset, now);
@@ -1153,22 +1212,24 @@ impl Engine {
                 };
                 let mut t = TraceBuf {
                     body,
-                    held: 0,
                     first_offset: offset,
-                    last_offset: offset,
-                    first_seen: now,
                     deadline,
                     backstop,
+                    last_delta: 0,
+                    first_seen: since_start,
+                    held: 0,
+                    spans: 0,
+                    bytes: 0,
                     root_seen: scan.has_root,
-                    spans,
-                    bytes: len,
                 };
-                t.settle();
-                t.held = t.compute_held();
-                let after = (t.held, t.span_bytes());
+                t.add(offset, spans, len);
+                t.settle(&mut part.arena);
+                t.update_held();
+                let after = (t.held(), t.span_bytes());
+                let t_saturated = t.saturated();
                 part.traces.insert(trace_id, t);
                 self.buffered_traces += 1;
-                let decide_now = spans > self.cfg.max_trace_spans || len > self.cfg.max_trace_bytes;
+                let decide_now = spans > self.cfg.max_trace_spans || len > self.cfg.max_trace_bytes || t_saturated;
                 (decide_now, (0, 0), after, index)
             }
         };
@@ -1196,13 +1257,19 @@ impl Engine {
             );
         }
         // Over the soft limit or the trace count limit: decide the oldest traces.
+        let since_start = self.since_start(now);
         while self.buffered_bytes > self.cfg.soft_limit_bytes || self.buffered_traces > self.cfg.max_traces {
             let oldest = self
                 .partitions
                 .iter()
                 .filter(|(_, st)| !st.leaving)
-                .filter_map(|(p, st)| st.by_offset.values().next().map(|t| (*p, *t, st.traces[t].first_seen)))
-                .min_by_key(|(_, _, seen)| *seen);
+                .filter_map(|(p, st)| {
+                    st.by_offset
+                        .values()
+                        .next()
+                        .map(|t| (*p, *t, since_start.wrapping_sub(st.traces[t].first_seen)))
+                })
+                .max_by_key(|(_, _, age)| *age);
             match oldest {
                 Some((p, t, _)) => self.decide(p, t, Trigger::Pressure, now),
                 None => break,
@@ -1224,6 +1291,7 @@ impl Engine {
             let clock = {
                 let part = self.partitions.get_mut(&p).expect("listed");
                 part.compact_timers();
+                part.compact_arena();
                 if !self.paused {
                     part.clock.follow_wall(now, wall);
                 }
@@ -1318,16 +1386,19 @@ impl Engine {
         let Some(mut t) = part.traces.remove(&trace_id) else {
             return;
         };
-        t.thaw();
+        let held = t.held();
+        t.thaw(&mut part.arena);
         part.by_offset.remove(&t.first_offset);
         let span_bytes = t.span_bytes();
-        part.bytes -= t.held;
+        part.bytes -= held;
         part.span_bytes -= span_bytes;
-        self.buffered_bytes -= t.held;
+        self.buffered_bytes -= held;
         self.span_bytes -= span_bytes;
         self.buffered_traces -= 1;
-        metrics::histogram!(m::DECISION_LATENCY).record(now.duration_since(t.first_seen).as_secs_f64());
-        let is_oversized = trigger == Trigger::Limit && self.cfg.oversized_drop && t.bytes > self.cfg.max_trace_bytes;
+        let age_ms = self.since_start(now).wrapping_sub(t.first_seen);
+        metrics::histogram!(m::DECISION_LATENCY).record(f64::from(age_ms) / 1000.0);
+        let (spans, bytes, last_offset) = (t.spans as usize, t.bytes as usize, t.last_offset());
+        let is_oversized = trigger == Trigger::Limit && self.cfg.oversized_drop && bytes > self.cfg.max_trace_bytes;
         let oversized = || Decision::dropped(Some(OVERSIZED_POLICY.to_string()));
         match t.body {
             Body::Memory(mb) => {
@@ -1343,9 +1414,9 @@ impl Engine {
                     decision,
                     trigger,
                     Payload::Records(&records),
-                    t.spans,
+                    spans,
                     t.first_offset,
-                    t.last_offset,
+                    last_offset,
                     now,
                 );
             }
@@ -1369,11 +1440,11 @@ impl Engine {
                     self.read_back(
                         partition,
                         trace_id,
-                        (offsets, t.bytes),
+                        (offsets, bytes),
                         ReadThen::Decide(trigger),
-                        t.spans,
+                        spans,
                         t.first_offset,
-                        t.last_offset,
+                        last_offset,
                     );
                     return;
                 };
@@ -1382,10 +1453,10 @@ impl Engine {
                     trace_id,
                     decision,
                     trigger,
-                    Payload::Offsets(offsets, t.bytes),
-                    t.spans,
+                    Payload::Offsets(offsets, bytes),
+                    spans,
                     t.first_offset,
-                    t.last_offset,
+                    last_offset,
                     now,
                 );
             }

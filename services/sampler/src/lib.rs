@@ -250,7 +250,7 @@ pub async fn run_on(
                 .set("compression.type", "lz4")
                 .set("message.timeout.ms", "30000")
                 .create()?;
-            (Some(decisions), partitions as usize)
+            (Some(decisions), partitions)
         }
         Transport::InProcess(log) => (None, log.partitions() as usize),
     };

@@ -474,11 +474,10 @@ mod tests {
         (out, swept)
     }
 
-    fn run_sweep_unfinished(
-        log: &mut FakeLog,
-        position: &mut Option<(i32, i64)>,
-        jobs: &[ReadBackJob],
-    ) -> (Vec<(u64, Vec<String>)>, Swept, Vec<usize>) {
+    /// What a sweep read (per job id, its records' text), and which jobs it left unfinished.
+    type SweepResult = (Vec<(u64, Vec<String>)>, Swept, Vec<usize>);
+
+    fn run_sweep_unfinished(log: &mut FakeLog, position: &mut Option<(i32, i64)>, jobs: &[ReadBackJob]) -> SweepResult {
         let mut out = Vec::new();
         let mut cache = RecentRecords::new(0);
         let (swept, unfinished) = sweep(

@@ -1263,3 +1263,89 @@ fn a_shadow_that_reads_span_detail_keeps_summaries_detailed() {
     assert!(!union_requirements(&live, Some(&shadow)).trace_level);
     assert!(!union_requirements(&shadow, Some(&live)).trace_level);
 }
+
+/// A trace's bookkeeping is one map entry per trace whatever it holds: it stays this small.
+#[test]
+fn a_trace_costs_64_bytes_of_bookkeeping() {
+    assert_eq!(std::mem::size_of::<Body>(), 16);
+    assert_eq!(std::mem::size_of::<TraceBuf>(), 64);
+}
+
+/// Frozen indexes are packed into the partition's arena; when a few long-lived ones keep
+/// mostly freed chunks, the partition copies them into a fresh arena, bytes unchanged.
+#[test]
+fn a_sparse_arena_is_compacted_and_its_indexes_survive() {
+    let (mut e, t0) = engine_in(BufferMode::Index, 0, ERRORS_ONLY);
+    e.assign(0);
+    let id = |i: u32| -> TraceId {
+        let mut t = [0xAB; 16];
+        t[..4].copy_from_slice(&i.to_be_bytes());
+        t
+    };
+    let rec = |i: u32| -> Bytes {
+        let mut req = ExportTraceServiceRequest::decode(record(1, 1, None, i.is_multiple_of(7)).as_ref()).unwrap();
+        req.resource_spans[0].scope_spans[0].spans[0].trace_id = id(i).to_vec();
+        req.encode_to_vec().into()
+    };
+    let n = 4000u32;
+    for i in 0..n {
+        e.on_record(0, i64::from(i), None, rec(i), t0);
+    }
+    let frozen = |e: &Engine| {
+        e.partitions[&0]
+            .traces
+            .values()
+            .filter(|t| matches!(t.body, Body::Frozen(_)))
+            .count()
+    };
+    assert_eq!(frozen(&e), n as usize, "every trace's root came");
+    let live = e.buffered_bytes();
+    let reserved = e.partitions[&0].arena.reserved();
+    assert!(
+        reserved >= live && reserved <= live + 2 * arena::MAX_CHUNK,
+        "{reserved} B of chunks for {live} B of indexes"
+    );
+    // Every trace but one in a hundred is decided (thawed out of the arena).
+    for i in (0..n).filter(|i| !i.is_multiple_of(100)) {
+        e.decide(0, id(i), Trigger::Root, t0);
+    }
+    let _ = read_backs(&mut e);
+    let part = e.partitions.get_mut(&0).unwrap();
+    assert!(part.arena.wasteful());
+    let before: Vec<(TraceId, Vec<u8>)> = part
+        .traces
+        .iter()
+        .map(|(k, t)| match t.body {
+            Body::Frozen(r) => (*k, part.arena.get(r).to_vec()),
+            _ => unreachable!(),
+        })
+        .collect();
+    part.compact_arena();
+    assert!(!part.arena.wasteful());
+    assert!(part.arena.reserved() <= arena::MAX_CHUNK, "{} B", part.arena.reserved());
+    for (k, bytes) in before {
+        let Body::Frozen(r) = part.traces[&k].body else {
+            unreachable!()
+        };
+        assert_eq!(part.arena.get(r), bytes.as_slice());
+    }
+    // The survivors are decided as usual: the errors among them are kept and read back.
+    tick_to(&mut e, t0, t0 + Duration::from_secs(3));
+    let jobs = read_backs(&mut e);
+    let errors = (0..n).filter(|i| i.is_multiple_of(100) && i.is_multiple_of(7)).count();
+    assert_eq!(jobs.len(), errors);
+    assert_eq!((e.buffered_traces, e.buffered_bytes()), (0, 0));
+}
+
+/// A trace whose counts reach their 32-bit limit is decided then, not wrapped.
+#[test]
+fn a_trace_at_the_limit_of_its_counts_is_decided() {
+    let (mut e, t0) = engine_in(BufferMode::Index, 0, ERRORS_ONLY);
+    e.assign(0);
+    e.on_record(0, 5, None, record(1, 2, Some(1), false), t0);
+    assert_eq!(e.buffered_traces, 1);
+    // Its next record is 2^32 offsets later: the offset delta cannot be held.
+    e.on_record(0, 5 + i64::from(u32::MAX) + 10, None, record(1, 3, Some(1), false), t0);
+    assert_eq!(e.buffered_traces, 0, "decided at once");
+    assert_eq!(e.stats.kept_traces + e.stats.dropped_traces, 1);
+}

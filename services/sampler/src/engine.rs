@@ -496,8 +496,8 @@ struct Partition {
     pinned: BTreeMap<i64, u32>,
     /// Decision deadlines of undecided traces, on the partition clock. Entries are not removed
     /// when a trace is decided early or its deadline moves earlier (a heap cannot): they are
-    /// skipped when they come up, and [`Partition::compact_timers`] drops them when they outnumber
-    /// the live traces, so the heaps stay proportional to the traces buffered.
+    /// skipped when they come up, and [`Partition::compact_timers`] drops them when they are more
+    /// than a quarter of the live traces, so the heaps stay proportional to the traces buffered.
     /// An entry names its trace by first offset (a key of `by_offset`: 8 bytes, not a 16-byte
     /// trace ID, in what can be four entries per trace).
     timers: BinaryHeap<Reverse<(i64, i64)>>,
@@ -594,25 +594,32 @@ impl PartitionClock {
     }
 }
 
+/// How many entries a timer heap may hold for `live` traces before it is rebuilt.
+fn timer_limit(live: usize) -> usize {
+    live + live / 4 + 64
+}
+
+/// A timer heap of one entry per trace, with room up to [`timer_limit`] (rebuilt before it
+/// would grow, so its allocation is not doubled in steady state).
+fn timer_heap(traces: &HashMap<TraceId, TraceBuf>, at: impl Fn(&TraceBuf) -> i64) -> BinaryHeap<Reverse<(i64, i64)>> {
+    let mut v = Vec::with_capacity(timer_limit(traces.len()) + 1);
+    v.extend(traces.values().map(|t| Reverse((at(t), t.first_offset))));
+    BinaryHeap::from(v)
+}
+
 impl Partition {
     /// Rebuilds the timer heaps from the live traces (one entry each, at its current deadline
-    /// and backstop) when stale entries make them more than twice as large: amortised O(1) per
-    /// entry pushed.
+    /// and backstop) when stale entries are over a quarter of them ([`timer_limit`]): amortised
+    /// O(1) per entry pushed. A trace whose root comes last has a stale entry in each heap, so
+    /// without this the heaps would keep about two entries per trace, and their capacity
+    /// (doubling) up to four.
     fn compact_timers(&mut self) {
-        let most = 2 * self.traces.len() + 1024;
+        let most = timer_limit(self.traces.len());
         if self.timers.len() > most {
-            self.timers = self
-                .traces
-                .values()
-                .map(|t| Reverse((t.deadline, t.first_offset)))
-                .collect();
+            self.timers = timer_heap(&self.traces, |t| t.deadline);
         }
         if self.backstops.len() > most {
-            self.backstops = self
-                .traces
-                .values()
-                .map(|t| Reverse((t.backstop, t.first_offset)))
-                .collect();
+            self.backstops = timer_heap(&self.traces, |t| t.backstop);
         }
     }
 
@@ -1233,6 +1240,7 @@ impl Engine {
                 (decide_now, (0, 0), after, index)
             }
         };
+        part.compact_timers();
         part.bytes = part.bytes + after.0 - before.0;
         part.span_bytes = part.span_bytes + after.1 - before.1;
         self.buffered_bytes = self.buffered_bytes + after.0 - before.0;

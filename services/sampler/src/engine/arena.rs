@@ -143,6 +143,7 @@ impl FrozenArena {
     }
 
     /// Bytes of the chunks.
+    #[cfg(test)]
     pub(super) fn reserved(&self) -> usize {
         self.reserved
     }

@@ -871,7 +871,7 @@ fn stale_timer_entries_are_compacted_away() {
         t += Duration::from_millis(2500);
         drain(&mut e);
         let part = &e.partitions[&0];
-        let most = 2 * part.traces.len() + 1024 + 2 * 200;
+        let most = timer_limit(part.traces.len()) + 2 * 200;
         assert!(
             part.timers.len() <= most,
             "round {round}: {} timer entries, {} traces",

@@ -363,6 +363,44 @@ async fn membership_grows_to_four_and_shrinks_to_three_while_writes_keep_succeed
     c.stop_all().await;
 }
 
+/// A write sent to a follower is answered once that follower applied it too: a read from the
+/// same node right after sees it (the console reloads what it changed from the node it talks
+/// to, and its policy page does not poll).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_a_follower_is_seen_by_a_read_from_it() {
+    let _serial = SERIAL.lock().await;
+    let mut c = CoordinatorCluster::start(3).await;
+    let leader = c.wait_for_leader(&[0, 1, 2]).await;
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    for n in 1..=20 {
+        let doc = format!("policies:\n  - name: p{n}\n    probabilistic: {{ percentage: {n} }}\n");
+        let (st, w) = if n % 5 == 0 {
+            c.request(
+                follower,
+                "POST",
+                "/v1/policy/rollback",
+                Some(ADMIN_TOKEN),
+                Some(json!({ "version": 1 })),
+            )
+            .await
+        } else {
+            put(&c, follower, &doc).await
+        };
+        assert_eq!(st, 200, "{w}");
+        let (st, cur) = c.request(follower, "GET", "/v1/policy", Some(READ_TOKEN), None).await;
+        assert_eq!(st, 200, "{cur}");
+        assert_eq!(
+            cur["version"], w["version"],
+            "write {n}: answered before the follower applied it"
+        );
+        let (_, hist) = c
+            .request(follower, "GET", "/v1/policy/history", Some(READ_TOKEN), None)
+            .await;
+        assert_eq!(hist["versions"][0]["version"], w["version"], "{hist}");
+    }
+    c.stop_all().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_minority_cannot_commit_and_the_cluster_commits_again_when_a_majority_is_back() {
     let _serial = SERIAL.lock().await;

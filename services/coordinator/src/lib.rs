@@ -58,6 +58,9 @@ pub enum Error {
     Config(#[from] tailsift_config::ConfigError),
 }
 
+/// How long a write's answer may wait for this node to apply it, even past the write timeout.
+const MIN_APPLY_WAIT: Duration = Duration::from_secs(1);
+
 /// Why a write did not happen.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -104,9 +107,34 @@ impl Coordinator {
 
     /// Commits `cmd` through the leader: directly when this node leads, otherwise forwarded to
     /// the leader over gRPC. Retries while a leader is being elected, up to the write timeout.
-    /// Returns the result and the log index of the entry.
+    /// Returns the result and the log index of the entry, once this node applied it too (see
+    /// [`Coordinator::await_applied`]).
     pub async fn write(&self, cmd: Command) -> Result<(Applied, u64), WriteError> {
         let deadline = tokio::time::Instant::now() + self.write_timeout;
+        let (applied, index) = self.commit(cmd, deadline).await?;
+        self.await_applied(index, deadline).await;
+        Ok((applied, index))
+    }
+
+    /// Waits until this node has applied the entry at `index`, so that a read from this node
+    /// after a write through it sees the write (the console reloads what it just changed from
+    /// the node it talks to; a follower applies a forwarded write a moment after the leader).
+    /// Bounded by `deadline`, and at least [`MIN_APPLY_WAIT`]: the write happened either way,
+    /// and its answer names the log index.
+    async fn await_applied(&self, index: u64, deadline: tokio::time::Instant) {
+        let mut view = self.view.clone();
+        let until = deadline.max(tokio::time::Instant::now() + MIN_APPLY_WAIT);
+        let applied = tokio::time::timeout_at(
+            until,
+            view.wait_for(|v| v.last_applied.is_some_and(|l| l.index >= index)),
+        )
+        .await;
+        if !matches!(applied, Ok(Ok(_))) {
+            tracing::warn!(index, "answering a write this node has not applied yet");
+        }
+    }
+
+    async fn commit(&self, cmd: Command, deadline: tokio::time::Instant) -> Result<(Applied, u64), WriteError> {
         loop {
             // A leader that lost its majority never answers: bound the wait (the entry may still
             // commit later, once a majority is back).

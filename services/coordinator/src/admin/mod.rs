@@ -45,7 +45,8 @@
 //! Errors are JSON `{"error": "...", ...}` ([`AdminError`], the one place statuses are chosen):
 //! 400 with `issues: [{path, message, line, column, key}]` for an invalid policy (nothing is applied), 401 without
 //! a valid token, 403 for a read-only token on a write, 404 for an unknown rollback version, 503
-//! when no leader can be reached. Writes sent to a follower are forwarded to the leader. Every
+//! when no leader can be reached. Writes sent to a follower are forwarded to the leader, and
+//! answered once this node applied them too (a read from it right after sees the write). Every
 //! read names the policy version and the applied log index it reflects (also as
 //! `x-tailsift-policy-version` / `x-tailsift-applied-index` headers).
 

@@ -439,8 +439,16 @@ impl TraceBuf {
         self.held = u32::try_from(held).unwrap_or(u32::MAX);
     }
 
+    /// The last record's offset; past `u32::MAX` after the first (a trace decided for it), the
+    /// records' own list says.
     fn last_offset(&self) -> i64 {
-        self.first_offset + i64::from(self.last_delta)
+        let listed = match &self.body {
+            _ if self.last_delta < u32::MAX => None,
+            Body::Memory(mb) => mb.offsets.last().copied(),
+            Body::Index(ix) => ix.records.last().map(|(o, _)| *o),
+            Body::Frozen(_) => None,
+        };
+        listed.unwrap_or(self.first_offset + i64::from(self.last_delta))
     }
 
     /// A count reached its 32-bit limit: the trace is decided now (far past any sane

@@ -1348,4 +1348,10 @@ fn a_trace_at_the_limit_of_its_counts_is_decided() {
     e.on_record(0, 5 + i64::from(u32::MAX) + 10, None, record(1, 3, Some(1), false), t0);
     assert_eq!(e.buffered_traces, 0, "decided at once");
     assert_eq!(e.stats.kept_traces + e.stats.dropped_traces, 1);
+    let (_, decisions) = drain(&mut e);
+    assert_eq!(
+        decisions.iter().map(|d| d.exported_through).collect::<Vec<_>>(),
+        vec![5 + i64::from(u32::MAX) + 10],
+        "the decision names the trace's real last offset"
+    );
 }

@@ -597,6 +597,15 @@ async fn foreign_policy_formats_decide_through_the_whole_pipeline() {
             .await
             .ok()
     };
+    let metrics = || async {
+        http.get(format!("http://{metrics_addr}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(v) = policy().await.filter(|v| v["version"] == 1) {
@@ -632,14 +641,7 @@ async fn foreign_policy_formats_decide_through_the_whole_pipeline() {
     // kept as `checkout` traces).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let m = http
-            .get(format!("http://{metrics_addr}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = metrics().await;
         let decided = metric_value(&m, "tailsift_sampler_decisions_total", &[]);
         if decided >= (exceptions.len() + retries.len()) as f64 {
             break;
@@ -678,14 +680,7 @@ async fn foreign_policy_formats_decide_through_the_whole_pipeline() {
     }
     // The sampler switches between traces: wait until it runs version 2.
     loop {
-        let m = http
-            .get(format!("http://{metrics_addr}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = metrics().await;
         if metric_value(&m, "tailsift_sampler_policy_version", &[]) == 2.0 {
             break;
         }

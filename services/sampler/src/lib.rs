@@ -366,7 +366,11 @@ pub async fn run_on(
                 .set("max.poll.interval.ms", "300000")
                 // librdkafka's 500 ms default adds up to that much to every decision's latency on
                 // a quiet partition (docs/benchmarks.md); 100 ms costs a few idle fetches a second.
-                .set("fetch.wait.max.ms", "100");
+                .set("fetch.wait.max.ms", "100")
+                // What librdkafka prefetches while the engine is busy: its default (64 MiB) is
+                // memory that grows when the sampler falls behind, outside the buffer's limits;
+                // 16 MiB is hundreds of fetches' worth at any rate one sampler decides.
+                .set("queued.max.messages.kbytes", "16384");
             for (k, v) in &cfg.kafka.properties {
                 cc.set(k, v);
             }

@@ -5,12 +5,13 @@
 //! ([`ReadBackJob`]: the trace's record offsets). One reader thread per sampler answers: it takes
 //! the jobs waiting (up to [`MAX_JOBS_PER_PASS`] traces and [`MAX_PASS_BYTES`] of their records), and per partition sweeps the offsets they need
 //! in ascending order, reading sequentially through gaps of up to [`MAX_GAP_RECORDS`] records
-//! (records of other traces are skipped, not decoded) and seeking over longer ones, so a record is
-//! fetched about once per sweep however many kept traces it lies between. The records it read
-//! last (up to [`CACHE_BYTES`], needed or read through) are kept: the next sweep usually starts
-//! before the last one ended (a trace decided now began earlier), and does not fetch them again;
-//! that cache, not the decision window, bounds the reader's memory. A trace is handed to the
-//! engine ([`Engine::on_read_back`]) as soon as its last record is read.
+//! (records of other traces are skipped: neither decoded nor copied out of the consumer) and
+//! seeking over longer ones, so a record is fetched about once per sweep however many kept traces
+//! it lies between. A trace is handed to the engine ([`Engine::on_read_back`]) as soon as its last
+//! record is read; the reader keeps nothing else between sweeps, so its memory is a pass's
+//! records and the consumer's prefetch, not the decision window. (A cache of the records read
+//! last, 32 MiB, served 18 of 208,567 records in `bench-sampler.sh`: sweeps rarely go back, and
+//! what they go back for, a long trace's early records, lies minutes behind, past any cache.)
 //!
 //! A record the log no longer has (the log answers with a later offset: retention passed it) is
 //! counted as missing and the trace exported without it. A log that does not answer within
@@ -41,8 +42,6 @@ pub const MAX_JOBS_PER_PASS: usize = 4096;
 pub const MAX_PASS_BYTES: usize = 64 << 20;
 /// Records read through (and skipped) rather than seeking over them.
 pub const MAX_GAP_RECORDS: i64 = 2_000;
-/// Bytes of recently read records the reader keeps ([`RecentRecords`]).
-pub const CACHE_BYTES: usize = 32 << 20;
 /// How long the log may stay silent before a sweep stops (its traces are tried again).
 pub const QUIET: Duration = Duration::from_secs(5);
 /// The pause before jobs a silent log left unfinished are tried again.
@@ -53,9 +52,9 @@ pub(crate) trait LogReader: Send {
     /// The next [`LogReader::next`] returns records of `partition` from `offset` on (or the first
     /// the log has after it).
     fn seek(&mut self, partition: i32, offset: i64) -> Result<(), SourceError>;
-    /// The next record (offset, value) of the partition sought; `None` when none came within
-    /// `timeout`.
-    fn next(&mut self, timeout: Duration) -> Result<Option<(i64, Bytes)>, SourceError>;
+    /// The next record of the partition sought: its offset, and its value when `wanted(offset)`
+    /// (records read through are not copied); `None` when none came within `timeout`.
+    fn next(&mut self, timeout: Duration, wanted: &dyn Fn(i64) -> bool) -> Result<Option<(i64, Option<Bytes>)>, SourceError>;
 }
 
 /// What one sweep did, for the metrics and tests.
@@ -65,64 +64,18 @@ pub(crate) struct Swept {
     pub skipped: u64,
     pub missing: u64,
     pub seeks: u64,
-    /// Served from the recent-records cache.
-    pub cached: u64,
-}
-
-/// Records the reader read lately (needed or read through), up to a byte budget, oldest first
-/// out: consecutive sweeps overlap (a trace decided now began before the last one ended), and a
-/// record found here is not fetched again. Its memory does not grow with the decision window.
-pub(crate) struct RecentRecords {
-    map: HashMap<(i32, i64), Bytes>,
-    order: std::collections::VecDeque<(i32, i64)>,
-    bytes: usize,
-    budget: usize,
-}
-
-impl RecentRecords {
-    pub(crate) fn new(budget: usize) -> Self {
-        RecentRecords {
-            map: HashMap::new(),
-            order: Default::default(),
-            bytes: 0,
-            budget,
-        }
-    }
-
-    fn get(&self, partition: i32, offset: i64) -> Option<Bytes> {
-        self.map.get(&(partition, offset)).cloned()
-    }
-
-    fn insert(&mut self, partition: i32, offset: i64, value: Bytes) {
-        let len = value.len();
-        if len > self.budget {
-            return;
-        }
-        if self.map.insert((partition, offset), value).is_none() {
-            self.order.push_back((partition, offset));
-            self.bytes += len;
-        }
-        while self.bytes > self.budget {
-            let Some(k) = self.order.pop_front() else { break };
-            if let Some(v) = self.map.remove(&k) {
-                self.bytes -= v.len();
-            }
-        }
-    }
 }
 
 /// Sweeps the offsets `jobs` (all of `partition`) need, in ascending order. `done` gets each job's
 /// records (in offset order) as soon as its last one was read or found missing. Returns what it
 /// did and the jobs left unfinished because the log stopped answering. `position` is the
 /// offset the log returns next for `partition`, if known (kept between sweeps, so a sweep that
-/// starts where the last ended does not seek); records in `cache` are not fetched again; when a
-/// seek's first record comes after the offset asked for, up to `lookback` records before it are
+/// starts where the last ended does not seek); when a seek's first record comes after the offset asked for, up to `lookback` records before it are
 /// tried (brokers that start a fetch inside a batch at the next batch) before the offset counts
 /// as missing.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn sweep(
     log: &mut dyn LogReader,
-    cache: &mut RecentRecords,
     position: &mut Option<(i32, i64)>,
     partition: i32,
     jobs: &[ReadBackJob],
@@ -157,15 +110,6 @@ pub(crate) fn sweep(
     // The lookback of the seek whose first record is still to come.
     let mut fresh_seek: Option<i64> = None;
     while let Some((&want, _)) = needed.first_key_value() {
-        if let Some(value) = cache.get(partition, want) {
-            let (_, jobs) = needed.pop_first().expect("peeked");
-            swept.cached += 1;
-            for i in jobs {
-                found[i].push(value.clone());
-                finish(i, &mut found, &mut remaining);
-            }
-            continue;
-        }
         let at = position.filter(|(p, _)| *p == partition).map(|(_, o)| o);
         if at.is_none_or(|o| o > want || want - o > MAX_GAP_RECORDS) {
             if let Err(e) = log.seek(partition, want) {
@@ -177,9 +121,8 @@ pub(crate) fn sweep(
             *position = Some((partition, want));
             fresh_seek = Some(0);
         }
-        match log.next(quiet) {
+        match log.next(quiet, &|o| needed.contains_key(&o)) {
             Ok(Some((o, value))) => {
-                cache.insert(partition, o, value.clone());
                 if let Some(lb) = fresh_seek.take() {
                     if o > want && lb < lookback {
                         // The broker started after the offset asked for (tansu starts a fetch
@@ -220,6 +163,7 @@ pub(crate) fn sweep(
                     Some(entry) if *entry.key() == o => {
                         let jobs = entry.remove();
                         swept.read += 1;
+                        let value = value.expect("a wanted record comes with its value");
                         for i in jobs {
                             found[i].push(value.clone());
                             finish(i, &mut found, &mut remaining);
@@ -246,7 +190,6 @@ pub(crate) fn sweep(
     metrics::counter!(m::READ_BACK_RECORDS, "outcome" => "read").increment(swept.read);
     metrics::counter!(m::READ_BACK_RECORDS, "outcome" => "skipped").increment(swept.skipped);
     metrics::counter!(m::READ_BACK_RECORDS, "outcome" => "missing").increment(swept.missing);
-    metrics::counter!(m::READ_BACK_RECORDS, "outcome" => "cached").increment(swept.cached);
     (swept, unfinished)
 }
 
@@ -259,7 +202,6 @@ pub(crate) fn run(
     stop: CancellationToken,
 ) {
     let mut position = None;
-    let mut cache = RecentRecords::new(CACHE_BYTES);
     // Jobs a silent log left unfinished, tried again after a pause.
     let mut deferred: Vec<ReadBackJob> = Vec::new();
     while !stop.is_cancelled() {
@@ -299,7 +241,6 @@ pub(crate) fn run(
         for (partition, jobs) in parts {
             let (_, unfinished) = sweep(
                 log.as_mut(),
-                &mut cache,
                 &mut position,
                 partition,
                 &jobs,
@@ -330,8 +271,10 @@ impl KafkaLog {
             .set("group.id", "tailsift-readback")
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
-            // Sweeps seek often: do not prefetch far past what they read.
+            // Sweeps seek often: do not prefetch far past what they read (by count or by bytes:
+            // librdkafka's default would queue up to 64 MiB).
             .set("queued.min.messages", "2000")
+            .set("queued.max.messages.kbytes", "8192")
             .set("fetch.wait.max.ms", "10")
             .create()?;
         Ok(KafkaLog {
@@ -351,7 +294,7 @@ impl LogReader for KafkaLog {
         Ok(())
     }
 
-    fn next(&mut self, timeout: Duration) -> Result<Option<(i64, Bytes)>, SourceError> {
+    fn next(&mut self, timeout: Duration, wanted: &dyn Fn(i64) -> bool) -> Result<Option<(i64, Option<Bytes>)>, SourceError> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -360,10 +303,9 @@ impl LogReader for KafkaLog {
             }
             match self.consumer.poll(left) {
                 Some(Ok(m)) if Some(m.partition()) == self.partition => {
-                    return Ok(Some((
-                        m.offset(),
-                        Bytes::copy_from_slice(m.payload().unwrap_or_default()),
-                    )));
+                    let o = m.offset();
+                    let value = wanted(o).then(|| Bytes::copy_from_slice(m.payload().unwrap_or_default()));
+                    return Ok(Some((o, value)));
                 }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e.into()),
@@ -403,13 +345,13 @@ impl LogReader for MemLogReader {
         Ok(())
     }
 
-    fn next(&mut self, _timeout: Duration) -> Result<Option<(i64, Bytes)>, SourceError> {
+    fn next(&mut self, _timeout: Duration, wanted: &dyn Fn(i64) -> bool) -> Result<Option<(i64, Option<Bytes>)>, SourceError> {
         if self.buf.is_empty() {
             self.buf.extend(self.log.read(self.partition, self.next, 256));
         }
         Ok(self.buf.pop_front().map(|r| {
             self.next = r.offset + 1;
-            (r.offset, r.value)
+            (r.offset, wanted(r.offset).then_some(r.value))
         }))
     }
 }
@@ -423,6 +365,8 @@ mod tests {
         records: BTreeMap<i64, Bytes>,
         at: i64,
         seeks: Vec<i64>,
+        /// Records whose value was asked for.
+        copied: u64,
     }
 
     impl FakeLog {
@@ -434,6 +378,7 @@ mod tests {
                     .collect(),
                 at: 0,
                 seeks: Vec::new(),
+                copied: 0,
             }
         }
     }
@@ -445,12 +390,13 @@ mod tests {
             Ok(())
         }
 
-        fn next(&mut self, _timeout: Duration) -> Result<Option<(i64, Bytes)>, SourceError> {
+        fn next(&mut self, _timeout: Duration, wanted: &dyn Fn(i64) -> bool) -> Result<Option<(i64, Option<Bytes>)>, SourceError> {
             let r = self.records.range(self.at..).next().map(|(o, v)| (*o, v.clone()));
             if let Some((o, _)) = r {
                 self.at = o + 1;
+                self.copied += u64::from(wanted(o));
             }
-            Ok(r)
+            Ok(r.map(|(o, v)| (o, wanted(o).then_some(v))))
         }
     }
 
@@ -479,10 +425,8 @@ mod tests {
 
     fn run_sweep_unfinished(log: &mut FakeLog, position: &mut Option<(i32, i64)>, jobs: &[ReadBackJob]) -> SweepResult {
         let mut out = Vec::new();
-        let mut cache = RecentRecords::new(0);
         let (swept, unfinished) = sweep(
             log,
-            &mut cache,
             position,
             0,
             jobs,
@@ -516,6 +460,7 @@ mod tests {
         assert_eq!(swept.seeks, 1, "one seek, then sequential");
         assert_eq!(swept.read, 6);
         assert_eq!(swept.skipped, 16, "11 and 15..=29 read through, not sought over");
+        assert_eq!(log.copied, 6, "only the records needed are copied out of the log");
         assert_eq!(pos, Some((0, 32)));
         // A next sweep starting just after goes on without seeking.
         let (out, swept) = run_sweep(&mut log, &mut pos, &[job(4, &[40])]);
@@ -581,8 +526,8 @@ mod tests {
             self.inner.seek(partition, start)
         }
 
-        fn next(&mut self, timeout: Duration) -> Result<Option<(i64, Bytes)>, SourceError> {
-            self.inner.next(timeout)
+        fn next(&mut self, timeout: Duration, wanted: &dyn Fn(i64) -> bool) -> Result<Option<(i64, Option<Bytes>)>, SourceError> {
+            self.inner.next(timeout, wanted)
         }
     }
 
@@ -592,11 +537,9 @@ mod tests {
             inner: FakeLog::new(1_000, &[]),
             batch: 100,
         };
-        let mut cache = RecentRecords::new(0);
         let mut out = Vec::new();
         let (swept, _) = sweep(
             &mut log,
-            &mut cache,
             &mut None,
             0,
             &[job(1, &[150, 160])],
@@ -614,7 +557,6 @@ mod tests {
         // Without a lookback the same answer means the record is gone.
         let (swept, _) = sweep(
             &mut log,
-            &mut cache,
             &mut None,
             0,
             &[job(2, &[250])],
@@ -623,41 +565,6 @@ mod tests {
             &mut |_, _| {},
         );
         assert_eq!(swept.missing, 1);
-    }
-
-    #[test]
-    fn overlapping_sweeps_are_served_from_the_recent_records() {
-        let mut log = FakeLog::new(10_000, &[]);
-        let mut cache = RecentRecords::new(1 << 20);
-        let mut pos = None;
-        let mut run = |log: &mut FakeLog, pos: &mut Option<(i32, i64)>, jobs: &[ReadBackJob]| {
-            sweep(
-                log,
-                &mut cache,
-                pos,
-                0,
-                jobs,
-                0,
-                Duration::from_millis(1),
-                &mut |_, _| {},
-            )
-            .0
-        };
-        let first = run(&mut log, &mut pos, &[job(1, &[100, 500])]);
-        assert_eq!((first.seeks, first.read, first.skipped), (1, 2, 399));
-        // A trace decided later, which began inside the range just read, and ends after it.
-        let second = run(&mut log, &mut pos, &[job(2, &[300, 450, 520])]);
-        assert_eq!(
-            (second.cached, second.read, second.seeks),
-            (2, 1, 0),
-            "only 520 fetched, no seek back"
-        );
-        // The budget bounds the cache: a tiny one keeps nothing useful.
-        let mut small = RecentRecords::new(8);
-        for o in 0..100 {
-            small.insert(0, o, Bytes::from(o.to_string()));
-        }
-        assert!(small.bytes <= 8 && small.get(0, 0).is_none() && small.get(0, 99).is_some());
     }
 
     #[test]

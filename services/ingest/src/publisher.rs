@@ -1,20 +1,17 @@
 //! Publishing split requests to Kafka (or, in `tailsift standalone`, to the in-process log),
 //! acknowledging only what was acknowledged.
 
-use std::ops::Deref;
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::bindings as rdsys;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::util::Timeout;
 use rdkafka::ClientContext;
 use tailsift_kafka::memlog::{LogError, MemLog};
+use tailsift_kafka::served::ServedProducer;
 use tailsift_otlp::{record_key, TraceRecord};
 use tokio::sync::oneshot;
 
@@ -115,159 +112,11 @@ impl ProducerContext for IngestContext {
     }
 }
 
-/// The ingest node's Kafka producer. Its event queue (delivery reports, errors) is served by a
-/// task on the async runtime, woken through a socket librdkafka writes one byte to when the queue
-/// gets an event after being served (`rd_kafka_queue_io_event_enable`), not by a polling thread:
-///
-/// - a delivery report then wakes the request it completes on the same runtime thread (a local
-///   wake-up), where a polling thread woke it across threads (a futex wake-up per report batch),
-///   and one thread hop fewer sits between Kafka's answer and the client's;
-/// - an idle producer costs nothing: rdkafka's `ThreadedProducer` polls with a 100 ms deadline and
-///   truncates the time left to whole milliseconds, so the last sub-millisecond of every deadline is
-///   a busy loop of non-blocking polls (measured: 1% of a core on an idle ingest node; now ~0).
-///   Under load the two ways cost the same within noise (docs/benchmarks.md, ingest matrix).
-///
-/// Cheap to clone. Dropping the last clone stops the task.
-#[derive(Clone)]
-pub struct IngestProducer {
-    inner: Arc<ProducerInner>,
-}
-
-struct ProducerInner {
-    /// Dropped first: detaches the wake-up from the queue before the client is destroyed.
-    wake: QueueWake,
-    producer: BaseProducer<IngestContext>,
-}
-
-/// The main queue's wake-up socket, enabled on the queue while this lives.
-struct QueueWake {
-    queue: *mut rdsys::rd_kafka_queue_t,
-    /// The end librdkafka writes to; closing it ends the serving task (end of stream).
-    _writer: UnixStream,
-}
-
-// SAFETY: a librdkafka queue handle may be used from any thread (librdkafka locks the queue);
-// this one is only used to read the queue's length and, on drop, to detach and release it.
-unsafe impl Send for QueueWake {}
-unsafe impl Sync for QueueWake {}
-
-impl QueueWake {
-    fn len(&self) -> usize {
-        // SAFETY: `queue` is a live handle until `drop`.
-        unsafe { rdsys::rd_kafka_queue_length(self.queue) }
-    }
-}
-
-impl Drop for QueueWake {
-    fn drop(&mut self) {
-        // SAFETY: the handle is live; fd -1 disables the wake-up, after which librdkafka no
-        // longer writes to our socket; then the handle (not the queue itself) is released.
-        unsafe {
-            rdsys::rd_kafka_queue_io_event_enable(self.queue, -1, std::ptr::null(), 0);
-            rdsys::rd_kafka_queue_destroy(self.queue);
-        }
-    }
-}
-
-impl Deref for IngestProducer {
-    type Target = BaseProducer<IngestContext>;
-    fn deref(&self) -> &Self::Target {
-        &self.inner.producer
-    }
-}
-
-impl IngestProducer {
-    /// Creates the producer and spawns the task serving its event queue (on the current runtime).
-    fn start(config: &rdkafka::ClientConfig) -> Result<(Self, tokio::task::JoinHandle<()>), KafkaError> {
-        let producer: BaseProducer<IngestContext> = config.create_with_context(IngestContext)?;
-        let (reader, writer) = UnixStream::pair().map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
-        for s in [&reader, &writer] {
-            s.set_nonblocking(true)
-                .map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
-        }
-        static WAKE_BYTE: [u8; 1] = [1];
-        // SAFETY: the client is live; the returned handle is released by `QueueWake::drop`, which
-        // runs before the client is destroyed (field order of `ProducerInner`). The payload is a
-        // static; the fd stays open while the wake-up is enabled (`_writer`).
-        let queue = unsafe {
-            let q = rdsys::rd_kafka_queue_get_main(producer.client().native_ptr());
-            rdsys::rd_kafka_queue_io_event_enable(q, writer.as_raw_fd(), WAKE_BYTE.as_ptr().cast(), 1);
-            q
-        };
-        let inner = Arc::new(ProducerInner {
-            wake: QueueWake { queue, _writer: writer },
-            producer,
-        });
-        let reader = tokio::net::UnixStream::from_std(reader).map_err(|e| KafkaError::ClientCreation(e.to_string()))?;
-        let task = tokio::spawn(serve_events(Arc::downgrade(&inner), reader));
-        Ok((IngestProducer { inner }, task))
-    }
-}
-
-/// Serves the producer's event queue whenever librdkafka signals it, until the producer is
-/// dropped (its end of the socket closes).
-async fn serve_events(producer: Weak<ProducerInner>, reader: tokio::net::UnixStream) {
-    let mut buf = [0u8; 64];
-    loop {
-        // Events that came before the wake-up was enabled, or since the last pass.
-        let pass = match producer.upgrade() {
-            Some(p) => drain_events(&p),
-            None => return,
-        };
-        match pass {
-            Drained::All => {}
-            Drained::Some => {
-                tokio::task::yield_now().await;
-                continue;
-            }
-            Drained::Stuck => {
-                // Events that polling does not take (not expected): do not spin on them.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        }
-        if reader.readable().await.is_err() {
-            return;
-        }
-        loop {
-            match reader.try_read(&mut buf) {
-                Ok(0) => return, // the producer is gone
-                Ok(_) => continue,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(_) => return,
-            }
-        }
-    }
-}
-
-enum Drained {
-    /// The queue is empty: the next event writes to the socket.
-    All,
-    /// A pass's worth was served and more is queued: serve the rest after a yield (no byte comes
-    /// for events already queued).
-    Some,
-    /// Events stayed queued through a whole pass.
-    Stuck,
-}
-
-/// Serves the events in the queue without blocking. Each poll takes one event (a delivery-report
-/// event carries every report of a produce response); a pass is bounded so that a flood of events
-/// cannot hold the runtime thread.
-fn drain_events(p: &ProducerInner) -> Drained {
-    const PASS: usize = 1024;
-    let before = p.wake.len();
-    for _ in 0..PASS {
-        if p.wake.len() == 0 {
-            return Drained::All;
-        }
-        p.producer.poll(Duration::ZERO);
-    }
-    match p.wake.len() {
-        0 => Drained::All,
-        left if left >= before => Drained::Stuck,
-        _ => Drained::Some,
-    }
-}
+/// The ingest node's Kafka producer. Its event queue is served on the runtime
+/// ([`tailsift_kafka::served`]), so a delivery report wakes the request it completes on the same
+/// runtime thread, and an idle node costs nothing. Under load the two ways (this and a polling
+/// thread) cost the same within noise (docs/benchmarks.md, ingest matrix).
+pub type IngestProducer = ServedProducer<IngestContext>;
 
 enum Transport {
     Kafka(IngestProducer),
@@ -313,7 +162,7 @@ impl Publisher {
             c.set(k, v);
         }
         // The serving task ends by itself when the producer is dropped.
-        let (producer, _task) = IngestProducer::start(&c)?;
+        let (producer, _task) = IngestProducer::start(&c, IngestContext)?;
         Ok(Publisher {
             transport: Transport::Kafka(producer),
             topic: cfg.topic.clone(),
@@ -553,7 +402,7 @@ mod tests {
             "{result:?}"
         );
 
-        let (producer, task) = IngestProducer::start(&cfg.connection().client_config()).unwrap();
+        let (producer, task) = IngestProducer::start(&cfg.connection().client_config(), IngestContext).unwrap();
         let clone = producer.clone();
         drop(producer);
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -37,7 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureRecord, Producer};
+use rdkafka::producer::Producer;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tailsift_proto::v1::capture_progress::State;
 use tailsift_proto::v1::{Capture as CaptureSpec, CaptureProgress};
@@ -619,20 +619,21 @@ impl Job {
             };
             let key = tailsift_otlp::record_key(trace_id);
             let value = crate::decisions::encode(&d);
-            let mut rec = FutureRecord::to(&self.shared.decisions_topic)
-                .partition(self.partition)
-                .key(&key[..])
-                .payload(&value);
-            // The producer's queue is bounded: on a full queue, poll and retry.
+            let rec = tailsift_kafka::served::Record {
+                topic: &self.shared.decisions_topic,
+                partition: Some(self.partition),
+                key: &key[..],
+                payload: &value,
+            };
+            // The producer's queue is bounded: on a full queue, wait and retry.
             loop {
-                match producer.send_result(rec) {
+                match producer.send(rec, None, false) {
                     Ok(_) => break,
-                    Err((e, r)) => {
+                    Err(e) => {
                         if self.stop.load(Ordering::Relaxed) {
                             tracing::warn!(error = %e, "capture decisions not all recorded at shutdown");
                             return;
                         }
-                        rec = r;
                         std::thread::sleep(Duration::from_millis(50));
                     }
                 }

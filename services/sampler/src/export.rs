@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Buf, BufMut, Bytes};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use tailsift_kafka::served::{DeliveryContext, Record, ServedProducer};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -70,7 +70,7 @@ enum Backend {
         headers: Vec<(String, String)>,
     },
     Kafka {
-        producer: FutureProducer,
+        producer: ServedProducer<DeliveryContext>,
         topic: String,
     },
     /// One OTLP/JSON `ExportTraceServiceRequest` per line ([`json_line`]) per exported job (a kept
@@ -152,8 +152,7 @@ impl Exporter {
                 }
             }
             ExportKind::Kafka => {
-                let producer = kafka_producer(kafka, cfg)
-                    .create()
+                let (producer, _) = ServedProducer::start_delivering(&kafka_producer(kafka, cfg))
                     .map_err(|e| SetupError::Producer("export", e))?;
                 Backend::Kafka {
                     producer,
@@ -231,18 +230,23 @@ impl Exporter {
                 let mut futs = Vec::with_capacity(pieces.len());
                 for p in pieces.iter() {
                     let key = tailsift_otlp::record_key(&p.trace_id);
-                    let rec = FutureRecord::to(topic).key(&key[..]).payload(&p.payload[..]);
-                    futs.push(match producer.send_result(rec) {
-                        Ok(f) => Ok(f),
-                        Err((e, _)) => Err(classify::classify_kafka(&e)),
+                    let rec = Record {
+                        topic,
+                        partition: None,
+                        key: &key[..],
+                        payload: &p.payload[..],
+                    };
+                    futs.push(match producer.send(rec, None, true) {
+                        Ok(f) => Ok(f.expect("a report was asked for")),
+                        Err(e) => Err(classify::classify_kafka(&e)),
                     });
                 }
                 let mut results = Vec::with_capacity(futs.len());
                 for f in futs {
                     results.push(match f {
                         Ok(f) => match f.await {
-                            Ok(Ok(_)) => Ok(()),
-                            Ok(Err((e, _))) => Err(classify::classify_kafka(&e)),
+                            Ok(Ok(())) => Ok(()),
+                            Ok(Err(e)) => Err(classify::classify_kafka(&e)),
                             Err(_) => Err(ExportError::retryable("producer closed")),
                         },
                         Err(e) => Err(e),

@@ -39,7 +39,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::FutureProducer;
 use tailsift_policy::{PolicyDocument, PolicyEngine};
 use tailsift_telemetry::Readiness;
 use tokio::net::TcpListener;
@@ -241,15 +240,15 @@ pub async fn run_on(
             if let Some(topic) = &cfg.export.dead_letter_topic {
                 create_topic(&cfg.kafka, topic, partitions as i32).await?;
             }
-            let decisions: FutureProducer = cfg
-                .kafka
-                .connection()
-                .client_config()
-                .set("acks", "all")
-                .set("linger.ms", "20")
-                .set("compression.type", "lz4")
-                .set("message.timeout.ms", "30000")
-                .create()?;
+            let (decisions, _) = tailsift_kafka::served::ServedProducer::start_delivering(
+                cfg.kafka
+                    .connection()
+                    .client_config()
+                    .set("acks", "all")
+                    .set("linger.ms", "20")
+                    .set("compression.type", "lz4")
+                    .set("message.timeout.ms", "30000"),
+            )?;
             (Some(decisions), partitions)
         }
         Transport::InProcess(log) => (None, log.partitions() as usize),

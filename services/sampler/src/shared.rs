@@ -13,7 +13,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::Producer;
+use tailsift_kafka::served::{DeliveryContext, Record, ServedProducer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 
@@ -40,7 +41,7 @@ pub(crate) struct Shared {
     /// To the read-back thread (traces buffered as an index).
     pub(crate) readback_tx: std::sync::mpsc::SyncSender<engine::ReadBackJob>,
     /// The decisions topic's producer; `None` on the in-process log (no decisions topic).
-    pub(crate) decisions: Option<FutureProducer>,
+    pub(crate) decisions: Option<ServedProducer<DeliveryContext>>,
     pub(crate) decisions_topic: String,
     pub(crate) spans_topic: String,
     pub(crate) decisions_replay: i64,
@@ -77,11 +78,13 @@ impl Shared {
                     let Some(producer) = &self.decisions else { continue };
                     let key = tailsift_otlp::record_key(&d.trace_id);
                     let value = decisions::encode(&d);
-                    let rec = FutureRecord::to(&self.decisions_topic)
-                        .partition(d.partition)
-                        .key(&key[..])
-                        .payload(&value);
-                    if let Err((e, _)) = producer.send_result(rec) {
+                    let rec = Record {
+                        topic: &self.decisions_topic,
+                        partition: Some(d.partition),
+                        key: &key[..],
+                        payload: &value,
+                    };
+                    if let Err(e) = producer.send(rec, None, false) {
                         tracing::debug!(error = %e, "decision record not queued (only duplicate avoidance is affected)");
                     }
                 }

@@ -6,6 +6,7 @@
 //! the spans topic in `tailsift standalone`.
 
 pub mod memlog;
+pub mod served;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use tailsift_kafka::served::{DeliveryContext, Record, ServedProducer};
 use tailsift_otlp::{split_by_trace, SplitOptions};
 use tokio_util::sync::CancellationToken;
 
@@ -22,7 +22,7 @@ pub const ERROR_HEADER: &str = "tailsift.dead_letter.error";
 /// The dead-letter destination.
 #[derive(Clone)]
 pub struct DeadLetter {
-    topic: Option<(FutureProducer, String)>,
+    topic: Option<(ServedProducer<DeliveryContext>, String)>,
     max_record_bytes: usize,
     initial_backoff: Duration,
     max_backoff: Duration,
@@ -33,8 +33,7 @@ impl DeadLetter {
         let topic = match &cfg.dead_letter_topic {
             None => None,
             Some(topic) => {
-                let producer = super::kafka_producer(kafka, cfg)
-                    .create()
+                let (producer, _) = ServedProducer::start_delivering(&super::kafka_producer(kafka, cfg))
                     .map_err(|e| super::SetupError::Producer("dead-letter", e))?;
                 Some((producer, topic.clone()))
             }
@@ -97,17 +96,19 @@ impl DeadLetter {
                         key: ERROR_HEADER,
                         value: Some(error_text),
                     });
-                let rec = FutureRecord::to(topic)
-                    .key(&key[..])
-                    .payload(&r.payload[..])
-                    .headers(headers);
-                let delivered = match producer.send_result(rec) {
-                    Ok(f) => match f.await {
-                        Ok(Ok(_)) => Ok(()),
-                        Ok(Err((e, _))) => Err(e.to_string()),
+                let rec = Record {
+                    topic,
+                    partition: None,
+                    key: &key[..],
+                    payload: &r.payload[..],
+                };
+                let delivered = match producer.send(rec, Some(headers), true) {
+                    Ok(f) => match f.expect("a report was asked for").await {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(e)) => Err(e.to_string()),
                         Err(_) => Err("producer closed".to_string()),
                     },
-                    Err((e, _)) => Err(e.to_string()),
+                    Err(e) => Err(e.to_string()),
                 };
                 match delivered {
                     Ok(()) => break,

@@ -47,6 +47,9 @@ pub const QUIET: Duration = Duration::from_secs(5);
 /// The pause before jobs a silent log left unfinished are tried again.
 pub const RETRY_PAUSE: Duration = Duration::from_secs(1);
 
+/// What [`LogReader::next`] returns: a record's offset and, when wanted, its value.
+pub(crate) type NextRecord = Result<Option<(i64, Option<Bytes>)>, SourceError>;
+
 /// A log the reader can position and read.
 pub(crate) trait LogReader: Send {
     /// The next [`LogReader::next`] returns records of `partition` from `offset` on (or the first
@@ -54,7 +57,7 @@ pub(crate) trait LogReader: Send {
     fn seek(&mut self, partition: i32, offset: i64) -> Result<(), SourceError>;
     /// The next record of the partition sought: its offset, and its value when `wanted(offset)`
     /// (records read through are not copied); `None` when none came within `timeout`.
-    fn next(&mut self, timeout: Duration, wanted: &dyn Fn(i64) -> bool) -> Result<Option<(i64, Option<Bytes>)>, SourceError>;
+    fn next(&mut self, timeout: Duration, wanted: &dyn Fn(i64) -> bool) -> NextRecord;
 }
 
 /// What one sweep did, for the metrics and tests.
@@ -294,7 +297,7 @@ impl LogReader for KafkaLog {
         Ok(())
     }
 
-    fn next(&mut self, timeout: Duration, wanted: &dyn Fn(i64) -> bool) -> Result<Option<(i64, Option<Bytes>)>, SourceError> {
+    fn next(&mut self, timeout: Duration, wanted: &dyn Fn(i64) -> bool) -> NextRecord {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -345,7 +348,7 @@ impl LogReader for MemLogReader {
         Ok(())
     }
 
-    fn next(&mut self, _timeout: Duration, wanted: &dyn Fn(i64) -> bool) -> Result<Option<(i64, Option<Bytes>)>, SourceError> {
+    fn next(&mut self, _timeout: Duration, wanted: &dyn Fn(i64) -> bool) -> NextRecord {
         if self.buf.is_empty() {
             self.buf.extend(self.log.read(self.partition, self.next, 256));
         }
@@ -390,7 +393,7 @@ mod tests {
             Ok(())
         }
 
-        fn next(&mut self, _timeout: Duration, wanted: &dyn Fn(i64) -> bool) -> Result<Option<(i64, Option<Bytes>)>, SourceError> {
+        fn next(&mut self, _timeout: Duration, wanted: &dyn Fn(i64) -> bool) -> NextRecord {
             let r = self.records.range(self.at..).next().map(|(o, v)| (*o, v.clone()));
             if let Some((o, _)) = r {
                 self.at = o + 1;
@@ -425,20 +428,12 @@ mod tests {
 
     fn run_sweep_unfinished(log: &mut FakeLog, position: &mut Option<(i32, i64)>, jobs: &[ReadBackJob]) -> SweepResult {
         let mut out = Vec::new();
-        let (swept, unfinished) = sweep(
-            log,
-            position,
-            0,
-            jobs,
-            0,
-            Duration::from_millis(1),
-            &mut |i, recs| {
-                out.push((
-                    jobs[i].id,
-                    recs.iter().map(|r| String::from_utf8(r.to_vec()).unwrap()).collect(),
-                ))
-            },
-        );
+        let (swept, unfinished) = sweep(log, position, 0, jobs, 0, Duration::from_millis(1), &mut |i, recs| {
+            out.push((
+                jobs[i].id,
+                recs.iter().map(|r| String::from_utf8(r.to_vec()).unwrap()).collect(),
+            ))
+        });
         (out, swept, unfinished)
     }
 
@@ -526,7 +521,7 @@ mod tests {
             self.inner.seek(partition, start)
         }
 
-        fn next(&mut self, timeout: Duration, wanted: &dyn Fn(i64) -> bool) -> Result<Option<(i64, Option<Bytes>)>, SourceError> {
+        fn next(&mut self, timeout: Duration, wanted: &dyn Fn(i64) -> bool) -> NextRecord {
             self.inner.next(timeout, wanted)
         }
     }

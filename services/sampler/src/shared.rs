@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::Producer;
-use tailsift_kafka::served::{DeliveryContext, Record, ServedProducer};
 use rdkafka::{Message, Offset, TopicPartitionList};
+use tailsift_kafka::served::{DeliveryContext, Record, ServedProducer};
 use tokio::sync::mpsc;
 
 use crate::decisions;

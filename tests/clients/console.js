@@ -158,7 +158,9 @@ async function run(page, shot) {
 
   await signIn(page, ADMIN);
   await go(page, '#/overview', '#page-overview');
-  check((await text(page, '#who')).includes('admin'), 'signed in as admin');
+  // The header names the user once the sign-in's `/v1/me` has answered (asynchronously).
+  await page.waitForFunction(() => document.getElementById('who').textContent.includes('admin'))
+    .catch(async () => check(false, 'signed in as admin: ' + await text(page, '#who')));
   // Live numbers from the workers' reports.
   await page.waitForFunction((n) => {
     const rows = document.querySelectorAll('#ov-workers tbody tr[data-worker]');

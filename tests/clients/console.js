@@ -141,6 +141,8 @@ async function run(page, shot) {
   await page.waitForSelector('#set-history_limit');
   check(await page.$eval('#cl-rotate', (b) => b.disabled), 'read-only: rotate disabled');
   check(await page.$eval('#set-history_limit', (b) => b.disabled), 'read-only: settings disabled');
+  await go(page, '#/captures', '#page-captures');
+  check(await page.$eval('#cap-start', (b) => b.disabled), 'read-only: no capture can be started');
   // Even a write forced from the page is refused by the API (403), not just hidden.
   const forced = await page.evaluate(async () => (await fetch('/v1/seed/rotate', { method: 'POST', headers: { authorization: 'Bearer ' + sessionStorage.getItem('tailsift.console.token') } })).status);
   check(forced === 403, 'read-only write refused by the API: ' + forced);
@@ -307,6 +309,34 @@ async function run(page, shot) {
   await page.waitForFunction(() => document.getElementById('sh-result').textContent.startsWith('Promoted'));
   await page.waitForFunction(() => document.getElementById('sh-revision').textContent === 'none');
   step('shadow promoted: ' + (await text(page, '#sh-result')));
+
+  // Captures: an invalid match is refused with the server's reason; a valid one is listed as
+  // running (waiting for the end of its window) and can be cancelled, with confirmation.
+  await go(page, '#/captures', '#page-captures');
+  await page.waitForFunction(() => document.querySelector('#cap-list tbody td') !== null);
+  await page.type('#cap-match', 'name ==');
+  await page.click('#cap-start');
+  await page.waitForFunction(() => document.getElementById('cap-result').textContent.startsWith('Not started'));
+  check((await page.$eval('#cap-result', (e) => e.className)) === 'bad-text', 'the refusal is marked as an error');
+  step('invalid capture refused: ' + (await text(page, '#cap-result')));
+  await page.$eval('#cap-match', (i) => { i.value = ''; });
+  await page.type('#cap-match', 'resource.attributes["service.name"] == "checkout"');
+  await page.$eval('#cap-since', (i) => { i.value = ''; });
+  await page.type('#cap-since', '5m');
+  await page.type('#cap-description', 'checkout incident');
+  await page.click('#cap-start');
+  await page.waitForFunction(() => /^Capture \d+ started/.test(document.getElementById('cap-result').textContent));
+  const capId = (await text(page, '#cap-result')).match(/^Capture (\d+)/)[1];
+  await page.waitForSelector(`#cap-list tr[data-capture="${capId}"] td[data-state="running"]`);
+  const capRow = await page.$eval(`#cap-list tr[data-capture="${capId}"]`, (r) => [...r.cells].map((c) => c.textContent));
+  check(capRow[1] === 'checkout incident', 'the capture is listed with its note: ' + capRow.join(' | '));
+  await shot('captures');
+  await page.click(`button[data-cancel="${capId}"]`);
+  await visible(page, '#confirm');
+  await page.click('#confirm-yes');
+  await page.waitForSelector(`#cap-list tr[data-capture="${capId}"] td[data-state="cancelled"]`);
+  check(await page.$(`button[data-cancel="${capId}"]`) === null, 'a cancelled capture has no cancel button');
+  step('capture ' + capId + ' started and cancelled from the page: ' + capRow.join(' | '));
 }
 
 main().catch((e) => { console.error(e.stack || String(e)); process.exit(1); });

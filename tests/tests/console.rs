@@ -168,7 +168,16 @@ async fn console_in_chromium_against_a_cluster_with_traffic() {
         policy["seeds"]["current"]["epoch"], 1,
         "the rotated seed is in force from v4: {policy}"
     );
-    for name in ["signin", "overview", "policy", "policy-invalid", "shadow", "cluster"] {
+    // The capture started and cancelled from the page, as the API has it.
+    let (_, captures) = cluster.request(0, "GET", "/v1/captures", Some(READ_TOKEN), None).await;
+    let listed = captures["captures"].as_array().expect("captures");
+    assert!(
+        listed
+            .iter()
+            .any(|c| c["description"] == "checkout incident" && c["state"] == "cancelled"),
+        "{captures}"
+    );
+    for name in ["signin", "overview", "policy", "policy-invalid", "shadow", "cluster", "captures"] {
         assert!(shots.0.join(format!("{name}.png")).is_file(), "screenshot {name}.png");
     }
     println!("console test: {:?}", started.elapsed());

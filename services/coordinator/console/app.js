@@ -194,6 +194,7 @@ const pages = {
   overview: { load: loadOverview, every: true },
   policy: { load: loadPolicy, every: false },
   shadow: { load: loadShadow, every: true },
+  captures: { load: loadCaptures, every: true },
   cluster: { load: loadCluster, every: true },
 };
 
@@ -566,6 +567,56 @@ async function rotateSeed() {
   catch (e) { status('cl-rotate-result', 'Not rotated: ' + e.message, false); }
 }
 
+// ---- Captures ------------------------------------------------------------------------------
+
+async function loadCaptures() {
+  const list = await api('GET', '/v1/captures');
+  const span = (c) => when(c.since_unix_ms) + ' – ' + when(c.until_unix_ms);
+  fillBody($('cap-list'), list.captures.map((c) => {
+    const t = c.total;
+    const parts = c.partitions === null || c.partitions === undefined
+      ? (c.in_progress.length ? c.in_progress.length + ' reading' : 'waiting for workers')
+      : (t.partitions_done + t.partitions_failed) + ' / ' + c.partitions + (t.partitions_failed ? ' (' + t.partitions_failed + ' failed)' : '');
+    const waiting = c.state === 'running' && Date.now() < c.read_until_unix_ms;
+    const st = el('td', { 'data-state': c.state }, c.state + (waiting ? ' (reads from ' + when(c.read_until_unix_ms) + ')' : ''));
+    const cancel = c.state === 'running'
+      ? el('button', { type: 'button', class: 'write', 'data-cancel': c.id, disabled: state.role !== 'admin', title: state.role !== 'admin' ? 'needs an admin token' : null, onclick: () => cancelCapture(c.id), text: 'Cancel' })
+      : null;
+    return el('tr', { 'data-capture': c.id },
+      el('td', { class: 'num', text: String(c.id) }),
+      el('td', { class: 'id', text: c.description, title: c.author ? 'by ' + c.author : null }),
+      el('td', { text: span(c) }),
+      st,
+      el('td', { class: 'num', text: parts }),
+      el('td', { class: 'num', text: count(t.traces_exported) }),
+      el('td', { class: 'num', text: count(t.traces_already_kept) }),
+      el('td', { class: 'num', text: count(t.spans_exported) }),
+      el('td', { class: c.retention ? 'bad-text' : 'muted', text: c.retention || 'whole window' }),
+      el('td', {}, cancel));
+  }), 10, 'No captures yet.');
+}
+
+async function startCapture() {
+  const match = $('cap-match').value.trim();
+  const since = $('cap-since').value.trim();
+  const description = $('cap-description').value.trim();
+  if (!match) { status('cap-result', 'Write a match condition.', false); $('cap-match').focus(); return; }
+  if (!since) { status('cap-result', 'Say how far back the window starts, such as 20m.', false); $('cap-since').focus(); return; }
+  const body = { match, since };
+  if (description) body.description = description;
+  try {
+    const w = await api('POST', '/v1/captures', body);
+    status('cap-result', 'Capture ' + w.id + ' started: ' + w.note, true);
+    await loadCaptures();
+  } catch (e) { status('cap-result', 'Not started: ' + e.message, false); }
+}
+
+async function cancelCapture(id) {
+  if (!await confirmDialog('Cancel capture ' + id + '? Partitions already exported stay exported; the others are not read.')) return;
+  try { await api('DELETE', '/v1/captures/' + id); status('cap-result', 'Capture ' + id + ' cancelled.', true); await loadCaptures(); }
+  catch (e) { status('cap-result', 'Not cancelled: ' + e.message, false); }
+}
+
 // ---- Confirmation --------------------------------------------------------------------------
 
 function confirmDialog(text) {
@@ -604,6 +655,8 @@ document.addEventListener('DOMContentLoaded', () => {
   $('pol-set-shadow').addEventListener('click', setShadow);
   $('sh-promote').addEventListener('click', promote);
   $('sh-clear').addEventListener('click', clearShadow);
+  $('cap-start').addEventListener('click', startCapture);
+  $('cap-form').addEventListener('submit', (e) => { e.preventDefault(); startCapture(); });
   $('cl-rotate').addEventListener('click', rotateSeed);
   $('cl-settings-save').addEventListener('click', saveSettings);
   window.addEventListener('hashchange', () => { route(); $('main').focus(); });

@@ -606,7 +606,9 @@ async function startCapture() {
   if (description) body.description = description;
   try {
     const w = await api('POST', '/v1/captures', body);
-    status('cap-result', 'Capture ' + w.id + ' started: ' + w.note, true);
+    status('cap-result', 'Capture ' + w.id + ' started: workers read ' + when(w.since_unix_ms) + ' – ' + when(w.until_unix_ms) +
+      ' from the spans topic once ' + when(w.read_until_unix_ms) + ' has passed (the decision wait after the window, so running traces are complete). ' +
+      'Records the topic\'s retention already deleted cannot be captured: the list below says if the window was cut.', true);
     await loadCaptures();
   } catch (e) { status('cap-result', 'Not started: ' + e.message, false); }
 }

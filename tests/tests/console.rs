@@ -177,7 +177,15 @@ async fn console_in_chromium_against_a_cluster_with_traffic() {
             .any(|c| c["description"] == "checkout incident" && c["state"] == "cancelled"),
         "{captures}"
     );
-    for name in ["signin", "overview", "policy", "policy-invalid", "shadow", "cluster", "captures"] {
+    for name in [
+        "signin",
+        "overview",
+        "policy",
+        "policy-invalid",
+        "shadow",
+        "cluster",
+        "captures",
+    ] {
         assert!(shots.0.join(format!("{name}.png")).is_file(), "screenshot {name}.png");
     }
     println!("console test: {:?}", started.elapsed());
